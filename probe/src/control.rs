@@ -1,0 +1,90 @@
+//! The side channel between the load generator and the server it started.
+//!
+//! It runs over the server's stdin and stdout, never over a measured gRPC
+//! connection, so asking for figures does not change them:
+//!
+//! 1. once bound, the server prints one line: `{"listening":"127.0.0.1:41234"}`;
+//! 2. for each line `stats` on its stdin, it prints one line `{"stats":{…}}`
+//!    holding a [`ServerStats`];
+//! 3. when its stdin closes, it shuts down, so a load generator that dies
+//!    (even by `kill -9`) takes its server with it.
+//!
+//! The listening line is printed whether or not the side channel is enabled,
+//! so scripts can start the server on port 0 and read the address.
+
+use std::net::SocketAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::ProcessSnapshot;
+
+/// The line the load generator writes to ask for a [`ServerStats`].
+pub const STATS_REQUEST: &str = "stats";
+
+/// One line the server prints on stdout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerLine {
+    /// The address the server bound, printed once at start.
+    Listening(SocketAddr),
+    /// The answer to one [`STATS_REQUEST`].
+    Stats(ServerStats),
+}
+
+impl ServerLine {
+    /// The line as printed, without its newline.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("ServerLine serializes to JSON")
+    }
+
+    pub fn parse(line: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(line.trim_end())
+    }
+}
+
+/// The server's own figures at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServerStats {
+    /// The server process, measured by itself.
+    pub process: ProcessSnapshot,
+    /// RPCs answered with OK since start (unary calls and completed streams).
+    pub requests_served: u64,
+    /// RPCs answered with an error status since start.
+    pub requests_failed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connections::ConnectionCounts;
+
+    #[test]
+    fn lines_round_trip() {
+        let listening = ServerLine::Listening("127.0.0.1:41234".parse().unwrap());
+        assert_eq!(listening.to_line(), r#"{"listening":"127.0.0.1:41234"}"#);
+        assert_eq!(ServerLine::parse(&listening.to_line()).unwrap(), listening);
+
+        let stats = ServerLine::Stats(ServerStats {
+            process: ProcessSnapshot {
+                pid: 7,
+                rss_bytes: 1,
+                fds: 2,
+                threads: 3,
+                jemalloc: None,
+                connections: ConnectionCounts { open: 1, opened: 2, closed: 1 },
+            },
+            requests_served: 10,
+            requests_failed: 1,
+        });
+        let line = stats.to_line();
+        assert!(!line.contains('\n'));
+        assert_eq!(ServerLine::parse(&format!("{line}\n")).unwrap(), stats);
+    }
+
+    #[test]
+    fn a_foreign_line_is_an_error_not_a_panic() {
+        assert!(ServerLine::parse("hello").is_err());
+        assert!(ServerLine::parse(r#"{"unknown":1}"#).is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! What a process looks like now.
+//!
+//! Both leaklab processes measure themselves with this crate: the load
+//! generator directly, the server when the load generator asks it over the
+//! [`control`] side channel. Keeping one reader for both means a client and a
+//! server figure are always measured the same way.
+//!
+//! - [`procfs`]: resident set size, open file descriptors and threads, from `/proc`;
+//! - [`jemalloc`]: the allocator's own byte counts (allocated, active, resident, mapped, retained);
+//! - [`connections`]: exact counts of open TCP connections, kept by wrapping each socket,
+//!   so counting stays O(1) at 20,000 connections;
+//! - [`snapshot`]: the serde type that carries all of it;
+//! - [`control`]: the line protocol between the load generator and the server it started.
+
+pub mod connections;
+pub mod control;
+pub mod jemalloc;
+pub mod procfs;
+pub mod snapshot;
+
+pub use connections::{ConnectionCounter, ConnectionCounts, Counted};
+pub use jemalloc::{JemallocReader, JemallocStats};
+pub use snapshot::{ProcessSnapshot, SnapshotReader};

@@ -1,0 +1,50 @@
+//! One reading of a process: memory, descriptors, threads, connections.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::connections::{ConnectionCounter, ConnectionCounts};
+use crate::jemalloc::{JemallocReader, JemallocStats};
+use crate::procfs::{self, Proc, ProcError};
+
+/// What a process looks like at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessSnapshot {
+    /// Process id of the measured process.
+    pub pid: u32,
+    /// Resident set size, from `/proc/<pid>/statm`.
+    pub rss_bytes: u64,
+    /// Open file descriptors, from `/proc/<pid>/fd`.
+    pub fds: u64,
+    /// Threads, from `/proc/<pid>/stat`.
+    pub threads: u64,
+    /// jemalloc's byte counts; absent when the allocator could not be read.
+    pub jemalloc: Option<JemallocStats>,
+    /// Exact TCP connection counts kept by the process itself.
+    pub connections: ConnectionCounts,
+}
+
+/// Reads [`ProcessSnapshot`]s of the calling process.
+#[derive(Debug)]
+pub struct SnapshotReader {
+    jemalloc: Option<JemallocReader>,
+    connections: ConnectionCounter,
+}
+
+impl SnapshotReader {
+    /// `connections` is the counter that the process's transport wraps its sockets with.
+    pub fn new(connections: ConnectionCounter) -> Self {
+        Self { jemalloc: JemallocReader::new().ok(), connections }
+    }
+
+    pub fn read(&self) -> Result<ProcessSnapshot, ProcError> {
+        Ok(ProcessSnapshot {
+            pid: std::process::id(),
+            rss_bytes: procfs::rss_bytes(Proc::Myself)?,
+            fds: procfs::open_fds(Proc::Myself)?,
+            threads: procfs::threads(Proc::Myself)?,
+            jemalloc: self.jemalloc.as_ref().and_then(|reader| reader.read().ok()),
+            connections: self.connections.counts(),
+        })
+    }
+}

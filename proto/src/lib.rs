@@ -1,0 +1,17 @@
+//! Generated types and stubs for the `leaklab.v1` package.
+//!
+//! The contract lives in `proto/leaklab/v1/echo.proto`; it is compiled at
+//! build time by protox, so no system `protoc` is needed.
+
+/// Messages, the `Echo` client and the `Echo` server trait.
+#[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("leaklab.v1");
+}
+
+pub use pb::echo_client::EchoClient;
+pub use pb::echo_server::{Echo, EchoServer};
+pub use pb::{EchoRequest, EchoResponse, StreamRequest};
+
+/// The fully qualified service name, as the health service reports it.
+pub const ECHO_SERVICE_NAME: &str = "leaklab.v1.Echo";

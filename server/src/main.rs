@@ -1,0 +1,108 @@
+//! `leaklab-server`: bind, announce the address, serve until told to stop.
+
+mod cli;
+
+use std::io::{BufRead, Write};
+
+use anyhow::Context;
+use clap::Parser;
+use leaklab_probe::control::{STATS_REQUEST, ServerLine};
+use leaklab_probe::SnapshotReader;
+use leaklab_server::{ServerMetrics, serve};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    let config = cli.server_config();
+
+    let listener = TcpListener::bind(cli.listen).await.with_context(|| format!("--listen {}: cannot bind", cli.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    announce(&ServerLine::Listening(addr))?;
+    eprintln!("leaklab-server: serving leaklab.v1.Echo and grpc.health.v1.Health on {addr}");
+
+    let metrics = ServerMetrics::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(stop_on_signals(stop_tx.clone()));
+    if cli.control_stdin {
+        let metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("control-stdin".into())
+            .spawn(move || answer_stats_on_stdin(metrics, stop_tx))
+            .context("starting the control thread")?;
+    }
+
+    let server = serve(listener, &config, metrics.clone(), stop_requested(stop_rx.clone()));
+    tokio::pin!(server);
+    // Serve until stopped; then give open connections `shutdown_grace` to finish.
+    let outcome = tokio::select! {
+        result = &mut server => result.context("serving"),
+        () = stop_requested(stop_rx) => match tokio::time::timeout(cli.shutdown_grace, &mut server).await {
+            Ok(result) => result.context("serving"),
+            Err(_elapsed) => {
+                let open = metrics.connections.counts().open;
+                eprintln!("leaklab-server: {open} connections still open after {:?}; closing them", cli.shutdown_grace);
+                Ok(())
+            }
+        },
+    };
+    let connections = metrics.connections.counts();
+    eprintln!(
+        "leaklab-server: stopped; requests served {}, failed {}; connections opened {}, closed {}",
+        metrics.requests_served(),
+        metrics.requests_failed(),
+        connections.opened,
+        connections.closed
+    );
+    outcome
+}
+
+async fn stop_requested(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+fn announce(line: &ServerLine) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", line.to_line()).and_then(|()| stdout.flush()).context("writing to stdout")
+}
+
+async fn stop_on_signals(stop: watch::Sender<bool>) {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        eprintln!("leaklab-server: cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    };
+    eprintln!("leaklab-server: {name}: shutting down");
+    let _ = stop.send(true);
+}
+
+/// Runs on its own thread: a blocking stdin read inside tokio would hold up
+/// the runtime's shutdown until the next line arrives.
+fn answer_stats_on_stdin(metrics: ServerMetrics, stop: watch::Sender<bool>) {
+    let reader = SnapshotReader::new(metrics.connections.clone());
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() != STATS_REQUEST {
+            eprintln!("leaklab-server: ignoring unknown control line {line:?}");
+            continue;
+        }
+        match metrics.stats(&reader) {
+            Ok(stats) => {
+                if announce(&ServerLine::Stats(stats)).is_err() {
+                    break;
+                }
+            }
+            Err(error) => eprintln!("leaklab-server: cannot measure myself: {error}"),
+        }
+    }
+    eprintln!("leaklab-server: control stdin closed: shutting down");
+    let _ = stop.send(true);
+}
