@@ -65,6 +65,18 @@ impl JemallocReader {
         })
     }
 
+    /// Whether jemalloc is this process's global allocator: a 4 MiB
+    /// allocation must show up in `stats.allocated`. When it is not, its
+    /// statistics describe an allocator nobody uses and must not be reported.
+    pub fn is_global_allocator(&self) -> bool {
+        const PROBE_BYTES: usize = 4 << 20;
+        let Ok(before) = self.read() else { return false };
+        let block = std::hint::black_box(vec![1u8; PROBE_BYTES]);
+        let during = self.read();
+        drop(block);
+        during.is_ok_and(|during| during.allocated_bytes >= before.allocated_bytes + PROBE_BYTES as u64 / 2)
+    }
+
     /// Advances the epoch and reads fresh statistics.
     pub fn read(&self) -> Result<JemallocStats, JemallocError> {
         ctl("epoch", self.epoch.advance())?;
@@ -100,6 +112,11 @@ mod tests {
         assert!(grew > 48 << 20, "allocating 64 MiB moved allocated by {grew}");
         let shrank = during.allocated_bytes as i64 - after.allocated_bytes as i64;
         assert!(shrank > 48 << 20, "freeing 64 MiB moved allocated by {shrank}");
+    }
+
+    #[test]
+    fn jemalloc_knows_it_is_the_global_allocator() {
+        assert!(JemallocReader::new().unwrap().is_global_allocator());
     }
 
     #[test]

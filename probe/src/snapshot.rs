@@ -33,8 +33,10 @@ pub struct SnapshotReader {
 
 impl SnapshotReader {
     /// `connections` is the counter that the process's transport wraps its sockets with.
+    /// jemalloc figures are read only if jemalloc is the global allocator.
     pub fn new(connections: ConnectionCounter) -> Self {
-        Self { jemalloc: JemallocReader::new().ok(), connections }
+        let jemalloc = JemallocReader::new().ok().filter(JemallocReader::is_global_allocator);
+        Self { jemalloc, connections }
     }
 
     pub fn read(&self) -> Result<ProcessSnapshot, ProcError> {
@@ -46,5 +48,22 @@ impl SnapshotReader {
             jemalloc: self.jemalloc.as_ref().and_then(|reader| reader.read().ok()),
             connections: self.connections.counts(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_of_this_process_is_sane() {
+        let counter = ConnectionCounter::new();
+        let _open = counter.track(());
+        let snapshot = SnapshotReader::new(counter).read().unwrap();
+        assert_eq!(snapshot.pid, std::process::id());
+        assert!(snapshot.rss_bytes > 0 && snapshot.fds >= 3 && snapshot.threads >= 1, "{snapshot:?}");
+        assert_eq!(snapshot.connections.open, 1);
+        // This test binary's global allocator is jemalloc (see jemalloc.rs), so its figures are present.
+        assert!(snapshot.jemalloc.is_some_and(|j| j.allocated_bytes > 0));
     }
 }

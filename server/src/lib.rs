@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use leaklab_probe::control::ServerStats;
 use leaklab_probe::procfs::ProcError;
 use leaklab_probe::{ConnectionCounter, Counted, SnapshotReader};
@@ -101,7 +102,7 @@ pub struct EchoService {
 }
 
 impl EchoService {
-    fn response_payload(&self, payload: Vec<u8>, response_bytes: u32) -> Result<Vec<u8>, Status> {
+    fn response_payload(&self, payload: Bytes, response_bytes: u32) -> Result<Bytes, Status> {
         if response_bytes == 0 {
             return Ok(payload);
         }
@@ -111,7 +112,7 @@ impl EchoService {
                 self.max_message_bytes
             )));
         }
-        Ok(vec![0xA5; response_bytes as usize])
+        Ok(Bytes::from(vec![0xA5; response_bytes as usize]))
     }
 }
 
