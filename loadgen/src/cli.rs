@@ -1,0 +1,169 @@
+//! Command-line interface. Only clap lives here; arguments are converted into
+//! the library's types before anything runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use leaklab_loadgen::run::TargetChoice;
+use leaklab_loadgen::scenario::Overrides;
+
+/// Reproduce, measure and explain gRPC client memory leaks.
+///
+/// Runs a scenario against the toy leaklab server while sampling the memory,
+/// connections and file descriptors of both processes, then writes
+/// reports/<scenario>/<time>/ (summary.json, memory.png/svg, report.md,
+/// samples.jsonl).
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a scenario and write its report.
+    Run(Box<RunArgs>),
+    /// List the scenarios with their descriptions.
+    List(ListArgs),
+    /// Print the JSON Schema of summary.json.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Directory of scenario files [default: ./scenarios, else the source tree's]
+    #[arg(long)]
+    pub(crate) scenarios_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Scenario name (see `loadgen list`) or path to a scenario file.
+    pub(crate) scenario: String,
+
+    /// Load an already running server at HOST:PORT instead of starting one.
+    /// Its memory is then not measured.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "server_bin")]
+    pub(crate) target: Option<String>,
+
+    /// The leaklab-server binary to start [default: next to this binary]
+    #[arg(long, value_name = "PATH")]
+    pub(crate) server_bin: Option<PathBuf>,
+
+    /// Where run directories go.
+    #[arg(long, default_value = "reports", value_name = "DIR")]
+    pub(crate) reports_dir: PathBuf,
+
+    /// Directory of scenario files [default: ./scenarios, else the source tree's]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) scenarios_dir: Option<PathBuf>,
+
+    /// Override load.requests.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) requests: Option<u64>,
+
+    /// Override load.duration, e.g. `20s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) duration: Option<Duration>,
+
+    /// Override load.concurrency.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) concurrency: Option<u64>,
+
+    /// Override load.rate (requests per second, open loop).
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+
+    /// Override load.warmup_requests.
+    #[arg(long)]
+    pub(crate) warmup_requests: Option<u64>,
+
+    /// Override sampling.interval, e.g. `50ms`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) interval: Option<Duration>,
+
+    /// Override sampling.cooldown, e.g. `5s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) cooldown: Option<Duration>,
+
+    /// No live progress line.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+impl RunArgs {
+    pub(crate) fn overrides(&self) -> Overrides {
+        Overrides {
+            requests: self.requests,
+            duration: self.duration,
+            concurrency: self.concurrency,
+            rate: self.rate,
+            warmup_requests: self.warmup_requests,
+            interval: self.interval,
+            cooldown: self.cooldown,
+        }
+    }
+
+    pub(crate) fn target(&self) -> anyhow::Result<TargetChoice> {
+        if let Some(authority) = &self.target {
+            if authority.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+                anyhow::bail!("--target {authority:?}: expected HOST:PORT, like 127.0.0.1:50051");
+            }
+            return Ok(TargetChoice::External { authority: authority.clone() });
+        }
+        let server_bin = match &self.server_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().context("locating this binary")?.with_file_name("leaklab-server"),
+        };
+        if !server_bin.is_file() {
+            anyhow::bail!(
+                "the server binary {} does not exist: build it with `cargo build --release -p leaklab-server`, \
+                 pass --server-bin PATH, or load a running server with --target HOST:PORT",
+                server_bin.display()
+            );
+        }
+        Ok(TargetChoice::Spawn { server_bin })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn target_must_be_host_and_port() {
+        let cli = Cli::try_parse_from(["loadgen", "run", "leak", "--target", "localhost"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("run expected") };
+        let err = args.target().unwrap_err().to_string();
+        assert!(err.contains("--target \"localhost\": expected HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn zero_requests_is_a_usage_error() {
+        let err = Cli::try_parse_from(["loadgen", "run", "leak", "--requests", "0"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--requests"), "{err}");
+    }
+
+    #[test]
+    fn overrides_carry_every_flag() {
+        let cli = Cli::try_parse_from([
+            "loadgen", "run", "leak", "--requests", "9", "--duration", "2s", "--concurrency", "3", "--rate", "50",
+            "--warmup-requests", "1", "--interval", "20ms", "--cooldown", "1s",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else { panic!("run expected") };
+        let o = args.overrides();
+        assert_eq!((o.requests, o.concurrency, o.rate, o.warmup_requests), (Some(9), Some(3), Some(50.0), Some(1)));
+        assert_eq!((o.duration, o.interval, o.cooldown), (Some(Duration::from_secs(2)), Some(Duration::from_millis(20)), Some(Duration::from_secs(1))));
+    }
+}

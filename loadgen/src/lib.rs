@@ -1,0 +1,15 @@
+//! leaklab's load generator and scenario runner.
+//!
+//! The pipeline of a run, one module per stage:
+//! [`scenario`] (file → typed [`scenario::Plan`]) → [`target`] (the server)
+//! → [`load`] (requests through a channel policy) while [`sample`] records
+//! both processes → [`stats`] (pure) → [`report`] (summary, plots, markdown).
+//! [`run::execute`] strings them together.
+
+pub mod load;
+pub mod report;
+pub mod run;
+pub mod sample;
+pub mod scenario;
+pub mod stats;
+pub mod target;

@@ -1,0 +1,101 @@
+//! Failed requests, sorted into kinds a reader can act on.
+//!
+//! A kind is a short snake_case name: the gRPC status code (`unavailable`,
+//! `deadline_exceeded`, …) or, when the failure came from the socket, the
+//! operating-system reason (`connection_refused`, `too_many_open_files`,
+//! `address_not_available`, …), which says more than `unavailable` does.
+
+use std::error::Error as StdError;
+use std::io;
+
+use tonic::{Code, Status};
+
+/// The kind of a call that ended with `status`.
+pub fn status_kind(status: &Status) -> String {
+    if let Some(kind) = io_kind(status) {
+        return kind;
+    }
+    code_name(status.code()).to_owned()
+}
+
+/// The kind of a channel that could not connect.
+pub fn connect_kind(error: &tonic::transport::Error) -> String {
+    io_kind(error).unwrap_or_else(|| "connect_failed".to_owned())
+}
+
+/// The kind of a call that outlived the request timeout.
+pub const TIMEOUT_KIND: &str = "deadline_exceeded";
+
+fn io_kind(error: &(dyn StdError + 'static)) -> Option<String> {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(io_error) = current.downcast_ref::<io::Error>() {
+            return Some(io_error_kind(io_error));
+        }
+        source = current.source();
+    }
+    None
+}
+
+fn io_error_kind(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::EMFILE) | Some(libc::ENFILE) => return "too_many_open_files".to_owned(),
+        Some(libc::EADDRNOTAVAIL) => return "address_not_available".to_owned(),
+        Some(libc::ECONNREFUSED) => return "connection_refused".to_owned(),
+        Some(libc::ECONNRESET) => return "connection_reset".to_owned(),
+        Some(libc::ETIMEDOUT) => return "connect_timed_out".to_owned(),
+        Some(libc::ENOBUFS) | Some(libc::ENOMEM) => return "out_of_kernel_memory".to_owned(),
+        _ => {}
+    }
+    let kind = format!("{:?}", error.kind());
+    let mut snake = String::from("io_");
+    for (i, c) in kind.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    snake
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_become_snake_case_kinds() {
+        assert_eq!(status_kind(&Status::unavailable("x")), "unavailable");
+        assert_eq!(status_kind(&Status::resource_exhausted("x")), "resource_exhausted");
+    }
+
+    #[test]
+    fn os_errors_say_more_than_unavailable() {
+        let status = Status::from_error(Box::new(io::Error::from_raw_os_error(libc::EMFILE)));
+        assert_eq!(status_kind(&status), "too_many_open_files");
+        assert_eq!(io_error_kind(&io::Error::from_raw_os_error(libc::EADDRNOTAVAIL)), "address_not_available");
+        assert_eq!(io_error_kind(&io::Error::from_raw_os_error(libc::ECONNREFUSED)), "connection_refused");
+        assert_eq!(io_error_kind(&io::Error::new(io::ErrorKind::BrokenPipe, "x")), "io_broken_pipe");
+    }
+}

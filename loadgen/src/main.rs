@@ -1,0 +1,158 @@
+//! `loadgen`: parse → plan → run → report → exit code.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use leaklab_loadgen::report::markdown::human_bytes;
+use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
+use leaklab_loadgen::scenario::{self, Catalog};
+use leaklab_loadgen::{load::StopReason, report::summary::json_schema};
+use tokio::sync::watch;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Exit codes, also listed in the README.
+mod exit {
+    /// The run completed and its report was written.
+    pub(crate) const OK: u8 = 0;
+    /// The run failed (server did not start, I/O error…).
+    pub(crate) const FAILED: u8 = 1;
+    /// Bad command line or scenario file; nothing ran.
+    pub(crate) const USAGE: u8 = 2;
+    /// Interrupted (Ctrl-C, SIGTERM); the report covers the run up to then.
+    pub(crate) const INTERRUPTED: u8 = 130;
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::List(args) => list(&Catalog::locate(args.scenarios_dir)),
+        cli::Command::Schema => {
+            print!("{}", json_schema());
+            ExitCode::from(exit::OK)
+        }
+        cli::Command::Run(args) => {
+            let plan = match Catalog::locate(args.scenarios_dir.clone())
+                .resolve(&args.scenario)
+                .and_then(|path| scenario::load(&path, &args.overrides()))
+            {
+                Ok(plan) => plan,
+                Err(error) => return fail(exit::USAGE, &anyhow::Error::from(error)),
+            };
+            let target = match args.target() {
+                Ok(target) => target,
+                Err(error) => return fail(exit::USAGE, &error),
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => return fail(exit::FAILED, &error.into()),
+            };
+            let (stop_tx, stop) = watch::channel(false);
+            runtime.spawn(stop_on_signals(stop_tx));
+            let options = RunOptions { target, reports_dir: args.reports_dir, quiet: args.quiet, stop };
+            match runtime.block_on(run::execute(&plan, options)) {
+                Ok(outcome) => report(&outcome),
+                Err(error) => fail(exit::FAILED, &error),
+            }
+        }
+    }
+}
+
+fn fail(code: u8, error: &anyhow::Error) -> ExitCode {
+    eprintln!("Error: {error:#}");
+    ExitCode::from(code)
+}
+
+fn list(catalog: &Catalog) -> ExitCode {
+    let entries = catalog.entries();
+    if entries.is_empty() {
+        eprintln!("Error: no scenario files (*.toml) in {}", catalog.dir.display());
+        return ExitCode::from(exit::USAGE);
+    }
+    let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+    for entry in entries {
+        match entry.description {
+            Ok(description) => println!("{:width$}  {description}", entry.name),
+            Err(error) => println!("{:width$}  (invalid: {error})", entry.name),
+        }
+    }
+    ExitCode::from(exit::OK)
+}
+
+/// First SIGINT or SIGTERM: stop the load, cool down no further, write the
+/// report. A second one: quit at once (the server still dies with us).
+async fn stop_on_signals(stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    for round in 0.. {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        if round > 0 {
+            eprintln!("\nloadgen: stopping now, without a report");
+            std::process::exit(exit::INTERRUPTED.into());
+        }
+        eprintln!("\nloadgen: stopping the load and writing the report (interrupt again to quit at once)");
+        let _ = stop.send(true);
+    }
+}
+
+fn report(outcome: &RunOutcome) -> ExitCode {
+    let s = &outcome.summary;
+    let growth = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |b| format!("{}{}/request", if b >= 0.0 { "+" } else { "" }, human_bytes(b)));
+    let connections = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |c| format!("{c:+.3}/request"));
+    println!(
+        "{}: {} requests ({} failed) in {:.1} s, {:.0} req/s; latency p50 {} µs, p99 {} µs, max {} µs",
+        s.scenario,
+        s.requests.ok + s.requests.failed,
+        s.requests.failed,
+        s.load_duration_s,
+        s.throughput_rps,
+        s.latency_us.p50,
+        s.latency_us.p99,
+        s.latency_us.max
+    );
+    println!(
+        "  client: allocated {}, connections {}, RSS {:.1} → {:.1} MiB (peak {:.1})",
+        growth(s.growth.client_allocated_bytes_per_request),
+        connections(s.growth.client_connections_per_request),
+        mib(s.client.rss_bytes.start),
+        mib(s.client.rss_bytes.end),
+        mib(s.client.rss_bytes.peak)
+    );
+    match &s.server {
+        Some(server) => println!(
+            "  server: allocated {}, connections {}, RSS {:.1} → {:.1} MiB (peak {:.1})",
+            growth(s.growth.server_allocated_bytes_per_request),
+            connections(s.growth.server_connections_per_request),
+            mib(server.rss_bytes.start),
+            mib(server.rss_bytes.end),
+            mib(server.rss_bytes.peak)
+        ),
+        None => println!("  server: not measured (--target)"),
+    }
+    for (kind, count) in &s.requests.errors {
+        println!("  errors: {kind} × {count}");
+    }
+    println!("report: {}", outcome.dir.display());
+    for error in &outcome.export_errors {
+        eprintln!("Error: {error:#}");
+    }
+    if !outcome.export_errors.is_empty() {
+        ExitCode::from(exit::FAILED)
+    } else if s.stopped_by == StopReason::Interrupted {
+        ExitCode::from(exit::INTERRUPTED)
+    } else {
+        ExitCode::from(exit::OK)
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}

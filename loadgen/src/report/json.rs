@@ -1,0 +1,89 @@
+//! `summary.json`: the [`Summary`](super::Summary), pretty-printed.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::{Exporter, Report};
+
+#[derive(Debug)]
+pub struct SummaryJson;
+
+impl Exporter for SummaryJson {
+    fn file_name(&self) -> &'static str {
+        "summary.json"
+    }
+
+    fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
+        let mut text = serde_json::to_string_pretty(report.summary).context("serializing the summary")?;
+        text.push('\n');
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    
+    use crate::report::fixtures::scripted_report;
+    use crate::report::summary::json_schema;
+
+    /// The keys the README and CI scripts rely on, by dotted path.
+    const REQUIRED_KEYS: &[&str] = &[
+        "scenario", "requests.ok", "requests.failed", "requests.errors", "throughput_rps",
+        "latency_us.p50", "latency_us.p99", "latency_us.max",
+        "growth.client_allocated_bytes_per_request", "growth.server_allocated_bytes_per_request",
+    ];
+    const PROCESS_KEYS: &[&str] = &["rss_bytes", "allocated_bytes", "connections", "fds"];
+
+    fn lookup<'a>(value: &'a serde_json::Value, dotted: &str) -> Option<&'a serde_json::Value> {
+        dotted.split('.').try_fold(value, |value, key| value.get(key))
+    }
+
+    #[test]
+    fn summary_has_every_documented_key() {
+        let (summary, _) = scripted_report();
+        let value = serde_json::to_value(&summary).unwrap();
+        for key in REQUIRED_KEYS {
+            assert!(lookup(&value, key).is_some(), "summary.json lacks {key}");
+        }
+        for process in ["client", "server"] {
+            for key in PROCESS_KEYS {
+                for end in ["start", "end", "peak"] {
+                    let dotted = format!("{process}.{key}.{end}");
+                    assert!(lookup(&value, &dotted).is_some_and(|v| v.is_u64()), "summary.json lacks {dotted}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scripted_leak_growth_is_recovered() {
+        let (summary, _) = scripted_report();
+        let client = summary.growth.client_allocated_bytes_per_request.unwrap();
+        let server = summary.growth.server_allocated_bytes_per_request.unwrap();
+        assert!((client - 60_000.0).abs() < 1.0, "{client}");
+        assert!((server - 20_000.0).abs() < 1.0, "{server}");
+        assert_eq!(summary.growth.client_connections_per_request, Some(1.0));
+        assert_eq!(summary.growth.loaded_requests, 1_000);
+        assert!(summary.notes.iter().any(|n| n.contains("never evicted")), "leak note missing: {:?}", summary.notes);
+    }
+
+    #[test]
+    fn committed_schema_matches_the_summary_type() {
+        let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/summary.schema.json"))
+            .expect("schema/summary.schema.json is committed");
+        assert!(
+            committed == json_schema(),
+            "schema/summary.schema.json is out of date: run `make schema` and commit the result"
+        );
+    }
+
+    #[test]
+    fn schema_requires_what_the_summary_always_has() {
+        let schema: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
+        let required = schema["required"].as_array().unwrap();
+        for key in ["scenario", "requests", "throughput_rps", "latency_us", "client", "server", "growth"] {
+            assert!(required.iter().any(|v| v == key), "schema does not require {key}");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `report.md`: the run in a page a person reads, next to its plot.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::summary::ProcessSummary;
+use super::{Exporter, Report};
+
+#[derive(Debug)]
+pub struct Markdown;
+
+impl Exporter for Markdown {
+    fn file_name(&self) -> &'static str {
+        "report.md"
+    }
+
+    fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
+        std::fs::write(path, render(report)).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// Bytes as a reader says them: `58.9 KB`, `312.4 MB` (decimal units).
+pub fn human_bytes(bytes: f64) -> String {
+    let magnitude = bytes.abs();
+    let (value, unit) = if magnitude >= 1e9 {
+        (bytes / 1e9, "GB")
+    } else if magnitude >= 1e6 {
+        (bytes / 1e6, "MB")
+    } else if magnitude >= 1e3 {
+        (bytes / 1e3, "KB")
+    } else {
+        return format!("{bytes:.0} B");
+    };
+    format!("{value:.1} {unit}")
+}
+
+fn per_request(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |bytes| format!("{} / request", human_bytes(bytes)))
+}
+
+fn render(report: &Report<'_>) -> String {
+    let s = report.summary;
+    let mut out = String::new();
+    let _ = writeln!(out, "# {} — {}\n", s.scenario, s.description);
+    let _ = writeln!(
+        out,
+        "Policy `{}`, {} workers, {} requests ({} warm-up), started {}; the load stopped because {}.\n",
+        s.policy,
+        s.plan.concurrency,
+        s.requests.ok + s.requests.failed,
+        s.requests.warmup,
+        s.started_at,
+        s.stopped_by
+    );
+    let _ = writeln!(out, "![memory over time](memory.png)\n");
+
+    let _ = writeln!(out, "## Growth per request, after warm-up\n");
+    let _ = writeln!(out, "| | client | server |\n|---|---:|---:|");
+    let g = &s.growth;
+    let _ = writeln!(out, "| allocated (jemalloc) | {} | {} |", per_request(g.client_allocated_bytes_per_request), per_request(g.server_allocated_bytes_per_request));
+    let _ = writeln!(out, "| RSS | {} | {} |", per_request(g.client_rss_bytes_per_request), per_request(g.server_rss_bytes_per_request));
+    let conn = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
+    let _ = writeln!(out, "| open connections | {} | {} |", conn(g.client_connections_per_request), conn(g.server_connections_per_request));
+    let _ = writeln!(out, "\nMeasured over {} requests in {:.1} s.\n", g.loaded_requests, g.window_s);
+
+    let _ = writeln!(out, "## Processes (start → end, peak)\n");
+    let _ = writeln!(out, "| | client | server |\n|---|---:|---:|");
+    let row = |name: &str, pick: &dyn Fn(&ProcessSummary) -> String| {
+        format!("| {name} | {} | {} |", pick(&s.client), s.server.as_ref().map_or_else(|| "not measured".to_owned(), pick))
+    };
+    let bytes = |span: &crate::stats::Span| format!("{} → {}, peak {}", human_bytes(span.start as f64), human_bytes(span.end as f64), human_bytes(span.peak as f64));
+    let count = |span: &crate::stats::Span| format!("{} → {}, peak {}", span.start, span.end, span.peak);
+    let _ = writeln!(out, "{}", row("RSS", &|p| bytes(&p.rss_bytes)));
+    let _ = writeln!(out, "{}", row("allocated", &|p| p.allocated_bytes.as_ref().map_or_else(|| "n/a".to_owned(), bytes)));
+    let _ = writeln!(out, "{}", row("connections", &|p| count(&p.connections)));
+    let _ = writeln!(out, "{}", row("fds", &|p| count(&p.fds)));
+    let _ = writeln!(out, "{}", row("threads", &|p| count(&p.threads)));
+
+    let _ = writeln!(out, "\n## Requests\n");
+    let l = &s.latency_us;
+    let _ = writeln!(
+        out,
+        "{} ok, {} failed, {:.0} requests/s over {:.1} s. Latency p50 {} µs, p99 {} µs, max {} µs.",
+        s.requests.ok, s.requests.failed, s.throughput_rps, s.load_duration_s, l.p50, l.p99, l.max
+    );
+    if !s.requests.errors.is_empty() {
+        let _ = writeln!(out, "\n| error | count |\n|---|---:|");
+        for (kind, n) in &s.requests.errors {
+            let _ = writeln!(out, "| {kind} | {n} |");
+        }
+    }
+    if let Some(first) = &s.requests.first_error {
+        let _ = writeln!(out, "\nFirst failure: `{}` at {:.2} s into the load.", first.kind, first.at_s);
+    }
+    if !s.notes.is_empty() {
+        let _ = writeln!(out, "\n## Notes\n");
+        for note in &s.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+    let _ = writeln!(out, "\nFiles: `summary.json` (schema: `schema/summary.schema.json`), `{}` (one sample per line), `memory.svg`, `memory.png`, `server.log`.", s.samples.file);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::scripted_report;
+
+    #[test]
+    fn bytes_read_like_a_person_says_them() {
+        assert_eq!(human_bytes(58_900.0), "58.9 KB");
+        assert_eq!(human_bytes(-1_500_000.0), "-1.5 MB");
+        assert_eq!(human_bytes(312.0), "312 B");
+    }
+
+    #[test]
+    fn report_shows_growth_and_notes() {
+        let (summary, samples) = scripted_report();
+        let text = render(&Report { summary: &summary, samples: &samples });
+        assert!(text.contains("| allocated (jemalloc) | 60.0 KB / request | 20.0 KB / request |"), "{text}");
+        assert!(text.contains("never evicted"), "{text}");
+        assert!(text.contains("![memory over time](memory.png)"));
+    }
+}

@@ -1,0 +1,262 @@
+//! `memory.svg` and `memory.png`: memory over time for client and server,
+//! with a second panel for open connections and file descriptors.
+//!
+//! Text is laid out with a font compiled into the binary (Ubuntu Light, from
+//! `epaint_default_fonts`), so drawing needs no system font library.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use super::{Exporter, Report};
+use crate::sample::{Phase, Sample};
+
+const WIDTH: u32 = 1200;
+const HEIGHT: u32 = 860;
+const CLIENT: RGBColor = RGBColor(31, 119, 180);
+const SERVER: RGBColor = RGBColor(214, 95, 0);
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is a static byte array of a valid TTF; registration cannot fail on it.
+        let _ = register_font("sans-serif", FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT);
+    });
+}
+
+/// Writes `memory.svg`.
+#[derive(Debug)]
+pub struct SvgPlot;
+/// Writes `memory.png`.
+#[derive(Debug)]
+pub struct PngPlot;
+
+impl Exporter for SvgPlot {
+    fn file_name(&self) -> &'static str {
+        "memory.svg"
+    }
+
+    fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
+        register_fonts();
+        let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, report).map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))?;
+        root.present().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
+    }
+}
+
+impl Exporter for PngPlot {
+    fn file_name(&self) -> &'static str {
+        "memory.png"
+    }
+
+    fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
+        register_fonts();
+        let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, report).map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))?;
+        root.present().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
+    }
+}
+
+/// A line to draw: its legend, color, whether dashed, and its points.
+struct Line {
+    label: &'static str,
+    color: RGBColor,
+    dashed: bool,
+    points: Vec<(f64, f64)>,
+}
+
+fn series(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec<(f64, f64)> {
+    samples.iter().filter_map(|s| value(s).map(|v| (s.elapsed_s, v))).collect()
+}
+
+/// When each phase began, in seconds.
+fn phase_starts(samples: &[Sample]) -> Vec<(Phase, f64)> {
+    let mut starts = Vec::new();
+    for sample in samples {
+        if starts.last().is_none_or(|(phase, _)| *phase != sample.phase) {
+            starts.push((sample.phase, sample.elapsed_s));
+        }
+    }
+    starts
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, report: &Report<'_>) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let samples = report.samples;
+    let summary = report.summary;
+    root.fill(&WHITE)?;
+    let (header, body) = root.split_vertically(78);
+    header.draw(&Text::new(format!("{}: memory over time", summary.scenario), (20, 12), ("sans-serif", 28).into_font().color(&BLACK)))?;
+    header.draw(&Text::new(headline(report), (20, 48), ("sans-serif", 17).into_font().color(&RGBColor(60, 60, 60))))?;
+    let (upper, lower) = body.split_vertically((HEIGHT - 78) * 58 / 100);
+
+    let memory = vec![
+        Line { label: "client RSS", color: CLIENT, dashed: false, points: series(samples, |s| Some(s.client.rss_bytes as f64 / MIB)) },
+        Line {
+            label: "client allocated (jemalloc)",
+            color: CLIENT,
+            dashed: true,
+            points: series(samples, |s| s.client.jemalloc.map(|j| j.allocated_bytes as f64 / MIB)),
+        },
+        Line { label: "server RSS", color: SERVER, dashed: false, points: series(samples, |s| s.server.map(|x| x.process.rss_bytes as f64 / MIB)) },
+        Line {
+            label: "server allocated (jemalloc)",
+            color: SERVER,
+            dashed: true,
+            points: series(samples, |s| s.server.and_then(|x| x.process.jemalloc).map(|j| j.allocated_bytes as f64 / MIB)),
+        },
+    ];
+    panel(&upper, samples, "Memory", "MiB", 1, &memory)?;
+
+    let connections = vec![
+        Line { label: "client connections", color: CLIENT, dashed: false, points: series(samples, |s| Some(s.client.connections.open as f64)) },
+        Line { label: "client fds", color: CLIENT, dashed: true, points: series(samples, |s| Some(s.client.fds as f64)) },
+        Line {
+            label: "server connections",
+            color: SERVER,
+            dashed: false,
+            points: series(samples, |s| s.server.map(|x| x.process.connections.open as f64)),
+        },
+        Line { label: "server fds", color: SERVER, dashed: true, points: series(samples, |s| s.server.map(|x| x.process.fds as f64)) },
+    ];
+    panel(&lower, samples, "Open connections and file descriptors", "count", 0, &connections)?;
+    Ok(())
+}
+
+fn headline(report: &Report<'_>) -> String {
+    let summary = report.summary;
+    let per_request = |value: Option<f64>| match value {
+        Some(bytes) => format!("{:+.1} KB/request", bytes / 1000.0),
+        None => "n/a".to_owned(),
+    };
+    let mut line = format!(
+        "{} · {} requests · {:.0} req/s · allocated: client {}, server {}",
+        summary.policy,
+        summary.requests.ok + summary.requests.failed,
+        summary.throughput_rps,
+        per_request(summary.growth.client_allocated_bytes_per_request),
+        per_request(summary.growth.server_allocated_bytes_per_request),
+    );
+    if summary.server.is_none() {
+        line.push_str(" (server not measured)");
+    }
+    line
+}
+
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    samples: &[Sample],
+    title: &str,
+    unit: &str,
+    decimals: usize,
+    lines: &[Line],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let x_max = samples.last().map_or(1.0, |s| s.elapsed_s).max(0.1);
+    let y_max = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(0.0f64, f64::max);
+    let y_max = if y_max > 0.0 { y_max * 1.12 } else { 1.0 };
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin_left(16)
+        .margin_right(28)
+        .margin_bottom(8)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since start")
+        .y_desc(unit)
+        .y_label_formatter(&|value| format!("{value:.decimals$}"))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(TRANSPARENT)
+        .draw()?;
+
+    // Shade the warm-up and the measured load so the eye finds them at once.
+    let starts = phase_starts(samples);
+    for (index, (phase, from)) in starts.iter().enumerate() {
+        let to = starts.get(index + 1).map_or(x_max, |(_, t)| *t);
+        let (shade, label) = match phase {
+            Phase::Warmup => (RGBColor(120, 120, 120).mix(0.10), "warm-up"),
+            Phase::Load => (RGBColor(46, 160, 67).mix(0.09), "load"),
+            Phase::Cooldown => (RGBColor(255, 255, 255).mix(0.0), "cool-down"),
+            Phase::Baseline => continue,
+        };
+        chart.draw_series(std::iter::once(Rectangle::new([(*from, 0.0), (to, y_max)], shade.filled())))?;
+        let label_style = ("sans-serif", 14).into_font().color(&RGBColor(90, 90, 90));
+        chart.draw_series(std::iter::once(EmptyElement::at((*from, y_max)) + Text::new(label, (5, 4), label_style)))?;
+    }
+    for (phase, at) in &starts {
+        if matches!(phase, Phase::Warmup | Phase::Load | Phase::Cooldown) {
+            chart.draw_series(std::iter::once(PathElement::new(vec![(*at, 0.0), (*at, y_max)], RGBColor(150, 150, 150))))?;
+        }
+    }
+
+    for line in lines.iter().filter(|l| !l.points.is_empty()) {
+        let style = line.color.stroke_width(if line.dashed { 2 } else { 3 });
+        let legend_style = style;
+        if line.dashed {
+            chart
+                .draw_series(DashedLineSeries::new(line.points.iter().copied(), 8, 5, style))?
+                .label(line.label)
+                .legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (8, 0)], legend_style)
+                        + PathElement::new(vec![(13, 0), (21, 0)], legend_style)
+                });
+        } else {
+            chart
+                .draw_series(LineSeries::new(line.points.iter().copied(), style))?
+                .label(line.label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], legend_style));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .margin(22)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .draw()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::scripted_report;
+
+    #[test]
+    fn png_and_svg_are_written() {
+        let dir = tempdir();
+        let (summary, samples) = scripted_report();
+        let report = Report { summary: &summary, samples: &samples };
+        PngPlot.write(&report, &dir.join("memory.png")).unwrap();
+        SvgPlot.write(&report, &dir.join("memory.svg")).unwrap();
+        let png = std::fs::read(dir.join("memory.png")).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let svg = std::fs::read_to_string(dir.join("memory.svg")).unwrap();
+        assert!(svg.contains("client RSS") && svg.contains("server connections"), "legend missing");
+        assert!(svg.contains("seconds since start") && svg.contains("MiB"), "axis titles missing");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("leaklab-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn phases_start_where_their_first_sample_is() {
+        let (_, samples) = scripted_report();
+        let starts = phase_starts(&samples);
+        let phases: Vec<Phase> = starts.iter().map(|(p, _)| *p).collect();
+        assert_eq!(phases, [Phase::Baseline, Phase::Warmup, Phase::Load, Phase::Cooldown]);
+    }
+}

@@ -1,0 +1,129 @@
+//! The live progress line: elapsed time, phase, requests, rate, and the
+//! memory and connections of both processes. On a terminal it redraws in
+//! place (indicatif); otherwise it prints a plain line every few seconds.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::sample::{Observer, Phase, Sample};
+
+/// Time between two plain lines when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    last_plain: Option<Instant>,
+    /// (elapsed seconds, requests) over about the last second, for the rate.
+    recent: VecDeque<(f64, u64)>,
+}
+
+impl Progress {
+    /// A progress display on stderr; `quiet` shows nothing.
+    pub fn stderr(quiet: bool) -> Option<Self> {
+        if quiet {
+            return None;
+        }
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template is valid"));
+            bar
+        });
+        Some(Self { bar, last_plain: None, recent: VecDeque::new() })
+    }
+
+    pub fn into_observer(mut self) -> Observer {
+        Box::new(move |sample| self.observe(sample))
+    }
+
+    fn observe(&mut self, sample: &Sample) {
+        let requests = sample.requests();
+        self.recent.push_back((sample.elapsed_s, requests));
+        while self.recent.len() > 2 && sample.elapsed_s - self.recent[1].0 >= 1.0 {
+            self.recent.pop_front();
+        }
+        let line = line(sample, rate(&self.recent));
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(line);
+                bar.tick();
+            }
+            None => {
+                let due = self.last_plain.is_none_or(|at| at.elapsed() >= PLAIN_EVERY);
+                if due || sample.phase == Phase::Cooldown && self.last_plain.is_some_and(|at| at.elapsed() >= PLAIN_EVERY / 2) {
+                    eprintln!("{line}");
+                    self.last_plain = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+fn rate(recent: &VecDeque<(f64, u64)>) -> f64 {
+    match (recent.front(), recent.back()) {
+        (Some((t0, r0)), Some((t1, r1))) if t1 > t0 => (r1.saturating_sub(*r0)) as f64 / (t1 - t0),
+        _ => 0.0,
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// One progress line.
+pub fn line(sample: &Sample, rps: f64) -> String {
+    let phase = match sample.phase {
+        Phase::Baseline => "baseline",
+        Phase::Warmup => "warm-up",
+        Phase::Load => "load",
+        Phase::Cooldown => "cool-down",
+    };
+    let mut line = format!(
+        "{:6.1}s {:9} {:>8} req {:>7.0} req/s | client {} {} conns",
+        sample.elapsed_s,
+        phase,
+        sample.requests(),
+        rps,
+        mib(sample.client.rss_bytes),
+        sample.client.connections.open
+    );
+    if let Some(server) = &sample.server {
+        line.push_str(&format!(" | server {} {} conns", mib(server.process.rss_bytes), server.process.connections.open));
+    }
+    if sample.requests_failed > 0 {
+        line.push_str(&format!(" | {} failed", sample.requests_failed));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::scripted_report;
+
+    #[test]
+    fn line_carries_both_processes() {
+        let (_, samples) = scripted_report();
+        let text = line(&samples[5], 812.0);
+        assert!(text.contains("load") && text.contains("812 req/s"), "{text}");
+        assert!(text.contains("client ") && text.contains("server "), "{text}");
+    }
+
+    #[test]
+    fn rate_is_requests_over_the_window() {
+        let recent: VecDeque<_> = [(1.0, 100), (1.5, 400), (2.0, 700)].into_iter().collect();
+        assert!((rate(&recent) - 600.0).abs() < 1e-9);
+        assert_eq!(rate(&VecDeque::new()), 0.0);
+    }
+}

@@ -1,0 +1,305 @@
+//! `summary.json`: one record per run, every field documented with its unit.
+//! Its JSON Schema is committed at `schema/summary.schema.json` and checked
+//! against this type by a test, so the two cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::load::{LEAK_MODEL, LoadReport, StopReason};
+use crate::sample::Sample;
+use crate::scenario::{ChannelPolicy, Plan};
+use crate::stats::{Latency, LoadWindow, Span};
+
+/// Bumped when a field changes meaning or disappears.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything one run measured, as written to `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "leaklab run summary")]
+pub struct Summary {
+    /// Version of this format.
+    pub schema_version: u32,
+    /// Scenario name (the scenario file's stem).
+    pub scenario: String,
+    /// The scenario's one-line description.
+    pub description: String,
+    /// Path of the scenario file, as given.
+    pub scenario_file: String,
+    /// Channel policy: `reused`, `leak`, `per-request-close` or `pool`.
+    pub policy: String,
+    /// When the run started, RFC 3339 in UTC.
+    pub started_at: String,
+    /// Why the load stopped.
+    pub stopped_by: StopReason,
+    /// The server that was loaded.
+    pub target: TargetInfo,
+    /// The plan the run followed, after command-line overrides.
+    pub plan: PlanInfo,
+    /// Request counts, warm-up included.
+    pub requests: Requests,
+    /// Duration of the load phase in seconds, first request sent to last answered.
+    pub load_duration_s: f64,
+    /// Requests answered OK per second of load (`requests.ok / load_duration_s`).
+    pub throughput_rps: f64,
+    /// Latency of successful calls in microseconds.
+    pub latency_us: Latency,
+    /// The load generator process.
+    pub client: ProcessSummary,
+    /// The server process; `null` when its figures are not available (`--target`).
+    pub server: Option<ProcessSummary>,
+    /// Growth over the loaded part of the run (after warm-up, until the load ended) per request completed in it.
+    pub growth: Growth,
+    /// About the samples file.
+    pub samples: SamplesInfo,
+    /// Sentences a reader needs to interpret the figures.
+    pub notes: Vec<String>,
+}
+
+/// The server that was loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TargetInfo {
+    /// `spawned`: started by this run, measured over its side channel; `external`: `--target`, not measured.
+    pub kind: TargetKind,
+    /// `host:port` the load was sent to.
+    pub address: String,
+    /// Process id of a spawned server.
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Spawned,
+    External,
+}
+
+/// The plan the run followed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlanInfo {
+    /// Workers, one request in flight each.
+    pub concurrency: u64,
+    /// Request budget, warm-up included.
+    pub max_requests: u64,
+    /// Longest load phase, in seconds.
+    pub max_duration_s: f64,
+    /// Open-loop target in requests per second; `null` for closed loop.
+    pub rate_rps: Option<f64>,
+    /// Requests before growth is measured.
+    pub warmup_requests: u64,
+    /// Request payload size in bytes.
+    pub payload_bytes: u64,
+    /// Response size in bytes; 0 echoes the payload.
+    pub response_bytes: u64,
+    /// Server-side delay per request in milliseconds.
+    pub delay_ms: u64,
+    /// Channels in the pool (`pool` policy only).
+    pub pool_size: Option<u64>,
+    /// Sampling interval in milliseconds; `null` samples only at phase changes.
+    pub sample_interval_ms: Option<u64>,
+    /// Cool-down after the load, in seconds.
+    pub cooldown_s: f64,
+}
+
+/// Request counts, warm-up included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Requests {
+    /// Answered OK.
+    pub ok: u64,
+    /// Failed for any reason.
+    pub failed: u64,
+    /// Failed requests per kind: a gRPC status (`unavailable`, `deadline_exceeded`…) or an OS reason
+    /// (`too_many_open_files`, `address_not_available`, `connection_refused`…).
+    pub errors: BTreeMap<String, u64>,
+    /// The first failure, if any.
+    pub first_error: Option<FirstError>,
+    /// Requests of the warm-up (included in `ok` and `failed`).
+    pub warmup: u64,
+}
+
+/// The first failed request of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FirstError {
+    /// Its kind, as in `requests.errors`.
+    pub kind: String,
+    /// When it was sent, in seconds since the load started.
+    pub at_s: f64,
+}
+
+/// One process over the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessSummary {
+    /// Resident set size in bytes.
+    pub rss_bytes: Span,
+    /// Bytes held by the application per jemalloc (`stats.allocated`); `null` if jemalloc could not be read.
+    pub allocated_bytes: Option<Span>,
+    /// Open TCP connections, counted exactly by the process.
+    pub connections: Span,
+    /// Open file descriptors.
+    pub fds: Span,
+    /// Threads.
+    pub threads: Span,
+}
+
+/// Growth over the loaded part of the run: from the sample taken when warm-up
+/// ended to the one taken when the load ended, divided by the requests
+/// completed in between. `null` when that part is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Growth {
+    /// Requests completed in the window.
+    pub loaded_requests: u64,
+    /// Length of the window in seconds.
+    pub window_s: f64,
+    /// Client jemalloc-allocated bytes per request.
+    pub client_allocated_bytes_per_request: Option<f64>,
+    /// Server jemalloc-allocated bytes per request.
+    pub server_allocated_bytes_per_request: Option<f64>,
+    /// Client RSS bytes per request (coarser: pages, allocator caching).
+    pub client_rss_bytes_per_request: Option<f64>,
+    /// Server RSS bytes per request.
+    pub server_rss_bytes_per_request: Option<f64>,
+    /// Client open connections per request (1.0 when every request leaves a connection open).
+    pub client_connections_per_request: Option<f64>,
+    /// Server open connections per request.
+    pub server_connections_per_request: Option<f64>,
+}
+
+/// About the samples file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SamplesInfo {
+    /// File name in the run directory (JSON lines, one sample each).
+    pub file: String,
+    /// Samples taken.
+    pub count: u64,
+    /// Samples without server figures although the server was spawned (its side channel did not answer in time).
+    pub server_misses: u64,
+}
+
+/// What a run knew besides its samples and load report.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    pub started_at: String,
+    pub target: TargetInfo,
+    pub samples_file: String,
+    pub server_misses: u64,
+    /// Notes from the run itself (a failed samples file, an interruption…).
+    pub notes: Vec<String>,
+}
+
+impl Summary {
+    /// Builds the record of a run from what it planned, sampled and measured.
+    pub fn build(plan: &Plan, samples: &[Sample], load: &LoadReport, facts: RunFacts) -> Summary {
+        let window = LoadWindow::find(samples);
+        let server_samples: Vec<_> = samples.iter().filter_map(|s| s.server.as_ref()).collect();
+        let growth_of = |value: &dyn Fn(&Sample) -> Option<u64>| window.and_then(|w| w.growth_per_request(samples, value));
+
+        let mut notes = Vec::new();
+        if plan.policy == ChannelPolicy::Leak {
+            notes.push(LEAK_MODEL.to_owned());
+        }
+        if facts.target.kind == TargetKind::External {
+            notes.push(format!(
+                "The server at {} was started by someone else (--target): its memory, connections and fds \
+                 are not measured, and the server figures are absent.",
+                facts.target.address
+            ));
+        }
+        if window.is_none() {
+            notes.push("The run never got past its warm-up, so growth per request is not measured.".to_owned());
+        }
+        notes.extend(facts.notes);
+
+        let load_duration_s = load.elapsed.as_secs_f64();
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            scenario: plan.name.clone(),
+            description: plan.description.clone(),
+            scenario_file: plan.source.display().to_string(),
+            policy: plan.policy.name().to_owned(),
+            started_at: facts.started_at,
+            stopped_by: load.stopped_by,
+            target: facts.target,
+            plan: PlanInfo {
+                concurrency: plan.load.concurrency.get() as u64,
+                max_requests: plan.load.max_requests.get(),
+                max_duration_s: plan.load.max_duration.as_secs_f64(),
+                rate_rps: plan.load.rate_per_s,
+                warmup_requests: plan.load.warmup_requests,
+                payload_bytes: plan.load.request.payload.len() as u64,
+                response_bytes: plan.load.request.response_bytes.into(),
+                delay_ms: plan.load.request.delay_ms.into(),
+                pool_size: match plan.policy {
+                    ChannelPolicy::Pool { size } => Some(size.get() as u64),
+                    _ => None,
+                },
+                sample_interval_ms: plan.sampling.interval.map(|d| d.as_millis() as u64),
+                cooldown_s: plan.sampling.cooldown.as_secs_f64(),
+            },
+            requests: Requests {
+                ok: load.ok,
+                failed: load.failed,
+                errors: load.errors.clone(),
+                first_error: load.first_error.as_ref().map(|(kind, at)| FirstError { kind: kind.clone(), at_s: at.as_secs_f64() }),
+                warmup: plan.load.warmup_requests.min(load.ok + load.failed),
+            },
+            load_duration_s,
+            throughput_rps: if load_duration_s > 0.0 { load.ok as f64 / load_duration_s } else { 0.0 },
+            latency_us: Latency::of(&load.latency_us),
+            client: ProcessSummary::of(samples.iter().map(|s| &s.client)).expect("a run has at least its baseline sample"),
+            server: ProcessSummary::of(server_samples.iter().map(|s| &s.process)),
+            growth: Growth {
+                loaded_requests: window.map_or(0, |w| w.requests(samples)),
+                window_s: window.map_or(0.0, |w| w.seconds(samples)),
+                client_allocated_bytes_per_request: growth_of(&|s| s.client.jemalloc.map(|j| j.allocated_bytes)),
+                server_allocated_bytes_per_request: growth_of(&|s| s.server?.process.jemalloc.map(|j| j.allocated_bytes)),
+                client_rss_bytes_per_request: growth_of(&|s| Some(s.client.rss_bytes)),
+                server_rss_bytes_per_request: growth_of(&|s| s.server.map(|x| x.process.rss_bytes)),
+                client_connections_per_request: growth_of(&|s| Some(s.client.connections.open)),
+                server_connections_per_request: growth_of(&|s| s.server.map(|x| x.process.connections.open)),
+            },
+            samples: SamplesInfo { file: facts.samples_file, count: samples.len() as u64, server_misses: facts.server_misses },
+            notes,
+        }
+    }
+}
+
+impl ProcessSummary {
+    fn of<'a>(snapshots: impl Iterator<Item = &'a leaklab_probe::ProcessSnapshot> + Clone) -> Option<ProcessSummary> {
+        Some(ProcessSummary {
+            rss_bytes: Span::of(snapshots.clone().map(|s| s.rss_bytes))?,
+            allocated_bytes: {
+                let allocated: Vec<u64> = snapshots.clone().filter_map(|s| s.jemalloc.map(|j| j.allocated_bytes)).collect();
+                Span::of(allocated)
+            },
+            connections: Span::of(snapshots.clone().map(|s| s.connections.open))?,
+            fds: Span::of(snapshots.clone().map(|s| s.fds))?,
+            threads: Span::of(snapshots.map(|s| s.threads))?,
+        })
+    }
+}
+
+/// The JSON Schema of `summary.json`, as committed in `schema/summary.schema.json`.
+///
+/// Every field is always written (absent values as `null`), so the schema
+/// lists every property of every object as required.
+pub fn json_schema() -> String {
+    use schemars::generate::SchemaSettings;
+    use schemars::transform::RecursiveTransform;
+    let every_property_required = RecursiveTransform(|schema: &mut schemars::Schema| {
+        let names: Option<Vec<serde_json::Value>> = schema
+            .get("properties")
+            .and_then(|properties| properties.as_object())
+            .map(|properties| properties.keys().map(|name| serde_json::Value::String(name.clone())).collect());
+        if let Some(names) = names {
+            schema.insert("required".to_owned(), serde_json::Value::Array(names));
+        }
+    });
+    let schema = SchemaSettings::draft2020_12()
+        .with_transform(every_property_required)
+        .into_generator()
+        .into_root_schema_for::<Summary>();
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
+}

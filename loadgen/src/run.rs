@@ -1,0 +1,157 @@
+//! One run, start to finish: start (or reach) the server, sample both
+//! processes, drive the load, cool down, stop the server, and write the
+//! report. Every step takes the previous step's output and nothing else.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use leaklab_probe::SnapshotReader;
+use tokio::sync::watch;
+
+use crate::load::{self, Channels, LoadCounters, StopReason};
+use crate::report::progress::Progress;
+use crate::report::summary::{RunFacts, TargetInfo, TargetKind};
+use crate::report::{self, Report, RunDir, Summary};
+use crate::sample::{LiveMeasure, Phase, Recorder, Sample};
+use crate::scenario::Plan;
+use crate::target::{self, ServerControl, ServerProcess};
+
+/// Which server the run loads.
+#[derive(Debug, Clone)]
+pub enum TargetChoice {
+    /// Start this `leaklab-server` binary on a free loopback port and measure it.
+    Spawn { server_bin: PathBuf },
+    /// Load a server that is already running at `host:port`; it is not measured.
+    External { authority: String },
+}
+
+/// How to run a plan (everything that is not part of the scenario).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub target: TargetChoice,
+    /// Root of the reports tree (`reports/`).
+    pub reports_dir: PathBuf,
+    /// No progress line.
+    pub quiet: bool,
+    /// Turns true when the user asks to stop (Ctrl-C, SIGTERM).
+    pub stop: watch::Receiver<bool>,
+}
+
+/// What a finished run left behind.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub summary: Summary,
+    pub samples: Vec<Sample>,
+    /// Files written into `dir` after the samples.
+    pub written: Vec<PathBuf>,
+    /// Outputs that could not be written; the others were.
+    pub export_errors: Vec<anyhow::Error>,
+}
+
+/// How long a stopped server may take to exit before it is killed.
+const SERVER_EXIT_GRACE: Duration = Duration::from_secs(8);
+/// How long to wait for the readiness probe's connection to close at the server.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `plan` and writes its report.
+pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutcome> {
+    let run_started = Instant::now();
+    let dir = RunDir::create(&options.reports_dir, &plan.name, SystemTime::now())?;
+
+    let (server, mut control, authority) = match &options.target {
+        TargetChoice::Spawn { server_bin } => {
+            let (process, control) = ServerProcess::spawn(server_bin, &plan.server.args(), &dir.file("server.log"))?;
+            let authority = process.addr.to_string();
+            (Some(process), Some(control), authority)
+        }
+        TargetChoice::External { authority } => (None, None, authority.clone()),
+    };
+    target::wait_until_serving(&authority, target::READY_TIMEOUT).await?;
+    if let Some(control) = control.as_mut() {
+        settle(control);
+    }
+    let target_info = TargetInfo {
+        kind: if server.is_some() { TargetKind::Spawned } else { TargetKind::External },
+        address: authority.clone(),
+        server_pid: server.as_ref().map(ServerProcess::pid),
+    };
+
+    let channels = Arc::new(
+        Channels::connect(plan.policy, &authority).await.with_context(|| format!("connecting to the server at {authority}"))?,
+    );
+    let counters = Arc::new(LoadCounters::default());
+    let samples_path = dir.file("samples.jsonl");
+    let samples_file = File::create(&samples_path).with_context(|| format!("creating {}", samples_path.display()))?;
+    let measure = LiveMeasure::new(SnapshotReader::new(channels.connections().clone()), control);
+    let recorder = Recorder::start(
+        Box::new(measure),
+        Arc::clone(&counters),
+        run_started,
+        plan.sampling.interval,
+        Box::new(BufWriter::new(samples_file)),
+        Progress::stderr(options.quiet).map(Progress::into_observer),
+    )
+    .context("starting the sampling thread")?;
+
+    let marker = recorder.marker();
+    if plan.load.warmup_requests > 0 {
+        marker.mark(Phase::Warmup);
+    }
+    let load = load::drive(Arc::clone(&channels), &plan.load, counters, Arc::new(marker.clone()), options.stop.clone()).await;
+    if load.stopped_by != StopReason::Interrupted {
+        let mut stop = options.stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep(plan.sampling.cooldown) => {}
+            _ = stop.wait_for(|stop| *stop) => {}
+        }
+    }
+    let recording = recorder.finish();
+    // Only now may the leaked channels go: the cool-down had to see them.
+    drop(channels);
+
+    let mut notes = Vec::new();
+    if let Some(server) = server {
+        match server.stop(SERVER_EXIT_GRACE) {
+            Ok(status) if status.success() => {}
+            Ok(status) => notes.push(format!("The server exited with {status}; see server.log.")),
+            Err(error) => notes.push(format!("Stopping the server failed: {error}.")),
+        }
+    }
+    if let Some(error) = &recording.write_error {
+        notes.push(format!("Writing samples.jsonl failed ({error}); the summary uses the samples kept in memory."));
+    }
+    if load.stopped_by == StopReason::Interrupted {
+        notes.push(format!("Interrupted by the user after {} requests; the figures cover the run up to then.", load.ok + load.failed));
+    }
+    let server_misses = if target_info.kind == TargetKind::Spawned { recording.server_misses } else { 0 };
+    if server_misses > 0 {
+        notes.push(format!("{server_misses} samples lack server figures: the server did not answer its side channel in time."));
+    }
+    let facts = RunFacts {
+        started_at: dir.started_at.clone(),
+        target: target_info,
+        samples_file: "samples.jsonl".to_owned(),
+        server_misses,
+        notes,
+    };
+    let summary = Summary::build(plan, &recording.samples, &load, facts);
+    let (written, export_errors) = report::export_all(&Report { summary: &summary, samples: &recording.samples }, &dir.path);
+    Ok(RunOutcome { dir: dir.path, summary, samples: recording.samples, written, export_errors })
+}
+
+/// Waits until the server counts no open connection (the readiness probe's
+/// has closed), so the baseline sample starts from zero.
+fn settle(control: &mut ServerControl) {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while Instant::now() < deadline {
+        match control.stats() {
+            Some(stats) if stats.process.connections.open == 0 => return,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Samples: what both processes look like at one instant, taken at a fixed
+//! interval and at every phase change, and appended to `samples.jsonl` as
+//! they are taken so an interrupted run keeps what it measured.
+//!
+//! Measuring sits behind the [`Measure`] trait: [`LiveMeasure`] reads this
+//! process and asks the server over its side channel; [`ScriptedMeasure`]
+//! replays scripted curves so reports and statistics can be tested without
+//! a server.
+
+mod recorder;
+
+use std::collections::VecDeque;
+
+use leaklab_probe::control::ServerStats;
+use leaklab_probe::procfs::ProcError;
+use leaklab_probe::{ProcessSnapshot, SnapshotReader};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use recorder::{Marker, Observer, Recorder, Recording};
+
+use crate::target::ServerControl;
+
+/// Where the run is when a sample is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Before the first request: the starting point.
+    Baseline,
+    /// Warm-up requests, not counted in growth.
+    Warmup,
+    /// The measured load.
+    Load,
+    /// After the load: no requests, sampling continues.
+    Cooldown,
+}
+
+/// One line of `samples.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Sample {
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+    /// The phase the run was in. The first sample of each phase is taken the moment it begins.
+    pub phase: Phase,
+    /// Requests answered OK so far, counted by the load generator.
+    pub requests_ok: u64,
+    /// Requests failed so far, counted by the load generator.
+    pub requests_failed: u64,
+    /// The load generator process.
+    pub client: ProcessSnapshot,
+    /// The server, as it measured itself; absent when its figures are unavailable
+    /// (an external `--target`, or a side-channel answer that did not come in time).
+    pub server: Option<ServerStats>,
+}
+
+impl Sample {
+    /// Requests completed so far, OK or not.
+    pub fn requests(&self) -> u64 {
+        self.requests_ok + self.requests_failed
+    }
+}
+
+/// Measures both processes once.
+pub trait Measure: Send {
+    /// The load generator process now.
+    fn client(&mut self) -> Result<ProcessSnapshot, ProcError>;
+    /// The server now, or `None` when its figures are not available.
+    fn server(&mut self) -> Option<ServerStats>;
+}
+
+/// Measures this process directly and the server through its side channel.
+#[derive(Debug)]
+pub struct LiveMeasure {
+    client: SnapshotReader,
+    server: Option<ServerControl>,
+}
+
+impl LiveMeasure {
+    /// `server` is `None` for an external target, whose figures cannot be read.
+    pub fn new(client: SnapshotReader, server: Option<ServerControl>) -> Self {
+        Self { client, server }
+    }
+}
+
+impl Measure for LiveMeasure {
+    fn client(&mut self) -> Result<ProcessSnapshot, ProcError> {
+        self.client.read()
+    }
+
+    fn server(&mut self) -> Option<ServerStats> {
+        self.server.as_mut().and_then(ServerControl::stats)
+    }
+}
+
+/// Replays scripted snapshots, one per call, repeating the last one when the
+/// script runs out. For tests of everything downstream of measuring.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptedMeasure {
+    client: VecDeque<ProcessSnapshot>,
+    server: VecDeque<Option<ServerStats>>,
+    last_client: Option<ProcessSnapshot>,
+    last_server: Option<ServerStats>,
+}
+
+impl ScriptedMeasure {
+    pub fn new(client: Vec<ProcessSnapshot>, server: Vec<Option<ServerStats>>) -> Self {
+        Self { client: client.into(), server: server.into(), ..Self::default() }
+    }
+}
+
+impl Measure for ScriptedMeasure {
+    fn client(&mut self) -> Result<ProcessSnapshot, ProcError> {
+        if let Some(next) = self.client.pop_front() {
+            self.last_client = Some(next);
+        }
+        self.last_client.ok_or_else(|| ProcError::Format { path: "scripted".into(), reason: "empty script".into() })
+    }
+
+    fn server(&mut self) -> Option<ServerStats> {
+        if let Some(next) = self.server.pop_front() {
+            self.last_server = next;
+        }
+        self.last_server
+    }
+}

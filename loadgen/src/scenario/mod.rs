@@ -1,0 +1,543 @@
+//! Scenario files: their format, where they are found, and their validation
+//! into a [`Plan`].
+//!
+//! A scenario is a TOML file in `scenarios/`. Every key is optional except
+//! `description` and `client.policy`; unknown keys are errors, so a typo
+//! cannot silently fall back to a default.
+//!
+//! ```toml
+//! description = "One line shown by `loadgen list`."
+//! [client]
+//! policy = "leak"            # reused | leak | per-request-close | pool
+//! pool_size = 4              # pool only
+//! [load]
+//! concurrency = 4            # workers, one request in flight each
+//! requests = 4000            # stop after this many requests…
+//! duration = "60s"           # …or this long, whichever comes first
+//! rate = 400                 # open-loop target in requests/s (omit: closed loop)
+//! warmup_requests = 400      # not counted in growth
+//! payload_bytes = 64
+//! response_bytes = 0         # 0: echo the payload
+//! delay_ms = 0               # server-side delay per request
+//! request_timeout = "10s"
+//! [sampling]
+//! interval = "100ms"
+//! cooldown = "3s"            # sampling continues this long after load stops
+//! [server]                   # flags of the server the run starts
+//! max_message_size = 4194304
+//! max_concurrent_streams = 200
+//! http2_keepalive_interval = "30s"
+//! http2_keepalive_timeout = "20s"
+//! ```
+
+mod plan;
+
+use std::fmt;
+use std::fs;
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+pub use plan::{ChannelPolicy, LoadPlan, Plan, RequestShape, SamplingPlan, ServerPlan};
+
+/// Defaults for keys a scenario file leaves out. Small on purpose: a run
+/// with no settings must be safe on a laptop.
+pub mod defaults {
+    use std::time::Duration;
+    pub const CONCURRENCY: i64 = 4;
+    pub const REQUESTS: i64 = 2_000;
+    pub const DURATION: Duration = Duration::from_secs(60);
+    pub const WARMUP_REQUESTS: i64 = 200;
+    pub const PAYLOAD_BYTES: i64 = 64;
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+    pub const COOLDOWN: Duration = Duration::from_secs(3);
+}
+
+/// Largest payload or response a scenario may ask for (the server's default max message size).
+const MAX_MESSAGE_BYTES: i64 = 4 << 20;
+/// The longest single load phase a scenario may ask for.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The file as written. Integers are signed so that a negative value gets
+/// "must be at least 1" rather than a type error.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub client: ClientSection,
+    #[serde(default)]
+    pub load: LoadSection,
+    #[serde(default)]
+    pub sampling: SamplingSection,
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    pub policy: Option<String>,
+    pub pool_size: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSection {
+    pub concurrency: Option<i64>,
+    pub requests: Option<i64>,
+    pub duration: Option<String>,
+    pub rate: Option<f64>,
+    pub warmup_requests: Option<i64>,
+    pub payload_bytes: Option<i64>,
+    pub response_bytes: Option<i64>,
+    pub delay_ms: Option<i64>,
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingSection {
+    pub interval: Option<String>,
+    pub cooldown: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub max_message_size: Option<i64>,
+    pub max_concurrent_streams: Option<i64>,
+    pub http2_keepalive_interval: Option<String>,
+    pub http2_keepalive_timeout: Option<String>,
+}
+
+/// A scenario that cannot become a plan, with the file and the key to blame.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}{}: {key}: {reason}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid { path: PathBuf, line: Option<usize>, key: String, reason: String },
+    #[error("{}{}: {reason}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Syntax { path: PathBuf, line: Option<usize>, reason: String },
+    #[error("no scenario named {name:?} in {}; available: {}", dir.display(), available.join(", "))]
+    UnknownName { name: String, dir: PathBuf, available: Vec<String> },
+}
+
+/// Values given on the command line, applied over the file's before validation.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub requests: Option<u64>,
+    pub duration: Option<Duration>,
+    pub concurrency: Option<u64>,
+    pub rate: Option<f64>,
+    pub warmup_requests: Option<u64>,
+    pub interval: Option<Duration>,
+    pub cooldown: Option<Duration>,
+}
+
+impl Overrides {
+    fn apply(&self, file: &mut ScenarioFile) {
+        let text = |d: Duration| humantime::format_duration(d).to_string();
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        if let Some(n) = self.requests {
+            file.load.requests = Some(int(n));
+        }
+        if let Some(d) = self.duration {
+            file.load.duration = Some(text(d));
+        }
+        if let Some(n) = self.concurrency {
+            file.load.concurrency = Some(int(n));
+        }
+        if let Some(rate) = self.rate {
+            file.load.rate = Some(rate);
+        }
+        if let Some(n) = self.warmup_requests {
+            file.load.warmup_requests = Some(int(n));
+        }
+        if let Some(d) = self.interval {
+            file.sampling.interval = Some(text(d));
+        }
+        if let Some(d) = self.cooldown {
+            file.sampling.cooldown = Some(text(d));
+        }
+    }
+}
+
+/// Reads and validates the scenario at `path`.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, ScenarioError> {
+    let text = fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
+    parse(path, &text, overrides)
+}
+
+/// Validates scenario text; `path` names it in errors and gives the scenario its name.
+pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Plan, ScenarioError> {
+    let mut file = parse_file(path, text)?;
+    overrides.apply(&mut file);
+    Validator { path, text }.plan(path, file)
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<ScenarioFile, ScenarioError> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|error| ScenarioError::Syntax {
+        path: path.to_owned(),
+        line: error.span().map(|span| line_of(text, span.start)),
+        reason: format!("invalid TOML: {}", error.message()),
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let key = error.path().to_string();
+        let inner = error.into_inner();
+        let line = inner.span().map(|span| line_of(text, span.start));
+        let reason = inner.message().to_owned();
+        if key == "." {
+            ScenarioError::Syntax { path: path.to_owned(), line, reason }
+        } else {
+            ScenarioError::Invalid { path: path.to_owned(), line, key, reason }
+        }
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Turns raw values into a [`Plan`], naming the key of the first bad one.
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, reason: impl fmt::Display) -> ScenarioError {
+        ScenarioError::Invalid { path: self.path.to_owned(), line: self.line_of_key(key), key: key.to_owned(), reason: reason.to_string() }
+    }
+
+    /// The line that sets `key`, found by its last segment inside its table.
+    fn line_of_key(&self, key: &str) -> Option<usize> {
+        let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+        let mut in_table = table.is_empty();
+        for (index, line) in self.text.lines().enumerate() {
+            let line = line.trim();
+            if let Some(header) = line.strip_prefix('[') {
+                in_table = header.trim_end_matches(']').trim() == table;
+            } else if in_table && line.split('=').next().is_some_and(|name| name.trim() == leaf) && line.contains('=') {
+                return Some(index + 1);
+            }
+        }
+        None
+    }
+
+    fn at_least(&self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> Result<i64, ScenarioError> {
+        let value = value.unwrap_or(default);
+        if value < min {
+            return Err(self.invalid(key, format!("must be at least {min}, got {value}")));
+        }
+        if value > max {
+            return Err(self.invalid(key, format!("must be at most {max}, got {value}")));
+        }
+        Ok(value)
+    }
+
+    fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ScenarioError> {
+        match value {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(text)
+                .map_err(|error| self.invalid(key, format!("{text:?} is not a duration like \"500ms\" or \"30s\" ({error})"))),
+        }
+    }
+
+    fn positive_duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ScenarioError> {
+        let duration = self.duration(key, value, default)?;
+        if duration.is_zero() {
+            return Err(self.invalid(key, "must be longer than 0"));
+        }
+        Ok(duration)
+    }
+
+    fn plan(&self, path: &Path, file: ScenarioFile) -> Result<Plan, ScenarioError> {
+        let name = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+        let description = match file.description {
+            Some(text) if !text.trim().is_empty() => text.trim().to_owned(),
+            Some(_) => return Err(self.invalid("description", "must not be empty")),
+            None => return Err(self.invalid("description", "missing: say in one line what the scenario shows")),
+        };
+        let policy = self.policy(&file.client)?;
+        let load = self.load(&file.load)?;
+        let sampling = self.sampling(&file.sampling)?;
+        let server = self.server(&file.server)?;
+        if load.request.response_bytes as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
+            || load.request.payload.len() as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
+        {
+            return Err(self.invalid("server.max_message_size", "is smaller than load.payload_bytes or load.response_bytes"));
+        }
+        Ok(Plan { name, source: path.to_owned(), description, policy, load, sampling, server })
+    }
+
+    fn policy(&self, client: &ClientSection) -> Result<ChannelPolicy, ScenarioError> {
+        let Some(name) = client.policy.as_deref() else {
+            return Err(self.invalid("client.policy", "missing: one of reused, leak, per-request-close, pool"));
+        };
+        let policy = match name {
+            "reused" => ChannelPolicy::Reused,
+            "leak" => ChannelPolicy::Leak,
+            "per-request-close" => ChannelPolicy::PerRequestClose,
+            "pool" => {
+                let Some(size) = client.pool_size else {
+                    return Err(self.invalid("client.pool_size", "missing: policy \"pool\" needs the number of channels"));
+                };
+                let size = self.at_least("client.pool_size", Some(size), 0, 1, 10_000)?;
+                ChannelPolicy::Pool { size: NonZeroUsize::new(size as usize).expect("checked at least 1") }
+            }
+            other => {
+                return Err(self.invalid(
+                    "client.policy",
+                    format!("unknown policy {other:?}; expected one of reused, leak, per-request-close, pool"),
+                ));
+            }
+        };
+        if client.pool_size.is_some() && !matches!(policy, ChannelPolicy::Pool { .. }) {
+            return Err(self.invalid("client.pool_size", format!("only applies to policy \"pool\", not {name:?}")));
+        }
+        Ok(policy)
+    }
+
+    fn load(&self, load: &LoadSection) -> Result<LoadPlan, ScenarioError> {
+        let concurrency = self.at_least("load.concurrency", load.concurrency, defaults::CONCURRENCY, 1, 10_000)?;
+        let requests = self.at_least("load.requests", load.requests, defaults::REQUESTS, 1, i64::MAX)?;
+        let max_duration = self.positive_duration("load.duration", load.duration.as_deref(), defaults::DURATION)?;
+        if max_duration > MAX_DURATION {
+            return Err(self.invalid("load.duration", format!("must be at most {}", humantime::format_duration(MAX_DURATION))));
+        }
+        let rate_per_s = match load.rate {
+            None => None,
+            Some(rate) if rate.is_finite() && rate > 0.0 => Some(rate),
+            Some(rate) => return Err(self.invalid("load.rate", format!("must be a positive number of requests per second, got {rate}"))),
+        };
+        let warmup = self.at_least("load.warmup_requests", load.warmup_requests, defaults::WARMUP_REQUESTS.min(requests / 2), 0, i64::MAX)?;
+        if warmup >= requests {
+            return Err(self.invalid(
+                "load.warmup_requests",
+                format!("({warmup}) must be less than load.requests ({requests}), or no request would be measured"),
+            ));
+        }
+        let payload_bytes = self.at_least("load.payload_bytes", load.payload_bytes, defaults::PAYLOAD_BYTES, 0, MAX_MESSAGE_BYTES)?;
+        let response_bytes = self.at_least("load.response_bytes", load.response_bytes, 0, 0, MAX_MESSAGE_BYTES)?;
+        let delay_ms = self.at_least("load.delay_ms", load.delay_ms, 0, 0, 60_000)?;
+        let request_timeout =
+            self.positive_duration("load.request_timeout", load.request_timeout.as_deref(), defaults::REQUEST_TIMEOUT)?;
+        Ok(LoadPlan {
+            concurrency: NonZeroUsize::new(concurrency as usize).expect("checked at least 1"),
+            max_requests: NonZeroU64::new(requests as u64).expect("checked at least 1"),
+            max_duration,
+            rate_per_s,
+            warmup_requests: warmup as u64,
+            request: RequestShape {
+                payload: Bytes::from(vec![b'x'; payload_bytes as usize]),
+                response_bytes: response_bytes as u32,
+                delay_ms: delay_ms as u32,
+            },
+            request_timeout,
+        })
+    }
+
+    fn sampling(&self, sampling: &SamplingSection) -> Result<SamplingPlan, ScenarioError> {
+        let interval = self.positive_duration("sampling.interval", sampling.interval.as_deref(), defaults::SAMPLE_INTERVAL)?;
+        if interval < MIN_SAMPLE_INTERVAL {
+            return Err(self.invalid("sampling.interval", format!("must be at least {}", humantime::format_duration(MIN_SAMPLE_INTERVAL))));
+        }
+        let cooldown = self.duration("sampling.cooldown", sampling.cooldown.as_deref(), defaults::COOLDOWN)?;
+        if cooldown > MAX_DURATION {
+            return Err(self.invalid("sampling.cooldown", format!("must be at most {}", humantime::format_duration(MAX_DURATION))));
+        }
+        Ok(SamplingPlan { interval: Some(interval), cooldown })
+    }
+
+    fn server(&self, server: &ServerSection) -> Result<ServerPlan, ScenarioError> {
+        let optional = |key: &str, value: Option<i64>, max: i64| -> Result<Option<u32>, ScenarioError> {
+            value.map(|v| self.at_least(key, Some(v), 0, 1, max).map(|v| v as u32)).transpose()
+        };
+        let interval = server
+            .http2_keepalive_interval
+            .as_deref()
+            .map(|text| self.positive_duration("server.http2_keepalive_interval", Some(text), Duration::ZERO))
+            .transpose()?;
+        let timeout = server
+            .http2_keepalive_timeout
+            .as_deref()
+            .map(|text| self.positive_duration("server.http2_keepalive_timeout", Some(text), Duration::ZERO))
+            .transpose()?;
+        if timeout.is_some() && interval.is_none() {
+            return Err(self.invalid("server.http2_keepalive_timeout", "needs server.http2_keepalive_interval: without pings there is nothing to time out"));
+        }
+        Ok(ServerPlan {
+            max_message_bytes: optional("server.max_message_size", server.max_message_size, u32::MAX as i64)?,
+            max_concurrent_streams: optional("server.max_concurrent_streams", server.max_concurrent_streams, u32::MAX as i64)?,
+            http2_keepalive_interval: interval,
+            http2_keepalive_timeout: timeout,
+        })
+    }
+}
+
+/// Where scenario names are looked up.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub dir: PathBuf,
+}
+
+/// One line of `loadgen list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub path: PathBuf,
+    /// The description, or why the file does not load.
+    pub description: Result<String, String>,
+}
+
+impl Catalog {
+    /// `./scenarios` when it exists, else the `scenarios/` of the source tree this binary was built from.
+    pub fn locate(explicit: Option<PathBuf>) -> Self {
+        let dir = explicit.unwrap_or_else(|| {
+            let here = PathBuf::from("scenarios");
+            if here.is_dir() { here } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios") }
+        });
+        Self { dir }
+    }
+
+    /// A path (anything with a `/` or ending in `.toml`) is used as is; a name is looked up in the catalog.
+    pub fn resolve(&self, name_or_path: &str) -> Result<PathBuf, ScenarioError> {
+        if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+            return Ok(PathBuf::from(name_or_path));
+        }
+        let path = self.dir.join(format!("{name_or_path}.toml"));
+        if path.is_file() {
+            return Ok(path);
+        }
+        Err(ScenarioError::UnknownName {
+            name: name_or_path.to_owned(),
+            dir: self.dir.clone(),
+            available: self.entries().into_iter().map(|entry| entry.name).collect(),
+        })
+    }
+
+    /// Every `*.toml` in the catalog, sorted by name.
+    pub fn entries(&self) -> Vec<Entry> {
+        let Ok(dir) = fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut entries: Vec<Entry> = dir
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .map(|path| Entry {
+                name: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                description: load(&path, &Overrides::default()).map(|plan| plan.description).map_err(|e| e.to_string()),
+                path,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Plan, String> {
+        parse(Path::new("scenarios/t.toml"), text, &Overrides::default()).map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = "description = \"d\"\n[client]\npolicy = \"reused\"\n";
+
+    #[test]
+    fn minimal_file_gets_small_safe_defaults() {
+        let plan = parse_text(MINIMAL).unwrap();
+        assert_eq!(plan.name, "t");
+        assert_eq!(plan.policy, ChannelPolicy::Reused);
+        assert_eq!(plan.load.max_requests.get(), defaults::REQUESTS as u64);
+        assert_eq!(plan.load.concurrency.get(), defaults::CONCURRENCY as usize);
+        assert_eq!(plan.load.request.payload.len(), defaults::PAYLOAD_BYTES as usize);
+        assert_eq!(plan.sampling.interval, Some(defaults::SAMPLE_INTERVAL));
+        assert!(plan.load.warmup_requests < plan.load.max_requests.get());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse_text("description = \"d\"\n[client]\npolicy = \"reused\"\n[load]\nconcurency = 3\n").unwrap_err();
+        assert!(err.starts_with("scenarios/t.toml:5: load.concurency: unknown field `concurency`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = parse_text("description = \"d\"\n[client]\npolicy = \"reused\"\n[load]\nrequests = \"many\"\n").unwrap_err();
+        assert!(err.starts_with("scenarios/t.toml:5: load.requests: "), "{err}");
+        assert!(err.contains("invalid type: string \"many\", expected i64"), "{err}");
+    }
+
+    #[test]
+    fn zero_and_negative_values_are_refused_with_the_key() {
+        let err = parse_text(&format!("{MINIMAL}[load]\nconcurrency = 0\n")).unwrap_err();
+        assert_eq!(err, "scenarios/t.toml:5: load.concurrency: must be at least 1, got 0");
+        let err = parse_text(&format!("{MINIMAL}[load]\nrequests = -5\n")).unwrap_err();
+        assert_eq!(err, "scenarios/t.toml:5: load.requests: must be at least 1, got -5");
+        let err = parse_text(&format!("{MINIMAL}[sampling]\ninterval = \"0s\"\n")).unwrap_err();
+        assert_eq!(err, "scenarios/t.toml:5: sampling.interval: must be longer than 0");
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        let err = parse_text(&format!("{MINIMAL}pool_size = 3\n")).unwrap_err();
+        assert!(err.contains("client.pool_size: only applies to policy \"pool\""), "{err}");
+        let err = parse_text(&format!("{MINIMAL}[load]\nrequests = 100\nwarmup_requests = 100\n")).unwrap_err();
+        assert!(err.contains("load.warmup_requests: (100) must be less than load.requests (100)"), "{err}");
+        let err = parse_text(&format!("{MINIMAL}[server]\nhttp2_keepalive_timeout = \"1s\"\n")).unwrap_err();
+        assert!(err.contains("server.http2_keepalive_timeout: needs server.http2_keepalive_interval"), "{err}");
+    }
+
+    #[test]
+    fn pool_needs_its_size() {
+        let err = parse_text("description = \"d\"\n[client]\npolicy = \"pool\"\n").unwrap_err();
+        assert!(err.contains("client.pool_size: missing"), "{err}");
+        let plan = parse_text("description = \"d\"\n[client]\npolicy = \"pool\"\npool_size = 3\n").unwrap();
+        assert_eq!(plan.policy, ChannelPolicy::Pool { size: NonZeroUsize::new(3).unwrap() });
+    }
+
+    #[test]
+    fn bad_duration_and_unknown_policy_say_what_is_expected() {
+        let err = parse_text(&format!("{MINIMAL}[load]\nduration = \"3 parsecs\"\n")).unwrap_err();
+        assert!(err.contains("load.duration: \"3 parsecs\" is not a duration"), "{err}");
+        let err = parse_text("description = \"d\"\n[client]\npolicy = \"leaky\"\n").unwrap_err();
+        assert!(err.contains("client.policy: unknown policy \"leaky\""), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line() {
+        let err = parse_text("description = \"d\"\n[client\n").unwrap_err();
+        assert!(err.starts_with("scenarios/t.toml:2: invalid TOML"), "{err}");
+    }
+
+    #[test]
+    fn overrides_are_validated_like_the_file() {
+        let overrides = Overrides { requests: Some(50), warmup_requests: Some(60), ..Overrides::default() };
+        let err = parse(Path::new("t.toml"), MINIMAL, &overrides).unwrap_err().to_string();
+        assert!(err.contains("load.warmup_requests"), "{err}");
+        let overrides = Overrides { requests: Some(50), rate: Some(10.0), ..Overrides::default() };
+        let plan = parse(Path::new("t.toml"), MINIMAL, &overrides).unwrap();
+        assert_eq!(plan.load.max_requests.get(), 50);
+        assert_eq!(plan.load.rate_per_s, Some(10.0));
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = load(Path::new("no/such/scenario.toml"), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.starts_with("no/such/scenario.toml: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn server_plan_becomes_server_flags() {
+        let plan = parse_text(&format!("{MINIMAL}[server]\nmax_concurrent_streams = 10\nhttp2_keepalive_interval = \"2s\"\n")).unwrap();
+        assert_eq!(plan.server.args(), ["--max-concurrent-streams", "10", "--http2-keepalive-interval", "2s"]);
+    }
+}

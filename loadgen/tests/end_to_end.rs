@@ -1,0 +1,133 @@
+//! Whole runs, as `loadgen run` does them: the real server binary started as
+//! a child on a free loopback port, sampled over its side channel, stopped at
+//! the end; the report files checked as a user would read them.
+//!
+//! `make test` builds `leaklab-server` first; these tests find it next to
+//! the test binary's own target directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leaklab_loadgen::report::summary::TargetKind;
+use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
+use leaklab_loadgen::sample::{Phase, Sample};
+use leaklab_loadgen::scenario::{self, Overrides, Plan};
+use tokio::sync::watch;
+
+// The load generator measures its own allocator, as the `loadgen` binary does.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn server_bin() -> PathBuf {
+    // target/<profile>/deps/end_to_end-<hash> → target/<profile>/leaklab-server
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("leaklab-server");
+    assert!(bin.is_file(), "{} is missing: run `cargo build -p leaklab-server` (same profile) first, or `make test`", bin.display());
+    bin
+}
+
+fn plan(policy: &str, requests: u64) -> Plan {
+    let text = format!(
+        "description = \"end-to-end {policy}\"\n[client]\npolicy = \"{policy}\"\n\
+         [load]\nconcurrency = 2\nrequests = {requests}\nwarmup_requests = 50\n\
+         [sampling]\ninterval = \"20ms\"\ncooldown = \"200ms\"\n"
+    );
+    scenario::parse(Path::new(&format!("e2e-{policy}.toml")), &text, &Overrides::default()).unwrap()
+}
+
+async fn execute(plan: &Plan, target: TargetChoice, reports: &Path, stop: bool) -> RunOutcome {
+    let (_stop_tx, stop) = watch::channel(stop);
+    let options = RunOptions { target, reports_dir: reports.to_owned(), quiet: true, stop };
+    run::execute(plan, options).await.unwrap()
+}
+
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawned_run_writes_its_report_and_stops_its_server() {
+    let reports = tempfile::tempdir().unwrap();
+    let outcome = execute(&plan("reused", 400), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), false).await;
+    let summary = &outcome.summary;
+
+    // The report is where the README says, with every file.
+    assert_eq!(outcome.dir.parent().unwrap(), reports.path().join("e2e-reused"));
+    assert_eq!(std::fs::canonicalize(reports.path().join("e2e-reused/latest")).unwrap(), std::fs::canonicalize(&outcome.dir).unwrap());
+    for file in ["summary.json", "samples.jsonl", "memory.svg", "memory.png", "report.md", "server.log"] {
+        assert!(outcome.dir.join(file).is_file(), "{file} missing");
+    }
+    assert!(outcome.export_errors.is_empty(), "{:?}", outcome.export_errors);
+
+    // The samples file holds what the summary was computed from, line by line.
+    let lines = std::fs::read_to_string(outcome.dir.join("samples.jsonl")).unwrap();
+    let written: Vec<Sample> = lines.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(written, outcome.samples);
+    let phases: Vec<Phase> = written.iter().map(|s| s.phase).collect();
+    for phase in [Phase::Baseline, Phase::Warmup, Phase::Load, Phase::Cooldown] {
+        assert!(phases.contains(&phase), "no {phase:?} sample in {phases:?}");
+    }
+
+    // The load generator's count equals the server's own.
+    assert_eq!(summary.requests.ok, 400);
+    let last_server = written.iter().rev().find_map(|s| s.server).expect("server figures were sampled");
+    assert_eq!(last_server.requests_served, summary.requests.ok);
+
+    // Both processes were measured, and the reused channel is one connection.
+    let server = summary.server.as_ref().expect("a spawned server is measured");
+    assert_eq!(summary.client.connections.peak, 1);
+    assert_eq!(server.connections.peak, 1);
+    assert!(server.rss_bytes.peak > 1 << 20, "server RSS {:?}", server.rss_bytes);
+    assert!(summary.client.allocated_bytes.is_some() && server.allocated_bytes.is_some());
+    assert_eq!(summary.target.kind, TargetKind::Spawned);
+
+    // summary.json on disk is the summary, and the server is gone.
+    let on_disk: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(on_disk["requests"]["ok"], 400);
+    let pid = summary.target.server_pid.unwrap();
+    assert!(!process_exists(pid), "server {pid} outlived its run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_grows_by_a_connection_and_tens_of_kilobytes_per_request() {
+    let reports = tempfile::tempdir().unwrap();
+    let outcome = execute(&plan("leak", 350), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), false).await;
+    let growth = &outcome.summary.growth;
+    // The warm-up boundary is sampled a moment after the 50th request, so a few
+    // more may already be counted on its side.
+    assert!((280..=300).contains(&growth.loaded_requests), "{}", growth.loaded_requests);
+    for per_request in [growth.client_connections_per_request, growth.server_connections_per_request] {
+        let per_request = per_request.unwrap();
+        assert!((0.97..=1.03).contains(&per_request), "{per_request} connections/request");
+    }
+    let client = growth.client_allocated_bytes_per_request.unwrap();
+    assert!((20_000.0..200_000.0).contains(&client), "client allocated {client} B/request");
+    let server = growth.server_allocated_bytes_per_request.unwrap();
+    assert!(server > 5_000.0, "server allocated {server} B/request");
+    assert!(outcome.summary.notes.iter().any(|note| note.contains("never evicted")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_target_is_loaded_but_not_measured() {
+    let server = leaklab_server::Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), Default::default()).await.unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let target = TargetChoice::External { authority: server.addr.to_string() };
+    let outcome = execute(&plan("reused", 200), target, reports.path(), false).await;
+    assert_eq!(outcome.summary.target.kind, TargetKind::External);
+    assert!(outcome.summary.server.is_none());
+    assert_eq!(outcome.summary.growth.server_allocated_bytes_per_request, None);
+    assert!(outcome.summary.notes.iter().any(|note| note.contains("--target")), "{:?}", outcome.summary.notes);
+    assert_eq!(server.metrics.requests_served(), 200);
+    server.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_still_writes_its_report() {
+    let reports = tempfile::tempdir().unwrap();
+    let outcome = execute(&plan("leak", 1000), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), true).await;
+    assert_eq!(outcome.summary.stopped_by, leaklab_loadgen::load::StopReason::Interrupted);
+    assert!(outcome.dir.join("summary.json").is_file());
+    assert!(outcome.summary.notes.iter().any(|note| note.contains("Interrupted")), "{:?}", outcome.summary.notes);
+    assert!(!process_exists(outcome.summary.target.server_pid.unwrap()));
+}

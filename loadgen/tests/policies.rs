@@ -1,0 +1,133 @@
+//! Each channel policy against a server running in this process on port 0:
+//! how many connections it opens and keeps, and whether the server answered
+//! exactly the requests the load generator counted.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leaklab_loadgen::load::{self, Channels, LoadCounters, LoadReport, PhaseListener};
+use leaklab_loadgen::scenario::{self, Overrides};
+use leaklab_server::{Server, ServerConfig};
+use tokio::sync::watch;
+
+struct NoPhases;
+impl PhaseListener for NoPhases {
+    fn warmup_done(&self) {}
+    fn load_done(&self) {}
+}
+
+async fn start_server() -> Server {
+    Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), ServerConfig::default()).await.unwrap()
+}
+
+/// Runs `requests` requests with `client` settings (a TOML fragment) through two workers.
+async fn run(server: &Server, client: &str, requests: u64) -> (Arc<Channels>, LoadReport) {
+    let text = format!("description = \"test\"\n[client]\n{client}\n[load]\nconcurrency = 2\nrequests = {requests}\nwarmup_requests = 0\n");
+    let plan = scenario::parse(Path::new("test.toml"), &text, &Overrides::default()).unwrap();
+    let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
+    let (_stop_tx, stop) = watch::channel(false);
+    let report = load::drive(Arc::clone(&channels), &plan.load, Arc::new(LoadCounters::default()), Arc::new(NoPhases), stop).await;
+    assert_eq!(report.failed, 0, "errors: {:?}", report.errors);
+    assert_eq!(report.ok, requests);
+    (channels, report)
+}
+
+/// Polls `condition` for up to 10 s: closing a connection is asynchronous.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn reused_sends_everything_over_one_connection() {
+    let server = start_server().await;
+    let (channels, report) = run(&server, "policy = \"reused\"", 50).await;
+    let client = channels.connections().counts();
+    assert_eq!((client.opened, client.open), (1, 1), "client: {client:?}");
+    let server_side = server.metrics.connections.counts();
+    assert_eq!((server_side.opened, server_side.open), (1, 1), "server: {server_side:?}");
+    assert_eq!(server.metrics.requests_served(), report.ok);
+    server.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn pool_opens_exactly_its_size() {
+    let server = start_server().await;
+    let (channels, report) = run(&server, "policy = \"pool\"\npool_size = 3", 60).await;
+    let client = channels.connections().counts();
+    assert_eq!((client.opened, client.open), (3, 3), "client: {client:?}");
+    assert_eq!(server.metrics.connections.counts().open, 3);
+    assert_eq!(server.metrics.requests_served(), report.ok);
+    server.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn leak_keeps_one_more_connection_per_request() {
+    let server = start_server().await;
+    let (channels, report) = run(&server, "policy = \"leak\"", 40).await;
+    assert_eq!(channels.leaked(), 40);
+    let client = channels.connections().counts();
+    assert_eq!((client.opened, client.open), (40, 40), "client: {client:?}");
+    // Every call was answered, so the server accepted all 40, and nothing closed them.
+    let server_side = server.metrics.connections.counts();
+    assert_eq!((server_side.opened, server_side.open), (40, 40), "server: {server_side:?}");
+    assert_eq!(server.metrics.requests_served(), report.ok);
+
+    // The leak lives exactly as long as the cache that holds the channels.
+    drop(channels);
+    eventually("the server saw the leaked connections close", || server.metrics.connections.counts().open == 0).await;
+    server.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn per_request_close_returns_to_baseline() {
+    let server = start_server().await;
+    let (channels, report) = run(&server, "policy = \"per-request-close\"", 40).await;
+    assert_eq!(channels.leaked(), 0);
+    assert_eq!(channels.connections().counts().opened, 40);
+    eventually("the client closed every connection", || channels.connections().counts().open == 0).await;
+    eventually("the server saw every connection close", || server.metrics.connections.counts().open == 0).await;
+    assert_eq!(server.metrics.connections.counts().opened, 40);
+    assert_eq!(server.metrics.requests_served(), report.ok);
+    server.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stopped_load_sends_nothing_more() {
+    let server = start_server().await;
+    let plan = scenario::parse(
+        Path::new("t.toml"),
+        "description = \"t\"\n[client]\npolicy = \"reused\"\n[load]\nrequests = 1000000\nwarmup_requests = 0\n",
+        &Overrides::default(),
+    )
+    .unwrap();
+    let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
+    let (_stop_tx, stop) = watch::channel(true);
+    let report = load::drive(channels, &plan.load, Arc::new(LoadCounters::default()), Arc::new(NoPhases), stop).await;
+    assert_eq!(report.ok + report.failed, 0);
+    assert_eq!(report.stopped_by, load::StopReason::Interrupted);
+    server.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_to_a_closed_port_fail_as_connection_refused() {
+    // Bind then drop a listener: its port is free, and nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let plan = scenario::parse(
+        Path::new("t.toml"),
+        "description = \"t\"\n[client]\npolicy = \"per-request-close\"\n[load]\nconcurrency = 1\nrequests = 3\nwarmup_requests = 0\n",
+        &Overrides::default(),
+    )
+    .unwrap();
+    let channels = Arc::new(Channels::connect(plan.policy, &format!("127.0.0.1:{port}")).await.unwrap());
+    let (_stop_tx, stop) = watch::channel(false);
+    let report = load::drive(channels, &plan.load, Arc::new(LoadCounters::default()), Arc::new(NoPhases), stop).await;
+    assert_eq!(report.failed, 3);
+    assert_eq!(report.errors.get("connection_refused"), Some(&3), "{:?}", report.errors);
+    assert_eq!(report.first_error.as_ref().map(|(kind, _)| kind.as_str()), Some("connection_refused"));
+}
