@@ -73,8 +73,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) concurrency: Option<u64>,
 
-    /// Override load.rate (requests per second, open loop).
-    #[arg(long)]
+    /// Override load.rate (requests per second, open loop); 0 for closed loop.
+    #[arg(long, value_parser = non_negative_rate)]
     pub(crate) rate: Option<f64>,
 
     /// Override load.warmup_requests.
@@ -92,6 +92,13 @@ pub(crate) struct RunArgs {
     /// No live progress line.
     #[arg(long, short)]
     pub(crate) quiet: bool,
+}
+
+fn non_negative_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate in requests per second (0 or more)")),
+    }
 }
 
 impl RunArgs {

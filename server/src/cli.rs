@@ -20,7 +20,7 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_message_size: u32,
 
-    /// HTTP/2 max concurrent streams per connection (default: hyper's, 200).
+    /// HTTP/2 max concurrent streams per connection (default: no limit, as in tonic).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_concurrent_streams: Option<u32>,
 

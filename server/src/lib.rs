@@ -33,7 +33,7 @@ pub const MAX_DELAY_MS: u32 = 60_000;
 pub struct ServerConfig {
     /// Largest message, in bytes, the server decodes or encodes.
     pub max_message_bytes: usize,
-    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (`None`: hyper's default).
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (`None`: no limit, tonic's default).
     pub max_concurrent_streams: Option<u32>,
     /// Interval of server HTTP/2 PING frames (`None`: no pings).
     pub http2_keepalive_interval: Option<Duration>,

@@ -92,11 +92,15 @@ pub struct LoadReport {
     pub stopped_by: StopReason,
 }
 
-/// The longest latency recorded, in microseconds; longer calls are recorded as this.
-const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// The histogram's range: 1 µs up to twice the request timeout (no successful
+/// call takes longer), at 3 significant digits. Bounding it by the timeout
+/// rather than by an hour keeps each worker's histogram near 100 KB.
+fn new_histogram(plan: &LoadPlan) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, max_latency_us(plan), 3).expect("histogram bounds are valid: 1 < 2 ms")
+}
 
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid")
+fn max_latency_us(plan: &LoadPlan) -> u64 {
+    (plan.request_timeout.as_micros() as u64).saturating_mul(2).max(2_000)
 }
 
 struct Shared {
@@ -150,7 +154,7 @@ pub async fn drive(
     let elapsed = started.elapsed();
     shared.phases.load_done();
 
-    let mut latency_us = new_histogram();
+    let mut latency_us = new_histogram(plan);
     let mut errors = BTreeMap::new();
     let mut first_error: Option<(String, Duration)> = None;
     for tally in tallies {
@@ -184,7 +188,8 @@ pub async fn drive(
 }
 
 async fn worker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Tally {
-    let mut tally = Tally { latency_us: Some(new_histogram()), ..Tally::default() };
+    let mut tally = Tally { latency_us: Some(new_histogram(&shared.plan)), ..Tally::default() };
+    let max_latency_us = max_latency_us(&shared.plan);
     let histogram = tally.latency_us.as_mut().expect("just set");
     let mut clients = shared.channels.worker_clients();
     let shape = &shared.plan.request;
@@ -225,7 +230,7 @@ async fn worker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Tally {
         };
         match failure {
             None => {
-                histogram.saturating_record(latency.as_micros().min(u128::from(MAX_LATENCY_US)) as u64);
+                histogram.saturating_record((latency.as_micros() as u64).min(max_latency_us));
                 shared.counters.ok.fetch_add(1, Ordering::Relaxed);
             }
             Some(kind) => {

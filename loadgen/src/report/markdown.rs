@@ -74,7 +74,8 @@ fn render(report: &Report<'_>) -> String {
     let count = |span: &crate::stats::Span| format!("{} → {}, peak {}", span.start, span.end, span.peak);
     let _ = writeln!(out, "{}", row("RSS", &|p| bytes(&p.rss_bytes)));
     let _ = writeln!(out, "{}", row("allocated", &|p| p.allocated_bytes.as_ref().map_or_else(|| "n/a".to_owned(), bytes)));
-    let _ = writeln!(out, "{}", row("connections", &|p| count(&p.connections)));
+    let _ = writeln!(out, "{}", row("open connections", &|p| count(&p.connections)));
+    let _ = writeln!(out, "{}", row("connections opened", &|p| p.connections_opened.to_string()));
     let _ = writeln!(out, "{}", row("fds", &|p| count(&p.fds)));
     let _ = writeln!(out, "{}", row("threads", &|p| count(&p.threads)));
 

@@ -11,10 +11,12 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
+use super::markdown::human_bytes;
 use super::{Exporter, Report};
 use crate::sample::{Phase, Sample};
 
 const WIDTH: u32 = 1200;
+const LEGEND_WIDTH: u32 = 240;
 const HEIGHT: u32 = 860;
 const CLIENT: RGBColor = RGBColor(31, 119, 180);
 const SERVER: RGBColor = RGBColor(214, 95, 0);
@@ -129,14 +131,15 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, report: &Report<'_>) 
 fn headline(report: &Report<'_>) -> String {
     let summary = report.summary;
     let per_request = |value: Option<f64>| match value {
-        Some(bytes) => format!("{:+.1} KB/request", bytes / 1000.0),
+        Some(bytes) => format!("{}{}/request", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes)),
         None => "n/a".to_owned(),
     };
     let mut line = format!(
-        "{} · {} requests · {:.0} req/s · allocated: client {}, server {}",
+        "{} · {} requests · {:.0} req/s · {} client connections opened · allocated: client {}, server {}",
         summary.policy,
         summary.requests.ok + summary.requests.failed,
         summary.throughput_rps,
+        summary.client.connections_opened,
         per_request(summary.growth.client_allocated_bytes_per_request),
         per_request(summary.growth.server_allocated_bytes_per_request),
     );
@@ -154,13 +157,16 @@ fn panel<DB: DrawingBackend>(
     decimals: usize,
     lines: &[Line],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (area, legend_area) = area.split_horizontally(WIDTH - LEGEND_WIDTH);
+    legend(&legend_area, lines)?;
+    let area = &area;
     let x_max = samples.last().map_or(1.0, |s| s.elapsed_s).max(0.1);
     let y_max = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(0.0f64, f64::max);
     let y_max = if y_max > 0.0 { y_max * 1.12 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 20))
         .margin_left(16)
-        .margin_right(28)
+        .margin_right(12)
         .margin_bottom(8)
         .x_label_area_size(44)
         .y_label_area_size(72)
@@ -198,31 +204,31 @@ fn panel<DB: DrawingBackend>(
 
     for line in lines.iter().filter(|l| !l.points.is_empty()) {
         let style = line.color.stroke_width(if line.dashed { 2 } else { 3 });
-        let legend_style = style;
         if line.dashed {
-            chart
-                .draw_series(DashedLineSeries::new(line.points.iter().copied(), 8, 5, style))?
-                .label(line.label)
-                .legend(move |(x, y)| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (8, 0)], legend_style)
-                        + PathElement::new(vec![(13, 0), (21, 0)], legend_style)
-                });
+            chart.draw_series(DashedLineSeries::new(line.points.iter().copied(), 8, 5, style))?;
         } else {
-            chart
-                .draw_series(LineSeries::new(line.points.iter().copied(), style))?
-                .label(line.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], legend_style));
+            chart.draw_series(LineSeries::new(line.points.iter().copied(), style))?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .margin(22)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(200, 200, 200))
-        .draw()?;
+    Ok(())
+}
+
+/// The legend, in its own strip beside the chart so it never hides a line.
+fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, lines: &[Line]) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let font = ("sans-serif", 15).into_font().color(&RGBColor(40, 40, 40));
+    let mut y = 52;
+    for line in lines {
+        let style = line.color.stroke_width(if line.dashed { 2 } else { 3 });
+        if line.dashed {
+            area.draw(&PathElement::new(vec![(6, y), (14, y)], style))?;
+            area.draw(&PathElement::new(vec![(19, y), (27, y)], style))?;
+        } else {
+            area.draw(&PathElement::new(vec![(6, y), (27, y)], style))?;
+        }
+        let label = if line.points.is_empty() { format!("{} (n/a)", line.label) } else { line.label.to_owned() };
+        area.draw(&Text::new(label, (36, y - 9), font.clone()))?;
+        y += 26;
+    }
     Ok(())
 }
 

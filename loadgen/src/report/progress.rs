@@ -16,6 +16,8 @@ const PLAIN_EVERY: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// The latest line, left on screen when the bar goes.
+    last_line: String,
     last_plain: Option<Instant>,
     /// (elapsed seconds, requests) over about the last second, for the rate.
     recent: VecDeque<(f64, u64)>,
@@ -29,10 +31,11 @@ impl Progress {
         }
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
-            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template is valid"));
+            // wide_msg truncates to the terminal's width, so the line never wraps.
+            bar.set_style(ProgressStyle::with_template("{spinner} {wide_msg}").expect("static template is valid"));
             bar
         });
-        Some(Self { bar, last_plain: None, recent: VecDeque::new() })
+        Some(Self { bar, last_line: String::new(), last_plain: None, recent: VecDeque::new() })
     }
 
     pub fn into_observer(mut self) -> Observer {
@@ -48,8 +51,9 @@ impl Progress {
         let line = line(sample, rate(&self.recent));
         match &self.bar {
             Some(bar) => {
-                bar.set_message(line);
+                bar.set_message(line.clone());
                 bar.tick();
+                self.last_line = line;
             }
             None => {
                 let due = self.last_plain.is_none_or(|at| at.elapsed() >= PLAIN_EVERY);
@@ -65,7 +69,8 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         if let Some(bar) = &self.bar {
-            bar.finish();
+            bar.finish_and_clear();
+            eprintln!("{}", self.last_line);
         }
     }
 }
@@ -90,7 +95,7 @@ pub fn line(sample: &Sample, rps: f64) -> String {
         Phase::Cooldown => "cool-down",
     };
     let mut line = format!(
-        "{:6.1}s {:9} {:>8} req {:>7.0} req/s | client {} {} conns",
+        "{:5.1}s {:<9} {:>7} req {:>6.0}/s | client {} {} conn",
         sample.elapsed_s,
         phase,
         sample.requests(),
@@ -99,7 +104,7 @@ pub fn line(sample: &Sample, rps: f64) -> String {
         sample.client.connections.open
     );
     if let Some(server) = &sample.server {
-        line.push_str(&format!(" | server {} {} conns", mib(server.process.rss_bytes), server.process.connections.open));
+        line.push_str(&format!(" | server {} {} conn", mib(server.process.rss_bytes), server.process.connections.open));
     }
     if sample.requests_failed > 0 {
         line.push_str(&format!(" | {} failed", sample.requests_failed));
@@ -116,7 +121,7 @@ mod tests {
     fn line_carries_both_processes() {
         let (_, samples) = scripted_report();
         let text = line(&samples[5], 812.0);
-        assert!(text.contains("load") && text.contains("812 req/s"), "{text}");
+        assert!(text.contains("load") && text.contains("812/s"), "{text}");
         assert!(text.contains("client ") && text.contains("server "), "{text}");
     }
 

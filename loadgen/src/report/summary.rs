@@ -136,6 +136,8 @@ pub struct ProcessSummary {
     pub allocated_bytes: Option<Span>,
     /// Open TCP connections, counted exactly by the process.
     pub connections: Span,
+    /// TCP connections opened during the run (between the first and the last sample).
+    pub connections_opened: u64,
     /// Open file descriptors.
     pub fds: Span,
     /// Threads.
@@ -273,6 +275,10 @@ impl ProcessSummary {
                 Span::of(allocated)
             },
             connections: Span::of(snapshots.clone().map(|s| s.connections.open))?,
+            connections_opened: {
+                let opened = Span::of(snapshots.clone().map(|s| s.connections.opened))?;
+                opened.end - opened.start
+            },
             fds: Span::of(snapshots.clone().map(|s| s.fds))?,
             threads: Span::of(snapshots.map(|s| s.threads))?,
         })

@@ -135,6 +135,7 @@ pub struct Overrides {
     pub requests: Option<u64>,
     pub duration: Option<Duration>,
     pub concurrency: Option<u64>,
+    /// Requests per second; 0 removes the file's rate (closed loop).
     pub rate: Option<f64>,
     pub warmup_requests: Option<u64>,
     pub interval: Option<Duration>,
@@ -154,8 +155,10 @@ impl Overrides {
         if let Some(n) = self.concurrency {
             file.load.concurrency = Some(int(n));
         }
-        if let Some(rate) = self.rate {
-            file.load.rate = Some(rate);
+        match self.rate {
+            Some(rate) if rate == 0.0 => file.load.rate = None,
+            Some(rate) => file.load.rate = Some(rate),
+            None => {}
         }
         if let Some(n) = self.warmup_requests {
             file.load.warmup_requests = Some(int(n));
@@ -527,6 +530,9 @@ mod tests {
         let plan = parse(Path::new("t.toml"), MINIMAL, &overrides).unwrap();
         assert_eq!(plan.load.max_requests.get(), 50);
         assert_eq!(plan.load.rate_per_s, Some(10.0));
+        let closed = Overrides { rate: Some(0.0), ..Overrides::default() };
+        let plan = parse(Path::new("t.toml"), &format!("{MINIMAL}[load]\nrate = 400\n"), &closed).unwrap();
+        assert_eq!(plan.load.rate_per_s, None, "--rate 0 means closed loop");
     }
 
     #[test]

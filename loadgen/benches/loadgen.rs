@@ -1,0 +1,143 @@
+//! `make bench`: what the load generator can do and what it costs, measured
+//! on this machine with client and server sharing its cores over loopback.
+//!
+//! 1. Throughput of the `reused` policy, with sampling every 100 ms and with
+//!    sampling off, alternating A/B/A/B so that machine drift cancels out;
+//!    the medians give the cost of sampling.
+//! 2. The load generator's own RSS over 1,000,000 requests, compared with its
+//!    value right after warm-up.
+//!
+//! Not a test: the numbers depend on the machine and on whatever else runs on
+//! it, so nothing here passes or fails. `LEAKLAB_BENCH_SCALE=0.1` runs a
+//! tenth of the requests for a quick look.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
+use leaklab_loadgen::sample::Phase;
+use leaklab_loadgen::scenario::{self, Overrides, Plan};
+use tokio::sync::watch;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const CONCURRENCY: u64 = 64;
+const ROUND_REQUESTS: u64 = 200_000;
+const ROUNDS: usize = 5;
+const LONG_REQUESTS: u64 = 1_000_000;
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn main() {
+    let scale: f64 = std::env::var("LEAKLAB_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scaled = |n: u64| ((n as f64 * scale) as u64).max(10_000);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let reports = tempfile::tempdir().expect("a temporary reports directory");
+    let server_bin = server_bin();
+
+    println!("leaklab bench: {}", machine());
+    println!(
+        "policy reused, {CONCURRENCY} workers, closed loop, 64-byte unary echo, client and server on the same {} cores\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // 1. Throughput and the cost of sampling, alternating.
+    println!("| round | sampling | requests | req/s | p50 µs | p99 µs |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    let mut with_sampling = Vec::new();
+    let mut without = Vec::new();
+    for round in 1..=ROUNDS {
+        for sampled in [true, false] {
+            let plan = plan(scaled(ROUND_REQUESTS), sampled);
+            let outcome = runtime.block_on(execute(&plan, &server_bin, reports.path()));
+            let s = &outcome.summary;
+            assert_eq!(s.requests.failed, 0, "bench requests failed: {:?}", s.requests.errors);
+            println!(
+                "| {round} | {} | {} | {:.0} | {} | {} |",
+                if sampled { "100 ms" } else { "off" },
+                s.requests.ok,
+                s.throughput_rps,
+                s.latency_us.p50,
+                s.latency_us.p99
+            );
+            if sampled { with_sampling.push(s.throughput_rps) } else { without.push(s.throughput_rps) }
+        }
+    }
+    let (on, off) = (median(&mut with_sampling), median(&mut without));
+    println!("\nmedian throughput: {on:.0} req/s sampling every 100 ms, {off:.0} req/s without sampling");
+    println!("sampling at 100 ms costs {:.1}% of throughput (negative: within noise)\n", (off - on) / off * 100.0);
+
+    // 2. The load generator's own memory over a long run.
+    let requests = scaled(LONG_REQUESTS);
+    let outcome = runtime.block_on(execute(&plan(requests, true), &server_bin, reports.path()));
+    let samples = &outcome.samples;
+    let after_warmup = samples.iter().find(|s| s.phase == Phase::Load).expect("a load sample").client.rss_bytes;
+    let loaded: Vec<u64> = samples.iter().filter(|s| s.phase == Phase::Load).map(|s| s.client.rss_bytes).collect();
+    let at_end = samples.iter().find(|s| s.phase == Phase::Cooldown).expect("a load-end sample").client.rss_bytes;
+    let highest = loaded.iter().copied().chain([at_end]).max().unwrap_or(at_end);
+    let lowest = loaded.iter().copied().chain([at_end]).min().unwrap_or(at_end);
+    println!(
+        "{} requests in {:.1} s ({:.0} req/s), sampling every 100 ms: loadgen RSS after warm-up {:.1} MiB, \
+         lowest {:.1}, highest {:.1} ({:+.2} MiB), at load end {:.1} MiB ({:+.2} MiB)",
+        outcome.summary.requests.ok,
+        outcome.summary.load_duration_s,
+        outcome.summary.throughput_rps,
+        after_warmup as f64 / MIB,
+        lowest as f64 / MIB,
+        highest as f64 / MIB,
+        (highest as f64 - after_warmup as f64) / MIB,
+        at_end as f64 / MIB,
+        (at_end as f64 - after_warmup as f64) / MIB,
+    );
+    println!(
+        "loadgen allocated (jemalloc) per request after warm-up: {:+.3} B",
+        outcome.summary.growth.client_allocated_bytes_per_request.unwrap_or(f64::NAN)
+    );
+}
+
+fn plan(requests: u64, sampled: bool) -> Plan {
+    let text = format!(
+        "description = \"bench\"\n[client]\npolicy = \"reused\"\n[load]\nconcurrency = {CONCURRENCY}\n\
+         requests = {requests}\nwarmup_requests = 5000\nduration = \"600s\"\n[sampling]\ncooldown = \"0s\"\n"
+    );
+    let mut plan = scenario::parse(Path::new("bench.toml"), &text, &Overrides::default()).expect("the bench plan is valid");
+    if !sampled {
+        plan.sampling.interval = None;
+    }
+    plan
+}
+
+async fn execute(plan: &Plan, server_bin: &Path, reports: &Path) -> RunOutcome {
+    let (_stop_tx, stop) = watch::channel(false);
+    let options = RunOptions {
+        target: TargetChoice::Spawn { server_bin: server_bin.to_owned() },
+        reports_dir: reports.to_owned(),
+        quiet: true,
+        stop,
+    };
+    let outcome = run::execute(plan, options).await.expect("a bench run completes");
+    // Let the server's exit and socket teardown settle before the next round.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    outcome
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn server_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the bench binary's path");
+    let bin = exe.parent().and_then(Path::parent).expect("target/<profile>/deps").join("leaklab-server");
+    assert!(bin.is_file(), "{} is missing: run `cargo build --release -p leaklab-server` first (make bench does)", bin.display());
+    bin
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, Linux {}", kernel.trim())
+}
