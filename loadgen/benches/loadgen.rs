@@ -38,7 +38,7 @@ fn main() {
     println!("leaklab bench: {}", machine());
     println!(
         "policy reused, {CONCURRENCY} workers, closed loop, 64-byte unary echo, client and server on the same {} cores\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        cores()
     );
 
     // 1. Throughput and the cost of sampling, alternating.
@@ -46,6 +46,7 @@ fn main() {
     println!("|---:|---|---:|---:|---:|---:|");
     let mut with_sampling = Vec::new();
     let mut without = Vec::new();
+    let mut busy_share = Vec::new();
     for round in 1..=ROUNDS {
         for sampled in [true, false] {
             let plan = plan(scaled(ROUND_REQUESTS), sampled);
@@ -60,12 +61,22 @@ fn main() {
                 s.latency_us.p50,
                 s.latency_us.p99
             );
-            if sampled { with_sampling.push(s.throughput_rps) } else { without.push(s.throughput_rps) }
+            if sampled {
+                with_sampling.push(s.throughput_rps);
+                busy_share.push(s.samples.busy_s / (s.load_duration_s * cores() as f64));
+            } else {
+                without.push(s.throughput_rps);
+            }
         }
     }
     let (on, off) = (median(&mut with_sampling), median(&mut without));
     println!("\nmedian throughput: {on:.0} req/s sampling every 100 ms, {off:.0} req/s without sampling");
-    println!("sampling at 100 ms costs {:.1}% of throughput (negative: within noise)\n", (off - on) / off * 100.0);
+    println!("difference: {:+.1}% of throughput (A/B noise on a shared machine is a few %)", (off - on) / off * 100.0);
+    println!(
+        "sampler busy time, both processes' work included, as a share of the {} cores' time: {:.3}% (median; an upper bound on its CPU cost)\n",
+        cores(),
+        median(&mut busy_share) * 100.0
+    );
 
     // 2. The load generator's own memory over a long run.
     let requests = scaled(LONG_REQUESTS);
@@ -119,6 +130,10 @@ async fn execute(plan: &Plan, server_bin: &Path, reports: &Path) -> RunOutcome {
     // Let the server's exit and socket teardown settle before the next round.
     tokio::time::sleep(Duration::from_millis(300)).await;
     outcome
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -137,6 +137,7 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         target: target_info,
         samples_file: "samples.jsonl".to_owned(),
         server_misses,
+        sampling_busy: recording.busy,
         notes,
     };
     let summary = Summary::build(plan, &recording.samples, &load, facts);

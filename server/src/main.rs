@@ -10,7 +10,7 @@ use leaklab_probe::control::{STATS_REQUEST, ServerLine};
 use leaklab_probe::SnapshotReader;
 use leaklab_server::{ServerMetrics, serve};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 #[global_allocator]
@@ -20,6 +20,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     let config = cli.server_config();
+    // Installed before the address is announced, so a signal sent as soon as
+    // the address appears is already handled.
+    let interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
     let listener = TcpListener::bind(cli.listen).await.with_context(|| format!("--listen {}: cannot bind", cli.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
@@ -28,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
 
     let metrics = ServerMetrics::default();
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(stop_on_signals(stop_tx.clone()));
+    tokio::spawn(stop_on_signals(interrupt, terminate, stop_tx.clone()));
     if cli.control_stdin {
         let metrics = metrics.clone();
         std::thread::Builder::new()
@@ -71,11 +75,7 @@ fn announce(line: &ServerLine) -> anyhow::Result<()> {
     writeln!(stdout, "{}", line.to_line()).and_then(|()| stdout.flush()).context("writing to stdout")
 }
 
-async fn stop_on_signals(stop: watch::Sender<bool>) {
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        eprintln!("leaklab-server: cannot install signal handlers");
-        return;
-    };
+async fn stop_on_signals(mut interrupt: Signal, mut terminate: Signal, stop: watch::Sender<bool>) {
     let name = tokio::select! {
         _ = interrupt.recv() => "SIGINT",
         _ = terminate.recv() => "SIGTERM",

@@ -127,6 +127,7 @@ pub(crate) mod fixtures {
             target: TargetInfo { kind: TargetKind::Spawned, address: "127.0.0.1:1".into(), server_pid: Some(2) },
             samples_file: "samples.jsonl".into(),
             server_misses: 0,
+            sampling_busy: Duration::from_millis(12),
             notes: vec![],
         };
         (Summary::build(&plan, &samples, &load, facts), samples)

@@ -176,6 +176,8 @@ pub struct SamplesInfo {
     pub count: u64,
     /// Samples without server figures although the server was spawned (its side channel did not answer in time).
     pub server_misses: u64,
+    /// Seconds spent taking samples, the server's answers included: an upper bound on what sampling cost.
+    pub busy_s: f64,
 }
 
 /// What a run knew besides its samples and load report.
@@ -185,6 +187,8 @@ pub struct RunFacts {
     pub target: TargetInfo,
     pub samples_file: String,
     pub server_misses: u64,
+    /// Wall time the sampler spent taking samples.
+    pub sampling_busy: std::time::Duration,
     /// Notes from the run itself (a failed samples file, an interruption…).
     pub notes: Vec<String>,
 }
@@ -260,7 +264,12 @@ impl Summary {
                 client_connections_per_request: growth_of(&|s| Some(s.client.connections.open)),
                 server_connections_per_request: growth_of(&|s| s.server.map(|x| x.process.connections.open)),
             },
-            samples: SamplesInfo { file: facts.samples_file, count: samples.len() as u64, server_misses: facts.server_misses },
+            samples: SamplesInfo {
+                file: facts.samples_file,
+                count: samples.len() as u64,
+                server_misses: facts.server_misses,
+                busy_s: facts.sampling_busy.as_secs_f64(),
+            },
             notes,
         }
     }

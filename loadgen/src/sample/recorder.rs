@@ -30,6 +30,9 @@ pub struct Recording {
     pub server_misses: u64,
     /// Samples whose client figures could not be read (they were skipped).
     pub client_errors: u64,
+    /// Wall time spent taking samples, the server's side-channel answer
+    /// included: an upper bound on the CPU time sampling cost both processes.
+    pub busy: Duration,
 }
 
 /// Handle on the sampling thread.
@@ -86,9 +89,11 @@ impl Recorder {
         let (commands, inbox) = mpsc::channel();
         let (baseline_taken, baseline_done) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn(move || {
-            let mut recording = Recording { samples: Vec::new(), write_error: None, server_misses: 0, client_errors: 0 };
+            let mut recording =
+                Recording { samples: Vec::new(), write_error: None, server_misses: 0, client_errors: 0, busy: Duration::ZERO };
             let mut phase = Phase::Baseline;
             let mut take = |phase: Phase, recording: &mut Recording| {
+                let started = Instant::now();
                 let client = match measure.client() {
                     Ok(client) => client,
                     Err(_) => {
@@ -97,6 +102,7 @@ impl Recorder {
                     }
                 };
                 let server = measure.server();
+                recording.busy += started.elapsed();
                 let sample = Sample {
                     elapsed_s: run_started.elapsed().as_secs_f64(),
                     phase,
