@@ -43,10 +43,7 @@ impl Exporter for SvgPlot {
     }
 
     fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
-        register_fonts();
-        let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(&root, report).map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))?;
-        root.present().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
+        render(SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area(), report, path)
     }
 }
 
@@ -56,11 +53,14 @@ impl Exporter for PngPlot {
     }
 
     fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
-        register_fonts();
-        let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(&root, report).map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))?;
-        root.present().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
+        render(BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area(), report, path)
     }
+}
+
+fn render<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
+    register_fonts();
+    draw(&root, report).map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))?;
+    root.present().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
 }
 
 /// A line to draw: its legend, color, whether dashed, and its points.

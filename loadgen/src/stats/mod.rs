@@ -161,6 +161,42 @@ mod tests {
         assert_eq!(LoadWindow::find(&samples), Some(LoadWindow { first: 0, last: 1 }));
     }
 
+    proptest::proptest! {
+        /// Span's invariants hold for any sequence: peak bounds every value and is one of them.
+        #[test]
+        fn span_peak_is_the_maximum(values in proptest::collection::vec(0u64..u64::MAX, 1..50)) {
+            let span = Span::of(values.iter().copied()).unwrap();
+            proptest::prop_assert_eq!(span.start, values[0]);
+            proptest::prop_assert_eq!(span.end, *values.last().unwrap());
+            proptest::prop_assert_eq!(span.peak, *values.iter().max().unwrap());
+        }
+
+        /// A curve that grows by `slope` bytes per request, whatever its warm-up and
+        /// cool-down do, gives back exactly `slope`.
+        #[test]
+        fn growth_recovers_any_linear_slope(
+            slope in 0u64..200_000,
+            base in 0u64..1_000_000_000,
+            warmup_requests in 0u64..1_000,
+            steps in proptest::collection::vec(1u64..5_000, 1..20),
+            cooldown_drop in 0u64..1_000_000,
+        ) {
+            let mut samples = vec![sample(0.0, Phase::Warmup, 0, base)];
+            let mut requests = warmup_requests;
+            samples.push(sample(0.1, Phase::Load, requests, base + 7_777));
+            for (i, step) in steps.iter().enumerate() {
+                requests += step;
+                samples.push(sample(0.2 + i as f64 * 0.1, Phase::Load, requests, base + 7_777 + (requests - warmup_requests) * slope));
+            }
+            let end = samples.last().unwrap().client.rss_bytes;
+            samples.last_mut().unwrap().phase = Phase::Cooldown;
+            samples.push(sample(99.0, Phase::Cooldown, requests, end.saturating_sub(cooldown_drop)));
+            let window = LoadWindow::find(&samples).unwrap();
+            let growth = window.growth_per_request(&samples, |s| Some(s.client.rss_bytes)).unwrap();
+            proptest::prop_assert!((growth - slope as f64).abs() < 1e-6, "growth {} slope {}", growth, slope);
+        }
+    }
+
     #[test]
     fn latency_percentiles_come_from_the_histogram() {
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
