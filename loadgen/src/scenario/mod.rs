@@ -156,7 +156,7 @@ impl Overrides {
             file.load.concurrency = Some(int(n));
         }
         match self.rate {
-            Some(rate) if rate == 0.0 => file.load.rate = None,
+            Some(0.0) => file.load.rate = None,
             Some(rate) => file.load.rate = Some(rate),
             None => {}
         }
