@@ -78,6 +78,7 @@ async fn a_spawned_run_writes_its_report_and_stops_its_server() {
     let server = summary.server.as_ref().expect("a spawned server is measured");
     assert_eq!(summary.client.connections.peak, 1);
     assert_eq!(server.connections.peak, 1);
+    assert_eq!((summary.client.connections_opened, server.connections_opened), (1, 1));
     assert!(server.rss_bytes.peak > 1 << 20, "server RSS {:?}", server.rss_bytes);
     assert!(summary.client.allocated_bytes.is_some() && server.allocated_bytes.is_some());
     assert_eq!(summary.target.kind, TargetKind::Spawned);
@@ -106,6 +107,8 @@ async fn a_leak_grows_by_a_connection_and_tens_of_kilobytes_per_request() {
     let server = growth.server_allocated_bytes_per_request.unwrap();
     assert!(server > 5_000.0, "server allocated {server} B/request");
     assert!(outcome.summary.notes.iter().any(|note| note.contains("never evicted")));
+    let server_opened = outcome.summary.server.as_ref().unwrap().connections_opened;
+    assert_eq!((outcome.summary.client.connections_opened, server_opened), (350, 350));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

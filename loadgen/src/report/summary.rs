@@ -136,7 +136,7 @@ pub struct ProcessSummary {
     pub allocated_bytes: Option<Span>,
     /// Open TCP connections, counted exactly by the process.
     pub connections: Span,
-    /// TCP connections opened during the run (between the first and the last sample).
+    /// TCP connections the run used: those open at its first sample plus those opened after it.
     pub connections_opened: u64,
     /// Open file descriptors.
     pub fds: Span,
@@ -285,8 +285,9 @@ impl ProcessSummary {
             },
             connections: Span::of(snapshots.clone().map(|s| s.connections.open))?,
             connections_opened: {
-                let opened = Span::of(snapshots.clone().map(|s| s.connections.opened))?;
-                opened.end - opened.start
+                let first = snapshots.clone().next()?.connections;
+                let last = snapshots.clone().last()?.connections;
+                first.open + last.opened.saturating_sub(first.opened)
             },
             fds: Span::of(snapshots.clone().map(|s| s.fds))?,
             threads: Span::of(snapshots.map(|s| s.threads))?,
