@@ -71,6 +71,20 @@ struct Line {
     points: Vec<(f64, f64)>,
 }
 
+impl Line {
+    /// Client lines are drawn wider than server lines (and first), so where the
+    /// two coincide, as connections do in a leak, both stay visible.
+    fn style(&self) -> ShapeStyle {
+        let width = match (self.color == CLIENT, self.dashed) {
+            (true, false) => 5,
+            (true, true) => 4,
+            (false, false) => 2,
+            (false, true) => 2,
+        };
+        self.color.stroke_width(width)
+    }
+}
+
 fn series(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec<(f64, f64)> {
     samples.iter().filter_map(|s| value(s).map(|v| (s.elapsed_s, v))).collect()
 }
@@ -203,7 +217,7 @@ fn panel<DB: DrawingBackend>(
     }
 
     for line in lines.iter().filter(|l| !l.points.is_empty()) {
-        let style = line.color.stroke_width(if line.dashed { 2 } else { 3 });
+        let style = line.style();
         if line.dashed {
             chart.draw_series(DashedLineSeries::new(line.points.iter().copied(), 8, 5, style))?;
         } else {
@@ -218,7 +232,7 @@ fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, lines: &[Line]) -> 
     let font = ("sans-serif", 15).into_font().color(&RGBColor(40, 40, 40));
     let mut y = 52;
     for line in lines {
-        let style = line.color.stroke_width(if line.dashed { 2 } else { 3 });
+        let style = line.style();
         if line.dashed {
             area.draw(&PathElement::new(vec![(6, y), (14, y)], style))?;
             area.draw(&PathElement::new(vec![(19, y), (27, y)], style))?;
