@@ -41,6 +41,10 @@ fn main() {
         cores()
     );
 
+    // The first run after a build is consistently slower (cold binary, caches):
+    // run one and throw it away so it does not land in either column.
+    runtime.block_on(execute(&plan(scaled(ROUND_REQUESTS), true), &server_bin, reports.path()));
+
     // 1. Throughput and the cost of sampling, alternating.
     println!("| round | sampling | requests | req/s | p50 µs | p99 µs |");
     println!("|---:|---|---:|---:|---:|---:|");
@@ -111,7 +115,8 @@ fn plan(requests: u64, sampled: bool) -> Plan {
         "description = \"bench\"\n[client]\npolicy = \"reused\"\n[load]\nconcurrency = {CONCURRENCY}\n\
          requests = {requests}\nwarmup_requests = 5000\nduration = \"600s\"\n[sampling]\ncooldown = \"0s\"\n"
     );
-    let mut plan = scenario::parse(Path::new("bench.toml"), &text, &Overrides::default()).expect("the bench plan is valid");
+    let mut plan =
+        scenario::parse(Path::new("bench.toml"), &text, &Overrides::default()).expect("the bench plan is valid");
     if !sampled {
         plan.sampling.interval = None;
     }
@@ -144,14 +149,22 @@ fn median(values: &mut [f64]) -> f64 {
 fn server_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the bench binary's path");
     let bin = exe.parent().and_then(Path::parent).expect("target/<profile>/deps").join("leaklab-server");
-    assert!(bin.is_file(), "{} is missing: run `cargo build --release -p leaklab-server` first (make bench does)", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release -p leaklab-server` first (make bench does)",
+        bin.display()
+    );
     bin
 }
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".to_owned());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{cpu}, Linux {}", kernel.trim())

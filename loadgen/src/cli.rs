@@ -164,13 +164,31 @@ mod tests {
     #[test]
     fn overrides_carry_every_flag() {
         let cli = Cli::try_parse_from([
-            "loadgen", "run", "leak", "--requests", "9", "--duration", "2s", "--concurrency", "3", "--rate", "50",
-            "--warmup-requests", "1", "--interval", "20ms", "--cooldown", "1s",
+            "loadgen",
+            "run",
+            "leak",
+            "--requests",
+            "9",
+            "--duration",
+            "2s",
+            "--concurrency",
+            "3",
+            "--rate",
+            "50",
+            "--warmup-requests",
+            "1",
+            "--interval",
+            "20ms",
+            "--cooldown",
+            "1s",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else { panic!("run expected") };
         let o = args.overrides();
         assert_eq!((o.requests, o.concurrency, o.rate, o.warmup_requests), (Some(9), Some(3), Some(50.0), Some(1)));
-        assert_eq!((o.duration, o.interval, o.cooldown), (Some(Duration::from_secs(2)), Some(Duration::from_millis(20)), Some(Duration::from_secs(1))));
+        assert_eq!(
+            (o.duration, o.interval, o.cooldown),
+            (Some(Duration::from_secs(2)), Some(Duration::from_millis(20)), Some(Duration::from_secs(1)))
+        );
     }
 }

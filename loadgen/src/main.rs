@@ -86,7 +86,8 @@ fn list(catalog: &Catalog) -> ExitCode {
 /// report. A second one: quit at once (the server still dies with us).
 async fn stop_on_signals(stop: watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
         return;
     };
     for round in 0.. {
@@ -105,7 +106,12 @@ async fn stop_on_signals(stop: watch::Sender<bool>) {
 
 fn report(outcome: &RunOutcome) -> ExitCode {
     let s = &outcome.summary;
-    let growth = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |b| format!("{}{}/request", if b >= 0.0 { "+" } else { "" }, human_bytes(b)));
+    let growth = |value: Option<f64>| {
+        value.map_or_else(
+            || "n/a".to_owned(),
+            |b| format!("{}{}/request", if b >= 0.0 { "+" } else { "" }, human_bytes(b)),
+        )
+    };
     let connections = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |c| format!("{c:+.3}/request"));
     println!(
         "{}: {} requests ({} failed) in {:.1} s, {:.0} req/s; latency p50 {} µs, p99 {} µs, max {} µs",

@@ -82,7 +82,9 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     };
 
     let channels = Arc::new(
-        Channels::connect(plan.policy, &authority).await.with_context(|| format!("connecting to the server at {authority}"))?,
+        Channels::connect(plan.policy, &authority)
+            .await
+            .with_context(|| format!("connecting to the server at {authority}"))?,
     );
     let counters = Arc::new(LoadCounters::default());
     let samples_path = dir.file("samples.jsonl");
@@ -102,7 +104,8 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     if plan.load.warmup_requests > 0 {
         marker.mark(Phase::Warmup);
     }
-    let load = load::drive(Arc::clone(&channels), &plan.load, counters, Arc::new(marker.clone()), options.stop.clone()).await;
+    let load =
+        load::drive(Arc::clone(&channels), &plan.load, counters, Arc::new(marker.clone()), options.stop.clone()).await;
     if load.stopped_by != StopReason::Interrupted {
         let mut stop = options.stop.clone();
         tokio::select! {
@@ -126,11 +129,16 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         notes.push(format!("Writing samples.jsonl failed ({error}); the summary uses the samples kept in memory."));
     }
     if load.stopped_by == StopReason::Interrupted {
-        notes.push(format!("Interrupted by the user after {} requests; the figures cover the run up to then.", load.ok + load.failed));
+        notes.push(format!(
+            "Interrupted by the user after {} requests; the figures cover the run up to then.",
+            load.ok + load.failed
+        ));
     }
     let server_misses = if target_info.kind == TargetKind::Spawned { recording.server_misses } else { 0 };
     if server_misses > 0 {
-        notes.push(format!("{server_misses} samples lack server figures: the server did not answer its side channel in time."));
+        notes.push(format!(
+            "{server_misses} samples lack server figures: the server did not answer its side channel in time."
+        ));
     }
     let facts = RunFacts {
         started_at: dir.started_at.clone(),
@@ -141,7 +149,8 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         notes,
     };
     let summary = Summary::build(plan, &recording.samples, &load, facts);
-    let (written, export_errors) = report::export_all(&Report { summary: &summary, samples: &recording.samples }, &dir.path);
+    let (written, export_errors) =
+        report::export_all(&Report { summary: &summary, samples: &recording.samples }, &dir.path);
     Ok(RunOutcome { dir: dir.path, summary, samples: recording.samples, written, export_errors })
 }
 

@@ -23,7 +23,11 @@ fn server_bin() -> PathBuf {
     // target/<profile>/deps/end_to_end-<hash> → target/<profile>/leaklab-server
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().and_then(Path::parent).unwrap().join("leaklab-server");
-    assert!(bin.is_file(), "{} is missing: run `cargo build -p leaklab-server` (same profile) first, or `make test`", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p leaklab-server` (same profile) first, or `make test`",
+        bin.display()
+    );
     bin
 }
 
@@ -49,12 +53,16 @@ fn process_exists(pid: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spawned_run_writes_its_report_and_stops_its_server() {
     let reports = tempfile::tempdir().unwrap();
-    let outcome = execute(&plan("reused", 400), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), false).await;
+    let outcome =
+        execute(&plan("reused", 400), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), false).await;
     let summary = &outcome.summary;
 
     // The report is where the README says, with every file.
     assert_eq!(outcome.dir.parent().unwrap(), reports.path().join("e2e-reused"));
-    assert_eq!(std::fs::canonicalize(reports.path().join("e2e-reused/latest")).unwrap(), std::fs::canonicalize(&outcome.dir).unwrap());
+    assert_eq!(
+        std::fs::canonicalize(reports.path().join("e2e-reused/latest")).unwrap(),
+        std::fs::canonicalize(&outcome.dir).unwrap()
+    );
     for file in ["summary.json", "samples.jsonl", "memory.svg", "memory.png", "report.md", "server.log"] {
         assert!(outcome.dir.join(file).is_file(), "{file} missing");
     }
@@ -84,7 +92,8 @@ async fn a_spawned_run_writes_its_report_and_stops_its_server() {
     assert_eq!(summary.target.kind, TargetKind::Spawned);
 
     // summary.json on disk is the summary, and the server is gone.
-    let on_disk: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("summary.json")).unwrap()).unwrap();
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(on_disk["requests"]["ok"], 400);
     let pid = summary.target.server_pid.unwrap();
     assert!(!process_exists(pid), "server {pid} outlived its run");
@@ -93,7 +102,8 @@ async fn a_spawned_run_writes_its_report_and_stops_its_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leak_grows_by_a_connection_and_tens_of_kilobytes_per_request() {
     let reports = tempfile::tempdir().unwrap();
-    let outcome = execute(&plan("leak", 350), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), false).await;
+    let outcome =
+        execute(&plan("leak", 350), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), false).await;
     let growth = &outcome.summary.growth;
     // The warm-up boundary is sampled a moment after the 50th request, so a few
     // more may already be counted on its side.
@@ -113,7 +123,8 @@ async fn a_leak_grows_by_a_connection_and_tens_of_kilobytes_per_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_target_is_loaded_but_not_measured() {
-    let server = leaklab_server::Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), Default::default()).await.unwrap();
+    let server =
+        leaklab_server::Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), Default::default()).await.unwrap();
     let reports = tempfile::tempdir().unwrap();
     let target = TargetChoice::External { authority: server.addr.to_string() };
     let outcome = execute(&plan("reused", 200), target, reports.path(), false).await;
@@ -128,7 +139,8 @@ async fn an_external_target_is_loaded_but_not_measured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_still_writes_its_report() {
     let reports = tempfile::tempdir().unwrap();
-    let outcome = execute(&plan("leak", 1000), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), true).await;
+    let outcome =
+        execute(&plan("leak", 1000), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), true).await;
     assert_eq!(outcome.summary.stopped_by, leaklab_loadgen::load::StopReason::Interrupted);
     assert!(outcome.dir.join("summary.json").is_file());
     assert!(outcome.summary.notes.iter().any(|note| note.contains("Interrupted")), "{:?}", outcome.summary.notes);

@@ -24,11 +24,15 @@ async fn start_server() -> Server {
 
 /// Runs `requests` requests with `client` settings (a TOML fragment) through two workers.
 async fn run(server: &Server, client: &str, requests: u64) -> (Arc<Channels>, LoadReport) {
-    let text = format!("description = \"test\"\n[client]\n{client}\n[load]\nconcurrency = 2\nrequests = {requests}\nwarmup_requests = 0\n");
+    let text = format!(
+        "description = \"test\"\n[client]\n{client}\n[load]\nconcurrency = 2\nrequests = {requests}\nwarmup_requests = 0\n"
+    );
     let plan = scenario::parse(Path::new("test.toml"), &text, &Overrides::default()).unwrap();
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
     let (_stop_tx, stop) = watch::channel(false);
-    let report = load::drive(Arc::clone(&channels), &plan.load, Arc::new(LoadCounters::default()), Arc::new(NoPhases), stop).await;
+    let report =
+        load::drive(Arc::clone(&channels), &plan.load, Arc::new(LoadCounters::default()), Arc::new(NoPhases), stop)
+            .await;
     assert_eq!(report.failed, 0, "errors: {:?}", report.errors);
     assert_eq!(report.ok, requests);
     (channels, report)

@@ -34,7 +34,9 @@ fn every_shipped_scenario_parses() {
 #[test]
 fn the_core_scenarios_are_there_with_their_policies() {
     let catalog = Catalog { dir: shipped() };
-    for (name, policy) in [("reused", "reused"), ("leak", "leak"), ("per-request-close", "per-request-close"), ("pool", "pool")] {
+    for (name, policy) in
+        [("reused", "reused"), ("leak", "leak"), ("per-request-close", "per-request-close"), ("pool", "pool")]
+    {
         let plan = scenario::load(&catalog.resolve(name).unwrap(), &Overrides::default()).unwrap();
         assert_eq!(plan.policy.name(), policy);
     }
@@ -66,9 +68,11 @@ fn broken_scenarios_fail_with_file_key_and_reason() {
     assert!(files.len() >= 10, "fixtures missing: {files:?}");
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
-        let expected = text.lines().next().and_then(|line| line.strip_prefix("# expect: ")).unwrap_or_else(|| {
-            panic!("{} must start with `# expect: <message>`", path.display())
-        });
+        let expected = text
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} must start with `# expect: <message>`", path.display()));
         let name = path.file_name().unwrap().to_str().unwrap();
         let error = scenario::parse(Path::new(name), &text, &Overrides::default())
             .err()

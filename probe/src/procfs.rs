@@ -63,8 +63,7 @@ fn parse_statm_rss_pages(statm: &str) -> Option<u64> {
 /// Number of threads: field 20 of `/proc/<pid>/stat`.
 pub fn threads(proc_: Proc) -> Result<u64, ProcError> {
     let (path, text) = read(proc_, "stat")?;
-    parse_stat_threads(&text)
-        .ok_or_else(|| ProcError::Format { path, reason: "no num_threads field".to_owned() })
+    parse_stat_threads(&text).ok_or_else(|| ProcError::Format { path, reason: "no num_threads field".to_owned() })
 }
 
 fn parse_stat_threads(stat: &str) -> Option<u64> {
@@ -156,7 +155,12 @@ mod tests {
         // Both are read twice so that a descriptor opened by a concurrent test
         // between the two readings shows up as disagreement only if it persists.
         let agree = (0..20).any(|_| open_fds(Proc::Myself).unwrap() == count_fd_entries(Proc::Myself).unwrap());
-        assert!(agree, "stat size {} vs listing {}", open_fds(Proc::Myself).unwrap(), count_fd_entries(Proc::Myself).unwrap());
+        assert!(
+            agree,
+            "stat size {} vs listing {}",
+            open_fds(Proc::Myself).unwrap(),
+            count_fd_entries(Proc::Myself).unwrap()
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::io::{BufRead, Write};
 
 use anyhow::Context;
 use clap::Parser;
-use leaklab_probe::control::{STATS_REQUEST, ServerLine};
 use leaklab_probe::SnapshotReader;
+use leaklab_probe::control::{STATS_REQUEST, ServerLine};
 use leaklab_server::{ServerMetrics, serve};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -25,7 +25,8 @@ async fn main() -> anyhow::Result<()> {
     let interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
-    let listener = TcpListener::bind(cli.listen).await.with_context(|| format!("--listen {}: cannot bind", cli.listen))?;
+    let listener =
+        TcpListener::bind(cli.listen).await.with_context(|| format!("--listen {}: cannot bind", cli.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     announce(&ServerLine::Listening(addr))?;
     eprintln!("leaklab-server: serving leaklab.v1.Echo and grpc.health.v1.Health on {addr}");

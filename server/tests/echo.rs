@@ -72,5 +72,8 @@ async fn health_reports_echo_serving_and_connections_are_counted() {
         assert!(std::time::Instant::now() < deadline, "the closed connection was never counted as closed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(server.shutdown(Duration::from_secs(5)).await.unwrap(), "graceful shutdown with no connection is immediate");
+    assert!(
+        server.shutdown(Duration::from_secs(5)).await.unwrap(),
+        "graceful shutdown with no connection is immediate"
+    );
 }

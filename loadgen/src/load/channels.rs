@@ -52,7 +52,9 @@ impl Channels {
         let connections = ConnectionCounter::new();
         let connector = CountingConnector::new(connections.clone());
         let kind = match policy {
-            ChannelPolicy::Reused => Kind::Shared(vec![EchoClient::new(endpoint.connect_with_connector(connector.clone()).await?)]),
+            ChannelPolicy::Reused => {
+                Kind::Shared(vec![EchoClient::new(endpoint.connect_with_connector(connector.clone()).await?)])
+            }
             ChannelPolicy::Pool { size } => {
                 let mut clients = Vec::with_capacity(size.get());
                 for _ in 0..size.get() {

@@ -165,9 +165,10 @@ pub async fn drive(
             *errors.entry(kind).or_default() += count;
         }
         if let Some((kind, at)) = tally.first_error
-            && first_error.as_ref().is_none_or(|(_, earliest)| at < *earliest) {
-                first_error = Some((kind, at));
-            }
+            && first_error.as_ref().is_none_or(|(_, earliest)| at < *earliest)
+        {
+            first_error = Some((kind, at));
+        }
     }
     let stopped_by = if *stop.borrow() {
         StopReason::Interrupted
@@ -221,7 +222,8 @@ async fn worker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Tally {
             delay_ms: shape.delay_ms,
         };
         let sent = Instant::now();
-        let outcome = tokio::time::timeout(shared.plan.request_timeout, shared.channels.call(&mut clients, index, request)).await;
+        let outcome =
+            tokio::time::timeout(shared.plan.request_timeout, shared.channels.call(&mut clients, index, request)).await;
         let latency = sent.elapsed();
         let failure = match outcome {
             Ok(Ok(())) => None,

@@ -23,15 +23,22 @@ impl Exporter for SummaryJson {
 
 #[cfg(test)]
 mod tests {
-    
+
     use crate::report::fixtures::scripted_report;
     use crate::report::summary::json_schema;
 
     /// The keys the README and CI scripts rely on, by dotted path.
     const REQUIRED_KEYS: &[&str] = &[
-        "scenario", "requests.ok", "requests.failed", "requests.errors", "throughput_rps",
-        "latency_us.p50", "latency_us.p99", "latency_us.max",
-        "growth.client_allocated_bytes_per_request", "growth.server_allocated_bytes_per_request",
+        "scenario",
+        "requests.ok",
+        "requests.failed",
+        "requests.errors",
+        "throughput_rps",
+        "latency_us.p50",
+        "latency_us.p99",
+        "latency_us.max",
+        "growth.client_allocated_bytes_per_request",
+        "growth.server_allocated_bytes_per_request",
     ];
     const PROCESS_KEYS: &[&str] = &["rss_bytes", "allocated_bytes", "connections", "fds"];
 

@@ -59,21 +59,48 @@ fn render(report: &Report<'_>) -> String {
     let _ = writeln!(out, "## Growth per request, after warm-up\n");
     let _ = writeln!(out, "| | client | server |\n|---|---:|---:|");
     let g = &s.growth;
-    let _ = writeln!(out, "| allocated (jemalloc) | {} | {} |", per_request(g.client_allocated_bytes_per_request), per_request(g.server_allocated_bytes_per_request));
-    let _ = writeln!(out, "| RSS | {} | {} |", per_request(g.client_rss_bytes_per_request), per_request(g.server_rss_bytes_per_request));
+    let _ = writeln!(
+        out,
+        "| allocated (jemalloc) | {} | {} |",
+        per_request(g.client_allocated_bytes_per_request),
+        per_request(g.server_allocated_bytes_per_request)
+    );
+    let _ = writeln!(
+        out,
+        "| RSS | {} | {} |",
+        per_request(g.client_rss_bytes_per_request),
+        per_request(g.server_rss_bytes_per_request)
+    );
     let conn = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
-    let _ = writeln!(out, "| open connections | {} | {} |", conn(g.client_connections_per_request), conn(g.server_connections_per_request));
+    let _ = writeln!(
+        out,
+        "| open connections | {} | {} |",
+        conn(g.client_connections_per_request),
+        conn(g.server_connections_per_request)
+    );
     let _ = writeln!(out, "\nMeasured over {} requests in {:.1} s.\n", g.loaded_requests, g.window_s);
 
     let _ = writeln!(out, "## Processes (start → end, peak)\n");
     let _ = writeln!(out, "| | client | server |\n|---|---:|---:|");
     let row = |name: &str, pick: &dyn Fn(&ProcessSummary) -> String| {
-        format!("| {name} | {} | {} |", pick(&s.client), s.server.as_ref().map_or_else(|| "not measured".to_owned(), pick))
+        format!(
+            "| {name} | {} | {} |",
+            pick(&s.client),
+            s.server.as_ref().map_or_else(|| "not measured".to_owned(), pick)
+        )
     };
-    let bytes = |span: &crate::stats::Span| format!("{} → {}, peak {}", human_bytes(span.start as f64), human_bytes(span.end as f64), human_bytes(span.peak as f64));
+    let bytes = |span: &crate::stats::Span| {
+        format!(
+            "{} → {}, peak {}",
+            human_bytes(span.start as f64),
+            human_bytes(span.end as f64),
+            human_bytes(span.peak as f64)
+        )
+    };
     let count = |span: &crate::stats::Span| format!("{} → {}, peak {}", span.start, span.end, span.peak);
     let _ = writeln!(out, "{}", row("RSS", &|p| bytes(&p.rss_bytes)));
-    let _ = writeln!(out, "{}", row("allocated", &|p| p.allocated_bytes.as_ref().map_or_else(|| "n/a".to_owned(), bytes)));
+    let _ =
+        writeln!(out, "{}", row("allocated", &|p| p.allocated_bytes.as_ref().map_or_else(|| "n/a".to_owned(), bytes)));
     let _ = writeln!(out, "{}", row("open connections", &|p| count(&p.connections)));
     let _ = writeln!(out, "{}", row("connections opened", &|p| p.connections_opened.to_string()));
     let _ = writeln!(out, "{}", row("fds", &|p| count(&p.fds)));
@@ -101,7 +128,11 @@ fn render(report: &Report<'_>) -> String {
             let _ = writeln!(out, "- {note}");
         }
     }
-    let _ = writeln!(out, "\nFiles: `summary.json` (schema: `schema/summary.schema.json`), `{}` (one sample per line), `memory.svg`, `memory.png`, `server.log`.", s.samples.file);
+    let _ = writeln!(
+        out,
+        "\nFiles: `summary.json` (schema: `schema/summary.schema.json`), `{}` (one sample per line), `memory.svg`, `memory.png`, `server.log`.",
+        s.samples.file
+    );
     out
 }
 

@@ -74,7 +74,13 @@ pub(crate) mod fixtures {
             rss_bytes: allocated + 8_000_000,
             fds: connections + 10,
             threads: 4,
-            jemalloc: Some(JemallocStats { allocated_bytes: allocated, active_bytes: allocated, resident_bytes: allocated, mapped_bytes: allocated, retained_bytes: 0 }),
+            jemalloc: Some(JemallocStats {
+                allocated_bytes: allocated,
+                active_bytes: allocated,
+                resident_bytes: allocated,
+                mapped_bytes: allocated,
+                retained_bytes: 0,
+            }),
             connections: ConnectionCounts { open: connections, opened: connections, closed: 0 },
         }
     }

@@ -100,43 +100,77 @@ fn phase_starts(samples: &[Sample]) -> Vec<(Phase, f64)> {
     starts
 }
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, report: &Report<'_>) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    report: &Report<'_>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let samples = report.samples;
     let summary = report.summary;
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(78);
-    header.draw(&Text::new(format!("{}: memory over time", summary.scenario), (20, 12), ("sans-serif", 28).into_font().color(&BLACK)))?;
+    header.draw(&Text::new(
+        format!("{}: memory over time", summary.scenario),
+        (20, 12),
+        ("sans-serif", 28).into_font().color(&BLACK),
+    ))?;
     header.draw(&Text::new(headline(report), (20, 48), ("sans-serif", 17).into_font().color(&RGBColor(60, 60, 60))))?;
     let (upper, lower) = body.split_vertically((HEIGHT - 78) * 58 / 100);
 
     let memory = vec![
-        Line { label: "client RSS", color: CLIENT, dashed: false, points: series(samples, |s| Some(s.client.rss_bytes as f64 / MIB)) },
+        Line {
+            label: "client RSS",
+            color: CLIENT,
+            dashed: false,
+            points: series(samples, |s| Some(s.client.rss_bytes as f64 / MIB)),
+        },
         Line {
             label: "client allocated (jemalloc)",
             color: CLIENT,
             dashed: true,
             points: series(samples, |s| s.client.jemalloc.map(|j| j.allocated_bytes as f64 / MIB)),
         },
-        Line { label: "server RSS", color: SERVER, dashed: false, points: series(samples, |s| s.server.map(|x| x.process.rss_bytes as f64 / MIB)) },
+        Line {
+            label: "server RSS",
+            color: SERVER,
+            dashed: false,
+            points: series(samples, |s| s.server.map(|x| x.process.rss_bytes as f64 / MIB)),
+        },
         Line {
             label: "server allocated (jemalloc)",
             color: SERVER,
             dashed: true,
-            points: series(samples, |s| s.server.and_then(|x| x.process.jemalloc).map(|j| j.allocated_bytes as f64 / MIB)),
+            points: series(samples, |s| {
+                s.server.and_then(|x| x.process.jemalloc).map(|j| j.allocated_bytes as f64 / MIB)
+            }),
         },
     ];
     panel(&upper, samples, "Memory", "MiB", 1, &memory)?;
 
     let connections = vec![
-        Line { label: "client connections", color: CLIENT, dashed: false, points: series(samples, |s| Some(s.client.connections.open as f64)) },
-        Line { label: "client fds", color: CLIENT, dashed: true, points: series(samples, |s| Some(s.client.fds as f64)) },
+        Line {
+            label: "client connections",
+            color: CLIENT,
+            dashed: false,
+            points: series(samples, |s| Some(s.client.connections.open as f64)),
+        },
+        Line {
+            label: "client fds",
+            color: CLIENT,
+            dashed: true,
+            points: series(samples, |s| Some(s.client.fds as f64)),
+        },
         Line {
             label: "server connections",
             color: SERVER,
             dashed: false,
             points: series(samples, |s| s.server.map(|x| x.process.connections.open as f64)),
         },
-        Line { label: "server fds", color: SERVER, dashed: true, points: series(samples, |s| s.server.map(|x| x.process.fds as f64)) },
+        Line {
+            label: "server fds",
+            color: SERVER,
+            dashed: true,
+            points: series(samples, |s| s.server.map(|x| x.process.fds as f64)),
+        },
     ];
     panel(&lower, samples, "Open connections and file descriptors", "count", 0, &connections)?;
     Ok(())
@@ -212,7 +246,10 @@ fn panel<DB: DrawingBackend>(
     }
     for (phase, at) in &starts {
         if matches!(phase, Phase::Warmup | Phase::Load | Phase::Cooldown) {
-            chart.draw_series(std::iter::once(PathElement::new(vec![(*at, 0.0), (*at, y_max)], RGBColor(150, 150, 150))))?;
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(*at, 0.0), (*at, y_max)],
+                RGBColor(150, 150, 150),
+            )))?;
         }
     }
 
@@ -228,7 +265,10 @@ fn panel<DB: DrawingBackend>(
 }
 
 /// The legend, in its own strip beside the chart so it never hides a line.
-fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, lines: &[Line]) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+fn legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    lines: &[Line],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let font = ("sans-serif", 15).into_font().color(&RGBColor(40, 40, 40));
     let mut y = 52;
     for line in lines {

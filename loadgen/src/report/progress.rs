@@ -57,7 +57,10 @@ impl Progress {
             }
             None => {
                 let due = self.last_plain.is_none_or(|at| at.elapsed() >= PLAIN_EVERY);
-                if due || sample.phase == Phase::Cooldown && self.last_plain.is_some_and(|at| at.elapsed() >= PLAIN_EVERY / 2) {
+                if due
+                    || sample.phase == Phase::Cooldown
+                        && self.last_plain.is_some_and(|at| at.elapsed() >= PLAIN_EVERY / 2)
+                {
                     eprintln!("{line}");
                     self.last_plain = Some(Instant::now());
                 }

@@ -198,7 +198,8 @@ impl Summary {
     pub fn build(plan: &Plan, samples: &[Sample], load: &LoadReport, facts: RunFacts) -> Summary {
         let window = LoadWindow::find(samples);
         let server_samples: Vec<_> = samples.iter().filter_map(|s| s.server.as_ref()).collect();
-        let growth_of = |value: &dyn Fn(&Sample) -> Option<u64>| window.and_then(|w| w.growth_per_request(samples, value));
+        let growth_of =
+            |value: &dyn Fn(&Sample) -> Option<u64>| window.and_then(|w| w.growth_per_request(samples, value));
 
         let mut notes = Vec::new();
         if plan.policy == ChannelPolicy::Leak {
@@ -246,19 +247,25 @@ impl Summary {
                 ok: load.ok,
                 failed: load.failed,
                 errors: load.errors.clone(),
-                first_error: load.first_error.as_ref().map(|(kind, at)| FirstError { kind: kind.clone(), at_s: at.as_secs_f64() }),
+                first_error: load
+                    .first_error
+                    .as_ref()
+                    .map(|(kind, at)| FirstError { kind: kind.clone(), at_s: at.as_secs_f64() }),
                 warmup: plan.load.warmup_requests.min(load.ok + load.failed),
             },
             load_duration_s,
             throughput_rps: if load_duration_s > 0.0 { load.ok as f64 / load_duration_s } else { 0.0 },
             latency_us: Latency::of(&load.latency_us),
-            client: ProcessSummary::of(samples.iter().map(|s| &s.client)).expect("a run has at least its baseline sample"),
+            client: ProcessSummary::of(samples.iter().map(|s| &s.client))
+                .expect("a run has at least its baseline sample"),
             server: ProcessSummary::of(server_samples.iter().map(|s| &s.process)),
             growth: Growth {
                 loaded_requests: window.map_or(0, |w| w.requests(samples)),
                 window_s: window.map_or(0.0, |w| w.seconds(samples)),
                 client_allocated_bytes_per_request: growth_of(&|s| s.client.jemalloc.map(|j| j.allocated_bytes)),
-                server_allocated_bytes_per_request: growth_of(&|s| s.server?.process.jemalloc.map(|j| j.allocated_bytes)),
+                server_allocated_bytes_per_request: growth_of(&|s| {
+                    s.server?.process.jemalloc.map(|j| j.allocated_bytes)
+                }),
                 client_rss_bytes_per_request: growth_of(&|s| Some(s.client.rss_bytes)),
                 server_rss_bytes_per_request: growth_of(&|s| s.server.map(|x| x.process.rss_bytes)),
                 client_connections_per_request: growth_of(&|s| Some(s.client.connections.open)),
@@ -280,7 +287,8 @@ impl ProcessSummary {
         Some(ProcessSummary {
             rss_bytes: Span::of(snapshots.clone().map(|s| s.rss_bytes))?,
             allocated_bytes: {
-                let allocated: Vec<u64> = snapshots.clone().filter_map(|s| s.jemalloc.map(|j| j.allocated_bytes)).collect();
+                let allocated: Vec<u64> =
+                    snapshots.clone().filter_map(|s| s.jemalloc.map(|j| j.allocated_bytes)).collect();
                 Span::of(allocated)
             },
             connections: Span::of(snapshots.clone().map(|s| s.connections.open))?,

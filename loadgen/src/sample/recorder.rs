@@ -89,8 +89,13 @@ impl Recorder {
         let (commands, inbox) = mpsc::channel();
         let (baseline_taken, baseline_done) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn(move || {
-            let mut recording =
-                Recording { samples: Vec::new(), write_error: None, server_misses: 0, client_errors: 0, busy: Duration::ZERO };
+            let mut recording = Recording {
+                samples: Vec::new(),
+                write_error: None,
+                server_misses: 0,
+                client_errors: 0,
+                busy: Duration::ZERO,
+            };
             let mut phase = Phase::Baseline;
             let mut take = |phase: Phase, recording: &mut Recording| {
                 let started = Instant::now();
@@ -115,9 +120,10 @@ impl Recorder {
                     recording.server_misses += 1;
                 }
                 if recording.write_error.is_none()
-                    && let Err(error) = write_line(&mut sink, &sample) {
-                        recording.write_error = Some(error);
-                    }
+                    && let Err(error) = write_line(&mut sink, &sample)
+                {
+                    recording.write_error = Some(error);
+                }
                 if let Some(observer) = observer.as_mut() {
                     observer(&sample);
                 }
@@ -188,7 +194,14 @@ mod tests {
     use std::sync::Mutex;
 
     fn snapshot(rss_bytes: u64) -> ProcessSnapshot {
-        ProcessSnapshot { pid: 1, rss_bytes, fds: 3, threads: 1, jemalloc: None, connections: ConnectionCounts::default() }
+        ProcessSnapshot {
+            pid: 1,
+            rss_bytes,
+            fds: 3,
+            threads: 1,
+            jemalloc: None,
+            connections: ConnectionCounts::default(),
+        }
     }
 
     /// A sink tests can read back while the recorder owns it.
@@ -210,7 +223,8 @@ mod tests {
         let sink = SharedSink::default();
         // No periodic samples: only baseline, marks and the final one, so the count is exact.
         let recorder =
-            Recorder::start(Box::new(measure), Arc::default(), Instant::now(), None, Box::new(sink.clone()), None).unwrap();
+            Recorder::start(Box::new(measure), Arc::default(), Instant::now(), None, Box::new(sink.clone()), None)
+                .unwrap();
         let marker = recorder.marker();
         marker.mark(Phase::Warmup);
         marker.warmup_done();

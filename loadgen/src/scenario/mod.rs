@@ -216,7 +216,12 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn invalid(&self, key: &str, reason: impl fmt::Display) -> ScenarioError {
-        ScenarioError::Invalid { path: self.path.to_owned(), line: self.line_of_key(key), key: key.to_owned(), reason: reason.to_string() }
+        ScenarioError::Invalid {
+            path: self.path.to_owned(),
+            line: self.line_of_key(key),
+            key: key.to_owned(),
+            reason: reason.to_string(),
+        }
     }
 
     /// The line that sets `key`, found by its last segment inside its table.
@@ -248,8 +253,9 @@ impl Validator<'_> {
     fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ScenarioError> {
         match value {
             None => Ok(default),
-            Some(text) => humantime::parse_duration(text)
-                .map_err(|error| self.invalid(key, format!("{text:?} is not a duration like \"500ms\" or \"30s\" ({error})"))),
+            Some(text) => humantime::parse_duration(text).map_err(|error| {
+                self.invalid(key, format!("{text:?} is not a duration like \"500ms\" or \"30s\" ({error})"))
+            }),
         }
     }
 
@@ -275,7 +281,9 @@ impl Validator<'_> {
         if load.request.response_bytes as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
             || load.request.payload.len() as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
         {
-            return Err(self.invalid("server.max_message_size", "is smaller than load.payload_bytes or load.response_bytes"));
+            return Err(
+                self.invalid("server.max_message_size", "is smaller than load.payload_bytes or load.response_bytes")
+            );
         }
         Ok(Plan { name, source: path.to_owned(), description, policy, load, sampling, server })
     }
@@ -290,7 +298,9 @@ impl Validator<'_> {
             "per-request-close" => ChannelPolicy::PerRequestClose,
             "pool" => {
                 let Some(size) = client.pool_size else {
-                    return Err(self.invalid("client.pool_size", "missing: policy \"pool\" needs the number of channels"));
+                    return Err(
+                        self.invalid("client.pool_size", "missing: policy \"pool\" needs the number of channels")
+                    );
                 };
                 let size = self.at_least("client.pool_size", Some(size), 0, 1, 10_000)?;
                 ChannelPolicy::Pool { size: NonZeroUsize::new(size as usize).expect("checked at least 1") }
@@ -313,21 +323,34 @@ impl Validator<'_> {
         let requests = self.at_least("load.requests", load.requests, defaults::REQUESTS, 1, i64::MAX)?;
         let max_duration = self.positive_duration("load.duration", load.duration.as_deref(), defaults::DURATION)?;
         if max_duration > MAX_DURATION {
-            return Err(self.invalid("load.duration", format!("must be at most {}", humantime::format_duration(MAX_DURATION))));
+            return Err(
+                self.invalid("load.duration", format!("must be at most {}", humantime::format_duration(MAX_DURATION)))
+            );
         }
         let rate_per_s = match load.rate {
             None => None,
             Some(rate) if rate.is_finite() && rate > 0.0 => Some(rate),
-            Some(rate) => return Err(self.invalid("load.rate", format!("must be a positive number of requests per second, got {rate}"))),
+            Some(rate) => {
+                return Err(
+                    self.invalid("load.rate", format!("must be a positive number of requests per second, got {rate}"))
+                );
+            }
         };
-        let warmup = self.at_least("load.warmup_requests", load.warmup_requests, defaults::WARMUP_REQUESTS.min(requests / 2), 0, i64::MAX)?;
+        let warmup = self.at_least(
+            "load.warmup_requests",
+            load.warmup_requests,
+            defaults::WARMUP_REQUESTS.min(requests / 2),
+            0,
+            i64::MAX,
+        )?;
         if warmup >= requests {
             return Err(self.invalid(
                 "load.warmup_requests",
                 format!("({warmup}) must be less than load.requests ({requests}), or no request would be measured"),
             ));
         }
-        let payload_bytes = self.at_least("load.payload_bytes", load.payload_bytes, defaults::PAYLOAD_BYTES, 0, MAX_MESSAGE_BYTES)?;
+        let payload_bytes =
+            self.at_least("load.payload_bytes", load.payload_bytes, defaults::PAYLOAD_BYTES, 0, MAX_MESSAGE_BYTES)?;
         let response_bytes = self.at_least("load.response_bytes", load.response_bytes, 0, 0, MAX_MESSAGE_BYTES)?;
         let delay_ms = self.at_least("load.delay_ms", load.delay_ms, 0, 0, 60_000)?;
         let request_timeout =
@@ -348,13 +371,20 @@ impl Validator<'_> {
     }
 
     fn sampling(&self, sampling: &SamplingSection) -> Result<SamplingPlan, ScenarioError> {
-        let interval = self.positive_duration("sampling.interval", sampling.interval.as_deref(), defaults::SAMPLE_INTERVAL)?;
+        let interval =
+            self.positive_duration("sampling.interval", sampling.interval.as_deref(), defaults::SAMPLE_INTERVAL)?;
         if interval < MIN_SAMPLE_INTERVAL {
-            return Err(self.invalid("sampling.interval", format!("must be at least {}", humantime::format_duration(MIN_SAMPLE_INTERVAL))));
+            return Err(self.invalid(
+                "sampling.interval",
+                format!("must be at least {}", humantime::format_duration(MIN_SAMPLE_INTERVAL)),
+            ));
         }
         let cooldown = self.duration("sampling.cooldown", sampling.cooldown.as_deref(), defaults::COOLDOWN)?;
         if cooldown > MAX_DURATION {
-            return Err(self.invalid("sampling.cooldown", format!("must be at most {}", humantime::format_duration(MAX_DURATION))));
+            return Err(self.invalid(
+                "sampling.cooldown",
+                format!("must be at most {}", humantime::format_duration(MAX_DURATION)),
+            ));
         }
         Ok(SamplingPlan { interval: Some(interval), cooldown })
     }
@@ -374,11 +404,18 @@ impl Validator<'_> {
             .map(|text| self.positive_duration("server.http2_keepalive_timeout", Some(text), Duration::ZERO))
             .transpose()?;
         if timeout.is_some() && interval.is_none() {
-            return Err(self.invalid("server.http2_keepalive_timeout", "needs server.http2_keepalive_interval: without pings there is nothing to time out"));
+            return Err(self.invalid(
+                "server.http2_keepalive_timeout",
+                "needs server.http2_keepalive_interval: without pings there is nothing to time out",
+            ));
         }
         Ok(ServerPlan {
             max_message_bytes: optional("server.max_message_size", server.max_message_size, u32::MAX as i64)?,
-            max_concurrent_streams: optional("server.max_concurrent_streams", server.max_concurrent_streams, u32::MAX as i64)?,
+            max_concurrent_streams: optional(
+                "server.max_concurrent_streams",
+                server.max_concurrent_streams,
+                u32::MAX as i64,
+            )?,
             http2_keepalive_interval: interval,
             http2_keepalive_timeout: timeout,
         })
@@ -468,13 +505,15 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let err = parse_text("description = \"d\"\n[client]\npolicy = \"reused\"\n[load]\nconcurency = 3\n").unwrap_err();
+        let err =
+            parse_text("description = \"d\"\n[client]\npolicy = \"reused\"\n[load]\nconcurency = 3\n").unwrap_err();
         assert!(err.starts_with("scenarios/t.toml:5: load.concurency: unknown field `concurency`"), "{err}");
     }
 
     #[test]
     fn wrong_type_names_the_key() {
-        let err = parse_text("description = \"d\"\n[client]\npolicy = \"reused\"\n[load]\nrequests = \"many\"\n").unwrap_err();
+        let err = parse_text("description = \"d\"\n[client]\npolicy = \"reused\"\n[load]\nrequests = \"many\"\n")
+            .unwrap_err();
         assert!(err.starts_with("scenarios/t.toml:5: load.requests: "), "{err}");
         assert!(err.contains("invalid type: string \"many\", expected i64"), "{err}");
     }
@@ -543,7 +582,9 @@ mod tests {
 
     #[test]
     fn server_plan_becomes_server_flags() {
-        let plan = parse_text(&format!("{MINIMAL}[server]\nmax_concurrent_streams = 10\nhttp2_keepalive_interval = \"2s\"\n")).unwrap();
+        let plan =
+            parse_text(&format!("{MINIMAL}[server]\nmax_concurrent_streams = 10\nhttp2_keepalive_interval = \"2s\"\n"))
+                .unwrap();
         assert_eq!(plan.server.args(), ["--max-concurrent-streams", "10", "--http2-keepalive-interval", "2s"]);
     }
 }

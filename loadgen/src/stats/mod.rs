@@ -113,7 +113,14 @@ mod tests {
             phase,
             requests_ok: requests,
             requests_failed: 0,
-            client: ProcessSnapshot { pid: 1, rss_bytes, fds: 3, threads: 1, jemalloc: None, connections: ConnectionCounts::default() },
+            client: ProcessSnapshot {
+                pid: 1,
+                rss_bytes,
+                fds: 3,
+                threads: 1,
+                jemalloc: None,
+                connections: ConnectionCounts::default(),
+            },
             server: None,
         }
     }

@@ -86,9 +86,10 @@ impl ServerProcess {
                     let Ok(line) = line else { break };
                     // Anything else on stdout is not ours to interpret.
                     if let Ok(parsed) = ServerLine::parse(&line)
-                        && sender.send(parsed).is_err() {
-                            break;
-                        }
+                        && sender.send(parsed).is_err()
+                    {
+                        break;
+                    }
                 }
             })
             .map_err(start_error)?;
