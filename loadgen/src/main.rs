@@ -34,36 +34,30 @@ fn main() -> ExitCode {
             print!("{}", json_schema());
             ExitCode::from(exit::OK)
         }
-        cli::Command::Run(args) => {
-            let plan = match Catalog::locate(args.scenarios_dir.clone())
-                .resolve(&args.scenario)
-                .and_then(|path| scenario::load(&path, &args.overrides()))
-            {
-                Ok(plan) => plan,
-                Err(error) => return fail(exit::USAGE, &anyhow::Error::from(error)),
-            };
-            let target = match args.target() {
-                Ok(target) => target,
-                Err(error) => return fail(exit::USAGE, &error),
-            };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => return fail(exit::FAILED, &error.into()),
-            };
-            let (stop_tx, stop) = watch::channel(false);
-            runtime.spawn(stop_on_signals(stop_tx));
-            let options = RunOptions { target, reports_dir: args.reports_dir, quiet: args.quiet, stop };
-            match runtime.block_on(run::execute(&plan, options)) {
-                Ok(outcome) => report(&outcome),
-                Err(error) => fail(exit::FAILED, &error),
-            }
-        }
+        cli::Command::Run(args) => run_scenario(*args).unwrap_or_else(|(code, error)| {
+            eprintln!("Error: {error:#}");
+            ExitCode::from(code)
+        }),
     }
 }
 
-fn fail(code: u8, error: &anyhow::Error) -> ExitCode {
-    eprintln!("Error: {error:#}");
-    ExitCode::from(code)
+/// parse → plan → run → report → exit code.
+fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
+    let usage = |error: anyhow::Error| (exit::USAGE, error);
+    let failed = |error: anyhow::Error| (exit::FAILED, error);
+
+    let path = Catalog::locate(args.scenarios_dir.clone()).resolve(&args.scenario).map_err(|e| usage(e.into()))?;
+    let plan = scenario::load(&path, &args.overrides()).map_err(|e| usage(e.into()))?;
+    let target = args.target().map_err(usage)?;
+
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| failed(e.into()))?;
+    let (stop_tx, stop) = watch::channel(false);
+    runtime.spawn(stop_on_signals(stop_tx));
+    let options = RunOptions { target, reports_dir: args.reports_dir, quiet: args.quiet, stop };
+    let outcome = runtime.block_on(run::execute(&plan, options)).map_err(failed)?;
+
+    print_summary(&outcome);
+    Ok(exit_code(&outcome))
 }
 
 fn list(catalog: &Catalog) -> ExitCode {
@@ -104,7 +98,7 @@ async fn stop_on_signals(stop: watch::Sender<bool>) {
     }
 }
 
-fn report(outcome: &RunOutcome) -> ExitCode {
+fn print_summary(outcome: &RunOutcome) {
     let s = &outcome.summary;
     let growth = |value: Option<f64>| {
         value.map_or_else(
@@ -150,9 +144,12 @@ fn report(outcome: &RunOutcome) -> ExitCode {
     for error in &outcome.export_errors {
         eprintln!("Error: {error:#}");
     }
+}
+
+fn exit_code(outcome: &RunOutcome) -> ExitCode {
     if !outcome.export_errors.is_empty() {
         ExitCode::from(exit::FAILED)
-    } else if s.stopped_by == StopReason::Interrupted {
+    } else if outcome.summary.stopped_by == StopReason::Interrupted {
         ExitCode::from(exit::INTERRUPTED)
     } else {
         ExitCode::from(exit::OK)
