@@ -5,7 +5,7 @@
 //!    sampling off, alternating A/B/A/B so that machine drift cancels out;
 //!    the medians give the cost of sampling.
 //! 2. The load generator's own RSS over 1,000,000 requests, compared with its
-//!    value right after warm-up.
+//!    value right after warm-up, measured on the `loadgen` binary itself.
 //!
 //! Not a test: the numbers depend on the machine and on whatever else runs on
 //! it, so nothing here passes or fails. `LEAKLAB_BENCH_SCALE=0.1` runs a
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
-use leaklab_loadgen::sample::Phase;
+use leaklab_loadgen::sample::{Phase, Sample};
 use leaklab_loadgen::scenario::{self, Overrides, Plan};
 use tokio::sync::watch;
 
@@ -82,32 +82,62 @@ fn main() {
         median(&mut busy_share) * 100.0
     );
 
-    // 2. The load generator's own memory over a long run.
+    // 2. The load generator's own memory over a long run. This runs the real
+    // `loadgen` binary: in this process, allocator pages freed by the rounds
+    // above would be returned during the run and read as the load generator
+    // shrinking.
     let requests = scaled(LONG_REQUESTS);
-    let outcome = runtime.block_on(execute(&plan(requests, true), &server_bin, reports.path()));
-    let samples = &outcome.samples;
+    let scenario = reports.path().join("long.toml");
+    std::fs::write(&scenario, plan_text(requests)).expect("writing the long scenario");
+    let status = std::process::Command::new(server_bin.with_file_name("loadgen"))
+        .args(["run", "--quiet", "--reports-dir"])
+        .arg(reports.path())
+        .arg(&scenario)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running target/release/loadgen");
+    assert!(status.success(), "loadgen run failed: {status}");
+    let run_dir = reports.path().join("long/latest");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json"))
+            .expect("JSON");
+    let samples: Vec<Sample> = std::fs::read_to_string(run_dir.join("samples.jsonl"))
+        .expect("samples.jsonl")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a sample"))
+        .collect();
     let after_warmup = samples.iter().find(|s| s.phase == Phase::Load).expect("a load sample").client.rss_bytes;
     let loaded: Vec<u64> = samples.iter().filter(|s| s.phase == Phase::Load).map(|s| s.client.rss_bytes).collect();
     let at_end = samples.iter().find(|s| s.phase == Phase::Cooldown).expect("a load-end sample").client.rss_bytes;
     let highest = loaded.iter().copied().chain([at_end]).max().unwrap_or(at_end);
     let lowest = loaded.iter().copied().chain([at_end]).min().unwrap_or(at_end);
+    let mib = |bytes: u64| bytes as f64 / MIB;
+    let delta = |bytes: u64| (bytes as f64 - after_warmup as f64) / MIB;
     println!(
-        "{} requests in {:.1} s ({:.0} req/s), sampling every 100 ms: loadgen RSS after warm-up {:.1} MiB, \
-         lowest {:.1}, highest {:.1} ({:+.2} MiB), at load end {:.1} MiB ({:+.2} MiB)",
-        outcome.summary.requests.ok,
-        outcome.summary.load_duration_s,
-        outcome.summary.throughput_rps,
-        after_warmup as f64 / MIB,
-        lowest as f64 / MIB,
-        highest as f64 / MIB,
-        (highest as f64 - after_warmup as f64) / MIB,
-        at_end as f64 / MIB,
-        (at_end as f64 - after_warmup as f64) / MIB,
+        "`loadgen run`, {} requests in {:.1} s ({:.0} req/s), sampling every 100 ms: loadgen RSS after warm-up {:.1} MiB; \
+         during the load between {:.1} ({:+.2}) and {:.1} MiB ({:+.2}); at load end {:.1} MiB ({:+.2})",
+        summary["requests"]["ok"],
+        summary["load_duration_s"].as_f64().unwrap_or(0.0),
+        summary["throughput_rps"].as_f64().unwrap_or(0.0),
+        mib(after_warmup),
+        mib(lowest),
+        delta(lowest),
+        mib(highest),
+        delta(highest),
+        mib(at_end),
+        delta(at_end),
     );
     println!(
         "loadgen allocated (jemalloc) per request after warm-up: {:+.3} B",
-        outcome.summary.growth.client_allocated_bytes_per_request.unwrap_or(f64::NAN)
+        summary["growth"]["client_allocated_bytes_per_request"].as_f64().unwrap_or(f64::NAN)
     );
+}
+
+fn plan_text(requests: u64) -> String {
+    format!(
+        "description = \"bench\"\n[client]\npolicy = \"reused\"\n[load]\nconcurrency = {CONCURRENCY}\n\
+         requests = {requests}\nwarmup_requests = 5000\nduration = \"600s\"\n[sampling]\ncooldown = \"0s\"\n"
+    )
 }
 
 fn plan(requests: u64, sampled: bool) -> Plan {
