@@ -133,6 +133,8 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
             "Interrupted by the user after {} requests; the figures cover the run up to then.",
             load.ok + load.failed
         ));
+    } else if *options.stop.borrow() {
+        notes.push("The user cut the cool-down short; `end` values are from then.".to_owned());
     }
     let server_misses = if target_info.kind == TargetKind::Spawned { recording.server_misses } else { 0 };
     if server_misses > 0 {

@@ -143,6 +143,24 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// The scenario keys these overrides set, with the flag that set each.
+    fn keys(&self) -> Vec<(&'static str, &'static str)> {
+        let mut keys = Vec::new();
+        let mut note = |set: bool, key, flag| {
+            if set {
+                keys.push((key, flag));
+            }
+        };
+        note(self.requests.is_some(), "load.requests", "--requests");
+        note(self.duration.is_some(), "load.duration", "--duration");
+        note(self.concurrency.is_some(), "load.concurrency", "--concurrency");
+        note(self.rate.is_some(), "load.rate", "--rate");
+        note(self.warmup_requests.is_some(), "load.warmup_requests", "--warmup-requests");
+        note(self.interval.is_some(), "sampling.interval", "--interval");
+        note(self.cooldown.is_some(), "sampling.cooldown", "--cooldown");
+        keys
+    }
+
     fn apply(&self, file: &mut ScenarioFile) {
         let text = |d: Duration| humantime::format_duration(d).to_string();
         let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -182,7 +200,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, ScenarioError> {
 pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Plan, ScenarioError> {
     let mut file = parse_file(path, text)?;
     overrides.apply(&mut file);
-    Validator { path, text }.plan(path, file)
+    Validator { path, text, overridden: overrides.keys() }.plan(path, file)
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<ScenarioFile, ScenarioError> {
@@ -212,14 +230,18 @@ fn line_of(text: &str, offset: usize) -> usize {
 struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
+    /// Keys whose value came from a command-line flag, and that flag.
+    overridden: Vec<(&'static str, &'static str)>,
 }
 
 impl Validator<'_> {
+    /// An error on `key`, pointing at the line that sets it, or at the flag when one did.
     fn invalid(&self, key: &str, reason: impl fmt::Display) -> ScenarioError {
+        let flag = self.overridden.iter().find(|(overridden, _)| *overridden == key).map(|(_, flag)| *flag);
         ScenarioError::Invalid {
             path: self.path.to_owned(),
-            line: self.line_of_key(key),
-            key: key.to_owned(),
+            line: if flag.is_some() { None } else { self.line_of_key(key) },
+            key: flag.map_or_else(|| key.to_owned(), |flag| format!("{key} (set by {flag})")),
             reason: reason.to_string(),
         }
     }
@@ -564,7 +586,11 @@ mod tests {
     fn overrides_are_validated_like_the_file() {
         let overrides = Overrides { requests: Some(50), warmup_requests: Some(60), ..Overrides::default() };
         let err = parse(Path::new("t.toml"), MINIMAL, &overrides).unwrap_err().to_string();
-        assert!(err.contains("load.warmup_requests"), "{err}");
+        assert_eq!(
+            err,
+            "t.toml: load.warmup_requests (set by --warmup-requests): (60) must be less than load.requests (50), \
+             or no request would be measured"
+        );
         let overrides = Overrides { requests: Some(50), rate: Some(10.0), ..Overrides::default() };
         let plan = parse(Path::new("t.toml"), MINIMAL, &overrides).unwrap();
         assert_eq!(plan.load.max_requests.get(), 50);
