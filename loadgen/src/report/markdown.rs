@@ -36,6 +36,10 @@ pub fn human_bytes(bytes: f64) -> String {
     format!("{value:.1} {unit}")
 }
 
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 fn per_request(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_owned(), |bytes| format!("{} / request", human_bytes(bytes)))
 }
@@ -78,7 +82,11 @@ fn render(report: &Report<'_>) -> String {
         conn(g.client_connections_per_request),
         conn(g.server_connections_per_request)
     );
-    let _ = writeln!(out, "\nMeasured over {} requests in {:.1} s.\n", g.loaded_requests, g.window_s);
+    let _ = writeln!(
+        out,
+        "\nMeasured over {} requests in {:.1} s. KB are 1,000 bytes; MiB are 1,048,576.\n",
+        g.loaded_requests, g.window_s
+    );
 
     let _ = writeln!(out, "## Processes (start → end, peak)\n");
     let _ = writeln!(out, "| | client | server |\n|---|---:|---:|");
@@ -89,14 +97,8 @@ fn render(report: &Report<'_>) -> String {
             s.server.as_ref().map_or_else(|| "not measured".to_owned(), pick)
         )
     };
-    let bytes = |span: &crate::stats::Span| {
-        format!(
-            "{} → {}, peak {}",
-            human_bytes(span.start as f64),
-            human_bytes(span.end as f64),
-            human_bytes(span.peak as f64)
-        )
-    };
+    // MiB like the plot and the console, so the three agree digit for digit.
+    let bytes = |span: &crate::stats::Span| format!("{} → {}, peak {}", mib(span.start), mib(span.end), mib(span.peak));
     let count = |span: &crate::stats::Span| format!("{} → {}, peak {}", span.start, span.end, span.peak);
     let _ = writeln!(out, "{}", row("RSS", &|p| bytes(&p.rss_bytes)));
     let _ =
@@ -155,5 +157,7 @@ mod tests {
         assert!(text.contains("| allocated (jemalloc) | 60.0 KB / request | 20.0 KB / request |"), "{text}");
         assert!(text.contains("never evicted"), "{text}");
         assert!(text.contains("![memory over time](memory.png)"));
+        // Scripted client: 10 MB allocated at the start, 10 MB + 1,100 × 60 KB at the end.
+        assert!(text.contains("| allocated | 9.5 MiB → 72.5 MiB, peak 72.5 MiB |"), "{text}");
     }
 }
