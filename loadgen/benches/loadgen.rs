@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use leaklab_loadgen::report::units::mib;
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
 use leaklab_loadgen::sample::{Phase, Sample};
 use leaklab_loadgen::scenario::{self, Overrides, Plan};
@@ -26,7 +27,6 @@ const CONCURRENCY: u64 = 64;
 const ROUND_REQUESTS: u64 = 200_000;
 const ROUNDS: usize = 5;
 const LONG_REQUESTS: u64 = 1_000_000;
-const MIB: f64 = 1024.0 * 1024.0;
 
 fn main() {
     let scale: f64 = std::env::var("LEAKLAB_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
@@ -111,8 +111,7 @@ fn main() {
     let at_end = samples.iter().find(|s| s.phase == Phase::Cooldown).expect("a load-end sample").client.rss_bytes;
     let highest = loaded.iter().copied().chain([at_end]).max().unwrap_or(at_end);
     let lowest = loaded.iter().copied().chain([at_end]).min().unwrap_or(at_end);
-    let mib = |bytes: u64| bytes as f64 / MIB;
-    let delta = |bytes: u64| (bytes as f64 - after_warmup as f64) / MIB;
+    let delta = |bytes: u64| mib(bytes) - mib(after_warmup);
     println!(
         "`loadgen run`, {} requests in {:.1} s ({:.0} req/s), sampling every 100 ms: loadgen RSS after warm-up {:.1} MiB; \
          during the load between {:.1} ({:+.2}) and {:.1} MiB ({:+.2}); at load end {:.1} MiB ({:+.2})",

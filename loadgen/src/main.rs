@@ -5,7 +5,8 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use leaklab_loadgen::report::markdown::human_bytes;
+use leaklab_loadgen::report::summary::ProcessSummary;
+use leaklab_loadgen::report::units::{bytes_per_request, mib};
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
 use leaklab_loadgen::scenario::{self, Catalog};
 use leaklab_loadgen::{load::StopReason, report::summary::json_schema};
@@ -100,13 +101,6 @@ async fn stop_on_signals(stop: watch::Sender<bool>) {
 
 fn print_summary(outcome: &RunOutcome) {
     let s = &outcome.summary;
-    let growth = |value: Option<f64>| {
-        value.map_or_else(
-            || "n/a".to_owned(),
-            |b| format!("{}{}/request", if b >= 0.0 { "+" } else { "" }, human_bytes(b)),
-        )
-    };
-    let connections = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |c| format!("{c:+.3}/request"));
     println!(
         "{}: {} requests ({} failed) in {:.1} s, {:.0} req/s; latency p50 {} µs, p99 {} µs, max {} µs",
         s.scenario,
@@ -118,25 +112,9 @@ fn print_summary(outcome: &RunOutcome) {
         s.latency_us.p99,
         s.latency_us.max
     );
-    println!(
-        "  client: allocated {}, connections {}, RSS {:.1} → {:.1} MiB (peak {:.1})",
-        growth(s.growth.client_allocated_bytes_per_request),
-        connections(s.growth.client_connections_per_request),
-        mib(s.client.rss_bytes.start),
-        mib(s.client.rss_bytes.end),
-        mib(s.client.rss_bytes.peak)
-    );
-    match &s.server {
-        Some(server) => println!(
-            "  server: allocated {}, connections {}, RSS {:.1} → {:.1} MiB (peak {:.1})",
-            growth(s.growth.server_allocated_bytes_per_request),
-            connections(s.growth.server_connections_per_request),
-            mib(server.rss_bytes.start),
-            mib(server.rss_bytes.end),
-            mib(server.rss_bytes.peak)
-        ),
-        None => println!("  server: not measured (--target)"),
-    }
+    let g = &s.growth;
+    print_process("client", Some(&s.client), g.client_allocated_bytes_per_request, g.client_connections_per_request);
+    print_process("server", s.server.as_ref(), g.server_allocated_bytes_per_request, g.server_connections_per_request);
     for (kind, count) in &s.requests.errors {
         println!("  errors: {kind} × {count}");
     }
@@ -144,6 +122,22 @@ fn print_summary(outcome: &RunOutcome) {
     for error in &outcome.export_errors {
         eprintln!("Error: {error:#}");
     }
+}
+
+fn print_process(name: &str, process: Option<&ProcessSummary>, allocated: Option<f64>, connections: Option<f64>) {
+    let Some(process) = process else {
+        println!("  {name}: not measured (--target)");
+        return;
+    };
+    let connections = connections.map_or_else(|| "n/a".to_owned(), |c| format!("{c:+.3}/request"));
+    let rss = &process.rss_bytes;
+    println!(
+        "  {name}: allocated {}, connections {connections}, RSS {:.1} → {:.1} MiB (peak {:.1})",
+        bytes_per_request(allocated),
+        mib(rss.start),
+        mib(rss.end),
+        mib(rss.peak)
+    );
 }
 
 fn exit_code(outcome: &RunOutcome) -> ExitCode {
@@ -154,8 +148,4 @@ fn exit_code(outcome: &RunOutcome) -> ExitCode {
     } else {
         ExitCode::from(exit::OK)
     }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }

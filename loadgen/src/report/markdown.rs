@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::summary::ProcessSummary;
+use super::units::{bytes_per_request, format_mib};
 use super::{Exporter, Report};
 
 #[derive(Debug)]
@@ -19,29 +20,6 @@ impl Exporter for Markdown {
     fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
         std::fs::write(path, render(report)).with_context(|| format!("writing {}", path.display()))
     }
-}
-
-/// Bytes as a reader says them: `58.9 KB`, `312.4 MB` (decimal units).
-pub fn human_bytes(bytes: f64) -> String {
-    let magnitude = bytes.abs();
-    let (value, unit) = if magnitude >= 1e9 {
-        (bytes / 1e9, "GB")
-    } else if magnitude >= 1e6 {
-        (bytes / 1e6, "MB")
-    } else if magnitude >= 1e3 {
-        (bytes / 1e3, "KB")
-    } else {
-        return format!("{bytes:.0} B");
-    };
-    format!("{value:.1} {unit}")
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-fn per_request(value: Option<f64>) -> String {
-    value.map_or_else(|| "n/a".to_owned(), |bytes| format!("{} / request", human_bytes(bytes)))
 }
 
 fn render(report: &Report<'_>) -> String {
@@ -66,14 +44,14 @@ fn render(report: &Report<'_>) -> String {
     let _ = writeln!(
         out,
         "| allocated (jemalloc) | {} | {} |",
-        per_request(g.client_allocated_bytes_per_request),
-        per_request(g.server_allocated_bytes_per_request)
+        bytes_per_request(g.client_allocated_bytes_per_request),
+        bytes_per_request(g.server_allocated_bytes_per_request)
     );
     let _ = writeln!(
         out,
         "| RSS | {} | {} |",
-        per_request(g.client_rss_bytes_per_request),
-        per_request(g.server_rss_bytes_per_request)
+        bytes_per_request(g.client_rss_bytes_per_request),
+        bytes_per_request(g.server_rss_bytes_per_request)
     );
     let conn = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
     let _ = writeln!(
@@ -98,7 +76,9 @@ fn render(report: &Report<'_>) -> String {
         )
     };
     // MiB like the plot and the console, so the three agree digit for digit.
-    let bytes = |span: &crate::stats::Span| format!("{} → {}, peak {}", mib(span.start), mib(span.end), mib(span.peak));
+    let bytes = |span: &crate::stats::Span| {
+        format!("{} → {}, peak {}", format_mib(span.start), format_mib(span.end), format_mib(span.peak))
+    };
     let count = |span: &crate::stats::Span| format!("{} → {}, peak {}", span.start, span.end, span.peak);
     let _ = writeln!(out, "{}", row("RSS", &|p| bytes(&p.rss_bytes)));
     let _ =
@@ -144,17 +124,10 @@ mod tests {
     use crate::report::fixtures::scripted_report;
 
     #[test]
-    fn bytes_read_like_a_person_says_them() {
-        assert_eq!(human_bytes(58_900.0), "58.9 KB");
-        assert_eq!(human_bytes(-1_500_000.0), "-1.5 MB");
-        assert_eq!(human_bytes(312.0), "312 B");
-    }
-
-    #[test]
     fn report_shows_growth_and_notes() {
         let (summary, samples) = scripted_report();
         let text = render(&Report { summary: &summary, samples: &samples });
-        assert!(text.contains("| allocated (jemalloc) | 60.0 KB / request | 20.0 KB / request |"), "{text}");
+        assert!(text.contains("| allocated (jemalloc) | +60.0 KB/request | +20.0 KB/request |"), "{text}");
         assert!(text.contains("never evicted"), "{text}");
         assert!(text.contains("![memory over time](memory.png)"));
         // Scripted client: 10 MB allocated at the start, 10 MB + 1,100 × 60 KB at the end.

@@ -10,6 +10,7 @@ pub mod plot;
 pub mod progress;
 mod run_dir;
 pub mod summary;
+pub mod units;
 
 use std::path::{Path, PathBuf};
 

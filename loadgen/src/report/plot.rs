@@ -11,7 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use super::markdown::human_bytes;
+use super::units::{bytes_per_request, mib};
 use super::{Exporter, Report};
 use crate::sample::{Phase, Sample};
 
@@ -20,7 +20,6 @@ const LEGEND_WIDTH: u32 = 240;
 const HEIGHT: u32 = 860;
 const CLIENT: RGBColor = RGBColor(31, 119, 180);
 const SERVER: RGBColor = RGBColor(214, 95, 0);
-const MIB: f64 = 1024.0 * 1024.0;
 
 fn register_fonts() {
     static ONCE: Once = Once::new();
@@ -121,27 +120,25 @@ fn draw<DB: DrawingBackend>(
             label: "client RSS",
             color: CLIENT,
             dashed: false,
-            points: series(samples, |s| Some(s.client.rss_bytes as f64 / MIB)),
+            points: series(samples, |s| Some(mib(s.client.rss_bytes))),
         },
         Line {
             label: "client allocated (jemalloc)",
             color: CLIENT,
             dashed: true,
-            points: series(samples, |s| s.client.jemalloc.map(|j| j.allocated_bytes as f64 / MIB)),
+            points: series(samples, |s| s.client.jemalloc.map(|j| mib(j.allocated_bytes))),
         },
         Line {
             label: "server RSS",
             color: SERVER,
             dashed: false,
-            points: series(samples, |s| s.server.map(|x| x.process.rss_bytes as f64 / MIB)),
+            points: series(samples, |s| s.server.map(|x| mib(x.process.rss_bytes))),
         },
         Line {
             label: "server allocated (jemalloc)",
             color: SERVER,
             dashed: true,
-            points: series(samples, |s| {
-                s.server.and_then(|x| x.process.jemalloc).map(|j| j.allocated_bytes as f64 / MIB)
-            }),
+            points: series(samples, |s| s.server.and_then(|x| x.process.jemalloc).map(|j| mib(j.allocated_bytes))),
         },
     ];
     panel(&upper, samples, "Memory", "MiB", 1, &memory)?;
@@ -178,18 +175,14 @@ fn draw<DB: DrawingBackend>(
 
 fn headline(report: &Report<'_>) -> String {
     let summary = report.summary;
-    let per_request = |value: Option<f64>| match value {
-        Some(bytes) => format!("{}{}/request", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes)),
-        None => "n/a".to_owned(),
-    };
     let mut line = format!(
         "{} · {} requests · {:.0} req/s · {} client connections opened · allocated: client {}, server {}",
         summary.policy,
         summary.requests.ok + summary.requests.failed,
         summary.throughput_rps,
         summary.client.connections_opened,
-        per_request(summary.growth.client_allocated_bytes_per_request),
-        per_request(summary.growth.server_allocated_bytes_per_request),
+        bytes_per_request(summary.growth.client_allocated_bytes_per_request),
+        bytes_per_request(summary.growth.server_allocated_bytes_per_request),
     );
     if summary.server.is_none() {
         line.push_str(" (server not measured)");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::units::format_mib;
 use crate::sample::{Observer, Phase, Sample};
 
 /// Time between two plain lines when stderr is not a terminal.
@@ -85,10 +86,6 @@ fn rate(recent: &VecDeque<(f64, u64)>) -> f64 {
     }
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
 /// One progress line.
 pub fn line(sample: &Sample, rps: f64) -> String {
     let phase = match sample.phase {
@@ -103,11 +100,15 @@ pub fn line(sample: &Sample, rps: f64) -> String {
         phase,
         sample.requests(),
         rps,
-        mib(sample.client.rss_bytes),
+        format_mib(sample.client.rss_bytes),
         sample.client.connections.open
     );
     if let Some(server) = &sample.server {
-        line.push_str(&format!(" | server {} {} conn", mib(server.process.rss_bytes), server.process.connections.open));
+        line.push_str(&format!(
+            " | server {} {} conn",
+            format_mib(server.process.rss_bytes),
+            server.process.connections.open
+        ));
     }
     if sample.requests_failed > 0 {
         line.push_str(&format!(" | {} failed", sample.requests_failed));

@@ -1,0 +1,66 @@
+//! How bytes read in every output: the console, the progress line, the plot
+//! and `report.md` share these, so the same figure is written the same way.
+//!
+//! Memory of a process is in MiB (1,048,576 bytes), like the plot's axis;
+//! growth per request is in decimal KB (1,000 bytes), like "~60 KB per channel".
+
+/// Bytes in a MiB.
+pub const MIB: f64 = 1024.0 * 1024.0;
+
+/// `bytes` in MiB, for axes and arithmetic.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
+
+/// `bytes` as `12.3 MiB`.
+pub fn format_mib(bytes: u64) -> String {
+    format!("{:.1} MiB", mib(bytes))
+}
+
+/// Bytes as a reader says them: `58.9 KB`, `312.4 MB` (decimal units).
+pub fn human_bytes(bytes: f64) -> String {
+    let magnitude = bytes.abs();
+    let (value, unit) = if magnitude >= 1e9 {
+        (bytes / 1e9, "GB")
+    } else if magnitude >= 1e6 {
+        (bytes / 1e6, "MB")
+    } else if magnitude >= 1e3 {
+        (bytes / 1e3, "KB")
+    } else {
+        return format!("{bytes:.0} B");
+    };
+    format!("{value:.1} {unit}")
+}
+
+/// Signed growth per request, `+60.8 KB/request`, or `n/a` when it was not measured.
+pub fn bytes_per_request(bytes: Option<f64>) -> String {
+    match bytes {
+        Some(bytes) => format!("{}{}/request", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes)),
+        None => "n/a".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_like_a_person_says_them() {
+        assert_eq!(human_bytes(58_900.0), "58.9 KB");
+        assert_eq!(human_bytes(-1_500_000.0), "-1.5 MB");
+        assert_eq!(human_bytes(312.0), "312 B");
+    }
+
+    #[test]
+    fn growth_carries_its_sign() {
+        assert_eq!(bytes_per_request(Some(60_800.0)), "+60.8 KB/request");
+        assert_eq!(bytes_per_request(Some(-47.0)), "-47 B/request");
+        assert_eq!(bytes_per_request(None), "n/a");
+    }
+
+    #[test]
+    fn mib_is_binary() {
+        assert_eq!(format_mib(10_000_000), "9.5 MiB");
+        assert_eq!(mib(1 << 20), 1.0);
+    }
+}
