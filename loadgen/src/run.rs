@@ -136,17 +136,16 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     } else if *options.stop.borrow() {
         notes.push("The user cut the cool-down short; `end` values are from then.".to_owned());
     }
-    let server_misses = if target_info.kind == TargetKind::Spawned { recording.server_misses } else { 0 };
-    if server_misses > 0 {
+    if recording.client_errors > 0 {
         notes.push(format!(
-            "{server_misses} samples lack server figures: the server did not answer its side channel in time."
+            "{} samples were skipped: this process's /proc figures could not be read.",
+            recording.client_errors
         ));
     }
     let facts = RunFacts {
         started_at: dir.started_at.clone(),
         target: target_info,
         samples_file: "samples.jsonl".to_owned(),
-        server_misses,
         sampling_busy: recording.busy,
         notes,
     };

@@ -130,6 +130,7 @@ async fn an_external_target_is_loaded_but_not_measured() {
     let outcome = execute(&plan("reused", 200), target, reports.path(), false).await;
     assert_eq!(outcome.summary.target.kind, TargetKind::External);
     assert!(outcome.summary.server.is_none());
+    assert_eq!(outcome.summary.samples.server_misses, 0, "an external server is not expected to answer");
     assert_eq!(outcome.summary.growth.server_allocated_bytes_per_request, None);
     assert!(outcome.summary.notes.iter().any(|note| note.contains("--target")), "{:?}", outcome.summary.notes);
     assert_eq!(server.metrics.requests_served(), 200);

@@ -152,8 +152,8 @@ mod tests {
 
     #[test]
     fn the_constant_time_count_agrees_with_a_listing() {
-        // Both are read twice so that a descriptor opened by a concurrent test
-        // between the two readings shows up as disagreement only if it persists.
+        // Other tests in this binary open and close files concurrently, so one
+        // pair of readings may straddle a change; twenty pairs cannot all do so.
         let agree = (0..20).any(|_| open_fds(Proc::Myself).unwrap() == count_fd_entries(Proc::Myself).unwrap());
         assert!(
             agree,

@@ -52,12 +52,11 @@ impl Channels {
         let connections = ConnectionCounter::new();
         let connector = CountingConnector::new(connections.clone());
         let kind = match policy {
-            ChannelPolicy::Reused => {
-                Kind::Shared(vec![EchoClient::new(endpoint.connect_with_connector(connector.clone()).await?)])
-            }
-            ChannelPolicy::Pool { size } => {
-                let mut clients = Vec::with_capacity(size.get());
-                for _ in 0..size.get() {
+            ChannelPolicy::Reused | ChannelPolicy::Pool { .. } => {
+                // `reused` is a pool of one.
+                let size = if let ChannelPolicy::Pool { size } = policy { size.get() } else { 1 };
+                let mut clients = Vec::with_capacity(size);
+                for _ in 0..size {
                     clients.push(EchoClient::new(endpoint.connect_with_connector(connector.clone()).await?));
                 }
                 Kind::Shared(clients)

@@ -76,6 +76,18 @@ mod tests {
     }
 
     #[test]
+    fn samples_a_spawned_server_did_not_answer_are_counted_and_noted() {
+        let (complete, _) = scripted_report();
+        assert_eq!(complete.samples.server_misses, 0);
+        let (summary, _) = crate::report::fixtures::scripted_report_with(|samples| {
+            samples[4].server = None;
+            samples[6].server = None;
+        });
+        assert_eq!(summary.samples.server_misses, 2);
+        assert!(summary.notes.iter().any(|n| n.starts_with("2 samples lack server figures")), "{:?}", summary.notes);
+    }
+
+    #[test]
     fn committed_schema_matches_the_summary_type() {
         let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/summary.schema.json"))
             .expect("schema/summary.schema.json is committed");

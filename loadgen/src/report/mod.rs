@@ -89,6 +89,11 @@ pub(crate) mod fixtures {
     /// 100 warm-up requests, then 1,000 requests that each keep 60 KB in the
     /// client and 20 KB in the server, then a cool-down.
     pub(crate) fn scripted_report() -> (Summary, Vec<Sample>) {
+        scripted_report_with(|_| {})
+    }
+
+    /// [`scripted_report`] with its samples changed by `edit` before the summary is built.
+    pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summary, Vec<Sample>) {
         let plan = parse(
             Path::new("scenarios/leak.toml"),
             "description = \"scripted leak\"\n[client]\npolicy = \"leak\"\n[load]\nrequests = 1100\nwarmup_requests = 100\n",
@@ -118,6 +123,7 @@ pub(crate) mod fixtures {
             push(0.5 + step as f64 * 0.3, if step == 10 { Phase::Cooldown } else { Phase::Load }, 100 + step * 100);
         }
         push(4.0, Phase::Cooldown, 1_100);
+        edit(&mut samples);
         let mut latency_us = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
         latency_us.record(800).unwrap();
         let load = LoadReport {
@@ -133,7 +139,6 @@ pub(crate) mod fixtures {
             started_at: "2026-11-28T00:00:00Z".into(),
             target: TargetInfo { kind: TargetKind::Spawned, address: "127.0.0.1:1".into(), server_pid: Some(2) },
             samples_file: "samples.jsonl".into(),
-            server_misses: 0,
             sampling_busy: Duration::from_millis(12),
             notes: vec![],
         };

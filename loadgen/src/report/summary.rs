@@ -186,7 +186,6 @@ pub struct RunFacts {
     pub started_at: String,
     pub target: TargetInfo,
     pub samples_file: String,
-    pub server_misses: u64,
     /// Wall time the sampler spent taking samples.
     pub sampling_busy: std::time::Duration,
     /// Notes from the run itself (a failed samples file, an interruption…).
@@ -210,6 +209,16 @@ impl Summary {
                 "The server at {} was started by someone else (--target): its memory, connections and fds \
                  are not measured, and the server figures are absent.",
                 facts.target.address
+            ));
+        }
+        // A spawned server answers every sample unless its side channel was late.
+        let server_misses = match facts.target.kind {
+            TargetKind::Spawned => samples.iter().filter(|s| s.server.is_none()).count() as u64,
+            TargetKind::External => 0,
+        };
+        if server_misses > 0 {
+            notes.push(format!(
+                "{server_misses} samples lack server figures: the server did not answer its side channel in time."
             ));
         }
         if window.is_none() {
@@ -274,7 +283,7 @@ impl Summary {
             samples: SamplesInfo {
                 file: facts.samples_file,
                 count: samples.len() as u64,
-                server_misses: facts.server_misses,
+                server_misses,
                 busy_s: facts.sampling_busy.as_secs_f64(),
             },
             notes,

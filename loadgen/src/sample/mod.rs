@@ -22,7 +22,7 @@ pub use recorder::{Marker, Observer, Recorder, Recording};
 use crate::target::ServerControl;
 
 /// Where the run is when a sample is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Before the first request: the starting point.

@@ -26,8 +26,6 @@ pub struct Recording {
     pub samples: Vec<Sample>,
     /// The first error writing the samples file, if any; sampling went on in memory.
     pub write_error: Option<io::Error>,
-    /// Samples whose server figures did not arrive in time.
-    pub server_misses: u64,
     /// Samples whose client figures could not be read (they were skipped).
     pub client_errors: u64,
     /// Wall time spent taking samples, the server's side-channel answer
@@ -87,16 +85,11 @@ impl Recorder {
         mut observer: Option<Observer>,
     ) -> io::Result<Self> {
         let (commands, inbox) = mpsc::channel();
-        let (baseline_taken, baseline_done) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn(move || {
-            let mut recording = Recording {
-                samples: Vec::new(),
-                write_error: None,
-                server_misses: 0,
-                client_errors: 0,
-                busy: Duration::ZERO,
-            };
+            let mut recording =
+                Recording { samples: Vec::new(), write_error: None, client_errors: 0, busy: Duration::ZERO };
             let mut phase = Phase::Baseline;
+            // The first sample comes from the `Baseline` mark that `start` sends.
             let mut take = |phase: Phase, recording: &mut Recording| {
                 let started = Instant::now();
                 let client = match measure.client() {
@@ -116,9 +109,6 @@ impl Recorder {
                     client,
                     server,
                 };
-                if server.is_none() {
-                    recording.server_misses += 1;
-                }
                 if recording.write_error.is_none()
                     && let Err(error) = write_line(&mut sink, &sample)
                 {
@@ -129,8 +119,6 @@ impl Recorder {
                 }
                 recording.samples.push(sample);
             };
-            take(phase, &mut recording);
-            let _ = baseline_taken.send(());
             let mut next_due = interval.map(|interval| Instant::now() + interval);
             loop {
                 let command = match next_due {
@@ -164,9 +152,10 @@ impl Recorder {
             }
             recording
         })?;
+        let recorder = Self { commands, thread };
         // The baseline must be taken before the caller starts any load.
-        let _ = baseline_done.recv();
-        Ok(Self { commands, thread })
+        recorder.marker().mark_and_wait(Phase::Baseline);
+        Ok(recorder)
     }
 
     pub fn marker(&self) -> Marker {
@@ -235,7 +224,7 @@ mod tests {
         assert_eq!(phases, [Phase::Baseline, Phase::Warmup, Phase::Load, Phase::Cooldown, Phase::Cooldown]);
         let rss: Vec<u64> = recording.samples.iter().map(|s| s.client.rss_bytes).collect();
         assert_eq!(rss, [1, 2, 3, 4, 5]);
-        assert_eq!(recording.server_misses, 5);
+        assert!(recording.samples.iter().all(|s| s.server.is_none()), "the script had no server figures");
 
         let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let parsed: Vec<Sample> = written.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
