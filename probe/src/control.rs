@@ -6,7 +6,10 @@
 //! 1. once bound, the server prints one line: `{"listening":"127.0.0.1:41234"}`;
 //! 2. for each line `stats` on its stdin, it prints one line `{"stats":{…}}`
 //!    holding a [`ServerStats`];
-//! 3. when its stdin closes, it shuts down, so a load generator that dies
+//! 3. for each line `purge`, it returns its allocator's freed pages to the OS
+//!    (see [`crate::jemalloc::purge_all_arenas`]) and prints `"purged"`, or
+//!    `{"purge_failed":"reason"}`;
+//! 4. when its stdin closes, it shuts down, so a load generator that dies
 //!    (even by `kill -9`) takes its server with it.
 //!
 //! The listening line is printed whether or not the side channel is enabled,
@@ -22,6 +25,9 @@ use crate::snapshot::ProcessSnapshot;
 /// The line the load generator writes to ask for a [`ServerStats`].
 pub const STATS_REQUEST: &str = "stats";
 
+/// The line the load generator writes before a checkpoint, to have the server purge its allocator.
+pub const PURGE_REQUEST: &str = "purge";
+
 /// One line the server prints on stdout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,6 +36,10 @@ pub enum ServerLine {
     Listening(SocketAddr),
     /// The answer to one [`STATS_REQUEST`].
     Stats(ServerStats),
+    /// The answer to one [`PURGE_REQUEST`] that succeeded.
+    Purged,
+    /// The answer to one [`PURGE_REQUEST`] that failed, with the reason.
+    PurgeFailed(String),
 }
 
 impl ServerLine {
@@ -80,6 +90,9 @@ mod tests {
         let line = stats.to_line();
         assert!(!line.contains('\n'));
         assert_eq!(ServerLine::parse(&format!("{line}\n")).unwrap(), stats);
+
+        assert_eq!(ServerLine::Purged.to_line(), r#""purged""#);
+        assert_eq!(ServerLine::parse(r#""purged""#).unwrap(), ServerLine::Purged);
     }
 
     #[test]

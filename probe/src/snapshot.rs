@@ -39,6 +39,16 @@ impl SnapshotReader {
         Self { jemalloc, connections }
     }
 
+    /// The counter this reader reports.
+    pub fn connections(&self) -> &ConnectionCounter {
+        &self.connections
+    }
+
+    /// Whether allocator figures are read (jemalloc is the global allocator).
+    pub fn reads_jemalloc(&self) -> bool {
+        self.jemalloc.is_some()
+    }
+
     pub fn read(&self) -> Result<ProcessSnapshot, ProcError> {
         Ok(ProcessSnapshot {
             pid: std::process::id(),

@@ -7,7 +7,8 @@ use std::io::{BufRead, Write};
 use anyhow::Context;
 use clap::Parser;
 use leaklab_probe::SnapshotReader;
-use leaklab_probe::control::{STATS_REQUEST, ServerLine};
+use leaklab_probe::control::{PURGE_REQUEST, STATS_REQUEST, ServerLine};
+use leaklab_probe::jemalloc::purge_all_arenas;
 use leaklab_server::{ServerMetrics, serve};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -91,17 +92,25 @@ fn answer_stats_on_stdin(metrics: ServerMetrics, stop: watch::Sender<bool>) {
     let reader = SnapshotReader::new(metrics.connections.clone());
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        if line.trim() != STATS_REQUEST {
-            eprintln!("leaklab-server: ignoring unknown control line {line:?}");
-            continue;
-        }
-        match metrics.stats(&reader) {
-            Ok(stats) => {
-                if announce(&ServerLine::Stats(stats)).is_err() {
-                    break;
+        let answer = match line.trim() {
+            STATS_REQUEST => match metrics.stats(&reader) {
+                Ok(stats) => ServerLine::Stats(stats),
+                Err(error) => {
+                    eprintln!("leaklab-server: cannot measure myself: {error}");
+                    continue;
                 }
+            },
+            PURGE_REQUEST => match purge_all_arenas() {
+                Ok(()) => ServerLine::Purged,
+                Err(error) => ServerLine::PurgeFailed(error.to_string()),
+            },
+            _ => {
+                eprintln!("leaklab-server: ignoring unknown control line {line:?}");
+                continue;
             }
-            Err(error) => eprintln!("leaklab-server: cannot measure myself: {error}"),
+        };
+        if announce(&answer).is_err() {
+            break;
         }
     }
     eprintln!("leaklab-server: control stdin closed: shutting down");

@@ -18,7 +18,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use leaklab_probe::control::{STATS_REQUEST, ServerLine, ServerStats};
+use leaklab_probe::control::{PURGE_REQUEST, STATS_REQUEST, ServerLine, ServerStats};
 
 /// How long one stats answer may take before that sample goes without server figures.
 const STATS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -102,7 +102,7 @@ impl ServerProcess {
                     process.addr = addr;
                     return Ok((process, ServerControl { stdin, lines }));
                 }
-                Ok(ServerLine::Stats(_)) => {}
+                Ok(_) => {}
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                     if let Ok(Some(status)) = process.child.try_wait() {
                         return Err(SpawnError::Exited { bin: bin.to_owned(), status, log: log.to_owned() });
@@ -154,8 +154,24 @@ impl ServerControl {
         loop {
             match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(ServerLine::Stats(stats)) => return Some(stats),
-                Ok(ServerLine::Listening(_)) => {}
+                Ok(_) => {}
                 Err(_) => return None,
+            }
+        }
+    }
+
+    /// Has the server return its allocator's freed pages to the OS. An error
+    /// says why it did not (no answer in time, or jemalloc refused).
+    pub fn purge(&mut self) -> Result<(), String> {
+        while self.lines.try_recv().is_ok() {}
+        writeln!(self.stdin, "{PURGE_REQUEST}").and_then(|()| self.stdin.flush()).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + STATS_TIMEOUT;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(ServerLine::Purged) => return Ok(()),
+                Ok(ServerLine::PurgeFailed(reason)) => return Err(reason),
+                Ok(_) => {}
+                Err(_) => return Err("no answer on the side channel in time".to_owned()),
             }
         }
     }
