@@ -1,6 +1,8 @@
 //! Pure statistics over a run's samples and latencies. No I/O, no clocks:
 //! every function here is a function of its arguments.
 
+pub mod trend;
+
 use hdrhistogram::Histogram;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -122,6 +124,7 @@ mod tests {
                 connections: ConnectionCounts::default(),
             },
             server: None,
+            settled: false,
         }
     }
 
