@@ -136,6 +136,11 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     } else if *options.stop.borrow() {
         notes.push("The user cut the cool-down short; `end` values are from then.".to_owned());
     }
+    if let (count @ 1.., Some(reason)) = &recording.settle_errors {
+        notes.push(format!(
+            "{count} checkpoints could not fully settle ({reason}); they were taken anyway, so the verdict may be noisier."
+        ));
+    }
     if recording.client_errors > 0 {
         notes.push(format!(
             "{} samples were skipped: this process's /proc figures could not be read.",

@@ -4,18 +4,27 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use leaklab_loadgen::load::{self, Channels, LoadCounters, LoadReport, PhaseListener};
+use leaklab_loadgen::load::{self, Boundary, BoxFuture, Channels, LoadCounters, LoadReport, PhaseListener};
 use leaklab_loadgen::scenario::{self, Overrides};
 use leaklab_server::{Server, ServerConfig};
 use tokio::sync::watch;
 
-struct NoPhases;
-impl PhaseListener for NoPhases {
-    fn warmup_done(&self) {}
-    fn load_done(&self) {}
+/// Records each boundary with the requests completed by then.
+#[derive(Default)]
+struct Boundaries {
+    counters: Arc<LoadCounters>,
+    seen: Mutex<Vec<(Boundary, u64)>>,
+}
+
+impl PhaseListener for Boundaries {
+    fn checkpoint(&self, boundary: Boundary) -> BoxFuture {
+        let done = self.counters.ok() + self.counters.failed();
+        self.seen.lock().unwrap().push((boundary, done));
+        Box::pin(async {})
+    }
 }
 
 async fn start_server() -> Server {
@@ -30,12 +39,34 @@ async fn run(server: &Server, client: &str, requests: u64) -> (Arc<Channels>, Lo
     let plan = scenario::parse(Path::new("test.toml"), &text, &Overrides::default()).unwrap();
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
     let (_stop_tx, stop) = watch::channel(false);
+    let boundaries = Arc::new(Boundaries::default());
     let report =
-        load::drive(Arc::clone(&channels), &plan.load, Arc::new(LoadCounters::default()), Arc::new(NoPhases), stop)
+        load::drive(Arc::clone(&channels), &plan.load, Arc::clone(&boundaries.counters), boundaries.clone(), stop)
             .await;
     assert_eq!(report.failed, 0, "errors: {:?}", report.errors);
     assert_eq!(report.ok, requests);
     (channels, report)
+}
+
+#[tokio::test]
+async fn rounds_pause_with_nothing_in_flight() {
+    let server = start_server().await;
+    let text = "description = \"t\"\n[client]\npolicy = \"reused\"\n[load]\nconcurrency = 3\nrequests = 130\n\
+                warmup_requests = 10\nrounds = 6\n";
+    let plan = scenario::parse(Path::new("t.toml"), text, &Overrides::default()).unwrap();
+    let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
+    let boundaries = Arc::new(Boundaries::default());
+    let (_stop_tx, stop) = watch::channel(false);
+    let report = load::drive(channels, &plan.load, Arc::clone(&boundaries.counters), boundaries.clone(), stop).await;
+    assert_eq!(report.ok, 130);
+    let seen = boundaries.seen.lock().unwrap().clone();
+    // At each boundary exactly the requests of the finished segments are done: none in flight.
+    let expected: Vec<(Boundary, u64)> = std::iter::once((Boundary::WarmupDone, 10))
+        .chain((1..6).map(|round| (Boundary::RoundDone(round), 10 + 20 * u64::from(round))))
+        .chain(std::iter::once((Boundary::LoadDone, 130)))
+        .collect();
+    assert_eq!(seen, expected);
+    server.shutdown(Duration::from_secs(1)).await.unwrap();
 }
 
 /// Polls `condition` for up to 10 s: closing a connection is asynchronous.
@@ -112,7 +143,9 @@ async fn a_stopped_load_sends_nothing_more() {
     .unwrap();
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
     let (_stop_tx, stop) = watch::channel(true);
-    let report = load::drive(channels, &plan.load, Arc::new(LoadCounters::default()), Arc::new(NoPhases), stop).await;
+    let report =
+        load::drive(channels, &plan.load, Arc::new(LoadCounters::default()), Arc::new(Boundaries::default()), stop)
+            .await;
     assert_eq!(report.ok + report.failed, 0);
     assert_eq!(report.stopped_by, load::StopReason::Interrupted);
     server.shutdown(Duration::from_secs(1)).await.unwrap();
@@ -130,7 +163,9 @@ async fn requests_to_a_closed_port_fail_as_connection_refused() {
     .unwrap();
     let channels = Arc::new(Channels::connect(plan.policy, &format!("127.0.0.1:{port}")).await.unwrap());
     let (_stop_tx, stop) = watch::channel(false);
-    let report = load::drive(channels, &plan.load, Arc::new(LoadCounters::default()), Arc::new(NoPhases), stop).await;
+    let report =
+        load::drive(channels, &plan.load, Arc::new(LoadCounters::default()), Arc::new(Boundaries::default()), stop)
+            .await;
     assert_eq!(report.failed, 3);
     assert_eq!(report.errors.get("connection_refused"), Some(&3), "{:?}", report.errors);
     assert_eq!(report.first_error.as_ref().map(|(kind, _)| kind.as_str()), Some("connection_refused"));

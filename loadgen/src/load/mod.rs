@@ -1,11 +1,16 @@
 //! The load: workers that send requests through a channel policy until a
 //! request count or a duration is reached, whichever comes first.
 //!
+//! The requests run in segments: the warm-up, then the plan's rounds. Each
+//! segment ends with every worker stopped, so nothing is in flight when the
+//! [`PhaseListener`] takes its checkpoint; the next segment starts after it.
+//!
 //! Each worker has one request in flight (closed loop). With a target rate,
-//! request `i` is also held until `start + i / rate` (open loop), so the rate
-//! does not depend on how fast the server answers as long as enough workers
-//! are free. Latency goes into one HdrHistogram per worker (fixed memory, no
-//! per-request record), merged when the load ends.
+//! request `i` of a segment is also held until `segment start + i / rate`
+//! (open loop), so the rate does not depend on how fast the server answers as
+//! long as enough workers are free. Latency goes into one HdrHistogram per
+//! worker (fixed memory, no per-request record), kept across segments and
+//! merged when the load ends.
 
 pub mod channels;
 pub mod connector;
@@ -20,7 +25,7 @@ use hdrhistogram::Histogram;
 use leaklab_proto::EchoRequest;
 use tokio::sync::watch;
 
-pub use channels::{Channels, LEAK_MODEL};
+pub use channels::{Channels, LEAK_MODEL, WorkerClients};
 
 use crate::scenario::LoadPlan;
 
@@ -43,15 +48,28 @@ impl LoadCounters {
     }
 }
 
-/// Told when the load crosses the boundaries of its measured part, so the run
-/// can take the samples that growth is measured between.
+/// A boundary between segments of the load, where no request is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    /// The warm-up is over (or there was none).
+    WarmupDone,
+    /// This many rounds are done, and more follow.
+    RoundDone(u32),
+    /// The load is over: every round ran, or it was stopped early.
+    LoadDone,
+}
+
+/// The future a [`PhaseListener`] returns.
+pub type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Told at every [`Boundary`], so the run can take the checkpoints that
+/// growth is measured between.
 pub trait PhaseListener: Send + Sync {
-    /// The last warm-up request completed (or there is no warm-up).
-    fn warmup_done(&self);
-    /// Every worker has stopped. Returns once the boundary is recorded, while
+    /// The load is paused at `boundary`; it resumes when the returned future
+    /// resolves (once the checkpoint is recorded). At [`Boundary::LoadDone`]
     /// the workers' state (latency histograms) is still alive, so that freeing
     /// it does not count as the load shrinking memory.
-    fn load_done(&self);
+    fn checkpoint(&self, boundary: Boundary) -> BoxFuture;
 }
 
 /// Why the load stopped.
@@ -107,22 +125,30 @@ struct Shared {
     channels: Arc<Channels>,
     plan: LoadPlan,
     counters: Arc<LoadCounters>,
-    phases: Arc<dyn PhaseListener>,
     next_index: AtomicU64,
-    completed: AtomicU64,
     started: Instant,
     deadline: Instant,
 }
 
-#[derive(Default)]
-struct Tally {
-    latency_us: Option<Histogram<u64>>,
+/// Requests `start..end` (indices over the whole load), paced from `started`.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    start: u64,
+    end: u64,
+    started: Instant,
+}
+
+/// What one worker keeps from segment to segment.
+struct WorkerState {
+    clients: WorkerClients,
+    latency_us: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     first_error: Option<(String, Duration)>,
 }
 
-/// Runs the load and returns what it did. `stop` turning true ends it early;
-/// calls in flight then finish (bounded by the request timeout).
+/// Runs the load and returns what it did. `stop` turning true ends it early
+/// (calls in flight then finish, bounded by the request timeout), and the
+/// load ends with a [`Boundary::LoadDone`] checkpoint all the same.
 pub async fn drive(
     channels: Arc<Channels>,
     plan: &LoadPlan,
@@ -132,47 +158,59 @@ pub async fn drive(
 ) -> LoadReport {
     let started = Instant::now();
     let shared = Arc::new(Shared {
+        next_index: AtomicU64::new(0),
+        started,
+        deadline: started + plan.max_duration,
         channels,
         plan: plan.clone(),
         counters,
-        phases,
-        next_index: AtomicU64::new(0),
-        completed: AtomicU64::new(0),
-        started,
-        deadline: started + plan.max_duration,
     });
-    if plan.warmup_requests == 0 {
-        shared.phases.warmup_done();
-    }
-    let workers: Vec<_> =
-        (0..plan.concurrency.get()).map(|_| tokio::spawn(worker(Arc::clone(&shared), stop.clone()))).collect();
+    let mut workers: Vec<WorkerState> = (0..plan.concurrency.get())
+        .map(|_| WorkerState {
+            clients: shared.channels.worker_clients(),
+            latency_us: new_histogram(plan),
+            errors: BTreeMap::new(),
+            first_error: None,
+        })
+        .collect();
 
-    let mut tallies = Vec::with_capacity(workers.len());
-    for worker in workers {
-        tallies.push(worker.await.expect("load worker does not panic"));
+    let round_ends = plan.round_ends();
+    let mut segment_start = 0;
+    for (segment, end) in std::iter::once(plan.warmup_requests).chain(round_ends.iter().copied()).enumerate() {
+        if end > segment_start {
+            workers =
+                run_segment(&shared, workers, Segment { start: segment_start, end, started: Instant::now() }, &stop)
+                    .await;
+            segment_start = end;
+        }
+        let finished = end == plan.max_requests.get() || *stop.borrow() || Instant::now() >= shared.deadline;
+        if finished {
+            break;
+        }
+        let boundary = if segment == 0 { Boundary::WarmupDone } else { Boundary::RoundDone(segment as u32) };
+        phases.checkpoint(boundary).await;
     }
     let elapsed = started.elapsed();
-    shared.phases.load_done();
+    phases.checkpoint(Boundary::LoadDone).await;
 
     let mut latency_us = new_histogram(plan);
     let mut errors = BTreeMap::new();
     let mut first_error: Option<(String, Duration)> = None;
-    for tally in tallies {
-        if let Some(histogram) = tally.latency_us {
-            latency_us.add(histogram).expect("histograms share their bounds");
-        }
-        for (kind, count) in tally.errors {
+    for worker in workers {
+        latency_us.add(worker.latency_us).expect("histograms share their bounds");
+        for (kind, count) in worker.errors {
             *errors.entry(kind).or_default() += count;
         }
-        if let Some((kind, at)) = tally.first_error
+        if let Some((kind, at)) = worker.first_error
             && first_error.as_ref().is_none_or(|(_, earliest)| at < *earliest)
         {
             first_error = Some((kind, at));
         }
     }
+    let sent = shared.next_index.load(Ordering::Relaxed);
     let stopped_by = if *stop.borrow() {
         StopReason::Interrupted
-    } else if shared.next_index.load(Ordering::Relaxed) >= plan.max_requests.get() {
+    } else if sent >= plan.max_requests.get() {
         StopReason::Requests
     } else {
         StopReason::Duration
@@ -188,23 +226,46 @@ pub async fn drive(
     }
 }
 
-async fn worker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Tally {
-    let mut tally = Tally { latency_us: Some(new_histogram(&shared.plan)), ..Tally::default() };
+/// Runs one segment on every worker and waits for all of them: afterwards no
+/// request is in flight.
+async fn run_segment(
+    shared: &Arc<Shared>,
+    workers: Vec<WorkerState>,
+    segment: Segment,
+    stop: &watch::Receiver<bool>,
+) -> Vec<WorkerState> {
+    shared.next_index.store(segment.start, Ordering::Relaxed);
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|state| tokio::spawn(worker(Arc::clone(shared), state, segment, stop.clone())))
+        .collect();
+    let mut workers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        workers.push(task.await.expect("load worker does not panic"));
+    }
+    workers
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    mut state: WorkerState,
+    segment: Segment,
+    mut stop: watch::Receiver<bool>,
+) -> WorkerState {
     let max_latency_us = max_latency_us(&shared.plan);
-    let histogram = tally.latency_us.as_mut().expect("just set");
-    let mut clients = shared.channels.worker_clients();
     let shape = &shared.plan.request;
-    let warmup = shared.plan.warmup_requests;
     loop {
         if *stop.borrow() {
             break;
         }
         let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
-        if index >= shared.plan.max_requests.get() {
+        if index >= segment.end {
+            // Leave the shared index at the segment's end, whoever overshot it.
+            shared.next_index.fetch_min(segment.end, Ordering::Relaxed);
             break;
         }
         if let Some(rate) = shared.plan.rate_per_s {
-            let due = shared.started + Duration::from_secs_f64(index as f64 / rate);
+            let due = segment.started + Duration::from_secs_f64((index - segment.start) as f64 / rate);
             if due >= shared.deadline {
                 break;
             }
@@ -223,7 +284,8 @@ async fn worker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Tally {
         };
         let sent = Instant::now();
         let outcome =
-            tokio::time::timeout(shared.plan.request_timeout, shared.channels.call(&mut clients, index, request)).await;
+            tokio::time::timeout(shared.plan.request_timeout, shared.channels.call(&mut state.clients, index, request))
+                .await;
         let latency = sent.elapsed();
         let failure = match outcome {
             Ok(Ok(())) => None,
@@ -232,20 +294,17 @@ async fn worker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Tally {
         };
         match failure {
             None => {
-                histogram.saturating_record((latency.as_micros() as u64).min(max_latency_us));
+                state.latency_us.saturating_record((latency.as_micros() as u64).min(max_latency_us));
                 shared.counters.ok.fetch_add(1, Ordering::Relaxed);
             }
             Some(kind) => {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                if tally.first_error.is_none() {
-                    tally.first_error = Some((kind.clone(), sent.duration_since(shared.started)));
+                if state.first_error.is_none() {
+                    state.first_error = Some((kind.clone(), sent.duration_since(shared.started)));
                 }
-                *tally.errors.entry(kind).or_default() += 1;
+                *state.errors.entry(kind).or_default() += 1;
             }
         }
-        if shared.completed.fetch_add(1, Ordering::Relaxed) + 1 == warmup {
-            shared.phases.warmup_done();
-        }
     }
-    tally
+    state
 }

@@ -10,8 +10,10 @@
 mod recorder;
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use leaklab_probe::control::ServerStats;
+use leaklab_probe::jemalloc::purge_all_arenas;
 use leaklab_probe::procfs::ProcError;
 use leaklab_probe::{ProcessSnapshot, SnapshotReader};
 use schemars::JsonSchema;
@@ -51,6 +53,10 @@ pub struct Sample {
     /// The server, as it measured itself; absent when its figures are unavailable
     /// (an external `--target`, or a side-channel answer that did not come in time).
     pub server: Option<ServerStats>,
+    /// A checkpoint: taken at rest, with no request in flight and both
+    /// allocators purged. The verdict is computed from these.
+    #[serde(default)]
+    pub settled: bool,
 }
 
 impl Sample {
@@ -66,6 +72,11 @@ pub trait Measure: Send {
     fn client(&mut self) -> Result<ProcessSnapshot, ProcError>;
     /// The server now, or `None` when its figures are not available.
     fn server(&mut self) -> Option<ServerStats>;
+    /// Brings both processes to rest before a checkpoint, once no request is
+    /// in flight: waits (briefly) until connections the client closed are
+    /// closed at the server too, then purges both allocators. An error says
+    /// what could not be done; the checkpoint is taken anyway.
+    fn settle(&mut self) -> Result<(), String>;
 }
 
 /// Measures this process directly and the server through its side channel.
@@ -82,6 +93,11 @@ impl LiveMeasure {
     }
 }
 
+/// The longest a checkpoint waits for both ends to agree on open connections.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Allocated bytes that may still move between two polls 10 ms apart at rest.
+const SETTLED_BYTES: u64 = 16 * 1024;
+
 impl Measure for LiveMeasure {
     fn client(&mut self) -> Result<ProcessSnapshot, ProcError> {
         self.client.read()
@@ -89,6 +105,37 @@ impl Measure for LiveMeasure {
 
     fn server(&mut self) -> Option<ServerStats> {
         self.server.as_mut().and_then(ServerControl::stats)
+    }
+
+    fn settle(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let mut previous: Option<(u64, Option<u64>)> = None;
+        loop {
+            let client = self.client.connections().counts().open;
+            let allocated = self.client.read().ok().and_then(|s| s.jemalloc).map(|j| j.allocated_bytes);
+            let agree = match self.server.as_mut() {
+                // The run's client is the server's only one, so at rest both count the same.
+                Some(server) => server.stats().is_some_and(|stats| stats.process.connections.open == client),
+                None => true,
+            };
+            // Closed connections finish tearing down on the runtime a moment later: wait until the
+            // client's count and allocated bytes stop moving too.
+            let still = previous.is_some_and(|(open, before)| {
+                open == client && before.zip(allocated).is_none_or(|(a, b)| a.abs_diff(b) < SETTLED_BYTES)
+            });
+            if (agree && still) || Instant::now() >= deadline {
+                break;
+            }
+            previous = Some((client, allocated));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.client.reads_jemalloc() {
+            purge_all_arenas().map_err(|error| format!("the load generator: {error}"))?;
+        }
+        match self.server.as_mut() {
+            Some(server) => server.purge().map_err(|reason| format!("the server: {reason}")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -121,5 +168,9 @@ impl Measure for ScriptedMeasure {
             self.last_server = next;
         }
         self.last_server
+    }
+
+    fn settle(&mut self) -> Result<(), String> {
+        Ok(())
     }
 }

@@ -8,11 +8,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Measure, Phase, Sample};
-use crate::load::{LoadCounters, PhaseListener};
+use crate::load::{Boundary, BoxFuture, LoadCounters, PhaseListener};
+
+/// Told once the sample a command asked for is taken.
+type Reply = Box<dyn FnOnce() + Send>;
 
 enum Command {
-    /// A phase begins; the sender, if any, is told once its first sample is taken.
-    Mark(Phase, Option<mpsc::Sender<()>>),
+    /// A phase begins and its first sample is taken, settled first when
+    /// `settle` (a checkpoint); then `reply`, if any, is called.
+    Mark { phase: Phase, settle: bool, reply: Option<Reply> },
+    /// A last, settled sample; then the thread ends.
     Finish,
 }
 
@@ -30,7 +35,10 @@ pub struct Recording {
     pub client_errors: u64,
     /// Wall time spent taking samples, the server's side-channel answer
     /// included: an upper bound on the CPU time sampling cost both processes.
+    /// Settling before checkpoints is not included: the load is paused then.
     pub busy: Duration,
+    /// Checkpoints that could not fully settle, and the first reason.
+    pub settle_errors: (u64, Option<String>),
 }
 
 /// Handle on the sampling thread.
@@ -50,25 +58,42 @@ impl Marker {
     /// Starts `phase`; its first sample is taken as soon as the sampling thread gets to it.
     pub fn mark(&self, phase: Phase) {
         // The thread only stops after `finish`, so a send cannot fail before it.
-        let _ = self.commands.send(Command::Mark(phase, None));
+        let _ = self.commands.send(Command::Mark { phase, settle: false, reply: None });
     }
 
-    /// Starts `phase` and returns once its first sample is taken.
-    pub fn mark_and_wait(&self, phase: Phase) {
+    /// Starts `phase` with a checkpoint, and returns once it is taken (outside any async runtime).
+    fn checkpoint_blocking(&self, phase: Phase) {
         let (taken, done) = mpsc::channel();
-        if self.commands.send(Command::Mark(phase, Some(taken))).is_ok() {
+        let reply: Reply = Box::new(move || {
+            let _ = taken.send(());
+        });
+        if self.commands.send(Command::Mark { phase, settle: true, reply: Some(reply) }).is_ok() {
             let _ = done.recv();
+        }
+    }
+
+    /// Starts `phase` with a checkpoint; the returned future resolves once it is taken.
+    pub fn checkpoint(&self, phase: Phase) -> impl Future<Output = ()> + Send + 'static {
+        let (taken, done) = tokio::sync::oneshot::channel();
+        let reply: Reply = Box::new(move || {
+            let _ = taken.send(());
+        });
+        let sent = self.commands.send(Command::Mark { phase, settle: true, reply: Some(reply) }).is_ok();
+        async move {
+            if sent {
+                let _ = done.await;
+            }
         }
     }
 }
 
 impl PhaseListener for Marker {
-    fn warmup_done(&self) {
-        self.mark(Phase::Load);
-    }
-
-    fn load_done(&self) {
-        self.mark_and_wait(Phase::Cooldown);
+    fn checkpoint(&self, boundary: Boundary) -> BoxFuture {
+        let phase = match boundary {
+            Boundary::WarmupDone | Boundary::RoundDone(_) => Phase::Load,
+            Boundary::LoadDone => Phase::Cooldown,
+        };
+        Box::pin(Marker::checkpoint(self, phase))
     }
 }
 
@@ -86,11 +111,20 @@ impl Recorder {
     ) -> io::Result<Self> {
         let (commands, inbox) = mpsc::channel();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn(move || {
-            let mut recording =
-                Recording { samples: Vec::new(), write_error: None, client_errors: 0, busy: Duration::ZERO };
+            let mut recording = Recording {
+                samples: Vec::new(),
+                write_error: None,
+                client_errors: 0,
+                busy: Duration::ZERO,
+                settle_errors: (0, None),
+            };
             let mut phase = Phase::Baseline;
             // The first sample comes from the `Baseline` mark that `start` sends.
-            let mut take = |phase: Phase, recording: &mut Recording| {
+            let mut take = |phase: Phase, settle: bool, recording: &mut Recording| {
+                if settle && let Err(error) = measure.settle() {
+                    recording.settle_errors.0 += 1;
+                    recording.settle_errors.1.get_or_insert(error);
+                }
                 let started = Instant::now();
                 let client = match measure.client() {
                     Ok(client) => client,
@@ -108,6 +142,7 @@ impl Recorder {
                     requests_failed: counters.failed(),
                     client,
                     server,
+                    settled: settle,
                 };
                 if recording.write_error.is_none()
                     && let Err(error) = write_line(&mut sink, &sample)
@@ -126,19 +161,19 @@ impl Recorder {
                     None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 };
                 match command {
-                    Ok(Command::Mark(next, taken)) => {
+                    Ok(Command::Mark { phase: next, settle, reply }) => {
                         phase = next;
-                        take(phase, &mut recording);
-                        if let Some(taken) = taken {
-                            let _ = taken.send(());
+                        take(phase, settle, &mut recording);
+                        if let Some(reply) = reply {
+                            reply();
                         }
                     }
                     Ok(Command::Finish) | Err(RecvTimeoutError::Disconnected) => {
-                        take(phase, &mut recording);
+                        take(phase, true, &mut recording);
                         break;
                     }
                     Err(RecvTimeoutError::Timeout) => {
-                        take(phase, &mut recording);
+                        take(phase, false, &mut recording);
                         if let (Some(due), Some(interval)) = (next_due.as_mut(), interval) {
                             // Keep the grid; if a sample ran late, skip missed slots instead of bursting.
                             *due += interval;
@@ -153,8 +188,9 @@ impl Recorder {
             recording
         })?;
         let recorder = Self { commands, thread };
-        // The baseline must be taken before the caller starts any load.
-        recorder.marker().mark_and_wait(Phase::Baseline);
+        // The baseline must be taken before the caller starts any load, and at rest: a
+        // process that ran an earlier scenario (`loadgen compare`) starts from its purged state.
+        recorder.marker().checkpoint_blocking(Phase::Baseline);
         Ok(recorder)
     }
 
@@ -162,7 +198,7 @@ impl Recorder {
         Marker { commands: self.commands.clone() }
     }
 
-    /// Takes a last sample and returns everything recorded.
+    /// Takes a last, settled sample and returns everything recorded.
     pub fn finish(self) -> Recording {
         let _ = self.commands.send(Command::Finish);
         self.thread.join().expect("the sampling thread does not panic")
@@ -216,12 +252,14 @@ mod tests {
                 .unwrap();
         let marker = recorder.marker();
         marker.mark(Phase::Warmup);
-        marker.warmup_done();
-        marker.load_done();
+        block_on(PhaseListener::checkpoint(&marker, Boundary::WarmupDone));
+        block_on(PhaseListener::checkpoint(&marker, Boundary::LoadDone));
         let recording = recorder.finish();
 
         let phases: Vec<Phase> = recording.samples.iter().map(|s| s.phase).collect();
         assert_eq!(phases, [Phase::Baseline, Phase::Warmup, Phase::Load, Phase::Cooldown, Phase::Cooldown]);
+        let settled: Vec<bool> = recording.samples.iter().map(|s| s.settled).collect();
+        assert_eq!(settled, [true, false, true, true, true], "baseline, checkpoints and the final sample are settled");
         let rss: Vec<u64> = recording.samples.iter().map(|s| s.client.rss_bytes).collect();
         assert_eq!(rss, [1, 2, 3, 4, 5]);
         assert!(recording.samples.iter().all(|s| s.server.is_none()), "the script had no server figures");
@@ -229,6 +267,10 @@ mod tests {
         let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let parsed: Vec<Sample> = written.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
         assert_eq!(parsed, recording.samples);
+    }
+
+    fn block_on(future: impl Future<Output = ()>) {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future);
     }
 
     #[test]
