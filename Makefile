@@ -1,5 +1,6 @@
 # leaklab: thin aliases over cargo and the loadgen binary.
 #   make scenario NAME=leak    run a scenario, write reports/leak/<time>/
+#   make compare [QUICK=1]     run every scenario, compare them in reports/compare/<time>/
 #   make list                  list the scenarios
 #   make test                  build, then run every test
 #   make bench                 throughput and self-cost of the load generator
@@ -9,7 +10,7 @@ NAME    ?= leak
 ARGS    ?=
 LOADGEN := target/release/loadgen
 
-.PHONY: build scenario list test bench schema clippy
+.PHONY: build scenario compare list test bench schema clippy
 
 build:
 	$(CARGO) build --release --workspace --bins
@@ -17,6 +18,13 @@ build:
 scenario: build
 	$(LOADGEN) run $(NAME) $(ARGS)
 	@echo "plot: reports/$(NAME)/latest/memory.png   summary: reports/$(NAME)/latest/summary.json"
+
+# Fails when an expectation is contradicted (exit 1) or a run fails; an
+# inconclusive verdict (exit 3) is reported but does not fail the build.
+compare: build
+	@$(LOADGEN) compare $(if $(QUICK),--quick) $(ARGS); code=$$?; \
+	if [ $$code -eq 3 ]; then echo "make compare: a verdict is inconclusive (loadgen exit 3); not failing"; exit 0; fi; \
+	exit $$code
 
 list: build
 	@$(LOADGEN) list

@@ -24,8 +24,10 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run a scenario and write its report.
+    /// Run a scenario, write its report, and judge whether memory leaks.
     Run(Box<RunArgs>),
+    /// Run several scenarios (all by default) and set them side by side in reports/compare/<time>/.
+    Compare(Box<CompareArgs>),
     /// List the scenarios with their descriptions.
     List(ListArgs),
     /// Print the JSON Schema of summary.json.
@@ -44,22 +46,11 @@ pub(crate) struct RunArgs {
     /// Scenario name (see `loadgen list`) or path to a scenario file.
     pub(crate) scenario: String,
 
-    /// Load an already running server at HOST:PORT instead of starting one.
-    /// Its memory is then not measured.
-    #[arg(long, value_name = "HOST:PORT", conflicts_with = "server_bin")]
-    pub(crate) target: Option<String>,
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
 
-    /// The leaklab-server binary to start [default: next to this binary]
-    #[arg(long, value_name = "PATH")]
-    pub(crate) server_bin: Option<PathBuf>,
-
-    /// Where run directories go.
-    #[arg(long, default_value = "reports", value_name = "DIR")]
-    pub(crate) reports_dir: PathBuf,
-
-    /// Directory of scenario files [default: ./scenarios, else the source tree's]
-    #[arg(long, value_name = "DIR")]
-    pub(crate) scenarios_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) verdict: VerdictArgs,
 
     /// Override load.requests.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -81,6 +72,10 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) warmup_requests: Option<u64>,
 
+    /// Override load.rounds (6 or more).
+    #[arg(long)]
+    pub(crate) rounds: Option<u64>,
+
     /// Override sampling.interval, e.g. `50ms`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) interval: Option<Duration>,
@@ -88,6 +83,60 @@ pub(crate) struct RunArgs {
     /// Override sampling.cooldown, e.g. `5s`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) cooldown: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompareArgs {
+    /// Scenario names or paths [default: every scenario in the catalog]
+    pub(crate) scenarios: Vec<String>,
+
+    /// At most 3,200 requests after warm-up per scenario and a cool-down of at most 1 s,
+    /// so the default set runs in under 3 minutes.
+    #[arg(long)]
+    pub(crate) quick: bool,
+
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+
+    #[command(flatten)]
+    pub(crate) verdict: VerdictArgs,
+}
+
+/// What a verdict is compared with, and how its outcome becomes an exit code.
+#[derive(Debug, Args)]
+pub(crate) struct VerdictArgs {
+    /// Store each run's summary as baseline NAME (reports/baselines/NAME/<scenario>.json).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) save_baseline: Option<String>,
+
+    /// Compare each run with baseline NAME; fail when bytes per request grew beyond the tolerance.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) baseline: Option<String>,
+
+    /// Exit 125 (`git bisect run`'s "skip") instead of 3 when a verdict is inconclusive.
+    #[arg(long)]
+    pub(crate) bisect: bool,
+}
+
+/// Options every run shares.
+#[derive(Debug, Args)]
+pub(crate) struct CommonArgs {
+    /// Load an already running server at HOST:PORT instead of starting one.
+    /// Its memory is then not measured.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "server_bin")]
+    pub(crate) target: Option<String>,
+
+    /// The leaklab-server binary to start [default: next to this binary]
+    #[arg(long, value_name = "PATH")]
+    pub(crate) server_bin: Option<PathBuf>,
+
+    /// Where run directories go.
+    #[arg(long, default_value = "reports", value_name = "DIR")]
+    pub(crate) reports_dir: PathBuf,
+
+    /// Directory of scenario files [default: ./scenarios, else the source tree's]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) scenarios_dir: Option<PathBuf>,
 
     /// No live progress line.
     #[arg(long, short)]
@@ -109,11 +158,14 @@ impl RunArgs {
             concurrency: self.concurrency,
             rate: self.rate,
             warmup_requests: self.warmup_requests,
+            rounds: self.rounds,
             interval: self.interval,
             cooldown: self.cooldown,
         }
     }
+}
 
+impl CommonArgs {
     pub(crate) fn target(&self) -> anyhow::Result<TargetChoice> {
         if let Some(authority) = &self.target {
             if authority.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
@@ -150,8 +202,19 @@ mod tests {
     fn target_must_be_host_and_port() {
         let cli = Cli::try_parse_from(["loadgen", "run", "leak", "--target", "localhost"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("run expected") };
-        let err = args.target().unwrap_err().to_string();
+        let err = args.common.target().unwrap_err().to_string();
         assert!(err.contains("--target \"localhost\": expected HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn compare_takes_names_and_the_quick_profile() {
+        let cli =
+            Cli::try_parse_from(["loadgen", "compare", "leak", "reused", "--quick", "--baseline", "main", "--bisect"])
+                .unwrap();
+        let Command::Compare(args) = cli.command else { panic!("compare expected") };
+        assert_eq!(args.scenarios, ["leak", "reused"]);
+        assert!(args.quick && args.verdict.bisect);
+        assert_eq!(args.verdict.baseline.as_deref(), Some("main"));
     }
 
     #[test]
@@ -181,11 +244,14 @@ mod tests {
             "20ms",
             "--cooldown",
             "1s",
+            "--rounds",
+            "7",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else { panic!("run expected") };
         let o = args.overrides();
         assert_eq!((o.requests, o.concurrency, o.rate, o.warmup_requests), (Some(9), Some(3), Some(50.0), Some(1)));
+        assert_eq!(o.rounds, Some(7));
         assert_eq!(
             (o.duration, o.interval, o.cooldown),
             (Some(Duration::from_secs(2)), Some(Duration::from_millis(20)), Some(Duration::from_secs(1)))

@@ -3,9 +3,12 @@
 //! The pipeline of a run, one module per stage:
 //! [`scenario`] (file → typed [`scenario::Plan`]) → [`target`] (the server)
 //! → [`load`] (requests through a channel policy) while [`sample`] records
-//! both processes → [`stats`] (pure) → [`report`] (summary, plots, markdown).
+//! both processes → [`stats`] (pure) → [`verdict`] (rules) → [`report`]
+//! (summary, plots, markdown). [`compare`] runs several scenarios and sets them
+//! side by side.
 //! [`run::execute`] strings them together.
 
+pub mod compare;
 pub mod load;
 pub mod report;
 pub mod run;
@@ -13,3 +16,4 @@ pub mod sample;
 pub mod scenario;
 pub mod stats;
 pub mod target;
+pub mod verdict;

@@ -1,64 +1,168 @@
-//! `loadgen`: parse → plan → run → report → exit code.
+//! `loadgen`: parse → plan → run → verdict and report → exit code.
 
 mod cli;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
-use leaklab_loadgen::report::summary::ProcessSummary;
-use leaklab_loadgen::report::units::{bytes_per_request, mib};
-use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
-use leaklab_loadgen::scenario::{self, Catalog};
-use leaklab_loadgen::{load::StopReason, report::summary::json_schema};
+use leaklab_loadgen::compare::{self, CompareOptions};
+use leaklab_loadgen::load::StopReason;
+use leaklab_loadgen::report::summary::{ProcessSummary, json_schema};
+use leaklab_loadgen::report::units::{bytes_per_request, check_mark, mib, slope_with_interval};
+use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
+use leaklab_loadgen::scenario::{self, Catalog, Overrides};
+use leaklab_loadgen::verdict::baseline::{self, BaselineComparison};
+use leaklab_loadgen::verdict::{Outcome, ProcessVerdict};
 use tokio::sync::watch;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Exit codes, also listed in the README.
+/// Exit codes, also listed in the README. Distinct so that CI and
+/// `git bisect run` can tell the outcomes apart.
 mod exit {
-    /// The run completed and its report was written.
+    /// Every verdict meets its expectation (or the scenario sets none).
     pub(crate) const OK: u8 = 0;
-    /// The run failed (server did not start, I/O error…).
-    pub(crate) const FAILED: u8 = 1;
-    /// Bad command line or scenario file; nothing ran.
+    /// A verdict contradicts its expectation, or bytes per request grew beyond a baseline's tolerance.
+    pub(crate) const CONTRADICTED: u8 = 1;
+    /// Bad command line, scenario file or baseline name; nothing ran.
     pub(crate) const USAGE: u8 = 2;
+    /// No contradiction, but a verdict with an expectation is inconclusive.
+    pub(crate) const INCONCLUSIVE: u8 = 3;
+    /// The run failed (server did not start, a report could not be written…).
+    pub(crate) const FAILED: u8 = 4;
+    /// `--bisect`: inconclusive, reported as `git bisect run`'s "skip".
+    pub(crate) const BISECT_SKIP: u8 = 125;
     /// Interrupted (Ctrl-C, SIGTERM); the report covers the run up to then.
     pub(crate) const INTERRUPTED: u8 = 130;
 }
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match cli.command {
-        cli::Command::List(args) => list(&Catalog::locate(args.scenarios_dir)),
+    let result = match cli.command {
+        cli::Command::List(args) => return list(&Catalog::locate(args.scenarios_dir)),
         cli::Command::Schema => {
             print!("{}", json_schema());
-            ExitCode::from(exit::OK)
+            return ExitCode::from(exit::OK);
         }
-        cli::Command::Run(args) => run_scenario(*args).unwrap_or_else(|(code, error)| {
-            eprintln!("Error: {error:#}");
-            ExitCode::from(code)
-        }),
-    }
+        cli::Command::Run(args) => run_scenario(*args),
+        cli::Command::Compare(args) => compare_scenarios(*args),
+    };
+    result.unwrap_or_else(|(code, error)| {
+        eprintln!("Error: {error:#}");
+        ExitCode::from(code)
+    })
 }
 
-/// parse → plan → run → report → exit code.
-fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
-    let usage = |error: anyhow::Error| (exit::USAGE, error);
-    let failed = |error: anyhow::Error| (exit::FAILED, error);
+type Failure = (u8, anyhow::Error);
 
-    let path = Catalog::locate(args.scenarios_dir.clone()).resolve(&args.scenario).map_err(|e| usage(e.into()))?;
-    let plan = scenario::load(&path, &args.overrides()).map_err(|e| usage(e.into()))?;
-    let target = args.target().map_err(usage)?;
+fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    (exit::USAGE, error.into())
+}
 
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| failed(e.into()))?;
+fn failed(error: impl Into<anyhow::Error>) -> Failure {
+    (exit::FAILED, error.into())
+}
+
+/// parse → plan → run → verdict and report → exit code.
+fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, Failure> {
+    let path = Catalog::locate(args.common.scenarios_dir.clone()).resolve(&args.scenario).map_err(usage)?;
+    let plan = scenario::load(&path, &args.overrides()).map_err(usage)?;
+    let target = args.common.target().map_err(usage)?;
+    let reports_dir = args.common.reports_dir.clone();
+    let baseline = match &args.verdict.baseline {
+        Some(name) => Some((name, baseline::load(&reports_dir, name, &plan.name).map_err(usage)?)),
+        None => None,
+    };
+    if let Some(name) = &args.verdict.save_baseline {
+        baseline::path(&reports_dir, name, &plan.name).map_err(usage)?;
+    }
+
+    let (runtime, stop) = runtime_with_stop()?;
+    let options = RunOptions { target, reports_dir: reports_dir.clone(), quiet: args.common.quiet, stop };
+    let mut outcome = runtime.block_on(run::execute(&plan, options)).map_err(failed)?;
+
+    let comparison = baseline.map(|(name, baseline)| baseline::compare(name, &baseline, &outcome.summary));
+    if let Some(name) = &args.verdict.save_baseline {
+        match baseline::save(&reports_dir, name, &outcome.summary) {
+            Ok(path) => println!("baseline {name:?} saved: {}", path.display()),
+            Err(error) => outcome.export_errors.push(error.into()),
+        }
+    }
+    print_summary(&outcome, comparison.as_ref());
+    let mut verdict = outcome.summary.verdict.outcome(&plan.verdict);
+    if comparison.is_some_and(|c| c.regressed) {
+        verdict = Outcome::Contradicted;
+    }
+    let interrupted = outcome.summary.stopped_by == StopReason::Interrupted;
+    Ok(exit_code(!outcome.export_errors.is_empty(), interrupted, verdict, args.verdict.bisect))
+}
+
+/// parse every scenario → plans → run each → comparison → exit code.
+fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, Failure> {
+    let catalog = Catalog::locate(args.common.scenarios_dir.clone());
+    let names: Vec<String> = if args.scenarios.is_empty() {
+        catalog.entries().into_iter().map(|entry| entry.name).collect()
+    } else {
+        args.scenarios.clone()
+    };
+    if names.is_empty() {
+        return Err(usage(anyhow::anyhow!("no scenario files (*.toml) in {}", catalog.dir.display())));
+    }
+    let plans = names
+        .iter()
+        .map(|name| catalog.resolve(name).and_then(|path| scenario::load(&path, &Overrides::default())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let target = args.common.target().map_err(usage)?;
+    let reports_dir = args.common.reports_dir.clone();
+    if let Some(name) = &args.verdict.baseline {
+        compare::load_baselines(&reports_dir, name, &plans).map_err(usage)?;
+    }
+    if let Some(name) = &args.verdict.save_baseline {
+        baseline::path(&reports_dir, name, "any").map_err(usage)?;
+    }
+    let mut run_args = match target {
+        TargetChoice::Spawn { server_bin } => vec!["--server-bin".to_owned(), server_bin.display().to_string()],
+        TargetChoice::External { authority } => vec!["--target".to_owned(), authority],
+    };
+    if args.common.quiet {
+        run_args.push("--quiet".to_owned());
+    }
+    let runner = std::env::current_exe().context("locating this binary").map_err(failed)?;
+
+    let (runtime, stop) = runtime_with_stop()?;
+    let options = CompareOptions {
+        runner,
+        run_args,
+        reports_dir,
+        quick: args.quick,
+        baseline: args.verdict.baseline.clone(),
+        save_baseline: args.verdict.save_baseline.clone(),
+        stop,
+    };
+    let outcome = runtime.block_on(compare::execute(&plans, options)).map_err(failed)?;
+
+    let c = &outcome.comparison;
+    println!();
+    for failure in &c.failures {
+        eprintln!("Error: scenario {}: {}", failure.scenario, failure.error);
+    }
+    print!("{}", compare::markdown::summary_lines(c));
+    println!("comparison: {}/compare.md", outcome.dir.display());
+    for error in &outcome.export_errors {
+        eprintln!("Error: {error:#}");
+    }
+    Ok(exit_code(!outcome.export_errors.is_empty(), c.interrupted, c.outcome, args.verdict.bisect))
+}
+
+/// A runtime, and a flag that Ctrl-C and SIGTERM turn true.
+fn runtime_with_stop() -> Result<(tokio::runtime::Runtime, watch::Receiver<bool>), Failure> {
+    let runtime = tokio::runtime::Runtime::new().map_err(failed)?;
     let (stop_tx, stop) = watch::channel(false);
     runtime.spawn(stop_on_signals(stop_tx));
-    let options = RunOptions { target, reports_dir: args.reports_dir, quiet: args.quiet, stop };
-    let outcome = runtime.block_on(run::execute(&plan, options)).map_err(failed)?;
-
-    print_summary(&outcome);
-    Ok(exit_code(&outcome))
+    Ok((runtime, stop))
 }
 
 fn list(catalog: &Catalog) -> ExitCode {
@@ -99,7 +203,7 @@ async fn stop_on_signals(stop: watch::Sender<bool>) {
     }
 }
 
-fn print_summary(outcome: &RunOutcome) {
+fn print_summary(outcome: &RunOutcome, baseline: Option<&BaselineComparison>) {
     let s = &outcome.summary;
     println!(
         "{}: {} requests ({} failed) in {:.1} s, {:.0} req/s; latency p50 {} µs, p99 {} µs, max {} µs",
@@ -118,9 +222,37 @@ fn print_summary(outcome: &RunOutcome) {
     for (kind, count) in &s.requests.errors {
         println!("  errors: {kind} × {count}");
     }
+    print_verdict("client", Some(&s.verdict.client));
+    print_verdict("server", s.verdict.server.as_ref());
+    if let Some(baseline) = baseline {
+        println!("  baseline {:?}: {}", baseline.name, if baseline.regressed { "✖ regressed" } else { "✔ held" });
+        for line in baseline.lines() {
+            println!("    {line}");
+        }
+        for reason in &baseline.reasons {
+            println!("    {reason}");
+        }
+    }
     println!("report: {}", outcome.dir.display());
     for error in &outcome.export_errors {
         eprintln!("Error: {error:#}");
+    }
+}
+
+fn print_verdict(name: &str, verdict: Option<&ProcessVerdict>) {
+    let Some(verdict) = verdict else { return };
+    let expected = match verdict.expected {
+        Some(expected) => format!(", expected {} {}", expected.name(), check_mark(verdict.expectation_met)),
+        None => String::new(),
+    };
+    println!(
+        "  verdict {name}: {} — allocated {} per request over {} rounds{expected}",
+        verdict.kind,
+        slope_with_interval(verdict),
+        verdict.rounds
+    );
+    if let Some(reason) = verdict.reasons.first() {
+        println!("    {reason}");
     }
 }
 
@@ -140,12 +272,19 @@ fn print_process(name: &str, process: Option<&ProcessSummary>, allocated: Option
     );
 }
 
-fn exit_code(outcome: &RunOutcome) -> ExitCode {
-    if !outcome.export_errors.is_empty() {
-        ExitCode::from(exit::FAILED)
-    } else if outcome.summary.stopped_by == StopReason::Interrupted {
-        ExitCode::from(exit::INTERRUPTED)
+/// A report that could not be written outranks an interruption, which
+/// outranks the verdict.
+fn exit_code(export_failed: bool, interrupted: bool, outcome: Outcome, bisect: bool) -> ExitCode {
+    ExitCode::from(if export_failed {
+        exit::FAILED
+    } else if interrupted {
+        exit::INTERRUPTED
     } else {
-        ExitCode::from(exit::OK)
-    }
+        match outcome {
+            Outcome::Met => exit::OK,
+            Outcome::Contradicted => exit::CONTRADICTED,
+            Outcome::Inconclusive if bisect => exit::BISECT_SKIP,
+            Outcome::Inconclusive => exit::INCONCLUSIVE,
+        }
+    })
 }

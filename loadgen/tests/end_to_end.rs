@@ -13,6 +13,7 @@ use leaklab_loadgen::report::summary::TargetKind;
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
 use leaklab_loadgen::sample::{Phase, Sample};
 use leaklab_loadgen::scenario::{self, Overrides, Plan};
+use leaklab_loadgen::verdict::VerdictKind;
 use tokio::sync::watch;
 
 // The load generator measures its own allocator, as the `loadgen` binary does.
@@ -105,9 +106,8 @@ async fn a_leak_grows_by_a_connection_and_tens_of_kilobytes_per_request() {
     let outcome =
         execute(&plan("leak", 350), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), false).await;
     let growth = &outcome.summary.growth;
-    // The warm-up boundary is sampled a moment after the 50th request, so a few
-    // more may already be counted on its side.
-    assert!((280..=300).contains(&growth.loaded_requests), "{}", growth.loaded_requests);
+    // The warm-up ends with nothing in flight, so the window holds exactly the rest.
+    assert_eq!(growth.loaded_requests, 300);
     for per_request in [growth.client_connections_per_request, growth.server_connections_per_request] {
         let per_request = per_request.unwrap();
         assert!((0.97..=1.03).contains(&per_request), "{per_request} connections/request");
@@ -119,6 +119,31 @@ async fn a_leak_grows_by_a_connection_and_tens_of_kilobytes_per_request() {
     assert!(outcome.summary.notes.iter().any(|note| note.contains("never evicted")));
     let server_opened = outcome.summary.server.as_ref().unwrap().connections_opened;
     assert_eq!((outcome.summary.client.connections_opened, server_opened), (350, 350));
+
+    // Both verdicts find it, from a checkpoint after warm-up and one after each round.
+    let verdict = &outcome.summary.verdict;
+    for process in [&verdict.client, verdict.server.as_ref().unwrap()] {
+        assert_eq!(process.kind, VerdictKind::Leak, "{:?}", process.reasons);
+        assert!(process.ci_low.unwrap() > process.tolerance);
+        assert_eq!(process.rounds, 8);
+        assert_eq!(process.checkpoints.len(), 10, "after warm-up, 8 rounds, end of cool-down");
+        let cooldown = process.cooldown.unwrap();
+        assert!(!cooldown.returned_to_baseline, "leaked connections are never given back");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_channel_is_never_called_a_leak() {
+    let reports = tempfile::tempdir().unwrap();
+    let outcome =
+        execute(&plan("reused", 1200), TargetChoice::Spawn { server_bin: server_bin() }, reports.path(), false).await;
+    let verdict = &outcome.summary.verdict;
+    for process in [&verdict.client, verdict.server.as_ref().unwrap()] {
+        // A short run on a shared machine may be undecided, but never a false alarm.
+        assert_ne!(process.kind, VerdictKind::Leak, "{:?}", process.reasons);
+        assert!(!process.connections.grows());
+        assert!(process.cooldown.unwrap().returned_to_baseline, "{:?}", process.cooldown);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,12 @@ fn every_shipped_scenario_parses() {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# Teaches:"), "{} must open with a comment saying what it teaches", path.display());
         assert!(plan.load.max_requests.get() <= 10_000, "{}: default runs stay small", path.display());
+        assert!(
+            plan.verdict.expect_client.is_some() && plan.verdict.expect_server.is_some(),
+            "{}: a shipped scenario says what each process's memory should do",
+            path.display()
+        );
+        assert!(plan.load.rounds.get() >= 6, "{}: at least 6 rounds", path.display());
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::summary::ProcessSummary;
-use super::units::{bytes_per_request, format_mib};
+use super::units::{bytes_per_request, check_mark, format_mib, human_bytes, slope_with_interval};
 use super::{Exporter, Report};
 
 #[derive(Debug)]
@@ -37,6 +37,46 @@ fn render(report: &Report<'_>) -> String {
         s.stopped_by
     );
     let _ = writeln!(out, "![memory over time](memory.png)\n");
+
+    let v = &s.verdict;
+    let _ = writeln!(out, "## Verdict\n");
+    let _ = writeln!(
+        out,
+        "From {} checkpoints taken at rest (no request in flight, allocators purged) after warm-up and after each \
+         of {} rounds; slope is the Theil–Sen estimate with its {:.0}% interval.\n",
+        v.client.checkpoints.len(),
+        s.plan.rounds,
+        v.confidence * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "| | verdict | allocated per request (95% interval) | tolerance | expected | |\n|---|---|---|---:|---|---|"
+    );
+    for (name, verdict) in [("client", Some(&v.client)), ("server", v.server.as_ref())] {
+        match verdict {
+            Some(verdict) => {
+                let _ = writeln!(
+                    out,
+                    "| {name} | **{}** | {} | {} | {} | {} |",
+                    verdict.kind,
+                    slope_with_interval(verdict),
+                    human_bytes(verdict.tolerance),
+                    verdict.expected.map_or("—", |e| e.name()),
+                    check_mark(verdict.expectation_met)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "| {name} | not measured | | | | |");
+            }
+        }
+    }
+    let _ = writeln!(out);
+    for (name, verdict) in [("client", Some(&v.client)), ("server", v.server.as_ref())] {
+        for reason in verdict.map(|v| v.reasons.as_slice()).unwrap_or_default() {
+            let _ = writeln!(out, "- {name}: {reason}");
+        }
+    }
+    let _ = writeln!(out);
 
     let _ = writeln!(out, "## Growth per request, after warm-up\n");
     let _ = writeln!(out, "| | client | server |\n|---|---:|---:|");
@@ -132,5 +172,7 @@ mod tests {
         assert!(text.contains("![memory over time](memory.png)"));
         // Scripted client: 10 MB allocated at the start, 10 MB + 1,100 × 60 KB at the end.
         assert!(text.contains("| allocated | 9.5 MiB → 72.5 MiB, peak 72.5 MiB |"), "{text}");
+        assert!(text.contains("| client | **LEAK** | +60.0 KB (+60.0 KB to +60.0 KB) | 256 B | leak | ✔ |"), "{text}");
+        assert!(text.contains("- server: Allocated memory grew by 20.0 KB per request"), "{text}");
     }
 }

@@ -86,8 +86,8 @@ pub(crate) mod fixtures {
         }
     }
 
-    /// 100 warm-up requests, then 1,000 requests that each keep 60 KB in the
-    /// client and 20 KB in the server, then a cool-down.
+    /// 100 warm-up requests, then 10 rounds of 100 requests that each keep
+    /// 60 KB in the client and 20 KB in the server, then a cool-down.
     pub(crate) fn scripted_report() -> (Summary, Vec<Sample>) {
         scripted_report_with(|_| {})
     }
@@ -96,7 +96,8 @@ pub(crate) mod fixtures {
     pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summary, Vec<Sample>) {
         let plan = parse(
             Path::new("scenarios/leak.toml"),
-            "description = \"scripted leak\"\n[client]\npolicy = \"leak\"\n[load]\nrequests = 1100\nwarmup_requests = 100\n",
+            "description = \"scripted leak\"\n[client]\npolicy = \"leak\"\n[load]\nrequests = 1100\nwarmup_requests = 100\n\
+             rounds = 10\n[expect]\nclient = \"leak\"\nserver = \"leak\"\n",
             &Overrides::default(),
         )
         .unwrap();
@@ -114,6 +115,8 @@ pub(crate) mod fixtures {
                 requests_failed: 0,
                 client: snapshot(10_000_000 + requests * 60_000, requests),
                 server: Some(server),
+                // Checkpoints: after warm-up, after each round, at the end.
+                settled: phase == Phase::Load || phase == Phase::Cooldown,
             });
         };
         push(0.0, Phase::Baseline, 0);

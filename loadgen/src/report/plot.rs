@@ -21,7 +21,7 @@ const HEIGHT: u32 = 860;
 const CLIENT: RGBColor = RGBColor(31, 119, 180);
 const SERVER: RGBColor = RGBColor(214, 95, 0);
 
-fn register_fonts() {
+pub(crate) fn register_fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The font is a static byte array of a valid TTF; registration cannot fail on it.

@@ -11,9 +11,10 @@ use crate::load::{LEAK_MODEL, LoadReport, StopReason};
 use crate::sample::Sample;
 use crate::scenario::{ChannelPolicy, Plan};
 use crate::stats::{Latency, LoadWindow, Span};
+use crate::verdict::Verdicts;
 
 /// Bumped when a field changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Everything one run measured, as written to `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -51,6 +52,11 @@ pub struct Summary {
     pub server: Option<ProcessSummary>,
     /// Growth over the loaded part of the run (after warm-up, until the load ended) per request completed in it.
     pub growth: Growth,
+    /// Does each process leak? From the checkpoints between rounds (see the verdict module's rules).
+    pub verdict: Verdicts,
+    /// `true` when every expectation of the scenario is met, `false` when one is contradicted or could
+    /// not be decided, `null` when the scenario sets none.
+    pub expectation_met: Option<bool>,
     /// About the samples file.
     pub samples: SamplesInfo,
     /// Sentences a reader needs to interpret the figures.
@@ -88,6 +94,10 @@ pub struct PlanInfo {
     pub rate_rps: Option<f64>,
     /// Requests before growth is measured.
     pub warmup_requests: u64,
+    /// Rounds the requests after warm-up were split into, with a checkpoint after each.
+    pub rounds: u64,
+    /// Growth at or below this many bytes per request is not a leak.
+    pub tolerance_bytes_per_request: f64,
     /// Request payload size in bytes.
     pub payload_bytes: u64,
     /// Response size in bytes; 0 echoes the payload.
@@ -226,6 +236,7 @@ impl Summary {
         }
         notes.extend(facts.notes);
 
+        let verdict = Verdicts::of(samples, &plan.verdict);
         let load_duration_s = load.elapsed.as_secs_f64();
         Summary {
             schema_version: SCHEMA_VERSION,
@@ -242,6 +253,8 @@ impl Summary {
                 max_duration_s: plan.load.max_duration.as_secs_f64(),
                 rate_rps: plan.load.rate_per_s,
                 warmup_requests: plan.load.warmup_requests,
+                rounds: plan.load.rounds.get().into(),
+                tolerance_bytes_per_request: plan.verdict.tolerance_bytes_per_request,
                 payload_bytes: plan.load.request.payload.len() as u64,
                 response_bytes: plan.load.request.response_bytes.into(),
                 delay_ms: plan.load.request.delay_ms.into(),
@@ -280,6 +293,8 @@ impl Summary {
                 client_connections_per_request: growth_of(&|s| Some(s.client.connections.open)),
                 server_connections_per_request: growth_of(&|s| s.server.map(|x| x.process.connections.open)),
             },
+            expectation_met: verdict.expectation_met(&plan.verdict),
+            verdict,
             samples: SamplesInfo {
                 file: facts.samples_file,
                 count: samples.len() as u64,

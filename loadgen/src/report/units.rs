@@ -40,6 +40,24 @@ pub fn bytes_per_request(bytes: Option<f64>) -> String {
     }
 }
 
+/// A verdict's slope and interval: `+60.8 KB (+60.7 KB to +60.9 KB)`, or `n/a`.
+pub fn slope_with_interval(verdict: &crate::verdict::ProcessVerdict) -> String {
+    let signed = |bytes: f64| format!("{}{}", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes));
+    match (verdict.slope_bytes_per_request, verdict.ci_low, verdict.ci_high) {
+        (Some(slope), Some(low), Some(high)) => format!("{} ({} to {})", signed(slope), signed(low), signed(high)),
+        _ => "n/a".to_owned(),
+    }
+}
+
+/// ✔ for a met expectation, ✖ for one that is not, blank without one.
+pub fn check_mark(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "✔",
+        Some(false) => "✖",
+        None => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

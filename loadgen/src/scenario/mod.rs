@@ -16,6 +16,7 @@
 //! duration = "60s"           # …or this long, whichever comes first
 //! rate = 400                 # open-loop target in requests/s (omit: closed loop)
 //! warmup_requests = 400      # not counted in growth
+//! rounds = 8                 # the rest runs in this many rounds, measured at rest between them (6 or more)
 //! payload_bytes = 64
 //! response_bytes = 0         # 0: echo the payload
 //! delay_ms = 0               # server-side delay per request
@@ -28,20 +29,28 @@
 //! max_concurrent_streams = 200
 //! http2_keepalive_interval = "30s"
 //! http2_keepalive_timeout = "20s"
+//! [verdict]
+//! tolerance = 256            # bytes per request that do not count as a leak
+//! [expect]                   # what each process's memory should do: leak | no-leak | bounded
+//! client = "leak"
+//! server = "leak"
 //! ```
 
 mod plan;
 
 use std::fmt;
 use std::fs;
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
 
-pub use plan::{ChannelPolicy, LoadPlan, Plan, RequestShape, SamplingPlan, ServerPlan};
+pub use plan::{
+    ChannelPolicy, Expectation, LoadPlan, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan,
+    ServerPlan, VerdictPlan,
+};
 
 /// Defaults for keys a scenario file leaves out. Small on purpose: a run
 /// with no settings must be safe on a laptop.
@@ -55,7 +64,12 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
     pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
     pub const COOLDOWN: Duration = Duration::from_secs(3);
+    pub const ROUNDS: i64 = 8;
+    pub const TOLERANCE_BYTES_PER_REQUEST: f64 = 256.0;
 }
+
+/// Fewer rounds give the slope's confidence interval too few points to decide.
+pub const MIN_ROUNDS: i64 = 6;
 
 /// Largest payload or response a scenario may ask for (the server's default max message size).
 const MAX_MESSAGE_BYTES: i64 = 4 << 20;
@@ -77,6 +91,10 @@ pub struct ScenarioFile {
     pub sampling: SamplingSection,
     #[serde(default)]
     pub server: ServerSection,
+    #[serde(default)]
+    pub verdict: VerdictSection,
+    #[serde(default)]
+    pub expect: ExpectSection,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -94,6 +112,7 @@ pub struct LoadSection {
     pub duration: Option<String>,
     pub rate: Option<f64>,
     pub warmup_requests: Option<i64>,
+    pub rounds: Option<i64>,
     pub payload_bytes: Option<i64>,
     pub response_bytes: Option<i64>,
     pub delay_ms: Option<i64>,
@@ -114,6 +133,19 @@ pub struct ServerSection {
     pub max_concurrent_streams: Option<i64>,
     pub http2_keepalive_interval: Option<String>,
     pub http2_keepalive_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictSection {
+    pub tolerance: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSection {
+    pub client: Option<String>,
+    pub server: Option<String>,
 }
 
 /// A scenario that cannot become a plan, with the file and the key to blame.
@@ -138,6 +170,7 @@ pub struct Overrides {
     /// Requests per second; 0 removes the file's rate (closed loop).
     pub rate: Option<f64>,
     pub warmup_requests: Option<u64>,
+    pub rounds: Option<u64>,
     pub interval: Option<Duration>,
     pub cooldown: Option<Duration>,
 }
@@ -156,6 +189,7 @@ impl Overrides {
         note(self.concurrency.is_some(), "load.concurrency", "--concurrency");
         note(self.rate.is_some(), "load.rate", "--rate");
         note(self.warmup_requests.is_some(), "load.warmup_requests", "--warmup-requests");
+        note(self.rounds.is_some(), "load.rounds", "--rounds");
         note(self.interval.is_some(), "sampling.interval", "--interval");
         note(self.cooldown.is_some(), "sampling.cooldown", "--cooldown");
         keys
@@ -180,6 +214,9 @@ impl Overrides {
         }
         if let Some(n) = self.warmup_requests {
             file.load.warmup_requests = Some(int(n));
+        }
+        if let Some(n) = self.rounds {
+            file.load.rounds = Some(int(n));
         }
         if let Some(d) = self.interval {
             file.sampling.interval = Some(text(d));
@@ -300,6 +337,7 @@ impl Validator<'_> {
         let load = self.load(&file.load)?;
         let sampling = self.sampling(&file.sampling)?;
         let server = self.server(&file.server)?;
+        let verdict = self.verdict(&file.verdict, &file.expect)?;
         if load.request.response_bytes as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
             || load.request.payload.len() as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
         {
@@ -307,7 +345,7 @@ impl Validator<'_> {
                 self.invalid("server.max_message_size", "is smaller than load.payload_bytes or load.response_bytes")
             );
         }
-        Ok(Plan { name, source: path.to_owned(), description, policy, load, sampling, server })
+        Ok(Plan { name, source: path.to_owned(), description, policy, load, sampling, server, verdict })
     }
 
     fn policy(&self, client: &ClientSection) -> Result<ChannelPolicy, ScenarioError> {
@@ -371,6 +409,25 @@ impl Validator<'_> {
                 format!("({warmup}) must be less than load.requests ({requests}), or no request would be measured"),
             ));
         }
+        let measured = requests - warmup;
+        // Unset, rounds shrink to fit a tiny run (whose verdict then says it had too few);
+        // set, they must be enough to decide.
+        let rounds = match load.rounds {
+            None => defaults::ROUNDS.min(measured),
+            Some(rounds) => {
+                let rounds = self.at_least("load.rounds", Some(rounds), 0, MIN_ROUNDS, 10_000)?;
+                if rounds > measured {
+                    return Err(self.invalid(
+                        "load.rounds",
+                        format!(
+                            "({rounds}) must not exceed the requests after warm-up ({measured}): \
+                             each round needs at least one request"
+                        ),
+                    ));
+                }
+                rounds
+            }
+        };
         let payload_bytes =
             self.at_least("load.payload_bytes", load.payload_bytes, defaults::PAYLOAD_BYTES, 0, MAX_MESSAGE_BYTES)?;
         let response_bytes = self.at_least("load.response_bytes", load.response_bytes, 0, 0, MAX_MESSAGE_BYTES)?;
@@ -383,6 +440,7 @@ impl Validator<'_> {
             max_duration,
             rate_per_s,
             warmup_requests: warmup as u64,
+            rounds: NonZeroU32::new(rounds as u32).expect("at least 1: measured requests are at least 1"),
             request: RequestShape {
                 payload: Bytes::from(vec![b'x'; payload_bytes as usize]),
                 response_bytes: response_bytes as u32,
@@ -440,6 +498,38 @@ impl Validator<'_> {
             )?,
             http2_keepalive_interval: interval,
             http2_keepalive_timeout: timeout,
+        })
+    }
+}
+
+impl Validator<'_> {
+    fn verdict(&self, verdict: &VerdictSection, expect: &ExpectSection) -> Result<VerdictPlan, ScenarioError> {
+        let tolerance = match verdict.tolerance {
+            None => defaults::TOLERANCE_BYTES_PER_REQUEST,
+            Some(bytes) if bytes.is_finite() && bytes > 0.0 => bytes,
+            Some(bytes) => {
+                return Err(self.invalid(
+                    "verdict.tolerance",
+                    format!("must be a positive number of bytes per request, got {bytes}"),
+                ));
+            }
+        };
+        let expectation = |key: &str, value: Option<&str>| -> Result<Option<Expectation>, ScenarioError> {
+            match value {
+                None => Ok(None),
+                Some("leak") => Ok(Some(Expectation::Leak)),
+                Some("no-leak") => Ok(Some(Expectation::NoLeak)),
+                Some("bounded") => Ok(Some(Expectation::Bounded)),
+                Some(other) => {
+                    Err(self
+                        .invalid(key, format!("unknown expectation {other:?}; expected one of leak, no-leak, bounded")))
+                }
+            }
+        };
+        Ok(VerdictPlan {
+            tolerance_bytes_per_request: tolerance,
+            expect_client: expectation("expect.client", expect.client.as_deref())?,
+            expect_server: expectation("expect.server", expect.server.as_deref())?,
         })
     }
 }
@@ -598,6 +688,45 @@ mod tests {
         let closed = Overrides { rate: Some(0.0), ..Overrides::default() };
         let plan = parse(Path::new("t.toml"), &format!("{MINIMAL}[load]\nrate = 400\n"), &closed).unwrap();
         assert_eq!(plan.load.rate_per_s, None, "--rate 0 means closed loop");
+    }
+
+    #[test]
+    fn rounds_split_the_measured_requests() {
+        let plan =
+            parse_text(&format!("{MINIMAL}[load]\nrequests = 1000\nwarmup_requests = 100\nrounds = 7\n")).unwrap();
+        let ends = plan.load.round_ends();
+        assert_eq!(ends.len(), 7);
+        assert_eq!(*ends.last().unwrap(), 1000);
+        let sizes: Vec<u64> = std::iter::once(100)
+            .chain(ends.iter().copied())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .collect();
+        assert!(sizes.iter().all(|&size| size == 128 || size == 129), "{sizes:?}");
+
+        let err = parse_text(&format!("{MINIMAL}[load]\nrounds = 5\n")).unwrap_err();
+        assert!(err.contains("load.rounds: must be at least 6, got 5"), "{err}");
+        let err =
+            parse_text(&format!("{MINIMAL}[load]\nrequests = 10\nwarmup_requests = 5\nrounds = 6\n")).unwrap_err();
+        assert!(err.contains("load.rounds: (6) must not exceed the requests after warm-up (5)"), "{err}");
+        // Unset, rounds shrink to fit a tiny run instead of refusing it.
+        let plan = parse_text(&format!("{MINIMAL}[load]\nrequests = 4\nwarmup_requests = 1\n")).unwrap();
+        assert_eq!(plan.load.rounds.get(), 3);
+    }
+
+    #[test]
+    fn expectations_and_tolerance_are_checked() {
+        let plan = parse_text(&format!("{MINIMAL}[expect]\nclient = \"leak\"\n[verdict]\ntolerance = 100\n")).unwrap();
+        assert_eq!(plan.verdict.expect_client, Some(Expectation::Leak));
+        assert_eq!(plan.verdict.expect_server, None);
+        assert_eq!(plan.verdict.tolerance_bytes_per_request, 100.0);
+        let err = parse_text(&format!("{MINIMAL}[expect]\nserver = \"leaks\"\n")).unwrap_err();
+        assert!(err.contains(":5: expect.server: unknown expectation \"leaks\""), "{err}");
+        let err = parse_text(&format!("{MINIMAL}[verdict]\ntolerance = -1\n")).unwrap_err();
+        assert!(err.contains(":5: verdict.tolerance: must be a positive number"), "{err}");
+        let err = parse_text(&format!("{MINIMAL}[expect]\nclients = \"leak\"\n")).unwrap_err();
+        assert!(err.contains("expect.clients: unknown field"), "{err}");
     }
 
     #[test]

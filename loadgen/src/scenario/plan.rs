@@ -2,7 +2,7 @@
 //! re-checks these values: if a `Plan` exists, it is runnable.
 
 use std::fmt;
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +21,60 @@ pub struct Plan {
     pub load: LoadPlan,
     pub sampling: SamplingPlan,
     pub server: ServerPlan,
+    pub verdict: VerdictPlan,
+}
+
+/// How the run's memory is judged, and what the scenario expects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerdictPlan {
+    /// Growth at or below this many bytes per request is not a leak.
+    pub tolerance_bytes_per_request: f64,
+    /// What the scenario expects of the load generator's memory.
+    pub expect_client: Option<Expectation>,
+    /// What the scenario expects of the server's memory.
+    pub expect_server: Option<Expectation>,
+}
+
+/// What a scenario says a process's memory should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expectation {
+    /// Grows with every request, without bound.
+    Leak,
+    /// Stays flat once warmed up.
+    NoLeak,
+    /// Grows at first, then levels off (a cache or pool filling up).
+    Bounded,
+}
+
+impl Expectation {
+    /// The name used in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Expectation::Leak => "leak",
+            Expectation::NoLeak => "no-leak",
+            Expectation::Bounded => "bounded",
+        }
+    }
+}
+
+/// Requests after warm-up in the quick profile of `loadgen compare --quick`.
+pub const QUICK_MEASURED_REQUESTS: u64 = 3_200;
+/// Longest cool-down in the quick profile.
+pub const QUICK_COOLDOWN: Duration = Duration::from_secs(1);
+
+impl Plan {
+    /// The quick profile: at most [`QUICK_MEASURED_REQUESTS`] after warm-up,
+    /// in the same rounds, and a cool-down of at most [`QUICK_COOLDOWN`]. The
+    /// result is as valid as `self` (rounds never exceed the measured requests).
+    pub fn quick(mut self) -> Plan {
+        let measured = self.load.measured_requests().min(QUICK_MEASURED_REQUESTS);
+        self.load.max_requests = NonZeroU64::new(self.load.warmup_requests + measured).expect("measured is at least 1");
+        let rounds = self.load.rounds.get().min(measured as u32);
+        self.load.rounds = NonZeroU32::new(rounds).expect("at least 1");
+        self.sampling.cooldown = self.sampling.cooldown.min(QUICK_COOLDOWN);
+        self
+    }
 }
 
 /// How the client gets a channel for each request.
@@ -72,10 +126,29 @@ pub struct LoadPlan {
     /// Requests whose memory effect is not counted as growth (connection set-up,
     /// allocator and buffer warm-up). Always below `max_requests`.
     pub warmup_requests: u64,
+    /// The requests after warm-up run in this many rounds of (nearly) equal
+    /// size; between rounds the load pauses until nothing is in flight, and
+    /// both processes are measured at rest. At most the measured request count.
+    pub rounds: NonZeroU32,
     /// The request every call sends.
     pub request: RequestShape,
     /// A call not answered within this long fails as `deadline_exceeded`.
     pub request_timeout: Duration,
+}
+
+impl LoadPlan {
+    /// Requests after warm-up: the part the verdict measures.
+    pub fn measured_requests(&self) -> u64 {
+        self.max_requests.get() - self.warmup_requests
+    }
+
+    /// Where each round ends, as a count of requests sent since the start
+    /// (warm-up included). Rounds differ in size by at most one request.
+    pub fn round_ends(&self) -> Vec<u64> {
+        let rounds = u64::from(self.rounds.get());
+        let measured = self.measured_requests();
+        (1..=rounds).map(|round| self.warmup_requests + measured * round / rounds).collect()
+    }
 }
 
 /// What each `Unary` call asks for.

@@ -1,0 +1,320 @@
+//! `loadgen compare`: several scenarios run one after another, each by its
+//! own `loadgen run` process (so one scenario's memory cannot color the next
+//! one's figures) into its own run directory, then set side by side in
+//! `reports/compare/<time>/`:
+//! [`compare.md`](markdown) (short enough to paste into a pull request, and
+//! appended to `$GITHUB_STEP_SUMMARY` when that is set), `compare.json`
+//! ([`Comparison`]) and [overlay plots](plot) of every scenario on one chart.
+
+pub mod markdown;
+pub mod plot;
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::report::{RunDir, Summary};
+use crate::sample::Sample;
+use crate::scenario::{Expectation, Plan};
+use crate::verdict::baseline::{self, BaselineComparison};
+use crate::verdict::{Outcome, ProcessVerdict, VerdictKind};
+
+/// One scenario's line in the comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Row {
+    /// Scenario name.
+    pub scenario: String,
+    /// Its run directory, with `summary.json` and the full report.
+    pub run_dir: String,
+    /// Requests completed, warm-up included.
+    pub requests: u64,
+    /// Requests answered OK per second of load.
+    pub throughput_rps: f64,
+    /// Median latency in microseconds.
+    pub latency_p50_us: u64,
+    /// 99th percentile latency in microseconds.
+    pub latency_p99_us: u64,
+    /// Peak RSS of the load generator, bytes.
+    pub client_peak_rss_bytes: u64,
+    /// Peak RSS of the server, bytes; `null` when not measured.
+    pub server_peak_rss_bytes: Option<u64>,
+    /// The load generator's verdict.
+    pub client: RowVerdict,
+    /// The server's verdict; `null` when not measured.
+    pub server: Option<RowVerdict>,
+    /// How the verdicts compare with the scenario's expectations.
+    pub outcome: Outcome,
+    /// The run beside its baseline, with `--baseline`.
+    pub baseline: Option<BaselineComparison>,
+}
+
+/// A process's verdict, in brief.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RowVerdict {
+    pub kind: VerdictKind,
+    /// Slope of allocated bytes per request, with its 95% interval.
+    pub slope_bytes_per_request: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    /// Open connections at the last round's checkpoint minus at the first (after warm-up).
+    pub connections_delta: i64,
+    pub expected: Option<Expectation>,
+    pub expectation_met: Option<bool>,
+}
+
+impl RowVerdict {
+    fn of(verdict: &ProcessVerdict) -> RowVerdict {
+        let rounds: Vec<_> = verdict.checkpoints.iter().take(verdict.rounds as usize + 1).collect();
+        let connections_delta = match (rounds.first(), rounds.last()) {
+            (Some(first), Some(last)) => last.connections as i64 - first.connections as i64,
+            _ => 0,
+        };
+        RowVerdict {
+            kind: verdict.kind,
+            slope_bytes_per_request: verdict.slope_bytes_per_request,
+            ci_low: verdict.ci_low,
+            ci_high: verdict.ci_high,
+            connections_delta,
+            expected: verdict.expected,
+            expectation_met: verdict.expectation_met,
+        }
+    }
+}
+
+/// A scenario that could not run, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Failure {
+    pub scenario: String,
+    pub error: String,
+}
+
+/// `compare.json`: every scenario of one `loadgen compare`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Comparison {
+    /// When the comparison started, RFC 3339 in UTC.
+    pub started_at: String,
+    /// Whether the quick profile was used (at most 3,200 requests after warm-up, cool-down at most 1 s).
+    pub quick: bool,
+    /// The baseline the runs were compared with, if any.
+    pub baseline: Option<String>,
+    /// One row per scenario that ran, in the order they ran.
+    pub rows: Vec<Row>,
+    /// Scenarios that could not run.
+    pub failures: Vec<Failure>,
+    /// `contradicted` if any expectation is contradicted or any baseline regressed; else `inconclusive`
+    /// if any is undecided; else `met`.
+    pub outcome: Outcome,
+    /// Whether the user interrupted the comparison; scenarios after that did not run.
+    pub interrupted: bool,
+}
+
+/// How `loadgen compare` runs.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// The `loadgen` binary that runs each scenario.
+    pub runner: PathBuf,
+    /// Arguments every `loadgen run` gets (target, server binary, `--quiet`…).
+    pub run_args: Vec<String>,
+    /// Root of the reports tree.
+    pub reports_dir: PathBuf,
+    pub quick: bool,
+    /// Compare each run with this baseline (checked to exist before anything runs).
+    pub baseline: Option<String>,
+    /// Store each run's summary as this baseline.
+    pub save_baseline: Option<String>,
+    /// Turns true when the user asks to stop; no further scenario starts.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// What a comparison left behind.
+#[derive(Debug)]
+pub struct CompareOutcome {
+    pub dir: PathBuf,
+    pub comparison: Comparison,
+    pub written: Vec<PathBuf>,
+    /// Outputs of the comparison that could not be written.
+    pub export_errors: Vec<anyhow::Error>,
+}
+
+/// The baselines of `plans`, loaded before anything runs so a missing one fails fast.
+pub fn load_baselines(reports_dir: &Path, name: &str, plans: &[Plan]) -> anyhow::Result<Vec<Summary>> {
+    plans.iter().map(|plan| Ok(baseline::load(reports_dir, name, &plan.name)?)).collect()
+}
+
+/// `loadgen run` exit codes that still leave a complete report behind.
+const REPORTED: [i32; 4] = [0, 1, 3, 125];
+const INTERRUPTED: i32 = 130;
+
+/// Runs `plans` one after another, each in its own `loadgen run` process
+/// whose output goes to this process's, and writes the comparison.
+pub async fn execute(plans: &[Plan], options: CompareOptions) -> anyhow::Result<CompareOutcome> {
+    let baselines = match &options.baseline {
+        Some(name) => Some(load_baselines(&options.reports_dir, name, plans)?),
+        None => None,
+    };
+    let dir = RunDir::create(&options.reports_dir, "compare", SystemTime::now())?;
+    let mut rows = Vec::new();
+    let mut runs: Vec<(String, Vec<Sample>)> = Vec::new();
+    let mut failures = Vec::new();
+    let mut interrupted = false;
+    for (index, plan) in plans.iter().enumerate() {
+        if *options.stop.borrow() {
+            interrupted = true;
+            break;
+        }
+        let finished = match run_one(plan, &options).await {
+            Ok(finished) => finished,
+            Err(error) => {
+                failures.push(Failure { scenario: plan.name.clone(), error: format!("{error:#}") });
+                continue;
+            }
+        };
+        let comparison = baselines
+            .as_ref()
+            .map(|b| baseline::compare(options.baseline.as_deref().unwrap_or_default(), &b[index], &finished.summary));
+        interrupted |= finished.interrupted;
+        rows.push(row(plan, &finished, comparison));
+        runs.push((plan.name.clone(), finished.samples));
+        if interrupted {
+            break;
+        }
+    }
+    let outcome = overall(&rows, &failures);
+    let comparison = Comparison {
+        started_at: dir.started_at.clone(),
+        quick: options.quick,
+        baseline: options.baseline.clone(),
+        rows,
+        failures,
+        outcome,
+        interrupted,
+    };
+    let mut export_errors = Vec::new();
+    let written = write_all(&comparison, &runs, &dir.path, &mut export_errors);
+    Ok(CompareOutcome { dir: dir.path, comparison, written, export_errors })
+}
+
+/// One scenario's finished run, read back from its run directory.
+struct Finished {
+    dir: PathBuf,
+    summary: Summary,
+    samples: Vec<Sample>,
+    interrupted: bool,
+}
+
+async fn run_one(plan: &Plan, options: &CompareOptions) -> anyhow::Result<Finished> {
+    let mut command = tokio::process::Command::new(&options.runner);
+    command.arg("run").arg(&plan.source).arg("--reports-dir").arg(&options.reports_dir).args(&options.run_args);
+    if options.quick {
+        let quick = plan.clone().quick();
+        command
+            .arg("--requests")
+            .arg(quick.load.max_requests.to_string())
+            .arg("--rounds")
+            .arg(quick.load.rounds.to_string())
+            .arg("--cooldown")
+            .arg(humantime::format_duration(quick.sampling.cooldown).to_string());
+    }
+    for (flag, value) in [("--baseline", &options.baseline), ("--save-baseline", &options.save_baseline)] {
+        if let Some(value) = value {
+            command.arg(flag).arg(value);
+        }
+    }
+    let latest = options.reports_dir.join(&plan.name).join("latest");
+    let before = std::fs::read_link(&latest).ok();
+    let status = command.status().await.with_context(|| format!("starting {}", options.runner.display()))?;
+    let code = status.code().unwrap_or(-1);
+    if !REPORTED.contains(&code) && code != INTERRUPTED {
+        anyhow::bail!("`loadgen run {}` failed ({status}); its errors are above", plan.source.display());
+    }
+    let after = std::fs::read_link(&latest).with_context(|| format!("reading {}", latest.display()))?;
+    if before.as_ref() == Some(&after) {
+        anyhow::bail!("`loadgen run {}` left no new run directory at {}", plan.source.display(), latest.display());
+    }
+    let dir = options.reports_dir.join(&plan.name).join(after);
+    let summary_path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&summary_path).with_context(|| format!("reading {}", summary_path.display()))?;
+    let summary: Summary =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", summary_path.display()))?;
+    let samples = read_samples(&dir.join(&summary.samples.file))?;
+    Ok(Finished { dir, summary, samples, interrupted: code == INTERRUPTED })
+}
+
+/// The samples of a run; a line that does not parse (cut short by a crash) ends them.
+fn read_samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().map_while(|line| serde_json::from_str(line).ok()).collect())
+}
+
+fn row(plan: &Plan, finished: &Finished, baseline: Option<BaselineComparison>) -> Row {
+    let s = &finished.summary;
+    let mut verdict_outcome = s.verdict.outcome(&plan.verdict);
+    if baseline.as_ref().is_some_and(|b| b.regressed) {
+        verdict_outcome = Outcome::Contradicted;
+    }
+    Row {
+        scenario: s.scenario.clone(),
+        run_dir: finished.dir.display().to_string(),
+        requests: s.requests.ok + s.requests.failed,
+        throughput_rps: s.throughput_rps,
+        latency_p50_us: s.latency_us.p50,
+        latency_p99_us: s.latency_us.p99,
+        client_peak_rss_bytes: s.client.rss_bytes.peak,
+        server_peak_rss_bytes: s.server.as_ref().map(|p| p.rss_bytes.peak),
+        client: RowVerdict::of(&s.verdict.client),
+        server: s.verdict.server.as_ref().map(RowVerdict::of),
+        outcome: verdict_outcome,
+        baseline,
+    }
+}
+
+/// The worst outcome of all rows; a scenario that could not run counts as contradicted.
+pub fn overall(rows: &[Row], failures: &[Failure]) -> Outcome {
+    if !failures.is_empty() || rows.iter().any(|r| r.outcome == Outcome::Contradicted) {
+        Outcome::Contradicted
+    } else if rows.iter().any(|r| r.outcome == Outcome::Inconclusive) {
+        Outcome::Inconclusive
+    } else {
+        Outcome::Met
+    }
+}
+
+/// Writes `compare.json`, `compare.md` and the overlay plots; appends the
+/// markdown to `$GITHUB_STEP_SUMMARY` when set. One failing does not stop the others.
+fn write_all(
+    comparison: &Comparison,
+    runs: &[(String, Vec<Sample>)],
+    dir: &Path,
+    errors: &mut Vec<anyhow::Error>,
+) -> Vec<PathBuf> {
+    let mut written = Vec::new();
+    let mut record = |path: PathBuf, result: anyhow::Result<()>| match result {
+        Ok(()) => written.push(path),
+        Err(error) => errors.push(error.context(format!("writing {}", path.display()))),
+    };
+    let json = dir.join("compare.json");
+    let text = serde_json::to_string_pretty(comparison).expect("a comparison serializes") + "\n";
+    record(json.clone(), std::fs::write(&json, text).map_err(Into::into));
+    let markdown_text = markdown::render(comparison);
+    let md = dir.join("compare.md");
+    record(md.clone(), std::fs::write(&md, &markdown_text).map_err(Into::into));
+    for (file, result) in plot::write_both(runs, dir) {
+        record(dir.join(file), result);
+    }
+    if let Some(summary_path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        let summary_path = PathBuf::from(summary_path);
+        let appended = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&summary_path)
+            .and_then(|mut file| writeln!(file, "{markdown_text}"))
+            .with_context(|| format!("appending to $GITHUB_STEP_SUMMARY ({})", summary_path.display()));
+        record(summary_path, appended);
+    }
+    written
+}

@@ -1,0 +1,153 @@
+//! `compare.png` and `compare.svg`: every scenario on one chart. Above, the
+//! client's allocated memory against cumulative requests; below, its open
+//! connections against requests. A leak is the line that climbs.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::report::plot::register_fonts;
+use crate::report::units::mib;
+use crate::sample::{Phase, Sample};
+
+const WIDTH: u32 = 1200;
+const HEIGHT: u32 = 900;
+const LEGEND_WIDTH: u32 = 220;
+/// Tableau 10: distinct for the eye and in grey print.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Writes both files into `dir`; returns each file name with its result.
+pub fn write_both(runs: &[(String, Vec<Sample>)], dir: &Path) -> Vec<(&'static str, anyhow::Result<()>)> {
+    register_fonts();
+    let svg = dir.join("compare.svg");
+    let png = dir.join("compare.png");
+    vec![
+        ("compare.svg", render(SVGBackend::new(&svg, (WIDTH, HEIGHT)).into_drawing_area(), runs, &svg)),
+        ("compare.png", render(BitMapBackend::new(&png, (WIDTH, HEIGHT)).into_drawing_area(), runs, &png)),
+    ]
+}
+
+fn render<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    runs: &[(String, Vec<Sample>)],
+    path: &Path,
+) -> anyhow::Result<()> {
+    draw(&root, runs).map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))?;
+    root.present().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
+}
+
+/// A scenario's points until its load ended (the cool-down adds no requests).
+fn series(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec<(f64, f64)> {
+    let end = samples.iter().position(|s| s.phase == Phase::Cooldown).map_or(samples.len(), |i| i + 1);
+    samples[..end].iter().filter_map(|s| value(s).map(|v| (s.requests() as f64, v))).collect()
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    runs: &[(String, Vec<Sample>)],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
+    let (header, body) = root.split_vertically(60);
+    header.draw(&Text::new(
+        "leaklab comparison: the client, scenario by scenario",
+        (20, 16),
+        ("sans-serif", 26).into_font().color(&BLACK),
+    ))?;
+    let (upper, lower) = body.split_vertically((HEIGHT - 60) / 2);
+    let allocated: Vec<_> = runs
+        .iter()
+        .map(|(name, samples)| (name.as_str(), series(samples, |s| s.client.jemalloc.map(|j| mib(j.allocated_bytes)))))
+        .collect();
+    panel(&upper, "Client allocated memory (jemalloc)", "MiB", 1, &allocated)?;
+    let connections: Vec<_> = runs
+        .iter()
+        .map(|(name, samples)| (name.as_str(), series(samples, |s| Some(s.client.connections.open as f64))))
+        .collect();
+    panel(&lower, "Client open connections", "connections", 0, &connections)?;
+    Ok(())
+}
+
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    unit: &str,
+    decimals: usize,
+    lines: &[(&str, Vec<(f64, f64)>)],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (area, legend) = area.split_horizontally(WIDTH - LEGEND_WIDTH);
+    let x_max = lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.0)).fold(1.0f64, f64::max);
+    let y_max = lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)).fold(0.0f64, f64::max);
+    let y_max = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
+    let mut chart = ChartBuilder::on(&area)
+        .caption(title, ("sans-serif", 20))
+        .margin_left(16)
+        .margin_right(12)
+        .margin_bottom(8)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("requests completed (warm-up included)")
+        .y_desc(unit)
+        .x_label_formatter(&|value| format!("{value:.0}"))
+        .y_label_formatter(&|value| format!("{value:.decimals$}"))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(TRANSPARENT)
+        .draw()?;
+    let font = ("sans-serif", 16).into_font().color(&RGBColor(40, 40, 40));
+    for (index, (name, points)) in lines.iter().enumerate() {
+        let color = PALETTE[index % PALETTE.len()];
+        // Earlier scenarios are drawn wider, so a later line on top of one leaves it visible.
+        let width = 2 + 2 * (lines.len() - index).min(3) as u32;
+        chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(width)))?;
+        let y = 52 + 28 * index as i32;
+        legend.draw(&PathElement::new(vec![(6, y), (30, y)], color.stroke_width(width)))?;
+        legend.draw(&Text::new(name.to_string(), (38, y - 9), font.clone()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::scripted_report;
+
+    #[test]
+    fn both_files_are_written_with_every_scenario_in_the_legend() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, samples) = scripted_report();
+        let runs = vec![("leak".to_owned(), samples.clone()), ("reused".to_owned(), samples)];
+        for (file, result) in write_both(&runs, dir.path()) {
+            result.unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        }
+        let png = std::fs::read(dir.path().join("compare.png")).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let svg = std::fs::read_to_string(dir.path().join("compare.svg")).unwrap();
+        assert!(svg.contains("reused") && svg.matches("leak").count() >= 2, "legend missing");
+        assert!(svg.contains("requests completed"), "axis title missing");
+    }
+
+    #[test]
+    fn series_stop_where_the_load_ended() {
+        let (_, samples) = scripted_report();
+        let points = series(&samples, |s| Some(s.client.connections.open as f64));
+        // Baseline, warm-up, after warm-up, 10 rounds (the last is the load's end); the cool-down's last sample is left out.
+        assert_eq!(points.len(), samples.len() - 1);
+        assert_eq!(points.last().unwrap().0, 1_100.0);
+    }
+}

@@ -1,0 +1,172 @@
+//! The rules on synthetic checkpoint series.
+
+use super::*;
+
+const TOLERANCE: f64 = 256.0;
+const ROUND: u64 = 450;
+
+/// A checkpoint series: `allocated(i)` bytes after round `i` (0: after warm-up).
+fn series(rounds: u64, allocated: impl Fn(u64) -> f64, connections: impl Fn(u64) -> u64) -> Checkpoints {
+    Checkpoints {
+        rounds: (0..=rounds)
+            .map(|i| Checkpoint {
+                requests: 400 + i * ROUND,
+                allocated_bytes: Some(allocated(i).max(0.0) as u64),
+                fds: 12 + connections(i),
+                connections: connections(i),
+            })
+            .collect(),
+        after_cooldown: None,
+    }
+}
+
+/// Deterministic noise in ±`amplitude` bytes.
+fn noise(i: u64, seed: u64, amplitude: f64) -> f64 {
+    let mixed = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let unit = (mixed >> 11) as f64 / (1u64 << 53) as f64;
+    (unit * 2.0 - 1.0) * amplitude
+}
+
+#[test]
+fn a_linear_leak_with_noise_is_found() {
+    for seed in 0..50 {
+        let checkpoints = series(8, |i| 20e6 + 60_000.0 * (i * ROUND) as f64 + noise(i, seed, 2e6), |i| i * ROUND);
+        let verdict = judge(&checkpoints, TOLERANCE, Some(Expectation::Leak));
+        assert_eq!(verdict.kind, VerdictKind::Leak, "seed {seed}: {verdict:#?}");
+        let slope = verdict.slope_bytes_per_request.unwrap();
+        assert!((slope - 60_000.0).abs() < 3_000.0, "seed {seed}: {slope}");
+        assert_eq!(verdict.expectation_met, Some(true));
+        assert!(verdict.connections.grows());
+    }
+}
+
+#[test]
+fn flat_noise_after_a_warmup_step_is_not_a_leak() {
+    for seed in 0..50 {
+        // The first round still pays 400 KB of warm-up (buffers, caches); then ±20 KB noise.
+        let checkpoints = series(8, |i| 20e6 + if i > 0 { 400_000.0 } else { 0.0 } + noise(i, seed, 20_000.0), |_| 1);
+        let verdict = judge(&checkpoints, TOLERANCE, Some(Expectation::NoLeak));
+        assert!(
+            matches!(verdict.kind, VerdictKind::NoLeak | VerdictKind::Bounded),
+            "seed {seed}: {:?} {:?}",
+            verdict.kind,
+            verdict.reasons
+        );
+        assert!(!verdict.connections.grows());
+    }
+}
+
+#[test]
+fn flat_noise_is_no_leak() {
+    for seed in 0..50 {
+        let checkpoints = series(8, |i| 20e6 + noise(i, seed, 20_000.0), |_| 1);
+        let verdict = judge(&checkpoints, TOLERANCE, Some(Expectation::NoLeak));
+        assert_eq!(verdict.kind, VerdictKind::NoLeak, "seed {seed}: {:?}", verdict.reasons);
+        assert_eq!(verdict.expectation_met, Some(true));
+    }
+}
+
+#[test]
+fn a_saturating_curve_is_bounded() {
+    for seed in 0..50 {
+        // A cache that fills with 5 MB, most of it in the first rounds.
+        let checkpoints =
+            series(8, |i| 20e6 + 5e6 * (1.0 - (-(i as f64) / 1.2).exp()) + noise(i, seed, 5_000.0), |_| 4);
+        let verdict = judge(&checkpoints, TOLERANCE, Some(Expectation::Bounded));
+        assert_eq!(verdict.kind, VerdictKind::Bounded, "seed {seed}: {:#?}", verdict);
+        assert!(verdict.late.unwrap().ci_high <= TOLERANCE);
+    }
+}
+
+#[test]
+fn too_few_rounds_are_inconclusive() {
+    let checkpoints = series(4, |i| 20e6 + 60_000.0 * (i * ROUND) as f64, |i| i);
+    let verdict = judge(&checkpoints, TOLERANCE, Some(Expectation::Leak));
+    assert_eq!(verdict.kind, VerdictKind::Inconclusive);
+    assert_eq!(verdict.rounds, 4);
+    assert_eq!(verdict.expectation_met, Some(false));
+    assert!(verdict.reasons[0].contains("Only 4 rounds completed"), "{:?}", verdict.reasons);
+}
+
+#[test]
+fn a_slope_near_the_tolerance_is_inconclusive_and_says_how_many_rounds_would_decide() {
+    // 350 B/request with ±150 KB noise: the interval straddles 256 B.
+    let wobble = [0.0, 150e3, -150e3, 120e3, -100e3, 150e3, -150e3];
+    let checkpoints = series(6, |i| 20e6 + 350.0 * (i * ROUND) as f64 + wobble[i as usize], |_| 1);
+    let verdict = judge(&checkpoints, TOLERANCE, None);
+    assert_eq!(verdict.kind, VerdictKind::Inconclusive, "{verdict:#?}");
+    let total = verdict.rounds_to_decide.expect("a slope away from the tolerance can be decided");
+    assert!(total > 6, "{total}");
+    assert!(verdict.reasons.iter().any(|r| r.contains(&format!("About {total} rounds"))), "{:?}", verdict.reasons);
+}
+
+#[test]
+fn without_allocator_figures_a_verdict_cannot_be_given() {
+    let mut checkpoints = series(8, |_| 1.0, |_| 1);
+    checkpoints.rounds[3].allocated_bytes = None;
+    let verdict = judge(&checkpoints, TOLERANCE, None);
+    assert_eq!(verdict.kind, VerdictKind::Inconclusive);
+    assert_eq!(verdict.slope_bytes_per_request, None);
+}
+
+#[test]
+fn connections_rising_every_round_are_a_leak_even_when_bytes_are_noisy() {
+    // 300 B/request, buried in ±1 MB of noise, but one connection more every round.
+    let checkpoints = series(8, |i| 20e6 + 300.0 * (i * ROUND) as f64 + noise(i, 7, 1e6), |i| i);
+    let verdict = judge(&checkpoints, TOLERANCE, None);
+    assert_eq!(verdict.kind, VerdictKind::Leak, "{verdict:#?}");
+    assert!(verdict.reasons[0].contains("Open connections rose in 8 of 8 rounds"), "{:?}", verdict.reasons);
+}
+
+#[test]
+fn the_cooldown_check_sees_what_was_given_back() {
+    let mut kept = series(8, |i| 20e6 + 60_000.0 * (i * ROUND) as f64, |i| i * ROUND);
+    let last = *kept.rounds.last().unwrap();
+    kept.after_cooldown = Some(Checkpoint { requests: last.requests, ..last });
+    let recovery = judge(&kept, TOLERANCE, None).cooldown.unwrap();
+    assert_eq!(recovery.allocated_grown_bytes, Some(60_000 * 8 * ROUND as i64));
+    assert_eq!(recovery.allocated_returned_bytes, Some(0));
+    assert_eq!((recovery.connections_grown, recovery.connections_returned), (8 * ROUND as i64, 0));
+    assert!(!recovery.returned_to_baseline);
+
+    let first = kept.rounds[0];
+    kept.after_cooldown = Some(Checkpoint {
+        requests: last.requests,
+        allocated_bytes: first.allocated_bytes.map(|b| b + 1_000),
+        fds: 12,
+        connections: 0,
+    });
+    let verdict = judge(&kept, TOLERANCE, None);
+    assert!(verdict.cooldown.unwrap().returned_to_baseline);
+    assert_eq!(verdict.kind, VerdictKind::Leak, "giving memory back later does not undo the verdict");
+}
+
+#[test]
+fn outcome_is_contradicted_before_inconclusive_before_met() {
+    let leak = judge(&series(8, |i| 60_000.0 * (i * ROUND) as f64, |i| i), TOLERANCE, Some(Expectation::NoLeak));
+    let flat = judge(&series(8, |_| 1e6, |_| 1), TOLERANCE, Some(Expectation::NoLeak));
+    let short = judge(&series(3, |_| 1e6, |_| 1), TOLERANCE, Some(Expectation::NoLeak));
+    let plan = |client, server| VerdictPlan {
+        tolerance_bytes_per_request: TOLERANCE,
+        expect_client: client,
+        expect_server: server,
+    };
+    let both = plan(Some(Expectation::NoLeak), Some(Expectation::NoLeak));
+    let verdicts = |client: &ProcessVerdict, server: &ProcessVerdict| Verdicts {
+        client: client.clone(),
+        server: Some(server.clone()),
+        confidence: CONFIDENCE,
+    };
+
+    assert_eq!(verdicts(&flat, &flat).outcome(&both), Outcome::Met);
+    assert_eq!(verdicts(&flat, &flat).expectation_met(&both), Some(true));
+    assert_eq!(verdicts(&short, &leak).outcome(&both), Outcome::Contradicted);
+    assert_eq!(verdicts(&flat, &short).outcome(&both), Outcome::Inconclusive);
+    assert_eq!(verdicts(&flat, &short).expectation_met(&both), Some(false));
+    // Without expectations nothing can be contradicted.
+    assert_eq!(verdicts(&leak, &short).outcome(&plan(None, None)), Outcome::Met);
+    assert_eq!(verdicts(&leak, &short).expectation_met(&plan(None, None)), None);
+    // An expectation on a server that was not measured cannot be met.
+    let unmeasured = Verdicts { client: flat.clone(), server: None, confidence: CONFIDENCE };
+    assert_eq!(unmeasured.outcome(&both), Outcome::Inconclusive);
+}
