@@ -17,8 +17,8 @@ for i in $(seq 1 "$count"); do
     out=$("$loadgen" run "$name" --quiet "$@") || code=$?
     client=$(sed -n 's/^  verdict client: \([A-Z ]*\) — .*/\1/p' <<<"$out")
     server=$(sed -n 's/^  verdict server: \([A-Z ]*\) — .*/\1/p' <<<"$out")
-    slope=$(sed -n 's/^  verdict client: [A-Z ]* — allocated \([^ ]* [^ ]*\) .*/\1/p' <<<"$out")
-    echo "run $i: exit $code, client ${client:-?} ($slope/request), server ${server:-?}"
+    slope=$(sed -n 's/^  verdict client: [A-Z ]* — allocated \(.*\) per request .*/\1/p' <<<"$out")
+    echo "run $i: exit $code, client ${client:-?} $slope per request, server ${server:-?}"
     tally["client $client"]=$(( ${tally["client $client"]:-0} + 1 ))
     tally["server $server"]=$(( ${tally["server $server"]:-0} + 1 ))
     tally["exit $code"]=$(( ${tally["exit $code"]:-0} + 1 ))

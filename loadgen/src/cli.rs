@@ -113,7 +113,8 @@ pub(crate) struct VerdictArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) baseline: Option<String>,
 
-    /// Exit 125 (`git bisect run`'s "skip") instead of 3 when a verdict is inconclusive.
+    /// Exit 125 (`git bisect run`'s "skip") instead of 3 when a verdict is inconclusive,
+    /// and instead of 4 when the run failed.
     #[arg(long)]
     pub(crate) bisect: bool,
 }

@@ -32,7 +32,8 @@ mod exit {
     pub(crate) const INCONCLUSIVE: u8 = 3;
     /// The run failed (server did not start, a report could not be written…).
     pub(crate) const FAILED: u8 = 4;
-    /// `--bisect`: inconclusive, reported as `git bisect run`'s "skip".
+    /// `--bisect`: inconclusive, or the run failed; `git bisect run`'s "skip"
+    /// (neither good nor bad).
     pub(crate) const BISECT_SKIP: u8 = 125;
     /// Interrupted (Ctrl-C, SIGTERM); the report covers the run up to then.
     pub(crate) const INTERRUPTED: u8 = 130;
@@ -81,7 +82,10 @@ fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, Failure> {
 
     let (runtime, stop) = runtime_with_stop()?;
     let options = RunOptions { target, reports_dir: reports_dir.clone(), quiet: args.common.quiet, stop };
-    let mut outcome = runtime.block_on(run::execute(&plan, options)).map_err(failed)?;
+    let bisect = args.verdict.bisect;
+    let mut outcome = runtime
+        .block_on(run::execute(&plan, options))
+        .map_err(|error| (if bisect { exit::BISECT_SKIP } else { exit::FAILED }, error))?;
 
     let comparison = baseline.map(|(name, baseline)| baseline::compare(name, &baseline, &outcome.summary));
     if let Some(name) = &args.verdict.save_baseline {
@@ -96,7 +100,7 @@ fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, Failure> {
         verdict = Outcome::Contradicted;
     }
     let interrupted = outcome.summary.stopped_by == StopReason::Interrupted;
-    Ok(exit_code(!outcome.export_errors.is_empty(), interrupted, verdict, args.verdict.bisect))
+    Ok(exit_code(!outcome.export_errors.is_empty(), interrupted, verdict, bisect))
 }
 
 /// parse every scenario → plans → run each → comparison → exit code.
@@ -276,7 +280,7 @@ fn print_process(name: &str, process: Option<&ProcessSummary>, allocated: Option
 /// outranks the verdict.
 fn exit_code(export_failed: bool, interrupted: bool, outcome: Outcome, bisect: bool) -> ExitCode {
     ExitCode::from(if export_failed {
-        exit::FAILED
+        if bisect { exit::BISECT_SKIP } else { exit::FAILED }
     } else if interrupted {
         exit::INTERRUPTED
     } else {

@@ -170,5 +170,10 @@ async fn an_interrupted_run_still_writes_its_report() {
     assert_eq!(outcome.summary.stopped_by, leaklab_loadgen::load::StopReason::Interrupted);
     assert!(outcome.dir.join("summary.json").is_file());
     assert!(outcome.summary.notes.iter().any(|note| note.contains("Interrupted")), "{:?}", outcome.summary.notes);
+    // Stopped before any round, it cannot judge, and says so.
+    let client = &outcome.summary.verdict.client;
+    assert_eq!(client.kind, VerdictKind::Inconclusive);
+    assert!(client.reasons[0].starts_with("Only 0 rounds completed"), "{:?}", client.reasons);
+    assert!(outcome.summary.verdict.server.is_some(), "the server was measured, if briefly");
     assert!(!process_exists(outcome.summary.target.server_pid.unwrap()));
 }

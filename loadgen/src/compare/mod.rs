@@ -18,6 +18,7 @@ use anyhow::Context;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::report::units::bytes_per_request;
 use crate::report::{RunDir, Summary};
 use crate::sample::Sample;
 use crate::scenario::{Expectation, Plan};
@@ -178,8 +179,9 @@ pub async fn execute(plans: &[Plan], options: CompareOptions) -> anyhow::Result<
             .as_ref()
             .map(|b| baseline::compare(options.baseline.as_deref().unwrap_or_default(), &b[index], &finished.summary));
         interrupted |= finished.interrupted;
-        rows.push(row(plan, &finished, comparison));
-        runs.push((plan.name.clone(), finished.samples));
+        let row = row(plan, &finished, comparison);
+        runs.push((legend(&row), finished.samples));
+        rows.push(row);
         if interrupted {
             break;
         }
@@ -271,6 +273,12 @@ fn row(plan: &Plan, finished: &Finished, baseline: Option<BaselineComparison>) -
         outcome: verdict_outcome,
         baseline,
     }
+}
+
+/// A scenario's legend in the overlay plot: its name, client verdict and slope.
+fn legend(row: &Row) -> String {
+    let slope = row.client.slope_bytes_per_request.map(|s| format!(", {}", bytes_per_request(Some(s))));
+    format!("{}: {}{}", row.scenario, row.client.kind, slope.unwrap_or_default())
 }
 
 /// The worst outcome of all rows; a scenario that could not run counts as contradicted.

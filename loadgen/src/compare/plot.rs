@@ -7,13 +7,14 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::report::plot::register_fonts;
+use crate::report::plot::{house_chart, register_fonts};
 use crate::report::units::mib;
 use crate::sample::{Phase, Sample};
 
 const WIDTH: u32 = 1200;
-const HEIGHT: u32 = 900;
-const LEGEND_WIDTH: u32 = 220;
+const HEIGHT: u32 = 920;
+const HEADER: u32 = 70;
+const LEGEND_WIDTH: u32 = 330;
 /// Tableau 10: distinct for the eye and in grey print.
 const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
@@ -28,7 +29,8 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-/// Writes both files into `dir`; returns each file name with its result.
+/// Writes both files into `dir`, one line per run, labelled with its legend
+/// text; returns each file name with its result.
 pub fn write_both(runs: &[(String, Vec<Sample>)], dir: &Path) -> Vec<(&'static str, anyhow::Result<()>)> {
     register_fonts();
     let svg = dir.join("compare.svg");
@@ -59,13 +61,19 @@ fn draw<DB: DrawingBackend>(
     runs: &[(String, Vec<Sample>)],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
-    let (header, body) = root.split_vertically(60);
+    let (header, body) = root.split_vertically(HEADER);
     header.draw(&Text::new(
         "leaklab comparison: the client, scenario by scenario",
-        (20, 16),
+        (20, 10),
         ("sans-serif", 26).into_font().color(&BLACK),
     ))?;
-    let (upper, lower) = body.split_vertically((HEIGHT - 60) / 2);
+    header.draw(&Text::new(
+        "A line that climbs with requests is a leak; flat lines near zero are scenarios whose memory stays put. \
+         Legend: verdict and slope per request.",
+        (20, 40),
+        ("sans-serif", 15).into_font().color(&RGBColor(60, 60, 60)),
+    ))?;
+    let (upper, lower) = body.split_vertically((HEIGHT - HEADER) / 2);
     let allocated: Vec<_> = runs
         .iter()
         .map(|(name, samples)| (name.as_str(), series(samples, |s| s.client.jemalloc.map(|j| mib(j.allocated_bytes)))))
@@ -90,26 +98,9 @@ fn panel<DB: DrawingBackend>(
     let x_max = lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.0)).fold(1.0f64, f64::max);
     let y_max = lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)).fold(0.0f64, f64::max);
     let y_max = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
-    let mut chart = ChartBuilder::on(&area)
-        .caption(title, ("sans-serif", 20))
-        .margin_left(16)
-        .margin_right(12)
-        .margin_bottom(8)
-        .x_label_area_size(44)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("requests completed (warm-up included)")
-        .y_desc(unit)
-        .x_label_formatter(&|value| format!("{value:.0}"))
-        .y_label_formatter(&|value| format!("{value:.decimals$}"))
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 16))
-        .bold_line_style(RGBColor(225, 225, 225))
-        .light_line_style(TRANSPARENT)
-        .draw()?;
-    let font = ("sans-serif", 16).into_font().color(&RGBColor(40, 40, 40));
+    let mut chart =
+        house_chart(&area, title, (x_max, "requests completed (warm-up included)", 0), (y_max, unit, decimals))?;
+    let font = ("sans-serif", 15).into_font().color(&RGBColor(40, 40, 40));
     for (index, (name, points)) in lines.iter().enumerate() {
         let color = PALETTE[index % PALETTE.len()];
         // Earlier scenarios are drawn wider, so a later line on top of one leaves it visible.

@@ -105,7 +105,8 @@ pub struct LoadReport {
     pub errors: BTreeMap<String, u64>,
     /// The earliest failure: its kind and when it happened, counted from the start of the load.
     pub first_error: Option<(String, Duration)>,
-    /// From the first request sent to the last one answered.
+    /// From the first request sent to the last one answered, without the
+    /// pauses for checkpoints between rounds.
     pub elapsed: Duration,
     pub stopped_by: StopReason,
 }
@@ -176,6 +177,7 @@ pub async fn drive(
 
     let round_ends = plan.round_ends();
     let mut segment_start = 0;
+    let mut paused = Duration::ZERO;
     for (segment, end) in std::iter::once(plan.warmup_requests).chain(round_ends.iter().copied()).enumerate() {
         if end > segment_start {
             workers =
@@ -188,9 +190,11 @@ pub async fn drive(
             break;
         }
         let boundary = if segment == 0 { Boundary::WarmupDone } else { Boundary::RoundDone(segment as u32) };
+        let pause = Instant::now();
         phases.checkpoint(boundary).await;
+        paused += pause.elapsed();
     }
-    let elapsed = started.elapsed();
+    let elapsed = started.elapsed().saturating_sub(paused);
     phases.checkpoint(Boundary::LoadDone).await;
 
     let mut latency_us = new_histogram(plan);

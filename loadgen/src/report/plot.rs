@@ -8,16 +8,18 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use super::units::{bytes_per_request, mib};
+use super::units::{bytes_per_request, check_mark, mib, slope_with_interval};
 use super::{Exporter, Report};
 use crate::sample::{Phase, Sample};
 
 const WIDTH: u32 = 1200;
 const LEGEND_WIDTH: u32 = 240;
-const HEIGHT: u32 = 860;
+const HEIGHT: u32 = 880;
+const HEADER: u32 = 100;
 const CLIENT: RGBColor = RGBColor(31, 119, 180);
 const SERVER: RGBColor = RGBColor(214, 95, 0);
 
@@ -106,14 +108,15 @@ fn draw<DB: DrawingBackend>(
     let samples = report.samples;
     let summary = report.summary;
     root.fill(&WHITE)?;
-    let (header, body) = root.split_vertically(78);
+    let (header, body) = root.split_vertically(HEADER);
     header.draw(&Text::new(
         format!("{}: memory over time", summary.scenario),
         (20, 12),
         ("sans-serif", 28).into_font().color(&BLACK),
     ))?;
     header.draw(&Text::new(headline(report), (20, 48), ("sans-serif", 17).into_font().color(&RGBColor(60, 60, 60))))?;
-    let (upper, lower) = body.split_vertically((HEIGHT - 78) * 58 / 100);
+    header.draw(&Text::new(verdict_line(report), (20, 74), ("sans-serif", 17).into_font().color(&BLACK)))?;
+    let (upper, lower) = body.split_vertically((HEIGHT - HEADER) * 58 / 100);
 
     let memory = vec![
         Line {
@@ -190,6 +193,20 @@ fn headline(report: &Report<'_>) -> String {
     line
 }
 
+fn verdict_line(report: &Report<'_>) -> String {
+    let verdict = &report.summary.verdict;
+    let one = |name: &str, v: &crate::verdict::ProcessVerdict| {
+        let expected = v.expected.map(|e| format!(" (expected {} {})", e.name(), check_mark(v.expectation_met)));
+        format!("{name} {}, {} per request{}", v.kind, slope_with_interval(v), expected.unwrap_or_default())
+    };
+    let mut line = format!("verdict: {}", one("client", &verdict.client));
+    if let Some(server) = &verdict.server {
+        line.push_str(" · ");
+        line.push_str(&one("server", server));
+    }
+    line
+}
+
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     samples: &[Sample],
@@ -204,24 +221,7 @@ fn panel<DB: DrawingBackend>(
     let x_max = samples.last().map_or(1.0, |s| s.elapsed_s).max(0.1);
     let y_max = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(0.0f64, f64::max);
     let y_max = if y_max > 0.0 { y_max * 1.12 } else { 1.0 };
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 20))
-        .margin_left(16)
-        .margin_right(12)
-        .margin_bottom(8)
-        .x_label_area_size(44)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since start")
-        .y_desc(unit)
-        .y_label_formatter(&|value| format!("{value:.decimals$}"))
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 16))
-        .bold_line_style(RGBColor(225, 225, 225))
-        .light_line_style(TRANSPARENT)
-        .draw()?;
+    let mut chart = house_chart(area, title, (x_max, "seconds since start", 1), (y_max, unit, decimals))?;
 
     // Shade the warm-up and the measured load so the eye finds them at once.
     let starts = phase_starts(samples);
@@ -255,6 +255,42 @@ fn panel<DB: DrawingBackend>(
         }
     }
     Ok(())
+}
+
+/// A chart with seconds or requests across and a quantity up.
+pub(crate) type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// An axis: its largest value, its title and the decimals of its labels.
+pub(crate) type Axis<'a> = (f64, &'a str, usize);
+
+/// A chart from 0 to each axis's maximum in the house style: caption, margins,
+/// a light grid, axis titles.
+pub(crate) fn house_chart<'a, DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    (x_max, x_title, x_decimals): Axis<'_>,
+    (y_max, y_title, y_decimals): Axis<'_>,
+) -> Result<Chart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin_left(16)
+        .margin_right(12)
+        .margin_bottom(8)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_title)
+        .y_desc(y_title)
+        .x_label_formatter(&|value| format!("{value:.x_decimals$}"))
+        .y_label_formatter(&|value| format!("{value:.y_decimals$}"))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(TRANSPARENT)
+        .draw()?;
+    Ok(chart)
 }
 
 /// The legend, in its own strip beside the chart so it never hides a line.
@@ -296,6 +332,7 @@ mod tests {
         let svg = std::fs::read_to_string(dir.join("memory.svg")).unwrap();
         assert!(svg.contains("client RSS") && svg.contains("server connections"), "legend missing");
         assert!(svg.contains("seconds since start") && svg.contains("MiB"), "axis titles missing");
+        assert!(svg.contains("verdict: client LEAK"), "verdict line missing");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -40,7 +40,8 @@ pub struct Summary {
     pub plan: PlanInfo,
     /// Request counts, warm-up included.
     pub requests: Requests,
-    /// Duration of the load phase in seconds, first request sent to last answered.
+    /// Duration of the load phase in seconds, first request sent to last answered, without the
+    /// pauses for checkpoints between rounds.
     pub load_duration_s: f64,
     /// Requests answered OK per second of load (`requests.ok / load_duration_s`).
     pub throughput_rps: f64,

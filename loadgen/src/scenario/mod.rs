@@ -69,7 +69,7 @@ pub mod defaults {
 }
 
 /// Fewer rounds give the slope's confidence interval too few points to decide.
-pub const MIN_ROUNDS: i64 = 6;
+pub const MIN_ROUNDS: u32 = 6;
 
 /// Largest payload or response a scenario may ask for (the server's default max message size).
 const MAX_MESSAGE_BYTES: i64 = 4 << 20;
@@ -415,7 +415,7 @@ impl Validator<'_> {
         let rounds = match load.rounds {
             None => defaults::ROUNDS.min(measured),
             Some(rounds) => {
-                let rounds = self.at_least("load.rounds", Some(rounds), 0, MIN_ROUNDS, 10_000)?;
+                let rounds = self.at_least("load.rounds", Some(rounds), 0, MIN_ROUNDS.into(), 10_000)?;
                 if rounds > measured {
                     return Err(self.invalid(
                         "load.rounds",
@@ -713,6 +713,20 @@ mod tests {
         // Unset, rounds shrink to fit a tiny run instead of refusing it.
         let plan = parse_text(&format!("{MINIMAL}[load]\nrequests = 4\nwarmup_requests = 1\n")).unwrap();
         assert_eq!(plan.load.rounds.get(), 3);
+    }
+
+    #[test]
+    fn the_quick_profile_caps_requests_and_cooldown_and_stays_valid() {
+        let text = format!(
+            "{MINIMAL}[load]\nrequests = 10000\nwarmup_requests = 400\nrounds = 8\n[sampling]\ncooldown = \"5s\"\n"
+        );
+        let quick = parse_text(&text).unwrap().quick();
+        assert_eq!(quick.load.max_requests.get(), 400 + QUICK_MEASURED_REQUESTS);
+        assert_eq!(quick.load.rounds.get(), 8);
+        assert_eq!(quick.sampling.cooldown, QUICK_COOLDOWN);
+        // A scenario already smaller than the profile is left as it is.
+        let small = parse_text(&format!("{MINIMAL}[load]\nrequests = 100\nwarmup_requests = 10\n")).unwrap();
+        assert_eq!(small.clone().quick().load, small.load);
     }
 
     #[test]

@@ -42,8 +42,7 @@ use crate::stats::trend::{CONFIDENCE, SignTest, Trend, theil_sen};
 
 pub use leaklab_probe::ProcessSnapshot;
 
-/// Fewer rounds leave the interval too few points to decide anything.
-pub const MIN_ROUNDS: u32 = 6;
+pub use crate::scenario::MIN_ROUNDS;
 /// The most rounds "rounds to decide" will suggest; beyond it, more rounds will not help.
 const MAX_SUGGESTED_ROUNDS: u32 = 1_000;
 
@@ -270,7 +269,10 @@ pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expecta
                 bytes(tolerance)
             ));
             reasons.push(match rounds_to_decide {
-                Some(total) => format!("About {total} rounds in all would likely decide, if the slope holds."),
+                Some(total) => format!(
+                    "About {} more rounds ({total} in all) would likely decide, if the slope and the noise hold.",
+                    total.saturating_sub(rounds)
+                ),
                 None => "The slope sits on the tolerance: more rounds are unlikely to decide.".to_owned(),
             });
             VerdictKind::Inconclusive
@@ -380,7 +382,9 @@ impl Verdicts {
         let tolerance = plan.tolerance_bytes_per_request;
         let client = judge(&Checkpoints::from_samples(samples, |s| Some(&s.client)), tolerance, plan.expect_client);
         let server_points = Checkpoints::from_samples(samples, |s| s.server.as_ref().map(|x| &x.process));
-        let server = (!server_points.rounds.is_empty()).then(|| judge(&server_points, tolerance, plan.expect_server));
+        // A server that answered any sample was measured, even if the run ended before its rounds.
+        let measured = samples.iter().any(|s| s.server.is_some());
+        let server = measured.then(|| judge(&server_points, tolerance, plan.expect_server));
         Verdicts { client, server, confidence: CONFIDENCE }
     }
 
