@@ -12,7 +12,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use super::units::{bytes_per_request, check_mark, mib, slope_with_interval};
+use super::units::{bytes_per_request, mib, slope_with_interval};
 use super::{Exporter, Report};
 use crate::sample::{Phase, Sample};
 
@@ -196,7 +196,9 @@ fn headline(report: &Report<'_>) -> String {
 fn verdict_line(report: &Report<'_>) -> String {
     let verdict = &report.summary.verdict;
     let one = |name: &str, v: &crate::verdict::ProcessVerdict| {
-        let expected = v.expected.map(|e| format!(" (expected {} {})", e.name(), check_mark(v.expectation_met)));
+        // Words, not ✔/✖: the compiled-in font has no such glyphs.
+        let met = if v.expectation_met == Some(true) { "met" } else { "NOT MET" };
+        let expected = v.expected.map(|e| format!(" (expected {}: {met})", e.name()));
         format!("{name} {}, {} per request{}", v.kind, slope_with_interval(v), expected.unwrap_or_default())
     };
     let mut line = format!("verdict: {}", one("client", &verdict.client));
@@ -332,7 +334,7 @@ mod tests {
         let svg = std::fs::read_to_string(dir.join("memory.svg")).unwrap();
         assert!(svg.contains("client RSS") && svg.contains("server connections"), "legend missing");
         assert!(svg.contains("seconds since start") && svg.contains("MiB"), "axis titles missing");
-        assert!(svg.contains("verdict: client LEAK"), "verdict line missing");
+        assert!(svg.contains("verdict: client LEAK") && svg.contains("(expected leak: met)"), "verdict line missing");
         let _ = std::fs::remove_dir_all(dir);
     }
 
