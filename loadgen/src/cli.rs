@@ -167,6 +167,18 @@ impl RunArgs {
 }
 
 impl CommonArgs {
+    /// The flags that give each `loadgen run` of a comparison the same target and output.
+    pub(crate) fn forwarded(&self, target: &TargetChoice) -> Vec<String> {
+        let mut args = match target {
+            TargetChoice::Spawn { server_bin } => vec!["--server-bin".to_owned(), server_bin.display().to_string()],
+            TargetChoice::External { authority } => vec!["--target".to_owned(), authority.clone()],
+        };
+        if self.quiet {
+            args.push("--quiet".to_owned());
+        }
+        args
+    }
+
     pub(crate) fn target(&self) -> anyhow::Result<TargetChoice> {
         if let Some(authority) = &self.target {
             if authority.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {

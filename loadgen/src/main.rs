@@ -10,7 +10,7 @@ use leaklab_loadgen::compare::{self, CompareOptions};
 use leaklab_loadgen::load::StopReason;
 use leaklab_loadgen::report::summary::{ProcessSummary, json_schema};
 use leaklab_loadgen::report::units::{bytes_per_request, check_mark, mib, slope_with_interval};
-use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
+use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
 use leaklab_loadgen::scenario::{self, Catalog, Overrides};
 use leaklab_loadgen::verdict::baseline::{self, BaselineComparison};
 use leaklab_loadgen::verdict::{Outcome, ProcessVerdict};
@@ -77,7 +77,7 @@ fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, Failure> {
         None => None,
     };
     if let Some(name) = &args.verdict.save_baseline {
-        baseline::path(&reports_dir, name, &plan.name).map_err(usage)?;
+        baseline::check_name(name).map_err(usage)?;
     }
 
     let (runtime, stop) = runtime_with_stop()?;
@@ -125,15 +125,9 @@ fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, Failure> {
         compare::load_baselines(&reports_dir, name, &plans).map_err(usage)?;
     }
     if let Some(name) = &args.verdict.save_baseline {
-        baseline::path(&reports_dir, name, "any").map_err(usage)?;
+        baseline::check_name(name).map_err(usage)?;
     }
-    let mut run_args = match target {
-        TargetChoice::Spawn { server_bin } => vec!["--server-bin".to_owned(), server_bin.display().to_string()],
-        TargetChoice::External { authority } => vec!["--target".to_owned(), authority],
-    };
-    if args.common.quiet {
-        run_args.push("--quiet".to_owned());
-    }
+    let run_args = args.common.forwarded(&target);
     let runner = std::env::current_exe().context("locating this binary").map_err(failed)?;
 
     let (runtime, stop) = runtime_with_stop()?;

@@ -25,14 +25,17 @@ pub enum BaselineError {
     Format { path: PathBuf, reason: String },
 }
 
-/// Where baseline `name` of `scenario` lives under `reports_dir`.
-pub fn path(reports_dir: &Path, name: &str, scenario: &str) -> Result<PathBuf, BaselineError> {
+/// Refuses a name that is not a plain file name (it becomes a directory).
+pub fn check_name(name: &str) -> Result<(), BaselineError> {
     let valid = !name.is_empty()
         && !name.starts_with('.')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !valid {
-        return Err(BaselineError::BadName { name: name.to_owned() });
-    }
+    if valid { Ok(()) } else { Err(BaselineError::BadName { name: name.to_owned() }) }
+}
+
+/// Where baseline `name` of `scenario` lives under `reports_dir`.
+pub fn path(reports_dir: &Path, name: &str, scenario: &str) -> Result<PathBuf, BaselineError> {
+    check_name(name)?;
     Ok(reports_dir.join("baselines").join(name).join(format!("{scenario}.json")))
 }
 
