@@ -213,14 +213,17 @@ async fn run_one(plan: &Plan, options: &CompareOptions) -> anyhow::Result<Finish
     let mut command = tokio::process::Command::new(&options.runner);
     command.arg("run").arg(&plan.source).arg("--reports-dir").arg(&options.reports_dir).args(&options.run_args);
     if options.quick {
+        // Only what the profile changes, so the run validates the same values as the file's.
         let quick = plan.clone().quick();
-        command
-            .arg("--requests")
-            .arg(quick.load.max_requests.to_string())
-            .arg("--rounds")
-            .arg(quick.load.rounds.to_string())
-            .arg("--cooldown")
-            .arg(humantime::format_duration(quick.sampling.cooldown).to_string());
+        if quick.load.max_requests != plan.load.max_requests {
+            command.arg("--requests").arg(quick.load.max_requests.to_string());
+        }
+        if quick.load.rounds != plan.load.rounds {
+            command.arg("--rounds").arg(quick.load.rounds.to_string());
+        }
+        if quick.sampling.cooldown != plan.sampling.cooldown {
+            command.arg("--cooldown").arg(humantime::format_duration(quick.sampling.cooldown).to_string());
+        }
     }
     for (flag, value) in [("--baseline", &options.baseline), ("--save-baseline", &options.save_baseline)] {
         if let Some(value) = value {

@@ -42,10 +42,10 @@ fn render(report: &Report<'_>) -> String {
     let _ = writeln!(out, "## Verdict\n");
     let _ = writeln!(
         out,
-        "From {} checkpoints taken at rest (no request in flight, allocators purged) after warm-up and after each \
-         of {} rounds; slope is the Theil–Sen estimate with its {:.0}% interval.\n",
-        v.client.checkpoints.len(),
-        s.plan.rounds,
+        "From checkpoints taken at rest (no request in flight, allocators purged): after warm-up and after each \
+         of {} completed rounds, with one more at the end of the cool-down for the return-to-baseline check. The \
+         slope is the Theil–Sen estimate with its {:.0}% interval.\n",
+        v.client.rounds,
         v.confidence * 100.0
     );
     let _ = writeln!(
