@@ -9,7 +9,7 @@ use clap::Parser;
 use leaklab_loadgen::compare::{self, CompareOptions};
 use leaklab_loadgen::load::StopReason;
 use leaklab_loadgen::report::summary::{ProcessSummary, json_schema};
-use leaklab_loadgen::report::units::{bytes_per_request, check_mark, mib, slope_with_interval};
+use leaklab_loadgen::report::units::{bytes_per_request, expectation_mark, mib, slope_with_interval};
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
 use leaklab_loadgen::scenario::{self, Catalog, Overrides};
 use leaklab_loadgen::verdict::baseline::{self, BaselineComparison};
@@ -240,7 +240,9 @@ fn print_summary(outcome: &RunOutcome, baseline: Option<&BaselineComparison>) {
 fn print_verdict(name: &str, verdict: Option<&ProcessVerdict>) {
     let Some(verdict) = verdict else { return };
     let expected = match verdict.expected {
-        Some(expected) => format!(", expected {} {}", expected.name(), check_mark(verdict.expectation_met)),
+        Some(expected) => {
+            format!(", expected {} {}", expected.name(), expectation_mark(verdict.kind, verdict.expectation_met))
+        }
         None => String::new(),
     };
     println!(

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Comparison, Row, RowVerdict};
-use crate::report::units::{check_mark, format_mib, human_bytes};
+use crate::report::units::{expectation_mark, format_mib, human_bytes};
 use crate::verdict::Outcome;
 
 /// The comparison as markdown.
@@ -68,7 +68,7 @@ pub fn summary_lines(comparison: &Comparison) -> String {
                 "{name} {} (expected {}) {}",
                 v.kind,
                 v.expected.map_or("nothing", |e| e.name()),
-                check_mark(v.expectation_met)
+                expectation_mark(v.kind, v.expectation_met)
             ),
             None => format!("{name} not measured"),
         };
@@ -91,8 +91,8 @@ fn table_row(row: &Row) -> String {
     let server = |pick: &dyn Fn(&RowVerdict) -> String| row.server.as_ref().map_or_else(|| "—".to_owned(), pick);
     let expected = |v: &RowVerdict| v.expected.map_or("—", |e| e.name()).to_owned();
     let mark = match row.outcome {
-        Outcome::Met => check_mark(Some(true)),
-        Outcome::Contradicted => check_mark(Some(false)),
+        Outcome::Met => "✔",
+        Outcome::Contradicted => "✖",
         Outcome::Inconclusive => "?",
     };
     format!(

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::summary::ProcessSummary;
-use super::units::{bytes_per_request, check_mark, format_mib, human_bytes, slope_with_interval};
+use super::units::{bytes_per_request, expectation_mark, format_mib, human_bytes, slope_with_interval};
 use super::{Exporter, Report};
 
 #[derive(Debug)]
@@ -62,7 +62,7 @@ fn render(report: &Report<'_>) -> String {
                     slope_with_interval(verdict),
                     human_bytes(verdict.tolerance),
                     verdict.expected.map_or("—", |e| e.name()),
-                    check_mark(verdict.expectation_met)
+                    expectation_mark(verdict.kind, verdict.expectation_met)
                 );
             }
             None => {

@@ -49,10 +49,12 @@ pub fn slope_with_interval(verdict: &crate::verdict::ProcessVerdict) -> String {
     }
 }
 
-/// ✔ for a met expectation, ✖ for one that is not, blank without one.
-pub fn check_mark(met: Option<bool>) -> &'static str {
+/// ✔ for a met expectation, ✖ for a contradicted one, ? when the verdict is
+/// inconclusive, blank without an expectation.
+pub fn expectation_mark(kind: crate::verdict::VerdictKind, met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "✔",
+        Some(false) if kind == crate::verdict::VerdictKind::Inconclusive => "?",
         Some(false) => "✖",
         None => "",
     }
@@ -74,6 +76,15 @@ mod tests {
         assert_eq!(bytes_per_request(Some(60_800.0)), "+60.8 KB/request");
         assert_eq!(bytes_per_request(Some(-47.0)), "-47 B/request");
         assert_eq!(bytes_per_request(None), "n/a");
+    }
+
+    #[test]
+    fn an_undecided_verdict_is_marked_as_such_not_as_contradicted() {
+        use crate::verdict::VerdictKind;
+        assert_eq!(expectation_mark(VerdictKind::Leak, Some(true)), "✔");
+        assert_eq!(expectation_mark(VerdictKind::NoLeak, Some(false)), "✖");
+        assert_eq!(expectation_mark(VerdictKind::Inconclusive, Some(false)), "?");
+        assert_eq!(expectation_mark(VerdictKind::Leak, None), "");
     }
 
     #[test]
