@@ -74,8 +74,9 @@ pub trait Measure: Send {
     fn server(&mut self) -> Option<ServerStats>;
     /// Brings both processes to rest before a checkpoint, once no request is
     /// in flight: waits (briefly) until connections the client closed are
-    /// closed at the server too, then purges both allocators. An error says
-    /// what could not be done; the checkpoint is taken anyway.
+    /// closed at the server too and the client's figures stop moving, then
+    /// purges both allocators. An error says what could not be done; the
+    /// checkpoint is taken anyway.
     fn settle(&mut self) -> Result<(), String>;
 }
 
@@ -93,7 +94,7 @@ impl LiveMeasure {
     }
 }
 
-/// The longest a checkpoint waits for both ends to agree on open connections.
+/// The longest a checkpoint waits for both ends to agree on open connections and be still.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Allocated bytes that may still move between two polls 10 ms apart at rest.
 const SETTLED_BYTES: u64 = 16 * 1024;
