@@ -743,6 +743,96 @@ mod tests {
         assert!(err.contains("expect.clients: unknown field"), "{err}");
     }
 
+    /// Keys a fuzzed file draws from: every real one, and near misses.
+    const KEYS: &[&str] = &[
+        "description",
+        "[client]",
+        "policy",
+        "pool_size",
+        "[load]",
+        "concurrency",
+        "requests",
+        "duration",
+        "rate",
+        "warmup_requests",
+        "rounds",
+        "payload_bytes",
+        "response_bytes",
+        "delay_ms",
+        "request_timeout",
+        "[sampling]",
+        "interval",
+        "cooldown",
+        "[server]",
+        "max_message_size",
+        "max_concurrent_streams",
+        "http2_keepalive_interval",
+        "http2_keepalive_timeout",
+        "[verdict]",
+        "tolerance",
+        "[expect]",
+        "client",
+        "server",
+        "[load",
+        "polcy",
+        "",
+    ];
+    const VALUES: &[&str] = &[
+        "0",
+        "-1",
+        "1",
+        "6",
+        "400",
+        "9223372036854775807",
+        "99999999999999999999",
+        "1.5",
+        "-0.0",
+        "nan",
+        "inf",
+        "\"reused\"",
+        "\"leak\"",
+        "\"pool\"",
+        "\"no-leak\"",
+        "\"bounded\"",
+        "\"100ms\"",
+        "\"0s\"",
+        "\"3 parsecs\"",
+        "\"\"",
+        "true",
+        "[1, 2]",
+        "{ a = 1 }",
+        "\"\\u00e9\"",
+        "'''",
+        "=",
+    ];
+
+    proptest::proptest! {
+        /// Whatever the file holds, parsing ends in a plan or an error naming the file: never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+            if let Err(error) = parse(Path::new("fuzz.toml"), &text, &Overrides::default()) {
+                proptest::prop_assert!(error.to_string().starts_with("fuzz.toml"), "{}", error);
+            }
+        }
+
+        /// Files made of real keys and awkward values, in any order: a plan, or an error naming the file.
+        #[test]
+        fn arbitrary_key_value_files_never_panic(
+            lines in proptest::collection::vec((0..KEYS.len(), 0..VALUES.len(), proptest::bool::ANY), 0..24),
+        ) {
+            let text: String = lines
+                .iter()
+                .map(|&(key, value, header)| {
+                    let key = KEYS[key];
+                    if header || key.starts_with('[') { format!("{key}\n") } else { format!("{key} = {}\n", VALUES[value]) }
+                })
+                .collect();
+            if let Err(error) = parse(Path::new("fuzz.toml"), &text, &Overrides::default()) {
+                proptest::prop_assert!(error.to_string().starts_with("fuzz.toml"), "{}", error);
+            }
+        }
+    }
+
     #[test]
     fn missing_file_names_the_path() {
         let err = load(Path::new("no/such/scenario.toml"), &Overrides::default()).unwrap_err().to_string();
