@@ -41,6 +41,10 @@ mod exit {
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // A leak should meet the machine's real ceiling, not a shell's default; the summary reports both limits.
+    if let Err(error) = leaklab_probe::procfs::raise_fd_limit() {
+        eprintln!("loadgen: cannot raise the fd limit: {error}");
+    }
     let result = match cli.command {
         cli::Command::List(args) => return list(&Catalog::locate(args.scenarios_dir)),
         cli::Command::Schema => {

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use leaklab_probe::SnapshotReader;
+use leaklab_probe::procfs::{self, Proc};
 use tokio::sync::watch;
 
 use crate::load::{self, Channels, LoadCounters, StopReason};
 use crate::report::progress::Progress;
-use crate::report::summary::{RunFacts, TargetInfo, TargetKind};
+use crate::report::summary::{Limits, RunFacts, TargetInfo, TargetKind};
 use crate::report::{self, Report, RunDir, Summary};
 use crate::sample::{LiveMeasure, Phase, Recorder, Sample};
 use crate::scenario::Plan;
@@ -75,6 +76,10 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     if let Some(control) = control.as_mut() {
         settle(control);
     }
+    let limits = Limits {
+        client_fds: procfs::fd_limits().ok(),
+        server_fds: server.as_ref().and_then(|s| procfs::fd_limits_of(Proc::Pid(s.pid())).ok()),
+    };
     let target_info = TargetInfo {
         kind: if server.is_some() { TargetKind::Spawned } else { TargetKind::External },
         address: authority.clone(),
@@ -153,6 +158,7 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         samples_file: "samples.jsonl".to_owned(),
         sampling_busy: recording.busy,
         notes,
+        limits,
     };
     let summary = Summary::build(plan, &recording.samples, &load, facts);
     let (written, export_errors) =

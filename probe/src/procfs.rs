@@ -105,20 +105,77 @@ pub fn count_fd_entries(proc_: Proc) -> Result<u64, ProcError> {
     Ok(count)
 }
 
+/// A process's limits on open file descriptors (`RLIMIT_NOFILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct FdLimits {
+    /// The limit in force: opening one more fails with "too many open files".
+    pub soft: u64,
+    /// The most the soft limit can be raised to without privileges.
+    pub hard: u64,
+}
+
 /// The soft and hard limits on open file descriptors (`RLIMIT_NOFILE`) of this process.
-pub fn fd_limits() -> io::Result<(u64, u64)> {
+pub fn fd_limits() -> io::Result<FdLimits> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass and nothing else.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((limit.rlim_cur, limit.rlim_max))
+    Ok(FdLimits { soft: limit.rlim_cur, hard: limit.rlim_max })
+}
+
+/// Raises this process's soft fd limit to its hard limit, so a leak meets
+/// the real ceiling of the machine rather than a default; returns the limits after.
+pub fn raise_fd_limit() -> io::Result<FdLimits> {
+    let limits = fd_limits()?;
+    if limits.soft < limits.hard {
+        let raised = libc::rlimit { rlim_cur: limits.hard, rlim_max: limits.hard };
+        // SAFETY: setrlimit reads the struct we pass and nothing else.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    fd_limits()
+}
+
+/// Another process's fd limits, from `/proc/<pid>/limits` (`unlimited` reads as `u64::MAX`).
+pub fn fd_limits_of(proc_: Proc) -> Result<FdLimits, ProcError> {
+    let (path, text) = read(proc_, "limits")?;
+    parse_limits_open_files(&text)
+        .ok_or_else(|| ProcError::Format { path, reason: "no \"Max open files\" line with two limits".into() })
+}
+
+fn parse_limits_open_files(text: &str) -> Option<FdLimits> {
+    let line = text.lines().find(|line| line.starts_with("Max open files"))?;
+    let mut values = line["Max open files".len()..].split_whitespace().map(|value| match value {
+        "unlimited" => Some(u64::MAX),
+        number => number.parse().ok(),
+    });
+    Some(FdLimits { soft: values.next()??, hard: values.next()?? })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_file_gives_the_open_files_line() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             95000                95000                processes \n\
+                    Max open files            1024                 20000                files     \n";
+        assert_eq!(parse_limits_open_files(text), Some(FdLimits { soft: 1024, hard: 20000 }));
+        let unlimited = "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_limits_open_files(unlimited), Some(FdLimits { soft: u64::MAX, hard: u64::MAX }));
+        assert_eq!(parse_limits_open_files("Max processes 1 1\n"), None);
+    }
+
+    #[test]
+    fn this_process_reads_the_same_limits_both_ways_and_can_raise_to_hard() {
+        let raised = raise_fd_limit().unwrap();
+        assert_eq!(raised.soft, raised.hard);
+        assert_eq!(fd_limits_of(Proc::Myself).unwrap(), raised);
+    }
 
     #[test]
     fn statm_second_field_is_resident_pages() {
@@ -178,7 +235,7 @@ mod tests {
 
     #[test]
     fn fd_limits_are_ordered() {
-        let (soft, hard) = fd_limits().unwrap();
+        let FdLimits { soft, hard } = fd_limits().unwrap();
         assert!(soft >= 3 && soft <= hard, "soft {soft} hard {hard}");
     }
 }

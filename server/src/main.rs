@@ -21,6 +21,11 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     let config = cli.server_config();
+    // A leak should meet the machine's real ceiling, not a shell's default.
+    match leaklab_probe::procfs::raise_fd_limit() {
+        Ok(limits) => eprintln!("leaklab-server: fd limit {} (hard {})", limits.soft, limits.hard),
+        Err(error) => eprintln!("leaklab-server: cannot raise the fd limit: {error}"),
+    }
     // Installed before the address is announced, so a signal sent as soon as
     // the address appears is already handled.
     let interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

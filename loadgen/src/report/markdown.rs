@@ -127,6 +127,10 @@ fn render(report: &Report<'_>) -> String {
     let _ = writeln!(out, "{}", row("connections opened", &|p| p.connections_opened.to_string()));
     let _ = writeln!(out, "{}", row("fds", &|p| count(&p.fds)));
     let _ = writeln!(out, "{}", row("threads", &|p| count(&p.threads)));
+    let limit = |limits: Option<leaklab_probe::procfs::FdLimits>| {
+        limits.map_or_else(|| "n/a".to_owned(), |l| format!("{} (hard {})", l.soft, l.hard))
+    };
+    let _ = writeln!(out, "| fd limit | {} | {} |", limit(s.limits.client_fds), limit(s.limits.server_fds));
 
     let _ = writeln!(out, "\n## Requests\n");
     let l = &s.latency_us;
@@ -172,6 +176,7 @@ mod tests {
         assert!(text.contains("![memory over time](memory.png)"));
         // Scripted client: 10 MB allocated at the start, 10 MB + 1,100 × 60 KB at the end.
         assert!(text.contains("| allocated | 9.5 MiB → 72.5 MiB, peak 72.5 MiB |"), "{text}");
+        assert!(text.contains("| fd limit | 20000 (hard 20000) | 20000 (hard 20000) |"), "{text}");
         assert!(text.contains("| client | **LEAK** | +60.0 KB (+60.0 KB to +60.0 KB) | 256 B | leak | ✔ |"), "{text}");
         assert!(text.contains("- server: Allocated memory grew by 20.0 KB per request"), "{text}");
     }

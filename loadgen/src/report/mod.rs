@@ -144,6 +144,10 @@ pub(crate) mod fixtures {
             samples_file: "samples.jsonl".into(),
             sampling_busy: Duration::from_millis(12),
             notes: vec![],
+            limits: super::summary::Limits {
+                client_fds: Some(leaklab_probe::procfs::FdLimits { soft: 20_000, hard: 20_000 }),
+                server_fds: Some(leaklab_probe::procfs::FdLimits { soft: 20_000, hard: 20_000 }),
+            },
         };
         (Summary::build(&plan, &samples, &load, facts), samples)
     }

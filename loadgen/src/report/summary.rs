@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use leaklab_probe::procfs::FdLimits;
+
 use crate::load::{LEAK_MODEL, LoadReport, StopReason};
 use crate::sample::Sample;
 use crate::scenario::{ChannelPolicy, Plan};
@@ -60,6 +62,8 @@ pub struct Summary {
     pub expectation_met: Option<bool>,
     /// About the samples file.
     pub samples: SamplesInfo,
+    /// Limits of the machine each process ran under.
+    pub limits: Limits,
     /// Sentences a reader needs to interpret the figures.
     pub notes: Vec<String>,
 }
@@ -178,6 +182,15 @@ pub struct Growth {
     pub server_connections_per_request: Option<f64>,
 }
 
+/// Limits of the machine each process ran under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Limits {
+    /// The load generator's fd limits (its soft limit raised to the hard one at start); `null` if unreadable.
+    pub client_fds: Option<FdLimits>,
+    /// The spawned server's fd limits, raised the same way; `null` for `--target` or if unreadable.
+    pub server_fds: Option<FdLimits>,
+}
+
 /// About the samples file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SamplesInfo {
@@ -201,6 +214,7 @@ pub struct RunFacts {
     pub sampling_busy: std::time::Duration,
     /// Notes from the run itself (a failed samples file, an interruption…).
     pub notes: Vec<String>,
+    pub limits: Limits,
 }
 
 impl Summary {
@@ -302,6 +316,7 @@ impl Summary {
                 server_misses,
                 busy_s: facts.sampling_busy.as_secs_f64(),
             },
+            limits: facts.limits,
             notes,
         }
     }
