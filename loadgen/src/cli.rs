@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use leaklab_loadgen::run::TargetChoice;
-use leaklab_loadgen::scenario::Overrides;
+use leaklab_loadgen::scenario::{Overrides, parse_size};
 
 /// Reproduce, measure and explain gRPC client memory leaks.
 ///
@@ -83,6 +83,23 @@ pub(crate) struct RunArgs {
     /// Override sampling.cooldown, e.g. `5s`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) cooldown: Option<Duration>,
+
+    /// Override caps.client_rss, e.g. `300MiB`: the load stops when the load generator's RSS reaches it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) cap_client_rss: Option<u64>,
+
+    /// Override caps.server_rss, e.g. `1GiB`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) cap_server_rss: Option<u64>,
+
+    /// Override caps.fds: open fds of either process.
+    #[arg(long, value_name = "N")]
+    pub(crate) cap_fds: Option<u64>,
+
+    /// Lift the caps: no fd cap, and RSS caps of half the machine's memory (a guard that stays),
+    /// so a leak runs into the limits of the machine (the fd limit, ephemeral ports).
+    #[arg(long, conflicts_with_all = ["cap_client_rss", "cap_server_rss", "cap_fds"])]
+    pub(crate) no_caps: bool,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +179,10 @@ impl RunArgs {
             rounds: self.rounds,
             interval: self.interval,
             cooldown: self.cooldown,
+            cap_client_rss: self.cap_client_rss,
+            cap_server_rss: self.cap_server_rss,
+            cap_fds: self.cap_fds,
+            no_caps: self.no_caps,
         }
     }
 }

@@ -32,6 +32,8 @@ mod exit {
     pub(crate) const INCONCLUSIVE: u8 = 3;
     /// The run failed (server did not start, a report could not be written…).
     pub(crate) const FAILED: u8 = 4;
+    /// The load stopped at a cap or a limit of the machine; the report, verdict included, is complete.
+    pub(crate) const STOPPED_AT_LIMIT: u8 = 5;
     /// `--bisect`: inconclusive, or the run failed; `git bisect run`'s "skip"
     /// (neither good nor bad).
     pub(crate) const BISECT_SKIP: u8 = 125;
@@ -104,7 +106,8 @@ fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, Failure> {
         verdict = Outcome::Contradicted;
     }
     let interrupted = outcome.summary.stopped_by == StopReason::Interrupted;
-    Ok(exit_code(!outcome.export_errors.is_empty(), interrupted, verdict, bisect))
+    let at_limit = matches!(outcome.summary.stopped_by, StopReason::Cap | StopReason::MachineLimit);
+    Ok(exit_code(!outcome.export_errors.is_empty(), interrupted, verdict, at_limit, bisect))
 }
 
 /// parse every scenario → plans → run each → comparison → exit code.
@@ -156,7 +159,7 @@ fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, Failure> {
     for error in &outcome.export_errors {
         eprintln!("Error: {error:#}");
     }
-    Ok(exit_code(!outcome.export_errors.is_empty(), c.interrupted, c.outcome, args.verdict.bisect))
+    Ok(exit_code(!outcome.export_errors.is_empty(), c.interrupted, c.outcome, false, args.verdict.bisect))
 }
 
 /// A runtime, and a flag that Ctrl-C and SIGTERM turn true.
@@ -226,6 +229,9 @@ fn print_summary(outcome: &RunOutcome, baseline: Option<&BaselineComparison>) {
     }
     print_verdict("client", Some(&s.verdict.client));
     print_verdict("server", s.verdict.server.as_ref());
+    if let Some(note) = s.notes.iter().find(|note| note.starts_with("Stopped at")) {
+        println!("  {note}");
+    }
     if let Some(baseline) = baseline {
         println!("  baseline {:?}: {}", baseline.name, if baseline.regressed { "✖ regressed" } else { "✔ held" });
         for line in baseline.lines() {
@@ -250,10 +256,11 @@ fn print_verdict(name: &str, verdict: Option<&ProcessVerdict>) {
         None => String::new(),
     };
     println!(
-        "  verdict {name}: {} — allocated {} per request over {} rounds{expected}",
+        "  verdict {name}: {} — allocated {} per request over {} round{}{expected}",
         verdict.kind,
         slope_with_interval(verdict),
-        verdict.rounds
+        verdict.rounds,
+        if verdict.rounds == 1 { "" } else { "s" }
     );
     if let Some(reason) = verdict.reasons.first() {
         println!("    {reason}");
@@ -277,16 +284,17 @@ fn print_process(name: &str, process: Option<&ProcessSummary>, allocated: Option
 }
 
 /// A report that could not be written outranks an interruption, which
-/// outranks the verdict.
-fn exit_code(export_failed: bool, interrupted: bool, outcome: Outcome, bisect: bool) -> ExitCode {
+/// outranks a contradicted expectation, which outranks a stop at a limit.
+fn exit_code(export_failed: bool, interrupted: bool, outcome: Outcome, at_limit: bool, bisect: bool) -> ExitCode {
     ExitCode::from(if export_failed {
         if bisect { exit::BISECT_SKIP } else { exit::FAILED }
     } else if interrupted {
         exit::INTERRUPTED
     } else {
         match outcome {
-            Outcome::Met => exit::OK,
             Outcome::Contradicted => exit::CONTRADICTED,
+            _ if at_limit => exit::STOPPED_AT_LIMIT,
+            Outcome::Met => exit::OK,
             Outcome::Inconclusive if bisect => exit::BISECT_SKIP,
             Outcome::Inconclusive => exit::INCONCLUSIVE,
         }

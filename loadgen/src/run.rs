@@ -13,11 +13,11 @@ use leaklab_probe::SnapshotReader;
 use leaklab_probe::procfs::{self, Proc};
 use tokio::sync::watch;
 
-use crate::load::{self, Channels, LoadCounters, StopReason};
+use crate::load::{self, Channels, Halt, HaltReason, LoadCounters, StopReason};
 use crate::report::progress::Progress;
 use crate::report::summary::{Limits, RunFacts, TargetInfo, TargetKind};
 use crate::report::{self, Report, RunDir, Summary};
-use crate::sample::{LiveMeasure, Phase, Recorder, Sample};
+use crate::sample::{Guard, LiveMeasure, Phase, Recorder, Sample};
 use crate::scenario::Plan;
 use crate::target::{self, ServerControl, ServerProcess};
 
@@ -92,6 +92,16 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
             .with_context(|| format!("connecting to the server at {authority}"))?,
     );
     let counters = Arc::new(LoadCounters::default());
+    // One stop signal for the load, whatever its reason: the user's stop, a cap, a limit of the machine.
+    let halt = Arc::new(Halt::default());
+    let forward_user_stop = {
+        let (halt, mut stop) = (Arc::clone(&halt), options.stop.clone());
+        tokio::spawn(async move {
+            if stop.wait_for(|stop| *stop).await.is_ok() {
+                halt.trigger(HaltReason::Interrupted);
+            }
+        })
+    };
     let samples_path = dir.file("samples.jsonl");
     let samples_file = File::create(&samples_path).with_context(|| format!("creating {}", samples_path.display()))?;
     let measure = LiveMeasure::new(SnapshotReader::new(channels.connections().clone()), control);
@@ -102,6 +112,7 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         plan.sampling.interval,
         Box::new(BufWriter::new(samples_file)),
         Progress::stderr(options.quiet).map(Progress::into_observer),
+        Some(Guard { caps: plan.caps, halt: Arc::clone(&halt) }),
     )
     .context("starting the sampling thread")?;
 
@@ -110,7 +121,7 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         marker.mark(Phase::Warmup);
     }
     let load =
-        load::drive(Arc::clone(&channels), &plan.load, counters, Arc::new(marker.clone()), options.stop.clone()).await;
+        load::drive(Arc::clone(&channels), &plan.load, counters, Arc::new(marker.clone()), Arc::clone(&halt)).await;
     if load.stopped_by != StopReason::Interrupted {
         let mut stop = options.stop.clone();
         tokio::select! {
@@ -119,6 +130,7 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         }
     }
     let recording = recorder.finish();
+    forward_user_stop.abort();
     // Only now may the leaked channels go: the cool-down had to see them.
     drop(channels);
 
@@ -159,6 +171,10 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         sampling_busy: recording.busy,
         notes,
         limits,
+        stopped_at: match halt.reason() {
+            Some(HaltReason::Cap(hit) | HaltReason::MachineLimit(hit)) => Some(hit.clone()),
+            Some(HaltReason::Interrupted) | None => None,
+        },
     };
     let summary = Summary::build(plan, &recording.samples, &load, facts);
     let (written, export_errors) =

@@ -111,3 +111,24 @@ fn a_baseline_is_saved_and_a_later_run_compared_with_it() {
     assert!(text(&output).contains("baseline \"main\": ✔ held"), "{}", text(&output));
     assert!(text(&output).contains("throughput:"), "{}", text(&output));
 }
+
+#[test]
+fn a_cap_stops_the_load_with_its_own_exit_code_and_a_complete_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(dir.path(), "capped", "leak", "leak");
+    // Every leaked request holds a descriptor: 300 are reached long before the 700 planned requests.
+    // Caps are checked at every sample (50 ms here), so the rate keeps the overshoot small.
+    let output = loadgen(&["run", path.to_str().unwrap(), "--cap-fds", "300", "--rate", "1000"], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(5), "{}", text(&output));
+    assert!(text(&output).contains("Stopped at cap: client_fds, at 3"), "{}", text(&output));
+    let run = dir.path().join("capped/latest");
+    for file in ["summary.json", "samples.jsonl", "memory.png", "memory.svg", "report.md"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["stopped_by"], "cap");
+    assert_eq!(summary["stopped_at"]["which"], "client_fds");
+    assert!(summary["requests"]["ok"].as_u64().unwrap() < 700);
+    assert!(summary["samples"]["count"].as_u64().unwrap() > 3, "the cool-down was sampled");
+}

@@ -7,10 +7,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use leaklab_loadgen::load::{self, Boundary, BoxFuture, Channels, LoadCounters, LoadReport, PhaseListener};
+use leaklab_loadgen::load::{
+    self, Boundary, BoxFuture, Channels, Halt, HaltReason, LoadCounters, LoadReport, PhaseListener,
+};
 use leaklab_loadgen::scenario::{self, Overrides};
 use leaklab_server::{Server, ServerConfig};
-use tokio::sync::watch;
 
 /// Records each boundary with the requests completed by then.
 #[derive(Default)]
@@ -38,7 +39,7 @@ async fn run(server: &Server, client: &str, requests: u64) -> (Arc<Channels>, Lo
     );
     let plan = scenario::parse(Path::new("test.toml"), &text, &Overrides::default()).unwrap();
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
-    let (_stop_tx, stop) = watch::channel(false);
+    let stop = Arc::new(Halt::default());
     let boundaries = Arc::new(Boundaries::default());
     let report =
         load::drive(Arc::clone(&channels), &plan.load, Arc::clone(&boundaries.counters), boundaries.clone(), stop)
@@ -56,7 +57,7 @@ async fn rounds_pause_with_nothing_in_flight() {
     let plan = scenario::parse(Path::new("t.toml"), text, &Overrides::default()).unwrap();
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
     let boundaries = Arc::new(Boundaries::default());
-    let (_stop_tx, stop) = watch::channel(false);
+    let stop = Arc::new(Halt::default());
     let report = load::drive(channels, &plan.load, Arc::clone(&boundaries.counters), boundaries.clone(), stop).await;
     assert_eq!(report.ok, 130);
     let seen = boundaries.seen.lock().unwrap().clone();
@@ -142,7 +143,8 @@ async fn a_stopped_load_sends_nothing_more() {
     )
     .unwrap();
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
-    let (_stop_tx, stop) = watch::channel(true);
+    let stop = Arc::new(Halt::default());
+    stop.trigger(HaltReason::Interrupted);
     let report =
         load::drive(channels, &plan.load, Arc::new(LoadCounters::default()), Arc::new(Boundaries::default()), stop)
             .await;
@@ -162,7 +164,7 @@ async fn requests_to_a_closed_port_fail_as_connection_refused() {
     )
     .unwrap();
     let channels = Arc::new(Channels::connect(plan.policy, &format!("127.0.0.1:{port}")).await.unwrap());
-    let (_stop_tx, stop) = watch::channel(false);
+    let stop = Arc::new(Halt::default());
     let report =
         load::drive(channels, &plan.load, Arc::new(LoadCounters::default()), Arc::new(Boundaries::default()), stop)
             .await;

@@ -74,6 +74,51 @@ fn parse_stat_threads(stat: &str) -> Option<u64> {
     after_comm.split_ascii_whitespace().nth(20 - 3)?.parse().ok()
 }
 
+/// `/proc/self/statm` and `/proc/self/stat`, opened once and re-read with
+/// `pread` at offset 0 (which makes the kernel regenerate them). A process
+/// that has run out of file descriptors can still measure itself this way,
+/// which is exactly when its figures matter.
+#[derive(Debug)]
+pub struct SelfFiles {
+    statm: fs::File,
+    stat: fs::File,
+}
+
+impl SelfFiles {
+    pub fn open() -> Result<Self, ProcError> {
+        let open = |file: &str| {
+            let path = Proc::Myself.path(file);
+            fs::File::open(&path).map_err(|source| ProcError::Read { path, source })
+        };
+        Ok(Self { statm: open("statm")?, stat: open("stat")? })
+    }
+
+    fn reread(file: &fs::File, name: &str) -> Result<(PathBuf, String), ProcError> {
+        use std::os::unix::fs::FileExt;
+        let path = Proc::Myself.path(name);
+        let mut buffer = vec![0u8; 4096];
+        let length = file.read_at(&mut buffer, 0).map_err(|source| ProcError::Read { path: path.clone(), source })?;
+        buffer.truncate(length);
+        let text = String::from_utf8(buffer)
+            .map_err(|_| ProcError::Format { path: path.clone(), reason: "not UTF-8".to_owned() })?;
+        Ok((path, text))
+    }
+
+    /// Resident set size in bytes, as [`rss_bytes`].
+    pub fn rss_bytes(&self) -> Result<u64, ProcError> {
+        let (path, text) = Self::reread(&self.statm, "statm")?;
+        parse_statm_rss_pages(&text)
+            .map(|pages| pages * page_size_bytes())
+            .ok_or_else(|| ProcError::Format { path, reason: format!("no resident field in {text:?}") })
+    }
+
+    /// Number of threads, as [`threads`].
+    pub fn threads(&self) -> Result<u64, ProcError> {
+        let (path, text) = Self::reread(&self.stat, "stat")?;
+        parse_stat_threads(&text).ok_or_else(|| ProcError::Format { path, reason: "no num_threads field".to_owned() })
+    }
+}
+
 /// Number of open file descriptors of the process.
 ///
 /// Since Linux 6.2, `stat` on `/proc/<pid>/fd` reports the count as its size,
@@ -103,6 +148,17 @@ pub fn count_fd_entries(proc_: Proc) -> Result<u64, ProcError> {
         count -= 1
     }
     Ok(count)
+}
+
+/// The machine's physical memory (`MemTotal` in `/proc/meminfo`), bytes.
+pub fn total_memory_bytes() -> Result<u64, ProcError> {
+    let path = PathBuf::from("/proc/meminfo");
+    let text = fs::read_to_string(&path).map_err(|source| ProcError::Read { path: path.clone(), source })?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| ProcError::Format { path, reason: "no MemTotal line in kB".into() })
 }
 
 /// A process's limits on open file descriptors (`RLIMIT_NOFILE`).
@@ -175,6 +231,18 @@ mod tests {
         let raised = raise_fd_limit().unwrap();
         assert_eq!(raised.soft, raised.hard);
         assert_eq!(fd_limits_of(Proc::Myself).unwrap(), raised);
+    }
+
+    #[test]
+    fn files_opened_once_give_fresh_figures_on_every_read() {
+        let files = SelfFiles::open().unwrap();
+        let before = files.rss_bytes().unwrap();
+        let block = vec![1u8; 64 << 20];
+        std::hint::black_box(&block);
+        let during = files.rss_bytes().unwrap();
+        assert!(during >= before + (32 << 20), "RSS {before} → {during} after touching 64 MiB");
+        assert!(files.threads().unwrap() >= 1);
+        assert_eq!(files.threads().unwrap(), threads(Proc::Myself).unwrap());
     }
 
     #[test]

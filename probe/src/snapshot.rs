@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connections::{ConnectionCounter, ConnectionCounts};
 use crate::jemalloc::{JemallocReader, JemallocStats};
-use crate::procfs::{self, Proc, ProcError};
+use crate::procfs::{self, Proc, ProcError, SelfFiles};
 
 /// What a process looks like at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -29,6 +29,8 @@ pub struct ProcessSnapshot {
 pub struct SnapshotReader {
     jemalloc: Option<JemallocReader>,
     connections: ConnectionCounter,
+    /// Kept open so that measuring needs no new descriptor (`None` if they could not be opened).
+    files: Option<SelfFiles>,
 }
 
 impl SnapshotReader {
@@ -36,7 +38,7 @@ impl SnapshotReader {
     /// jemalloc figures are read only if jemalloc is the global allocator.
     pub fn new(connections: ConnectionCounter) -> Self {
         let jemalloc = JemallocReader::new().ok().filter(JemallocReader::is_global_allocator);
-        Self { jemalloc, connections }
+        Self { jemalloc, connections, files: SelfFiles::open().ok() }
     }
 
     /// The counter this reader reports.
@@ -52,9 +54,15 @@ impl SnapshotReader {
     pub fn read(&self) -> Result<ProcessSnapshot, ProcError> {
         Ok(ProcessSnapshot {
             pid: std::process::id(),
-            rss_bytes: procfs::rss_bytes(Proc::Myself)?,
+            rss_bytes: match &self.files {
+                Some(files) => files.rss_bytes()?,
+                None => procfs::rss_bytes(Proc::Myself)?,
+            },
             fds: procfs::open_fds(Proc::Myself)?,
-            threads: procfs::threads(Proc::Myself)?,
+            threads: match &self.files {
+                Some(files) => files.threads()?,
+                None => procfs::threads(Proc::Myself)?,
+            },
             jemalloc: self.jemalloc.as_ref().and_then(|reader| reader.read().ok()),
             connections: self.connections.counts(),
         })

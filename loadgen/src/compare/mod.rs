@@ -148,7 +148,7 @@ pub fn load_baselines(reports_dir: &Path, name: &str, plans: &[Plan]) -> anyhow:
 }
 
 /// `loadgen run` exit codes that still leave a complete report behind.
-const REPORTED: [i32; 4] = [0, 1, 3, 125];
+const REPORTED: [i32; 5] = [0, 1, 3, 5, 125];
 const INTERRUPTED: i32 = 130;
 
 /// Runs `plans` one after another, each in its own `loadgen run` process

@@ -15,6 +15,7 @@
 pub mod channels;
 pub mod connector;
 pub mod errors;
+pub mod halt;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use leaklab_proto::EchoRequest;
 use tokio::sync::watch;
 
 pub use channels::{Channels, LEAK_MODEL, WorkerClients};
+pub use halt::{Halt, HaltReason, LimitHit};
 
 use crate::scenario::LoadPlan;
 
@@ -82,6 +84,10 @@ pub enum StopReason {
     Duration,
     /// The user interrupted the run (Ctrl-C or SIGTERM).
     Interrupted,
+    /// A cap of the scenario was reached (see `stopped_at`).
+    Cap,
+    /// The machine refused a resource: file descriptors or ephemeral ports (see `stopped_at`).
+    MachineLimit,
 }
 
 impl std::fmt::Display for StopReason {
@@ -90,6 +96,8 @@ impl std::fmt::Display for StopReason {
             StopReason::Requests => "every planned request was sent",
             StopReason::Duration => "the planned duration ran out",
             StopReason::Interrupted => "the user interrupted it",
+            StopReason::Cap => "it reached a cap",
+            StopReason::MachineLimit => "it reached a limit of the machine",
         })
     }
 }
@@ -126,6 +134,9 @@ struct Shared {
     channels: Arc<Channels>,
     plan: LoadPlan,
     counters: Arc<LoadCounters>,
+    halt: Arc<Halt>,
+    /// This process's soft fd limit, for the report of a machine limit.
+    fd_limit: Option<u64>,
     next_index: AtomicU64,
     started: Instant,
     deadline: Instant,
@@ -147,18 +158,23 @@ struct WorkerState {
     first_error: Option<(String, Duration)>,
 }
 
-/// Runs the load and returns what it did. `stop` turning true ends it early
+/// Runs the load and returns what it did. `halt` triggering ends it early
 /// (calls in flight then finish, bounded by the request timeout), and the
-/// load ends with a [`Boundary::LoadDone`] checkpoint all the same.
+/// load ends with a [`Boundary::LoadDone`] checkpoint all the same. The first
+/// failure that says the machine is out of file descriptors or ports
+/// triggers it: past that point every request would fail the same way.
 pub async fn drive(
     channels: Arc<Channels>,
     plan: &LoadPlan,
     counters: Arc<LoadCounters>,
     phases: Arc<dyn PhaseListener>,
-    stop: watch::Receiver<bool>,
+    halt: Arc<Halt>,
 ) -> LoadReport {
     let started = Instant::now();
+    let stop = halt.subscribe();
     let shared = Arc::new(Shared {
+        halt: Arc::clone(&halt),
+        fd_limit: leaklab_probe::procfs::fd_limits().ok().map(|limits| limits.soft),
         next_index: AtomicU64::new(0),
         started,
         deadline: started + plan.max_duration,
@@ -212,12 +228,12 @@ pub async fn drive(
         }
     }
     let sent = shared.next_index.load(Ordering::Relaxed);
-    let stopped_by = if *stop.borrow() {
-        StopReason::Interrupted
-    } else if sent >= plan.max_requests.get() {
-        StopReason::Requests
-    } else {
-        StopReason::Duration
+    let stopped_by = match halt.reason() {
+        Some(HaltReason::Interrupted) => StopReason::Interrupted,
+        Some(HaltReason::Cap(_)) => StopReason::Cap,
+        Some(HaltReason::MachineLimit(_)) => StopReason::MachineLimit,
+        None if sent >= plan.max_requests.get() => StopReason::Requests,
+        None => StopReason::Duration,
     };
     LoadReport {
         latency_us,
@@ -303,6 +319,14 @@ async fn worker(
             }
             Some(kind) => {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                if errors::is_machine_limit(&kind) {
+                    shared.halt.trigger(HaltReason::MachineLimit(LimitHit {
+                        which: kind.clone(),
+                        value: shared.channels.connections().counts().open,
+                        limit: shared.fd_limit,
+                        requests: shared.counters.ok() + shared.counters.failed(),
+                    }));
+                }
                 if state.first_error.is_none() {
                     state.first_error = Some((kind.clone(), sent.duration_since(shared.started)));
                 }

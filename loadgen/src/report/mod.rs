@@ -148,6 +148,7 @@ pub(crate) mod fixtures {
                 client_fds: Some(leaklab_probe::procfs::FdLimits { soft: 20_000, hard: 20_000 }),
                 server_fds: Some(leaklab_probe::procfs::FdLimits { soft: 20_000, hard: 20_000 }),
             },
+            stopped_at: None,
         };
         (Summary::build(&plan, &samples, &load, facts), samples)
     }

@@ -190,6 +190,9 @@ fn headline(report: &Report<'_>) -> String {
     if summary.server.is_none() {
         line.push_str(" (server not measured)");
     }
+    if let Some(hit) = &summary.stopped_at {
+        line.push_str(&format!(" · stopped: {}", hit.which));
+    }
     line
 }
 
@@ -236,8 +239,13 @@ fn panel<DB: DrawingBackend>(
             Phase::Baseline => continue,
         };
         chart.draw_series(std::iter::once(Rectangle::new([(*from, 0.0), (to, y_max)], shade.filled())))?;
-        let label_style = ("sans-serif", 14).into_font().color(&RGBColor(90, 90, 90));
-        chart.draw_series(std::iter::once(EmptyElement::at((*from, y_max)) + Text::new(label, (5, 4), label_style)))?;
+        // A phase too narrow for its label (a short warm-up) would print over the next one's.
+        if (to - from) / x_max >= 0.06 {
+            let label_style = ("sans-serif", 14).into_font().color(&RGBColor(90, 90, 90));
+            chart.draw_series(std::iter::once(
+                EmptyElement::at((*from, y_max)) + Text::new(label, (5, 4), label_style),
+            ))?;
+        }
     }
     for (phase, at) in &starts {
         if matches!(phase, Phase::Warmup | Phase::Load | Phase::Cooldown) {

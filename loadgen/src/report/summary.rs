@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use leaklab_probe::procfs::FdLimits;
 
-use crate::load::{LEAK_MODEL, LoadReport, StopReason};
+use crate::load::{LEAK_MODEL, LimitHit, LoadReport, StopReason};
+use crate::report::units::format_mib;
 use crate::sample::Sample;
 use crate::scenario::{ChannelPolicy, Plan};
 use crate::stats::{Latency, LoadWindow, Span};
@@ -36,6 +37,8 @@ pub struct Summary {
     pub started_at: String,
     /// Why the load stopped.
     pub stopped_by: StopReason,
+    /// The cap or limit of the machine that stopped the load, where it was then; `null` otherwise.
+    pub stopped_at: Option<LimitHit>,
     /// The server that was loaded.
     pub target: TargetInfo,
     /// The plan the run followed, after command-line overrides.
@@ -215,6 +218,8 @@ pub struct RunFacts {
     /// Notes from the run itself (a failed samples file, an interruption…).
     pub notes: Vec<String>,
     pub limits: Limits,
+    /// The cap or limit of the machine that stopped the load.
+    pub stopped_at: Option<LimitHit>,
 }
 
 impl Summary {
@@ -249,6 +254,9 @@ impl Summary {
         if window.is_none() {
             notes.push("The run never got past its warm-up, so growth per request is not measured.".to_owned());
         }
+        if let Some(hit) = &facts.stopped_at {
+            notes.push(limit_note(load.stopped_by, hit, samples));
+        }
         notes.extend(facts.notes);
 
         let verdict = Verdicts::of(samples, &plan.verdict);
@@ -261,6 +269,7 @@ impl Summary {
             policy: plan.policy.name().to_owned(),
             started_at: facts.started_at,
             stopped_by: load.stopped_by,
+            stopped_at: facts.stopped_at,
             target: facts.target,
             plan: PlanInfo {
                 concurrency: plan.load.concurrency.get() as u64,
@@ -319,6 +328,42 @@ impl Summary {
             limits: facts.limits,
             notes,
         }
+    }
+}
+
+/// "Stopped at cap: client_rss, at 301.2 MiB after 8123 requests (cap 300.0 MiB)", with
+/// both processes' memory and connections at that point.
+fn limit_note(stopped_by: StopReason, hit: &LimitHit, samples: &[Sample]) -> String {
+    let at = samples.iter().find(|s| s.requests() >= hit.requests).or(samples.last());
+    let memory = at.map_or_else(String::new, |s| {
+        let server = s.server.map_or_else(
+            || "server not measured".to_owned(),
+            |x| format!("server RSS {}, {} connections", format_mib(x.process.rss_bytes), x.process.connections.open),
+        );
+        format!(
+            " At that point: client RSS {}, {} connections open; {server}.",
+            format_mib(s.client.rss_bytes),
+            s.client.connections.open
+        )
+    });
+    let bytes = hit.which.ends_with("_rss");
+    let show = |value: u64| if bytes { format_mib(value) } else { value.to_string() };
+    match stopped_by {
+        StopReason::MachineLimit => format!(
+            "Stopped at a limit of the machine: the first `{}` after {} requests, with {} client connections open \
+             (fd limit {}).{memory}",
+            hit.which,
+            hit.requests,
+            hit.value,
+            hit.limit.map_or_else(|| "unknown".to_owned(), |l| l.to_string())
+        ),
+        _ => format!(
+            "Stopped at cap: {}, at {} after {} requests (cap {}).{memory}",
+            hit.which,
+            show(hit.value),
+            hit.requests,
+            hit.limit.map_or_else(|| "?".to_owned(), show)
+        ),
     }
 }
 

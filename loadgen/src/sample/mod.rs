@@ -19,8 +19,10 @@ use leaklab_probe::{ProcessSnapshot, SnapshotReader};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use recorder::{Marker, Observer, Recorder, Recording};
+pub use recorder::{Guard, Marker, Observer, Recorder, Recording};
 
+use crate::load::LimitHit;
+use crate::scenario::CapsPlan;
 use crate::target::ServerControl;
 
 /// Where the run is when a sample is taken.
@@ -63,6 +65,24 @@ impl Sample {
     /// Requests completed so far, OK or not.
     pub fn requests(&self) -> u64 {
         self.requests_ok + self.requests_failed
+    }
+
+    /// The first cap this sample reaches, if any.
+    pub fn over_cap(&self, caps: &CapsPlan) -> Option<LimitHit> {
+        let server = self.server.map(|s| s.process);
+        let hit = |which: &str, value: Option<u64>, cap: Option<u64>| {
+            let (value, cap) = (value?, cap?);
+            (value >= cap).then(|| LimitHit {
+                which: which.to_owned(),
+                value,
+                limit: Some(cap),
+                requests: self.requests(),
+            })
+        };
+        hit("client_rss", Some(self.client.rss_bytes), caps.client_rss_bytes)
+            .or_else(|| hit("server_rss", server.map(|s| s.rss_bytes), caps.server_rss_bytes))
+            .or_else(|| hit("client_fds", Some(self.client.fds), caps.fds))
+            .or_else(|| hit("server_fds", server.map(|s| s.fds), caps.fds))
     }
 }
 

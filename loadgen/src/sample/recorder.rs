@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Measure, Phase, Sample};
-use crate::load::{Boundary, BoxFuture, LoadCounters, PhaseListener};
+use crate::load::{Boundary, BoxFuture, Halt, HaltReason, LoadCounters, PhaseListener};
+use crate::scenario::CapsPlan;
 
 /// Told once the sample a command asked for is taken.
 type Reply = Box<dyn FnOnce() + Send>;
@@ -19,6 +20,13 @@ enum Command {
     Mark { phase: Phase, settle: bool, reply: Option<Reply> },
     /// A last, settled sample; then the thread ends.
     Finish,
+}
+
+/// Caps checked on every sample, and the halt they trigger.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub caps: CapsPlan,
+    pub halt: Arc<Halt>,
 }
 
 /// Called with every sample as it is taken (the live progress line).
@@ -100,7 +108,7 @@ impl PhaseListener for Marker {
 impl Recorder {
     /// Starts sampling: one `Baseline` sample before returning, then one every `interval`
     /// (`None`: only at phase changes and at the end). Each sample is written
-    /// to `sink` as one JSON line and flushed.
+    /// to `sink` as one JSON line and flushed, then checked against `guard`'s caps.
     pub fn start(
         mut measure: Box<dyn Measure>,
         counters: Arc<LoadCounters>,
@@ -108,6 +116,7 @@ impl Recorder {
         interval: Option<Duration>,
         mut sink: Box<dyn Write + Send>,
         mut observer: Option<Observer>,
+        guard: Option<Guard>,
     ) -> io::Result<Self> {
         let (commands, inbox) = mpsc::channel();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn(move || {
@@ -151,6 +160,11 @@ impl Recorder {
                 }
                 if let Some(observer) = observer.as_mut() {
                     observer(&sample);
+                }
+                if let Some(guard) = &guard
+                    && let Some(hit) = sample.over_cap(&guard.caps)
+                {
+                    guard.halt.trigger(HaltReason::Cap(hit));
                 }
                 recording.samples.push(sample);
             };
@@ -247,9 +261,16 @@ mod tests {
         let measure = ScriptedMeasure::new((1..=10).map(snapshot).collect(), vec![None]);
         let sink = SharedSink::default();
         // No periodic samples: only baseline, marks and the final one, so the count is exact.
-        let recorder =
-            Recorder::start(Box::new(measure), Arc::default(), Instant::now(), None, Box::new(sink.clone()), None)
-                .unwrap();
+        let recorder = Recorder::start(
+            Box::new(measure),
+            Arc::default(),
+            Instant::now(),
+            None,
+            Box::new(sink.clone()),
+            None,
+            None,
+        )
+        .unwrap();
         let marker = recorder.marker();
         marker.mark(Phase::Warmup);
         block_on(PhaseListener::checkpoint(&marker, Boundary::WarmupDone));
@@ -274,6 +295,31 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_over_a_cap_halts_the_run() {
+        let measure =
+            ScriptedMeasure::new(vec![snapshot(100 << 20), snapshot(200 << 20), snapshot(400 << 20)], vec![None]);
+        let halt = Arc::new(Halt::default());
+        let caps = CapsPlan { client_rss_bytes: Some(300 << 20), server_rss_bytes: None, fds: None };
+        let guard = Guard { caps, halt: Arc::clone(&halt) };
+        let recorder = Recorder::start(
+            Box::new(measure),
+            Arc::default(),
+            Instant::now(),
+            None,
+            Box::new(io::sink()),
+            None,
+            Some(guard),
+        )
+        .unwrap();
+        recorder.marker().mark(Phase::Load);
+        assert!(halt.reason().is_none(), "200 MiB is under the 300 MiB cap");
+        recorder.marker().mark(Phase::Load);
+        let _ = recorder.finish();
+        let Some(HaltReason::Cap(hit)) = halt.reason() else { panic!("no cap hit: {:?}", halt.reason()) };
+        assert_eq!((hit.which.as_str(), hit.value, hit.limit), ("client_rss", 400 << 20, Some(300 << 20)));
+    }
+
+    #[test]
     fn periodic_samples_arrive_between_marks() {
         let measure = ScriptedMeasure::new(vec![snapshot(1)], vec![None]);
         let recorder = Recorder::start(
@@ -282,6 +328,7 @@ mod tests {
             Instant::now(),
             Some(Duration::from_millis(10)),
             Box::new(io::sink()),
+            None,
             None,
         )
         .unwrap();

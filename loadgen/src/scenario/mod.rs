@@ -29,6 +29,10 @@
 //! max_concurrent_streams = 200
 //! http2_keepalive_interval = "30s"
 //! http2_keepalive_timeout = "20s"
+//! [caps]                     # the load stops at the first one reached (exit code 5)
+//! client_rss = "2GiB"        # sizes: bytes, or with KiB, MiB, GiB (or KB, MB, GB)
+//! server_rss = "2GiB"
+//! fds = 10000                # open fds of either process
 //! [verdict]
 //! tolerance = 256            # bytes per request that do not count as a leak
 //! [expect]                   # what each process's memory should do: leak | no-leak | bounded
@@ -48,8 +52,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 pub use plan::{
-    ChannelPolicy, Expectation, LoadPlan, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan,
-    ServerPlan, VerdictPlan,
+    CapsPlan, ChannelPolicy, Expectation, LoadPlan, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape,
+    SamplingPlan, ServerPlan, VerdictPlan,
 };
 
 /// Defaults for keys a scenario file leaves out. Small on purpose: a run
@@ -65,6 +69,9 @@ pub mod defaults {
     pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
     pub const COOLDOWN: Duration = Duration::from_secs(3);
     pub const ROUNDS: i64 = 8;
+    pub const CAP_CLIENT_RSS: u64 = 2 << 30;
+    pub const CAP_SERVER_RSS: u64 = 2 << 30;
+    pub const CAP_FDS: i64 = 10_000;
     pub const TOLERANCE_BYTES_PER_REQUEST: f64 = 256.0;
 }
 
@@ -95,6 +102,16 @@ pub struct ScenarioFile {
     pub verdict: VerdictSection,
     #[serde(default)]
     pub expect: ExpectSection,
+    #[serde(default)]
+    pub caps: CapsSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapsSection {
+    pub client_rss: Option<String>,
+    pub server_rss: Option<String>,
+    pub fds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -173,6 +190,13 @@ pub struct Overrides {
     pub rounds: Option<u64>,
     pub interval: Option<Duration>,
     pub cooldown: Option<Duration>,
+    /// `caps.client_rss`, in bytes.
+    pub cap_client_rss: Option<u64>,
+    /// `caps.server_rss`, in bytes.
+    pub cap_server_rss: Option<u64>,
+    pub cap_fds: Option<u64>,
+    /// Lift the caps: RSS caps become half the machine's memory (a guard that stays), no fd cap.
+    pub no_caps: bool,
 }
 
 impl Overrides {
@@ -192,6 +216,9 @@ impl Overrides {
         note(self.rounds.is_some(), "load.rounds", "--rounds");
         note(self.interval.is_some(), "sampling.interval", "--interval");
         note(self.cooldown.is_some(), "sampling.cooldown", "--cooldown");
+        note(self.cap_client_rss.is_some(), "caps.client_rss", "--cap-client-rss");
+        note(self.cap_server_rss.is_some(), "caps.server_rss", "--cap-server-rss");
+        note(self.cap_fds.is_some(), "caps.fds", "--cap-fds");
         keys
     }
 
@@ -224,6 +251,15 @@ impl Overrides {
         if let Some(d) = self.cooldown {
             file.sampling.cooldown = Some(text(d));
         }
+        if let Some(bytes) = self.cap_client_rss {
+            file.caps.client_rss = Some(bytes.to_string());
+        }
+        if let Some(bytes) = self.cap_server_rss {
+            file.caps.server_rss = Some(bytes.to_string());
+        }
+        if let Some(n) = self.cap_fds {
+            file.caps.fds = Some(int(n));
+        }
     }
 }
 
@@ -237,7 +273,43 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, ScenarioError> {
 pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Plan, ScenarioError> {
     let mut file = parse_file(path, text)?;
     overrides.apply(&mut file);
-    Validator { path, text, overridden: overrides.keys() }.plan(path, file)
+    let mut plan = Validator { path, text, overridden: overrides.keys() }.plan(path, file)?;
+    if overrides.no_caps {
+        plan.caps = CapsPlan::machine_guard();
+    }
+    Ok(plan)
+}
+
+impl CapsPlan {
+    /// What is left with the caps lifted: either process may use half of the
+    /// machine's memory, and fds are bounded only by the fd limit.
+    pub fn machine_guard() -> CapsPlan {
+        let half = leaklab_probe::procfs::total_memory_bytes().ok().map(|total| total / 2);
+        CapsPlan { client_rss_bytes: half, server_rss_bytes: half, fds: None }
+    }
+}
+
+/// A size like `300MiB`, `2GiB`, `512KB` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        other => return Err(format!("{text:?}: unknown unit {other:?}; use B, KiB, MiB, GiB, KB, MB or GB")),
+    };
+    match number.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 && value * multiplier < u64::MAX as f64 => {
+            Ok((value * multiplier) as u64)
+        }
+        _ => Err(format!("{text:?} is not a size like \"300MiB\" or \"2GiB\"")),
+    }
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<ScenarioFile, ScenarioError> {
@@ -338,6 +410,7 @@ impl Validator<'_> {
         let sampling = self.sampling(&file.sampling)?;
         let server = self.server(&file.server)?;
         let verdict = self.verdict(&file.verdict, &file.expect)?;
+        let caps = self.caps(&file.caps)?;
         if load.request.response_bytes as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
             || load.request.payload.len() as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
         {
@@ -345,7 +418,7 @@ impl Validator<'_> {
                 self.invalid("server.max_message_size", "is smaller than load.payload_bytes or load.response_bytes")
             );
         }
-        Ok(Plan { name, source: path.to_owned(), description, policy, load, sampling, server, verdict })
+        Ok(Plan { name, source: path.to_owned(), description, policy, load, sampling, server, verdict, caps })
     }
 
     fn policy(&self, client: &ClientSection) -> Result<ChannelPolicy, ScenarioError> {
@@ -502,7 +575,28 @@ impl Validator<'_> {
     }
 }
 
+/// The smallest RSS cap: below it a process could not even start its load.
+const MIN_RSS_CAP: u64 = 16 << 20;
+
 impl Validator<'_> {
+    fn caps(&self, caps: &CapsSection) -> Result<CapsPlan, ScenarioError> {
+        let size = |key: &str, value: Option<&str>, default: u64| -> Result<Option<u64>, ScenarioError> {
+            let bytes = match value {
+                None => default,
+                Some(text) => parse_size(text).map_err(|reason| self.invalid(key, reason))?,
+            };
+            if bytes < MIN_RSS_CAP {
+                return Err(self.invalid(key, format!("must be at least 16MiB, got {bytes} bytes")));
+            }
+            Ok(Some(bytes))
+        };
+        Ok(CapsPlan {
+            client_rss_bytes: size("caps.client_rss", caps.client_rss.as_deref(), defaults::CAP_CLIENT_RSS)?,
+            server_rss_bytes: size("caps.server_rss", caps.server_rss.as_deref(), defaults::CAP_SERVER_RSS)?,
+            fds: Some(self.at_least("caps.fds", caps.fds, defaults::CAP_FDS, 64, i64::MAX)? as u64),
+        })
+    }
+
     fn verdict(&self, verdict: &VerdictSection, expect: &ExpectSection) -> Result<VerdictPlan, ScenarioError> {
         let tolerance = match verdict.tolerance {
             None => defaults::TOLERANCE_BYTES_PER_REQUEST,
@@ -727,6 +821,32 @@ mod tests {
         // A scenario already smaller than the profile is left as it is.
         let small = parse_text(&format!("{MINIMAL}[load]\nrequests = 100\nwarmup_requests = 10\n")).unwrap();
         assert_eq!(small.clone().quick().load, small.load);
+    }
+
+    #[test]
+    fn caps_have_safe_defaults_take_sizes_and_can_be_lifted() {
+        let plan = parse_text(MINIMAL).unwrap();
+        assert_eq!(plan.caps.client_rss_bytes, Some(2 << 30));
+        assert_eq!(plan.caps.fds, Some(10_000));
+        let plan = parse_text(&format!("{MINIMAL}[caps]\nclient_rss = \"300MiB\"\nfds = 500\n")).unwrap();
+        assert_eq!((plan.caps.client_rss_bytes, plan.caps.fds), (Some(300 << 20), Some(500)));
+        let err = parse_text(&format!("{MINIMAL}[caps]\nserver_rss = \"3 lots\"\n")).unwrap_err();
+        assert!(err.contains(":5: caps.server_rss: \"3 lots\": unknown unit \"lots\""), "{err}");
+        let err = parse_text(&format!("{MINIMAL}[caps]\nclient_rss = \"1MiB\"\n")).unwrap_err();
+        assert!(err.contains("caps.client_rss: must be at least 16MiB"), "{err}");
+        let lifted = parse(Path::new("t.toml"), MINIMAL, &Overrides { no_caps: true, ..Overrides::default() }).unwrap();
+        assert_eq!(lifted.caps.fds, None);
+        assert!(lifted.caps.client_rss_bytes.unwrap() > 2 << 30, "half of this machine's 24 GiB");
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(parse_size("300MiB"), Ok(300 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5 GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("-1MiB").is_err());
+        assert!(parse_size("MiB").is_err());
     }
 
     #[test]

@@ -22,6 +22,19 @@ pub struct Plan {
     pub sampling: SamplingPlan,
     pub server: ServerPlan,
     pub verdict: VerdictPlan,
+    pub caps: CapsPlan,
+}
+
+/// Where the run stops its load, so a leak never endangers the machine.
+/// `None`: no cap of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapsPlan {
+    /// The load generator's resident set size, bytes.
+    pub client_rss_bytes: Option<u64>,
+    /// The server's resident set size, bytes.
+    pub server_rss_bytes: Option<u64>,
+    /// Open file descriptors of either process (each connection holds one).
+    pub fds: Option<u64>,
 }
 
 /// How the run's memory is judged, and what the scenario expects.

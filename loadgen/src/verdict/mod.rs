@@ -15,7 +15,10 @@
 //! slope of allocated bytes against requests over the K + 1 checkpoints,
 //! with its 95% interval (see [`crate::stats::trend`]):
 //!
-//! 1. fewer than [`MIN_ROUNDS`] rounds, or no allocator figures: **INCONCLUSIVE**;
+//! 1. fewer than [`MIN_VERDICT_ROUNDS`] rounds, or no allocator figures:
+//!    **INCONCLUSIVE**. A plan has at least [`MIN_ROUNDS`]; a run cut short (a
+//!    cap, Ctrl-C) is judged on the rounds it completed, with the wider
+//!    interval that fewer checkpoints give;
 //! 2. upper bound ≤ tolerance: **NO LEAK**;
 //! 3. the late rounds (the second half of the checkpoints) have an upper bound
 //!    ≤ tolerance while the early rounds grew by more than the tolerance per
@@ -43,6 +46,9 @@ use crate::stats::trend::{CONFIDENCE, SignTest, Trend, theil_sen};
 pub use leaklab_probe::ProcessSnapshot;
 
 pub use crate::scenario::MIN_ROUNDS;
+/// Fewest completed rounds a verdict is given on (with four checkpoints the
+/// interval spans every pairwise slope).
+pub const MIN_VERDICT_ROUNDS: u32 = 3;
 /// The most rounds "rounds to decide" will suggest; beyond it, more rounds will not help.
 const MAX_SUGGESTED_ROUNDS: u32 = 1_000;
 
@@ -201,8 +207,10 @@ pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expecta
     let mut reasons = Vec::new();
     let mut rounds_to_decide = None;
     let kind = match full {
-        _ if rounds < MIN_ROUNDS => {
-            reasons.push(format!("Only {rounds} rounds completed; a verdict needs at least {MIN_ROUNDS}."));
+        _ if rounds < MIN_VERDICT_ROUNDS => {
+            let plural = if rounds == 1 { "" } else { "s" };
+            reasons
+                .push(format!("Only {rounds} round{plural} completed; a verdict needs at least {MIN_VERDICT_ROUNDS}."));
             VerdictKind::Inconclusive
         }
         None => {
@@ -278,6 +286,11 @@ pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expecta
             VerdictKind::Inconclusive
         }
     };
+    if (MIN_VERDICT_ROUNDS..MIN_ROUNDS).contains(&rounds) {
+        reasons.push(format!(
+            "Judged on {rounds} completed rounds, fewer than the {MIN_ROUNDS} a full run has: the interval is wider."
+        ));
+    }
     if kind != VerdictKind::Leak && connections.grows() {
         reasons.push(format!("Open connections rose in {} of {rounds} rounds.", connections.increases));
     }

@@ -80,12 +80,21 @@ fn a_saturating_curve_is_bounded() {
 
 #[test]
 fn too_few_rounds_are_inconclusive() {
-    let checkpoints = series(4, |i| 20e6 + 60_000.0 * (i * ROUND) as f64, |i| i);
+    let checkpoints = series(2, |i| 20e6 + 60_000.0 * (i * ROUND) as f64, |i| i);
     let verdict = judge(&checkpoints, TOLERANCE, Some(Expectation::Leak));
     assert_eq!(verdict.kind, VerdictKind::Inconclusive);
-    assert_eq!(verdict.rounds, 4);
+    assert_eq!(verdict.rounds, 2);
     assert_eq!(verdict.expectation_met, Some(false));
-    assert!(verdict.reasons[0].contains("Only 4 rounds completed"), "{:?}", verdict.reasons);
+    assert!(verdict.reasons[0].contains("Only 2 rounds completed"), "{:?}", verdict.reasons);
+}
+
+#[test]
+fn a_run_cut_short_after_a_few_rounds_is_still_judged() {
+    // A cap stopped the leak after 4 rounds: every pairwise slope is far above the tolerance.
+    let checkpoints = series(4, |i| 20e6 + 60_000.0 * (i * ROUND) as f64 + noise(i, 3, 1e6), |i| i * ROUND);
+    let verdict = judge(&checkpoints, TOLERANCE, Some(Expectation::Leak));
+    assert_eq!(verdict.kind, VerdictKind::Leak, "{:?}", verdict.reasons);
+    assert!(verdict.reasons.iter().any(|r| r.contains("Judged on 4 completed rounds")), "{:?}", verdict.reasons);
 }
 
 #[test]
@@ -146,7 +155,7 @@ fn the_cooldown_check_sees_what_was_given_back() {
 fn outcome_is_contradicted_before_inconclusive_before_met() {
     let leak = judge(&series(8, |i| 60_000.0 * (i * ROUND) as f64, |i| i), TOLERANCE, Some(Expectation::NoLeak));
     let flat = judge(&series(8, |_| 1e6, |_| 1), TOLERANCE, Some(Expectation::NoLeak));
-    let short = judge(&series(3, |_| 1e6, |_| 1), TOLERANCE, Some(Expectation::NoLeak));
+    let short = judge(&series(2, |_| 1e6, |_| 1), TOLERANCE, Some(Expectation::NoLeak));
     let plan = |client, server| VerdictPlan {
         tolerance_bytes_per_request: TOLERANCE,
         expect_client: client,
