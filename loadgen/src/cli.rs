@@ -28,10 +28,19 @@ pub(crate) enum Command {
     Run(Box<RunArgs>),
     /// Run several scenarios (all by default) and set them side by side in reports/compare/<time>/.
     Compare(Box<CompareArgs>),
+    /// Write a run directory's summary.json, plots and report.md again from what it holds:
+    /// after `kill -9`, rebuilt from its run.json and samples.jsonl.
+    Report(ReportArgs),
     /// List the scenarios with their descriptions.
     List(ListArgs),
     /// Print the JSON Schema of summary.json.
     Schema,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// The run directory, e.g. reports/leak/latest.
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

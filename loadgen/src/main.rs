@@ -9,7 +9,8 @@ use clap::Parser;
 use leaklab_loadgen::compare::{self, CompareOptions};
 use leaklab_loadgen::load::StopReason;
 use leaklab_loadgen::report::summary::{ProcessSummary, json_schema};
-use leaklab_loadgen::report::units::{bytes_per_request, expectation_mark, mib, slope_with_interval};
+use leaklab_loadgen::report::units::{bytes_per_request, expectation_mark, latency, mib, slope_with_interval};
+use leaklab_loadgen::report::{self, Report, rebuild};
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
 use leaklab_loadgen::scenario::{self, Catalog, Overrides};
 use leaklab_loadgen::verdict::baseline::{self, BaselineComparison};
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         }
         cli::Command::Run(args) => run_scenario(*args),
         cli::Command::Compare(args) => compare_scenarios(*args),
+        cli::Command::Report(args) => report_again(&args.dir),
     };
     result.unwrap_or_else(|(code, error)| {
         eprintln!("Error: {error:#}");
@@ -162,6 +164,15 @@ fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, Failure> {
     Ok(exit_code(!outcome.export_errors.is_empty(), c.interrupted, c.outcome, false, args.verdict.bisect))
 }
 
+/// run directory → summary (its own, or rebuilt from samples) → outputs written again.
+fn report_again(dir: &std::path::Path) -> Result<ExitCode, Failure> {
+    let (summary, samples) = rebuild::rebuild(dir).map_err(failed)?;
+    let (written, export_errors) = report::export_all(&Report { summary: &summary, samples: &samples }, dir);
+    let outcome = RunOutcome { dir: dir.to_owned(), summary, samples, written, export_errors };
+    print_summary(&outcome, None);
+    Ok(ExitCode::from(if outcome.export_errors.is_empty() { exit::OK } else { exit::FAILED }))
+}
+
 /// A runtime, and a flag that Ctrl-C and SIGTERM turn true.
 fn runtime_with_stop() -> Result<(tokio::runtime::Runtime, watch::Receiver<bool>), Failure> {
     let runtime = tokio::runtime::Runtime::new().map_err(failed)?;
@@ -211,15 +222,13 @@ async fn stop_on_signals(stop: watch::Sender<bool>) {
 fn print_summary(outcome: &RunOutcome, baseline: Option<&BaselineComparison>) {
     let s = &outcome.summary;
     println!(
-        "{}: {} requests ({} failed) in {:.1} s, {:.0} req/s; latency p50 {} µs, p99 {} µs, max {} µs",
+        "{}: {} requests ({} failed) in {:.1} s, {:.0} req/s; {}",
         s.scenario,
         s.requests.ok + s.requests.failed,
         s.requests.failed,
         s.load_duration_s,
         s.throughput_rps,
-        s.latency_us.p50,
-        s.latency_us.p99,
-        s.latency_us.max
+        latency(&s.latency_us)
     );
     let g = &s.growth;
     print_process("client", Some(&s.client), g.client_allocated_bytes_per_request, g.client_connections_per_request);

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::load::{self, Channels, Halt, HaltReason, LoadCounters, StopReason};
 use crate::report::progress::Progress;
+use crate::report::rebuild::{RUN_RECORD, RunRecord};
 use crate::report::summary::{Limits, RunFacts, TargetInfo, TargetKind};
 use crate::report::{self, Report, RunDir, Summary};
 use crate::sample::{Guard, LiveMeasure, Phase, Recorder, Sample};
@@ -85,6 +86,18 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         address: authority.clone(),
         server_pid: server.as_ref().map(ServerProcess::pid),
     };
+
+    let record = RunRecord {
+        started_at: dir.started_at.clone(),
+        scenario_file: plan.source.clone(),
+        scenario_text: plan.origin.text.clone(),
+        overrides: plan.origin.overrides.clone(),
+        target: target_info.clone(),
+        limits,
+    };
+    let record_path = dir.file(RUN_RECORD);
+    std::fs::write(&record_path, serde_json::to_string_pretty(&record).expect("a run record serializes") + "\n")
+        .with_context(|| format!("writing {}", record_path.display()))?;
 
     let channels = Arc::new(
         Channels::connect(plan.policy, &authority)

@@ -132,3 +132,100 @@ fn a_cap_stops_the_load_with_its_own_exit_code_and_a_complete_report() {
     assert!(summary["requests"]["ok"].as_u64().unwrap() < 700);
     assert!(summary["samples"]["count"].as_u64().unwrap() > 3, "the cool-down was sampled");
 }
+
+/// Starts `loadgen run` on a 400 requests/s leak in the background and waits
+/// until it has sampled for a while; returns the child and its run directory.
+fn start_leak(reports: &Path) -> (std::process::Child, PathBuf) {
+    let path = scenario(reports, "victim", "leak", "leak");
+    let child = Command::new(LOADGEN)
+        .args(["run", path.to_str().unwrap(), "--requests", "4000", "--rate", "400", "--quiet", "--reports-dir"])
+        .arg(reports)
+        .arg("--server-bin")
+        .arg(server_bin())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = reports.join("victim/latest");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Wait for the load to be well under way: more than a dozen samples on disk.
+    loop {
+        let lines = std::fs::read_to_string(latest.join("samples.jsonl")).map_or(0, |t| t.lines().count());
+        if lines > 12 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run did not start sampling");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (child, std::fs::canonicalize(latest).unwrap())
+}
+
+fn server_pid(run: &Path) -> u32 {
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    record["target"]["server_pid"].as_u64().unwrap() as u32
+}
+
+/// A process that is gone (or a zombie no one waits for: it holds nothing).
+fn gone(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        if state.as_deref().is_none_or(|stat| stat.split_whitespace().nth(2) == Some("Z")) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigint_mid_run_writes_the_partial_report_and_takes_the_server_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, run) = start_leak(dir.path());
+    let server = server_pid(&run);
+    // SAFETY: kill sends a signal to a child we own.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["stopped_by"], "interrupted");
+    let done = summary["requests"]["ok"].as_u64().unwrap();
+    assert!(done > 0 && done < 4000, "{done} requests");
+    assert!(run.join("memory.png").is_file() && run.join("report.md").is_file());
+    assert!(gone(server), "server {server} outlived an interrupted run");
+}
+
+#[test]
+fn after_kill_9_the_samples_are_readable_and_report_rebuilds_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, run) = start_leak(dir.path());
+    let server = server_pid(&run);
+    child.kill().unwrap(); // SIGKILL: no handler runs, nothing is flushed at exit.
+    child.wait().unwrap();
+    assert!(gone(server), "server {server} outlived its killed load generator");
+    assert!(!run.join("summary.json").exists(), "a killed run writes no summary");
+
+    // Every line written before the kill parses.
+    let written = std::fs::read_to_string(run.join("samples.jsonl")).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert!(lines.len() > 12);
+    for line in &lines {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+
+    let output = Command::new(LOADGEN).arg("report").arg(&run).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    for file in ["summary.json", "memory.png", "memory.svg", "report.md"] {
+        assert!(run.join(file).is_file(), "{file} not rebuilt");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["stopped_by"], "unfinished");
+    assert_eq!(summary["samples"]["count"].as_u64().unwrap() as usize, lines.len());
+    assert!(summary["requests"]["ok"].as_u64().unwrap() > 0);
+    assert!(summary["notes"].to_string().contains("Rebuilt by `loadgen report`"));
+}

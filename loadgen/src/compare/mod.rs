@@ -18,6 +18,7 @@ use anyhow::Context;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::report::rebuild::read_samples;
 use crate::report::units::bytes_per_request;
 use crate::report::{RunDir, Summary};
 use crate::sample::Sample;
@@ -246,14 +247,8 @@ async fn run_one(plan: &Plan, options: &CompareOptions) -> anyhow::Result<Finish
     let text = std::fs::read_to_string(&summary_path).with_context(|| format!("reading {}", summary_path.display()))?;
     let summary: Summary =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", summary_path.display()))?;
-    let samples = read_samples(&dir.join(&summary.samples.file))?;
+    let (samples, _) = read_samples(&dir.join(&summary.samples.file))?;
     Ok(Finished { dir, summary, samples, interrupted: code == INTERRUPTED })
-}
-
-/// The samples of a run; a line that does not parse (cut short by a crash) ends them.
-fn read_samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text.lines().map_while(|line| serde_json::from_str(line).ok()).collect())
 }
 
 fn row(plan: &Plan, finished: &Finished, baseline: Option<BaselineComparison>) -> Row {

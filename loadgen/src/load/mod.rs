@@ -88,6 +88,8 @@ pub enum StopReason {
     Cap,
     /// The machine refused a resource: file descriptors or ephemeral ports (see `stopped_at`).
     MachineLimit,
+    /// The run ended without writing its report (killed); `loadgen report` rebuilt it from its samples.
+    Unfinished,
 }
 
 impl std::fmt::Display for StopReason {
@@ -98,6 +100,7 @@ impl std::fmt::Display for StopReason {
             StopReason::Interrupted => "the user interrupted it",
             StopReason::Cap => "it reached a cap",
             StopReason::MachineLimit => "it reached a limit of the machine",
+            StopReason::Unfinished => "the run ended before writing its report (rebuilt from its samples)",
         })
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::summary::ProcessSummary;
-use super::units::{bytes_per_request, expectation_mark, format_mib, human_bytes, slope_with_interval};
+use super::units::{bytes_per_request, expectation_mark, format_mib, human_bytes, latency, slope_with_interval};
 use super::{Exporter, Report};
 
 #[derive(Debug)]
@@ -133,11 +133,12 @@ fn render(report: &Report<'_>) -> String {
     let _ = writeln!(out, "| fd limit | {} | {} |", limit(s.limits.client_fds), limit(s.limits.server_fds));
 
     let _ = writeln!(out, "\n## Requests\n");
-    let l = &s.latency_us;
+    let mut latency = latency(&s.latency_us);
+    latency[..1].make_ascii_uppercase();
     let _ = writeln!(
         out,
-        "{} ok, {} failed, {:.0} requests/s over {:.1} s. Latency p50 {} µs, p99 {} µs, max {} µs.",
-        s.requests.ok, s.requests.failed, s.throughput_rps, s.load_duration_s, l.p50, l.p99, l.max
+        "{} ok, {} failed, {:.0} requests/s over {:.1} s. {latency}.",
+        s.requests.ok, s.requests.failed, s.throughput_rps, s.load_duration_s
     );
     if !s.requests.errors.is_empty() {
         let _ = writeln!(out, "\n| error | count |\n|---|---:|");

@@ -8,6 +8,7 @@ pub mod json;
 pub mod markdown;
 pub mod plot;
 pub mod progress;
+pub mod rebuild;
 mod run_dir;
 pub mod summary;
 pub mod units;

@@ -40,6 +40,14 @@ pub fn bytes_per_request(bytes: Option<f64>) -> String {
     }
 }
 
+/// `p50 312 µs, p99 780 µs, max 2100 µs`, or a word when no latency was recorded.
+pub fn latency(latency: &crate::stats::Latency) -> String {
+    if latency.count == 0 {
+        return "latency not recorded".to_owned();
+    }
+    format!("latency p50 {} µs, p99 {} µs, max {} µs", latency.p50, latency.p99, latency.max)
+}
+
 /// A verdict's slope and interval: `+60.8 KB (+60.7 KB to +60.9 KB)`, or `n/a`.
 pub fn slope_with_interval(verdict: &crate::verdict::ProcessVerdict) -> String {
     let signed = |bytes: f64| format!("{}{}", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes));

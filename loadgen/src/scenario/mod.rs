@@ -52,8 +52,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 pub use plan::{
-    CapsPlan, ChannelPolicy, Expectation, LoadPlan, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape,
-    SamplingPlan, ServerPlan, VerdictPlan,
+    CapsPlan, ChannelPolicy, Expectation, LoadPlan, Origin, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS,
+    RequestShape, SamplingPlan, ServerPlan, VerdictPlan,
 };
 
 /// Defaults for keys a scenario file leaves out. Small on purpose: a run
@@ -179,7 +179,8 @@ pub enum ScenarioError {
 }
 
 /// Values given on the command line, applied over the file's before validation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
+#[serde(default)]
 pub struct Overrides {
     pub requests: Option<u64>,
     pub duration: Option<Duration>,
@@ -277,6 +278,7 @@ pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Plan, Sce
     if overrides.no_caps {
         plan.caps = CapsPlan::machine_guard();
     }
+    plan.origin = Origin { text: text.to_owned(), overrides: overrides.clone() };
     Ok(plan)
 }
 
@@ -418,7 +420,8 @@ impl Validator<'_> {
                 self.invalid("server.max_message_size", "is smaller than load.payload_bytes or load.response_bytes")
             );
         }
-        Ok(Plan { name, source: path.to_owned(), description, policy, load, sampling, server, verdict, caps })
+        let origin = Origin::default();
+        Ok(Plan { name, source: path.to_owned(), description, policy, load, sampling, server, verdict, caps, origin })
     }
 
     fn policy(&self, client: &ClientSection) -> Result<ChannelPolicy, ScenarioError> {

@@ -23,6 +23,15 @@ pub struct Plan {
     pub server: ServerPlan,
     pub verdict: VerdictPlan,
     pub caps: CapsPlan,
+    /// What the plan was made from, so a run can be rebuilt from its directory.
+    pub origin: Origin,
+}
+
+/// The scenario text and the command-line overrides a plan was made from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Origin {
+    pub text: String,
+    pub overrides: super::Overrides,
 }
 
 /// Where the run stops its load, so a leak never endangers the machine.
