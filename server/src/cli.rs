@@ -12,9 +12,18 @@ use leaklab_server::ServerConfig;
 #[derive(Debug, Parser)]
 #[command(name = "leaklab-server", version)]
 pub(crate) struct Cli {
-    /// Address to listen on; port 0 picks a free port.
+    /// Address to listen on; port 0 picks a free port. Loopback only, unless --allow-remote.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub(crate) listen: SocketAddr,
+
+    /// Allow --listen on an address other machines can reach. This is a leak
+    /// harness: by default it serves this machine only.
+    #[arg(long)]
+    pub(crate) allow_remote: bool,
+
+    /// Close a connection that has not sent the HTTP/2 preface this long after it was accepted.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) preface_timeout: Duration,
 
     /// Largest message in bytes the server accepts or sends.
     #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -49,6 +58,16 @@ impl Cli {
             max_concurrent_streams: self.max_concurrent_streams,
             http2_keepalive_interval: self.http2_keepalive_interval,
             http2_keepalive_timeout: self.http2_keepalive_timeout,
+            preface_timeout: self.preface_timeout,
+        }
+    }
+
+    /// Refuses a non-loopback --listen without --allow-remote.
+    pub(crate) fn check_listen(&self) -> Result<(), String> {
+        if self.listen.ip().is_loopback() || self.allow_remote {
+            Ok(())
+        } else {
+            Err(format!("--listen {}: not a loopback address; add --allow-remote to serve other machines", self.listen))
         }
     }
 }
@@ -67,6 +86,17 @@ mod tests {
     fn zero_max_message_size_is_refused() {
         let err = Cli::try_parse_from(["leaklab-server", "--max-message-size", "0"]).unwrap_err();
         assert!(err.to_string().contains("--max-message-size"), "{err}");
+    }
+
+    #[test]
+    fn only_loopback_unless_allowed() {
+        let local = Cli::try_parse_from(["leaklab-server", "--listen", "[::1]:0"]).unwrap();
+        assert!(local.check_listen().is_ok());
+        let remote = Cli::try_parse_from(["leaklab-server", "--listen", "0.0.0.0:50051"]).unwrap();
+        let err = remote.check_listen().unwrap_err();
+        assert!(err.contains("--listen 0.0.0.0:50051: not a loopback address; add --allow-remote"), "{err}");
+        let allowed = Cli::try_parse_from(["leaklab-server", "--listen", "0.0.0.0:0", "--allow-remote"]).unwrap();
+        assert!(allowed.check_listen().is_ok());
     }
 
     #[test]

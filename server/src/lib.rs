@@ -4,6 +4,8 @@
 //! `127.0.0.1:0`); the `leaklab-server` binary wraps the same call with flags,
 //! signals and the stats side channel of [`leaklab_probe::control`].
 
+mod preface;
+
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,6 +26,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+pub use preface::PrefaceDeadline;
+
 /// Largest `delay_ms` a request may ask for; longer ones are refused, so a
 /// mistyped request cannot park a task for hours.
 pub const MAX_DELAY_MS: u32 = 60_000;
@@ -39,6 +43,8 @@ pub struct ServerConfig {
     pub http2_keepalive_interval: Option<Duration>,
     /// How long a PING may go unanswered before the connection is closed.
     pub http2_keepalive_timeout: Option<Duration>,
+    /// A connection that has not sent the HTTP/2 preface this long after it was accepted is closed.
+    pub preface_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +54,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: None,
             http2_keepalive_interval: None,
             http2_keepalive_timeout: None,
+            preface_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -172,13 +179,14 @@ impl Echo for EchoService {
 struct CountedIncoming {
     listener: TcpListener,
     metrics: ServerMetrics,
+    preface_timeout: Duration,
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
 impl Stream for CountedIncoming {
-    type Item = io::Result<Counted<TcpStream>>;
+    type Item = io::Result<Counted<PrefaceDeadline<TcpStream>>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
@@ -190,6 +198,7 @@ impl Stream for CountedIncoming {
                 Ok((stream, _peer)) => {
                     // serve_with_incoming ignores the builder's nodelay; set it as tonic would.
                     let _ = stream.set_nodelay(true);
+                    let stream = PrefaceDeadline::new(stream, self.preface_timeout);
                     return Poll::Ready(Some(Ok(self.metrics.connections.track(stream))));
                 }
                 Err(error) => {
@@ -200,6 +209,25 @@ impl Stream for CountedIncoming {
             }
         }
     }
+}
+
+/// tonic answers a message over the size limit with OUT_OF_RANGE; the gRPC
+/// status code guide and grpc-go answer RESOURCE_EXHAUSTED, and clients
+/// written against them look for that. A call refused while decoding its
+/// request answers with headers only, so the status is in the headers.
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    const OUT_OF_RANGE: &str = "11";
+    const RESOURCE_EXHAUSTED: &str = "8";
+    let headers = response.headers_mut();
+    let oversized = headers.get("grpc-status").is_some_and(|code| code == OUT_OF_RANGE)
+        && headers
+            .get("grpc-message")
+            .and_then(|message| message.to_str().ok())
+            .is_some_and(|message| message.replace("%20", " ").contains("message length too large"));
+    if oversized {
+        headers.insert("grpc-status", http::HeaderValue::from_static(RESOURCE_EXHAUSTED));
+    }
+    response
 }
 
 /// Serves `Echo` and the gRPC health service on `listener` until `shutdown` resolves,
@@ -216,8 +244,9 @@ pub async fn serve(
         .max_encoding_message_size(config.max_message_bytes);
     health_reporter.set_serving::<EchoServer<EchoService>>().await;
 
-    let incoming = CountedIncoming { listener, metrics, backoff: None };
+    let incoming = CountedIncoming { listener, metrics, preface_timeout: config.preface_timeout, backoff: None };
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(oversized_is_resource_exhausted))
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(config.http2_keepalive_interval)
         .http2_keepalive_timeout(config.http2_keepalive_timeout)

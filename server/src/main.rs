@@ -20,6 +20,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
+    if let Err(reason) = cli.check_listen() {
+        eprintln!("Error: {reason}");
+        std::process::exit(2);
+    }
     let config = cli.server_config();
     // A leak should meet the machine's real ceiling, not a shell's default.
     match leaklab_probe::procfs::raise_fd_limit() {
