@@ -93,6 +93,10 @@ pub(crate) struct RunArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) cooldown: Option<Duration>,
 
+    /// Override client.source_addresses: spread connections over 127.0.0.2 … 127.0.0.(N+1).
+    #[arg(long, value_name = "N")]
+    pub(crate) source_addresses: Option<u64>,
+
     /// Override caps.client_rss, e.g. `300MiB`: the load stops when the load generator's RSS reaches it.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) cap_client_rss: Option<u64>,
@@ -191,6 +195,7 @@ impl RunArgs {
             cap_client_rss: self.cap_client_rss,
             cap_server_rss: self.cap_server_rss,
             cap_fds: self.cap_fds,
+            source_addresses: self.source_addresses,
             no_caps: self.no_caps,
         }
     }

@@ -100,7 +100,7 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         .with_context(|| format!("writing {}", record_path.display()))?;
 
     let channels = Arc::new(
-        Channels::connect(plan.policy, &authority)
+        Channels::connect_from(plan.policy, &authority, sources(plan, &authority)?)
             .await
             .with_context(|| format!("connecting to the server at {authority}"))?,
     );
@@ -193,6 +193,21 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     let (written, export_errors) =
         report::export_all(&Report { summary: &summary, samples: &recording.samples }, &dir.path);
     Ok(RunOutcome { dir: dir.path, summary, samples: recording.samples, written, export_errors })
+}
+
+/// The source addresses of `plan`, checked against the target: they are
+/// loopback addresses, so they can only reach a loopback IPv4 target.
+fn sources(plan: &Plan, authority: &str) -> anyhow::Result<Vec<std::net::Ipv4Addr>> {
+    if plan.source_addresses == 0 {
+        return Ok(Vec::new());
+    }
+    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+    match host.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) if ip.is_loopback() => Ok(crate::load::connector::loopback_sources(plan.source_addresses.into())),
+        _ => anyhow::bail!(
+            "client.source_addresses: loopback source addresses can only reach a 127.0.0.0/8 target, not {authority}"
+        ),
+    }
 }
 
 /// Waits until the server counts no open connection (the readiness probe's

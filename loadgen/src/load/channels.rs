@@ -48,9 +48,18 @@ pub struct CallError(pub String);
 impl Channels {
     /// Connects the channels the policy keeps up front (`reused`, `pool`).
     pub async fn connect(policy: ChannelPolicy, authority: &str) -> Result<Self, tonic::transport::Error> {
+        Self::connect_from(policy, authority, Vec::new()).await
+    }
+
+    /// As [`Channels::connect`], binding connections to `sources` in turn (see [`CountingConnector`]).
+    pub async fn connect_from(
+        policy: ChannelPolicy,
+        authority: &str,
+        sources: Vec<std::net::Ipv4Addr>,
+    ) -> Result<Self, tonic::transport::Error> {
         let endpoint = Endpoint::from_shared(format!("http://{authority}"))?;
         let connections = ConnectionCounter::new();
-        let connector = CountingConnector::new(connections.clone());
+        let connector = CountingConnector::with_sources(connections.clone(), sources);
         let kind = match policy {
             ChannelPolicy::Reused | ChannelPolicy::Pool { .. } => {
                 // `reused` is a pool of one.

@@ -1,26 +1,47 @@
 //! The TCP connector every leaklab channel dials through: plain TCP with
 //! `TCP_NODELAY` (what tonic's own connector does), plus a count of the
 //! connections that are open, kept exact by [`leaklab_probe::Counted`].
+//!
+//! It can spread connections over several loopback source addresses
+//! (127.0.0.2, 127.0.0.3, …), round-robin. Each source address has its own
+//! ~28,000 ephemeral ports towards one server address, so a leak can be
+//! driven past one address's ports where the fd limit allows it.
 
 use std::future::Future;
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioIo;
 use leaklab_probe::{ConnectionCounter, Counted};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tonic::codegen::http::Uri;
 
 /// A `tower::Service<Uri>` that opens counted TCP connections.
 #[derive(Debug, Clone)]
 pub struct CountingConnector {
     counter: ConnectionCounter,
+    /// Source addresses to bind, round-robin; empty: let the kernel choose.
+    sources: Arc<[Ipv4Addr]>,
+    next_source: Arc<AtomicUsize>,
+}
+
+/// The loopback source addresses `127.0.0.2` … `127.0.0.{count + 1}`.
+pub fn loopback_sources(count: usize) -> Vec<Ipv4Addr> {
+    (0..count.min(253)).map(|i| Ipv4Addr::new(127, 0, 0, 2 + i as u8)).collect()
 }
 
 impl CountingConnector {
     pub fn new(counter: ConnectionCounter) -> Self {
-        Self { counter }
+        Self::with_sources(counter, Vec::new())
+    }
+
+    /// Binds each connection to the next of `sources` (all IPv4 loopback) before connecting.
+    pub fn with_sources(counter: ConnectionCounter, sources: Vec<Ipv4Addr>) -> Self {
+        Self { counter, sources: sources.into(), next_source: Arc::new(AtomicUsize::new(0)) }
     }
 }
 
@@ -35,6 +56,8 @@ impl tower::Service<Uri> for CountingConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let counter = self.counter.clone();
+        let source = (!self.sources.is_empty())
+            .then(|| self.sources[self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len()]);
         Box::pin(async move {
             let host = uri
                 .host()
@@ -43,9 +66,48 @@ impl tower::Service<Uri> for CountingConnector {
                 .trim_end_matches(']')
                 .to_owned();
             let port = uri.port_u16().unwrap_or(80);
-            let stream = TcpStream::connect((host.as_str(), port)).await?;
+            let stream = match source {
+                None => TcpStream::connect((host.as_str(), port)).await?,
+                Some(source) => {
+                    let target: std::net::IpAddr = host.parse().map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("source addresses need an IP target, not {host}"),
+                        )
+                    })?;
+                    let socket = TcpSocket::new_v4()?;
+                    socket.bind(SocketAddr::from((source, 0)))?;
+                    socket.connect(SocketAddr::new(target, port)).await?
+                }
+            };
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(counter.track(stream)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use tower::Service;
+
+    #[tokio::test]
+    async fn connections_are_spread_over_the_source_addresses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let mut connector = CountingConnector::with_sources(ConnectionCounter::new(), loopback_sources(3));
+        let mut kept = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..6 {
+            kept.push(connector.call(uri.clone()).await.unwrap());
+            let (_stream, peer) = listener.accept().await.unwrap();
+            peers.push(peer.ip());
+        }
+        let distinct: BTreeSet<_> = peers.iter().copied().collect();
+        let expected: BTreeSet<std::net::IpAddr> =
+            ["127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().map(|ip| ip.parse().unwrap()).collect();
+        assert_eq!(distinct, expected, "peers seen by the server: {peers:?}");
+        assert_eq!(peers[0], peers[3], "round-robin");
     }
 }

@@ -114,6 +114,8 @@ pub struct PlanInfo {
     pub delay_ms: u64,
     /// Channels in the pool (`pool` policy only).
     pub pool_size: Option<u64>,
+    /// Loopback source addresses the client's connections were spread over; 0: one, chosen by the kernel.
+    pub source_addresses: u64,
     /// Sampling interval in milliseconds; `null` samples only at phase changes.
     pub sample_interval_ms: Option<u64>,
     /// Cool-down after the load, in seconds.
@@ -286,6 +288,7 @@ impl Summary {
                     ChannelPolicy::Pool { size } => Some(size.get() as u64),
                     _ => None,
                 },
+                source_addresses: plan.source_addresses.into(),
                 sample_interval_ms: plan.sampling.interval.map(|d| d.as_millis() as u64),
                 cooldown_s: plan.sampling.cooldown.as_secs_f64(),
             },

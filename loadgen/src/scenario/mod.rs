@@ -10,6 +10,7 @@
 //! [client]
 //! policy = "leak"            # reused | leak | per-request-close | pool
 //! pool_size = 4              # pool only
+//! source_addresses = 4       # spread connections over 127.0.0.2…127.0.0.5 (each has its own ephemeral ports)
 //! [load]
 //! concurrency = 4            # workers, one request in flight each
 //! requests = 4000            # stop after this many requests…
@@ -119,6 +120,7 @@ pub struct CapsSection {
 pub struct ClientSection {
     pub policy: Option<String>,
     pub pool_size: Option<i64>,
+    pub source_addresses: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -196,6 +198,8 @@ pub struct Overrides {
     /// `caps.server_rss`, in bytes.
     pub cap_server_rss: Option<u64>,
     pub cap_fds: Option<u64>,
+    /// `client.source_addresses`.
+    pub source_addresses: Option<u64>,
     /// Lift the caps: RSS caps become half the machine's memory (a guard that stays), no fd cap.
     pub no_caps: bool,
 }
@@ -220,6 +224,7 @@ impl Overrides {
         note(self.cap_client_rss.is_some(), "caps.client_rss", "--cap-client-rss");
         note(self.cap_server_rss.is_some(), "caps.server_rss", "--cap-server-rss");
         note(self.cap_fds.is_some(), "caps.fds", "--cap-fds");
+        note(self.source_addresses.is_some(), "client.source_addresses", "--source-addresses");
         keys
     }
 
@@ -260,6 +265,9 @@ impl Overrides {
         }
         if let Some(n) = self.cap_fds {
             file.caps.fds = Some(int(n));
+        }
+        if let Some(n) = self.source_addresses {
+            file.client.source_addresses = Some(int(n));
         }
     }
 }
@@ -413,6 +421,7 @@ impl Validator<'_> {
         let server = self.server(&file.server)?;
         let verdict = self.verdict(&file.verdict, &file.expect)?;
         let caps = self.caps(&file.caps)?;
+        let source_addresses = self.at_least("client.source_addresses", file.client.source_addresses, 0, 0, 253)? as u8;
         if load.request.response_bytes as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
             || load.request.payload.len() as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
         {
@@ -421,7 +430,19 @@ impl Validator<'_> {
             );
         }
         let origin = Origin::default();
-        Ok(Plan { name, source: path.to_owned(), description, policy, load, sampling, server, verdict, caps, origin })
+        Ok(Plan {
+            name,
+            source: path.to_owned(),
+            description,
+            policy,
+            load,
+            sampling,
+            server,
+            verdict,
+            caps,
+            source_addresses,
+            origin,
+        })
     }
 
     fn policy(&self, client: &ClientSection) -> Result<ChannelPolicy, ScenarioError> {

@@ -23,6 +23,9 @@ pub struct Plan {
     pub server: ServerPlan,
     pub verdict: VerdictPlan,
     pub caps: CapsPlan,
+    /// Loopback source addresses the client's connections are spread over
+    /// (127.0.0.2, 127.0.0.3, …); 0: one, chosen by the kernel.
+    pub source_addresses: u8,
     /// What the plan was made from, so a run can be rebuilt from its directory.
     pub origin: Origin,
 }
