@@ -3,7 +3,9 @@
 //! A kind is a short snake_case name: the gRPC status code (`unavailable`,
 //! `deadline_exceeded`, …) or, when the failure came from the socket, the
 //! operating-system reason (`connection_refused`, `too_many_open_files`,
-//! `address_not_available`, …), which says more than `unavailable` does.
+//! `address_not_available`, …), or the HTTP/2 frame the peer ended the
+//! connection or stream with and its reason (`goaway_enhance_your_calm`,
+//! `reset_refused_stream`, …), which say more than `unavailable` does.
 
 use std::error::Error as StdError;
 use std::io;
@@ -12,7 +14,7 @@ use tonic::{Code, Status};
 
 /// The kind of a call that ended with `status`.
 pub fn status_kind(status: &Status) -> String {
-    if let Some(kind) = io_kind(status) {
+    if let Some(kind) = io_kind(status).or_else(|| h2_kind(status)) {
         return kind;
     }
     code_name(status.code()).to_owned()
@@ -40,6 +42,27 @@ fn io_kind(error: &(dyn StdError + 'static)) -> Option<String> {
     while let Some(current) = source {
         if let Some(io_error) = current.downcast_ref::<io::Error>() {
             return Some(io_error_kind(io_error));
+        }
+        source = current.source();
+    }
+    None
+}
+
+/// `goaway_<reason>` or `reset_<reason>` when an HTTP/2 GOAWAY or RST_STREAM
+/// ended the call, with the reason as HTTP/2 names it (`ENHANCE_YOUR_CALM`…).
+fn h2_kind(error: &(dyn StdError + 'static)) -> Option<String> {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(h2) = current.downcast_ref::<h2::Error>() {
+            let reason = h2.reason()?;
+            let frame = if h2.is_go_away() {
+                "goaway"
+            } else if h2.is_reset() {
+                "reset"
+            } else {
+                "h2"
+            };
+            return Some(format!("{frame}_{}", format!("{reason:?}").to_ascii_lowercase()));
         }
         source = current.source();
     }
@@ -92,6 +115,18 @@ fn code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http2_reason_names_the_failure() {
+        let mut status = Status::unavailable("stream reset");
+        status.set_source(std::sync::Arc::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        // h2's public API builds only errors it raised itself ("h2_"); a received GOAWAY or
+        // RST_STREAM takes the same path with "goaway_" or "reset_".
+        assert_eq!(status_kind(&status), "h2_refused_stream");
+        let mut calm = Status::unavailable("too many pings");
+        calm.set_source(std::sync::Arc::new(h2::Error::from(h2::Reason::ENHANCE_YOUR_CALM)));
+        assert_eq!(status_kind(&calm), "h2_enhance_your_calm");
+    }
 
     #[test]
     fn status_codes_become_snake_case_kinds() {

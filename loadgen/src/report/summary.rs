@@ -129,8 +129,9 @@ pub struct Requests {
     pub ok: u64,
     /// Failed for any reason.
     pub failed: u64,
-    /// Failed requests per kind: a gRPC status (`unavailable`, `deadline_exceeded`…) or an OS reason
-    /// (`too_many_open_files`, `address_not_available`, `connection_refused`…).
+    /// Failed requests per kind: an OS reason (`too_many_open_files`, `address_not_available`,
+    /// `connection_refused`…), an HTTP/2 frame and reason (`goaway_enhance_your_calm`,
+    /// `reset_refused_stream`…), or else the gRPC status (`unavailable`, `deadline_exceeded`…).
     pub errors: BTreeMap<String, u64>,
     /// The first failure, if any.
     pub first_error: Option<FirstError>,
