@@ -184,9 +184,13 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         sampling_busy: recording.busy,
         notes,
         limits,
-        stopped_at: match halt.reason() {
-            Some(HaltReason::Cap(hit) | HaltReason::MachineLimit(hit)) => Some(hit.clone()),
-            Some(HaltReason::Interrupted) | None => None,
+        // A cap reached in the cool-down, after the load, stopped nothing.
+        stopped_at: match (halt.reason(), load.stopped_by) {
+            (
+                Some(HaltReason::Cap(hit) | HaltReason::MachineLimit(hit)),
+                StopReason::Cap | StopReason::MachineLimit,
+            ) => Some(hit.clone()),
+            _ => None,
         },
     };
     let summary = Summary::build(plan, &recording.samples, &load, facts);
