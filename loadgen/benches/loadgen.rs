@@ -6,6 +6,9 @@
 //!    the medians give the cost of sampling.
 //! 2. The load generator's own RSS over 1,000,000 requests, compared with its
 //!    value right after warm-up, measured on the `loadgen` binary itself.
+//! 3. Open-loop accuracy: at a target rate well below capacity, the rate achieved.
+//! 4. Coordinated omission: the `stall` scenario's latency measured from each
+//!    request's send and from its intended send time, side by side.
 //!
 //! Not a test: the numbers depend on the machine and on whatever else runs on
 //! it, so nothing here passes or fails. `LEAKLAB_BENCH_SCALE=0.1` runs a
@@ -127,9 +130,49 @@ fn main() {
         delta(at_end),
     );
     println!(
-        "loadgen allocated (jemalloc) per request after warm-up: {:+.3} B",
+        "loadgen allocated (jemalloc) per request after warm-up: {:+.3} B\n",
         summary["growth"]["client_allocated_bytes_per_request"].as_f64().unwrap_or(f64::NAN)
     );
+
+    // 3. Open-loop accuracy, at a quarter of the closed-loop throughput measured above.
+    let target = (off / 4.0 / 1000.0).round().max(1.0) * 1000.0;
+    let mut open = plan((target * 5.0) as u64, true);
+    open.load.rate_per_s = Some(target);
+    open.load.concurrency = std::num::NonZeroUsize::new(16).expect("16 > 0");
+    let outcome = runtime.block_on(execute(&open, &server_bin, reports.path()));
+    // Between periodic samples inside a round (checkpoint pauses and each round's start-up left out).
+    let (mut requests, mut seconds) = (0.0, 0.0);
+    for pair in outcome.samples.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if a.phase == Phase::Load && b.phase == Phase::Load && !a.settled && !b.settled {
+            requests += (b.requests() - a.requests()) as f64;
+            seconds += b.elapsed_s - a.elapsed_s;
+        }
+    }
+    let steady = requests / seconds;
+    let overall = outcome.summary.throughput_rps;
+    println!(
+        "open loop, 16 workers: target {target:.0} req/s; achieved {steady:.0} req/s between samples inside rounds \
+         ({:+.2}% of the target), {overall:.0} req/s over the whole load ({:+.2}%, each round's start and end included)\n",
+        (steady - target) / target * 100.0,
+        (overall - target) / target * 100.0
+    );
+
+    // 4. Coordinated omission, on the shipped `stall` scenario.
+    let stall =
+        scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/stall.toml"), &Overrides::default())
+            .expect("scenarios/stall.toml is valid");
+    let outcome = runtime.block_on(execute(&stall, &server_bin, reports.path()));
+    let s = &outcome.summary;
+    println!("`stall` ({}): latency in µs", s.description);
+    println!("| measured from | p50 | p90 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|");
+    let row = |name: &str, l: &leaklab_loadgen::stats::Latency| {
+        println!("| {name} | {} | {} | {} | {} | {} |", l.p50, l.p90, l.p99, l.p999, l.max)
+    };
+    row("the send", &s.latency_us);
+    if let Some(intended) = &s.latency_from_intended_us {
+        row("the intended send time", intended);
+    }
 }
 
 fn plan_text(requests: u64) -> String {

@@ -9,7 +9,7 @@ use clap::Parser;
 use leaklab_loadgen::compare::{self, CompareOptions};
 use leaklab_loadgen::load::StopReason;
 use leaklab_loadgen::report::summary::{ProcessSummary, json_schema};
-use leaklab_loadgen::report::units::{bytes_per_request, expectation_mark, latency, mib, slope_with_interval};
+use leaklab_loadgen::report::units::{bytes_per_request, expectation_mark, latencies, mib, slope_with_interval};
 use leaklab_loadgen::report::{self, Report, rebuild};
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
 use leaklab_loadgen::scenario::{self, Catalog, Overrides};
@@ -228,7 +228,7 @@ fn print_summary(outcome: &RunOutcome, baseline: Option<&BaselineComparison>) {
         s.requests.failed,
         s.load_duration_s,
         s.throughput_rps,
-        latency(&s.latency_us)
+        latencies(&s.latency_us, s.latency_from_intended_us.as_ref())
     );
     let g = &s.growth;
     print_process("client", Some(&s.client), g.client_allocated_bytes_per_request, g.client_connections_per_request);

@@ -172,3 +172,39 @@ async fn requests_to_a_closed_port_fail_as_connection_refused() {
     assert_eq!(report.errors.get("connection_refused"), Some(&3), "{:?}", report.errors);
     assert_eq!(report.first_error.as_ref().map(|(kind, _)| kind.as_str()), Some("connection_refused"));
 }
+
+#[tokio::test]
+async fn open_loop_latency_counts_the_wait_a_stall_causes() {
+    let server = start_server().await;
+    // One worker at 300 requests/s; every 15th request makes the server wait 50 ms, so the
+    // worker falls 15 requests behind each time and is behind most of each round.
+    let text = "description = \"t\"\n[client]\npolicy = \"reused\"\n[load]\nconcurrency = 1\nrequests = 300\n\
+                warmup_requests = 0\nrounds = 6\nrate = 300\ndelay_ms = 50\ndelay_every = 15\n";
+    let plan = scenario::parse(Path::new("t.toml"), text, &Overrides::default()).unwrap();
+    let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
+    let report =
+        load::drive(channels, &plan.load, Arc::default(), Arc::new(Boundaries::default()), Arc::default()).await;
+    assert_eq!(report.ok, 300);
+    let sent = &report.latency_us;
+    let intended = report.latency_from_intended_us.as_ref().expect("an open loop measures from intended times");
+    assert_eq!(intended.len(), sent.len());
+    // Every request was due no later than it was sent, so every quantile is at least as large.
+    for quantile in [0.5, 0.9, 0.99, 1.0] {
+        assert!(intended.value_at_quantile(quantile) >= sent.value_at_quantile(quantile), "q{quantile}");
+    }
+    // 20 of the 300 requests waited 50 ms at the server; most of those after them waited for the worker.
+    assert!(sent.value_at_quantile(0.5) < 50_000);
+    assert!(intended.value_at_quantile(0.5) > 5_000, "median from intended {} µs", intended.value_at_quantile(0.5));
+
+    let closed = scenario::parse(
+        Path::new("t.toml"),
+        "description = \"t\"\n[client]\npolicy = \"reused\"\n[load]\nrequests = 10\nwarmup_requests = 0\n",
+        &Overrides::default(),
+    )
+    .unwrap();
+    let channels = Arc::new(Channels::connect(closed.policy, &server.addr.to_string()).await.unwrap());
+    let report =
+        load::drive(channels, &closed.load, Arc::default(), Arc::new(Boundaries::default()), Arc::default()).await;
+    assert!(report.latency_from_intended_us.is_none(), "a closed loop has no intended send times");
+    server.shutdown(Duration::from_secs(1)).await.unwrap();
+}

@@ -108,8 +108,13 @@ impl std::fmt::Display for StopReason {
 /// What the load did.
 #[derive(Debug, Clone)]
 pub struct LoadReport {
-    /// Latency of successful calls, in microseconds.
+    /// Latency of successful calls, in microseconds, from when each was sent.
     pub latency_us: Histogram<u64>,
+    /// Open loop only: latency from when each call was due (`start + i / rate`). When the
+    /// load generator falls behind (a stall holds its workers), the requests it sends late
+    /// waited too, as a user's would; measuring from the actual send omits that wait
+    /// ("coordinated omission", Gil Tene).
+    pub latency_from_intended_us: Option<Histogram<u64>>,
     pub ok: u64,
     pub failed: u64,
     /// Failed requests per kind (see [`errors`]).
@@ -127,6 +132,17 @@ pub struct LoadReport {
 /// rather than by an hour keeps each worker's histogram near 100 KB.
 fn new_histogram(plan: &LoadPlan) -> Histogram<u64> {
     Histogram::new_with_bounds(1, max_latency_us(plan), 3).expect("histogram bounds are valid: 1 < 2 ms")
+}
+
+/// Latency from the intended send time includes however far the generator fell
+/// behind, which can reach the whole load's duration; at 3 significant digits the
+/// wider range costs a few KB per worker.
+fn new_intended_histogram(plan: &LoadPlan) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, max_intended_latency_us(plan), 3).expect("histogram bounds are valid: 1 < 2 ms")
+}
+
+fn max_intended_latency_us(plan: &LoadPlan) -> u64 {
+    max_latency_us(plan).max((plan.max_duration.as_micros() as u64).saturating_mul(2))
 }
 
 fn max_latency_us(plan: &LoadPlan) -> u64 {
@@ -157,6 +173,7 @@ struct Segment {
 struct WorkerState {
     clients: WorkerClients,
     latency_us: Histogram<u64>,
+    latency_from_intended_us: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     first_error: Option<(String, Duration)>,
 }
@@ -189,6 +206,7 @@ pub async fn drive(
         .map(|_| WorkerState {
             clients: shared.channels.worker_clients(),
             latency_us: new_histogram(plan),
+            latency_from_intended_us: new_intended_histogram(plan),
             errors: BTreeMap::new(),
             first_error: None,
         })
@@ -217,10 +235,12 @@ pub async fn drive(
     phases.checkpoint(Boundary::LoadDone).await;
 
     let mut latency_us = new_histogram(plan);
+    let mut latency_from_intended_us = new_intended_histogram(plan);
     let mut errors = BTreeMap::new();
     let mut first_error: Option<(String, Duration)> = None;
     for worker in workers {
         latency_us.add(worker.latency_us).expect("histograms share their bounds");
+        latency_from_intended_us.add(worker.latency_from_intended_us).expect("histograms share their bounds");
         for (kind, count) in worker.errors {
             *errors.entry(kind).or_default() += count;
         }
@@ -240,6 +260,7 @@ pub async fn drive(
     };
     LoadReport {
         latency_us,
+        latency_from_intended_us: plan.rate_per_s.map(|_| latency_from_intended_us),
         ok: shared.counters.ok(),
         failed: shared.counters.failed(),
         errors,
@@ -276,6 +297,7 @@ async fn worker(
     mut stop: watch::Receiver<bool>,
 ) -> WorkerState {
     let max_latency_us = max_latency_us(&shared.plan);
+    let max_intended_latency_us = max_intended_latency_us(&shared.plan);
     let shape = &shared.plan.request;
     loop {
         if *stop.borrow() {
@@ -287,15 +309,17 @@ async fn worker(
             shared.next_index.fetch_min(segment.end, Ordering::Relaxed);
             break;
         }
+        let mut due = None;
         if let Some(rate) = shared.plan.rate_per_s {
-            let due = segment.started + Duration::from_secs_f64((index - segment.start) as f64 / rate);
-            if due >= shared.deadline {
+            let at = segment.started + Duration::from_secs_f64((index - segment.start) as f64 / rate);
+            if at >= shared.deadline {
                 break;
             }
             tokio::select! {
-                () = tokio::time::sleep_until(due.into()) => {}
+                () = tokio::time::sleep_until(at.into()) => {}
                 _ = stop.wait_for(|stop| *stop) => break,
             }
+            due = Some(at);
         }
         if Instant::now() >= shared.deadline {
             break;
@@ -303,7 +327,7 @@ async fn worker(
         let request = EchoRequest {
             payload: shape.payload.clone(),
             response_bytes: shape.response_bytes,
-            delay_ms: shape.delay_ms,
+            delay_ms: if index.is_multiple_of(shape.delay_every) { shape.delay_ms } else { 0 },
         };
         let sent = Instant::now();
         let outcome =
@@ -318,6 +342,10 @@ async fn worker(
         match failure {
             None => {
                 state.latency_us.saturating_record((latency.as_micros() as u64).min(max_latency_us));
+                if let Some(due) = due {
+                    let waited = due.elapsed().as_micros() as u64;
+                    state.latency_from_intended_us.saturating_record(waited.min(max_intended_latency_us));
+                }
                 shared.counters.ok.fetch_add(1, Ordering::Relaxed);
             }
             Some(kind) => {

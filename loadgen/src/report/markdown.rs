@@ -140,6 +140,18 @@ fn render(report: &Report<'_>) -> String {
         "{} ok, {} failed, {:.0} requests/s over {:.1} s. {latency}.",
         s.requests.ok, s.requests.failed, s.throughput_rps, s.load_duration_s
     );
+    if let Some(intended) = s.latency_from_intended_us.as_ref().filter(|l| l.count > 0) {
+        let l = &s.latency_us;
+        let _ = writeln!(
+            out,
+            "\nOpen loop: latency measured from when each request was sent leaves out the time it waited \
+             because the load generator fell behind (coordinated omission). Measured from when it was due:\n\n\
+             | µs | p50 | p90 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|\n\
+             | from the send | {} | {} | {} | {} | {} |\n\
+             | from the intended send time | {} | {} | {} | {} | {} |",
+            l.p50, l.p90, l.p99, l.p999, l.max, intended.p50, intended.p90, intended.p99, intended.p999, intended.max
+        );
+    }
     if !s.requests.errors.is_empty() {
         let _ = writeln!(out, "\n| error | count |\n|---|---:|");
         for (kind, n) in &s.requests.errors {

@@ -132,6 +132,7 @@ pub(crate) mod fixtures {
         latency_us.record(800).unwrap();
         let load = LoadReport {
             latency_us,
+            latency_from_intended_us: None,
             ok: 1_100,
             failed: 0,
             errors: BTreeMap::new(),

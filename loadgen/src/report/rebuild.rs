@@ -78,6 +78,7 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<(Summary, Vec<Sample>)> {
     };
     let load = LoadReport {
         latency_us: Histogram::new(3).expect("3 significant digits is valid"),
+        latency_from_intended_us: None,
         ok: last.requests_ok,
         failed: last.requests_failed,
         errors: Default::default(),

@@ -50,8 +50,12 @@ pub struct Summary {
     pub load_duration_s: f64,
     /// Requests answered OK per second of load (`requests.ok / load_duration_s`).
     pub throughput_rps: f64,
-    /// Latency of successful calls in microseconds.
+    /// Latency of successful calls in microseconds, from when each was sent.
     pub latency_us: Latency,
+    /// Open loop only (`null` in closed loop): latency from when each call was due by the rate,
+    /// corrected for coordinated omission. When a stall holds the load generator back, the calls
+    /// it sends late waited too; `latency_us` leaves that wait out, this includes it.
+    pub latency_from_intended_us: Option<Latency>,
     /// The load generator process.
     pub client: ProcessSummary,
     /// The server process; `null` when its figures are not available (`--target`).
@@ -110,8 +114,10 @@ pub struct PlanInfo {
     pub payload_bytes: u64,
     /// Response size in bytes; 0 echoes the payload.
     pub response_bytes: u64,
-    /// Server-side delay per request in milliseconds.
+    /// Server-side delay per request in milliseconds…
     pub delay_ms: u64,
+    /// …on every this-many-th request (1: all of them).
+    pub delay_every: u64,
     /// Channels in the pool (`pool` policy only).
     pub pool_size: Option<u64>,
     /// Loopback source addresses the client's connections were spread over; 0: one, chosen by the kernel.
@@ -285,6 +291,7 @@ impl Summary {
                 payload_bytes: plan.load.request.payload.len() as u64,
                 response_bytes: plan.load.request.response_bytes.into(),
                 delay_ms: plan.load.request.delay_ms.into(),
+                delay_every: plan.load.request.delay_every,
                 pool_size: match plan.policy {
                     ChannelPolicy::Pool { size } => Some(size.get() as u64),
                     _ => None,
@@ -306,6 +313,7 @@ impl Summary {
             load_duration_s,
             throughput_rps: if load_duration_s > 0.0 { load.ok as f64 / load_duration_s } else { 0.0 },
             latency_us: Latency::of(&load.latency_us),
+            latency_from_intended_us: load.latency_from_intended_us.as_ref().map(Latency::of),
             client: ProcessSummary::of(samples.iter().map(|s| &s.client))
                 .expect("a run has at least its baseline sample"),
             server: ProcessSummary::of(server_samples.iter().map(|s| &s.process)),

@@ -48,6 +48,20 @@ pub fn latency(latency: &crate::stats::Latency) -> String {
     format!("latency p50 {} µs, p99 {} µs, max {} µs", latency.p50, latency.p99, latency.max)
 }
 
+/// Both latencies of an open-loop run side by side, or the one a closed loop has.
+pub fn latencies(sent: &crate::stats::Latency, from_intended: Option<&crate::stats::Latency>) -> String {
+    match from_intended {
+        Some(intended) if intended.count > 0 => format!(
+            "{} (from intended send times: p50 {} µs, p99 {} µs, max {} µs)",
+            latency(sent),
+            intended.p50,
+            intended.p99,
+            intended.max
+        ),
+        _ => latency(sent),
+    }
+}
+
 /// A verdict's slope and interval: `+60.8 KB (+60.7 KB to +60.9 KB)`, or `n/a`.
 pub fn slope_with_interval(verdict: &crate::verdict::ProcessVerdict) -> String {
     let signed = |bytes: f64| format!("{}{}", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes));

@@ -20,7 +20,8 @@
 //! rounds = 8                 # the rest runs in this many rounds, measured at rest between them (6 or more)
 //! payload_bytes = 64
 //! response_bytes = 0         # 0: echo the payload
-//! delay_ms = 0               # server-side delay per request
+//! delay_ms = 0               # server-side delay per request…
+//! delay_every = 1            # …on every N-th request only (a stall on a share of requests)
 //! request_timeout = "10s"
 //! [sampling]
 //! interval = "100ms"
@@ -135,6 +136,7 @@ pub struct LoadSection {
     pub payload_bytes: Option<i64>,
     pub response_bytes: Option<i64>,
     pub delay_ms: Option<i64>,
+    pub delay_every: Option<i64>,
     pub request_timeout: Option<String>,
 }
 
@@ -529,6 +531,10 @@ impl Validator<'_> {
             self.at_least("load.payload_bytes", load.payload_bytes, defaults::PAYLOAD_BYTES, 0, MAX_MESSAGE_BYTES)?;
         let response_bytes = self.at_least("load.response_bytes", load.response_bytes, 0, 0, MAX_MESSAGE_BYTES)?;
         let delay_ms = self.at_least("load.delay_ms", load.delay_ms, 0, 0, 60_000)?;
+        let delay_every = self.at_least("load.delay_every", load.delay_every, 1, 1, i64::MAX)?;
+        if load.delay_every.is_some() && delay_ms == 0 {
+            return Err(self.invalid("load.delay_every", "needs load.delay_ms: there is no delay to spread"));
+        }
         let request_timeout =
             self.positive_duration("load.request_timeout", load.request_timeout.as_deref(), defaults::REQUEST_TIMEOUT)?;
         Ok(LoadPlan {
@@ -542,6 +548,7 @@ impl Validator<'_> {
                 payload: Bytes::from(vec![b'x'; payload_bytes as usize]),
                 response_bytes: response_bytes as u32,
                 delay_ms: delay_ms as u32,
+                delay_every: delay_every as u64,
             },
             request_timeout,
         })

@@ -183,8 +183,10 @@ pub struct RequestShape {
     pub payload: Bytes,
     /// Response size; 0 echoes the payload.
     pub response_bytes: u32,
-    /// Server-side delay before answering.
+    /// Server-side delay before answering…
     pub delay_ms: u32,
+    /// …asked of every this-many-th request (request 0, N, 2N…); 1: every request.
+    pub delay_every: u64,
 }
 
 /// How memory is sampled around the load.
