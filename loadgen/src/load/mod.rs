@@ -173,7 +173,8 @@ struct Segment {
 struct WorkerState {
     clients: WorkerClients,
     latency_us: Histogram<u64>,
-    latency_from_intended_us: Histogram<u64>,
+    /// Open loop only: a closed loop has no intended send times, so it does not pay for this.
+    latency_from_intended_us: Option<Histogram<u64>>,
     errors: BTreeMap<String, u64>,
     first_error: Option<(String, Duration)>,
 }
@@ -206,7 +207,7 @@ pub async fn drive(
         .map(|_| WorkerState {
             clients: shared.channels.worker_clients(),
             latency_us: new_histogram(plan),
-            latency_from_intended_us: new_intended_histogram(plan),
+            latency_from_intended_us: plan.rate_per_s.map(|_| new_intended_histogram(plan)),
             errors: BTreeMap::new(),
             first_error: None,
         })
@@ -235,12 +236,14 @@ pub async fn drive(
     phases.checkpoint(Boundary::LoadDone).await;
 
     let mut latency_us = new_histogram(plan);
-    let mut latency_from_intended_us = new_intended_histogram(plan);
+    let mut latency_from_intended_us = plan.rate_per_s.map(|_| new_intended_histogram(plan));
     let mut errors = BTreeMap::new();
     let mut first_error: Option<(String, Duration)> = None;
     for worker in workers {
         latency_us.add(worker.latency_us).expect("histograms share their bounds");
-        latency_from_intended_us.add(worker.latency_from_intended_us).expect("histograms share their bounds");
+        if let (Some(total), Some(worker)) = (latency_from_intended_us.as_mut(), worker.latency_from_intended_us) {
+            total.add(worker).expect("histograms share their bounds");
+        }
         for (kind, count) in worker.errors {
             *errors.entry(kind).or_default() += count;
         }
@@ -260,7 +263,7 @@ pub async fn drive(
     };
     LoadReport {
         latency_us,
-        latency_from_intended_us: plan.rate_per_s.map(|_| latency_from_intended_us),
+        latency_from_intended_us,
         ok: shared.counters.ok(),
         failed: shared.counters.failed(),
         errors,
@@ -342,9 +345,8 @@ async fn worker(
         match failure {
             None => {
                 state.latency_us.saturating_record((latency.as_micros() as u64).min(max_latency_us));
-                if let Some(due) = due {
-                    let waited = due.elapsed().as_micros() as u64;
-                    state.latency_from_intended_us.saturating_record(waited.min(max_intended_latency_us));
+                if let (Some(due), Some(histogram)) = (due, state.latency_from_intended_us.as_mut()) {
+                    histogram.saturating_record((due.elapsed().as_micros() as u64).min(max_intended_latency_us));
                 }
                 shared.counters.ok.fetch_add(1, Ordering::Relaxed);
             }
