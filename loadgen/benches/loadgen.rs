@@ -7,6 +7,8 @@
 //! 2. The load generator's own RSS over 1,000,000 requests, compared with its
 //!    value right after warm-up, measured on the `loadgen` binary itself.
 //! 3. Open-loop accuracy: at a target rate well below capacity, the rate achieved.
+//! 0. First, when h2load is installed: the load generator and h2load side by
+//!    side on the same server ([`versus`]), written to `BENCHMARKS.md` too.
 //! 4. Coordinated omission: the `stall` scenario's latency measured from each
 //!    request's send and from its intended send time, side by side.
 //!
@@ -14,6 +16,9 @@
 //! it, so nothing here passes or fails. `LEAKLAB_BENCH_SCALE=0.1` runs a
 //! tenth of the requests for a quick look.
 
+mod versus;
+
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,6 +48,13 @@ fn main() {
         "policy reused, {CONCURRENCY} workers, closed loop, 64-byte unary echo, client and server on the same {} cores\n",
         cores()
     );
+
+    // 0. Side by side with h2load, alternating.
+    if versus::h2load_available() {
+        compare_with_h2load(&server_bin, reports.path(), scaled(ROUND_REQUESTS));
+    } else {
+        println!("h2load is not installed (apt-get install nghttp2-client): the side-by-side table is skipped\n");
+    }
 
     // The first run after a build is consistently slower (cold binary, caches):
     // run one and throw it away so it does not land in either column.
@@ -172,6 +184,60 @@ fn main() {
     row("the send", &s.latency_us);
     if let Some(intended) = &s.latency_from_intended_us {
         row("the intended send time", intended);
+    }
+}
+
+const VERSUS_ROUNDS: usize = 3;
+
+fn compare_with_h2load(server_bin: &Path, dir: &Path, requests: u64) {
+    let streams = CONCURRENCY;
+    let mut runs: [(&str, Vec<versus::ToolRun>); 2] = [("loadgen (reused)", Vec::new()), ("h2load", Vec::new())];
+    for _ in 0..VERSUS_ROUNDS {
+        runs[0].1.push(versus::loadgen(server_bin, dir, requests, streams));
+        runs[1].1.push(versus::h2load(server_bin, dir, requests, streams));
+    }
+    let median_of = |runs: &[versus::ToolRun], value: &dyn Fn(&versus::ToolRun) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(value).collect();
+        median(&mut values)
+    };
+    let h2load_rps = median_of(&runs[1].1, &|r| r.requests_per_s);
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "{requests} unary echo requests (64-byte payload) per run, 1 connection × {streams} concurrent streams, \
+         {VERSUS_ROUNDS} runs per tool alternating, each against a fresh leaklab-server; medians.\n"
+    );
+    let _ = writeln!(table, "| tool | requests/s | p50 µs | p99 µs | CPU s per 100k requests | peak RSS | × h2load |");
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|");
+    for (name, tool_runs) in &runs {
+        let rps = median_of(tool_runs, &|r| r.requests_per_s);
+        let _ = writeln!(
+            table,
+            "| {name} | {rps:.0} | {:.0} | {:.0} | {:.2} | {:.1} MiB | {:.2} |",
+            median_of(tool_runs, &|r| r.latency_us.0),
+            median_of(tool_runs, &|r| r.latency_us.1),
+            median_of(tool_runs, &|r| r.cpu_s / r.requests.max(1) as f64 * 100_000.0),
+            median_of(tool_runs, &|r| mib(r.max_rss_bytes)),
+            rps / h2load_rps
+        );
+    }
+    let _ = writeln!(
+        table,
+        "\nh2load reports no percentiles: its p50 and p99 columns are its mean and max. Its requests/s counts HTTP \
+         2xx answers, the loadgen's counts gRPC OK. CPU and peak RSS are each tool's own process (wait4's rusage); \
+         the loadgen's run includes its warm-up (5,000 requests) and its sampler."
+    );
+    println!("{table}");
+    let document = format!(
+        "# Benchmarks\n\nMeasured by `make bench` (loadgen/benches/loadgen.rs) on {}, {} cores shared by the \
+         client and the server, over loopback.\n\n## The load generator beside h2load\n\n{table}\n\
+         A grpc-go client joins this table once `peers/go` exists (issue 8 is open).\n",
+        machine(),
+        cores()
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md");
+    if let Err(error) = std::fs::write(&path, document) {
+        println!("could not write {}: {error}", path.display());
     }
 }
 
