@@ -64,18 +64,19 @@ fn main() -> ExitCode {
     })
 }
 
-type Failure = (u8, anyhow::Error);
+/// An error that ends the program, with the exit code it ends with.
+type ExitFailure = (u8, anyhow::Error);
 
-fn usage(error: impl Into<anyhow::Error>) -> Failure {
+fn usage(error: impl Into<anyhow::Error>) -> ExitFailure {
     (exit::USAGE, error.into())
 }
 
-fn failed(error: impl Into<anyhow::Error>) -> Failure {
+fn failed(error: impl Into<anyhow::Error>) -> ExitFailure {
     (exit::FAILED, error.into())
 }
 
 /// parse → plan → run → verdict and report → exit code.
-fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, Failure> {
+fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, ExitFailure> {
     let path = Catalog::locate(args.common.scenarios_dir.clone()).resolve(&args.scenario).map_err(usage)?;
     let plan = scenario::load(&path, &args.overrides()).map_err(usage)?;
     let target = args.common.target().map_err(usage)?;
@@ -113,7 +114,7 @@ fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, Failure> {
 }
 
 /// parse every scenario → plans → run each → comparison → exit code.
-fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, Failure> {
+fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, ExitFailure> {
     let catalog = Catalog::locate(args.common.scenarios_dir.clone());
     let names: Vec<String> = if args.scenarios.is_empty() {
         catalog.entries().into_iter().map(|entry| entry.name).collect()
@@ -165,7 +166,7 @@ fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, Failure> {
 }
 
 /// run directory → summary (its own, or rebuilt from samples) → outputs written again.
-fn report_again(dir: &std::path::Path) -> Result<ExitCode, Failure> {
+fn report_again(dir: &std::path::Path) -> Result<ExitCode, ExitFailure> {
     let (summary, samples) = rebuild::rebuild(dir).map_err(failed)?;
     let (written, export_errors) = report::export_all(&Report { summary: &summary, samples: &samples }, dir);
     let outcome = RunOutcome { dir: dir.to_owned(), summary, samples, written, export_errors };
@@ -174,7 +175,7 @@ fn report_again(dir: &std::path::Path) -> Result<ExitCode, Failure> {
 }
 
 /// A runtime, and a flag that Ctrl-C and SIGTERM turn true.
-fn runtime_with_stop() -> Result<(tokio::runtime::Runtime, watch::Receiver<bool>), Failure> {
+fn runtime_with_stop() -> Result<(tokio::runtime::Runtime, watch::Receiver<bool>), ExitFailure> {
     let runtime = tokio::runtime::Runtime::new().map_err(failed)?;
     let (stop_tx, stop) = watch::channel(false);
     runtime.spawn(stop_on_signals(stop_tx));
@@ -267,7 +268,7 @@ fn print_verdict(name: &str, verdict: Option<&ProcessVerdict>) {
     println!(
         "  verdict {name}: {} — allocated {} per request over {} round{}{expected}",
         verdict.kind,
-        slope_with_interval(verdict),
+        slope_with_interval(verdict.slope_bytes_per_request, verdict.ci_low, verdict.ci_high),
         verdict.rounds,
         if verdict.rounds == 1 { "" } else { "s" }
     );

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Comparison, Row, RowVerdict};
-use crate::report::units::{expectation_mark, format_mib, human_bytes};
+use crate::report::units::{expectation_mark, format_mib, slope_with_interval};
 use crate::verdict::Outcome;
 
 /// The comparison as markdown.
@@ -116,11 +116,7 @@ fn table_row(row: &Row) -> String {
 }
 
 fn slope(verdict: &RowVerdict) -> String {
-    let signed = |bytes: f64| format!("{}{}", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes));
-    match (verdict.slope_bytes_per_request, verdict.ci_low, verdict.ci_high) {
-        (Some(slope), Some(low), Some(high)) => format!("{} ({} … {})", signed(slope), signed(low), signed(high)),
-        _ => "n/a".to_owned(),
-    }
+    slope_with_interval(verdict.slope_bytes_per_request, verdict.ci_low, verdict.ci_high)
 }
 
 fn signed(count: i64) -> String {
@@ -179,8 +175,8 @@ mod tests {
         assert!(text.starts_with("## leaklab comparison: an expectation is contradicted ✖"), "{text}");
         assert!(
             text.contains(
-                "| leak | 4000 | 400 | 1.2 / 3.4 ms | 150.0 MiB / 100.0 MiB | +60.8 KB (+60.7 KB … +60.9 KB) | \
-                 +60.8 KB (+60.7 KB … +60.9 KB) | +3600 / +3600 | LEAK / LEAK | leak / leak | ✔ |"
+                "| leak | 4000 | 400 | 1.2 / 3.4 ms | 150.0 MiB / 100.0 MiB | +60.8 KB (+60.7 KB to +60.9 KB) | \
+                 +60.8 KB (+60.7 KB to +60.9 KB) | +3600 / +3600 | LEAK / LEAK | leak / leak | ✔ |"
             ),
             "{text}"
         );

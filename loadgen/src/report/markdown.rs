@@ -59,7 +59,7 @@ fn render(report: &Report<'_>) -> String {
                     out,
                     "| {name} | **{}** | {} | {} | {} | {} |",
                     verdict.kind,
-                    slope_with_interval(verdict),
+                    slope_with_interval(verdict.slope_bytes_per_request, verdict.ci_low, verdict.ci_high),
                     human_bytes(verdict.tolerance),
                     verdict.expected.map_or("—", |e| e.name()),
                     expectation_mark(verdict.kind, verdict.expectation_met)

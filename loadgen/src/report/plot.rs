@@ -202,7 +202,12 @@ fn verdict_line(report: &Report<'_>) -> String {
         // Words, not ✔/✖: the compiled-in font has no such glyphs.
         let met = if v.expectation_met == Some(true) { "met" } else { "NOT MET" };
         let expected = v.expected.map(|e| format!(" (expected {}: {met})", e.name()));
-        format!("{name} {}, {} per request{}", v.kind, slope_with_interval(v), expected.unwrap_or_default())
+        format!(
+            "{name} {}, {} per request{}",
+            v.kind,
+            slope_with_interval(v.slope_bytes_per_request, v.ci_low, v.ci_high),
+            expected.unwrap_or_default()
+        )
     };
     let mut line = format!("verdict: {}", one("client", &verdict.client));
     if let Some(server) = &verdict.server {

@@ -32,12 +32,14 @@ pub fn human_bytes(bytes: f64) -> String {
     format!("{value:.1} {unit}")
 }
 
+/// Bytes with their sign always written: `+60.8 KB`, `-47 B`.
+pub fn signed_bytes(bytes: f64) -> String {
+    format!("{}{}", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes))
+}
+
 /// Signed growth per request, `+60.8 KB/request`, or `n/a` when it was not measured.
 pub fn bytes_per_request(bytes: Option<f64>) -> String {
-    match bytes {
-        Some(bytes) => format!("{}{}/request", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes)),
-        None => "n/a".to_owned(),
-    }
+    bytes.map_or_else(|| "n/a".to_owned(), |bytes| format!("{}/request", signed_bytes(bytes)))
 }
 
 /// `p50 312 µs, p99 780 µs, max 2100 µs`, or a word when no latency was recorded.
@@ -45,28 +47,29 @@ pub fn latency(latency: &crate::stats::Latency) -> String {
     if latency.count == 0 {
         return "latency not recorded".to_owned();
     }
-    format!("latency p50 {} µs, p99 {} µs, max {} µs", latency.p50, latency.p99, latency.max)
+    format!("latency {}", percentiles(latency))
+}
+
+fn percentiles(latency: &crate::stats::Latency) -> String {
+    format!("p50 {} µs, p99 {} µs, max {} µs", latency.p50, latency.p99, latency.max)
 }
 
 /// Both latencies of an open-loop run side by side, or the one a closed loop has.
 pub fn latencies(sent: &crate::stats::Latency, from_intended: Option<&crate::stats::Latency>) -> String {
     match from_intended {
-        Some(intended) if intended.count > 0 => format!(
-            "{} (from intended send times: p50 {} µs, p99 {} µs, max {} µs)",
-            latency(sent),
-            intended.p50,
-            intended.p99,
-            intended.max
-        ),
+        Some(intended) if intended.count > 0 => {
+            format!("{} (from intended send times: {})", latency(sent), percentiles(intended))
+        }
         _ => latency(sent),
     }
 }
 
-/// A verdict's slope and interval: `+60.8 KB (+60.7 KB to +60.9 KB)`, or `n/a`.
-pub fn slope_with_interval(verdict: &crate::verdict::ProcessVerdict) -> String {
-    let signed = |bytes: f64| format!("{}{}", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes));
-    match (verdict.slope_bytes_per_request, verdict.ci_low, verdict.ci_high) {
-        (Some(slope), Some(low), Some(high)) => format!("{} ({} to {})", signed(slope), signed(low), signed(high)),
+/// A slope and its interval, in bytes per request: `+60.8 KB (+60.7 KB to +60.9 KB)`, or `n/a`.
+pub fn slope_with_interval(slope: Option<f64>, low: Option<f64>, high: Option<f64>) -> String {
+    match (slope, low, high) {
+        (Some(slope), Some(low), Some(high)) => {
+            format!("{} ({} to {})", signed_bytes(slope), signed_bytes(low), signed_bytes(high))
+        }
         _ => "n/a".to_owned(),
     }
 }
@@ -107,6 +110,16 @@ mod tests {
         assert_eq!(expectation_mark(VerdictKind::NoLeak, Some(false)), "✖");
         assert_eq!(expectation_mark(VerdictKind::Inconclusive, Some(false)), "?");
         assert_eq!(expectation_mark(VerdictKind::Leak, None), "");
+    }
+
+    #[test]
+    fn a_slope_reads_with_its_interval() {
+        assert_eq!(
+            slope_with_interval(Some(60_800.0), Some(60_700.0), Some(60_900.0)),
+            "+60.8 KB (+60.7 KB to +60.9 KB)"
+        );
+        assert_eq!(slope_with_interval(Some(-37.0), Some(-63.0), Some(4.0)), "-37 B (-63 B to +4 B)");
+        assert_eq!(slope_with_interval(Some(1.0), None, Some(2.0)), "n/a");
     }
 
     #[test]

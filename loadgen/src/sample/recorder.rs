@@ -81,7 +81,7 @@ impl Marker {
     }
 
     /// Starts `phase` with a checkpoint; the returned future resolves once it is taken.
-    pub fn checkpoint(&self, phase: Phase) -> impl Future<Output = ()> + Send + 'static {
+    pub fn checkpoint_at(&self, phase: Phase) -> impl Future<Output = ()> + Send + 'static {
         let (taken, done) = tokio::sync::oneshot::channel();
         let reply: Reply = Box::new(move || {
             let _ = taken.send(());
@@ -101,7 +101,7 @@ impl PhaseListener for Marker {
             Boundary::WarmupDone | Boundary::RoundDone(_) => Phase::Load,
             Boundary::LoadDone => Phase::Cooldown,
         };
-        Box::pin(Marker::checkpoint(self, phase))
+        Box::pin(self.checkpoint_at(phase))
     }
 }
 
@@ -273,8 +273,8 @@ mod tests {
         .unwrap();
         let marker = recorder.marker();
         marker.mark(Phase::Warmup);
-        block_on(PhaseListener::checkpoint(&marker, Boundary::WarmupDone));
-        block_on(PhaseListener::checkpoint(&marker, Boundary::LoadDone));
+        block_on(marker.checkpoint(Boundary::WarmupDone));
+        block_on(marker.checkpoint(Boundary::LoadDone));
         let recording = recorder.finish();
 
         let phases: Vec<Phase> = recording.samples.iter().map(|s| s.phase).collect();

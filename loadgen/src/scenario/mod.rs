@@ -292,15 +292,6 @@ pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Plan, Sce
     Ok(plan)
 }
 
-impl CapsPlan {
-    /// What is left with the caps lifted: either process may use half of the
-    /// machine's memory, and fds are bounded only by the fd limit.
-    pub fn machine_guard() -> CapsPlan {
-        let half = leaklab_probe::procfs::total_memory_bytes().ok().map(|total| total / 2);
-        CapsPlan { client_rss_bytes: half, server_rss_bytes: half, fds: None }
-    }
-}
-
 /// A size like `300MiB`, `2GiB`, `512KB` or a plain number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();

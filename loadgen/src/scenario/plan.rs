@@ -30,6 +30,15 @@ pub struct Plan {
     pub origin: Origin,
 }
 
+impl CapsPlan {
+    /// What is left with the caps lifted: either process may use half of the
+    /// machine's memory, and fds are bounded only by the fd limit.
+    pub fn machine_guard() -> CapsPlan {
+        let half = leaklab_probe::procfs::total_memory_bytes().ok().map(|total| total / 2);
+        CapsPlan { client_rss_bytes: half, server_rss_bytes: half, fds: None }
+    }
+}
+
 /// The scenario text and the command-line overrides a plan was made from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Origin {

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::report::Summary;
-use crate::report::units::human_bytes;
+use crate::report::units::{human_bytes, signed_bytes};
 
 /// A baseline that cannot be saved or read, with the path to blame.
 #[derive(Debug, thiserror::Error)]
@@ -153,12 +153,7 @@ impl BaselineComparison {
     /// One line per figure, for the console and `compare.md`.
     pub fn lines(&self) -> Vec<String> {
         let bytes = |d: &Delta| {
-            format!(
-                "{} → {} per request ({:+})",
-                human_bytes(d.baseline),
-                human_bytes(d.current),
-                human_bytes(d.change)
-            )
+            format!("{} → {} per request ({})", human_bytes(d.baseline), human_bytes(d.current), signed_bytes(d.change))
         };
         let percent = |d: &Delta| {
             if d.baseline != 0.0 { format!("{:+.1}%", 100.0 * d.change / d.baseline) } else { "n/a".to_owned() }

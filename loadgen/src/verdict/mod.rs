@@ -38,6 +38,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::report::units::human_bytes;
 use crate::sample::{Phase, Sample};
 use crate::scenario::{Expectation, VerdictPlan};
 use crate::stats::LoadWindow;
@@ -220,9 +221,9 @@ pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expecta
         Some(full) if full.ci_high <= tolerance => {
             reasons.push(format!(
                 "Allocated memory changed by {} per request (95% interval up to {}), within the tolerance of {}.",
-                bytes(full.slope),
-                bytes(full.ci_high),
-                bytes(tolerance)
+                human_bytes(full.slope),
+                human_bytes(full.ci_high),
+                human_bytes(tolerance)
             ));
             VerdictKind::NoLeak
         }
@@ -234,19 +235,19 @@ pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expecta
             reasons.push(format!(
                 "Memory grew by {} per request in the early rounds, then by {} (95% interval up to {}) in the \
                  late rounds: it levelled off.",
-                bytes(early.slope),
-                bytes(late.slope),
-                bytes(late.ci_high)
+                human_bytes(early.slope),
+                human_bytes(late.slope),
+                human_bytes(late.ci_high)
             ));
             VerdictKind::Bounded
         }
         Some(full) if full.ci_low > tolerance => {
             reasons.push(format!(
                 "Allocated memory grew by {} per request (95% interval {} to {}), above the tolerance of {}.",
-                bytes(full.slope),
-                bytes(full.ci_low),
-                bytes(full.ci_high),
-                bytes(tolerance)
+                human_bytes(full.slope),
+                human_bytes(full.ci_low),
+                human_bytes(full.ci_high),
+                human_bytes(tolerance)
             ));
             VerdictKind::Leak
         }
@@ -254,9 +255,9 @@ pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expecta
             let late = late.expect("checked");
             reasons.push(format!(
                 "The late rounds grew by {} per request (95% interval from {}), above the tolerance of {}.",
-                bytes(late.slope),
-                bytes(late.ci_low),
-                bytes(tolerance)
+                human_bytes(late.slope),
+                human_bytes(late.ci_low),
+                human_bytes(tolerance)
             ));
             VerdictKind::Leak
         }
@@ -272,9 +273,9 @@ pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expecta
             rounds_to_decide = rounds_needed(&full, tolerance);
             reasons.push(format!(
                 "The 95% interval, {} to {} per request, contains the tolerance of {}.",
-                bytes(full.ci_low),
-                bytes(full.ci_high),
-                bytes(tolerance)
+                human_bytes(full.ci_low),
+                human_bytes(full.ci_high),
+                human_bytes(tolerance)
             ));
             reasons.push(match rounds_to_decide {
                 Some(total) => format!(
@@ -305,8 +306,8 @@ pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expecta
                 cooldown
                     .allocated_grown_bytes
                     .zip(cooldown.allocated_returned_bytes)
-                    .map_or("?".to_owned(), |(grown, returned)| signed_bytes(grown - returned)),
-                cooldown.allocated_grown_bytes.map_or("?".to_owned(), signed_bytes),
+                    .map_or("?".to_owned(), |(grown, returned)| human_bytes((grown - returned) as f64)),
+                cooldown.allocated_grown_bytes.map_or("?".to_owned(), |grown| human_bytes(grown as f64)),
                 cooldown.connections_grown - cooldown.connections_returned,
                 cooldown.connections_grown
             )
@@ -426,14 +427,6 @@ impl Verdicts {
         }
         Some(self.outcome(plan) == Outcome::Met)
     }
-}
-
-fn bytes(value: f64) -> String {
-    crate::report::units::human_bytes(value)
-}
-
-fn signed_bytes(value: i64) -> String {
-    crate::report::units::human_bytes(value as f64)
 }
 
 #[cfg(test)]
