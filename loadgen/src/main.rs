@@ -104,10 +104,7 @@ fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, ExitFailure> {
         }
     }
     print_summary(&outcome, comparison.as_ref());
-    let mut verdict = outcome.summary.verdict.outcome(&plan.verdict);
-    if comparison.is_some_and(|c| c.regressed) {
-        verdict = Outcome::Contradicted;
-    }
+    let verdict = outcome.summary.verdict.outcome_with_baseline(&plan.verdict, comparison.as_ref());
     let interrupted = outcome.summary.stopped_by == StopReason::Interrupted;
     let at_limit = matches!(outcome.summary.stopped_by, StopReason::Cap | StopReason::MachineLimit);
     Ok(exit_code(!outcome.export_errors.is_empty(), interrupted, verdict, at_limit, bisect))

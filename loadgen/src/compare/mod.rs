@@ -253,10 +253,7 @@ async fn run_one(plan: &Plan, options: &CompareOptions) -> anyhow::Result<Finish
 
 fn row(plan: &Plan, finished: &Finished, baseline: Option<BaselineComparison>) -> Row {
     let s = &finished.summary;
-    let mut verdict_outcome = s.verdict.outcome(&plan.verdict);
-    if baseline.as_ref().is_some_and(|b| b.regressed) {
-        verdict_outcome = Outcome::Contradicted;
-    }
+    let verdict_outcome = s.verdict.outcome_with_baseline(&plan.verdict, baseline.as_ref());
     Row {
         scenario: s.scenario.clone(),
         run_dir: finished.dir.display().to_string(),

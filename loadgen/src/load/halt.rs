@@ -64,10 +64,6 @@ impl Halt {
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
     }
-
-    pub fn is_triggered(&self) -> bool {
-        self.reason.get().is_some()
-    }
 }
 
 #[cfg(test)]

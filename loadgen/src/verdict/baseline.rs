@@ -226,6 +226,18 @@ mod tests {
         assert!(comparison.regressed);
         assert!(comparison.reasons[0].contains("The client keeps 1.0 KB more per request"), "{:?}", comparison.reasons);
 
+        let plan = crate::scenario::VerdictPlan {
+            tolerance_bytes_per_request: 256.0,
+            expect_client: Some(crate::scenario::Expectation::Leak),
+            expect_server: None,
+        };
+        assert_eq!(current.verdict.outcome(&plan), crate::verdict::Outcome::Met);
+        assert_eq!(
+            current.verdict.outcome_with_baseline(&plan, Some(&comparison)),
+            crate::verdict::Outcome::Contradicted,
+            "a regression fails the run even when its expectation holds"
+        );
+
         current.verdict.client.slope_bytes_per_request = Some(slope + 100.0);
         assert!(!compare("main", &baseline, &current).regressed, "100 B is within the 256 B tolerance");
     }

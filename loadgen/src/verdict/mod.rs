@@ -419,6 +419,15 @@ impl Verdicts {
         outcome
     }
 
+    /// [`Verdicts::outcome`], where a baseline that regressed counts as a contradiction.
+    pub fn outcome_with_baseline(
+        &self,
+        plan: &VerdictPlan,
+        baseline: Option<&baseline::BaselineComparison>,
+    ) -> Outcome {
+        if baseline.is_some_and(|b| b.regressed) { Outcome::Contradicted } else { self.outcome(plan) }
+    }
+
     /// `true` when every expectation is met, `false` when one is not (or
     /// cannot be judged), `null` when the scenario sets none.
     pub fn expectation_met(&self, plan: &VerdictPlan) -> Option<bool> {
