@@ -159,7 +159,7 @@ async fn an_external_target_is_loaded_but_not_measured() {
     assert_eq!(outcome.summary.growth.server_allocated_bytes_per_request, None);
     assert!(outcome.summary.notes.iter().any(|note| note.contains("--target")), "{:?}", outcome.summary.notes);
     assert_eq!(server.metrics.requests_served(), 200);
-    server.shutdown(Duration::from_secs(1)).await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

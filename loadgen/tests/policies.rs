@@ -67,7 +67,7 @@ async fn rounds_pause_with_nothing_in_flight() {
         .chain(std::iter::once((Boundary::LoadDone, 130)))
         .collect();
     assert_eq!(seen, expected);
-    server.shutdown(Duration::from_secs(1)).await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
 }
 
 /// Polls `condition` for up to 10 s: closing a connection is asynchronous.
@@ -88,7 +88,7 @@ async fn reused_sends_everything_over_one_connection() {
     let server_side = server.metrics.connections.counts();
     assert_eq!((server_side.opened, server_side.open), (1, 1), "server: {server_side:?}");
     assert_eq!(server.metrics.requests_served(), report.ok);
-    server.shutdown(Duration::from_secs(1)).await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -99,7 +99,7 @@ async fn pool_opens_exactly_its_size() {
     assert_eq!((client.opened, client.open), (3, 3), "client: {client:?}");
     assert_eq!(server.metrics.connections.counts().open, 3);
     assert_eq!(server.metrics.requests_served(), report.ok);
-    server.shutdown(Duration::from_secs(1)).await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -117,7 +117,7 @@ async fn leak_keeps_one_more_connection_per_request() {
     // The leak lives exactly as long as the cache that holds the channels.
     drop(channels);
     eventually("the server saw the leaked connections close", || server.metrics.connections.counts().open == 0).await;
-    server.shutdown(Duration::from_secs(1)).await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -130,7 +130,7 @@ async fn per_request_close_returns_to_baseline() {
     eventually("the server saw every connection close", || server.metrics.connections.counts().open == 0).await;
     assert_eq!(server.metrics.connections.counts().opened, 40);
     assert_eq!(server.metrics.requests_served(), report.ok);
-    server.shutdown(Duration::from_secs(1)).await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -150,7 +150,7 @@ async fn a_stopped_load_sends_nothing_more() {
             .await;
     assert_eq!(report.ok + report.failed, 0);
     assert_eq!(report.stopped_by, load::StopReason::Interrupted);
-    server.shutdown(Duration::from_secs(1)).await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -206,5 +206,5 @@ async fn open_loop_latency_counts_the_wait_a_stall_causes() {
     let report =
         load::drive(channels, &closed.load, Arc::default(), Arc::new(Boundaries::default()), Arc::default()).await;
     assert!(report.latency_from_intended_us.is_none(), "a closed loop has no intended send times");
-    server.shutdown(Duration::from_secs(1)).await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
 }

@@ -62,6 +62,33 @@ pub struct ServerStats {
     pub requests_served: u64,
     /// RPCs answered with an error status since start.
     pub requests_failed: u64,
+    /// What the server's keepalive policy did to connections since start.
+    #[serde(default)]
+    pub lifecycle: ServerLifecycle,
+}
+
+/// Counts, since the server started, of what its connection policy did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServerLifecycle {
+    /// GOAWAYs sent because a connection had no RPC in flight for `max_connection_idle`.
+    pub goaway_max_idle: u64,
+    /// GOAWAYs sent because a connection reached `max_connection_age`.
+    pub goaway_max_age: u64,
+    /// GOAWAYs `ENHANCE_YOUR_CALM` "too_many_pings" sent to clients that pinged too often.
+    pub goaway_too_many_pings: u64,
+    /// GOAWAYs `PROTOCOL_ERROR` or `FRAME_SIZE_ERROR` sent for bytes that were not HTTP/2.
+    pub goaway_protocol_error: u64,
+    /// Connections closed because they outlived `max_connection_age` + `max_connection_age_grace`.
+    pub closed_after_age_grace: u64,
+    /// Client pings that came sooner than the enforcement policy allows.
+    pub ping_strikes: u64,
+}
+
+impl ServerLifecycle {
+    /// Connections the server ended by itself: idle, aged, or pinging too often.
+    pub fn reaped(&self) -> u64 {
+        self.goaway_max_idle + self.goaway_max_age + self.goaway_too_many_pings
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +113,7 @@ mod tests {
             },
             requests_served: 10,
             requests_failed: 1,
+            lifecycle: ServerLifecycle { goaway_max_idle: 3, ..ServerLifecycle::default() },
         });
         let line = stats.to_line();
         assert!(!line.contains('\n'));

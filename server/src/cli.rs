@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use leaklab_server::ServerConfig;
+use leaklab_server::{KeepalivePolicy, ServerConfig};
 
 /// The toy leaklab.v1.Echo gRPC server (with grpc.health.v1.Health).
 ///
@@ -33,13 +33,35 @@ pub(crate) struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_concurrent_streams: Option<u32>,
 
-    /// Send HTTP/2 PINGs at this interval, e.g. `30s` (default: none).
+    /// GOAWAY and close a connection with no RPC in flight for this long, e.g. `2s`
+    /// (grpc-go's MaxConnectionIdle; default: never).
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) http2_keepalive_interval: Option<Duration>,
+    pub(crate) max_connection_idle: Option<Duration>,
 
-    /// Close a connection whose PING goes unanswered this long, e.g. `20s`.
-    #[arg(long, value_parser = humantime::parse_duration, requires = "http2_keepalive_interval")]
-    pub(crate) http2_keepalive_timeout: Option<Duration>,
+    /// GOAWAY a connection this old, e.g. `30s` (grpc-go's MaxConnectionAge; default: never).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) max_connection_age: Option<Duration>,
+
+    /// Close a connection still open this long after its max-age GOAWAY (default: wait for its RPCs).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "max_connection_age")]
+    pub(crate) max_connection_age_grace: Option<Duration>,
+
+    /// Ping a connection after this long without activity, e.g. `1s` (grpc-go's Time; default: never).
+    #[arg(long, alias = "http2-keepalive-interval", value_parser = humantime::parse_duration)]
+    pub(crate) keepalive_time: Option<Duration>,
+
+    /// Close a connection whose ping goes unanswered this long, e.g. `20s` (grpc-go's Timeout).
+    #[arg(long, alias = "http2-keepalive-timeout", value_parser = humantime::parse_duration, requires = "keepalive_time")]
+    pub(crate) keepalive_timeout: Option<Duration>,
+
+    /// Client pings closer than this are strikes; the third strike gets GOAWAY
+    /// ENHANCE_YOUR_CALM "too_many_pings" (grpc-go's MinTime; default: pings are not policed).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) min_ping_interval: Option<Duration>,
+
+    /// Let clients ping while no RPC is in flight (grpc-go's PermitWithoutStream).
+    #[arg(long, requires = "min_ping_interval")]
+    pub(crate) permit_without_stream: bool,
 
     /// Answer `stats` lines on stdin with one JSON line of figures on stdout,
     /// and shut down when stdin closes. The load generator uses this.
@@ -56,8 +78,15 @@ impl Cli {
         ServerConfig {
             max_message_bytes: self.max_message_size as usize,
             max_concurrent_streams: self.max_concurrent_streams,
-            http2_keepalive_interval: self.http2_keepalive_interval,
-            http2_keepalive_timeout: self.http2_keepalive_timeout,
+            keepalive: KeepalivePolicy {
+                max_connection_idle: self.max_connection_idle,
+                max_connection_age: self.max_connection_age,
+                max_connection_age_grace: self.max_connection_age_grace,
+                keepalive_time: self.keepalive_time,
+                keepalive_timeout: self.keepalive_timeout,
+                min_ping_interval: self.min_ping_interval,
+                permit_without_stream: self.permit_without_stream,
+            },
             preface_timeout: self.preface_timeout,
         }
     }
@@ -83,6 +112,12 @@ mod tests {
     }
 
     #[test]
+    fn a_grace_needs_an_age() {
+        let err = Cli::try_parse_from(["leaklab-server", "--max-connection-age-grace", "1s"]).unwrap_err();
+        assert!(err.to_string().contains("--max-connection-age"), "{err}");
+    }
+
+    #[test]
     fn zero_max_message_size_is_refused() {
         let err = Cli::try_parse_from(["leaklab-server", "--max-message-size", "0"]).unwrap_err();
         assert!(err.to_string().contains("--max-message-size"), "{err}");
@@ -102,6 +137,18 @@ mod tests {
     #[test]
     fn durations_are_human() {
         let cli = Cli::try_parse_from(["leaklab-server", "--http2-keepalive-interval", "250ms"]).unwrap();
-        assert_eq!(cli.http2_keepalive_interval, Some(Duration::from_millis(250)));
+        assert_eq!(cli.keepalive_time, Some(Duration::from_millis(250)), "the old flag name still works");
+        let cli = Cli::try_parse_from([
+            "leaklab-server",
+            "--max-connection-idle",
+            "2s",
+            "--min-ping-interval",
+            "5s",
+            "--permit-without-stream",
+        ])
+        .unwrap();
+        let policy = cli.server_config().keepalive;
+        assert_eq!(policy.max_connection_idle, Some(Duration::from_secs(2)));
+        assert!(policy.ping_policy().unwrap().permit_without_stream);
     }
 }

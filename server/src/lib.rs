@@ -4,6 +4,11 @@
 //! `127.0.0.1:0`); the `leaklab-server` binary wraps the same call with flags,
 //! signals and the stats side channel of [`leaklab_probe::control`].
 
+mod activity;
+pub mod frames;
+pub mod keepalive;
+mod lifecycle;
+mod policed;
 mod preface;
 
 use std::io;
@@ -26,6 +31,10 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+pub use activity::ConnActivity;
+pub use keepalive::KeepalivePolicy;
+pub use lifecycle::{GoawayReason, Lifecycle, ServerLifecycle};
+pub use policed::PolicedIo;
 pub use preface::PrefaceDeadline;
 
 /// Largest `delay_ms` a request may ask for; longer ones are refused, so a
@@ -39,10 +48,8 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (`None`: no limit, tonic's default).
     pub max_concurrent_streams: Option<u32>,
-    /// Interval of server HTTP/2 PING frames (`None`: no pings).
-    pub http2_keepalive_interval: Option<Duration>,
-    /// How long a PING may go unanswered before the connection is closed.
-    pub http2_keepalive_timeout: Option<Duration>,
+    /// Idle and age limits, server pings and the client ping policy.
+    pub keepalive: KeepalivePolicy,
     /// A connection that has not sent the HTTP/2 preface this long after it was accepted is closed.
     pub preface_timeout: Duration,
 }
@@ -52,8 +59,7 @@ impl Default for ServerConfig {
         Self {
             max_message_bytes: 4 << 20,
             max_concurrent_streams: None,
-            http2_keepalive_interval: None,
-            http2_keepalive_timeout: None,
+            keepalive: KeepalivePolicy::default(),
             preface_timeout: Duration::from_secs(10),
         }
     }
@@ -67,6 +73,8 @@ pub struct ServerMetrics {
     served: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     accept_errors: Arc<AtomicU64>,
+    /// What the keepalive policy did to connections.
+    pub lifecycle: Lifecycle,
 }
 
 impl ServerMetrics {
@@ -91,6 +99,7 @@ impl ServerMetrics {
             process: reader.read()?,
             requests_served: self.requests_served(),
             requests_failed: self.requests_failed(),
+            lifecycle: self.lifecycle.counts(),
         })
     }
 
@@ -185,8 +194,11 @@ struct CountedIncoming {
 
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
+/// An accepted connection, counted until it closes, with its peer.
+type Accepted = (Counted<PrefaceDeadline<TcpStream>>, SocketAddr);
+
 impl Stream for CountedIncoming {
-    type Item = io::Result<Counted<PrefaceDeadline<TcpStream>>>;
+    type Item = Accepted;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
@@ -195,11 +207,10 @@ impl Stream for CountedIncoming {
                 self.backoff = None;
             }
             match std::task::ready!(self.listener.poll_accept(cx)) {
-                Ok((stream, _peer)) => {
-                    // serve_with_incoming ignores the builder's nodelay; set it as tonic would.
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let stream = PrefaceDeadline::new(stream, self.preface_timeout);
-                    return Poll::Ready(Some(Ok(self.metrics.connections.track(stream))));
+                    return Poll::Ready(Some((self.metrics.connections.track(stream), peer)));
                 }
                 Err(error) => {
                     self.metrics.accept_errors.fetch_add(1, Ordering::Relaxed);
@@ -231,29 +242,135 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
 }
 
 /// Serves `Echo` and the gRPC health service on `listener` until `shutdown` resolves,
-/// then waits for open connections to finish.
+/// then sends every connection GOAWAY and waits for them to finish.
+///
+/// The accept loop is our own rather than tonic's, because tonic has neither
+/// a max-idle limit nor a ping policy, and its `max_connection_age_grace`
+/// drops a connection at age + grace without ever sending GOAWAY. Each
+/// connection here is served by hyper under [`KeepalivePolicy`], as grpc-go
+/// serves it: GOAWAY at idle or at age, a hard close only after the grace.
 pub async fn serve(
     listener: TcpListener,
     config: &ServerConfig,
     metrics: ServerMetrics,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let echo = EchoServer::new(EchoService { metrics: metrics.clone(), max_message_bytes: config.max_message_bytes })
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     health_reporter.set_serving::<EchoServer<EchoService>>().await;
+    let routes = tonic::service::Routes::new(health_service).add_service(echo).prepare();
+    let service = tower::util::MapResponse::new(routes, oversized_is_resource_exhausted as fn(_) -> _);
 
-    let incoming = CountedIncoming { listener, metrics, preface_timeout: config.preface_timeout, backoff: None };
-    tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(oversized_is_resource_exhausted))
+    let policy = config.keepalive;
+    let mut http2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http2
+        .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(config.max_concurrent_streams)
-        .http2_keepalive_interval(config.http2_keepalive_interval)
-        .http2_keepalive_timeout(config.http2_keepalive_timeout)
-        .add_service(health_service)
-        .add_service(echo)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .keep_alive_interval(policy.keepalive_time);
+    if let Some(timeout) = policy.keepalive_timeout {
+        http2.keep_alive_timeout(timeout);
+    }
+
+    let (drain, draining) = tokio::sync::watch::channel(false);
+    let mut incoming =
+        CountedIncoming { listener, metrics: metrics.clone(), preface_timeout: config.preface_timeout, backoff: None };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some((io, peer)) = tokio_stream::StreamExt::next(&mut incoming) => {
+                let connection = Connection { policy, lifecycle: metrics.lifecycle.clone(), peer, draining: draining.clone() };
+                tokio::spawn(connection.serve(io, service.clone(), http2.clone()));
+            }
+        }
+    }
+    // Stop accepting at once, then drain.
+    drop(incoming);
+    drop(draining);
+    let _ = drain.send(true);
+    drain.closed().await;
+}
+
+/// One accepted connection and the limits it is served under.
+struct Connection {
+    policy: KeepalivePolicy,
+    lifecycle: Lifecycle,
+    peer: SocketAddr,
+    /// Becomes `true` when the server shuts down.
+    draining: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn serve<S>(mut self, io: Counted<PrefaceDeadline<TcpStream>>, service: S, http2: Http2Builder)
+    where
+        S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<tonic::body::Body>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    {
+        let activity = Arc::new(activity::ConnActivity::default());
+        let io =
+            PolicedIo::new(io, self.policy.ping_policy(), Arc::clone(&activity), self.lifecycle.clone(), self.peer);
+        let counted = activity::CountInFlight { inner: service, activity: Arc::clone(&activity) };
+        let connection = http2
+            .serve_connection(hyper_util::rt::TokioIo::new(io), hyper_util::service::TowerToHyperService::new(counted));
+        tokio::pin!(connection);
+
+        let idle = async {
+            match self.policy.max_connection_idle {
+                Some(limit) => activity.idle_for_at_least(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let age = sleep_or_never(self.policy.max_connection_age);
+        tokio::pin!(idle, age);
+        let mut grace_ends: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut going_away = false;
+        loop {
+            tokio::select! {
+                result = &mut connection => {
+                    if let Err(error) = result {
+                        // Peers that vanish mid-call are routine for a leak harness; say so only in debug.
+                        let _ = error;
+                    }
+                    return;
+                }
+                () = &mut idle, if !going_away => {
+                    self.lifecycle.goaway(GoawayReason::MaxIdle, self.peer);
+                    connection.as_mut().graceful_shutdown();
+                    going_away = true;
+                }
+                () = &mut age, if !going_away => {
+                    self.lifecycle.goaway(GoawayReason::MaxAge, self.peer);
+                    connection.as_mut().graceful_shutdown();
+                    going_away = true;
+                    grace_ends = self.policy.max_connection_age_grace.map(|grace| Box::pin(tokio::time::sleep(grace)));
+                }
+                () = async { grace_ends.as_mut().expect("guarded").await }, if grace_ends.is_some() => {
+                    self.lifecycle.closed_after_age_grace(self.peer);
+                    return;
+                }
+                _ = self.draining.changed(), if !going_away => {
+                    self.lifecycle.goaway(GoawayReason::Shutdown, self.peer);
+                    connection.as_mut().graceful_shutdown();
+                    going_away = true;
+                }
+            }
+        }
+    }
+}
+
+type Http2Builder = hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>;
+
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A server running on the caller's tokio runtime.
@@ -263,7 +380,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub metrics: ServerMetrics,
     shutdown: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    task: JoinHandle<()>,
 }
 
 impl Server {
@@ -285,14 +402,17 @@ impl Server {
 
     /// Stops accepting, closes connections gracefully and waits up to `grace`
     /// for them; returns whether every connection closed in time.
-    pub async fn shutdown(self, grace: Duration) -> Result<bool, tonic::transport::Error> {
+    pub async fn shutdown(self, grace: Duration) -> bool {
         let _ = self.shutdown.send(());
         let mut task = self.task;
         match tokio::time::timeout(grace, &mut task).await {
-            Ok(joined) => joined.expect("server task does not panic").map(|()| true),
+            Ok(joined) => {
+                joined.expect("server task does not panic");
+                true
+            }
             Err(_elapsed) => {
                 task.abort();
-                Ok(false)
+                false
             }
         }
     }

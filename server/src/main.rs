@@ -55,15 +55,11 @@ async fn main() -> anyhow::Result<()> {
     let server = serve(listener, &config, metrics.clone(), stop_requested(stop_rx.clone()));
     tokio::pin!(server);
     // Serve until stopped; then give open connections `shutdown_grace` to finish.
-    let outcome = tokio::select! {
-        result = &mut server => result.context("serving"),
-        () = stop_requested(stop_rx) => match tokio::time::timeout(cli.shutdown_grace, &mut server).await {
-            Ok(result) => result.context("serving"),
-            Err(_elapsed) => {
-                let open = metrics.connections.counts().open;
-                eprintln!("leaklab-server: {open} connections still open after {:?}; closing them", cli.shutdown_grace);
-                Ok(())
-            }
+    tokio::select! {
+        () = &mut server => (),
+        () = stop_requested(stop_rx) => if tokio::time::timeout(cli.shutdown_grace, &mut server).await.is_err() {
+            let open = metrics.connections.counts().open;
+            eprintln!("leaklab-server: {open} connections still open after {:?}; closing them", cli.shutdown_grace);
         },
     };
     let connections = metrics.connections.counts();
@@ -74,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         connections.opened,
         connections.closed
     );
-    outcome
+    Ok(())
 }
 
 async fn stop_requested(mut stop: watch::Receiver<bool>) {
