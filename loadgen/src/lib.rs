@@ -9,6 +9,7 @@
 //! [`run::execute`] strings them together.
 
 pub mod compare;
+pub mod fault;
 pub mod load;
 pub mod report;
 pub mod run;

@@ -13,12 +13,13 @@ use leaklab_probe::SnapshotReader;
 use leaklab_probe::procfs::{self, Proc};
 use tokio::sync::watch;
 
+use crate::fault::FaultProxy;
 use crate::load::{self, Channels, Halt, HaltReason, LoadCounters, StopReason};
 use crate::report::progress::Progress;
 use crate::report::rebuild::{RUN_RECORD, RunRecord};
 use crate::report::summary::{Limits, RunFacts, TargetInfo, TargetKind};
 use crate::report::{self, Report, RunDir, Summary};
-use crate::sample::{Guard, LiveMeasure, Phase, Recorder, Sample};
+use crate::sample::{Guard, LiveMeasure, NetworkProbe, NetworkSample, Phase, Recorder, Sample};
 use crate::scenario::Plan;
 use crate::target::{self, ServerControl, ServerProcess};
 
@@ -99,10 +100,23 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     std::fs::write(&record_path, serde_json::to_string_pretty(&record).expect("a run record serializes") + "\n")
         .with_context(|| format!("writing {}", record_path.display()))?;
 
+    // With a fault scheduled, the client dials the fault proxy, which relays to the server.
+    let mut proxy = match plan.fault.any() {
+        true => {
+            let upstream = tokio::net::lookup_host(&authority)
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .with_context(|| format!("fault: cannot resolve the server address {authority}"))?;
+            Some(FaultProxy::start(upstream, run_started).await.context("fault: starting the fault proxy")?)
+        }
+        false => None,
+    };
+    let dial = proxy.as_ref().map_or_else(|| authority.clone(), |proxy| proxy.addr.to_string());
     let channels = Arc::new(
-        Channels::connect_from(plan.policy, &authority, sources(plan, &authority)?)
+        Channels::connect_from(plan.policy, &dial, sources(plan, &dial)?, &plan.client)
             .await
-            .with_context(|| format!("connecting to the server at {authority}"))?,
+            .with_context(|| format!("connecting to the server at {dial}"))?,
     );
     let counters = Arc::new(LoadCounters::default());
     // One stop signal for the load, whatever its reason: the user's stop, a cap, a limit of the machine.
@@ -117,7 +131,8 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     };
     let samples_path = dir.file("samples.jsonl");
     let samples_file = File::create(&samples_path).with_context(|| format!("creating {}", samples_path.display()))?;
-    let measure = LiveMeasure::new(SnapshotReader::new(channels.connections().clone()), control);
+    let measure = LiveMeasure::new(SnapshotReader::new(channels.connections().clone()), control)
+        .with_network(network_probe(Arc::clone(&channels), &[&authority, &dial]));
     let recorder = Recorder::start(
         Box::new(measure),
         Arc::clone(&counters),
@@ -133,6 +148,9 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     if plan.load.warmup_requests > 0 {
         marker.mark(Phase::Warmup);
     }
+    if let Some(proxy) = proxy.as_mut() {
+        proxy.schedule(plan.fault);
+    }
     let load =
         load::drive(Arc::clone(&channels), &plan.load, counters, Arc::new(marker.clone()), Arc::clone(&halt)).await;
     if load.stopped_by != StopReason::Interrupted {
@@ -146,6 +164,7 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     forward_user_stop.abort();
     // Only now may the leaked channels go: the cool-down had to see them.
     drop(channels);
+    let fault = proxy.take().map(|proxy| proxy.log());
 
     let mut notes = Vec::new();
     if let Some(server) = server {
@@ -192,11 +211,24 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
             ) => Some(hit.clone()),
             _ => None,
         },
+        fault,
     };
     let summary = Summary::build(plan, &recording.samples, &load, facts);
     let (written, export_errors) =
         report::export_all(&Report { summary: &summary, samples: &recording.samples }, &dir.path);
     Ok(RunOutcome { dir: dir.path, summary, samples: recording.samples, written, export_errors })
+}
+
+/// Reads what the client saw of its connections, and TIME_WAIT sockets
+/// towards the ports of `authorities` (the server's, and the proxy's).
+fn network_probe(channels: Arc<Channels>, authorities: &[&str]) -> NetworkProbe {
+    let ports: Vec<u16> =
+        authorities.iter().filter_map(|authority| authority.rsplit_once(':')?.1.parse().ok()).collect();
+    Box::new(move || NetworkSample {
+        time_wait: procfs::time_wait_sockets(&ports).ok(),
+        reconnects: channels.reconnects(),
+        goaways_received: channels.goaways().counts(),
+    })
 }
 
 /// The source addresses of `plan`, checked against the target: they are

@@ -8,9 +8,11 @@ use leaklab_probe::ConnectionCounter;
 use leaklab_proto::{EchoClient, EchoRequest};
 use tonic::transport::{Channel, Endpoint};
 
-use super::connector::CountingConnector;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::connector::{CountingConnector, GoawaysReceived};
 use super::errors;
-use crate::scenario::ChannelPolicy;
+use crate::scenario::{ChannelPolicy, ClientPlan};
 
 /// One sentence for the report on how `leak` keeps its channels.
 pub const LEAK_MODEL: &str = "In Rust a dropped tonic Channel closes its connection, so `leak` leaks the way Rust code \
@@ -25,6 +27,22 @@ pub struct Channels {
     connector: CountingConnector,
     connections: ConnectionCounter,
     kind: Kind,
+    created: AtomicU64,
+}
+
+/// The endpoint with the scenario's connection options, each the tonic call a real client would make.
+fn endpoint(authority: &str, client: &ClientPlan) -> Result<Endpoint, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(format!("http://{authority}"))?;
+    if let Some(timeout) = client.connect_timeout {
+        endpoint = endpoint.connect_timeout(timeout);
+    }
+    if let Some(keepalive) = client.keepalive {
+        endpoint = endpoint.http2_keep_alive_interval(keepalive.interval).keep_alive_while_idle(keepalive.while_idle);
+        if let Some(timeout) = keepalive.timeout {
+            endpoint = endpoint.keep_alive_timeout(timeout);
+        }
+    }
+    Ok(endpoint)
 }
 
 #[derive(Debug)]
@@ -48,18 +66,22 @@ pub struct CallError(pub String);
 impl Channels {
     /// Connects the channels the policy keeps up front (`reused`, `pool`).
     pub async fn connect(policy: ChannelPolicy, authority: &str) -> Result<Self, tonic::transport::Error> {
-        Self::connect_from(policy, authority, Vec::new()).await
+        Self::connect_from(policy, authority, Vec::new(), &ClientPlan::default()).await
     }
 
-    /// As [`Channels::connect`], binding connections to `sources` in turn (see [`CountingConnector`]).
+    /// As [`Channels::connect`], binding connections to `sources` in turn (see
+    /// [`CountingConnector`]), with the client's connection options.
     pub async fn connect_from(
         policy: ChannelPolicy,
         authority: &str,
         sources: Vec<std::net::Ipv4Addr>,
+        client: &ClientPlan,
     ) -> Result<Self, tonic::transport::Error> {
-        let endpoint = Endpoint::from_shared(format!("http://{authority}"))?;
+        let endpoint = endpoint(authority, client)?;
         let connections = ConnectionCounter::new();
-        let connector = CountingConnector::with_sources(connections.clone(), sources);
+        let connector =
+            CountingConnector::with_sources(connections.clone(), sources).tcp_keepalive(client.tcp_keepalive);
+        let created = AtomicU64::new(0);
         let kind = match policy {
             ChannelPolicy::Reused | ChannelPolicy::Pool { .. } => {
                 // `reused` is a pool of one.
@@ -67,13 +89,30 @@ impl Channels {
                 let mut clients = Vec::with_capacity(size);
                 for _ in 0..size {
                     clients.push(EchoClient::new(endpoint.connect_with_connector(connector.clone()).await?));
+                    created.fetch_add(1, Ordering::Relaxed);
                 }
                 Kind::Shared(clients)
             }
             ChannelPolicy::Leak => Kind::Leak(Mutex::new(HashMap::new())),
             ChannelPolicy::PerRequestClose => Kind::PerRequestClose,
         };
-        Ok(Self { endpoint, connector, connections, kind })
+        Ok(Self { endpoint, connector, connections, kind, created })
+    }
+
+    /// Channels created so far: each dials one connection; any further connection is a reconnect.
+    pub fn created(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
+    }
+
+    /// Connections opened beyond one per channel: a channel whose connection
+    /// was closed (GOAWAY, keepalive timeout, reset) dialled again.
+    pub fn reconnects(&self) -> u64 {
+        self.connections.counts().opened.saturating_sub(self.created())
+    }
+
+    /// The GOAWAYs the server sent, by reason.
+    pub fn goaways(&self) -> &GoawaysReceived {
+        self.connector.goaways()
     }
 
     /// The client's connection counter: exact open/opened/closed counts.
@@ -122,6 +161,7 @@ impl Channels {
     }
 
     async fn new_client(&self) -> Result<Client, CallError> {
+        self.created.fetch_add(1, Ordering::Relaxed);
         match self.endpoint.connect_with_connector(self.connector.clone()).await {
             Ok(channel) => Ok(EchoClient::new(channel)),
             Err(error) => Err(CallError(errors::connect_kind(&error))),

@@ -6,17 +6,25 @@
 //! (127.0.0.2, 127.0.0.3, …), round-robin. Each source address has its own
 //! ~28,000 ephemeral ports towards one server address, so a leak can be
 //! driven past one address's ports where the fd limit allows it.
+//!
+//! Each connection's incoming bytes go through an HTTP/2 frame reader that
+//! counts the GOAWAYs the server sends, by code and debug data: tonic says
+//! only "transport error" when a server closes a connection under a call.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use leaklab_probe::{ConnectionCounter, Counted};
+use leaklab_server::frames::{FrameReader, GoAway};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tonic::codegen::http::Uri;
 
@@ -27,6 +35,25 @@ pub struct CountingConnector {
     /// Source addresses to bind, round-robin; empty: let the kernel choose.
     sources: Arc<[Ipv4Addr]>,
     next_source: Arc<AtomicUsize>,
+    /// SO_KEEPALIVE idle time for each socket.
+    tcp_keepalive: Option<Duration>,
+    goaways: GoawaysReceived,
+}
+
+/// GOAWAYs the client received, by reason (`ENHANCE_YOUR_CALM "too_many_pings"`, `NO_ERROR`, …).
+#[derive(Debug, Clone, Default)]
+pub struct GoawaysReceived(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl GoawaysReceived {
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.0.lock().map(|counts| counts.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, goaway: &GoAway) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(goaway.reason()).or_default() += 1;
+        }
+    }
 }
 
 /// The loopback source addresses `127.0.0.2` … `127.0.0.{count + 1}`.
@@ -41,12 +68,79 @@ impl CountingConnector {
 
     /// Binds each connection to the next of `sources` (all IPv4 loopback) before connecting.
     pub fn with_sources(counter: ConnectionCounter, sources: Vec<Ipv4Addr>) -> Self {
-        Self { counter, sources: sources.into(), next_source: Arc::new(AtomicUsize::new(0)) }
+        Self {
+            counter,
+            sources: sources.into(),
+            next_source: Arc::new(AtomicUsize::new(0)),
+            tcp_keepalive: None,
+            goaways: GoawaysReceived::default(),
+        }
+    }
+
+    /// Turns SO_KEEPALIVE on with this idle time.
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle;
+        self
+    }
+
+    /// The GOAWAYs received on every connection this connector opened.
+    pub fn goaways(&self) -> &GoawaysReceived {
+        &self.goaways
+    }
+}
+
+/// A client connection whose incoming frames are watched for GOAWAY.
+#[derive(Debug)]
+pub struct Observed<T> {
+    inner: T,
+    frames: FrameReader,
+    goaways: GoawaysReceived,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Observed<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let this = &mut *self;
+        let goaways = &this.goaways;
+        // A server that is not HTTP/2 is h2's to report; the reader just stops.
+        let _ = this.frames.feed(&buf.filled()[before..], |frame| {
+            if let Some(goaway) = frame.goaway() {
+                goaways.record(&goaway);
+            }
+        });
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Observed<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
 impl tower::Service<Uri> for CountingConnector {
-    type Response = TokioIo<Counted<TcpStream>>;
+    type Response = TokioIo<Observed<Counted<TcpStream>>>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -56,6 +150,7 @@ impl tower::Service<Uri> for CountingConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let counter = self.counter.clone();
+        let (tcp_keepalive, goaways) = (self.tcp_keepalive, self.goaways.clone());
         let source = (!self.sources.is_empty())
             .then(|| self.sources[self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len()]);
         Box::pin(async move {
@@ -81,7 +176,14 @@ impl tower::Service<Uri> for CountingConnector {
                 }
             };
             stream.set_nodelay(true)?;
-            Ok(TokioIo::new(counter.track(stream)))
+            if let Some(idle) = tcp_keepalive {
+                socket2::SockRef::from(&stream).set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle))?;
+            }
+            Ok(TokioIo::new(Observed {
+                inner: counter.track(stream),
+                frames: FrameReader::server_to_client(),
+                goaways,
+            }))
         })
     }
 }

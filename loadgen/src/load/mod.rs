@@ -161,6 +161,21 @@ struct Shared {
     deadline: Instant,
 }
 
+/// The client sends nothing for `idle` (its channels may ping, the server may
+/// reap), as one that calls in bursts would; then the checkpoint is taken.
+/// Every checkpoint, the last included, follows the same idle spell, so all
+/// of them see connections in the same state.
+async fn sit_idle(idle: Duration, stop: &watch::Receiver<bool>) {
+    if idle.is_zero() {
+        return;
+    }
+    let mut stop = stop.clone();
+    tokio::select! {
+        () = tokio::time::sleep(idle) => {}
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+}
+
 /// Requests `start..end` (indices over the whole load), paced from `started`.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
@@ -229,9 +244,13 @@ pub async fn drive(
         }
         let boundary = if segment == 0 { Boundary::WarmupDone } else { Boundary::RoundDone(segment as u32) };
         let pause = Instant::now();
+        sit_idle(plan.idle_between_rounds, &stop).await;
         phases.checkpoint(boundary).await;
         paused += pause.elapsed();
     }
+    let pause = Instant::now();
+    sit_idle(plan.idle_between_rounds, &stop).await;
+    paused += pause.elapsed();
     let elapsed = started.elapsed().saturating_sub(paused);
     phases.checkpoint(Boundary::LoadDone).await;
 

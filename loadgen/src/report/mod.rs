@@ -108,6 +108,7 @@ pub(crate) mod fixtures {
                 process: snapshot(5_000_000 + requests * 20_000, requests),
                 requests_served: requests,
                 requests_failed: 0,
+                lifecycle: Default::default(),
             };
             samples.push(Sample {
                 elapsed_s: t,
@@ -118,6 +119,7 @@ pub(crate) mod fixtures {
                 server: Some(server),
                 // Checkpoints: after warm-up, after each round, at the end.
                 settled: phase == Phase::Load || phase == Phase::Cooldown,
+                network: Default::default(),
             });
         };
         push(0.0, Phase::Baseline, 0);
@@ -151,6 +153,7 @@ pub(crate) mod fixtures {
                 server_fds: Some(leaklab_probe::procfs::FdLimits { soft: 20_000, hard: 20_000 }),
             },
             stopped_at: None,
+            fault: None,
         };
         (Summary::build(&plan, &samples, &load, facts), samples)
     }

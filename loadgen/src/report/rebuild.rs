@@ -102,6 +102,8 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<(Summary, Vec<Sample>)> {
         notes,
         limits: record.limits,
         stopped_at: None,
+        // The proxy's log lived in the process that ended.
+        fault: None,
     };
     Ok((Summary::build(&plan, &samples, &load, facts), samples))
 }

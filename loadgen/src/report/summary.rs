@@ -7,12 +7,15 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use leaklab_probe::control::ServerLifecycle;
 use leaklab_probe::procfs::FdLimits;
 
+use crate::fault::FaultLog;
 use crate::load::{LEAK_MODEL, LimitHit, LoadReport, StopReason};
 use crate::report::units::format_mib;
 use crate::sample::Sample;
 use crate::scenario::{ChannelPolicy, Plan};
+use crate::stats::lifecycle::{Attribution, TimelineEvent, attribute, timeline};
 use crate::stats::{Latency, LoadWindow, Span};
 use crate::verdict::Verdicts;
 
@@ -71,8 +74,53 @@ pub struct Summary {
     pub samples: SamplesInfo,
     /// Limits of the machine each process ran under.
     pub limits: Limits,
+    /// What happened to the run's connections: the server's keepalive policy,
+    /// the GOAWAYs and reconnects the client saw, TIME_WAIT sockets, faults.
+    #[serde(default)]
+    pub lifecycle: LifecycleSummary,
     /// Sentences a reader needs to interpret the figures.
     pub notes: Vec<String>,
+}
+
+/// What happened to the run's connections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LifecycleSummary {
+    /// What the server's keepalive policy did, counted by the server (absent for an external target).
+    pub server: Option<ServerLifecycle>,
+    /// GOAWAY frames the client received, by code and debug data.
+    pub goaways_received: BTreeMap<String, u64>,
+    /// Connections the client's channels dialled again after losing one.
+    pub reconnects: u64,
+    /// TCP sockets in TIME_WAIT towards the server's port: at the start, at the end, and at the peak.
+    pub time_wait: Option<Span>,
+    /// What the fault proxy did, when the scenario has a `[fault]`.
+    pub fault: Option<FaultLog>,
+    /// Seconds from the blackhole's start until the client dialled a new connection;
+    /// absent when it never did during the run.
+    pub time_to_detect_s: Option<f64>,
+    /// For a leak whose connections the server reaps: the client's memory per
+    /// leaked channel that stays, and per open connection that reaping gives back.
+    pub attribution: Option<Attribution>,
+    /// Events on the timeline, in time order.
+    pub events: Vec<TimelineEvent>,
+}
+
+impl LifecycleSummary {
+    fn of(plan: &Plan, samples: &[Sample], fault: Option<FaultLog>) -> Self {
+        let last = samples.last();
+        let server = samples.iter().rev().find_map(|s| s.server).map(|s| s.lifecycle);
+        let reaped = server.is_some_and(|s| s.reaped() > 0);
+        Self {
+            server,
+            goaways_received: last.map(|s| s.network.goaways_received.clone()).unwrap_or_default(),
+            reconnects: last.map_or(0, |s| s.network.reconnects),
+            time_wait: Span::of(samples.iter().filter_map(|s| s.network.time_wait)),
+            time_to_detect_s: fault.as_ref().and_then(FaultLog::time_to_detect).map(|d| d.as_secs_f64()),
+            attribution: if plan.policy == ChannelPolicy::Leak && reaped { attribute(samples) } else { None },
+            events: timeline(samples, fault.as_ref()),
+            fault,
+        }
+    }
 }
 
 /// The server that was loaded.
@@ -229,6 +277,8 @@ pub struct RunFacts {
     pub limits: Limits,
     /// The cap or limit of the machine that stopped the load.
     pub stopped_at: Option<LimitHit>,
+    /// What the fault proxy did, if the run had one.
+    pub fault: Option<FaultLog>,
 }
 
 impl Summary {
@@ -338,6 +388,7 @@ impl Summary {
                 busy_s: facts.sampling_busy.as_secs_f64(),
             },
             limits: facts.limits,
+            lifecycle: LifecycleSummary::of(plan, samples, facts.fault),
             notes,
         }
     }

@@ -59,6 +59,22 @@ pub struct Sample {
     /// allocators purged. The verdict is computed from these.
     #[serde(default)]
     pub settled: bool,
+    /// Connection events the client saw so far, and TIME_WAIT sockets now.
+    #[serde(default)]
+    pub network: NetworkSample,
+}
+
+/// The network side of a sample: cumulative connection events seen by the
+/// client, and sockets lingering in TIME_WAIT. The server's side of the events
+/// is in [`ServerStats::lifecycle`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NetworkSample {
+    /// TCP sockets in TIME_WAIT towards the server's port (and the fault proxy's), both ends.
+    pub time_wait: Option<u64>,
+    /// Connections the client's channels dialled again after losing one.
+    pub reconnects: u64,
+    /// GOAWAY frames the client received so far, by code and debug data.
+    pub goaways_received: std::collections::BTreeMap<String, u64>,
 }
 
 impl Sample {
@@ -98,19 +114,41 @@ pub trait Measure: Send {
     /// purges both allocators. An error says what could not be done; the
     /// checkpoint is taken anyway.
     fn settle(&mut self) -> Result<(), String>;
+    /// Connection events and TIME_WAIT sockets now.
+    fn network(&mut self) -> NetworkSample {
+        NetworkSample::default()
+    }
 }
 
+/// Reads the network side of a sample.
+pub type NetworkProbe = Box<dyn FnMut() -> NetworkSample + Send>;
+
 /// Measures this process directly and the server through its side channel.
-#[derive(Debug)]
 pub struct LiveMeasure {
     client: SnapshotReader,
     server: Option<ServerControl>,
+    network: Option<NetworkProbe>,
+}
+
+impl std::fmt::Debug for LiveMeasure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveMeasure")
+            .field("client", &self.client)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LiveMeasure {
     /// `server` is `None` for an external target, whose figures cannot be read.
     pub fn new(client: SnapshotReader, server: Option<ServerControl>) -> Self {
-        Self { client, server }
+        Self { client, server, network: None }
+    }
+
+    /// Adds the network side to every sample.
+    pub fn with_network(mut self, probe: NetworkProbe) -> Self {
+        self.network = Some(probe);
+        self
     }
 }
 
@@ -122,6 +160,10 @@ const SETTLED_BYTES: u64 = 16 * 1024;
 impl Measure for LiveMeasure {
     fn client(&mut self) -> Result<ProcessSnapshot, ProcError> {
         self.client.read()
+    }
+
+    fn network(&mut self) -> NetworkSample {
+        self.network.as_mut().map(|probe| probe()).unwrap_or_default()
     }
 
     fn server(&mut self) -> Option<ServerStats> {

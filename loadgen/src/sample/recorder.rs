@@ -143,6 +143,7 @@ impl Recorder {
                     }
                 };
                 let server = measure.server();
+                let network = measure.network();
                 recording.busy += started.elapsed();
                 let sample = Sample {
                     elapsed_s: run_started.elapsed().as_secs_f64(),
@@ -152,6 +153,7 @@ impl Recorder {
                     client,
                     server,
                     settled: settle,
+                    network,
                 };
                 if recording.write_error.is_none()
                     && let Err(error) = write_line(&mut sink, &sample)

@@ -11,6 +11,11 @@
 //! policy = "leak"            # reused | leak | per-request-close | pool
 //! pool_size = 4              # pool only
 //! source_addresses = 4       # spread connections over 127.0.0.2…127.0.0.5 (each has its own ephemeral ports)
+//! connect_timeout = "1s"     # give up dialling after this long
+//! keepalive_interval = "1s"  # HTTP/2 pings every interval…
+//! keepalive_timeout = "1s"   # …a ping unanswered this long closes the connection
+//! keepalive_while_idle = true # ping even with no call in flight
+//! tcp_keepalive = "10s"      # SO_KEEPALIVE idle time
 //! [load]
 //! concurrency = 4            # workers, one request in flight each
 //! requests = 4000            # stop after this many requests…
@@ -22,15 +27,25 @@
 //! response_bytes = 0         # 0: echo the payload
 //! delay_ms = 0               # server-side delay per request…
 //! delay_every = 1            # …on every N-th request only (a stall on a share of requests)
-//! request_timeout = "10s"
+//! request_timeout = "10s"    # each call's deadline
+//! idle_between_rounds = "5s" # the client sits idle after warm-up and each round, before its checkpoint
 //! [sampling]
 //! interval = "100ms"
 //! cooldown = "3s"            # sampling continues this long after load stops
 //! [server]                   # flags of the server the run starts
 //! max_message_size = 4194304
 //! max_concurrent_streams = 200
-//! http2_keepalive_interval = "30s"
-//! http2_keepalive_timeout = "20s"
+//! max_connection_idle = "2s" # grpc-go's keepalive.ServerParameters…
+//! max_connection_age = "30s"
+//! max_connection_age_grace = "5s"
+//! keepalive_time = "30s"     # server pings
+//! keepalive_timeout = "20s"
+//! min_ping_interval = "5s"   # …and EnforcementPolicy: pings closer are strikes
+//! permit_without_stream = true
+//! [fault]                    # the client goes through a loopback proxy that misbehaves on schedule
+//! blackhole_at = "3s"        # after the load starts, the open connections stop forwarding, silently…
+//! blackhole_for = "4s"       # …for this long (omit: until the run ends)
+//! reset_at = "3s"            # or: reset every open connection (RST) at this time
 //! [caps]                     # the load stops at the first one reached (exit code 5)
 //! client_rss = "2GiB"        # sizes: bytes, or with KiB, MiB, GiB (or KB, MB, GB)
 //! server_rss = "2GiB"
@@ -54,8 +69,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 pub use plan::{
-    CapsPlan, ChannelPolicy, Expectation, LoadPlan, Origin, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS,
-    RequestShape, SamplingPlan, ServerPlan, VerdictPlan,
+    Blackhole, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, Expectation, FaultPlan, KeepalivePolicy, LoadPlan,
+    Origin, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan, ServerPlan, VerdictPlan,
 };
 
 /// Defaults for keys a scenario file leaves out. Small on purpose: a run
@@ -106,6 +121,16 @@ pub struct ScenarioFile {
     pub expect: ExpectSection,
     #[serde(default)]
     pub caps: CapsSection,
+    #[serde(default)]
+    pub fault: FaultSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSection {
+    pub blackhole_at: Option<String>,
+    pub blackhole_for: Option<String>,
+    pub reset_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -122,6 +147,11 @@ pub struct ClientSection {
     pub policy: Option<String>,
     pub pool_size: Option<i64>,
     pub source_addresses: Option<i64>,
+    pub connect_timeout: Option<String>,
+    pub keepalive_interval: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub keepalive_while_idle: Option<bool>,
+    pub tcp_keepalive: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -138,6 +168,7 @@ pub struct LoadSection {
     pub delay_ms: Option<i64>,
     pub delay_every: Option<i64>,
     pub request_timeout: Option<String>,
+    pub idle_between_rounds: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -152,8 +183,13 @@ pub struct SamplingSection {
 pub struct ServerSection {
     pub max_message_size: Option<i64>,
     pub max_concurrent_streams: Option<i64>,
-    pub http2_keepalive_interval: Option<String>,
-    pub http2_keepalive_timeout: Option<String>,
+    pub max_connection_idle: Option<String>,
+    pub max_connection_age: Option<String>,
+    pub max_connection_age_grace: Option<String>,
+    pub keepalive_time: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub min_ping_interval: Option<String>,
+    pub permit_without_stream: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -415,6 +451,8 @@ impl Validator<'_> {
         let verdict = self.verdict(&file.verdict, &file.expect)?;
         let caps = self.caps(&file.caps)?;
         let source_addresses = self.at_least("client.source_addresses", file.client.source_addresses, 0, 0, 253)? as u8;
+        let client = self.client(&file.client)?;
+        let fault = self.fault(&file.fault)?;
         if load.request.response_bytes as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
             || load.request.payload.len() as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
         {
@@ -434,6 +472,8 @@ impl Validator<'_> {
             verdict,
             caps,
             source_addresses,
+            client,
+            fault,
             origin,
         })
     }
@@ -528,6 +568,14 @@ impl Validator<'_> {
         }
         let request_timeout =
             self.positive_duration("load.request_timeout", load.request_timeout.as_deref(), defaults::REQUEST_TIMEOUT)?;
+        let idle_between_rounds =
+            self.duration("load.idle_between_rounds", load.idle_between_rounds.as_deref(), Duration::ZERO)?;
+        if idle_between_rounds > MAX_IDLE_BETWEEN_ROUNDS {
+            return Err(self.invalid(
+                "load.idle_between_rounds",
+                format!("must be at most {}", humantime::format_duration(MAX_IDLE_BETWEEN_ROUNDS)),
+            ));
+        }
         Ok(LoadPlan {
             concurrency: NonZeroUsize::new(concurrency as usize).expect("checked at least 1"),
             max_requests: NonZeroU64::new(requests as u64).expect("checked at least 1"),
@@ -542,6 +590,7 @@ impl Validator<'_> {
                 delay_every: delay_every as u64,
             },
             request_timeout,
+            idle_between_rounds,
         })
     }
 
@@ -568,20 +617,37 @@ impl Validator<'_> {
         let optional = |key: &str, value: Option<i64>, max: i64| -> Result<Option<u32>, ScenarioError> {
             value.map(|v| self.at_least(key, Some(v), 0, 1, max).map(|v| v as u32)).transpose()
         };
-        let interval = server
-            .http2_keepalive_interval
-            .as_deref()
-            .map(|text| self.positive_duration("server.http2_keepalive_interval", Some(text), Duration::ZERO))
-            .transpose()?;
-        let timeout = server
-            .http2_keepalive_timeout
-            .as_deref()
-            .map(|text| self.positive_duration("server.http2_keepalive_timeout", Some(text), Duration::ZERO))
-            .transpose()?;
-        if timeout.is_some() && interval.is_none() {
+        let duration = |key: &str, value: Option<&str>| {
+            value.map(|text| self.positive_duration(key, Some(text), Duration::ZERO)).transpose()
+        };
+        let keepalive = KeepalivePolicy {
+            max_connection_idle: duration("server.max_connection_idle", server.max_connection_idle.as_deref())?,
+            max_connection_age: duration("server.max_connection_age", server.max_connection_age.as_deref())?,
+            max_connection_age_grace: duration(
+                "server.max_connection_age_grace",
+                server.max_connection_age_grace.as_deref(),
+            )?,
+            keepalive_time: duration("server.keepalive_time", server.keepalive_time.as_deref())?,
+            keepalive_timeout: duration("server.keepalive_timeout", server.keepalive_timeout.as_deref())?,
+            min_ping_interval: duration("server.min_ping_interval", server.min_ping_interval.as_deref())?,
+            permit_without_stream: server.permit_without_stream.unwrap_or(false),
+        };
+        if keepalive.keepalive_timeout.is_some() && keepalive.keepalive_time.is_none() {
             return Err(self.invalid(
-                "server.http2_keepalive_timeout",
-                "needs server.http2_keepalive_interval: without pings there is nothing to time out",
+                "server.keepalive_timeout",
+                "needs server.keepalive_time: without pings there is nothing to time out",
+            ));
+        }
+        if keepalive.max_connection_age_grace.is_some() && keepalive.max_connection_age.is_none() {
+            return Err(self.invalid(
+                "server.max_connection_age_grace",
+                "needs server.max_connection_age: the grace starts at the age limit",
+            ));
+        }
+        if server.permit_without_stream.is_some() && keepalive.min_ping_interval.is_none() {
+            return Err(self.invalid(
+                "server.permit_without_stream",
+                "needs server.min_ping_interval: without a ping policy there is nothing to permit",
             ));
         }
         Ok(ServerPlan {
@@ -591,9 +657,66 @@ impl Validator<'_> {
                 server.max_concurrent_streams,
                 u32::MAX as i64,
             )?,
-            http2_keepalive_interval: interval,
-            http2_keepalive_timeout: timeout,
+            keepalive,
         })
+    }
+}
+
+/// Longest idle spell between rounds: a run must stop by itself in reasonable time.
+const MAX_IDLE_BETWEEN_ROUNDS: Duration = Duration::from_secs(60);
+
+impl Validator<'_> {
+    fn client(&self, client: &ClientSection) -> Result<ClientPlan, ScenarioError> {
+        let duration = |key: &str, value: Option<&str>| {
+            value.map(|text| self.positive_duration(key, Some(text), Duration::ZERO)).transpose()
+        };
+        let interval = duration("client.keepalive_interval", client.keepalive_interval.as_deref())?;
+        let timeout = duration("client.keepalive_timeout", client.keepalive_timeout.as_deref())?;
+        let keepalive = match interval {
+            Some(interval) => {
+                Some(ClientKeepalive { interval, timeout, while_idle: client.keepalive_while_idle.unwrap_or(false) })
+            }
+            None if timeout.is_some() => {
+                return Err(self.invalid(
+                    "client.keepalive_timeout",
+                    "needs client.keepalive_interval: without pings there is nothing to time out",
+                ));
+            }
+            None if client.keepalive_while_idle.is_some() => {
+                return Err(self.invalid(
+                    "client.keepalive_while_idle",
+                    "needs client.keepalive_interval: without pings there is nothing to send while idle",
+                ));
+            }
+            None => None,
+        };
+        Ok(ClientPlan {
+            connect_timeout: duration("client.connect_timeout", client.connect_timeout.as_deref())?,
+            keepalive,
+            tcp_keepalive: duration("client.tcp_keepalive", client.tcp_keepalive.as_deref())?,
+        })
+    }
+
+    fn fault(&self, fault: &FaultSection) -> Result<FaultPlan, ScenarioError> {
+        let at = |key: &str, value: Option<&str>| {
+            value.map(|text| self.duration(key, Some(text), Duration::ZERO)).transpose()
+        };
+        let blackhole_at = at("fault.blackhole_at", fault.blackhole_at.as_deref())?;
+        let blackhole_for = fault
+            .blackhole_for
+            .as_deref()
+            .map(|text| self.positive_duration("fault.blackhole_for", Some(text), Duration::ZERO))
+            .transpose()?;
+        let blackhole = match (blackhole_at, blackhole_for) {
+            (Some(at), duration) => Some(Blackhole { at, duration }),
+            (None, Some(_)) => {
+                return Err(
+                    self.invalid("fault.blackhole_for", "needs fault.blackhole_at: when does the blackhole start?")
+                );
+            }
+            (None, None) => None,
+        };
+        Ok(FaultPlan { blackhole, reset_at: at("fault.reset_at", fault.reset_at.as_deref())? })
     }
 }
 
@@ -762,8 +885,18 @@ mod tests {
         assert!(err.contains("client.pool_size: only applies to policy \"pool\""), "{err}");
         let err = parse_text(&format!("{MINIMAL}[load]\nrequests = 100\nwarmup_requests = 100\n")).unwrap_err();
         assert!(err.contains("load.warmup_requests: (100) must be less than load.requests (100)"), "{err}");
-        let err = parse_text(&format!("{MINIMAL}[server]\nhttp2_keepalive_timeout = \"1s\"\n")).unwrap_err();
-        assert!(err.contains("server.http2_keepalive_timeout: needs server.http2_keepalive_interval"), "{err}");
+        let err = parse_text(&format!("{MINIMAL}[server]\nkeepalive_timeout = \"1s\"\n")).unwrap_err();
+        assert!(err.contains("server.keepalive_timeout: needs server.keepalive_time"), "{err}");
+        let err = parse_text(&format!("{MINIMAL}[server]\nmax_connection_age_grace = \"1s\"\n")).unwrap_err();
+        assert!(err.contains("server.max_connection_age_grace: needs server.max_connection_age"), "{err}");
+        let err = parse_text(&format!("{MINIMAL}[server]\npermit_without_stream = true\n")).unwrap_err();
+        assert!(err.contains("server.permit_without_stream: needs server.min_ping_interval"), "{err}");
+        let err = parse_text(&format!("{MINIMAL}keepalive_timeout = \"1s\"\n")).unwrap_err();
+        assert!(err.contains("client.keepalive_timeout: needs client.keepalive_interval"), "{err}");
+        let err = parse_text(&format!("{MINIMAL}[fault]\nblackhole_for = \"1s\"\n")).unwrap_err();
+        assert!(err.contains("fault.blackhole_for: needs fault.blackhole_at"), "{err}");
+        let err = parse_text(&format!("{MINIMAL}[load]\nidle_between_rounds = \"2h\"\n")).unwrap_err();
+        assert!(err.contains("load.idle_between_rounds: must be at most 1m"), "{err}");
     }
 
     #[test]
@@ -908,8 +1041,15 @@ mod tests {
         "[server]",
         "max_message_size",
         "max_concurrent_streams",
-        "http2_keepalive_interval",
-        "http2_keepalive_timeout",
+        "keepalive_time",
+        "keepalive_timeout",
+        "max_connection_idle",
+        "min_ping_interval",
+        "permit_without_stream",
+        "[fault]",
+        "blackhole_at",
+        "idle_between_rounds",
+        "keepalive_interval",
         "[verdict]",
         "tolerance",
         "[expect]",
@@ -984,8 +1124,21 @@ mod tests {
     #[test]
     fn server_plan_becomes_server_flags() {
         let plan =
-            parse_text(&format!("{MINIMAL}[server]\nmax_concurrent_streams = 10\nhttp2_keepalive_interval = \"2s\"\n"))
+            parse_text(&format!("{MINIMAL}[server]\nmax_concurrent_streams = 10\nkeepalive_time = \"2s\"\nmax_connection_idle = \"500ms\"\nmin_ping_interval = \"5s\"\npermit_without_stream = true\n"))
                 .unwrap();
-        assert_eq!(plan.server.args(), ["--max-concurrent-streams", "10", "--http2-keepalive-interval", "2s"]);
+        assert_eq!(
+            plan.server.args(),
+            [
+                "--max-concurrent-streams",
+                "10",
+                "--max-connection-idle",
+                "500ms",
+                "--keepalive-time",
+                "2s",
+                "--min-ping-interval",
+                "5s",
+                "--permit-without-stream"
+            ]
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use leaklab_server::KeepalivePolicy;
 
 /// Everything one run needs to know, decided before anything runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,10 @@ pub struct Plan {
     /// Loopback source addresses the client's connections are spread over
     /// (127.0.0.2, 127.0.0.3, …); 0: one, chosen by the kernel.
     pub source_addresses: u8,
+    /// How the client's channels dial and keep their connections alive.
+    pub client: ClientPlan,
+    /// Network faults between client and server, if any.
+    pub fault: FaultPlan,
     /// What the plan was made from, so a run can be rebuilt from its directory.
     pub origin: Origin,
 }
@@ -44,6 +49,50 @@ impl CapsPlan {
 pub struct Origin {
     pub text: String,
     pub overrides: super::Overrides,
+}
+
+/// The client's connection options, as tonic's `Endpoint` takes them. `None`: tonic's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientPlan {
+    /// Dialling a connection fails after this long.
+    pub connect_timeout: Option<Duration>,
+    /// HTTP/2 keepalive pings, if any.
+    pub keepalive: Option<ClientKeepalive>,
+    /// SO_KEEPALIVE with this idle time.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+/// HTTP/2 keepalive of the client (tonic's `http2_keep_alive_interval` and friends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientKeepalive {
+    pub interval: Duration,
+    /// A ping unanswered this long closes the connection (tonic's default: 20 s).
+    pub timeout: Option<Duration>,
+    /// Ping with no call in flight too.
+    pub while_idle: bool,
+}
+
+/// Faults a loopback proxy between client and server injects, timed from the start of the load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub blackhole: Option<Blackhole>,
+    /// Every open connection is reset (RST to both ends) at this time.
+    pub reset_at: Option<Duration>,
+}
+
+impl FaultPlan {
+    /// Whether the client must go through the fault proxy.
+    pub fn any(&self) -> bool {
+        self.blackhole.is_some() || self.reset_at.is_some()
+    }
+}
+
+/// The connections open at `at` stop forwarding in both directions, and nothing is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blackhole {
+    pub at: Duration,
+    /// Forwarding resumes after this long; `None`: not before the run ends.
+    pub duration: Option<Duration>,
 }
 
 /// Where the run stops its load, so a leak never endangers the machine.
@@ -168,6 +217,9 @@ pub struct LoadPlan {
     pub request: RequestShape,
     /// A call not answered within this long fails as `deadline_exceeded`.
     pub request_timeout: Duration,
+    /// After warm-up and after every round, the client sends nothing for this
+    /// long before the checkpoint (its channels may ping; servers may reap).
+    pub idle_between_rounds: Duration,
 }
 
 impl LoadPlan {
@@ -213,8 +265,8 @@ pub struct SamplingPlan {
 pub struct ServerPlan {
     pub max_message_bytes: Option<u32>,
     pub max_concurrent_streams: Option<u32>,
-    pub http2_keepalive_interval: Option<Duration>,
-    pub http2_keepalive_timeout: Option<Duration>,
+    /// Idle and age limits, server pings, and the client ping policy.
+    pub keepalive: KeepalivePolicy,
 }
 
 impl ServerPlan {
@@ -227,11 +279,22 @@ impl ServerPlan {
         if let Some(streams) = self.max_concurrent_streams {
             args.extend(["--max-concurrent-streams".to_owned(), streams.to_string()]);
         }
-        if let Some(interval) = self.http2_keepalive_interval {
-            args.extend(["--http2-keepalive-interval".to_owned(), humantime::format_duration(interval).to_string()]);
+        let policy = &self.keepalive;
+        let durations = [
+            ("--max-connection-idle", policy.max_connection_idle),
+            ("--max-connection-age", policy.max_connection_age),
+            ("--max-connection-age-grace", policy.max_connection_age_grace),
+            ("--keepalive-time", policy.keepalive_time),
+            ("--keepalive-timeout", policy.keepalive_timeout),
+            ("--min-ping-interval", policy.min_ping_interval),
+        ];
+        for (flag, value) in durations {
+            if let Some(duration) = value {
+                args.extend([flag.to_owned(), humantime::format_duration(duration).to_string()]);
+            }
         }
-        if let Some(timeout) = self.http2_keepalive_timeout {
-            args.extend(["--http2-keepalive-timeout".to_owned(), humantime::format_duration(timeout).to_string()]);
+        if policy.permit_without_stream {
+            args.push("--permit-without-stream".to_owned());
         }
         args
     }

@@ -1,6 +1,7 @@
 //! Pure statistics over a run's samples and latencies. No I/O, no clocks:
 //! every function here is a function of its arguments.
 
+pub mod lifecycle;
 pub mod trend;
 
 use hdrhistogram::Histogram;
@@ -124,6 +125,7 @@ mod tests {
                 connections: ConnectionCounts::default(),
             },
             server: None,
+            network: Default::default(),
             settled: false,
         }
     }

@@ -1,0 +1,231 @@
+//! What happened to the run's connections, from the samples: the events on
+//! its timeline, and which part of a leaked channel's memory a server that
+//! reaps connections gets back.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::fault::FaultLog;
+use crate::sample::{Phase, Sample};
+
+/// One event on the run's timeline. Events are found between two samples, so
+/// their time is that of the sample that first shows them (±1 interval).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TimelineEvent {
+    /// Seconds since the run started.
+    pub at_s: f64,
+    pub kind: EventKind,
+    /// What happened, e.g. `GOAWAY max_idle` or `ENHANCE_YOUR_CALM "too_many_pings"`.
+    pub label: String,
+    /// How many times, since the previous sample.
+    pub count: u64,
+}
+
+/// Who did what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The server sent GOAWAY (idle, age, too many pings, protocol error), or closed a connection after the grace.
+    ServerGoaway,
+    /// The client received a GOAWAY.
+    ClientGoaway,
+    /// The client dialled again after losing a connection.
+    Reconnect,
+    /// The fault proxy started or ended a blackhole, or reset connections.
+    Fault,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::ServerGoaway => "server GOAWAY",
+            EventKind::ClientGoaway => "client got GOAWAY",
+            EventKind::Reconnect => "reconnect",
+            EventKind::Fault => "fault",
+        }
+    }
+}
+
+/// The events between consecutive samples, in time order, then the fault proxy's.
+pub fn timeline(samples: &[Sample], fault: Option<&FaultLog>) -> Vec<TimelineEvent> {
+    let mut events = Vec::new();
+    for pair in samples.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        let mut push = |kind, label: String, count: u64| {
+            if count > 0 {
+                events.push(TimelineEvent { at_s: after.elapsed_s, kind, label, count });
+            }
+        };
+        if let (Some(b), Some(a)) = (before.server, after.server) {
+            let (b, a) = (b.lifecycle, a.lifecycle);
+            push(
+                EventKind::ServerGoaway,
+                "GOAWAY max_idle".into(),
+                a.goaway_max_idle.saturating_sub(b.goaway_max_idle),
+            );
+            push(EventKind::ServerGoaway, "GOAWAY max_age".into(), a.goaway_max_age.saturating_sub(b.goaway_max_age));
+            push(
+                EventKind::ServerGoaway,
+                "GOAWAY too_many_pings".into(),
+                a.goaway_too_many_pings.saturating_sub(b.goaway_too_many_pings),
+            );
+            push(
+                EventKind::ServerGoaway,
+                "GOAWAY protocol_error".into(),
+                a.goaway_protocol_error.saturating_sub(b.goaway_protocol_error),
+            );
+            push(
+                EventKind::ServerGoaway,
+                "closed after age grace".into(),
+                a.closed_after_age_grace.saturating_sub(b.closed_after_age_grace),
+            );
+        }
+        for (reason, count) in &after.network.goaways_received {
+            let earlier = before.network.goaways_received.get(reason).copied().unwrap_or(0);
+            push(EventKind::ClientGoaway, reason.clone(), count.saturating_sub(earlier));
+        }
+        push(
+            EventKind::Reconnect,
+            "reconnect".into(),
+            after.network.reconnects.saturating_sub(before.network.reconnects),
+        );
+    }
+    if let Some(log) = fault {
+        let mut fault_event = |at: Option<f64>, label: String, count: u64| {
+            if let Some(at_s) = at {
+                events.push(TimelineEvent { at_s, kind: EventKind::Fault, label, count });
+            }
+        };
+        fault_event(log.blackhole_started_s, "blackhole starts".into(), log.blackholed_connections.max(1));
+        fault_event(log.blackhole_ended_s, "blackhole ends".into(), 1);
+        fault_event(log.reset_s, "connections reset".into(), log.reset_connections.max(1));
+        events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    }
+    events
+}
+
+/// A leaked channel's client memory, split into what its open connection
+/// holds and what the channel itself still holds once the connection is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Attribution {
+    /// Allocated bytes per request (each request leaks one channel) that stay
+    /// after its connection closed: the channel, its buffer task, its endpoint.
+    pub bytes_per_channel: f64,
+    /// Allocated bytes per open connection: its HTTP/2 and I/O buffers, its
+    /// connection task. Reaping a connection gives these back.
+    pub bytes_per_open_connection: f64,
+    /// Load samples the fit used.
+    pub samples: u64,
+}
+
+/// Fits `allocated = c + a · requests + b · open connections` over the load
+/// samples by ordinary least squares (the 3×3 normal equations, solved by
+/// Cramer's rule). Only meaningful when the two regressors are not
+/// collinear — a plain leak has open connections = requests and returns
+/// `None` — which is the case once a server reaps connections: requests keep
+/// climbing while open connections level off.
+pub fn attribute(samples: &[Sample]) -> Option<Attribution> {
+    let points: Vec<[f64; 3]> = samples
+        .iter()
+        .filter(|s| s.phase == Phase::Load)
+        .filter_map(|s| {
+            let allocated = s.client.jemalloc?.allocated_bytes as f64;
+            Some([s.requests() as f64, s.client.connections.open as f64, allocated])
+        })
+        .collect();
+    if points.len() < 8 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mean = |i: usize| points.iter().map(|p| p[i]).sum::<f64>() / n;
+    let (mx, mz, my) = (mean(0), mean(1), mean(2));
+    // Centred sums of squares and products: the intercept drops out.
+    let sum = |f: &dyn Fn(&[f64; 3]) -> f64| points.iter().map(f).sum::<f64>();
+    let sxx = sum(&|p| (p[0] - mx).powi(2));
+    let szz = sum(&|p| (p[1] - mz).powi(2));
+    let sxz = sum(&|p| (p[0] - mx) * (p[1] - mz));
+    let sxy = sum(&|p| (p[0] - mx) * (p[2] - my));
+    let szy = sum(&|p| (p[1] - mz) * (p[2] - my));
+    let determinant = sxx * szz - sxz * sxz;
+    // Nearly collinear (|correlation| > 0.99): the split is not identifiable.
+    if sxx <= 0.0 || szz <= 0.0 || determinant <= 0.0199 * sxx * szz {
+        return None;
+    }
+    Some(Attribution {
+        bytes_per_channel: (sxy * szz - szy * sxz) / determinant,
+        bytes_per_open_connection: (szy * sxx - sxy * sxz) / determinant,
+        samples: points.len() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::tests::sample;
+    use leaklab_probe::JemallocStats;
+    use leaklab_probe::control::{ServerLifecycle, ServerStats};
+
+    fn with_memory(mut s: Sample, open: u64, allocated: u64) -> Sample {
+        s.client.connections.open = open;
+        s.client.jemalloc = Some(JemallocStats { allocated_bytes: allocated, ..JemallocStats::default() });
+        s
+    }
+
+    #[test]
+    fn a_reaped_leak_splits_into_channel_and_connection() {
+        // 3 KB per channel for ever, 57 KB per connection while open; the server
+        // reaps connections idle for 800 requests, so open connections level off.
+        let samples: Vec<Sample> = (0..60u64)
+            .map(|i| {
+                let requests = i * 100;
+                let open = requests.min(800) + (i % 3) * 7;
+                let noise = (i * 7919 % 13) * 1000;
+                with_memory(
+                    sample(i as f64, Phase::Load, requests, 0),
+                    open,
+                    5_000_000 + requests * 3_000 + open * 57_000 + noise,
+                )
+            })
+            .collect();
+        let split = attribute(&samples).expect("identifiable");
+        assert!((split.bytes_per_channel - 3_000.0).abs() < 150.0, "{split:?}");
+        assert!((split.bytes_per_open_connection - 57_000.0).abs() < 2_000.0, "{split:?}");
+    }
+
+    #[test]
+    fn a_plain_leak_cannot_be_split() {
+        let samples: Vec<Sample> = (0..60u64)
+            .map(|i| with_memory(sample(i as f64, Phase::Load, i * 100, 0), i * 100, i * 100 * 60_000))
+            .collect();
+        assert_eq!(attribute(&samples), None);
+    }
+
+    #[test]
+    fn events_come_from_counter_changes() {
+        let mut first = sample(1.0, Phase::Load, 0, 0);
+        first.server = Some(ServerStats {
+            process: first.client,
+            requests_served: 0,
+            requests_failed: 0,
+            lifecycle: ServerLifecycle::default(),
+        });
+        let mut second = first.clone();
+        second.elapsed_s = 2.0;
+        second.server.as_mut().unwrap().lifecycle.goaway_too_many_pings = 1;
+        second.network.goaways_received.insert("ENHANCE_YOUR_CALM \"too_many_pings\"".into(), 1);
+        second.network.reconnects = 2;
+        let log = FaultLog { blackhole_started_s: Some(1.5), blackholed_connections: 1, ..FaultLog::default() };
+        let events = timeline(&[first, second], Some(&log));
+        let summary: Vec<(f64, EventKind, u64)> = events.iter().map(|e| (e.at_s, e.kind, e.count)).collect();
+        assert_eq!(
+            summary,
+            [
+                (1.5, EventKind::Fault, 1),
+                (2.0, EventKind::ServerGoaway, 1),
+                (2.0, EventKind::ClientGoaway, 1),
+                (2.0, EventKind::Reconnect, 2)
+            ]
+        );
+        assert_eq!(events[1].label, "GOAWAY too_many_pings");
+    }
+}
