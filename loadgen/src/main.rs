@@ -234,6 +234,9 @@ fn print_summary(outcome: &RunOutcome, baseline: Option<&BaselineComparison>) {
     for (kind, count) in &s.requests.errors {
         println!("  errors: {kind} × {count}");
     }
+    for sentence in leaklab_loadgen::report::lifecycle::sentences(s) {
+        println!("  {sentence}");
+    }
     print_verdict("client", Some(&s.verdict.client));
     print_verdict("server", s.verdict.server.as_ref());
     if let Some(note) = s.notes.iter().find(|note| note.starts_with("Stopped at")) {

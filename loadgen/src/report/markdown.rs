@@ -161,6 +161,13 @@ fn render(report: &Report<'_>) -> String {
     if let Some(first) = &s.requests.first_error {
         let _ = writeln!(out, "\nFirst failure: `{}` at {:.2} s into the load.", first.kind, first.at_s);
     }
+    let connections = super::lifecycle::sentences(s);
+    if !connections.is_empty() {
+        let _ = writeln!(out, "\n## Connections\n");
+        for sentence in &connections {
+            let _ = writeln!(out, "- {sentence}");
+        }
+    }
     if !s.notes.is_empty() {
         let _ = writeln!(out, "\n## Notes\n");
         for note in &s.notes {

@@ -5,6 +5,7 @@
 //! ([`plot`]) and [`report.md`](markdown) from its [`Summary`].
 
 pub mod json;
+pub mod lifecycle;
 pub mod markdown;
 pub mod plot;
 pub mod progress;

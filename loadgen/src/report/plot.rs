@@ -15,6 +15,7 @@ use plotters::style::{FontStyle, register_font};
 use super::units::{bytes_per_request, mib, slope_with_interval};
 use super::{Exporter, Report};
 use crate::sample::{Phase, Sample};
+use crate::stats::lifecycle::{EventKind, TimelineEvent};
 
 const WIDTH: u32 = 1200;
 const LEGEND_WIDTH: u32 = 240;
@@ -22,6 +23,7 @@ const HEIGHT: u32 = 880;
 const HEADER: u32 = 100;
 const CLIENT: RGBColor = RGBColor(31, 119, 180);
 const SERVER: RGBColor = RGBColor(214, 95, 0);
+const TIME_WAIT: RGBColor = RGBColor(120, 120, 120);
 
 pub(crate) fn register_fonts() {
     static ONCE: Once = Once::new();
@@ -144,7 +146,8 @@ fn draw<DB: DrawingBackend>(
             points: series(samples, |s| s.server.and_then(|x| x.process.jemalloc).map(|j| mib(j.allocated_bytes))),
         },
     ];
-    panel(&upper, samples, "Memory", "MiB", 1, &memory)?;
+    let events = &summary.lifecycle.events;
+    panel(&upper, samples, "Memory", "MiB", 1, &memory, events)?;
 
     let connections = vec![
         Line {
@@ -172,7 +175,17 @@ fn draw<DB: DrawingBackend>(
             points: series(samples, |s| s.server.map(|x| x.process.fds as f64)),
         },
     ];
-    panel(&lower, samples, "Open connections and file descriptors", "count", 0, &connections)?;
+    let mut connections = connections;
+    // TIME_WAIT only where there is some: per-request-close leaves one per request.
+    if summary.lifecycle.time_wait.is_some_and(|tw| tw.peak > tw.start.max(2)) {
+        connections.push(Line {
+            label: "TIME_WAIT sockets",
+            color: TIME_WAIT,
+            dashed: true,
+            points: series(samples, |s| s.network.time_wait.map(|n| n as f64)),
+        });
+    }
+    panel(&lower, samples, "Open connections and file descriptors", "count", 0, &connections, events)?;
     Ok(())
 }
 
@@ -224,9 +237,10 @@ fn panel<DB: DrawingBackend>(
     unit: &str,
     decimals: usize,
     lines: &[Line],
+    events: &[TimelineEvent],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let (area, legend_area) = area.split_horizontally(WIDTH - LEGEND_WIDTH);
-    legend(&legend_area, lines)?;
+    legend(&legend_area, lines, events)?;
     let area = &area;
     let x_max = samples.last().map_or(1.0, |s| s.elapsed_s).max(0.1);
     let y_max = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(0.0f64, f64::max);
@@ -269,7 +283,58 @@ fn panel<DB: DrawingBackend>(
             chart.draw_series(LineSeries::new(line.points.iter().copied(), style))?;
         }
     }
+    draw_events(&mut chart, events, y_max)
+}
+
+/// Events as markers along the top of the chart, one row per kind (so a
+/// thousand reaped connections read as a band, not a smear), and faults as
+/// red vertical lines across the chart.
+fn draw_events<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    events: &[TimelineEvent],
+    y_max: f64,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    for event in events {
+        if event.kind == EventKind::Fault {
+            chart.draw_series(DashedLineSeries::new(
+                [(event.at_s, 0.0), (event.at_s, y_max)],
+                6,
+                4,
+                event_color(event.kind).stroke_width(2),
+            ))?;
+            let font = ("sans-serif", 14).into_font().color(&event_color(event.kind));
+            chart.draw_series(std::iter::once(
+                EmptyElement::at((event.at_s, y_max * 0.80)) + Text::new(event.label.clone(), (4, 0), font),
+            ))?;
+        } else {
+            let row = event_row(event.kind);
+            let y = y_max * (0.955 - 0.04 * row as f64);
+            chart.draw_series(std::iter::once(TriangleMarker::new(
+                (event.at_s, y),
+                5,
+                event_color(event.kind).filled(),
+            )))?;
+        }
+    }
     Ok(())
+}
+
+fn event_row(kind: EventKind) -> usize {
+    match kind {
+        EventKind::ServerGoaway => 0,
+        EventKind::ClientGoaway => 1,
+        EventKind::Reconnect => 2,
+        EventKind::Fault => 3,
+    }
+}
+
+fn event_color(kind: EventKind) -> RGBColor {
+    match kind {
+        EventKind::ServerGoaway => SERVER,
+        EventKind::ClientGoaway => CLIENT,
+        EventKind::Reconnect => RGBColor(44, 160, 44),
+        EventKind::Fault => RGBColor(200, 30, 30),
+    }
 }
 
 /// A chart with seconds or requests across and a quantity up.
@@ -312,6 +377,7 @@ pub(crate) fn house_chart<'a, DB: DrawingBackend>(
 fn legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     lines: &[Line],
+    events: &[TimelineEvent],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let font = ("sans-serif", 15).into_font().color(&RGBColor(40, 40, 40));
     let mut y = 52;
@@ -325,6 +391,20 @@ fn legend<DB: DrawingBackend>(
         }
         let label = if line.points.is_empty() { format!("{} (n/a)", line.label) } else { line.label.to_owned() };
         area.draw(&Text::new(label, (36, y - 9), font.clone()))?;
+        y += 26;
+    }
+    // One entry per kind of event, with how many there were.
+    let mut totals: std::collections::BTreeMap<EventKind, u64> = std::collections::BTreeMap::new();
+    for event in events {
+        *totals.entry(event.kind).or_default() += event.count;
+    }
+    for (kind, total) in totals {
+        if kind == EventKind::Fault {
+            area.draw(&PathElement::new(vec![(6, y), (27, y)], event_color(kind).stroke_width(2)))?;
+        } else {
+            area.draw(&TriangleMarker::new((16, y), 5, event_color(kind).filled()))?;
+        }
+        area.draw(&Text::new(format!("{} ({total})", kind.name()), (36, y - 9), font.clone()))?;
         y += 26;
     }
     Ok(())
