@@ -74,10 +74,6 @@ impl<IO> PolicedIo<IO> {
         });
         Self { inner, police, closing: Closing::Open }
     }
-
-    pub fn get_ref(&self) -> &IO {
-        &self.inner
-    }
 }
 
 impl Police {
