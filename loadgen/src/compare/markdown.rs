@@ -20,16 +20,17 @@ pub fn render(comparison: &Comparison) -> String {
     let _ = writeln!(
         out,
         "| scenario | requests | req/s | p50 / p99 | peak RSS client / server | client allocated per request (95% CI) | \
-         server allocated per request (95% CI) | connections Δ | verdict client / server | expected | |"
+         server allocated per request (95% CI) | connections Δ | peak client connections | failed | connection events | \
+         verdict client / server | expected | |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|");
     for row in &comparison.rows {
         let _ = writeln!(out, "{}", table_row(row));
     }
     for failure in &comparison.failures {
         let _ = writeln!(
             out,
-            "| {} | could not run: {} | | | | | | | | | ✖ |",
+            "| {} | could not run: {} | | | | | | | | | | | | ✖ |",
             failure.scenario,
             failure.error.replace('|', "\\|")
         );
@@ -96,7 +97,7 @@ fn table_row(row: &Row) -> String {
         Outcome::Inconclusive => "?",
     };
     format!(
-        "| {} | {} | {:.0} | {:.1} / {:.1} ms | {} / {} | {} | {} | {} / {} | {} / {} | {} / {} | {mark} |",
+        "| {} | {} | {:.0} | {:.1} / {:.1} ms | {} / {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} / {} | {mark} |",
         row.scenario,
         row.requests,
         row.throughput_rps,
@@ -108,6 +109,9 @@ fn table_row(row: &Row) -> String {
         server(&slope),
         signed(row.client.connections_delta),
         server(&|v| signed(v.connections_delta)),
+        row.client_peak_connections,
+        row.failed,
+        row.connection_events,
         row.client.kind,
         server(&|v| v.kind.to_string()),
         expected(&row.client),
@@ -149,6 +153,9 @@ mod tests {
             latency_p99_us: 3_400,
             client_peak_rss_bytes: 150 << 20,
             server_peak_rss_bytes: Some(100 << 20),
+            client_peak_connections: 4000,
+            failed: 0,
+            connection_events: "—".into(),
             client: verdict.clone(),
             server: Some(verdict),
             outcome,
@@ -176,7 +183,7 @@ mod tests {
         assert!(
             text.contains(
                 "| leak | 4000 | 400 | 1.2 / 3.4 ms | 150.0 MiB / 100.0 MiB | +60.8 KB (+60.7 KB to +60.9 KB) | \
-                 +60.8 KB (+60.7 KB to +60.9 KB) | +3600 / +3600 | LEAK / LEAK | leak / leak | ✔ |"
+                 +60.8 KB (+60.7 KB to +60.9 KB) | +3600 / +3600 | 4000 | 0 | — | LEAK / LEAK | leak / leak | ✔ |"
             ),
             "{text}"
         );

@@ -45,6 +45,12 @@ pub struct Row {
     pub client_peak_rss_bytes: u64,
     /// Peak RSS of the server, bytes; `null` when not measured.
     pub server_peak_rss_bytes: Option<u64>,
+    /// Most connections the load generator had open at once.
+    pub client_peak_connections: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// What happened to connections, in brief: GOAWAYs, reconnects, TIME_WAIT, time to detect a fault.
+    pub connection_events: String,
     /// The load generator's verdict.
     pub client: RowVerdict,
     /// The server's verdict; `null` when not measured.
@@ -263,6 +269,9 @@ fn row(plan: &Plan, finished: &Finished, baseline: Option<BaselineComparison>) -
         latency_p99_us: s.latency_us.p99,
         client_peak_rss_bytes: s.client.rss_bytes.peak,
         server_peak_rss_bytes: s.server.as_ref().map(|p| p.rss_bytes.peak),
+        client_peak_connections: s.client.connections.peak,
+        failed: s.requests.failed,
+        connection_events: crate::report::lifecycle::brief(s),
         client: RowVerdict::of(&s.verdict.client),
         server: s.verdict.server.as_ref().map(RowVerdict::of),
         outcome: verdict_outcome,

@@ -67,7 +67,8 @@ pub fn sentences(s: &Summary) -> Vec<String> {
         out.push(format!(
             "Where a leaked channel's client memory went: its connection held {} until the server reaped it \
              (reclaimed: {:.0}% of {} per leaked channel); the channel itself still holds {} (not reclaimed: \
-             the tonic Channel, its buffer task and queue, its endpoint). Fitted over {} load samples.",
+             the tonic Channel with its request queue, worker task and endpoint, and what it keeps of its closed \
+             connection until its next use, which a leaked channel never has). Fitted over {} load samples.",
             signed_bytes(split.bytes_per_open_connection),
             100.0 * split.bytes_per_open_connection / whole,
             human_bytes(whole),
@@ -76,4 +77,97 @@ pub fn sentences(s: &Summary) -> Vec<String> {
         ));
     }
     out
+}
+
+/// The same facts in a few words, for a table cell: `GOAWAY max_idle × 4000 · TIME_WAIT peak 35`.
+pub fn brief(s: &Summary) -> String {
+    let l = &s.lifecycle;
+    let mut parts = Vec::new();
+    if let Some(server) = l.server {
+        for (reason, n) in [
+            ("max_idle", server.goaway_max_idle),
+            ("max_age", server.goaway_max_age),
+            ("too_many_pings", server.goaway_too_many_pings),
+            ("protocol_error", server.goaway_protocol_error),
+        ] {
+            if n > 0 {
+                parts.push(format!("GOAWAY {reason} × {n}"));
+            }
+        }
+    }
+    if l.reconnects > 0 {
+        parts.push(format!("reconnects {}", l.reconnects));
+    }
+    if let Some(tw) = l.time_wait.filter(|tw| tw.peak > tw.start.max(2)) {
+        parts.push(format!("TIME_WAIT peak {}", tw.peak));
+    }
+    if l.fault.as_ref().is_some_and(|f| f.blackhole_started_s.is_some()) {
+        parts.push(match l.time_to_detect_s {
+            Some(after) => format!("blackhole detected in {after:.1} s"),
+            None => "blackhole never detected".to_owned(),
+        });
+    }
+    if parts.is_empty() { "—".to_owned() } else { parts.join(" · ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::FaultLog;
+    use crate::report::fixtures::scripted_report;
+    use crate::stats::Span;
+    use crate::stats::lifecycle::Attribution;
+    use leaklab_probe::control::ServerLifecycle;
+
+    #[test]
+    fn nothing_to_tell_without_events() {
+        let (summary, _) = scripted_report();
+        assert!(sentences(&summary).is_empty());
+        assert_eq!(brief(&summary), "—");
+    }
+
+    #[test]
+    fn goaways_strikes_reconnects_time_wait_and_the_blackhole_are_told() {
+        let (mut summary, _) = scripted_report();
+        let l = &mut summary.lifecycle;
+        l.server = Some(ServerLifecycle { goaway_too_many_pings: 7, ping_strikes: 21, ..ServerLifecycle::default() });
+        l.goaways_received.insert("ENHANCE_YOUR_CALM \"too_many_pings\"".into(), 7);
+        l.reconnects = 6;
+        l.time_wait = Some(Span { start: 1, end: 8, peak: 9 });
+        l.fault = Some(FaultLog {
+            blackhole_started_s: Some(3.0),
+            blackhole_ended_s: Some(7.0),
+            blackholed_connections: 1,
+            ..FaultLog::default()
+        });
+        l.time_to_detect_s = Some(2.0);
+        let text = sentences(&summary).join("\n");
+        for expected in [
+            "Server sent GOAWAY: too_many_pings × 7.",
+            "21 strikes",
+            "Client received GOAWAY: ENHANCE_YOUR_CALM \"too_many_pings\" × 7.",
+            "reconnected 6 times",
+            "TIME_WAIT sockets towards the server: 1 → 8, peak 9.",
+            "Blackhole from 3.0 s to 7.0 s (1 connections caught): the client gave the dead connection up and dialled a new one 2.0 s after it began",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert_eq!(
+            brief(&summary),
+            "GOAWAY too_many_pings × 7 · reconnects 6 · TIME_WAIT peak 9 · blackhole detected in 2.0 s"
+        );
+    }
+
+    #[test]
+    fn a_reaped_leak_says_what_came_back_and_what_stays() {
+        let (mut summary, _) = scripted_report();
+        summary.lifecycle.attribution =
+            Some(Attribution { bytes_per_channel: 23_000.0, bytes_per_open_connection: 37_000.0, samples: 200 });
+        let text = sentences(&summary).join("\n");
+        assert!(
+            text.contains("its connection held +37.0 KB until the server reaped it (reclaimed: 62% of 60.0 KB"),
+            "{text}"
+        );
+        assert!(text.contains("the channel itself still holds +23.0 KB"), "{text}");
+    }
 }
