@@ -16,7 +16,8 @@ const HEIGHT: u32 = 920;
 const HEADER: u32 = 70;
 const LEGEND_WIDTH: u32 = 330;
 /// Tableau 10: distinct for the eye and in grey print.
-const PALETTE: [RGBColor; 10] = [
+/// Tableau's ten, then six darker ones, so the shipped scenarios never share a colour.
+const PALETTE: [RGBColor; 16] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -27,6 +28,12 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(0, 60, 110),
+    RGBColor(120, 0, 0),
+    RGBColor(0, 100, 60),
+    RGBColor(150, 80, 0),
+    RGBColor(75, 0, 110),
+    RGBColor(60, 60, 60),
 ];
 
 /// Writes both files into `dir`, one line per run, labelled with its legend
