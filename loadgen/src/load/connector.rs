@@ -212,4 +212,21 @@ mod tests {
         assert_eq!(distinct, expected, "peers seen by the server: {peers:?}");
         assert_eq!(peers[0], peers[3], "round-robin");
     }
+
+    #[tokio::test]
+    async fn tcp_keepalive_is_set_on_each_socket_when_asked() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let socket_of = |io: &TokioIo<Observed<Counted<TcpStream>>>| {
+            let stream = io.inner().inner.get_ref();
+            let socket = socket2::SockRef::from(stream);
+            (socket.keepalive().unwrap(), socket.tcp_keepalive_time().unwrap())
+        };
+        let mut plain = CountingConnector::new(ConnectionCounter::new());
+        let io = plain.call(uri.clone()).await.unwrap();
+        assert!(!socket_of(&io).0, "off unless the scenario asks");
+        let mut kept = CountingConnector::new(ConnectionCounter::new()).tcp_keepalive(Some(Duration::from_secs(7)));
+        let io = kept.call(uri).await.unwrap();
+        assert_eq!(socket_of(&io), (true, Duration::from_secs(7)));
+    }
 }
