@@ -31,6 +31,8 @@ pub(crate) enum Command {
     /// Write a run directory's summary.json, plots and report.md again from what it holds:
     /// after `kill -9`, rebuilt from its run.json and samples.jsonl.
     Report(ReportArgs),
+    /// Sample any process — running (--pid) or started (-- COMMAND ARGS…) — and judge its RSS over time.
+    Watch(WatchArgs),
     /// List the scenarios with their descriptions.
     List(ListArgs),
     /// Print the JSON Schema of summary.json.
@@ -41,6 +43,45 @@ pub(crate) enum Command {
 pub(crate) struct ReportArgs {
     /// The run directory, e.g. reports/leak/latest.
     pub(crate) dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// A running process to watch; it is left running.
+    #[arg(long, required_unless_present = "command", conflicts_with = "command")]
+    pub(crate) pid: Option<u32>,
+
+    /// Stop watching after this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) duration: std::time::Duration,
+
+    /// Time between two samples (at least 10ms).
+    #[arg(long, default_value = "100ms", value_parser = sample_interval)]
+    pub(crate) interval: std::time::Duration,
+
+    /// RSS growth per second that is not a leak, e.g. 64KiB.
+    #[arg(long, default_value = "64KiB", value_parser = size)]
+    pub(crate) tolerance: u64,
+
+    /// Where run directories go.
+    #[arg(long, default_value = "reports", value_name = "DIR")]
+    pub(crate) reports_dir: PathBuf,
+
+    /// The command to start and watch, after `--`; it is stopped at the end if still running.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
+}
+
+fn sample_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if interval < std::time::Duration::from_millis(10) {
+        return Err("must be at least 10ms".to_owned());
+    }
+    Ok(interval)
+}
+
+fn size(text: &str) -> Result<u64, String> {
+    leaklab_loadgen::scenario::parse_size(text)
 }
 
 #[derive(Debug, Args)]

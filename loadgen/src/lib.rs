@@ -18,3 +18,4 @@ pub mod scenario;
 pub mod stats;
 pub mod target;
 pub mod verdict;
+pub mod watch;

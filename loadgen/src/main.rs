@@ -9,12 +9,14 @@ use clap::Parser;
 use leaklab_loadgen::compare::{self, CompareOptions};
 use leaklab_loadgen::load::StopReason;
 use leaklab_loadgen::report::summary::{ProcessSummary, json_schema};
+use leaklab_loadgen::report::units::format_mib;
 use leaklab_loadgen::report::units::{bytes_per_request, expectation_mark, latencies, mib, slope_with_interval};
 use leaklab_loadgen::report::{self, Report, rebuild};
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
 use leaklab_loadgen::scenario::{self, Catalog, Overrides};
 use leaklab_loadgen::verdict::baseline::{self, BaselineComparison};
 use leaklab_loadgen::verdict::{Outcome, ProcessVerdict};
+use leaklab_loadgen::watch::{self as process_watch, WatchEnd, WatchOptions, WatchTarget};
 use tokio::sync::watch;
 
 #[global_allocator]
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run_scenario(*args),
         cli::Command::Compare(args) => compare_scenarios(*args),
         cli::Command::Report(args) => report_again(&args.dir),
+        cli::Command::Watch(args) => watch_process(args),
     };
     result.unwrap_or_else(|(code, error)| {
         eprintln!("Error: {error:#}");
@@ -108,6 +111,43 @@ fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, ExitFailure> {
     let interrupted = outcome.summary.stopped_by == StopReason::Interrupted;
     let at_limit = matches!(outcome.summary.stopped_by, StopReason::Cap | StopReason::MachineLimit);
     Ok(exit_code(!outcome.export_errors.is_empty(), interrupted, verdict, at_limit, bisect))
+}
+
+/// target → samples → time-based verdict and report → exit code.
+fn watch_process(args: cli::WatchArgs) -> Result<ExitCode, ExitFailure> {
+    let target = match args.pid {
+        Some(pid) => WatchTarget::Pid(pid),
+        None => WatchTarget::Command(args.command),
+    };
+    let (runtime, stop) = runtime_with_stop()?;
+    let options = WatchOptions {
+        target,
+        duration: args.duration,
+        interval: args.interval,
+        tolerance_bytes_per_s: args.tolerance as f64,
+        reports_dir: args.reports_dir,
+        stop,
+    };
+    let outcome = runtime.block_on(process_watch::execute(options)).map_err(usage)?;
+    let s = &outcome.summary;
+    let rss = s.rss_bytes.map_or_else(
+        || "no samples".to_owned(),
+        |rss| format!("RSS {} → {} (peak {})", format_mib(rss.start), format_mib(rss.end), format_mib(rss.peak)),
+    );
+    println!("{}: pid {}, {:.1} s, {} samples; {rss}", s.name, s.pid, s.watched_s, s.samples);
+    println!("  verdict: {}", process_watch::verdict_line(&s.verdict));
+    for reason in &s.verdict.reasons {
+        println!("    {reason}");
+    }
+    println!("report: {}", outcome.dir.display());
+    for error in &outcome.export_errors {
+        eprintln!("Error: {error:#}");
+    }
+    Ok(ExitCode::from(match (outcome.export_errors.is_empty(), s.ended_by) {
+        (false, _) => exit::FAILED,
+        (true, WatchEnd::Interrupted) => exit::INTERRUPTED,
+        (true, _) => exit::OK,
+    }))
 }
 
 /// parse every scenario → plans → run each → comparison → exit code.

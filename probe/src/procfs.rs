@@ -17,11 +17,20 @@ pub enum Proc {
 }
 
 impl Proc {
-    fn path(self, file: &str) -> PathBuf {
+    /// `/proc/<pid>/<file>`.
+    pub fn path(self, file: &str) -> PathBuf {
         match self {
             Proc::Myself => PathBuf::from(format!("/proc/self/{file}")),
             Proc::Pid(pid) => PathBuf::from(format!("/proc/{pid}/{file}")),
         }
+    }
+
+    /// Whether the process exists and has not exited: a zombie, which has
+    /// exited but not been reaped by its parent, does not count.
+    pub fn is_running(self) -> bool {
+        let Ok(stat) = fs::read_to_string(self.path("stat")) else { return false };
+        let state = stat.rfind(')').and_then(|end| stat[end + 1..].split_ascii_whitespace().next());
+        !matches!(state, None | Some("Z" | "X" | "x"))
     }
 }
 
@@ -169,6 +178,62 @@ pub fn time_wait_sockets(ports: &[u16]) -> Result<u64, ProcError> {
     Ok(count)
 }
 
+/// The TCP sockets a process holds, counted by state (`ESTABLISHED`,
+/// `CLOSE_WAIT`, `LISTEN`…): its socket inodes from `/proc/<pid>/fd`, looked
+/// up in `/proc/net/tcp` and `tcp6`.
+pub fn tcp_states_of(proc_: Proc) -> Result<std::collections::BTreeMap<&'static str, u64>, ProcError> {
+    let fd_dir = proc_.path("fd");
+    let entries = fs::read_dir(&fd_dir).map_err(|source| ProcError::Read { path: fd_dir.clone(), source })?;
+    let mut inodes = std::collections::HashSet::new();
+    for entry in entries.flatten() {
+        // An fd closed between the listing and the readlink is simply gone.
+        let Ok(target) = fs::read_link(entry.path()) else { continue };
+        let target = target.to_string_lossy();
+        if let Some(inode) = target.strip_prefix("socket:[").and_then(|rest| rest.strip_suffix(']')) {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    let mut states = std::collections::BTreeMap::new();
+    if inodes.is_empty() {
+        return Ok(states);
+    }
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let path = PathBuf::from(file);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(source) if source.kind() == io::ErrorKind::NotFound && file.ends_with('6') => continue,
+            Err(source) => return Err(ProcError::Read { path, source }),
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(state), Some(inode)) = (fields.get(3), fields.get(9))
+                && inodes.contains(*inode)
+            {
+                *states.entry(tcp_state_name(state)).or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(states)
+}
+
+/// The name of a `/proc/net/tcp` state code (include/net/tcp_states.h).
+fn tcp_state_name(code: &str) -> &'static str {
+    match code {
+        "01" => "ESTABLISHED",
+        "02" => "SYN_SENT",
+        "03" => "SYN_RECV",
+        "04" => "FIN_WAIT1",
+        "05" => "FIN_WAIT2",
+        "06" => "TIME_WAIT",
+        "07" => "CLOSE",
+        "08" => "CLOSE_WAIT",
+        "09" => "LAST_ACK",
+        "0A" => "LISTEN",
+        "0B" => "CLOSING",
+        _ => "OTHER",
+    }
+}
+
 /// Counts the TIME_WAIT lines of one `/proc/net/tcp`-format table.
 fn count_time_wait(table: &str, ports: &[u16]) -> u64 {
     const TIME_WAIT: &str = "06";
@@ -271,6 +336,33 @@ mod time_wait_tests {
     #[test]
     fn reads_this_machine() {
         time_wait_sockets(&[1]).unwrap();
+    }
+
+    #[test]
+    fn a_zombie_is_not_running() {
+        assert!(Proc::Myself.is_running());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie once it has exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Proc::Pid(pid).is_running() {
+            assert!(std::time::Instant::now() < deadline, "`true` never exited");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(Proc::Pid(pid).path("stat").exists(), "still in the process table until reaped");
+        child.wait().unwrap();
+        assert!(!Proc::Pid(pid).is_running());
+    }
+
+    #[test]
+    fn finds_this_process_s_own_sockets_by_state() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let states = tcp_states_of(Proc::Myself).unwrap();
+        assert_eq!(states.get("LISTEN"), Some(&1), "{states:?}");
+        assert_eq!(states.get("ESTABLISHED"), Some(&2), "{states:?}");
+        drop(client);
     }
 }
 

@@ -46,7 +46,7 @@ impl Exporter for SvgPlot {
     }
 
     fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
-        render(SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area(), report, path)
+        write_svg(&Header::of(report), report.samples, path)
     }
 }
 
@@ -56,13 +56,56 @@ impl Exporter for PngPlot {
     }
 
     fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
-        render(BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area(), report, path)
+        write_png(&Header::of(report), report.samples, path)
     }
 }
 
-fn render<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
+/// What the plot says above its panels and marks on them; the samples give the lines.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// The big line: `leak: memory over time`.
+    pub title: String,
+    /// What ran, in one line.
+    pub headline: String,
+    /// The verdict, in one line.
+    pub verdict: String,
+    /// Markers for the timeline.
+    pub events: Vec<TimelineEvent>,
+    /// Whether to draw the TIME_WAIT line.
+    pub time_wait: bool,
+}
+
+impl Header {
+    fn of(report: &Report<'_>) -> Header {
+        let summary = report.summary;
+        Header {
+            title: format!("{}: memory over time", summary.scenario),
+            headline: headline(report),
+            verdict: verdict_line(report),
+            events: summary.lifecycle.events.clone(),
+            time_wait: summary.lifecycle.time_wait.is_some_and(|tw| tw.peak > tw.start.max(2)),
+        }
+    }
+}
+
+/// Draws `samples` under `header` as a PNG at `path`.
+pub fn write_png(header: &Header, samples: &[Sample], path: &Path) -> anyhow::Result<()> {
+    render(BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area(), header, samples, path)
+}
+
+/// Draws `samples` under `header` as an SVG at `path`.
+pub fn write_svg(header: &Header, samples: &[Sample], path: &Path) -> anyhow::Result<()> {
+    render(SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area(), header, samples, path)
+}
+
+fn render<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    header: &Header,
+    samples: &[Sample],
+    path: &Path,
+) -> anyhow::Result<()> {
     register_fonts();
-    draw(&root, report).map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))?;
+    draw(&root, header, samples).map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))?;
     root.present().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
 }
 
@@ -105,19 +148,18 @@ fn phase_starts(samples: &[Sample]) -> Vec<(Phase, f64)> {
 
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    report: &Report<'_>,
+    header: &Header,
+    samples: &[Sample],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let samples = report.samples;
-    let summary = report.summary;
     root.fill(&WHITE)?;
-    let (header, body) = root.split_vertically(HEADER);
-    header.draw(&Text::new(
-        format!("{}: memory over time", summary.scenario),
-        (20, 12),
-        ("sans-serif", 28).into_font().color(&BLACK),
+    let (top, body) = root.split_vertically(HEADER);
+    top.draw(&Text::new(header.title.clone(), (20, 12), ("sans-serif", 28).into_font().color(&BLACK)))?;
+    top.draw(&Text::new(
+        header.headline.clone(),
+        (20, 48),
+        ("sans-serif", 17).into_font().color(&RGBColor(60, 60, 60)),
     ))?;
-    header.draw(&Text::new(headline(report), (20, 48), ("sans-serif", 17).into_font().color(&RGBColor(60, 60, 60))))?;
-    header.draw(&Text::new(verdict_line(report), (20, 74), ("sans-serif", 17).into_font().color(&BLACK)))?;
+    top.draw(&Text::new(header.verdict.clone(), (20, 74), ("sans-serif", 17).into_font().color(&BLACK)))?;
     let (upper, lower) = body.split_vertically((HEIGHT - HEADER) * 58 / 100);
 
     let memory = vec![
@@ -146,7 +188,7 @@ fn draw<DB: DrawingBackend>(
             points: series(samples, |s| s.server.and_then(|x| x.process.jemalloc).map(|j| mib(j.allocated_bytes))),
         },
     ];
-    let events = &summary.lifecycle.events;
+    let events = &header.events;
     panel(&upper, samples, "Memory", "MiB", 1, &memory, events)?;
 
     let connections = vec![
@@ -177,7 +219,7 @@ fn draw<DB: DrawingBackend>(
     ];
     let mut connections = connections;
     // TIME_WAIT only where there is some: per-request-close leaves one per request.
-    if summary.lifecycle.time_wait.is_some_and(|tw| tw.peak > tw.start.max(2)) {
+    if header.time_wait {
         connections.push(Line {
             label: "TIME_WAIT sockets",
             color: TIME_WAIT,
