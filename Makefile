@@ -4,13 +4,17 @@
 #   make list                  list the scenarios
 #   make test                  build, then run every test
 #   make bench                 throughput and self-cost of the load generator
+#   make peers                 install (apt, as root) and build the foreign clients in peers/
 
 CARGO   ?= cargo
 NAME    ?= leak
 ARGS    ?=
 LOADGEN := target/release/loadgen
 
-.PHONY: build scenario compare list test bench schema clippy
+.PHONY: build scenario compare list test bench schema clippy peers
+
+# grpc-go from Debian's golang-google-grpc-dev, built offline in GOPATH mode.
+GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/target/go-cache GOFLAGS=
 
 build:
 	$(CARGO) build --release --workspace --bins
@@ -38,6 +42,13 @@ bench: build
 
 schema: build
 	$(LOADGEN) schema > schema/summary.schema.json
+
+peers: target/peers/go-echo-client
+
+target/peers/go-echo-client: peers/go/main.go
+	scripts/install-peers.sh
+	mkdir -p target/peers
+	$(GO_ENV) go build -o $@ ./peers/go
 
 clippy:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings

@@ -13,10 +13,10 @@ use leaklab_loadgen::report::units::format_mib;
 use leaklab_loadgen::report::units::{bytes_per_request, expectation_mark, latencies, mib, slope_with_interval};
 use leaklab_loadgen::report::{self, Report, rebuild};
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
-use leaklab_loadgen::scenario::{self, Catalog, Overrides};
+use leaklab_loadgen::scenario::{self, Catalog, ExternalPlan, Overrides, Scenario};
 use leaklab_loadgen::verdict::baseline::{self, BaselineComparison};
 use leaklab_loadgen::verdict::{Outcome, ProcessVerdict};
-use leaklab_loadgen::watch::{self as process_watch, WatchEnd, WatchOptions, WatchTarget};
+use leaklab_loadgen::watch::{self as process_watch, ServerLaunch, WatchEnd, WatchOptions, WatchOutcome, WatchTarget};
 use tokio::sync::watch;
 
 #[global_allocator]
@@ -81,7 +81,10 @@ fn failed(error: impl Into<anyhow::Error>) -> ExitFailure {
 /// parse → plan → run → verdict and report → exit code.
 fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, ExitFailure> {
     let path = Catalog::locate(args.common.scenarios_dir.clone()).resolve(&args.scenario).map_err(usage)?;
-    let plan = scenario::load(&path, &args.overrides()).map_err(usage)?;
+    let plan = match scenario::load_any(&path, &args.overrides()).map_err(usage)? {
+        Scenario::Builtin(plan) => plan,
+        Scenario::External(plan) => return run_external(&plan, &args),
+    };
     let target = args.common.target().map_err(usage)?;
     let reports_dir = args.common.reports_dir.clone();
     let baseline = match &args.verdict.baseline {
@@ -120,41 +123,96 @@ fn watch_process(args: cli::WatchArgs) -> Result<ExitCode, ExitFailure> {
         None => WatchTarget::Command(args.command),
     };
     let (runtime, stop) = runtime_with_stop()?;
-    let options = WatchOptions {
-        target,
-        duration: args.duration,
-        interval: args.interval,
-        tolerance_bytes_per_s: args.tolerance as f64,
-        reports_dir: args.reports_dir,
-        stop,
-    };
+    let mut options = WatchOptions::of(target, args.reports_dir, stop);
+    options.duration = args.duration;
+    options.interval = args.interval;
+    options.tolerance_bytes_per_s = args.tolerance as f64;
     let outcome = runtime.block_on(process_watch::execute(options)).map_err(usage)?;
+    Ok(finish_watch(&outcome))
+}
+
+/// An external client's scenario: start the server, then the command, and watch both.
+fn run_external(plan: &ExternalPlan, args: &cli::RunArgs) -> Result<ExitCode, ExitFailure> {
+    let server_bin = match args.common.target().map_err(usage)? {
+        run::TargetChoice::Spawn { server_bin } => server_bin,
+        run::TargetChoice::External { .. } => {
+            return Err(usage(anyhow::anyhow!(
+                "--target: {} runs an external client against a server it starts and measures",
+                plan.name
+            )));
+        }
+    };
+    let (runtime, stop) = runtime_with_stop()?;
+    let mut options =
+        WatchOptions::of(WatchTarget::Command(plan.command.clone()), args.common.reports_dir.clone(), stop);
+    options.name = Some(plan.name.clone());
+    options.server = Some(ServerLaunch { bin: server_bin, args: plan.server.args() });
+    options.duration = plan.duration;
+    options.interval = plan.interval;
+    options.warmup = plan.warmup;
+    options.tolerance_bytes_per_request = plan.verdict.tolerance_bytes_per_request;
+    options.expect_client = plan.verdict.expect_client;
+    options.expect_server = plan.verdict.expect_server;
+    options.caps = Some(plan.caps);
+    let outcome = runtime.block_on(process_watch::execute(options)).map_err(failed)?;
+    Ok(finish_watch(&outcome))
+}
+
+/// Prints a watch's outcome and picks its exit code, as `run` does.
+fn finish_watch(outcome: &WatchOutcome) -> ExitCode {
     let s = &outcome.summary;
     let rss = s.rss_bytes.map_or_else(
         || "no samples".to_owned(),
         |rss| format!("RSS {} → {} (peak {})", format_mib(rss.start), format_mib(rss.end), format_mib(rss.peak)),
     );
-    println!("{}: pid {}, {:.1} s, {} samples; {rss}", s.name, s.pid, s.watched_s, s.samples);
-    println!("  verdict: {}", process_watch::verdict_line(&s.verdict));
-    for reason in &s.verdict.reasons {
-        println!("    {reason}");
+    let requests = s.requests.map(|r| format!(", {} requests reported ({} failed)", r.ok + r.failed, r.failed));
+    println!(
+        "{}: pid {}, {:.1} s, {} samples{}; {rss}",
+        s.name,
+        s.pid,
+        s.watched_s,
+        s.samples,
+        requests.unwrap_or_default()
+    );
+    let verdicts = [("verdict", Some(&s.verdict)), ("server verdict", s.server_verdict.as_ref())];
+    for (label, verdict) in verdicts {
+        let Some(verdict) = verdict else { continue };
+        println!("  {label}: {}", process_watch::verdict_line(verdict));
+        for reason in &verdict.reasons {
+            println!("    {reason}");
+        }
     }
     println!("report: {}", outcome.dir.display());
     for error in &outcome.export_errors {
         eprintln!("Error: {error:#}");
     }
-    Ok(ExitCode::from(match (outcome.export_errors.is_empty(), s.ended_by) {
-        (false, _) => exit::FAILED,
-        (true, WatchEnd::Interrupted) => exit::INTERRUPTED,
-        (true, _) => exit::OK,
-    }))
+    let inconclusive = [Some(&s.verdict), s.server_verdict.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|v| v.expected.is_some() && v.kind == leaklab_loadgen::verdict::VerdictKind::Inconclusive);
+    ExitCode::from(match (outcome.export_errors.is_empty(), s.ended_by, s.expectation_met) {
+        (false, _, _) => exit::FAILED,
+        (true, WatchEnd::Interrupted, _) => exit::INTERRUPTED,
+        (true, WatchEnd::Cap, _) => exit::STOPPED_AT_LIMIT,
+        (true, _, Some(false)) if inconclusive => exit::INCONCLUSIVE,
+        (true, _, Some(false)) => exit::CONTRADICTED,
+        (true, _, _) => exit::OK,
+    })
 }
 
 /// parse every scenario → plans → run each → comparison → exit code.
 fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, ExitFailure> {
     let catalog = Catalog::locate(args.common.scenarios_dir.clone());
     let names: Vec<String> = if args.scenarios.is_empty() {
-        catalog.entries().into_iter().map(|entry| entry.name).collect()
+        // External clients (go-leak…) need their peers built; `make scenario` runs them one by one.
+        catalog
+            .entries()
+            .into_iter()
+            .filter(|entry| {
+                !matches!(scenario::load_any(&entry.path, &Overrides::default()), Ok(Scenario::External(_)))
+            })
+            .map(|entry| entry.name)
+            .collect()
     } else {
         args.scenarios.clone()
     };

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use leaklab_loadgen::scenario::{self, Catalog, ChannelPolicy, Overrides};
+use leaklab_loadgen::scenario::{self, Catalog, ChannelPolicy, Overrides, Scenario};
 
 fn toml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -24,17 +24,67 @@ fn every_shipped_scenario_parses() {
     let files = toml_files(&shipped());
     assert!(files.len() >= 4, "expected the four core scenarios, found {files:?}");
     for path in files {
-        let plan = scenario::load(&path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# Teaches:"), "{} must open with a comment saying what it teaches", path.display());
-        assert!(plan.load.max_requests.get() <= 10_000, "{}: default runs stay small", path.display());
-        assert!(
-            plan.verdict.expect_client.is_some() && plan.verdict.expect_server.is_some(),
-            "{}: a shipped scenario says what each process's memory should do",
-            path.display()
-        );
-        assert!(plan.load.rounds.get() >= 6, "{}: at least 6 rounds", path.display());
+        match scenario::load_any(&path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}")) {
+            Scenario::Builtin(plan) => {
+                assert!(plan.load.max_requests.get() <= 10_000, "{}: default runs stay small", path.display());
+                assert!(
+                    plan.verdict.expect_client.is_some() && plan.verdict.expect_server.is_some(),
+                    "{}: a shipped scenario says what each process's memory should do",
+                    path.display()
+                );
+                assert!(plan.load.rounds.get() >= 6, "{}: at least 6 rounds", path.display());
+            }
+            Scenario::External(plan) => {
+                assert!(
+                    plan.command[0].starts_with("target/peers/"),
+                    "{}: peers are built by `make peers`",
+                    path.display()
+                );
+                assert!(
+                    plan.command.iter().any(|arg| arg.contains("{addr}")),
+                    "{}: the command gets the server's address",
+                    path.display()
+                );
+                assert!(
+                    plan.verdict.expect_client.is_some() && plan.verdict.expect_server.is_some(),
+                    "{}",
+                    path.display()
+                );
+                assert!(
+                    plan.duration <= std::time::Duration::from_secs(120),
+                    "{}: runs stop by themselves",
+                    path.display()
+                );
+            }
+        }
     }
+}
+
+#[test]
+fn external_scenarios_are_checked_like_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, text: &str, overrides: &Overrides| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        scenario::load_any(&path, overrides).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let good = "description = \"d\"\n[external]\ncommand = [\"peer\", \"{addr}\"]\n";
+    assert_eq!(check("good", good, &Overrides::default()), Ok(()));
+    let err =
+        check("no-command", "description = \"d\"\n[external]\nduration = \"5s\"\n", &Overrides::default()).unwrap_err();
+    assert!(err.contains("no-command.toml: external.command: missing"), "{err}");
+    let err = check("both", &format!("{good}[client]\npolicy = \"leak\"\n"), &Overrides::default()).unwrap_err();
+    assert!(err.contains("client.policy: an external scenario's client is its command"), "{err}");
+    let err = check("flags", good, &Overrides { requests: Some(10), ..Overrides::default() }).unwrap_err();
+    assert!(err.contains("flags.toml: external: an external client runs its own load"), "{err}");
+    let err = check("warm", &format!("{good}duration = \"2s\"\nwarmup = \"3s\"\n"), &Overrides::default()).unwrap_err();
+    assert!(err.contains("external.warmup: must be shorter than external.duration"), "{err}");
+    // The built-in path refuses it with a pointer to `loadgen run`.
+    let path = dir.path().join("good.toml");
+    let err = scenario::load(&path, &Overrides::default()).unwrap_err().to_string();
+    assert!(err.contains("runs an external client"), "{err}");
 }
 
 #[test]

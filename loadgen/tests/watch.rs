@@ -80,3 +80,18 @@ fn bad_targets_are_usage_errors_that_name_the_flag() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("--interval"), "{}", text(&output));
 }
+
+#[test]
+fn progress_lines_turn_the_verdict_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "for n in 10 20 30 40 50 60 70 80 90 100 110 120 130 140 150; do \
+                  echo leaklab-progress ok=$n failed=1; sleep 0.1; done; sleep 0.5";
+    let output = watch(&["--interval", "50ms", "--", "sh", "-c", script], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let s = summary(dir.path(), "watch-sh");
+    assert_eq!(s["requests"]["ok"], 150, "{s}");
+    assert_eq!(s["requests"]["failed"], 1);
+    assert_eq!(s["verdict"]["per"], "request", "{s}");
+    let log = std::fs::read_to_string(dir.path().join("watch-sh/latest/command.log")).unwrap();
+    assert!(log.contains("leaklab-progress ok=150 failed=1"), "the command's output is kept");
+}

@@ -69,8 +69,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 pub use plan::{
-    Blackhole, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, Expectation, FaultPlan, KeepalivePolicy, LoadPlan,
-    Origin, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan, ServerPlan, VerdictPlan,
+    Blackhole, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, Expectation, ExternalPlan, FaultPlan,
+    KeepalivePolicy, LoadPlan, Origin, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan,
+    ServerPlan, VerdictPlan,
 };
 
 /// Defaults for keys a scenario file leaves out. Small on purpose: a run
@@ -123,6 +124,16 @@ pub struct ScenarioFile {
     pub caps: CapsSection,
     #[serde(default)]
     pub fault: FaultSection,
+    /// A client command of its own instead of the built-in load generator.
+    pub external: Option<ExternalSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSection {
+    pub command: Option<Vec<String>>,
+    pub duration: Option<String>,
+    pub warmup: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -310,6 +321,43 @@ impl Overrides {
     }
 }
 
+/// A scenario: the built-in load generator's, or an external client's.
+#[derive(Debug, Clone)]
+pub enum Scenario {
+    Builtin(Box<Plan>),
+    External(Box<ExternalPlan>),
+}
+
+impl Scenario {
+    pub fn description(&self) -> &str {
+        match self {
+            Scenario::Builtin(plan) => &plan.description,
+            Scenario::External(plan) => &plan.description,
+        }
+    }
+}
+
+/// Reads and validates the scenario at `path`, of either kind. Overrides
+/// apply to built-in scenarios only.
+pub fn load_any(path: &Path, overrides: &Overrides) -> Result<Scenario, ScenarioError> {
+    let text = fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
+    let file = parse_file(path, &text)?;
+    if file.external.is_none() {
+        return parse(path, &text, overrides).map(|plan| Scenario::Builtin(Box::new(plan)));
+    }
+    if *overrides != Overrides::default() {
+        return Err(ScenarioError::Invalid {
+            path: path.to_owned(),
+            line: None,
+            key: "external".to_owned(),
+            reason: "an external client runs its own load: load, sampling and caps flags do not apply".to_owned(),
+        });
+    }
+    Validator { path, text: &text, overridden: Vec::new() }
+        .external(path, file)
+        .map(|plan| Scenario::External(Box::new(plan)))
+}
+
 /// Reads and validates the scenario at `path`.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, ScenarioError> {
     let text = fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
@@ -438,6 +486,12 @@ impl Validator<'_> {
     }
 
     fn plan(&self, path: &Path, file: ScenarioFile) -> Result<Plan, ScenarioError> {
+        if file.external.is_some() {
+            return Err(self.invalid(
+                "external",
+                "this scenario runs an external client; `loadgen run` runs it, `loadgen compare` covers built-in scenarios only",
+            ));
+        }
         let name = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
         let description = match file.description {
             Some(text) if !text.trim().is_empty() => text.trim().to_owned(),
@@ -662,6 +716,63 @@ impl Validator<'_> {
     }
 }
 
+/// The longest an external client may run: it must stop by itself in reasonable time.
+const MAX_EXTERNAL_DURATION: Duration = Duration::from_secs(600);
+
+impl Validator<'_> {
+    fn external(&self, path: &Path, file: ScenarioFile) -> Result<ExternalPlan, ScenarioError> {
+        let external = file.external.clone().unwrap_or_default();
+        let name = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+        let description = match file.description {
+            Some(text) if !text.trim().is_empty() => text.trim().to_owned(),
+            _ => return Err(self.invalid("description", "missing: say in one line what the scenario shows")),
+        };
+        if file.client.policy.is_some() {
+            return Err(self.invalid("client.policy", "an external scenario's client is its command, not a policy"));
+        }
+        let command = match external.command {
+            Some(command) if !command.is_empty() && !command[0].trim().is_empty() => command,
+            _ => {
+                return Err(self.invalid(
+                    "external.command",
+                    "missing: the client's argv, as an array; {addr} is replaced by the server's HOST:PORT",
+                ));
+            }
+        };
+        let duration = self.positive_duration("external.duration", external.duration.as_deref(), defaults::DURATION)?;
+        if duration > MAX_EXTERNAL_DURATION {
+            return Err(self.invalid(
+                "external.duration",
+                format!("must be at most {}", humantime::format_duration(MAX_EXTERNAL_DURATION)),
+            ));
+        }
+        let warmup = self.duration("external.warmup", external.warmup.as_deref(), Duration::from_secs(1))?;
+        if warmup >= duration {
+            return Err(self.invalid("external.warmup", "must be shorter than external.duration"));
+        }
+        let interval =
+            self.positive_duration("sampling.interval", file.sampling.interval.as_deref(), defaults::SAMPLE_INTERVAL)?;
+        if interval < MIN_SAMPLE_INTERVAL {
+            return Err(self.invalid(
+                "sampling.interval",
+                format!("must be at least {}", humantime::format_duration(MIN_SAMPLE_INTERVAL)),
+            ));
+        }
+        Ok(ExternalPlan {
+            name,
+            source: path.to_owned(),
+            description,
+            command,
+            duration,
+            warmup,
+            interval,
+            server: self.server(&file.server)?,
+            verdict: self.verdict(&file.verdict, &file.expect)?,
+            caps: self.caps(&file.caps)?,
+        })
+    }
+}
+
 /// Longest idle spell between rounds: a run must stop by itself in reasonable time.
 const MAX_IDLE_BETWEEN_ROUNDS: Duration = Duration::from_secs(60);
 
@@ -823,7 +934,9 @@ impl Catalog {
             .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
             .map(|path| Entry {
                 name: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-                description: load(&path, &Overrides::default()).map(|plan| plan.description).map_err(|e| e.to_string()),
+                description: load_any(&path, &Overrides::default())
+                    .map(|scenario| scenario.description().to_owned())
+                    .map_err(|e| e.to_string()),
                 path,
             })
             .collect();

@@ -44,6 +44,29 @@ impl CapsPlan {
     }
 }
 
+/// A scenario whose client is a command of its own (a grpc-go or Python
+/// client, say), run against the toy server and watched from outside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalPlan {
+    /// Scenario name: the file's stem.
+    pub name: String,
+    pub source: PathBuf,
+    pub description: String,
+    /// The client's argv; `{addr}` in any argument becomes the server's HOST:PORT.
+    pub command: Vec<String>,
+    /// The command is stopped if it runs longer than this.
+    pub duration: Duration,
+    /// Samples from the first this-long are not judged: the process is still starting.
+    pub warmup: Duration,
+    /// Time between two samples.
+    pub interval: Duration,
+    pub server: ServerPlan,
+    /// The tolerance is in bytes per request when the command reports its
+    /// progress, else in bytes per second.
+    pub verdict: VerdictPlan,
+    pub caps: CapsPlan,
+}
+
 /// The scenario text and the command-line overrides a plan was made from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Origin {

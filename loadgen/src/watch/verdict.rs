@@ -1,13 +1,34 @@
-//! The verdict of a watched process, over time: it has no requests the
-//! harness counts and no allocator the harness can read, so its RSS is judged
-//! against seconds, with the same Theil–Sen slope and interval as a run's.
+//! The verdict of a watched process. It has no checkpoints at rest, so its
+//! memory is judged against every sample after warm-up: against requests
+//! when the command reports how many it made, else against seconds — with
+//! the same Theil–Sen slope and interval as a run's.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::report::units::human_bytes;
+use crate::scenario::Expectation;
 use crate::stats::trend::{Trend, theil_sen};
 use crate::verdict::VerdictKind;
+
+/// What growth is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    /// Requests the command reported.
+    Request,
+    /// Seconds of the watch.
+    Second,
+}
+
+impl Per {
+    pub fn unit(self) -> &'static str {
+        match self {
+            Per::Request => "request",
+            Per::Second => "s",
+        }
+    }
+}
 
 /// At most this many points go into a slope: Theil–Sen compares every pair,
 /// and ten minutes of samples at 100 ms would be 18 million pairs.
@@ -19,12 +40,20 @@ const MIN_POINTS: usize = 10;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TimeVerdict {
     pub kind: VerdictKind,
-    /// RSS growth in bytes per second (Theil–Sen), with its 95% interval; absent with too few samples.
-    pub rss_bytes_per_s: Option<Trend>,
-    /// Open TCP connections gained per second, with its 95% interval.
-    pub connections_per_s: Option<Trend>,
-    /// Growth at or below this many bytes per second is not a leak.
-    pub tolerance_bytes_per_s: f64,
+    /// What growth is counted against: requests or seconds.
+    pub per: Per,
+    /// What was measured: `RSS`, or `allocated` for a process whose allocator the harness reads.
+    pub measured: String,
+    /// Growth in bytes per request or per second (Theil–Sen), with its 95% interval; absent with too few samples.
+    pub growth: Option<Trend>,
+    /// Open TCP connections gained per request or per second, with its 95% interval.
+    pub connections: Option<Trend>,
+    /// Growth at or below this many bytes per request or second is not a leak.
+    pub tolerance: f64,
+    /// What the scenario expects, if anything.
+    pub expected: Option<Expectation>,
+    /// Whether the verdict meets it (`null` without an expectation).
+    pub expectation_met: Option<bool>,
     /// Why, in sentences.
     pub reasons: Vec<String>,
 }
@@ -42,66 +71,83 @@ fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 /// bound is within the tolerance, LEAK when its lower bound is above it,
 /// BOUNDED when the first half grew and the second half is within the
 /// tolerance, INCONCLUSIVE otherwise.
-pub fn judge(rss: &[(f64, f64)], connections: &[(f64, f64)], tolerance_bytes_per_s: f64) -> TimeVerdict {
+pub fn judge(
+    measured: &str,
+    per: Per,
+    rss: &[(f64, f64)],
+    connections: &[(f64, f64)],
+    tolerance: f64,
+    expected: Option<Expectation>,
+) -> TimeVerdict {
     let rss = thin(rss);
     let full = (rss.len() >= MIN_POINTS).then(|| theil_sen(&rss)).flatten();
     let connections_per_s = (connections.len() >= MIN_POINTS).then(|| theil_sen(&thin(connections))).flatten();
     let middle = rss.len() / 2;
     let early = (rss.len() >= 2 * MIN_POINTS).then(|| theil_sen(&rss[..=middle])).flatten();
     let late = (rss.len() >= 2 * MIN_POINTS).then(|| theil_sen(&rss[middle..])).flatten();
-    let per_s = |bytes: f64| format!("{}/s", human_bytes(bytes));
+    let per_unit = |bytes: f64| format!("{} per {}", human_bytes(bytes), per.unit());
     let mut reasons = Vec::new();
     let kind = match full {
         None => {
             reasons.push(format!("Only {} samples; a verdict needs at least {MIN_POINTS}.", rss.len()));
             VerdictKind::Inconclusive
         }
-        Some(full) if full.ci_high <= tolerance_bytes_per_s => {
+        Some(full) if full.ci_high <= tolerance => {
             reasons.push(format!(
-                "RSS changed by {} (95% interval up to {}), within the tolerance of {}.",
-                per_s(full.slope),
-                per_s(full.ci_high),
-                per_s(tolerance_bytes_per_s)
+                "{measured} changed by {} (95% interval up to {}), within the tolerance of {}.",
+                per_unit(full.slope),
+                per_unit(full.ci_high),
+                per_unit(tolerance)
             ));
             VerdictKind::NoLeak
         }
         Some(_)
-            if late.is_some_and(|late| late.ci_high <= tolerance_bytes_per_s)
-                && early.is_some_and(|early| early.slope > tolerance_bytes_per_s) =>
+            if late.is_some_and(|late| late.ci_high <= tolerance)
+                && early.is_some_and(|early| early.slope > tolerance) =>
         {
             let (early, late) = (early.expect("checked"), late.expect("checked"));
             reasons.push(format!(
-                "RSS grew by {} in the first half, then by {} (95% interval up to {}): it levelled off.",
-                per_s(early.slope),
-                per_s(late.slope),
-                per_s(late.ci_high)
+                "{measured} grew by {} in the first half, then by {} (95% interval up to {}): it levelled off.",
+                per_unit(early.slope),
+                per_unit(late.slope),
+                per_unit(late.ci_high)
             ));
             VerdictKind::Bounded
         }
-        Some(full) if full.ci_low > tolerance_bytes_per_s => {
+        Some(full) if full.ci_low > tolerance => {
             reasons.push(format!(
-                "RSS grew by {} (95% interval {} to {}), above the tolerance of {}.",
-                per_s(full.slope),
-                per_s(full.ci_low),
-                per_s(full.ci_high),
-                per_s(tolerance_bytes_per_s)
+                "{measured} grew by {} (95% interval {} to {}), above the tolerance of {}.",
+                per_unit(full.slope),
+                per_unit(full.ci_low),
+                per_unit(full.ci_high),
+                per_unit(tolerance)
             ));
             VerdictKind::Leak
         }
         Some(full) => {
             reasons.push(format!(
                 "The 95% interval, {} to {}, contains the tolerance of {}.",
-                per_s(full.ci_low),
-                per_s(full.ci_high),
-                per_s(tolerance_bytes_per_s)
+                per_unit(full.ci_low),
+                per_unit(full.ci_high),
+                per_unit(tolerance)
             ));
             VerdictKind::Inconclusive
         }
     };
     if let Some(trend) = connections_per_s.filter(|trend| trend.ci_low > 0.0) {
-        reasons.push(format!("Open TCP connections grew by {:.1} per second.", trend.slope));
+        reasons.push(format!("Open TCP connections grew by {:.3} per {}.", trend.slope, per.unit()));
     }
-    TimeVerdict { kind, rss_bytes_per_s: full, connections_per_s, tolerance_bytes_per_s, reasons }
+    TimeVerdict {
+        kind,
+        per,
+        measured: measured.to_owned(),
+        growth: full,
+        connections: connections_per_s,
+        tolerance,
+        expected,
+        expectation_met: expected.map(|expected| kind.meets(expected)),
+        reasons,
+    }
 }
 
 #[cfg(test)]
@@ -122,15 +168,24 @@ mod tests {
     #[test]
     fn a_steady_climb_is_a_leak_with_its_rate() {
         // 200 leaked channels a second at 90 KB each.
-        let verdict = judge(&series(20.0, 500_000.0, |t| 9e6 + t * 18e6), &[], 65_536.0);
+        let verdict = judge(
+            "RSS",
+            Per::Second,
+            &series(20.0, 500_000.0, |t| 9e6 + t * 18e6),
+            &[],
+            65_536.0,
+            Some(Expectation::Leak),
+        );
         assert_eq!(verdict.kind, VerdictKind::Leak, "{verdict:?}");
-        let slope = verdict.rss_bytes_per_s.unwrap().slope;
+        assert_eq!(verdict.expectation_met, Some(true));
+        let slope = verdict.growth.unwrap().slope;
         assert!((slope - 18e6).abs() < 0.5e6, "{slope}");
     }
 
     #[test]
     fn a_flat_process_is_no_leak() {
-        let verdict = judge(&series(5.0, 40_000.0, |_| 1.2e6), &series(5.0, 0.0, |_| 0.0), 65_536.0);
+        let verdict =
+            judge("RSS", Per::Second, &series(5.0, 40_000.0, |_| 1.2e6), &series(5.0, 0.0, |_| 0.0), 65_536.0, None);
         assert_eq!(verdict.kind, VerdictKind::NoLeak, "{verdict:?}");
         assert!(verdict.reasons[0].starts_with("RSS changed by"), "{verdict:?}");
     }
@@ -138,24 +193,42 @@ mod tests {
     #[test]
     fn a_curve_that_levels_off_is_bounded() {
         // 50 MB filled with a 2 s time constant: all but 30 KB of it in the first 15 s.
-        let verdict = judge(&series(30.0, 20_000.0, |t| 50e6 * (1.0 - (-t / 2.0).exp())), &[], 65_536.0);
+        let verdict = judge(
+            "RSS",
+            Per::Second,
+            &series(30.0, 20_000.0, |t| 50e6 * (1.0 - (-t / 2.0).exp())),
+            &[],
+            65_536.0,
+            None,
+        );
         assert_eq!(verdict.kind, VerdictKind::Bounded, "{verdict:?}");
     }
 
     #[test]
     fn too_few_samples_cannot_decide_and_long_watches_are_thinned() {
-        assert_eq!(judge(&series(0.5, 0.0, |_| 1.0), &[], 1.0).kind, VerdictKind::Inconclusive);
-        let long = judge(&series(600.0, 0.0, |t| t * 1e6), &[], 1.0);
-        assert_eq!(long.rss_bytes_per_s.unwrap().points as usize, MAX_POINTS);
+        assert_eq!(
+            judge("RSS", Per::Second, &series(0.5, 0.0, |_| 1.0), &[], 1.0, None).kind,
+            VerdictKind::Inconclusive
+        );
+        let long = judge("RSS", Per::Second, &series(600.0, 0.0, |t| t * 1e6), &[], 1.0, None);
+        assert_eq!(long.growth.unwrap().points as usize, MAX_POINTS);
         assert_eq!(long.kind, VerdictKind::Leak);
     }
 
     #[test]
     fn growing_connections_are_said() {
-        let verdict = judge(&series(10.0, 0.0, |t| t * 1e6), &series(10.0, 0.0, |t| (t * 200.0).floor()), 1.0);
+        let verdict = judge(
+            "RSS",
+            Per::Second,
+            &series(10.0, 0.0, |t| t * 1e6),
+            &series(10.0, 0.0, |t| (t * 200.0).floor()),
+            1.0,
+            Some(Expectation::NoLeak),
+        );
         assert!(
-            verdict.reasons.iter().any(|r| r.contains("Open TCP connections grew by 200.0 per second")),
+            verdict.reasons.iter().any(|r| r.contains("Open TCP connections grew by 200.000 per s")),
             "{verdict:?}"
         );
+        assert_eq!(verdict.expectation_met, Some(false), "a leak contradicts no-leak");
     }
 }

@@ -1,0 +1,141 @@
+// Command go-echo-client calls leaklab's toy server the three ways the
+// incident's code paths could: one reused ClientConn, a new ClientConn per
+// request that is never closed (the bug), or a new one per request that is
+// closed. It needs no generated code: requests are protobuf bytes encoded by
+// hand and sent through ClientConn.Invoke with a pass-through codec.
+//
+// It prints one progress line a second on stdout, which `loadgen watch`
+// reads to count requests:
+//
+//	leaklab-progress ok=1200 failed=0
+//
+// Built offline from Debian's golang-go and golang-google-grpc-dev (GOPATH
+// mode), whose grpc-go predates the idle mode newer versions use to close
+// unused channels, so the classic unbounded growth reproduces.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// rawCodec sends and receives bytes already encoded as protobuf.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v interface{}) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v interface{}) error {
+	out := v.(*[]byte)
+	*out = append((*out)[:0], data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// echoRequest encodes leaklab.v1.EchoRequest{payload: payload}: field 1, bytes.
+func echoRequest(payload []byte) []byte {
+	out := []byte{0x0a}
+	n := len(payload)
+	for n >= 0x80 {
+		out = append(out, byte(n)|0x80)
+		n >>= 7
+	}
+	out = append(out, byte(n))
+	return append(out, payload...)
+}
+
+const method = "/leaklab.v1.Echo/Unary"
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:50051", "the toy server, host:port (loopback)")
+	mode := flag.String("mode", "reused", "reused | leak (dial per request, never Close) | close (dial per request, Close after)")
+	requests := flag.Int("requests", 2000, "requests to send")
+	rate := flag.Float64("rate", 200, "requests per second (open loop)")
+	concurrency := flag.Int("concurrency", 4, "requests in flight at most")
+	hold := flag.Duration("hold", 3*time.Second, "stay alive this long after the last request, so a watcher sees the end state")
+	payloadBytes := flag.Int("payload-bytes", 64, "payload size")
+	flag.Parse()
+	if *mode != "reused" && *mode != "leak" && *mode != "close" {
+		fmt.Fprintf(os.Stderr, "-mode %q: expected reused, leak or close\n", *mode)
+		os.Exit(2)
+	}
+	if *requests < 1 || *rate <= 0 || *concurrency < 1 {
+		fmt.Fprintln(os.Stderr, "-requests, -rate and -concurrency must be positive")
+		os.Exit(2)
+	}
+
+	request := echoRequest(make([]byte, *payloadBytes))
+	dial := func() (*grpc.ClientConn, error) {
+		return grpc.Dial(*addr, grpc.WithInsecure(), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	}
+	var shared *grpc.ClientConn
+	if *mode == "reused" {
+		var err error
+		if shared, err = dial(); err != nil {
+			fmt.Fprintf(os.Stderr, "dial %s: %v\n", *addr, err)
+			os.Exit(1)
+		}
+	}
+
+	var ok, failed int64
+	call := func() {
+		conn := shared
+		if conn == nil {
+			var err error
+			if conn, err = dial(); err != nil {
+				atomic.AddInt64(&failed, 1)
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		in, out := request, []byte(nil)
+		if err := conn.Invoke(ctx, method, &in, &out); err != nil {
+			atomic.AddInt64(&failed, 1)
+		} else {
+			atomic.AddInt64(&ok, 1)
+		}
+		if *mode == "close" {
+			conn.Close()
+		}
+		// mode "leak": conn goes out of scope unclosed, as in the incident.
+	}
+
+	done := make(chan struct{})
+	go func() {
+		ticker := time.NewTicker(time.Second)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ticker.C:
+				fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&ok), atomic.LoadInt64(&failed))
+			case <-done:
+				return
+			}
+		}
+	}()
+
+	slots := make(chan struct{}, *concurrency)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < *requests; i++ {
+		due := start.Add(time.Duration(float64(i) / *rate * float64(time.Second)))
+		time.Sleep(time.Until(due))
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			call()
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&ok), atomic.LoadInt64(&failed))
+	time.Sleep(*hold)
+	close(done)
+	fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&ok), atomic.LoadInt64(&failed))
+}
