@@ -103,6 +103,10 @@ fn compare_writes_its_report_and_fails_on_a_contradiction() {
 fn a_baseline_is_saved_and_a_later_run_compared_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = scenario(dir.path(), "base", "reused", "no-leak");
+    // 600 measured requests move by a few hundred bytes per request from run to run on a busy
+    // machine; a wide tolerance keeps this test about saving and comparing, not about noise.
+    let text_with_tolerance = std::fs::read_to_string(&path).unwrap() + "[verdict]\ntolerance = 4096\n";
+    std::fs::write(&path, text_with_tolerance).unwrap();
     let output = loadgen(&["run", path.to_str().unwrap(), "--save-baseline", "main"], dir.path(), &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(dir.path().join("baselines/main/base.json").is_file());
