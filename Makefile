@@ -43,12 +43,24 @@ bench: build
 schema: build
 	$(LOADGEN) schema > schema/summary.schema.json
 
-peers: target/peers/go-echo-client
+PEER_PYTHON := target/peers/python-venv/bin/python
+
+peers: target/peers/go-echo-client target/peers/python/echo_client.py
 
 target/peers/go-echo-client: peers/go/main.go
 	scripts/install-peers.sh
 	mkdir -p target/peers
 	$(GO_ENV) go build -o $@ ./peers/go
+
+# grpcio from PyPI in a venv, stubs generated from the same proto.
+target/peers/python/echo_client.py: peers/python/echo_client.py peers/python/requirements.txt proto/leaklab/v1/echo.proto
+	scripts/install-peers.sh
+	python3 -m venv target/peers/python-venv
+	$(PEER_PYTHON) -m pip install -q -r peers/python/requirements.txt
+	mkdir -p target/peers/python
+	$(PEER_PYTHON) -m grpc_tools.protoc -Iproto/leaklab/v1 --python_out=target/peers/python \
+		--grpc_python_out=target/peers/python proto/leaklab/v1/echo.proto
+	cp peers/python/echo_client.py $@
 
 clippy:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
