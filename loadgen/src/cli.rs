@@ -154,6 +154,11 @@ pub(crate) struct RunArgs {
     /// so a leak runs into the limits of the machine (the fd limit, ephemeral ports).
     #[arg(long, conflicts_with_all = ["cap_client_rss", "cap_server_rss", "cap_fds"])]
     pub(crate) no_caps: bool,
+
+    /// Profile the heap of both processes (jemalloc sampling, one per 128 KiB)
+    /// and report where the memory that grew was allocated (sampling.heap_profile).
+    #[arg(long)]
+    pub(crate) heap_profile: bool,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +243,7 @@ impl RunArgs {
             cap_fds: self.cap_fds,
             source_addresses: self.source_addresses,
             no_caps: self.no_caps,
+            heap_profile: self.heap_profile,
         }
     }
 }

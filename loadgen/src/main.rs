@@ -9,8 +9,8 @@ use clap::Parser;
 use leaklab_loadgen::compare::{self, CompareOptions};
 use leaklab_loadgen::load::StopReason;
 use leaklab_loadgen::report::summary::{ProcessSummary, json_schema};
-use leaklab_loadgen::report::units::format_mib;
 use leaklab_loadgen::report::units::{bytes_per_request, expectation_mark, latencies, mib, slope_with_interval};
+use leaklab_loadgen::report::units::{format_mib, human_bytes};
 use leaklab_loadgen::report::{self, Report, rebuild};
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
 use leaklab_loadgen::scenario::{self, Catalog, ExternalPlan, Overrides, Scenario};
@@ -21,6 +21,11 @@ use tokio::sync::watch;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc reads this at start: heap profiling enabled, sampling off until
+/// `--heap-profile` switches it on (see `leaklab_probe::heap`).
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: leaklab_probe::MallocConf = leaklab_probe::MallocConf(leaklab_probe::heap::MALLOC_CONF.as_ptr());
 
 /// Exit codes, also listed in the README. Distinct so that CI and
 /// `git bisect run` can tell the outcomes apart.
@@ -334,6 +339,25 @@ fn print_summary(outcome: &RunOutcome, baseline: Option<&BaselineComparison>) {
     }
     for sentence in leaklab_loadgen::report::lifecycle::sentences(s) {
         println!("  {sentence}");
+    }
+    if let Some(heap) = &s.heap_profile {
+        for (name, growth) in [("client", &heap.client), ("server", &heap.server)] {
+            let Some(growth) = growth else { continue };
+            let coverage =
+                growth.coverage.map(|c| format!(", {:.0}% of the allocator's", c * 100.0)).unwrap_or_default();
+            println!(
+                "  heap profile, {name}: {} of growth{coverage}; top stacks:",
+                human_bytes(growth.profiled_growth_bytes)
+            );
+            for stack in growth.top.iter().take(3) {
+                println!(
+                    "    {} ({:.0}%) {}",
+                    human_bytes(stack.bytes),
+                    stack.share * 100.0,
+                    stack.frames.first().map_or("", String::as_str)
+                );
+            }
+        }
     }
     print_verdict("client", Some(&s.verdict.client));
     print_verdict("server", s.verdict.server.as_ref());

@@ -68,7 +68,11 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
 
     let (server, mut control, authority) = match &options.target {
         TargetChoice::Spawn { server_bin } => {
-            let (process, control) = ServerProcess::spawn(server_bin, &plan.server.args(), &dir.file("server.log"))?;
+            let mut args = plan.server.args();
+            if plan.sampling.heap_profile {
+                args.push("--heap-profile".to_owned());
+            }
+            let (process, control) = ServerProcess::spawn(server_bin, &args, &dir.file("server.log"))?;
             let authority = process.addr.to_string();
             (Some(process), Some(control), authority)
         }
@@ -131,8 +135,12 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
     };
     let samples_path = dir.file("samples.jsonl");
     let samples_file = File::create(&samples_path).with_context(|| format!("creating {}", samples_path.display()))?;
-    let measure = LiveMeasure::new(SnapshotReader::new(channels.connections().clone()), control)
+    let mut measure = LiveMeasure::new(SnapshotReader::new(channels.connections().clone()), control)
         .with_network(network_probe(Arc::clone(&channels), &[&authority, &dial]));
+    if plan.sampling.heap_profile {
+        leaklab_probe::heap::activate().context("sampling.heap_profile")?;
+        measure = measure.with_heap_profiles(dir.path.clone());
+    }
     let recorder = Recorder::start(
         Box::new(measure),
         Arc::clone(&counters),
@@ -213,9 +221,20 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         },
         fault,
     };
-    let summary = Summary::build(plan, &recording.samples, &load, facts);
-    let (written, export_errors) =
+    let mut summary = Summary::build(plan, &recording.samples, &load, facts);
+    let mut heap_errors = Vec::new();
+    if plan.sampling.heap_profile {
+        summary.heap_profile = report::heap::build(&dir.path, &recording.samples);
+        if summary.heap_profile.is_none() {
+            summary
+                .notes
+                .push("Heap profiling was on, but no pair of profiles could be read; see the run's stderr.".to_owned());
+        }
+        heap_errors = report::heap::export(&dir.path);
+    }
+    let (written, mut export_errors) =
         report::export_all(&Report { summary: &summary, samples: &recording.samples }, &dir.path);
+    export_errors.extend(heap_errors);
     Ok(RunOutcome { dir: dir.path, summary, samples: recording.samples, written, export_errors })
 }
 

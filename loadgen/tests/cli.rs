@@ -233,3 +233,31 @@ fn after_kill_9_the_samples_are_readable_and_report_rebuilds_the_run() {
     assert!(summary["requests"]["ok"].as_u64().unwrap() > 0);
     assert!(summary["notes"].to_string().contains("Rebuilt by `loadgen report`"));
 }
+
+#[test]
+fn a_heap_profiled_leak_names_its_growing_stacks_and_writes_pprof() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(dir.path(), "profiled", "leak", "leak");
+    let output = loadgen(&["run", path.to_str().unwrap(), "--heap-profile"], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let run = dir.path().join("profiled/latest");
+    for file in ["heap-warmup.client.heap", "heap-end.server.heap", "flamegraph.client.svg", "flamegraph.server.svg"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let samples = leaklab_loadgen::report::heap::read_pprof(&run.join("heap.pb.gz")).unwrap();
+    assert!(!samples.is_empty(), "the pprof profile has samples");
+    assert!(samples.iter().any(|(bytes, frames)| *bytes > 0 && !frames.is_empty()));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    for process in ["client", "server"] {
+        let top = summary["heap_profile"][process]["top"].as_array().unwrap();
+        assert!(!top.is_empty(), "{process}: no growing stack");
+        // A leaked connection's buffers are allocated by the HTTP/2 stack.
+        let named = top.iter().any(|stack| {
+            let stack = stack["stack"].as_str().unwrap();
+            stack.contains("h2::") || stack.contains("hyper::") || stack.contains("tokio::")
+        });
+        assert!(named, "{process}: no h2, hyper or tokio frame in {top:?}");
+    }
+    assert!(std::fs::read_to_string(run.join("report.md")).unwrap().contains("## Where the memory is"));
+}

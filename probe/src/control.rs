@@ -28,6 +28,12 @@ pub const STATS_REQUEST: &str = "stats";
 /// The line the load generator writes before a checkpoint, to have the server purge its allocator.
 pub const PURGE_REQUEST: &str = "purge";
 
+/// The line that asks the server for a heap profile: `heap-dump PATH`. The
+/// server dumps jemalloc's profile to `PATH` (see [`crate::heap::dump`]), then
+/// prints `"heap_dumped"` or `{"heap_dump_failed":…}`. The load generator
+/// names its stacks after the run, from the memory map the dump ends with.
+pub const HEAP_DUMP_REQUEST: &str = "heap-dump";
+
 /// One line the server prints on stdout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +46,10 @@ pub enum ServerLine {
     Purged,
     /// The answer to one [`PURGE_REQUEST`] that failed, with the reason.
     PurgeFailed(String),
+    /// The answer to a [`HEAP_DUMP_REQUEST`] that wrote its file.
+    HeapDumped,
+    /// The answer to a [`HEAP_DUMP_REQUEST`] that failed, with the reason.
+    HeapDumpFailed(String),
 }
 
 impl ServerLine {

@@ -10,10 +10,12 @@
 //! - [`connections`]: exact counts of open TCP connections, kept by wrapping each socket,
 //!   so counting stays O(1) at 20,000 connections;
 //! - [`snapshot`]: the serde type that carries all of it;
-//! - [`control`]: the line protocol between the load generator and the server it started.
+//! - [`control`]: the line protocol between the load generator and the server it started;
+//! - [`heap`]: jemalloc's sampling heap profiler, dumped and symbolized in-process.
 
 pub mod connections;
 pub mod control;
+pub mod heap;
 pub mod jemalloc;
 pub mod procfs;
 pub mod snapshot;
@@ -21,3 +23,12 @@ pub mod snapshot;
 pub use connections::{ConnectionCounter, ConnectionCounts, Counted};
 pub use jemalloc::{JemallocReader, JemallocStats};
 pub use snapshot::{ProcessSnapshot, SnapshotReader};
+
+/// A C string pointer that may live in a `static`: the `malloc_conf` both
+/// binaries export for jemalloc to read at start.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct MallocConf(pub *const u8);
+
+// SAFETY: it points at a `'static` NUL-terminated byte string that nothing writes.
+unsafe impl Sync for MallocConf {}

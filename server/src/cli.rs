@@ -63,6 +63,11 @@ pub(crate) struct Cli {
     #[arg(long, requires = "min_ping_interval")]
     pub(crate) permit_without_stream: bool,
 
+    /// Sample allocations with jemalloc's heap profiler (one per 128 KiB on
+    /// average), for `heap-dump` requests on the control channel.
+    #[arg(long)]
+    pub(crate) heap_profile: bool,
+
     /// Answer `stats` lines on stdin with one JSON line of figures on stdout,
     /// and shut down when stdin closes. The load generator uses this.
     #[arg(long)]

@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use anyhow::Context;
 use clap::Parser;
 use leaklab_probe::SnapshotReader;
-use leaklab_probe::control::{PURGE_REQUEST, STATS_REQUEST, ServerLine};
+use leaklab_probe::control::{HEAP_DUMP_REQUEST, PURGE_REQUEST, STATS_REQUEST, ServerLine};
 use leaklab_probe::jemalloc::purge_all_arenas;
 use leaklab_server::{ServerMetrics, serve};
 use tokio::net::TcpListener;
@@ -17,6 +17,11 @@ use tokio::sync::watch;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc reads this at start: heap profiling enabled, sampling off until
+/// `--heap-profile` switches it on (see `leaklab_probe::heap`).
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: leaklab_probe::MallocConf = leaklab_probe::MallocConf(leaklab_probe::heap::MALLOC_CONF.as_ptr());
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
@@ -25,6 +30,10 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     let config = cli.server_config();
+    if cli.heap_profile {
+        leaklab_probe::heap::activate().context("--heap-profile")?;
+        eprintln!("leaklab-server: heap profiling on (one sample per {} bytes)", leaklab_probe::heap::SAMPLE_BYTES);
+    }
     // A leak should meet the machine's real ceiling, not a shell's default.
     match leaklab_probe::procfs::raise_fd_limit() {
         Ok(limits) => eprintln!("leaklab-server: fd limit {} (hard {})", limits.soft, limits.hard),
@@ -109,6 +118,13 @@ fn answer_stats_on_stdin(metrics: ServerMetrics, stop: watch::Sender<bool>) {
                 Ok(()) => ServerLine::Purged,
                 Err(error) => ServerLine::PurgeFailed(error.to_string()),
             },
+            request if request.starts_with(HEAP_DUMP_REQUEST) => {
+                let path = std::path::Path::new(request[HEAP_DUMP_REQUEST.len()..].trim());
+                match leaklab_probe::heap::dump(path) {
+                    Ok(_) => ServerLine::HeapDumped,
+                    Err(error) => ServerLine::HeapDumpFailed(error.to_string()),
+                }
+            }
             _ => {
                 eprintln!("leaklab-server: ignoring unknown control line {line:?}");
                 continue;

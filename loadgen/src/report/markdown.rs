@@ -161,6 +161,9 @@ fn render(report: &Report<'_>) -> String {
     if let Some(first) = &s.requests.first_error {
         let _ = writeln!(out, "\nFirst failure: `{}` at {:.2} s into the load.", first.kind, first.at_s);
     }
+    if let Some(heap) = &s.heap_profile {
+        let _ = writeln!(out, "\n{}", super::heap::markdown(heap));
+    }
     let connections = super::lifecycle::sentences(s);
     if !connections.is_empty() {
         let _ = writeln!(out, "\n## Connections\n");

@@ -4,6 +4,7 @@
 //! `samples.jsonl` while it runs, then [`summary.json`](json), the plots
 //! ([`plot`]) and [`report.md`](markdown) from its [`Summary`].
 
+pub mod heap;
 pub mod json;
 pub mod lifecycle;
 pub mod markdown;

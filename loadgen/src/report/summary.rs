@@ -78,6 +78,10 @@ pub struct Summary {
     /// the GOAWAYs and reconnects the client saw, TIME_WAIT sockets, faults.
     #[serde(default)]
     pub lifecycle: LifecycleSummary,
+    /// With `--heap-profile`: the allocation stacks that grew most between the
+    /// checkpoint after warm-up and the one after the load, in each process.
+    #[serde(default)]
+    pub heap_profile: Option<crate::report::heap::HeapReport>,
     /// Sentences a reader needs to interpret the figures.
     pub notes: Vec<String>,
 }
@@ -389,6 +393,7 @@ impl Summary {
             },
             limits: facts.limits,
             lifecycle: LifecycleSummary::of(plan, samples, facts.fault),
+            heap_profile: None,
             notes,
         }
     }

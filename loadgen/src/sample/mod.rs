@@ -118,6 +118,8 @@ pub trait Measure: Send {
     fn network(&mut self) -> NetworkSample {
         NetworkSample::default()
     }
+    /// A checkpoint at rest was just recorded, the first of `phase`'s.
+    fn checkpoint_taken(&mut self, _phase: Phase) {}
 }
 
 /// Reads the network side of a sample.
@@ -128,6 +130,14 @@ pub struct LiveMeasure {
     client: SnapshotReader,
     server: Option<ServerControl>,
     network: Option<NetworkProbe>,
+    heap: Option<HeapDumps>,
+}
+
+/// Where heap profiles go, and which have been taken.
+#[derive(Debug)]
+struct HeapDumps {
+    dir: std::path::PathBuf,
+    taken: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for LiveMeasure {
@@ -142,7 +152,14 @@ impl std::fmt::Debug for LiveMeasure {
 impl LiveMeasure {
     /// `server` is `None` for an external target, whose figures cannot be read.
     pub fn new(client: SnapshotReader, server: Option<ServerControl>) -> Self {
-        Self { client, server, network: None }
+        Self { client, server, network: None, heap: None }
+    }
+
+    /// Dumps both processes' heap profiles into `dir` at the end of warm-up
+    /// and at the end of the load (see [`crate::report::heap`]).
+    pub fn with_heap_profiles(mut self, dir: std::path::PathBuf) -> Self {
+        self.heap = Some(HeapDumps { dir, taken: Vec::new() });
+        self
     }
 
     /// Adds the network side to every sample.
@@ -164,6 +181,30 @@ impl Measure for LiveMeasure {
 
     fn network(&mut self) -> NetworkSample {
         self.network.as_mut().map(|probe| probe()).unwrap_or_default()
+    }
+
+    fn checkpoint_taken(&mut self, phase: Phase) {
+        let Some(heap) = self.heap.as_mut() else { return };
+        let label = match phase {
+            Phase::Load => crate::report::heap::WARMUP,
+            Phase::Cooldown => crate::report::heap::END,
+            Phase::Baseline | Phase::Warmup => return,
+        };
+        if heap.taken.contains(&label) {
+            return;
+        }
+        heap.taken.push(label);
+        // Raw dumps only: naming their stacks allocates, and waits until after the run.
+        let client = heap.dir.join(crate::report::heap::dump_name(label, "client"));
+        if let Err(error) = leaklab_probe::heap::dump(&client) {
+            eprintln!("loadgen: heap profile {label} of the load generator: {error}");
+        }
+        if let Some(server) = self.server.as_mut() {
+            let path = heap.dir.join(crate::report::heap::dump_name(label, "server"));
+            if let Err(error) = server.heap_dump(&path) {
+                eprintln!("loadgen: heap profile {label} of the server: {error}");
+            }
+        }
     }
 
     fn server(&mut self) -> Option<ServerStats> {

@@ -169,6 +169,9 @@ impl Recorder {
                     guard.halt.trigger(HaltReason::Cap(hit));
                 }
                 recording.samples.push(sample);
+                if settle {
+                    measure.checkpoint_taken(phase);
+                }
             };
             let mut next_due = interval.map(|interval| Instant::now() + interval);
             loop {

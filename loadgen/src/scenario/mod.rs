@@ -32,6 +32,7 @@
 //! [sampling]
 //! interval = "100ms"
 //! cooldown = "3s"            # sampling continues this long after load stops
+//! heap_profile = false       # jemalloc heap profiles of both processes after warm-up and at the end
 //! [server]                   # flags of the server the run starts
 //! max_message_size = 4194304
 //! max_concurrent_streams = 200
@@ -187,6 +188,7 @@ pub struct LoadSection {
 pub struct SamplingSection {
     pub interval: Option<String>,
     pub cooldown: Option<String>,
+    pub heap_profile: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -251,6 +253,8 @@ pub struct Overrides {
     pub source_addresses: Option<u64>,
     /// Lift the caps: RSS caps become half the machine's memory (a guard that stays), no fd cap.
     pub no_caps: bool,
+    /// `sampling.heap_profile = true`.
+    pub heap_profile: bool,
 }
 
 impl Overrides {
@@ -274,6 +278,7 @@ impl Overrides {
         note(self.cap_server_rss.is_some(), "caps.server_rss", "--cap-server-rss");
         note(self.cap_fds.is_some(), "caps.fds", "--cap-fds");
         note(self.source_addresses.is_some(), "client.source_addresses", "--source-addresses");
+        note(self.heap_profile, "sampling.heap_profile", "--heap-profile");
         keys
     }
 
@@ -317,6 +322,9 @@ impl Overrides {
         }
         if let Some(n) = self.source_addresses {
             file.client.source_addresses = Some(int(n));
+        }
+        if self.heap_profile {
+            file.sampling.heap_profile = Some(true);
         }
     }
 }
@@ -664,7 +672,7 @@ impl Validator<'_> {
                 format!("must be at most {}", humantime::format_duration(MAX_DURATION)),
             ));
         }
-        Ok(SamplingPlan { interval: Some(interval), cooldown })
+        Ok(SamplingPlan { interval: Some(interval), cooldown, heap_profile: sampling.heap_profile.unwrap_or(false) })
     }
 
     fn server(&self, server: &ServerSection) -> Result<ServerPlan, ScenarioError> {

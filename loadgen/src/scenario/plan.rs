@@ -281,6 +281,8 @@ pub struct SamplingPlan {
     pub interval: Option<Duration>,
     /// Sampling continues this long after the load stops, with no load.
     pub cooldown: Duration,
+    /// Dump both processes' heap profiles after warm-up and at the end of the load.
+    pub heap_profile: bool,
 }
 
 /// Flags for the server the run starts (ignored with `--target`).

@@ -18,10 +18,12 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use leaklab_probe::control::{PURGE_REQUEST, STATS_REQUEST, ServerLine, ServerStats};
+use leaklab_probe::control::{HEAP_DUMP_REQUEST, PURGE_REQUEST, STATS_REQUEST, ServerLine, ServerStats};
 
 /// How long one stats answer may take before that sample goes without server figures.
 const STATS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Dumping and symbolizing a heap profile of thousands of stacks takes a few seconds.
+const HEAP_DUMP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the server may take to print its address.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -162,6 +164,24 @@ impl ServerControl {
 
     /// Has the server return its allocator's freed pages to the OS. An error
     /// says why it did not (no answer in time, or jemalloc refused).
+    /// Has the server dump its heap profile, symbolized, to `path` (see
+    /// [`leaklab_probe::control::HEAP_DUMP_REQUEST`]); symbolizing takes a moment.
+    pub fn heap_dump(&mut self, path: &Path) -> Result<(), String> {
+        while self.lines.try_recv().is_ok() {}
+        writeln!(self.stdin, "{HEAP_DUMP_REQUEST} {}", path.display())
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + HEAP_DUMP_TIMEOUT;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(ServerLine::HeapDumped) => return Ok(()),
+                Ok(ServerLine::HeapDumpFailed(reason)) => return Err(reason),
+                Ok(_) => {}
+                Err(_) => return Err("no answer on the side channel in time".to_owned()),
+            }
+        }
+    }
+
     pub fn purge(&mut self) -> Result<(), String> {
         while self.lines.try_recv().is_ok() {}
         writeln!(self.stdin, "{PURGE_REQUEST}").and_then(|()| self.stdin.flush()).map_err(|e| e.to_string())?;
