@@ -131,6 +131,7 @@ mod tests {
 
     #[test]
     fn allocated_follows_a_large_allocation() {
+        let _turn = crate::MEMORY_TESTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let reader = JemallocReader::new().unwrap();
         let before = reader.read().unwrap();
         let block = vec![1u8; 64 << 20];

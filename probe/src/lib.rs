@@ -32,3 +32,8 @@ pub struct MallocConf(pub *const u8);
 
 // SAFETY: it points at a `'static` NUL-terminated byte string that nothing writes.
 unsafe impl Sync for MallocConf {}
+
+/// Tests that measure this process's memory while allocating take turns:
+/// in one test process, another test's large free would hide their growth.
+#[cfg(test)]
+pub(crate) static MEMORY_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());

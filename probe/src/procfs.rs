@@ -164,18 +164,22 @@ pub fn count_fd_entries(proc_: Proc) -> Result<u64, ProcError> {
 /// to no process any more, so they are counted by port: a client that closes
 /// a connection per request leaves one behind per request for 60 s.
 pub fn time_wait_sockets(ports: &[u16]) -> Result<u64, ProcError> {
-    let mut count = 0;
+    Ok(tcp_tables()?.iter().map(|table| count_time_wait(table, ports)).sum())
+}
+
+/// The text of `/proc/net/tcp` and, where the kernel has IPv6, `/proc/net/tcp6`.
+fn tcp_tables() -> Result<Vec<String>, ProcError> {
+    let mut tables = Vec::with_capacity(2);
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let path = PathBuf::from(file);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
+        match fs::read_to_string(&path) {
+            Ok(text) => tables.push(text),
             // No IPv6 in this kernel: nothing to count there.
-            Err(source) if source.kind() == io::ErrorKind::NotFound && file.ends_with('6') => continue,
+            Err(source) if source.kind() == io::ErrorKind::NotFound && file.ends_with('6') => {}
             Err(source) => return Err(ProcError::Read { path, source }),
-        };
-        count += count_time_wait(&text, ports);
+        }
     }
-    Ok(count)
+    Ok(tables)
 }
 
 /// The TCP sockets a process holds, counted by state (`ESTABLISHED`,
@@ -197,14 +201,8 @@ pub fn tcp_states_of(proc_: Proc) -> Result<std::collections::BTreeMap<&'static 
     if inodes.is_empty() {
         return Ok(states);
     }
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let path = PathBuf::from(file);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(source) if source.kind() == io::ErrorKind::NotFound && file.ends_with('6') => continue,
-            Err(source) => return Err(ProcError::Read { path, source }),
-        };
-        for line in text.lines().skip(1) {
+    for table in tcp_tables()? {
+        for line in table.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if let (Some(state), Some(inode)) = (fields.get(3), fields.get(9))
                 && inodes.contains(*inode)
@@ -390,6 +388,7 @@ mod tests {
 
     #[test]
     fn files_opened_once_give_fresh_figures_on_every_read() {
+        let _turn = crate::MEMORY_TESTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let files = SelfFiles::open().unwrap();
         let before = files.rss_bytes().unwrap();
         let block = vec![1u8; 64 << 20];
