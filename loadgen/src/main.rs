@@ -15,7 +15,7 @@ use leaklab_loadgen::report::{self, Report, rebuild};
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome};
 use leaklab_loadgen::scenario::{self, Catalog, ExternalPlan, Overrides, Scenario};
 use leaklab_loadgen::verdict::baseline::{self, BaselineComparison};
-use leaklab_loadgen::verdict::{Outcome, ProcessVerdict};
+use leaklab_loadgen::verdict::{Outcome, ProcessVerdict, VerdictKind};
 use leaklab_loadgen::watch::{self as process_watch, ServerLaunch, WatchEnd, WatchOptions, WatchOutcome, WatchTarget};
 use tokio::sync::watch;
 
@@ -191,17 +191,18 @@ fn finish_watch(outcome: &WatchOutcome) -> ExitCode {
     for error in &outcome.export_errors {
         eprintln!("Error: {error:#}");
     }
-    let inconclusive = [Some(&s.verdict), s.server_verdict.as_ref()]
-        .into_iter()
-        .flatten()
-        .any(|v| v.expected.is_some() && v.kind == leaklab_loadgen::verdict::VerdictKind::Inconclusive);
-    ExitCode::from(match (outcome.export_errors.is_empty(), s.ended_by, s.expectation_met) {
-        (false, _, _) => exit::FAILED,
-        (true, WatchEnd::Interrupted, _) => exit::INTERRUPTED,
-        (true, WatchEnd::Cap, _) => exit::STOPPED_AT_LIMIT,
-        (true, _, Some(false)) if inconclusive => exit::INCONCLUSIVE,
-        (true, _, Some(false)) => exit::CONTRADICTED,
-        (true, _, _) => exit::OK,
+    // The same precedence as `run`: a contradiction outranks a cap, which outranks an inconclusive verdict.
+    let expected: Vec<_> =
+        [Some(&s.verdict), s.server_verdict.as_ref()].into_iter().flatten().filter(|v| v.expected.is_some()).collect();
+    let inconclusive = expected.iter().any(|v| v.kind == VerdictKind::Inconclusive);
+    let contradicted = expected.iter().any(|v| v.kind != VerdictKind::Inconclusive && v.expectation_met == Some(false));
+    ExitCode::from(match (outcome.export_errors.is_empty(), s.ended_by) {
+        (false, _) => exit::FAILED,
+        (true, WatchEnd::Interrupted) => exit::INTERRUPTED,
+        _ if contradicted => exit::CONTRADICTED,
+        (true, WatchEnd::Cap) => exit::STOPPED_AT_LIMIT,
+        _ if inconclusive => exit::INCONCLUSIVE,
+        _ => exit::OK,
     })
 }
 

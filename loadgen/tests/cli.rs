@@ -261,3 +261,24 @@ fn a_heap_profiled_leak_names_its_growing_stacks_and_writes_pprof() {
     }
     assert!(std::fs::read_to_string(run.join("report.md")).unwrap().contains("## Where the memory is"));
 }
+
+#[test]
+fn an_external_client_gets_the_server_address_and_its_expectation_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sleeper.toml");
+    // A client that only sleeps: flat, so expecting a leak is contradicted (exit 1).
+    let scenario_text = "description = \"d\"\n[external]\ncommand = [\"sh\", \"-c\", \"echo talking to {addr}; sleep 2\"]\n\
+                duration = \"10s\"\nwarmup = \"100ms\"\n[expect]\nclient = \"leak\"\nserver = \"no-leak\"\n";
+    std::fs::write(&path, scenario_text).unwrap();
+    let output = loadgen(&["run", path.to_str().unwrap()], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("verdict: NO LEAK"), "{}", text(&output));
+    let run = dir.path().join("sleeper/latest");
+    let log = std::fs::read_to_string(run.join("command.log")).unwrap();
+    assert!(log.starts_with("talking to 127.0.0.1:"), "{{addr}} was not replaced: {log}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["expectation_met"], false);
+    assert_eq!(summary["server_verdict"]["kind"], "no-leak", "the server was started and watched too");
+    assert!(run.join("server.log").is_file());
+}

@@ -335,7 +335,9 @@ pub async fn execute(options: WatchOptions) -> anyhow::Result<WatchOutcome> {
             exit_code = exit_code.or(status.code());
         }
     }
-    if let Some((process, _control, _)) = server.take() {
+    if let Some((process, control, _)) = server.take() {
+        // Closing the side channel is the server's signal to shut down.
+        drop(control);
         match process.stop(Duration::from_secs(8)) {
             Ok(status) if status.success() => {}
             Ok(status) => notes.push(format!("The server exited with {status}; see server.log.")),
