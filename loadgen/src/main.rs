@@ -210,26 +210,26 @@ fn finish_watch(outcome: &WatchOutcome) -> ExitCode {
 fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, ExitFailure> {
     let catalog = Catalog::locate(args.common.scenarios_dir.clone());
     let names: Vec<String> = if args.scenarios.is_empty() {
-        // External clients (go-leak…) need their peers built; `make scenario` runs them one by one.
-        catalog
-            .entries()
-            .into_iter()
-            .filter(|entry| {
-                !matches!(scenario::load_any(&entry.path, &Overrides::default()), Ok(Scenario::External(_)))
-            })
-            .map(|entry| entry.name)
-            .collect()
+        catalog.entries().into_iter().map(|entry| entry.name).collect()
     } else {
         args.scenarios.clone()
     };
     if names.is_empty() {
         return Err(usage(anyhow::anyhow!("no scenario files (*.toml) in {}", catalog.dir.display())));
     }
-    let plans = names
+    let scenarios = names
         .iter()
-        .map(|name| catalog.resolve(name).and_then(|path| scenario::load(&path, &Overrides::default())))
+        .map(|name| catalog.resolve(name).and_then(|path| scenario::load_any(&path, &Overrides::default())))
         .collect::<Result<Vec<_>, _>>()
         .map_err(usage)?;
+    // External clients (go-leak…) run after the built-in scenarios; those whose peer is not built are skipped.
+    let (mut plans, mut externals) = (Vec::new(), Vec::new());
+    for scenario in scenarios {
+        match scenario {
+            Scenario::Builtin(plan) => plans.push(*plan),
+            Scenario::External(plan) => externals.push(*plan),
+        }
+    }
     let target = args.common.target().map_err(usage)?;
     let reports_dir = args.common.reports_dir.clone();
     if let Some(name) = &args.verdict.baseline {
@@ -251,12 +251,15 @@ fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, ExitFailure> {
         save_baseline: args.verdict.save_baseline.clone(),
         stop,
     };
-    let outcome = runtime.block_on(compare::execute(&plans, options)).map_err(failed)?;
+    let outcome = runtime.block_on(compare::execute(&plans, &externals, options)).map_err(failed)?;
 
     let c = &outcome.comparison;
     println!();
     for failure in &c.failures {
         eprintln!("Error: scenario {}: {}", failure.scenario, failure.error);
+    }
+    for skipped in &c.skipped {
+        println!("{}: skipped: {}", skipped.scenario, skipped.error);
     }
     print!("{}", compare::markdown::summary_lines(c));
     println!("comparison: {}/compare.md", outcome.dir.display());

@@ -282,3 +282,42 @@ fn an_external_client_gets_the_server_address_and_its_expectation_judged() {
     assert_eq!(summary["server_verdict"]["kind"], "no-leak", "the server was started and watched too");
     assert!(run.join("server.log").is_file());
 }
+
+#[test]
+fn compare_sets_an_external_client_beside_the_others_and_skips_an_unbuilt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = dir.path().join("scenarios");
+    std::fs::create_dir(&scenarios).unwrap();
+    scenario(&scenarios, "reused", "reused", "no-leak");
+    let external = |name: &str, program: &str| {
+        let text = format!(
+            "description = \"d\"\n[external]\ncommand = [\"{program}\", \"-c\", \"echo leaklab-progress ok=10; sleep 1.5\"]\n\
+             warmup = \"100ms\"\n[expect]\nclient = \"no-leak\"\nserver = \"no-leak\"\n"
+        );
+        std::fs::write(scenarios.join(format!("{name}.toml")), text).unwrap();
+    };
+    external("shell", "sh");
+    external("unbuilt", "target/peers/not-built");
+    let reports = dir.path().join("reports");
+    let output = Command::new(LOADGEN)
+        .args(["compare", "--quiet", "--scenarios-dir"])
+        .arg(&scenarios)
+        .arg("--reports-dir")
+        .arg(&reports)
+        .arg("--server-bin")
+        .arg(server_bin())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let compare = std::fs::canonicalize(reports.join("compare/latest")).unwrap();
+    let markdown = std::fs::read_to_string(compare.join("compare.md")).unwrap();
+    assert!(markdown.contains("| shell † |"), "{markdown}");
+    assert!(markdown.contains("| unbuilt | skipped: target/peers/not-built is not built"), "{markdown}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(compare.join("compare.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{json}");
+    assert_eq!(rows[1]["external"], true);
+    assert_eq!(rows[1]["client"]["kind"], "no-leak", "{json}");
+    assert_eq!(json["skipped"][0]["scenario"], "unbuilt");
+}

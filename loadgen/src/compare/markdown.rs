@@ -35,6 +35,14 @@ pub fn render(comparison: &Comparison) -> String {
             failure.error.replace('|', "\\|")
         );
     }
+    for skipped in &comparison.skipped {
+        let _ = writeln!(
+            out,
+            "| {} | skipped: {} | | | | | | | | | | | | |",
+            skipped.scenario,
+            skipped.error.replace('|', "\\|")
+        );
+    }
     if comparison.interrupted {
         let _ = writeln!(out, "\nInterrupted: the scenarios after the last row did not run.");
     }
@@ -56,6 +64,14 @@ pub fn render(comparison: &Comparison) -> String {
          each round. Connections Δ: open connections after the last round minus after warm-up (client / server). \
          Each scenario's full report is in its run directory (see `compare.json`)."
     );
+    if comparison.rows.iter().any(|row| row.external) {
+        let _ = writeln!(
+            out,
+            "\nExternal clients (marked †) are watched from outside: their client column is RSS per request they \
+             reported, over every sample after warm-up (no allocator to read, no checkpoints at rest), and the harness \
+             measures no latency for them. The server column is allocated bytes, as for the others."
+        );
+    }
     out
 }
 
@@ -96,13 +112,17 @@ fn table_row(row: &Row) -> String {
         Outcome::Contradicted => "✖",
         Outcome::Inconclusive => "?",
     };
+    let latency = if row.external {
+        "—".to_owned()
+    } else {
+        format!("{:.1} / {:.1} ms", row.latency_p50_us as f64 / 1000.0, row.latency_p99_us as f64 / 1000.0)
+    };
     format!(
-        "| {} | {} | {:.0} | {:.1} / {:.1} ms | {} / {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} / {} | {mark} |",
+        "| {}{} | {} | {:.0} | {latency} | {} / {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} / {} | {mark} |",
         row.scenario,
+        if row.external { " †" } else { "" },
         row.requests,
         row.throughput_rps,
-        row.latency_p50_us as f64 / 1000.0,
-        row.latency_p99_us as f64 / 1000.0,
         format_mib(row.client_peak_rss_bytes),
         row.server_peak_rss_bytes.map_or_else(|| "—".to_owned(), format_mib),
         slope(&row.client),
@@ -156,6 +176,7 @@ mod tests {
             client_peak_connections: 4000,
             failed: 0,
             connection_events: "—".into(),
+            external: false,
             client: verdict.clone(),
             server: Some(verdict),
             outcome,
@@ -177,6 +198,7 @@ mod tests {
             rows,
             failures: vec![],
             interrupted: false,
+            skipped: vec![],
         };
         let text = render(&comparison);
         assert!(text.starts_with("## leaklab comparison: an expectation is contradicted ✖"), "{text}");

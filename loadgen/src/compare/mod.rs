@@ -22,9 +22,12 @@ use crate::report::rebuild::read_samples;
 use crate::report::units::bytes_per_request;
 use crate::report::{RunDir, Summary};
 use crate::sample::Sample;
-use crate::scenario::{Expectation, Plan};
+use crate::scenario::{Expectation, ExternalPlan, Plan};
+use crate::stats::Span;
 use crate::verdict::baseline::{self, BaselineComparison};
 use crate::verdict::{Outcome, ProcessVerdict, VerdictKind};
+use crate::watch::WatchSummary;
+use crate::watch::verdict::TimeVerdict;
 
 /// One scenario's line in the comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -59,6 +62,10 @@ pub struct Row {
     pub outcome: Outcome,
     /// The run beside its baseline, with `--baseline`.
     pub baseline: Option<BaselineComparison>,
+    /// An external client (`go-leak`…), watched from outside: its client figures are RSS per
+    /// request it reported, and it has no latency the harness measured.
+    #[serde(default)]
+    pub external: bool,
 }
 
 /// A process's verdict, in brief.
@@ -119,6 +126,9 @@ pub struct Comparison {
     pub outcome: Outcome,
     /// Whether the user interrupted the comparison; scenarios after that did not run.
     pub interrupted: bool,
+    /// External-client scenarios left out, with why (their peer is not built).
+    #[serde(default)]
+    pub skipped: Vec<Failure>,
 }
 
 /// How `loadgen compare` runs.
@@ -160,7 +170,11 @@ const INTERRUPTED: i32 = 130;
 
 /// Runs `plans` one after another, each in its own `loadgen run` process
 /// whose output goes to this process's, and writes the comparison.
-pub async fn execute(plans: &[Plan], options: CompareOptions) -> anyhow::Result<CompareOutcome> {
+pub async fn execute(
+    plans: &[Plan],
+    externals: &[ExternalPlan],
+    options: CompareOptions,
+) -> anyhow::Result<CompareOutcome> {
     let baselines = match &options.baseline {
         Some(name) => Some(load_baselines(&options.reports_dir, name, plans)?),
         None => None,
@@ -193,6 +207,28 @@ pub async fn execute(plans: &[Plan], options: CompareOptions) -> anyhow::Result<
             break;
         }
     }
+    let mut skipped = Vec::new();
+    for plan in externals {
+        if interrupted || *options.stop.borrow() {
+            interrupted = true;
+            break;
+        }
+        let program = &plan.command[0];
+        if !program_exists(program) {
+            skipped.push(Failure {
+                scenario: plan.name.clone(),
+                error: format!("{program} is not built; `make peers` builds it"),
+            });
+            continue;
+        }
+        match run_external(plan, &options).await {
+            Ok((row, was_interrupted)) => {
+                interrupted |= was_interrupted;
+                rows.push(row);
+            }
+            Err(error) => failures.push(Failure { scenario: plan.name.clone(), error: format!("{error:#}") }),
+        }
+    }
     let outcome = overall(&rows, &failures);
     let comparison = Comparison {
         started_at: dir.started_at.clone(),
@@ -202,6 +238,7 @@ pub async fn execute(plans: &[Plan], options: CompareOptions) -> anyhow::Result<
         failures,
         outcome,
         interrupted,
+        skipped,
     };
     let mut export_errors = Vec::new();
     let written = write_all(&comparison, &runs, &dir.path, &mut export_errors);
@@ -276,6 +313,83 @@ fn row(plan: &Plan, finished: &Finished, baseline: Option<BaselineComparison>) -
         server: s.verdict.server.as_ref().map(RowVerdict::of),
         outcome: verdict_outcome,
         baseline,
+        external: false,
+    }
+}
+
+/// Whether `program` can be started: a path that exists, or a bare name found on `PATH`.
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Runs an external client's scenario in its own `loadgen run` and reads its row back.
+/// The quick profile and baselines do not apply: the command runs its own load.
+async fn run_external(plan: &ExternalPlan, options: &CompareOptions) -> anyhow::Result<(Row, bool)> {
+    let latest = options.reports_dir.join(&plan.name).join("latest");
+    let before = std::fs::read_link(&latest).ok();
+    let status = tokio::process::Command::new(&options.runner)
+        .arg("run")
+        .arg(&plan.source)
+        .arg("--reports-dir")
+        .arg(&options.reports_dir)
+        .args(&options.run_args)
+        .status()
+        .await
+        .with_context(|| format!("starting {}", options.runner.display()))?;
+    let code = status.code().unwrap_or(-1);
+    if !REPORTED.contains(&code) && code != INTERRUPTED {
+        anyhow::bail!("`loadgen run {}` failed ({status}); its errors are above", plan.source.display());
+    }
+    let after = std::fs::read_link(&latest).with_context(|| format!("reading {}", latest.display()))?;
+    if before.as_ref() == Some(&after) {
+        anyhow::bail!("`loadgen run {}` left no new run directory at {}", plan.source.display(), latest.display());
+    }
+    let dir = options.reports_dir.join(&plan.name).join(after);
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let summary: WatchSummary = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok((external_row(&summary, &dir), code == INTERRUPTED))
+}
+
+fn external_row(s: &WatchSummary, dir: &Path) -> Row {
+    let of = |verdict: &TimeVerdict, connections: Option<Span>| RowVerdict {
+        kind: verdict.kind,
+        slope_bytes_per_request: verdict.growth.map(|g| g.slope),
+        ci_low: verdict.growth.map(|g| g.ci_low),
+        ci_high: verdict.growth.map(|g| g.ci_high),
+        connections_delta: connections.map_or(0, |c| c.end as i64 - c.start as i64),
+        expected: verdict.expected,
+        expectation_met: verdict.expectation_met,
+    };
+    let verdicts: Vec<&TimeVerdict> = [Some(&s.verdict), s.server_verdict.as_ref()].into_iter().flatten().collect();
+    let outcome = if verdicts.iter().any(|v| v.kind != VerdictKind::Inconclusive && v.expectation_met == Some(false)) {
+        Outcome::Contradicted
+    } else if verdicts.iter().any(|v| v.expected.is_some() && v.kind == VerdictKind::Inconclusive) {
+        Outcome::Inconclusive
+    } else {
+        Outcome::Met
+    };
+    let requests = s.requests.map_or(0, |r| r.ok + r.failed);
+    Row {
+        scenario: s.name.clone(),
+        run_dir: dir.display().to_string(),
+        requests,
+        throughput_rps: if s.watched_s > 0.0 { requests as f64 / s.watched_s } else { 0.0 },
+        latency_p50_us: 0,
+        latency_p99_us: 0,
+        client_peak_rss_bytes: s.rss_bytes.map_or(0, |r| r.peak),
+        server_peak_rss_bytes: s.server.map(|server| server.rss_bytes.peak),
+        client_peak_connections: s.tcp_connections.map_or(0, |c| c.peak),
+        failed: s.requests.map_or(0, |r| r.failed),
+        connection_events: "external client".to_owned(),
+        client: of(&s.verdict, s.tcp_connections),
+        server: s.server_verdict.as_ref().map(|v| of(v, s.server.map(|server| server.connections))),
+        outcome,
+        baseline: None,
+        external: true,
     }
 }
 

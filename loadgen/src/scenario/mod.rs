@@ -497,7 +497,7 @@ impl Validator<'_> {
         if file.external.is_some() {
             return Err(self.invalid(
                 "external",
-                "this scenario runs an external client; `loadgen run` runs it, `loadgen compare` covers built-in scenarios only",
+                "this scenario runs an external client; `loadgen run` and `loadgen compare` run it",
             ));
         }
         let name = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();

@@ -211,6 +211,10 @@ pub struct WatchOutcome {
     pub export_errors: Vec<anyhow::Error>,
 }
 
+/// Distinct request counts needed to judge growth per request: a command
+/// that reported its progress only once or twice is judged per second.
+const MIN_PROGRESS_STEPS: usize = 5;
+
 /// How long a started command gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -466,10 +470,13 @@ fn summarize(facts: Facts, samples: &[Sample], mut notes: Vec<String>, options: 
         .last()
         .filter(|s| s.requests() > 0)
         .map(|s| ReportedRequests { ok: s.requests_ok, failed: s.requests_failed });
-    // Per request when the command says how many it made, else per second.
-    let (per, tolerance) = match reported {
-        Some(_) => (Per::Request, options.tolerance_bytes_per_request),
-        None => (Per::Second, options.tolerance_bytes_per_s),
+    // Per request when the command reported its progress as it went, else per second.
+    let mut counts: Vec<u64> = judged.iter().map(|s| s.requests()).collect();
+    counts.dedup();
+    let (per, tolerance) = if counts.len() >= MIN_PROGRESS_STEPS {
+        (Per::Request, options.tolerance_bytes_per_request)
+    } else {
+        (Per::Second, options.tolerance_bytes_per_s)
     };
     let x = |s: &Sample| match per {
         Per::Request => s.requests() as f64,

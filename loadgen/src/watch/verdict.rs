@@ -88,8 +88,15 @@ pub fn judge(
     let per_unit = |bytes: f64| format!("{} per {}", human_bytes(bytes), per.unit());
     let mut reasons = Vec::new();
     let kind = match full {
-        None => {
+        None if rss.len() < MIN_POINTS => {
             reasons.push(format!("Only {} samples; a verdict needs at least {MIN_POINTS}.", rss.len()));
+            VerdictKind::Inconclusive
+        }
+        None => {
+            reasons.push(format!(
+                "The {} count never changed across the samples: there is no slope to measure.",
+                per.unit()
+            ));
             VerdictKind::Inconclusive
         }
         Some(full) if full.ci_high <= tolerance => {
