@@ -59,9 +59,14 @@ pub(crate) struct WatchArgs {
     #[arg(long, default_value = "100ms", value_parser = sample_interval)]
     pub(crate) interval: std::time::Duration,
 
-    /// RSS growth per second that is not a leak, e.g. 64KiB.
+    /// RSS growth per second that is not a leak, e.g. 64KiB (a command that prints no progress lines).
     #[arg(long, default_value = "64KiB", value_parser = size)]
     pub(crate) tolerance: u64,
+
+    /// RSS growth per request that is not a leak, for a command that prints
+    /// `leaklab-progress ok=N failed=M` lines (a garbage-collected runtime breathes by a KB or so).
+    #[arg(long, default_value = "2KiB", value_parser = size)]
+    pub(crate) tolerance_per_request: u64,
 
     /// Where run directories go.
     #[arg(long, default_value = "reports", value_name = "DIR")]

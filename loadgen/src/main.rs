@@ -132,6 +132,7 @@ fn watch_process(args: cli::WatchArgs) -> Result<ExitCode, ExitFailure> {
     options.duration = args.duration;
     options.interval = args.interval;
     options.tolerance_bytes_per_s = args.tolerance as f64;
+    options.tolerance_bytes_per_request = args.tolerance_per_request as f64;
     let outcome = runtime.block_on(process_watch::execute(options)).map_err(usage)?;
     Ok(finish_watch(&outcome))
 }

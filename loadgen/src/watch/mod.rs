@@ -100,7 +100,7 @@ impl WatchOptions {
             duration: Duration::from_secs(60),
             interval: Duration::from_millis(100),
             warmup: Duration::from_secs(1),
-            tolerance_bytes_per_request: 256.0,
+            tolerance_bytes_per_request: 2048.0,
             tolerance_bytes_per_s: 65_536.0,
             expect_client: None,
             expect_server: None,
