@@ -78,11 +78,3 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for PrefaceDeadline<T> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
-
-impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected for PrefaceDeadline<T> {
-    type ConnectInfo = T::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
-    }
-}
