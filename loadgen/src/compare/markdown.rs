@@ -27,20 +27,13 @@ pub fn render(comparison: &Comparison) -> String {
     for row in &comparison.rows {
         let _ = writeln!(out, "{}", table_row(row));
     }
-    for failure in &comparison.failures {
+    let not_run = comparison.failures.iter().map(|f| (f, "could not run", "✖"));
+    for (scenario, why, mark) in not_run.chain(comparison.skipped.iter().map(|s| (s, "skipped", ""))) {
         let _ = writeln!(
             out,
-            "| {} | could not run: {} | | | | | | | | | | | | ✖ |",
-            failure.scenario,
-            failure.error.replace('|', "\\|")
-        );
-    }
-    for skipped in &comparison.skipped {
-        let _ = writeln!(
-            out,
-            "| {} | skipped: {} | | | | | | | | | | | | |",
-            skipped.scenario,
-            skipped.error.replace('|', "\\|")
+            "| {} | {why}: {} | | | | | | | | | | | | {mark} |",
+            scenario.scenario,
+            scenario.error.replace('|', "\\|")
         );
     }
     if comparison.interrupted {

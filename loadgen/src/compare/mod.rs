@@ -254,8 +254,7 @@ struct Finished {
 }
 
 async fn run_one(plan: &Plan, options: &CompareOptions) -> anyhow::Result<Finished> {
-    let mut command = tokio::process::Command::new(&options.runner);
-    command.arg("run").arg(&plan.source).arg("--reports-dir").arg(&options.reports_dir).args(&options.run_args);
+    let mut command = run_command(&plan.source, options);
     if options.quick {
         // Only what the profile changes, so the run validates the same values as the file's.
         let quick = plan.clone().quick();
@@ -274,24 +273,44 @@ async fn run_one(plan: &Plan, options: &CompareOptions) -> anyhow::Result<Finish
             command.arg(flag).arg(value);
         }
     }
-    let latest = options.reports_dir.join(&plan.name).join("latest");
+    let (dir, code) = run_child(command, &plan.name, &plan.source, options).await?;
+    let summary_path = dir.join("summary.json");
+    let summary: Summary = read_json(&summary_path)?;
+    let (samples, _) = read_samples(&dir.join(&summary.samples.file))?;
+    Ok(Finished { dir, summary, samples, interrupted: code == INTERRUPTED })
+}
+
+/// Runs one `loadgen run` child; returns the new run directory it left and its exit code.
+async fn run_child(
+    mut command: tokio::process::Command,
+    name: &str,
+    source: &Path,
+    options: &CompareOptions,
+) -> anyhow::Result<(PathBuf, i32)> {
+    let latest = options.reports_dir.join(name).join("latest");
     let before = std::fs::read_link(&latest).ok();
     let status = command.status().await.with_context(|| format!("starting {}", options.runner.display()))?;
     let code = status.code().unwrap_or(-1);
     if !REPORTED.contains(&code) && code != INTERRUPTED {
-        anyhow::bail!("`loadgen run {}` failed ({status}); its errors are above", plan.source.display());
+        anyhow::bail!("`loadgen run {}` failed ({status}); its errors are above", source.display());
     }
     let after = std::fs::read_link(&latest).with_context(|| format!("reading {}", latest.display()))?;
     if before.as_ref() == Some(&after) {
-        anyhow::bail!("`loadgen run {}` left no new run directory at {}", plan.source.display(), latest.display());
+        anyhow::bail!("`loadgen run {}` left no new run directory at {}", source.display(), latest.display());
     }
-    let dir = options.reports_dir.join(&plan.name).join(after);
-    let summary_path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&summary_path).with_context(|| format!("reading {}", summary_path.display()))?;
-    let summary: Summary =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", summary_path.display()))?;
-    let (samples, _) = read_samples(&dir.join(&summary.samples.file))?;
-    Ok(Finished { dir, summary, samples, interrupted: code == INTERRUPTED })
+    Ok((options.reports_dir.join(name).join(after), code))
+}
+
+/// The `loadgen run` command for `source`, with the arguments every run gets.
+fn run_command(source: &Path, options: &CompareOptions) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&options.runner);
+    command.arg("run").arg(source).arg("--reports-dir").arg(&options.reports_dir).args(&options.run_args);
+    command
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn row(plan: &Plan, finished: &Finished, baseline: Option<BaselineComparison>) -> Row {
@@ -328,29 +347,8 @@ fn program_exists(program: &str) -> bool {
 /// Runs an external client's scenario in its own `loadgen run` and reads its row back.
 /// The quick profile and baselines do not apply: the command runs its own load.
 async fn run_external(plan: &ExternalPlan, options: &CompareOptions) -> anyhow::Result<(Row, bool)> {
-    let latest = options.reports_dir.join(&plan.name).join("latest");
-    let before = std::fs::read_link(&latest).ok();
-    let status = tokio::process::Command::new(&options.runner)
-        .arg("run")
-        .arg(&plan.source)
-        .arg("--reports-dir")
-        .arg(&options.reports_dir)
-        .args(&options.run_args)
-        .status()
-        .await
-        .with_context(|| format!("starting {}", options.runner.display()))?;
-    let code = status.code().unwrap_or(-1);
-    if !REPORTED.contains(&code) && code != INTERRUPTED {
-        anyhow::bail!("`loadgen run {}` failed ({status}); its errors are above", plan.source.display());
-    }
-    let after = std::fs::read_link(&latest).with_context(|| format!("reading {}", latest.display()))?;
-    if before.as_ref() == Some(&after) {
-        anyhow::bail!("`loadgen run {}` left no new run directory at {}", plan.source.display(), latest.display());
-    }
-    let dir = options.reports_dir.join(&plan.name).join(after);
-    let path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let summary: WatchSummary = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let (dir, code) = run_child(run_command(&plan.source, options), &plan.name, &plan.source, options).await?;
+    let summary: WatchSummary = read_json(&dir.join("summary.json"))?;
     Ok((external_row(&summary, &dir), code == INTERRUPTED))
 }
 
