@@ -193,6 +193,37 @@ pub struct ProcessVerdict {
     pub checkpoints: Vec<Checkpoint>,
 }
 
+/// What a slope says against a tolerance, before any wording: the rules a
+/// run's checkpoints and a watched process's samples share, in the order they
+/// apply. `early` and `late` are the slopes of the first and second halves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SlopeRule {
+    /// The whole interval is at or below the tolerance: no leak.
+    Within(Trend),
+    /// The first half grew, the second half is within the tolerance: bounded.
+    LevelledOff { early: Trend, late: Trend },
+    /// The whole interval is above the tolerance: a leak.
+    Above(Trend),
+    /// The second half's interval is above the tolerance: a leak that started late.
+    LateAbove(Trend),
+    /// The interval straddles the tolerance.
+    Undecided(Trend),
+}
+
+impl SlopeRule {
+    pub fn of(full: Trend, early: Option<Trend>, late: Option<Trend>, tolerance: f64) -> SlopeRule {
+        match (early, late) {
+            _ if full.ci_high <= tolerance => SlopeRule::Within(full),
+            (Some(early), Some(late)) if late.ci_high <= tolerance && early.slope > tolerance => {
+                SlopeRule::LevelledOff { early, late }
+            }
+            _ if full.ci_low > tolerance => SlopeRule::Above(full),
+            (_, Some(late)) if late.ci_low > tolerance => SlopeRule::LateAbove(late),
+            _ => SlopeRule::Undecided(full),
+        }
+    }
+}
+
 /// Judges one process from its checkpoints.
 pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expectation>) -> ProcessVerdict {
     let rounds = checkpoints.rounds.len().saturating_sub(1) as u32;
@@ -218,74 +249,72 @@ pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expecta
             reasons.push("No allocator figures: the process's allocated bytes could not be read.".to_owned());
             VerdictKind::Inconclusive
         }
-        Some(full) if full.ci_high <= tolerance => {
-            reasons.push(format!(
-                "Allocated memory changed by {} per request (95% interval up to {}), within the tolerance of {}.",
-                human_bytes(full.slope),
-                human_bytes(full.ci_high),
-                human_bytes(tolerance)
-            ));
-            VerdictKind::NoLeak
-        }
-        Some(_)
-            if late.is_some_and(|late| late.ci_high <= tolerance)
-                && early.is_some_and(|early| early.slope > tolerance) =>
-        {
-            let (early, late) = (early.expect("checked"), late.expect("checked"));
-            reasons.push(format!(
-                "Memory grew by {} per request in the early rounds, then by {} (95% interval up to {}) in the \
+        Some(full) => match SlopeRule::of(full, early, late, tolerance) {
+            SlopeRule::Within(full) => {
+                reasons.push(format!(
+                    "Allocated memory changed by {} per request (95% interval up to {}), within the tolerance of {}.",
+                    human_bytes(full.slope),
+                    human_bytes(full.ci_high),
+                    human_bytes(tolerance)
+                ));
+                VerdictKind::NoLeak
+            }
+            SlopeRule::LevelledOff { early, late } => {
+                reasons.push(format!(
+                    "Memory grew by {} per request in the early rounds, then by {} (95% interval up to {}) in the \
                  late rounds: it levelled off.",
-                human_bytes(early.slope),
-                human_bytes(late.slope),
-                human_bytes(late.ci_high)
-            ));
-            VerdictKind::Bounded
-        }
-        Some(full) if full.ci_low > tolerance => {
-            reasons.push(format!(
-                "Allocated memory grew by {} per request (95% interval {} to {}), above the tolerance of {}.",
-                human_bytes(full.slope),
-                human_bytes(full.ci_low),
-                human_bytes(full.ci_high),
-                human_bytes(tolerance)
-            ));
-            VerdictKind::Leak
-        }
-        Some(_) if late.is_some_and(|late| late.ci_low > tolerance) => {
-            let late = late.expect("checked");
-            reasons.push(format!(
-                "The late rounds grew by {} per request (95% interval from {}), above the tolerance of {}.",
-                human_bytes(late.slope),
-                human_bytes(late.ci_low),
-                human_bytes(tolerance)
-            ));
-            VerdictKind::Leak
-        }
-        Some(_) if connections.grows() || fds.grows() => {
-            let (what, test) = if connections.grows() { ("Open connections", connections) } else { ("Open fds", fds) };
-            reasons.push(format!(
-                "{what} rose in {} of {rounds} rounds (sign test p = {:.3}); each holds memory.",
-                test.increases, test.p_value
-            ));
-            VerdictKind::Leak
-        }
-        Some(full) => {
-            rounds_to_decide = rounds_needed(&full, tolerance);
-            reasons.push(format!(
-                "The 95% interval, {} to {} per request, contains the tolerance of {}.",
-                human_bytes(full.ci_low),
-                human_bytes(full.ci_high),
-                human_bytes(tolerance)
-            ));
-            reasons.push(match rounds_to_decide {
-                Some(total) => format!(
-                    "About {} more rounds ({total} in all) would likely decide, if the slope and the noise hold.",
-                    total.saturating_sub(rounds)
-                ),
-                None => "The slope sits on the tolerance: more rounds are unlikely to decide.".to_owned(),
-            });
-            VerdictKind::Inconclusive
-        }
+                    human_bytes(early.slope),
+                    human_bytes(late.slope),
+                    human_bytes(late.ci_high)
+                ));
+                VerdictKind::Bounded
+            }
+            SlopeRule::Above(full) => {
+                reasons.push(format!(
+                    "Allocated memory grew by {} per request (95% interval {} to {}), above the tolerance of {}.",
+                    human_bytes(full.slope),
+                    human_bytes(full.ci_low),
+                    human_bytes(full.ci_high),
+                    human_bytes(tolerance)
+                ));
+                VerdictKind::Leak
+            }
+            SlopeRule::LateAbove(late) => {
+                reasons.push(format!(
+                    "The late rounds grew by {} per request (95% interval from {}), above the tolerance of {}.",
+                    human_bytes(late.slope),
+                    human_bytes(late.ci_low),
+                    human_bytes(tolerance)
+                ));
+                VerdictKind::Leak
+            }
+            SlopeRule::Undecided(_) if connections.grows() || fds.grows() => {
+                let (what, test) =
+                    if connections.grows() { ("Open connections", connections) } else { ("Open fds", fds) };
+                reasons.push(format!(
+                    "{what} rose in {} of {rounds} rounds (sign test p = {:.3}); each holds memory.",
+                    test.increases, test.p_value
+                ));
+                VerdictKind::Leak
+            }
+            SlopeRule::Undecided(full) => {
+                rounds_to_decide = rounds_needed(&full, tolerance);
+                reasons.push(format!(
+                    "The 95% interval, {} to {} per request, contains the tolerance of {}.",
+                    human_bytes(full.ci_low),
+                    human_bytes(full.ci_high),
+                    human_bytes(tolerance)
+                ));
+                reasons.push(match rounds_to_decide {
+                    Some(total) => format!(
+                        "About {} more rounds ({total} in all) would likely decide, if the slope and the noise hold.",
+                        total.saturating_sub(rounds)
+                    ),
+                    None => "The slope sits on the tolerance: more rounds are unlikely to decide.".to_owned(),
+                });
+                VerdictKind::Inconclusive
+            }
+        },
     };
     if (MIN_VERDICT_ROUNDS..MIN_ROUNDS).contains(&rounds) {
         reasons.push(format!(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::report::units::human_bytes;
 use crate::scenario::Expectation;
 use crate::stats::trend::{Trend, theil_sen};
-use crate::verdict::VerdictKind;
+use crate::verdict::{SlopeRule, VerdictKind};
 
 /// What growth is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -66,11 +66,9 @@ fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     (0..MAX_POINTS).map(|i| points[i * (points.len() - 1) / (MAX_POINTS - 1)]).collect()
 }
 
-/// Judges `rss` and `connections`, each `(seconds, value)` in time order,
-/// by the same rules as a run's verdict: NO LEAK when the interval's upper
-/// bound is within the tolerance, LEAK when its lower bound is above it,
-/// BOUNDED when the first half grew and the second half is within the
-/// tolerance, INCONCLUSIVE otherwise.
+/// Judges `rss` and `connections`, each `(x, value)` in order of `x`
+/// (requests or seconds), by the slope rules a run's verdict uses
+/// ([`SlopeRule`]).
 pub fn judge(
     measured: &str,
     per: Per,
@@ -85,7 +83,6 @@ pub fn judge(
     let middle = rss.len() / 2;
     let early = (rss.len() >= 2 * MIN_POINTS).then(|| theil_sen(&rss[..=middle])).flatten();
     let late = (rss.len() >= 2 * MIN_POINTS).then(|| theil_sen(&rss[middle..])).flatten();
-    let per_unit = |bytes: f64| format!("{} per {}", human_bytes(bytes), per.unit());
     let mut reasons = Vec::new();
     let kind = match full {
         None if rss.len() < MIN_POINTS => {
@@ -99,46 +96,59 @@ pub fn judge(
             ));
             VerdictKind::Inconclusive
         }
-        Some(full) if full.ci_high <= tolerance => {
-            reasons.push(format!(
-                "{measured} changed by {} (95% interval up to {}), within the tolerance of {}.",
-                per_unit(full.slope),
-                per_unit(full.ci_high),
-                per_unit(tolerance)
-            ));
-            VerdictKind::NoLeak
-        }
-        Some(_)
-            if late.is_some_and(|late| late.ci_high <= tolerance)
-                && early.is_some_and(|early| early.slope > tolerance) =>
-        {
-            let (early, late) = (early.expect("checked"), late.expect("checked"));
-            reasons.push(format!(
-                "{measured} grew by {} in the first half, then by {} (95% interval up to {}): it levelled off.",
-                per_unit(early.slope),
-                per_unit(late.slope),
-                per_unit(late.ci_high)
-            ));
-            VerdictKind::Bounded
-        }
-        Some(full) if full.ci_low > tolerance => {
-            reasons.push(format!(
-                "{measured} grew by {} (95% interval {} to {}), above the tolerance of {}.",
-                per_unit(full.slope),
-                per_unit(full.ci_low),
-                per_unit(full.ci_high),
-                per_unit(tolerance)
-            ));
-            VerdictKind::Leak
-        }
         Some(full) => {
-            reasons.push(format!(
-                "The 95% interval, {} to {}, contains the tolerance of {}.",
-                per_unit(full.ci_low),
-                per_unit(full.ci_high),
-                per_unit(tolerance)
-            ));
-            VerdictKind::Inconclusive
+            let (rule, unit, b) = (SlopeRule::of(full, early, late, tolerance), per.unit(), human_bytes);
+            let (kind, reason) = match rule {
+                SlopeRule::Within(full) => (
+                    VerdictKind::NoLeak,
+                    format!(
+                        "{measured} changed by {} per {unit} (95% interval up to {}), within the tolerance of {}.",
+                        b(full.slope),
+                        b(full.ci_high),
+                        b(tolerance)
+                    ),
+                ),
+                SlopeRule::LevelledOff { early, late } => (
+                    VerdictKind::Bounded,
+                    format!(
+                        "{measured} grew by {} per {unit} in the first half, then by {} (95% interval up to {}): \
+                         it levelled off.",
+                        b(early.slope),
+                        b(late.slope),
+                        b(late.ci_high)
+                    ),
+                ),
+                SlopeRule::Above(full) => (
+                    VerdictKind::Leak,
+                    format!(
+                        "{measured} grew by {} per {unit} (95% interval {} to {}), above the tolerance of {}.",
+                        b(full.slope),
+                        b(full.ci_low),
+                        b(full.ci_high),
+                        b(tolerance)
+                    ),
+                ),
+                SlopeRule::LateAbove(late) => (
+                    VerdictKind::Leak,
+                    format!(
+                        "The second half grew by {} per {unit} (95% interval from {}), above the tolerance of {}.",
+                        b(late.slope),
+                        b(late.ci_low),
+                        b(tolerance)
+                    ),
+                ),
+                SlopeRule::Undecided(full) => (
+                    VerdictKind::Inconclusive,
+                    format!(
+                        "The 95% interval, {} to {} per {unit}, contains the tolerance of {}.",
+                        b(full.ci_low),
+                        b(full.ci_high),
+                        b(tolerance)
+                    ),
+                ),
+            };
+            reasons.push(reason);
+            kind
         }
     };
     if let Some(trend) = connections_per_s.filter(|trend| trend.ci_low > 0.0) {
