@@ -22,10 +22,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use leaklab_loadgen::report::progress::View;
 use leaklab_loadgen::report::units::mib;
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
 use leaklab_loadgen::sample::{Phase, Sample};
 use leaklab_loadgen::scenario::{self, Overrides, Plan};
+use leaklab_probe::procfs::machine_description;
 use tokio::sync::watch;
 
 #[global_allocator]
@@ -43,7 +45,7 @@ fn main() {
     let reports = tempfile::tempdir().expect("a temporary reports directory");
     let server_bin = server_bin();
 
-    println!("leaklab bench: {}", machine());
+    println!("leaklab bench: {}", machine_description());
     println!(
         "policy reused, {CONCURRENCY} workers, closed loop, 64-byte unary echo, client and server on the same {} cores\n",
         cores()
@@ -229,11 +231,10 @@ fn compare_with_h2load(server_bin: &Path, dir: &Path, requests: u64) {
     );
     println!("{table}");
     let document = format!(
-        "# Benchmarks\n\nMeasured by `make bench` (loadgen/benches/loadgen.rs) on {}, {} cores shared by the \
+        "# Benchmarks\n\nMeasured by `make bench` (loadgen/benches/loadgen.rs) on {}; the cores are shared by the \
          client and the server, over loopback.\n\n## The load generator beside h2load\n\n{table}\n\
          A grpc-go client joins this table once `peers/go` exists (issue 8 is open).\n",
-        machine(),
-        cores()
+        machine_description(),
     );
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md");
     if let Err(error) = std::fs::write(&path, document) {
@@ -266,7 +267,7 @@ async fn execute(plan: &Plan, server_bin: &Path, reports: &Path) -> RunOutcome {
     let options = RunOptions {
         target: TargetChoice::Spawn { server_bin: server_bin.to_owned() },
         reports_dir: reports.to_owned(),
-        quiet: true,
+        view: View::Quiet,
         stop,
     };
     let outcome = run::execute(plan, options).await.expect("a bench run completes");
@@ -293,17 +294,4 @@ fn server_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, Linux {}", kernel.trim())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use leaklab_loadgen::report::progress::View;
 use leaklab_loadgen::run::TargetChoice;
 use leaklab_loadgen::scenario::{Overrides, parse_size};
 
@@ -72,6 +73,10 @@ pub(crate) struct WatchArgs {
     #[arg(long, default_value = "reports", value_name = "DIR")]
     pub(crate) reports_dir: PathBuf,
 
+    /// Show live charts of memory and connections while watching (on a terminal).
+    #[arg(long)]
+    pub(crate) dashboard: bool,
+
     /// The command to start and watch, after `--`; it is stopped at the end if still running.
     #[arg(last = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,
@@ -130,6 +135,10 @@ pub(crate) struct RunArgs {
     /// Override load.rounds (6 or more).
     #[arg(long)]
     pub(crate) rounds: Option<u64>,
+
+    /// Override load.idle_between_rounds, e.g. `3s`: the client idles this long before each checkpoint.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) idle_between_rounds: Option<Duration>,
 
     /// Override sampling.interval, e.g. `50ms`.
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -221,8 +230,13 @@ pub(crate) struct CommonArgs {
     pub(crate) scenarios_dir: Option<PathBuf>,
 
     /// No live progress line.
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "dashboard")]
     pub(crate) quiet: bool,
+
+    /// Show live charts of memory and connections instead of the progress line
+    /// (on a terminal; elsewhere the plain progress line).
+    #[arg(long)]
+    pub(crate) dashboard: bool,
 }
 
 fn non_negative_rate(text: &str) -> Result<f64, String> {
@@ -241,6 +255,7 @@ impl RunArgs {
             rate: self.rate,
             warmup_requests: self.warmup_requests,
             rounds: self.rounds,
+            idle_between_rounds: self.idle_between_rounds,
             interval: self.interval,
             cooldown: self.cooldown,
             cap_client_rss: self.cap_client_rss,
@@ -263,7 +278,18 @@ impl CommonArgs {
         if self.quiet {
             args.push("--quiet".to_owned());
         }
+        if self.dashboard {
+            args.push("--dashboard".to_owned());
+        }
         args
+    }
+
+    pub(crate) fn view(&self) -> View {
+        match (self.quiet, self.dashboard) {
+            (true, _) => View::Quiet,
+            (false, true) => View::Dashboard,
+            (false, false) => View::Line,
+        }
     }
 
     pub(crate) fn target(&self) -> anyhow::Result<TargetChoice> {
@@ -325,6 +351,35 @@ mod tests {
     }
 
     #[test]
+    fn overrides_reach_a_child_run_unchanged() {
+        let overrides = Overrides {
+            requests: Some(9),
+            duration: Some(Duration::from_secs(2)),
+            concurrency: Some(3),
+            rate: Some(50.5),
+            warmup_requests: Some(1),
+            rounds: Some(7),
+            idle_between_rounds: Some(Duration::from_millis(1500)),
+            interval: Some(Duration::from_millis(20)),
+            cooldown: Some(Duration::from_secs(1)),
+            cap_client_rss: Some(1 << 20),
+            cap_server_rss: Some(2 << 20),
+            cap_fds: Some(100),
+            source_addresses: Some(2),
+            no_caps: false,
+            heap_profile: true,
+        };
+        let lifted = Overrides { no_caps: true, rate: Some(0.0), ..Overrides::default() };
+        for overrides in [overrides, lifted, Overrides::default()] {
+            let args = overrides.to_args();
+            let cli = Cli::try_parse_from(["loadgen", "run", "leak"].into_iter().map(String::from).chain(args.clone()))
+                .unwrap_or_else(|error| panic!("{args:?}: {error}"));
+            let Command::Run(run) = cli.command else { panic!("run expected") };
+            assert_eq!(run.overrides(), overrides, "{args:?}");
+        }
+    }
+
+    #[test]
     fn overrides_carry_every_flag() {
         let cli = Cli::try_parse_from([
             "loadgen",
@@ -346,12 +401,14 @@ mod tests {
             "1s",
             "--rounds",
             "7",
+            "--idle-between-rounds",
+            "3s",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else { panic!("run expected") };
         let o = args.overrides();
         assert_eq!((o.requests, o.concurrency, o.rate, o.warmup_requests), (Some(9), Some(3), Some(50.0), Some(1)));
-        assert_eq!(o.rounds, Some(7));
+        assert_eq!((o.rounds, o.idle_between_rounds), (Some(7), Some(Duration::from_secs(3))));
         assert_eq!(
             (o.duration, o.interval, o.cooldown),
             (Some(Duration::from_secs(2)), Some(Duration::from_millis(20)), Some(Duration::from_secs(1)))

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use leaklab_loadgen::compare::{self, CompareOptions};
 use leaklab_loadgen::load::StopReason;
+use leaklab_loadgen::report::progress::View;
 use leaklab_loadgen::report::summary::{ProcessSummary, json_schema};
 use leaklab_loadgen::report::units::{bytes_per_request, expectation_mark, latencies, mib, slope_with_interval};
 use leaklab_loadgen::report::units::{format_mib, human_bytes};
@@ -101,7 +102,7 @@ fn run_scenario(args: cli::RunArgs) -> Result<ExitCode, ExitFailure> {
     }
 
     let (runtime, stop) = runtime_with_stop()?;
-    let options = RunOptions { target, reports_dir: reports_dir.clone(), quiet: args.common.quiet, stop };
+    let options = RunOptions { target, reports_dir: reports_dir.clone(), view: args.common.view(), stop };
     let bisect = args.verdict.bisect;
     let mut outcome = runtime
         .block_on(run::execute(&plan, options))
@@ -133,6 +134,7 @@ fn watch_process(args: cli::WatchArgs) -> Result<ExitCode, ExitFailure> {
     options.interval = args.interval;
     options.tolerance_bytes_per_s = args.tolerance as f64;
     options.tolerance_bytes_per_request = args.tolerance_per_request as f64;
+    options.view = if args.dashboard { View::Dashboard } else { View::Quiet };
     let outcome = runtime.block_on(process_watch::execute(options)).map_err(usage)?;
     Ok(finish_watch(&outcome))
 }
@@ -160,6 +162,7 @@ fn run_external(plan: &ExternalPlan, args: &cli::RunArgs) -> Result<ExitCode, Ex
     options.expect_client = plan.verdict.expect_client;
     options.expect_server = plan.verdict.expect_server;
     options.caps = Some(plan.caps);
+    options.view = args.common.view();
     let outcome = runtime.block_on(process_watch::execute(options)).map_err(failed)?;
     Ok(finish_watch(&outcome))
 }
@@ -251,6 +254,7 @@ fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, ExitFailure> {
         baseline: args.verdict.baseline.clone(),
         save_baseline: args.verdict.save_baseline.clone(),
         stop,
+        stdout_dir: None,
     };
     let outcome = runtime.block_on(compare::execute(&plans, &externals, options)).map_err(failed)?;
 
@@ -317,6 +321,10 @@ async fn stop_on_signals(stop: watch::Sender<bool>) {
             _ = terminate.recv() => {}
         }
         if round > 0 {
+            // The dashboard hides the cursor; exiting here skips the drop that shows it again.
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprint!("\x1b[?25h");
+            }
             eprintln!("\nloadgen: stopping now, without a report");
             std::process::exit(exit::INTERRUPTED.into());
         }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::fault::FaultProxy;
 use crate::load::{self, Channels, Halt, HaltReason, LoadCounters, StopReason};
-use crate::report::progress::Progress;
+use crate::report::progress::{Progress, View};
 use crate::report::rebuild::{RUN_RECORD, RunRecord};
 use crate::report::summary::{Limits, RunFacts, TargetInfo, TargetKind};
 use crate::report::{self, Report, RunDir, Summary};
@@ -38,8 +38,8 @@ pub struct RunOptions {
     pub target: TargetChoice,
     /// Root of the reports tree (`reports/`).
     pub reports_dir: PathBuf,
-    /// No progress line.
-    pub quiet: bool,
+    /// What to show while the run runs.
+    pub view: View,
     /// Turns true when the user asks to stop (Ctrl-C, SIGTERM).
     pub stop: watch::Receiver<bool>,
 }
@@ -147,7 +147,7 @@ pub async fn execute(plan: &Plan, options: RunOptions) -> anyhow::Result<RunOutc
         run_started,
         plan.sampling.interval,
         Box::new(BufWriter::new(samples_file)),
-        Progress::stderr(options.quiet).map(Progress::into_observer),
+        Progress::stderr(options.view).map(Progress::into_observer),
         Some(Guard { caps: plan.caps, halt: Arc::clone(&halt) }),
     )
     .context("starting the sampling thread")?;

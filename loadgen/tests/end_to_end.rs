@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use leaklab_loadgen::report::progress::View;
 use leaklab_loadgen::report::summary::TargetKind;
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
 use leaklab_loadgen::sample::{Phase, Sample};
@@ -43,7 +44,7 @@ fn plan(policy: &str, requests: u64) -> Plan {
 
 async fn execute(plan: &Plan, target: TargetChoice, reports: &Path, stop: bool) -> RunOutcome {
     let (_stop_tx, stop) = watch::channel(stop);
-    let options = RunOptions { target, reports_dir: reports.to_owned(), quiet: true, stop };
+    let options = RunOptions { target, reports_dir: reports.to_owned(), view: View::Quiet, stop };
     run::execute(plan, options).await.unwrap()
 }
 

@@ -250,6 +250,24 @@ fn count_time_wait(table: &str, ports: &[u16]) -> u64 {
         .count() as u64
 }
 
+/// The machine in one line, for reports that quote figures measured on it:
+/// `AMD EPYC 7B13, 2 cores, 23.5 GiB, Linux 6.1.0`.
+pub fn machine_description() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory = total_memory_bytes()
+        .map_or_else(|_| String::new(), |bytes| format!(", {:.1} GiB", bytes as f64 / (1u64 << 30) as f64));
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores{memory}, Linux {}", kernel.trim())
+}
+
 /// The machine's physical memory (`MemTotal` in `/proc/meminfo`), bytes.
 pub fn total_memory_bytes() -> Result<u64, ProcError> {
     let path = PathBuf::from("/proc/meminfo");

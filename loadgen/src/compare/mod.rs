@@ -9,8 +9,6 @@
 pub mod markdown;
 pub mod plot;
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -22,7 +20,7 @@ use crate::report::rebuild::read_samples;
 use crate::report::units::bytes_per_request;
 use crate::report::{RunDir, Summary};
 use crate::sample::Sample;
-use crate::scenario::{Expectation, ExternalPlan, Plan};
+use crate::scenario::{Expectation, ExternalPlan, Overrides, Plan};
 use crate::stats::Span;
 use crate::verdict::baseline::{self, BaselineComparison};
 use crate::verdict::{Outcome, ProcessVerdict, VerdictKind};
@@ -147,6 +145,8 @@ pub struct CompareOptions {
     pub save_baseline: Option<String>,
     /// Turns true when the user asks to stop; no further scenario starts.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Each run's standard output goes to `<dir>/<scenario>.log` (this process's when `None`).
+    pub stdout_dir: Option<PathBuf>,
 }
 
 /// What a comparison left behind.
@@ -189,7 +189,7 @@ pub async fn execute(
             interrupted = true;
             break;
         }
-        let finished = match run_one(plan, &options).await {
+        let finished = match run_builtin(plan, &compare_args(plan, &options), &options).await {
             Ok(finished) => finished,
             Err(error) => {
                 failures.push(Failure { scenario: plan.name.clone(), error: format!("{error:#}") });
@@ -222,9 +222,9 @@ pub async fn execute(
             continue;
         }
         match run_external(plan, &options).await {
-            Ok((row, was_interrupted)) => {
-                interrupted |= was_interrupted;
-                rows.push(row);
+            Ok(finished) => {
+                interrupted |= finished.interrupted;
+                rows.push(external_row(&finished.summary, &finished.dir));
             }
             Err(error) => failures.push(Failure { scenario: plan.name.clone(), error: format!("{error:#}") }),
         }
@@ -245,34 +245,50 @@ pub async fn execute(
     Ok(CompareOutcome { dir: dir.path, comparison, written, export_errors })
 }
 
-/// One scenario's finished run, read back from its run directory.
-struct Finished {
-    dir: PathBuf,
-    summary: Summary,
-    samples: Vec<Sample>,
-    interrupted: bool,
+/// A built-in scenario's finished run, read back from its run directory.
+#[derive(Debug)]
+pub struct Finished {
+    pub dir: PathBuf,
+    pub summary: Summary,
+    pub samples: Vec<Sample>,
+    /// The user stopped it (exit 130); its report covers the run up to then.
+    pub interrupted: bool,
 }
 
-async fn run_one(plan: &Plan, options: &CompareOptions) -> anyhow::Result<Finished> {
-    let mut command = run_command(&plan.source, options);
+/// An external client's finished run, read back from its run directory.
+#[derive(Debug)]
+pub struct FinishedExternal {
+    pub dir: PathBuf,
+    pub summary: WatchSummary,
+    pub interrupted: bool,
+}
+
+/// The flags a comparison adds to `plan`'s run: the quick profile, and baselines.
+fn compare_args(plan: &Plan, options: &CompareOptions) -> Vec<String> {
+    let mut args = Vec::new();
     if options.quick {
         // Only what the profile changes, so the run validates the same values as the file's.
         let quick = plan.clone().quick();
-        if quick.load.max_requests != plan.load.max_requests {
-            command.arg("--requests").arg(quick.load.max_requests.to_string());
-        }
-        if quick.load.rounds != plan.load.rounds {
-            command.arg("--rounds").arg(quick.load.rounds.to_string());
-        }
-        if quick.sampling.cooldown != plan.sampling.cooldown {
-            command.arg("--cooldown").arg(humantime::format_duration(quick.sampling.cooldown).to_string());
-        }
+        let changed = Overrides {
+            requests: (quick.load.max_requests != plan.load.max_requests).then_some(quick.load.max_requests.get()),
+            rounds: (quick.load.rounds != plan.load.rounds).then_some(quick.load.rounds.get().into()),
+            cooldown: (quick.sampling.cooldown != plan.sampling.cooldown).then_some(quick.sampling.cooldown),
+            ..Overrides::default()
+        };
+        args = changed.to_args();
     }
     for (flag, value) in [("--baseline", &options.baseline), ("--save-baseline", &options.save_baseline)] {
         if let Some(value) = value {
-            command.arg(flag).arg(value);
+            args.extend([flag.to_owned(), value.clone()]);
         }
     }
+    args
+}
+
+/// Runs `plan` in its own `loadgen run` process, with `extra_args` after the ones every run gets.
+pub async fn run_builtin(plan: &Plan, extra_args: &[String], options: &CompareOptions) -> anyhow::Result<Finished> {
+    let mut command = run_command(&plan.source, options);
+    command.args(extra_args);
     let (dir, code) = run_child(command, &plan.name, &plan.source, options).await?;
     let summary_path = dir.join("summary.json");
     let summary: Summary = read_json(&summary_path)?;
@@ -289,6 +305,11 @@ async fn run_child(
 ) -> anyhow::Result<(PathBuf, i32)> {
     let latest = options.reports_dir.join(name).join("latest");
     let before = std::fs::read_link(&latest).ok();
+    if let Some(dir) = &options.stdout_dir {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        command.stdout(file);
+    }
     let status = command.status().await.with_context(|| format!("starting {}", options.runner.display()))?;
     let code = status.code().unwrap_or(-1);
     if !REPORTED.contains(&code) && code != INTERRUPTED {
@@ -313,7 +334,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-fn row(plan: &Plan, finished: &Finished, baseline: Option<BaselineComparison>) -> Row {
+/// `finished`'s line in a comparison.
+pub fn row(plan: &Plan, finished: &Finished, baseline: Option<BaselineComparison>) -> Row {
     let s = &finished.summary;
     let verdict_outcome = s.verdict.outcome_with_baseline(&plan.verdict, baseline.as_ref());
     Row {
@@ -337,7 +359,7 @@ fn row(plan: &Plan, finished: &Finished, baseline: Option<BaselineComparison>) -
 }
 
 /// Whether `program` can be started: a path that exists, or a bare name found on `PATH`.
-fn program_exists(program: &str) -> bool {
+pub fn program_exists(program: &str) -> bool {
     if program.contains('/') {
         return Path::new(program).is_file();
     }
@@ -346,13 +368,14 @@ fn program_exists(program: &str) -> bool {
 
 /// Runs an external client's scenario in its own `loadgen run` and reads its row back.
 /// The quick profile and baselines do not apply: the command runs its own load.
-async fn run_external(plan: &ExternalPlan, options: &CompareOptions) -> anyhow::Result<(Row, bool)> {
+pub async fn run_external(plan: &ExternalPlan, options: &CompareOptions) -> anyhow::Result<FinishedExternal> {
     let (dir, code) = run_child(run_command(&plan.source, options), &plan.name, &plan.source, options).await?;
     let summary: WatchSummary = read_json(&dir.join("summary.json"))?;
-    Ok((external_row(&summary, &dir), code == INTERRUPTED))
+    Ok(FinishedExternal { dir, summary, interrupted: code == INTERRUPTED })
 }
 
-fn external_row(s: &WatchSummary, dir: &Path) -> Row {
+/// An external client's line in a comparison.
+pub fn external_row(s: &WatchSummary, dir: &Path) -> Row {
     let of = |verdict: &TimeVerdict, connections: Option<Span>| RowVerdict {
         kind: verdict.kind,
         slope_bytes_per_request: verdict.growth.map(|g| g.slope),
@@ -430,15 +453,8 @@ fn write_all(
     for (file, result) in plot::write_both(runs, dir) {
         record(dir.join(file), result);
     }
-    if let Some(summary_path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
-        let summary_path = PathBuf::from(summary_path);
-        let appended = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&summary_path)
-            .and_then(|mut file| writeln!(file, "{markdown_text}"))
-            .with_context(|| format!("appending to $GITHUB_STEP_SUMMARY ({})", summary_path.display()));
-        record(summary_path, appended);
+    if let Some((path, appended)) = crate::report::append_to_step_summary(&markdown_text) {
+        record(path, appended);
     }
     written
 }

@@ -4,6 +4,7 @@
 //! `samples.jsonl` while it runs, then [`summary.json`](json), the plots
 //! ([`plot`]) and [`report.md`](markdown) from its [`Summary`].
 
+pub mod dashboard;
 pub mod heap;
 pub mod json;
 pub mod lifecycle;
@@ -54,6 +55,21 @@ pub fn export_all(report: &Report<'_>, dir: &Path) -> (Vec<PathBuf>, Vec<anyhow:
         }
     }
     (written, errors)
+}
+
+/// Appends `markdown` to the file `$GITHUB_STEP_SUMMARY` names (a CI job's
+/// summary page), when it is set; returns that file and how writing went.
+pub fn append_to_step_summary(markdown: &str) -> Option<(PathBuf, anyhow::Result<()>)> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let path = PathBuf::from(std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty())?);
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| writeln!(file, "{markdown}"))
+        .with_context(|| format!("appending to $GITHUB_STEP_SUMMARY ({})", path.display()));
+    Some((path, appended))
 }
 
 /// A scripted run for tests of exporters: a leak-shaped client curve.

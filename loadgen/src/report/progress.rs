@@ -1,22 +1,39 @@
 //! The live progress line: elapsed time, phase, requests, rate, and the
 //! memory and connections of both processes. On a terminal it redraws in
-//! place (indicatif); otherwise it prints a plain line every few seconds.
+//! place (indicatif), or draws the charts of `--dashboard`; otherwise it
+//! prints a plain line every few seconds.
 
 use std::collections::VecDeque;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::dashboard::Dashboard;
 use super::units::format_mib;
 use crate::sample::{Observer, Phase, Sample};
 
 /// Time between two plain lines when stderr is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(2);
+/// Time between two redraws of the dashboard: 8 a second.
+const REDRAW_EVERY: Duration = Duration::from_millis(125);
+
+/// What a run shows while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Nothing.
+    Quiet,
+    /// One line, redrawn in place on a terminal.
+    Line,
+    /// Charts of memory and connections, redrawn in place (a plain line when not on a terminal).
+    Dashboard,
+}
 
 #[derive(Debug)]
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// The dashboard and how many lines it drew last, when `--dashboard` is on a terminal.
+    dashboard: Option<(Dashboard, usize, Option<Instant>)>,
     /// The latest line, left on screen when the bar goes.
     last_line: String,
     last_plain: Option<Instant>,
@@ -25,31 +42,55 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A progress display on stderr; `quiet` shows nothing.
-    pub fn stderr(quiet: bool) -> Option<Self> {
-        if quiet {
+    /// A progress display on stderr.
+    pub fn stderr(view: View) -> Option<Self> {
+        let terminal = std::io::stderr().is_terminal();
+        if view == View::Quiet {
             return None;
         }
-        let bar = std::io::stderr().is_terminal().then(|| {
+        if view == View::Dashboard && terminal {
+            eprint!("\x1b[?25l"); // the cursor would flicker over the charts
+            return Some(Self {
+                bar: None,
+                dashboard: Some((Dashboard::default(), 0, None)),
+                last_line: String::new(),
+                last_plain: None,
+                recent: VecDeque::new(),
+            });
+        }
+        let bar = terminal.then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
             // wide_msg truncates to the terminal's width, so the line never wraps.
             bar.set_style(ProgressStyle::with_template("{spinner} {wide_msg}").expect("static template is valid"));
             bar
         });
-        Some(Self { bar, last_line: String::new(), last_plain: None, recent: VecDeque::new() })
+        Some(Self { bar, dashboard: None, last_line: String::new(), last_plain: None, recent: VecDeque::new() })
     }
 
     pub fn into_observer(mut self) -> Observer {
         Box::new(move |sample| self.observe(sample))
     }
 
-    fn observe(&mut self, sample: &Sample) {
+    /// Shows `sample`, the latest of the run.
+    pub fn observe(&mut self, sample: &Sample) {
         let requests = sample.requests();
         self.recent.push_back((sample.elapsed_s, requests));
         while self.recent.len() > 2 && sample.elapsed_s - self.recent[1].0 >= 1.0 {
             self.recent.pop_front();
         }
-        let line = line(sample, rate(&self.recent));
+        let rps = rate(&self.recent);
+        if let Some((dashboard, drawn, last_draw)) = &mut self.dashboard {
+            dashboard.push(sample);
+            if last_draw.is_some_and(|at| at.elapsed() < REDRAW_EVERY) && sample.phase != Phase::Cooldown {
+                return;
+            }
+            let width = console::Term::stderr().size_checked().map_or(100, |(_, columns)| usize::from(columns));
+            let lines = dashboard.render(sample, rps, width);
+            *drawn = redraw(*drawn, &lines);
+            *last_draw = Some(Instant::now());
+            return;
+        }
+        let line = line(sample, rps);
         match &self.bar {
             Some(bar) => {
                 bar.set_message(line.clone());
@@ -70,8 +111,30 @@ impl Progress {
     }
 }
 
+/// Draws `lines` over the `drawn` lines above the cursor, in one write so the view does not flicker.
+fn redraw(drawn: usize, lines: &[String]) -> usize {
+    let mut frame = String::new();
+    if drawn > 0 {
+        frame += &format!("\x1b[{drawn}F");
+    }
+    for line in lines {
+        frame += line;
+        frame += "\x1b[K\n";
+    }
+    for _ in lines.len()..drawn {
+        frame += "\x1b[K\n";
+    }
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(frame.as_bytes());
+    let _ = stderr.flush();
+    lines.len().max(drawn)
+}
+
 impl Drop for Progress {
     fn drop(&mut self) {
+        if self.dashboard.is_some() {
+            eprint!("\x1b[?25h");
+        }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
             eprintln!("{}", self.last_line);
@@ -86,14 +149,18 @@ fn rate(recent: &VecDeque<(f64, u64)>) -> f64 {
     }
 }
 
-/// One progress line.
-pub fn line(sample: &Sample, rps: f64) -> String {
-    let phase = match sample.phase {
+pub(crate) fn phase_name(phase: Phase) -> &'static str {
+    match phase {
         Phase::Baseline => "baseline",
         Phase::Warmup => "warm-up",
         Phase::Load => "load",
         Phase::Cooldown => "cool-down",
-    };
+    }
+}
+
+/// One progress line.
+pub fn line(sample: &Sample, rps: f64) -> String {
+    let phase = phase_name(sample.phase);
     let mut line = format!(
         "{:5.1}s {:<9} {:>7} req {:>6.0}/s | client {} {} conn",
         sample.elapsed_s,

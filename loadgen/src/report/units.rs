@@ -34,6 +34,8 @@ pub fn human_bytes(bytes: f64) -> String {
 
 /// Bytes with their sign always written: `+60.8 KB`, `-47 B`.
 pub fn signed_bytes(bytes: f64) -> String {
+    // Less than half a byte either way prints as +0 B, never -0 B.
+    let bytes = if bytes.abs() < 0.5 { 0.0 } else { bytes };
     format!("{}{}", if bytes >= 0.0 { "+" } else { "" }, human_bytes(bytes))
 }
 
@@ -100,6 +102,7 @@ mod tests {
     fn growth_carries_its_sign() {
         assert_eq!(bytes_per_request(Some(60_800.0)), "+60.8 KB/request");
         assert_eq!(bytes_per_request(Some(-47.0)), "-47 B/request");
+        assert_eq!(bytes_per_request(Some(-0.4)), "+0 B/request", "no negative zero");
         assert_eq!(bytes_per_request(None), "n/a");
     }
 

@@ -242,6 +242,7 @@ pub struct Overrides {
     pub rate: Option<f64>,
     pub warmup_requests: Option<u64>,
     pub rounds: Option<u64>,
+    pub idle_between_rounds: Option<Duration>,
     pub interval: Option<Duration>,
     pub cooldown: Option<Duration>,
     /// `caps.client_rss`, in bytes.
@@ -272,6 +273,7 @@ impl Overrides {
         note(self.rate.is_some(), "load.rate", "--rate");
         note(self.warmup_requests.is_some(), "load.warmup_requests", "--warmup-requests");
         note(self.rounds.is_some(), "load.rounds", "--rounds");
+        note(self.idle_between_rounds.is_some(), "load.idle_between_rounds", "--idle-between-rounds");
         note(self.interval.is_some(), "sampling.interval", "--interval");
         note(self.cooldown.is_some(), "sampling.cooldown", "--cooldown");
         note(self.cap_client_rss.is_some(), "caps.client_rss", "--cap-client-rss");
@@ -280,6 +282,39 @@ impl Overrides {
         note(self.source_addresses.is_some(), "client.source_addresses", "--source-addresses");
         note(self.heap_profile, "sampling.heap_profile", "--heap-profile");
         keys
+    }
+
+    /// The `loadgen run` flags that give these overrides to a child run.
+    pub fn to_args(&self) -> Vec<String> {
+        let text = |d: Duration| humantime::format_duration(d).to_string();
+        let values: [(&str, Option<String>); 14] = [
+            ("--requests", self.requests.map(|n| n.to_string())),
+            ("--duration", self.duration.map(text)),
+            ("--concurrency", self.concurrency.map(|n| n.to_string())),
+            ("--rate", self.rate.map(|rate| rate.to_string())),
+            ("--warmup-requests", self.warmup_requests.map(|n| n.to_string())),
+            ("--rounds", self.rounds.map(|n| n.to_string())),
+            ("--idle-between-rounds", self.idle_between_rounds.map(text)),
+            ("--interval", self.interval.map(text)),
+            ("--cooldown", self.cooldown.map(text)),
+            ("--cap-client-rss", self.cap_client_rss.map(|n| n.to_string())),
+            ("--cap-server-rss", self.cap_server_rss.map(|n| n.to_string())),
+            ("--cap-fds", self.cap_fds.map(|n| n.to_string())),
+            ("--source-addresses", self.source_addresses.map(|n| n.to_string())),
+            ("--heap-profile", self.heap_profile.then(String::new)),
+        ];
+        let mut args = Vec::new();
+        for (flag, value) in values {
+            let Some(value) = value else { continue };
+            args.push(flag.to_owned());
+            if !value.is_empty() {
+                args.push(value);
+            }
+        }
+        if self.no_caps {
+            args.push("--no-caps".to_owned());
+        }
+        args
     }
 
     fn apply(&self, file: &mut ScenarioFile) {
@@ -304,6 +339,9 @@ impl Overrides {
         }
         if let Some(n) = self.rounds {
             file.load.rounds = Some(int(n));
+        }
+        if let Some(d) = self.idle_between_rounds {
+            file.load.idle_between_rounds = Some(text(d));
         }
         if let Some(d) = self.interval {
             file.sampling.interval = Some(text(d));
@@ -408,6 +446,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<ScenarioFile, ScenarioError> {
+    parse_toml(path, text)
+}
+
+/// TOML text as a `T`, an error naming the file, the line and the key.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ScenarioError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|error| ScenarioError::Syntax {
         path: path.to_owned(),
         line: error.span().map(|span| line_of(text, span.start)),
@@ -1055,6 +1098,12 @@ mod tests {
         let plan = parse(Path::new("t.toml"), MINIMAL, &overrides).unwrap();
         assert_eq!(plan.load.max_requests.get(), 50);
         assert_eq!(plan.load.rate_per_s, Some(10.0));
+        let idle = Overrides { idle_between_rounds: Some(Duration::from_secs(3600)), ..Overrides::default() };
+        let err = parse(Path::new("t.toml"), MINIMAL, &idle).unwrap_err().to_string();
+        assert_eq!(err, "t.toml: load.idle_between_rounds (set by --idle-between-rounds): must be at most 1m");
+        let idle = Overrides { idle_between_rounds: Some(Duration::from_millis(3500)), ..Overrides::default() };
+        let plan = parse(Path::new("t.toml"), MINIMAL, &idle).unwrap();
+        assert_eq!(plan.load.idle_between_rounds, Duration::from_millis(3500));
         let closed = Overrides { rate: Some(0.0), ..Overrides::default() };
         let plan = parse(Path::new("t.toml"), &format!("{MINIMAL}[load]\nrate = 400\n"), &closed).unwrap();
         assert_eq!(plan.load.rate_per_s, None, "--rate 0 means closed loop");

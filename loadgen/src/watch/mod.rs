@@ -34,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::report::RunDir;
 use crate::report::plot::{self, Header};
+use crate::report::progress::View;
 use crate::report::units::{format_mib, human_bytes};
 use crate::sample::{Phase, Sample};
 use crate::scenario::{CapsPlan, Expectation};
@@ -79,6 +80,8 @@ pub struct WatchOptions {
     pub caps: Option<CapsPlan>,
     /// Root of the reports tree.
     pub reports_dir: PathBuf,
+    /// What to show while watching.
+    pub view: View,
     /// Turns true when the user asks to stop.
     pub stop: watch::Receiver<bool>,
 }
@@ -106,6 +109,7 @@ impl WatchOptions {
             expect_server: None,
             caps: None,
             reports_dir,
+            view: View::Quiet,
             stop,
         }
     }
@@ -277,6 +281,7 @@ pub async fn execute(options: WatchOptions) -> anyhow::Result<WatchOutcome> {
     let mut ticker = tokio::time::interval(options.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut exit_code = None;
+    let mut live = crate::report::progress::Progress::stderr(options.view);
     let ended_by = loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -311,6 +316,9 @@ pub async fn execute(options: WatchOptions) -> anyhow::Result<WatchOutcome> {
                         "Writing samples.jsonl failed ({error}); the summary uses the samples kept in memory."
                     ));
                 }
+                if let Some(live) = live.as_mut() {
+                    live.observe(&sample);
+                }
                 let over_cap = options.caps.as_ref().and_then(|caps| sample.over_cap(caps));
                 samples.push(sample);
                 tcp_states_at_end = states.into_iter().map(|(state, count)| (state.to_owned(), count)).collect();
@@ -332,6 +340,7 @@ pub async fn execute(options: WatchOptions) -> anyhow::Result<WatchOutcome> {
         }
     };
     let _ = sink.flush();
+    drop(live);
     if let Some(child) = child.as_mut() {
         if exit_code.is_none() && ended_by != WatchEnd::ProcessExited {
             stop_child(child);
