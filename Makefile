@@ -1,6 +1,7 @@
 # leaklab: thin aliases over cargo and the loadgen binary.
 #   make scenario NAME=leak    run a scenario, write reports/leak/<time>/
 #   make compare [QUICK=1]     run every scenario, compare them in reports/compare/<time>/
+#   make demo [FAST=1]         tell the incident chapter by chapter, live; page in reports/demo/<time>/index.html
 #   make list                  list the scenarios
 #   make test                  build, then run every test
 #   make bench                 throughput and self-cost of the load generator
@@ -11,7 +12,7 @@ NAME    ?= leak
 ARGS    ?=
 LOADGEN := target/release/loadgen
 
-.PHONY: build scenario compare list test bench schema clippy peers
+.PHONY: build scenario compare demo list test bench schema clippy peers
 
 # grpc-go from Debian's golang-google-grpc-dev, built offline in GOPATH mode.
 GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/target/go-cache GOFLAGS=
@@ -28,6 +29,13 @@ scenario: build
 compare: build
 	@$(LOADGEN) compare $(if $(QUICK),--quick) $(ARGS); code=$$?; \
 	if [ $$code -eq 3 ]; then echo "make compare: a verdict is inconclusive (loadgen exit 3); not failing"; exit 0; fi; \
+	exit $$code
+
+# The story is demo/story.toml; FAST=1 runs each chapter's `fast` overrides.
+# Exit 3 (a verdict inconclusive) does not fail the build, as for compare.
+demo: build
+	@$(LOADGEN) demo $(if $(FAST),--fast) $(ARGS); code=$$?; \
+	if [ $$code -eq 3 ]; then echo "make demo: a verdict is inconclusive (loadgen exit 3); not failing"; exit 0; fi; \
 	exit $$code
 
 list: build

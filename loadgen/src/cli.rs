@@ -32,12 +32,29 @@ pub(crate) enum Command {
     /// Write a run directory's summary.json, plots and report.md again from what it holds:
     /// after `kill -9`, rebuilt from its run.json and samples.jsonl.
     Report(ReportArgs),
+    /// Tell the incident as a live demo: run the story's chapters in order, with live charts,
+    /// and write one self-contained page, reports/demo/<time>/index.html.
+    Demo(Box<DemoArgs>),
     /// Sample any process — running (--pid) or started (-- COMMAND ARGS…) — and judge its RSS over time.
     Watch(WatchArgs),
     /// List the scenarios with their descriptions.
     List(ListArgs),
     /// Print the JSON Schema of summary.json.
     Schema,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Run each chapter with its `fast` overrides: the whole story in under 90 s on 2 cores.
+    #[arg(long)]
+    pub(crate) fast: bool,
+
+    /// The story to tell [default: ./demo/story.toml, else the source tree's]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) story: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
 }
 
 #[derive(Debug, Args)]

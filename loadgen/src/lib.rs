@@ -9,6 +9,7 @@
 //! [`run::execute`] strings them together.
 
 pub mod compare;
+pub mod demo;
 pub mod fault;
 pub mod load;
 pub mod report;

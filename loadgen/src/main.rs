@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use leaklab_loadgen::compare::{self, CompareOptions};
+use leaklab_loadgen::demo::{self, DemoOptions};
 use leaklab_loadgen::load::StopReason;
 use leaklab_loadgen::report::progress::View;
 use leaklab_loadgen::report::summary::{ProcessSummary, json_schema};
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         }
         cli::Command::Run(args) => run_scenario(*args),
         cli::Command::Compare(args) => compare_scenarios(*args),
+        cli::Command::Demo(args) => tell_demo(*args),
         cli::Command::Report(args) => report_again(&args.dir),
         cli::Command::Watch(args) => watch_process(args),
     };
@@ -272,6 +274,41 @@ fn compare_scenarios(args: cli::CompareArgs) -> Result<ExitCode, ExitFailure> {
         eprintln!("Error: {error:#}");
     }
     Ok(exit_code(!outcome.export_errors.is_empty(), c.interrupted, c.outcome, false, args.verdict.bisect))
+}
+
+/// story → chapters run in order with the live view → page → exit code.
+fn tell_demo(args: cli::DemoArgs) -> Result<ExitCode, ExitFailure> {
+    let catalog = Catalog::locate(args.common.scenarios_dir.clone());
+    let path = args.story.clone().unwrap_or_else(demo::story::default_path);
+    let story = demo::story::load(&path, &catalog, args.fast).map_err(usage)?;
+    let target = args.common.target().map_err(usage)?;
+    if let run::TargetChoice::External { .. } = target {
+        return Err(usage(anyhow::anyhow!("--target: the demo starts and measures its own server in every chapter")));
+    }
+    let mut run_args = args.common.forwarded(&target);
+    if !args.common.quiet && !args.common.dashboard {
+        run_args.push("--dashboard".to_owned());
+    }
+    let runner = std::env::current_exe().context("locating this binary").map_err(failed)?;
+    let (runtime, stop) = runtime_with_stop()?;
+    let options = DemoOptions { runner, run_args, reports_dir: args.common.reports_dir.clone(), fast: args.fast, stop };
+    let outcome = runtime.block_on(demo::execute(&story, options)).map_err(failed)?;
+
+    let record = &outcome.record;
+    println!("\n{}: {} chapters in {:.0} s", story.title, record.chapters.len(), record.duration_s);
+    print!("{}", demo::results_table(record));
+    for skipped in &record.skipped {
+        println!("  {}: skipped: {}", skipped.scenario, skipped.error);
+    }
+    for failure in &record.failures {
+        eprintln!("Error: chapter {}: {}", failure.scenario, failure.error);
+    }
+    println!("page: {}/index.html", outcome.dir.display());
+    println!("markdown: {}/demo.md", outcome.dir.display());
+    for error in &outcome.export_errors {
+        eprintln!("Error: {error:#}");
+    }
+    Ok(exit_code(!outcome.export_errors.is_empty(), record.interrupted, record.outcome, false, false))
 }
 
 /// run directory → summary (its own, or rebuilt from samples) → outputs written again.

@@ -321,3 +321,132 @@ fn compare_sets_an_external_client_beside_the_others_and_skips_an_unbuilt_one() 
     assert_eq!(rows[1]["client"]["kind"], "no-leak", "{json}");
     assert_eq!(json["skipped"][0]["scenario"], "unbuilt");
 }
+
+/// A story of two small chapters (one heap-profiled) and one whose external client is not built.
+fn small_story(dir: &Path) -> PathBuf {
+    let scenarios = dir.join("scenarios");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    scenario(&scenarios, "reused", "reused", "no-leak");
+    scenario(&scenarios, "leak", "leak", "leak");
+    std::fs::write(
+        scenarios.join("go-leak.toml"),
+        "description = \"unbuilt peer\"\n[external]\ncommand = [\"/nonexistent/peer\", \"{addr}\"]\nduration = \"5s\"\n",
+    )
+    .unwrap();
+    let chapter = |name: &str, extra: &str| {
+        format!(
+            "[[chapter]]\nscenario = \"{name}\"\ntitle = \"Chapter <{name}>\"\nlesson = \"lesson of {name}\"\n\
+             explain = \"See https://example.com/{name} for more.\"\nrust = \"let url = \\\"http://echo:50051\\\";\"\n{extra}"
+        )
+    };
+    let text = format!(
+        "title = \"A small story\"\nintro = \"An intro.\"\n{}{}{}\
+         [[rule]]\nrule = \"Reuse it.\"\nwhy = \"Because.\"\nproven_by = [\"reused\", \"leak\"]\n",
+        chapter("reused", "fast = { requests = 500 }\n"),
+        chapter("leak", "heap_profile = true\nfast = { requests = 500 }\n"),
+        chapter("go-leak", "go = \"conn, _ := grpc.Dial(addr)\"\n"),
+    );
+    let path = dir.join("story.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The tags of `html` (what lies between `<` and `>`), outside `<style>`, with the style sheet apart.
+fn tags_and_style(html: &str) -> (Vec<&str>, &str) {
+    let style_start = html.find("<style>").expect("a <style> element") + "<style>".len();
+    let style_end = html.find("</style>").expect("</style>");
+    let mut tags = Vec::new();
+    for part in [&html[..style_start], &html[style_end..]] {
+        let mut rest = part;
+        while let Some(open) = rest.find('<') {
+            let close = open + rest[open..].find('>').expect("every tag closes");
+            tags.push(&rest[open..=close]);
+            rest = &rest[close + 1..];
+        }
+    }
+    (tags, &html[style_start..style_end])
+}
+
+#[test]
+fn demo_writes_one_self_contained_page_with_a_section_per_chapter_that_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let story = small_story(dir.path());
+    let scenarios = dir.path().join("scenarios");
+    let output = loadgen(
+        &["demo", "--fast", "--story", story.to_str().unwrap(), "--scenarios-dir", scenarios.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("go-leak: skipped: /nonexistent/peer is not built"), "{out}");
+    let demo = std::fs::read_link(dir.path().join("demo/latest")).unwrap();
+    let demo = dir.path().join("demo").join(demo);
+    let html = std::fs::read_to_string(demo.join("index.html")).unwrap();
+
+    // Self-contained: nothing is fetched. URLs may appear only as text (the story's words and code).
+    let (tags, style) = tags_and_style(&html);
+    assert!(html.contains("https://example.com/reused") && html.contains("http://echo:50051"), "text keeps its URLs");
+    for tag in &tags {
+        assert!(!tag.contains("http:") && !tag.contains("https:") && !tag.contains("//"), "a tag refers out: {tag}");
+        assert!(!tag.contains(" src="), "nothing is loaded: {tag}");
+        if let Some(at) = tag.find(" href=\"") {
+            assert!(tag[at + 7..].starts_with('#'), "links stay on the page: {tag}");
+        }
+        for element in ["<img", "<script", "<link", "<iframe", "<object", "<embed"] {
+            assert!(!tag.starts_with(element), "{tag}");
+        }
+    }
+    assert!(!style.contains("url(") && !style.contains("@import"), "the style sheet loads nothing");
+    assert!(style.contains("@media print"), "printable");
+
+    // One section per chapter that ran, in order; the skipped one has none but is named.
+    let sections: Vec<&str> =
+        tags.iter().filter(|tag| tag.starts_with("<section class=\"chapter\"")).copied().collect();
+    assert_eq!(sections.len(), 2, "{sections:?}");
+    assert!(sections[0].contains("data-scenario=\"reused\"") && sections[1].contains("data-scenario=\"leak\""));
+    assert!(html.contains("Not run: go-leak: /nonexistent/peer is not built"));
+    assert!(html.contains("Chapter &lt;leak&gt;"), "text is escaped");
+
+    // Every plot is an inline SVG with its drawing, one per chapter.
+    let figures: Vec<&str> = html.split("<figure class=\"plot\">").skip(1).collect();
+    assert_eq!(figures.len(), 2);
+    for figure in figures {
+        let figure = &figure[..figure.find("</figure>").unwrap()];
+        assert!(figure.trim_start().starts_with("<svg viewBox="), "{}", &figure[..80.min(figure.len())]);
+        assert!(figure.contains("<polyline") || figure.contains("<path"), "the SVG holds its lines");
+    }
+    // The leak's chapter has the heap table; the rule cites both chapters' measurements.
+    let leak = &html[html.find("data-scenario=\"leak\"").unwrap()..];
+    assert!(leak.contains("Where the memory is") && leak.contains("FramedWrite"), "heap table in the leak chapter");
+    assert!(html.contains("<a href=\"#chapter-1\">chapter 1 (reused)</a>: client NO LEAK"), "rule proof");
+
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo.join("demo.json")).unwrap()).unwrap();
+    assert_eq!(record["chapters"].as_array().unwrap().len(), 2);
+    assert_eq!(record["chapters"][1]["row"]["client"]["kind"], "leak");
+    assert_eq!(record["skipped"][0]["scenario"], "go-leak");
+    let markdown = std::fs::read_to_string(demo.join("demo.md")).unwrap();
+    assert!(markdown.contains("## 1. Chapter <reused>") && markdown.contains("## 2. Chapter <leak>"), "{markdown}");
+    assert!(markdown.contains("1. **Reuse it.**"), "{markdown}");
+}
+
+#[test]
+fn a_bad_story_is_a_usage_error_naming_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let story = small_story(dir.path());
+    let story_text = std::fs::read_to_string(&story)
+        .unwrap()
+        .replace("proven_by = [\"reused\", \"leak\"]", "proven_by = [\"nope\"]");
+    std::fs::write(&story, story_text).unwrap();
+    let scenarios = dir.path().join("scenarios");
+    let output = loadgen(
+        &["demo", "--story", story.to_str().unwrap(), "--scenarios-dir", scenarios.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("story.toml:"), "{}", text(&output));
+    assert!(text(&output).contains("rule[0].proven_by: \"nope\" is not a chapter's scenario"), "{}", text(&output));
+    assert!(!dir.path().join("demo").exists(), "nothing ran");
+}
