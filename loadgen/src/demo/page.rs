@@ -425,7 +425,8 @@ pub fn millis(micros: u64) -> String {
     }
 }
 
-fn count_word(n: usize) -> String {
+/// `4` as `Four`, for headings.
+pub fn count_word(n: usize) -> String {
     const WORDS: [&str; 10] = ["No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine"];
     WORDS.get(n).map_or_else(|| n.to_string(), |word| (*word).to_owned())
 }

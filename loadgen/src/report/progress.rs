@@ -15,8 +15,9 @@ use crate::sample::{Observer, Phase, Sample};
 
 /// Time between two plain lines when stderr is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(2);
-/// Time between two redraws of the dashboard: 8 a second.
-const REDRAW_EVERY: Duration = Duration::from_millis(125);
+/// Least time between two redraws of the dashboard: each sample is drawn at the
+/// scenarios' 100 ms interval, and a faster one is thinned to about 11 a second.
+const REDRAW_EVERY: Duration = Duration::from_millis(90);
 
 /// What a run shows while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
