@@ -294,6 +294,10 @@ pub fn what_it_is(frames: &[String]) -> Option<&'static str> {
         "the connection's request dispatch queue (hyper)"
     } else if innermost.contains("slab::Slab") {
         "HTTP/2 stream state"
+    } else if innermost.contains("hpack") {
+        "the connection's HTTP/2 header table (HPACK)"
+    } else if innermost.contains("http2::Builder") && innermost.contains("handshake") {
+        "the connection's HTTP/2 state (hyper handshake)"
     } else if innermost.contains("tokio::runtime::task") || anywhere("tokio::task::spawn") {
         "the connection's task"
     } else {
