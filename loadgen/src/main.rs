@@ -322,7 +322,7 @@ fn report_again(dir: &std::path::Path) -> Result<ExitCode, ExitFailure> {
 
 /// A runtime, and a flag that Ctrl-C and SIGTERM turn true.
 fn runtime_with_stop() -> Result<(tokio::runtime::Runtime, watch::Receiver<bool>), ExitFailure> {
-    let runtime = tokio::runtime::Runtime::new().map_err(failed)?;
+    let runtime = run::runtime().map_err(failed)?;
     let (stop_tx, stop) = watch::channel(false);
     runtime.spawn(stop_on_signals(stop_tx));
     Ok((runtime, stop))

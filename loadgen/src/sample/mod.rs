@@ -69,7 +69,8 @@ pub struct Sample {
 /// is in [`ServerStats::lifecycle`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NetworkSample {
-    /// TCP sockets in TIME_WAIT towards the server's port (and the fault proxy's), both ends.
+    /// TCP sockets in TIME_WAIT towards the server's port (and the fault proxy's), both ends;
+    /// counted at most once a second (samples in between repeat the last count).
     pub time_wait: Option<u64>,
     /// Connections the client's channels dialled again after losing one.
     pub reconnects: u64,
