@@ -4,7 +4,7 @@
 #   make demo [FAST=1]         tell the incident chapter by chapter, live; page in reports/demo/<time>/index.html
 #   make list                  list the scenarios
 #   make test                  build, then run every test
-#   make bench                 throughput and self-cost of the load generator
+#   make bench                 throughput and self-cost of the load generator, beside h2load and grpc-go
 #   make peers                 install (apt, as root) and build the foreign clients in peers/
 
 CARGO   ?= cargo
@@ -45,7 +45,9 @@ list: build
 test: build
 	$(CARGO) nextest run --release --workspace
 
-bench: build
+# Side by side with h2load and the grpc-go peer (make peers installs h2load too).
+bench: build peers
+	scripts/install-peers.sh || echo "make bench: without h2load its side-by-side table is skipped"
 	$(CARGO) bench -p leaklab-loadgen --bench loadgen
 
 schema: build

@@ -41,7 +41,8 @@ const LONG_REQUESTS: u64 = 1_000_000;
 fn main() {
     let scale: f64 = std::env::var("LEAKLAB_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
     let scaled = |n: u64| ((n as f64 * scale) as u64).max(10_000);
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    // The runtime `loadgen run` drives its load on, so the in-process rounds measure what the binary does.
+    let runtime = run::runtime().expect("a tokio runtime");
     let reports = tempfile::tempdir().expect("a temporary reports directory");
     let server_bin = server_bin();
 
@@ -193,52 +194,83 @@ const VERSUS_ROUNDS: usize = 3;
 
 fn compare_with_h2load(server_bin: &Path, dir: &Path, requests: u64) {
     let streams = CONCURRENCY;
-    let mut runs: [(&str, Vec<versus::ToolRun>); 2] = [("loadgen (reused)", Vec::new()), ("h2load", Vec::new())];
+    let go_client = versus::go_client(server_bin);
+    let mut runs: Vec<(&str, Vec<versus::ToolRun>)> = vec![("loadgen (reused)", Vec::new()), ("h2load", Vec::new())];
+    if go_client.is_some() {
+        runs.push(("grpc-go (peers/go)", Vec::new()));
+    }
     for _ in 0..VERSUS_ROUNDS {
         runs[0].1.push(versus::loadgen(server_bin, dir, requests, streams));
         runs[1].1.push(versus::h2load(server_bin, dir, requests, streams));
+        if let Some(client) = &go_client {
+            runs[2].1.push(versus::grpc_go(client, server_bin, dir, requests, streams));
+        }
     }
     let median_of = |runs: &[versus::ToolRun], value: &dyn Fn(&versus::ToolRun) -> f64| {
         let mut values: Vec<f64> = runs.iter().map(value).collect();
         median(&mut values)
     };
     let h2load_rps = median_of(&runs[1].1, &|r| r.requests_per_s);
+    let loadgen_rps = median_of(&runs[0].1, &|r| r.requests_per_s);
     let mut table = String::new();
     let _ = writeln!(
         table,
         "{requests} unary echo requests (64-byte payload) per run, 1 connection × {streams} concurrent streams, \
          {VERSUS_ROUNDS} runs per tool alternating, each against a fresh leaklab-server; medians.\n"
     );
-    let _ = writeln!(table, "| tool | requests/s | p50 µs | p99 µs | CPU s per 100k requests | peak RSS | × h2load |");
-    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        table,
+        "| tool | requests/s | p50 µs | p99 µs | CPU s per 100k requests | peak RSS | × h2load | loadgen × this |"
+    );
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for (name, tool_runs) in &runs {
         let rps = median_of(tool_runs, &|r| r.requests_per_s);
         let _ = writeln!(
             table,
-            "| {name} | {rps:.0} | {:.0} | {:.0} | {:.2} | {:.1} MiB | {:.2} |",
+            "| {name} | {rps:.0} | {:.0} | {:.0} | {:.2} | {:.1} MiB | {:.2} | {:.2} |",
             median_of(tool_runs, &|r| r.latency_us.0),
             median_of(tool_runs, &|r| r.latency_us.1),
             median_of(tool_runs, &|r| r.cpu_s / r.requests.max(1) as f64 * 100_000.0),
             median_of(tool_runs, &|r| mib(r.max_rss_bytes)),
-            rps / h2load_rps
+            rps / h2load_rps,
+            loadgen_rps / rps
         );
     }
     let _ = writeln!(
         table,
         "\nh2load reports no percentiles: its p50 and p99 columns are its mean and max. Its requests/s counts HTTP \
          2xx answers, the loadgen's counts gRPC OK. CPU and peak RSS are each tool's own process (wait4's rusage); \
-         the loadgen's run includes its warm-up (5,000 requests) and its sampler."
+         the loadgen's run includes its warm-up (5,000 requests) and its sampler. The grpc-go client (grpc-go 1.33 \
+         from Debian, `peers/go` with `-rate 0`) sends hand-encoded protobuf through a pass-through codec, so it \
+         pays no marshalling; its requests/s counts its whole run, connecting included."
     );
+    if go_client.is_none() {
+        let _ = writeln!(table, "\nThe grpc-go client is not built (`make peers` builds it): its row is missing.");
+    }
     println!("{table}");
-    let document = format!(
-        "# Benchmarks\n\nMeasured by `make bench` (loadgen/benches/loadgen.rs) on {}; the cores are shared by the \
-         client and the server, over loopback.\n\n## The load generator beside h2load\n\n{table}\n\
-         A grpc-go client joins this table once `peers/go` exists (issue 8 is open).\n",
+    let generated = format!(
+        "Measured by `make bench` (loadgen/benches/loadgen.rs) on {}; the cores are shared by the client and the \
+         server, over loopback.\n\n## The load generator beside h2load and grpc-go\n\n{table}",
         machine_description(),
     );
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md");
-    if let Err(error) = std::fs::write(&path, document) {
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    if let Err(error) = std::fs::write(&path, with_generated_part(&old, &generated)) {
         println!("could not write {}: {error}", path.display());
+    }
+}
+
+/// The bench's part of `BENCHMARKS.md`, between these markers; the
+/// hand-written sections around it are kept.
+const BEGIN: &str = "<!-- make bench writes from here -->";
+const END: &str = "<!-- to here -->";
+
+fn with_generated_part(document: &str, generated: &str) -> String {
+    match (document.find(BEGIN), document.find(END)) {
+        (Some(begin), Some(end)) if begin < end => {
+            format!("{}{BEGIN}\n{generated}\n{}", &document[..begin], &document[end..])
+        }
+        _ => format!("# Benchmarks\n\n{BEGIN}\n{generated}\n{END}\n"),
     }
 }
 

@@ -1,14 +1,16 @@
-//! The load generator against h2load on the same server, alternating runs so
-//! machine drift cancels out. Both run as child processes against a fresh
-//! `leaklab-server`, with one connection and 64 concurrent streams, so each
-//! tool's CPU time and peak RSS are its own (from `wait4`'s rusage).
+//! The load generator against h2load and a grpc-go client on the same server,
+//! alternating runs so machine drift cancels out. Each runs as a child process
+//! against a fresh `leaklab-server`, with one connection and 64 concurrent
+//! streams, so each tool's CPU time and peak RSS are its own (from `wait4`'s
+//! rusage).
 //!
 //! h2load (Debian's `nghttp2-client`) sends gRPC-framed POSTs with
 //! `content-type: application/grpc` and `te: trailers`; it reports min,
 //! mean and max latency but no percentiles, so its p50/p99 columns show
-//! its mean and max. A grpc-go client would join here once `peers/go` exists.
+//! its mean and max. The grpc-go client is `peers/go` in closed loop
+//! (`-rate 0`), when `make peers` has built it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -150,5 +152,42 @@ pub(crate) fn h2load(server_bin: &Path, dir: &Path, requests: u64, streams: u64)
         cpu_s,
         max_rss_bytes,
         requests: succeeded,
+    }
+}
+
+/// The grpc-go client `make peers` builds, if it did: `target/peers/go-echo-client`.
+pub(crate) fn go_client(server_bin: &Path) -> Option<PathBuf> {
+    let target = server_bin.parent()?.parent()?;
+    Some(target.join("peers/go-echo-client")).filter(|path| path.is_file())
+}
+
+pub(crate) fn grpc_go(client: &Path, server_bin: &Path, dir: &Path, requests: u64, streams: u64) -> ToolRun {
+    let (process, control, address) = server(server_bin, dir);
+    let output = dir.join("grpc-go.txt");
+    let (code, cpu_s, max_rss_bytes) = run_measured(
+        Command::new(client)
+            .args(["-addr", &address, "-mode", "reused", "-rate", "0"])
+            .args(["-concurrency", &streams.to_string(), "-requests", &requests.to_string()])
+            .stdout(std::fs::File::create(&output).expect("the grpc-go client's output file")),
+    );
+    assert_eq!(code, 0, "the grpc-go client failed");
+    drop(control);
+    let _ = process.stop(Duration::from_secs(5));
+    let text = std::fs::read_to_string(&output).expect("the grpc-go client's output");
+    // "leaklab-bench ok=200000 failed=0 seconds=3.100 p50_us=812 p99_us=2950"
+    let line = text.lines().find_map(|l| l.strip_prefix("leaklab-bench ")).expect("the grpc-go client's bench line");
+    let field = |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let ok = field("ok");
+    ToolRun {
+        requests_per_s: ok / field("seconds"),
+        latency_us: (field("p50_us"), field("p99_us")),
+        cpu_s,
+        max_rss_bytes,
+        requests: ok as u64,
     }
 }

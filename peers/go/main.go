@@ -9,6 +9,13 @@
 //
 //	leaklab-progress ok=1200 failed=0
 //
+// With -rate 0 it runs closed loop instead: -concurrency goroutines, each
+// sending its next request when the last one returns, over one shared
+// ClientConn in mode reused (one connection, that many concurrent streams).
+// That is `make bench`'s grpc-go client; at the end it prints
+//
+//	leaklab-bench ok=200000 failed=0 seconds=3.1 p50_us=812 p99_us=2950
+//
 // Built offline from Debian's golang-go and golang-google-grpc-dev (GOPATH
 // mode), whose grpc-go predates the idle mode newer versions use to close
 // unused channels, so the classic unbounded growth reproduces.
@@ -19,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,11 +59,14 @@ func echoRequest(payload []byte) []byte {
 
 const method = "/leaklab.v1.Echo/Unary"
 
+// Requests answered OK and failed so far.
+var okCount, failedCount int64
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:50051", "the toy server, host:port (loopback)")
 	mode := flag.String("mode", "reused", "reused | leak (dial per request, never Close) | close (dial per request, Close after)")
 	requests := flag.Int("requests", 2000, "requests to send")
-	rate := flag.Float64("rate", 200, "requests per second (open loop)")
+	rate := flag.Float64("rate", 200, "requests per second (open loop); 0 for closed loop")
 	concurrency := flag.Int("concurrency", 4, "requests in flight at most")
 	hold := flag.Duration("hold", 3*time.Second, "stay alive this long after the last request, so a watcher sees the end state")
 	payloadBytes := flag.Int("payload-bytes", 64, "payload size")
@@ -64,8 +75,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "-mode %q: expected reused, leak or close\n", *mode)
 		os.Exit(2)
 	}
-	if *requests < 1 || *rate <= 0 || *concurrency < 1 {
-		fmt.Fprintln(os.Stderr, "-requests, -rate and -concurrency must be positive")
+	if *requests < 1 || *rate < 0 || *concurrency < 1 {
+		fmt.Fprintln(os.Stderr, "-requests and -concurrency must be positive, -rate 0 or more")
 		os.Exit(2)
 	}
 
@@ -82,13 +93,12 @@ func main() {
 		}
 	}
 
-	var ok, failed int64
 	call := func() {
 		conn := shared
 		if conn == nil {
 			var err error
 			if conn, err = dial(); err != nil {
-				atomic.AddInt64(&failed, 1)
+				atomic.AddInt64(&failedCount, 1)
 				return
 			}
 		}
@@ -96,9 +106,9 @@ func main() {
 		defer cancel()
 		in, out := request, []byte(nil)
 		if err := conn.Invoke(ctx, method, &in, &out); err != nil {
-			atomic.AddInt64(&failed, 1)
+			atomic.AddInt64(&failedCount, 1)
 		} else {
-			atomic.AddInt64(&ok, 1)
+			atomic.AddInt64(&okCount, 1)
 		}
 		if *mode == "close" {
 			conn.Close()
@@ -113,12 +123,18 @@ func main() {
 		for {
 			select {
 			case <-ticker.C:
-				fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&ok), atomic.LoadInt64(&failed))
+				fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount))
 			case <-done:
 				return
 			}
 		}
 	}()
+
+	if *rate == 0 {
+		closedLoop(*requests, *concurrency, call)
+		close(done)
+		return
+	}
 
 	slots := make(chan struct{}, *concurrency)
 	var wg sync.WaitGroup
@@ -134,8 +150,48 @@ func main() {
 		}()
 	}
 	wg.Wait()
-	fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&ok), atomic.LoadInt64(&failed))
+	fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount))
 	time.Sleep(*hold)
 	close(done)
-	fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&ok), atomic.LoadInt64(&failed))
+	fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount))
+}
+
+// closedLoop sends requests from `concurrency` goroutines, each one after the
+// last returns, until `requests` were sent; then prints the bench line. Each
+// goroutine keeps its own latencies, so timing takes no lock.
+func closedLoop(requests, concurrency int, call func()) {
+	var next int64
+	latencies := make([][]time.Duration, concurrency)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < concurrency; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			mine := make([]time.Duration, 0, requests/concurrency+1)
+			for atomic.AddInt64(&next, 1) <= int64(requests) {
+				sent := time.Now()
+				call()
+				mine = append(mine, time.Since(sent))
+			}
+			latencies[w] = mine
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var all []time.Duration
+	for _, mine := range latencies {
+		all = append(all, mine...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	percentile := func(p float64) int64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return all[int(p*float64(len(all)-1))].Microseconds()
+	}
+	ok, failed := atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount)
+	fmt.Printf("leaklab-progress ok=%d failed=%d\n", ok, failed)
+	fmt.Printf("leaklab-bench ok=%d failed=%d seconds=%.3f p50_us=%d p99_us=%d\n",
+		ok, failed, elapsed.Seconds(), percentile(0.50), percentile(0.99))
 }
