@@ -290,7 +290,7 @@ pub fn what_it_is(frames: &[String]) -> Option<&'static str> {
         "the connection's HTTP/2 frame decoder"
     } else if innermost.contains("mpsc") && anywhere("tower::buffer") {
         "the channel's request queue (tower Buffer)"
-    } else if innermost.contains("mpsc") && anywhere("hyper::client") {
+    } else if innermost.contains("hyper::client::dispatch") || innermost.contains("mpsc") && anywhere("hyper::client") {
         "the connection's request dispatch queue (hyper)"
     } else if innermost.contains("slab::Slab") {
         "HTTP/2 stream state"
@@ -511,6 +511,9 @@ mod tests {
             what(&["tokio::sync::mpsc::chan::channel", "tower::buffer::service::Buffer<Req,F>::pair"]),
             Some("the channel's request queue (tower Buffer)")
         );
+        let hyper_queue = Some("the connection's request dispatch queue (hyper)");
+        assert_eq!(what(&["hyper::client::dispatch::channel", "hyper::client::conn::http2::handshake"]), hyper_queue);
+        assert_eq!(what(&["tokio::sync::mpsc::chan::channel", "hyper::client::conn::http2::handshake"]), hyper_queue);
         assert_eq!(what(&["main"]), None);
         assert_eq!(what(&[]), None);
     }
