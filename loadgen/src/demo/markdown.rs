@@ -3,11 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::page::{count_word, millis, proof};
+use super::page::{count_word, proof};
 use super::story::Story;
 use super::{DemoRecord, verdict_words};
 use crate::report::dashboard::thousands;
-use crate::report::units::bytes_per_request;
 
 /// A chapter's `memory.png` as seen from `demo.md`: both directories are
 /// `<reports>/<name>/<time>`, so it is two levels up.
@@ -39,18 +38,16 @@ pub fn render(story: &Story, record: &DemoRecord) -> String {
            |---:|---|---:|---:|---:|---:|---|\n";
     for run in &record.chapters {
         let row = &run.row;
-        let measure =
-            if run.client_measure == "allocated" { String::new() } else { format!(" ({})", run.client_measure) };
         let _ = writeln!(
             md,
-            "| {} | {} (`{}`) | {}{measure} | {} | {} | {} | {} / {} |",
+            "| {} | {} (`{}`) | {} | {} | {} | {} | {} / {} |",
             run.number,
             run.title,
             run.scenario,
-            bytes_per_request(row.client.slope_bytes_per_request),
-            row.server.as_ref().map_or_else(|| "n/a".to_owned(), |s| bytes_per_request(s.slope_bytes_per_request)),
+            run.client_per_request(),
+            run.server_per_request(),
             thousands(row.client_peak_connections),
-            if row.latency_p99_us > 0 { millis(row.latency_p99_us) } else { "n/a".to_owned() },
+            run.p99(),
             verdict_words(&row.client),
             row.server.as_ref().map_or_else(|| "n/a".to_owned(), verdict_words),
         );
@@ -87,8 +84,7 @@ pub fn render(story: &Story, record: &DemoRecord) -> String {
         }
         if let Some(heap) = &run.heap {
             // One level down: it is a part of the chapter here, not of a run's report.
-            md +=
-                &crate::report::heap::markdown(heap).replace("\n### ", "\n#### ").replacen("## Where", "### Where", 1);
+            md += &crate::report::heap::markdown(heap, 3);
             md += "\n";
         }
     }

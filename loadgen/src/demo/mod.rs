@@ -64,8 +64,6 @@ pub struct ChapterRecord {
     /// The figures `loadgen compare` reports for a scenario: requests, latency,
     /// verdicts and growth per request, peak connections, the run directory.
     pub row: Row,
-    /// What the client's growth per request counts: `allocated` (jemalloc) or `RSS` (an external client).
-    pub client_measure: String,
     /// Most connections the server had open at once.
     pub server_peak_connections: Option<u64>,
     /// 99th percentile latency from each request's intended send time (open loop), microseconds.
@@ -76,6 +74,30 @@ pub struct ChapterRecord {
     pub events: Vec<String>,
     /// Where the memory that grew was allocated, when the chapter profiled the heap.
     pub heap: Option<HeapReport>,
+}
+
+impl ChapterRecord {
+    /// What the client's growth per request counts: jemalloc's `allocated` bytes, or
+    /// the `RSS` of an external client, whose allocator cannot be read.
+    pub fn client_measure(&self) -> &'static str {
+        if self.row.external { "RSS" } else { "allocated" }
+    }
+
+    /// `+58.5 KB/request`, or `+86.7 KB/request (RSS)` for an external client.
+    pub fn client_per_request(&self) -> String {
+        let value = bytes_per_request(self.row.client.slope_bytes_per_request);
+        if self.row.external { format!("{value} (RSS)") } else { value }
+    }
+
+    /// The server's growth per request, or `n/a` when it was not measured.
+    pub fn server_per_request(&self) -> String {
+        self.row.server.as_ref().map_or_else(|| "n/a".to_owned(), |s| bytes_per_request(s.slope_bytes_per_request))
+    }
+
+    /// The 99th percentile latency, or `n/a` for an external client, which reports counts only.
+    pub fn p99(&self) -> String {
+        if self.row.latency_p99_us > 0 { page::millis(self.row.latency_p99_us) } else { "n/a".to_owned() }
+    }
 }
 
 impl DemoRecord {
@@ -178,7 +200,6 @@ async fn run_chapter(chapter: &Chapter, runs: &CompareOptions) -> anyhow::Result
         scenario: chapter.name.clone(),
         title: chapter.title.clone(),
         row,
-        client_measure: "allocated".to_owned(),
         server_peak_connections: None,
         latency_from_intended_p99_us: None,
         time_wait_peak: None,
@@ -203,7 +224,6 @@ async fn run_chapter(chapter: &Chapter, runs: &CompareOptions) -> anyhow::Result
             let finished = compare::run_external(plan, runs).await?;
             let s = &finished.summary;
             let record = ChapterRecord {
-                client_measure: "RSS".to_owned(),
                 server_peak_connections: s.server.map(|server| server.connections.peak),
                 events: s.notes.clone(),
                 ..base(compare::external_row(s, &finished.dir))
@@ -313,16 +333,15 @@ pub fn results_table(record: &DemoRecord) -> String {
     ];
     for chapter in &record.chapters {
         let row = &chapter.row;
-        let measure = if chapter.client_measure == "allocated" { "" } else { " RSS" };
         rows.push([
             chapter.number.to_string(),
             chapter.scenario.clone(),
             verdict_words(&row.client),
-            format!("{}{measure}", bytes_per_request(row.client.slope_bytes_per_request)),
+            chapter.client_per_request(),
             row.server.as_ref().map_or_else(|| "n/a".to_owned(), verdict_words),
-            bytes_per_request(row.server.as_ref().and_then(|s| s.slope_bytes_per_request)),
+            chapter.server_per_request(),
             crate::report::dashboard::thousands(row.client_peak_connections),
-            if row.latency_p99_us > 0 { page::millis(row.latency_p99_us) } else { "n/a".to_owned() },
+            chapter.p99(),
         ]);
     }
     let widths: Vec<usize> = (0..8)
@@ -343,18 +362,13 @@ pub fn results_table(record: &DemoRecord) -> String {
 /// One line with a chapter's result: verdicts, growth per request, peak connections, p99.
 pub fn result_line(record: &ChapterRecord) -> String {
     let row = &record.row;
-    let mut parts = vec![format!(
-        "client {} ({} {})",
-        verdict_words(&row.client),
-        bytes_per_request(row.client.slope_bytes_per_request),
-        record.client_measure
-    )];
+    let mut parts = vec![format!("client {} ({})", verdict_words(&row.client), record.client_per_request())];
     if let Some(server) = &row.server {
-        parts.push(format!("server {} ({})", verdict_words(server), bytes_per_request(server.slope_bytes_per_request)));
+        parts.push(format!("server {} ({})", verdict_words(server), record.server_per_request()));
     }
     parts.push(format!("peak {}", page::connections(row.client_peak_connections)));
     if row.latency_p99_us > 0 {
-        parts.push(format!("p99 {}", page::millis(row.latency_p99_us)));
+        parts.push(format!("p99 {}", record.p99()));
     }
     parts.join(" · ")
 }

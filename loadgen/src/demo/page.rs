@@ -10,7 +10,7 @@ use super::{ChapterRecord, DemoRecord, verdict_words};
 use crate::compare::RowVerdict;
 use crate::report::dashboard::thousands;
 use crate::report::heap::HeapGrowth;
-use crate::report::units::{bytes_per_request, human_bytes, signed_bytes, slope_with_interval};
+use crate::report::units::{human_bytes, signed_bytes};
 use crate::verdict::VerdictKind;
 
 /// Stacks listed per process in a chapter's "where the memory is" table.
@@ -125,10 +125,10 @@ fn summary(story: &Story, record: &DemoRecord) -> String {
             chapter.number,
             escape(&chapter.title),
             escape(&chapter.name),
-            escape(&per_request(Some(&row.client), &run.client_measure)),
-            escape(&per_request(row.server.as_ref(), "allocated")),
+            escape(&run.client_per_request()),
+            escape(&run.server_per_request()),
             peak_connections(run),
-            latency_or_na(row.latency_p99_us),
+            run.p99(),
             badge(&row.client),
             row.server.as_ref().map_or_else(String::new, badge),
         );
@@ -164,7 +164,7 @@ fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>
     );
     html += "<div class=\"figures\">\n";
     html += &figure(
-        &format!("client, {} per request", run.client_measure),
+        &format!("client, {} per request", run.client_measure()),
         &format!("{} {}", escape(&growth(&row.client)), badge(&row.client)),
         &slope_interval(&row.client),
     );
@@ -186,15 +186,7 @@ fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>
         .unwrap_or_default();
     html += &figure(
         "latency p50 / p99",
-        &if row.latency_p99_us > 0 {
-            let (p50, p99) = (millis(row.latency_p50_us), millis(row.latency_p99_us));
-            match (p50.strip_suffix(" ms"), p99.strip_suffix(" ms")) {
-                (Some(p50), Some(p99)) => format!("{p50} / {p99} ms"),
-                _ => format!("{p50} / {p99}"),
-            }
-        } else {
-            "n/a".to_owned()
-        },
+        &if row.latency_p99_us > 0 { millis_pair(row.latency_p50_us, row.latency_p99_us) } else { "n/a".to_owned() },
         &if row.latency_p99_us > 0 { intended } else { "the Go client reports counts only".to_owned() },
     );
     html += &figure(
@@ -343,14 +335,13 @@ fn rules(story: &Story, record: &DemoRecord) -> String {
 /// What a chapter measured, in a phrase for a rule's proof.
 pub fn proof(run: &ChapterRecord) -> String {
     let row = &run.row;
-    let mut text =
-        format!("client {} {}", verdict_words(&row.client), bytes_per_request(row.client.slope_bytes_per_request));
+    let mut text = format!("client {} {}", verdict_words(&row.client), run.client_per_request());
     if let Some(server) = &row.server {
-        text += &format!(", server {} {}", verdict_words(server), bytes_per_request(server.slope_bytes_per_request));
+        text += &format!(", server {} {}", verdict_words(server), run.server_per_request());
     }
     text += &format!(", peak {}", connections(row.client_peak_connections));
     if row.latency_p99_us > 0 {
-        text += &format!(", p99 {}", millis(row.latency_p99_us));
+        text += &format!(", p99 {}", run.p99());
     }
     if !row.connection_events.is_empty() && row.connection_events != "—" && row.connection_events != "external client"
     {
@@ -378,23 +369,11 @@ fn growth(verdict: &RowVerdict) -> String {
     verdict.slope_bytes_per_request.map_or_else(|| "n/a".to_owned(), signed_bytes)
 }
 
-fn per_request(verdict: Option<&RowVerdict>, measure: &str) -> String {
-    match verdict {
-        Some(verdict) => {
-            let value = bytes_per_request(verdict.slope_bytes_per_request);
-            if measure.is_empty() || measure == "allocated" { value } else { format!("{value} ({measure})") }
-        }
-        None => "n/a".to_owned(),
-    }
-}
-
 fn slope_interval(verdict: &RowVerdict) -> String {
-    format!(
-        "95% interval: {}",
-        slope_with_interval(verdict.slope_bytes_per_request, verdict.ci_low, verdict.ci_high)
-            .split_once(" (")
-            .map_or("n/a".to_owned(), |(_, interval)| interval.trim_end_matches(')').to_owned())
-    )
+    match (verdict.ci_low, verdict.ci_high) {
+        (Some(low), Some(high)) => format!("95% interval: {} to {}", signed_bytes(low), signed_bytes(high)),
+        _ => "95% interval: n/a".to_owned(),
+    }
 }
 
 fn peak_connections(run: &ChapterRecord) -> String {
@@ -413,19 +392,26 @@ fn badge(verdict: &RowVerdict) -> String {
     format!("<span class=\"badge {class}\">{}</span>", escape(&verdict_words(verdict)))
 }
 
-fn latency_or_na(micros: u64) -> String {
-    if micros > 0 { millis(micros) } else { "n/a".to_owned() }
-}
-
 /// Microseconds as a reader says them: `0.3 ms`, `12 ms`, `1.2 s`.
 pub fn millis(micros: u64) -> String {
+    let (number, unit) = millis_parts(micros);
+    format!("{number} {unit}")
+}
+
+/// Two latencies sharing their unit when they can: `0.3 / 5.1 ms`, `12 ms / 1.2 s`.
+fn millis_pair(p50: u64, p99: u64) -> String {
+    let ((a, unit_a), (b, unit_b)) = (millis_parts(p50), millis_parts(p99));
+    if unit_a == unit_b { format!("{a} / {b} {unit_b}") } else { format!("{a} {unit_a} / {b} {unit_b}") }
+}
+
+fn millis_parts(micros: u64) -> (String, &'static str) {
     let ms = micros as f64 / 1000.0;
     if ms >= 1000.0 {
-        format!("{:.1} s", ms / 1000.0)
+        (format!("{:.1}", ms / 1000.0), "s")
     } else if ms >= 10.0 {
-        format!("{ms:.0} ms")
+        (format!("{ms:.0}"), "ms")
     } else {
-        format!("{ms:.1} ms")
+        (format!("{ms:.1}"), "ms")
     }
 }
 
@@ -529,5 +515,7 @@ mod tests {
         assert_eq!(millis(6_511), "6.5 ms");
         assert_eq!(millis(24_191), "24 ms");
         assert_eq!(millis(3_900_000), "3.9 s");
+        assert_eq!(millis_pair(343, 5_140), "0.3 / 5.1 ms");
+        assert_eq!(millis_pair(12_000, 1_200_000), "12 ms / 1.2 s");
     }
 }

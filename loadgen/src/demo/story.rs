@@ -140,15 +140,12 @@ pub fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, Scenari
         let normal = Overrides { heap_profile: chapter.heap_profile, ..Overrides::default() };
         let with_fast = fast_overrides(&chapter.fast, normal.clone())
             .map_err(|(field, reason)| invalid(key(&format!("fast.{field}")), line, reason))?;
-        let mut chosen = None;
-        for (overrides, table) in [(&normal, "scenario"), (&with_fast, "fast")] {
-            let scenario =
-                scenario::load_any(&source, overrides).map_err(|error| invalid(key(table), line, error.to_string()))?;
-            if (table == "fast") == fast {
-                chosen = Some((scenario, overrides.clone()));
-            }
-        }
-        let (scenario, overrides) = chosen.expect("one of the two profiles is the one run");
+        let validated = |overrides: &Overrides, table: &str| {
+            scenario::load_any(&source, overrides).map_err(|error| invalid(key(table), line, error.to_string()))
+        };
+        let full = validated(&normal, "scenario")?;
+        let short = validated(&with_fast, "fast")?;
+        let (scenario, overrides) = if fast { (short, with_fast) } else { (full, normal) };
         chapters.push(Chapter {
             number: index + 1,
             name,

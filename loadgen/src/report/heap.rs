@@ -301,11 +301,12 @@ pub fn read_pprof(path: &Path) -> anyhow::Result<Vec<(i64, Vec<String>)>> {
         .collect())
 }
 
-/// The "where the memory is" section of `report.md`.
-pub fn markdown(report: &HeapReport) -> String {
+/// The "where the memory is" section of `report.md`, its heading at `level` (2: `##`).
+pub fn markdown(report: &HeapReport, level: usize) -> String {
     use crate::report::units::human_bytes;
-    let mut out = String::from(
-        "## Where the memory is\n\nThe allocation stacks whose in-use bytes grew most between the checkpoint after \
+    let (heading, subheading) = ("#".repeat(level), "#".repeat(level + 1));
+    let mut out = format!(
+        "{heading} Where the memory is\n\nThe allocation stacks whose in-use bytes grew most between the checkpoint after \
          warm-up and the one after the load, from jemalloc's sampling heap profiler (one sample per 128 KiB \
          allocated, unscaled as jeprof does), like `pprof -base`. The frames are the innermost ones outside the \
          standard library. `heap.pb.gz` (`heap.server.pb.gz`) holds the end profile for the pprof tools, and \
@@ -313,7 +314,7 @@ pub fn markdown(report: &HeapReport) -> String {
     );
     for (name, growth) in [("client", &report.client), ("server", &report.server)] {
         let Some(growth) = growth else { continue };
-        out += &format!("\n### {name}\n\n");
+        out += &format!("\n{subheading} {name}\n\n");
         match (growth.measured_growth_bytes, growth.coverage) {
             (Some(measured), Some(coverage)) => {
                 out += &format!(

@@ -162,7 +162,7 @@ fn render(report: &Report<'_>) -> String {
         let _ = writeln!(out, "\nFirst failure: `{}` at {:.2} s into the load.", first.kind, first.at_s);
     }
     if let Some(heap) = &s.heap_profile {
-        let _ = writeln!(out, "\n{}", super::heap::markdown(heap));
+        let _ = writeln!(out, "\n{}", super::heap::markdown(heap, 2));
     }
     let connections = super::lifecycle::sentences(s);
     if !connections.is_empty() {

@@ -30,11 +30,19 @@ pub enum View {
     Dashboard,
 }
 
+/// The dashboard on the terminal: its history, how many lines it drew last, and when.
+#[derive(Debug, Default)]
+struct Live {
+    dashboard: Dashboard,
+    drawn: usize,
+    last_draw: Option<Instant>,
+}
+
 #[derive(Debug)]
 pub struct Progress {
     bar: Option<ProgressBar>,
-    /// The dashboard and how many lines it drew last, when `--dashboard` is on a terminal.
-    dashboard: Option<(Dashboard, usize, Option<Instant>)>,
+    /// The charts, when `--dashboard` is on a terminal.
+    dashboard: Option<Live>,
     /// The latest line, left on screen when the bar goes.
     last_line: String,
     last_plain: Option<Instant>,
@@ -53,7 +61,7 @@ impl Progress {
             eprint!("\x1b[?25l"); // the cursor would flicker over the charts
             return Some(Self {
                 bar: None,
-                dashboard: Some((Dashboard::default(), 0, None)),
+                dashboard: Some(Live::default()),
                 last_line: String::new(),
                 last_plain: None,
                 recent: VecDeque::new(),
@@ -80,15 +88,15 @@ impl Progress {
             self.recent.pop_front();
         }
         let rps = rate(&self.recent);
-        if let Some((dashboard, drawn, last_draw)) = &mut self.dashboard {
-            dashboard.push(sample);
-            if last_draw.is_some_and(|at| at.elapsed() < REDRAW_EVERY) && sample.phase != Phase::Cooldown {
+        if let Some(live) = &mut self.dashboard {
+            live.dashboard.push(sample);
+            if live.last_draw.is_some_and(|at| at.elapsed() < REDRAW_EVERY) && sample.phase != Phase::Cooldown {
                 return;
             }
             let width = console::Term::stderr().size_checked().map_or(100, |(_, columns)| usize::from(columns));
-            let lines = dashboard.render(sample, rps, width);
-            *drawn = redraw(*drawn, &lines);
-            *last_draw = Some(Instant::now());
+            let lines = live.dashboard.render(sample, rps, width);
+            live.drawn = redraw(live.drawn, &lines);
+            live.last_draw = Some(Instant::now());
             return;
         }
         let line = line(sample, rps);

@@ -148,49 +148,51 @@ impl Drop for ServerProcess {
 impl ServerControl {
     /// Asks for the server's figures; `None` if it did not answer in time.
     pub fn stats(&mut self) -> Option<ServerStats> {
-        // Drop answers that arrived after an earlier request timed out.
-        while self.lines.try_recv().is_ok() {}
-        writeln!(self.stdin, "{STATS_REQUEST}").ok()?;
-        self.stdin.flush().ok()?;
-        let deadline = Instant::now() + STATS_TIMEOUT;
-        loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(ServerLine::Stats(stats)) => return Some(stats),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
+        self.ask(STATS_REQUEST, STATS_TIMEOUT, |line| match line {
+            ServerLine::Stats(stats) => Some(stats),
+            _ => None,
+        })
+        .ok()
+    }
+
+    /// Has the server dump its heap profile to `path` (see
+    /// [`leaklab_probe::control::HEAP_DUMP_REQUEST`]). An error says why it did not.
+    pub fn heap_dump(&mut self, path: &Path) -> Result<(), String> {
+        self.ask(&format!("{HEAP_DUMP_REQUEST} {}", path.display()), HEAP_DUMP_TIMEOUT, |line| match line {
+            ServerLine::HeapDumped => Some(Ok(())),
+            ServerLine::HeapDumpFailed(reason) => Some(Err(reason)),
+            _ => None,
+        })?
     }
 
     /// Has the server return its allocator's freed pages to the OS. An error
     /// says why it did not (no answer in time, or jemalloc refused).
-    /// Has the server dump its heap profile, symbolized, to `path` (see
-    /// [`leaklab_probe::control::HEAP_DUMP_REQUEST`]); symbolizing takes a moment.
-    pub fn heap_dump(&mut self, path: &Path) -> Result<(), String> {
-        while self.lines.try_recv().is_ok() {}
-        writeln!(self.stdin, "{HEAP_DUMP_REQUEST} {}", path.display())
-            .and_then(|()| self.stdin.flush())
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + HEAP_DUMP_TIMEOUT;
-        loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(ServerLine::HeapDumped) => return Ok(()),
-                Ok(ServerLine::HeapDumpFailed(reason)) => return Err(reason),
-                Ok(_) => {}
-                Err(_) => return Err("no answer on the side channel in time".to_owned()),
-            }
-        }
+    pub fn purge(&mut self) -> Result<(), String> {
+        self.ask(PURGE_REQUEST, STATS_TIMEOUT, |line| match line {
+            ServerLine::Purged => Some(Ok(())),
+            ServerLine::PurgeFailed(reason) => Some(Err(reason)),
+            _ => None,
+        })?
     }
 
-    pub fn purge(&mut self) -> Result<(), String> {
+    /// Sends `request` and waits up to `timeout` for the line `answer` picks
+    /// out; answers to earlier requests that timed out are dropped first.
+    fn ask<T>(
+        &mut self,
+        request: &str,
+        timeout: Duration,
+        answer: impl Fn(ServerLine) -> Option<T>,
+    ) -> Result<T, String> {
         while self.lines.try_recv().is_ok() {}
-        writeln!(self.stdin, "{PURGE_REQUEST}").and_then(|()| self.stdin.flush()).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + STATS_TIMEOUT;
+        writeln!(self.stdin, "{request}").and_then(|()| self.stdin.flush()).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + timeout;
         loop {
             match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(ServerLine::Purged) => return Ok(()),
-                Ok(ServerLine::PurgeFailed(reason)) => return Err(reason),
-                Ok(_) => {}
+                Ok(line) => {
+                    if let Some(value) = answer(line) {
+                        return Ok(value);
+                    }
+                }
                 Err(_) => return Err("no answer on the side channel in time".to_owned()),
             }
         }
