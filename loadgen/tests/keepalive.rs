@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use leaklab_loadgen::fault::FaultProxy;
 use leaklab_loadgen::load::Channels;
-use leaklab_loadgen::scenario::{Blackhole, ChannelPolicy, ClientKeepalive, ClientPlan, FaultPlan};
+use leaklab_loadgen::scenario::{Blackhole, ChannelPolicy, ClientKeepalive, ClientPlan, FaultPlan, Transport};
 use leaklab_proto::EchoRequest;
 use leaklab_server::{KeepalivePolicy, Server, ServerConfig};
 
@@ -47,6 +47,34 @@ async fn the_client_sees_goaway_too_many_pings_and_reconnects() {
     // The channel dials again for the next call.
     channels.call(&mut worker, 1, EchoRequest::default()).await.unwrap();
     assert_eq!(channels.reconnects(), 1);
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn the_h2_transport_sees_the_idle_goaway_and_fails_the_next_call_without_redialling() {
+    let server = start_server(KeepalivePolicy {
+        max_connection_idle: Some(Duration::from_millis(200)),
+        ..KeepalivePolicy::default()
+    })
+    .await;
+    let client = ClientPlan { transport: Transport::H2, ..ClientPlan::default() };
+    let channels =
+        Channels::connect_from(ChannelPolicy::Reused, &server.addr.to_string(), Vec::new(), &client).await.unwrap();
+    let mut worker = channels.worker_clients();
+    channels.call(&mut worker, 0, EchoRequest::default()).await.unwrap();
+
+    let started = Instant::now();
+    while channels.connections().counts().open > 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the idle connection was not closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let goaways = channels.goaways().counts();
+    assert_eq!(goaways.len(), 1, "{goaways:?}");
+    assert!(goaways.keys().all(|reason| reason.starts_with("NO_ERROR")), "{goaways:?}");
+    // One connection, never redialled: the next call fails, and says it was the GOAWAY.
+    let error = channels.call(&mut worker, 1, EchoRequest::default()).await.unwrap_err();
+    assert_eq!(error.0, "goaway_no_error");
+    assert_eq!(channels.connections().counts().opened, 1);
     server.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -38,7 +38,9 @@ async fn run(server: &Server, client: &str, requests: u64) -> (Arc<Channels>, Lo
         "description = \"test\"\n[client]\n{client}\n[load]\nconcurrency = 2\nrequests = {requests}\nwarmup_requests = 0\n"
     );
     let plan = scenario::parse(Path::new("test.toml"), &text, &Overrides::default()).unwrap();
-    let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
+    let channels = Arc::new(
+        Channels::connect_from(plan.policy, &server.addr.to_string(), Vec::new(), &plan.client).await.unwrap(),
+    );
     let stop = Arc::new(Halt::default());
     let boundaries = Arc::new(Boundaries::default());
     let report =
@@ -85,6 +87,19 @@ async fn reused_sends_everything_over_one_connection() {
     let (channels, report) = run(&server, "policy = \"reused\"", 50).await;
     let client = channels.connections().counts();
     assert_eq!((client.opened, client.open), (1, 1), "client: {client:?}");
+    let server_side = server.metrics.connections.counts();
+    assert_eq!((server_side.opened, server_side.open), (1, 1), "server: {server_side:?}");
+    assert_eq!(server.metrics.requests_served(), report.ok);
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn reused_on_the_h2_transport_sends_everything_over_one_connection() {
+    let server = start_server().await;
+    let (channels, report) = run(&server, "policy = \"reused\"\ntransport = \"h2\"", 50).await;
+    let client = channels.connections().counts();
+    assert_eq!((client.opened, client.open), (1, 1), "client: {client:?}");
+    assert_eq!(channels.created(), 1);
     let server_side = server.metrics.connections.counts();
     assert_eq!((server_side.opened, server_side.open), (1, 1), "server: {server_side:?}");
     assert_eq!(server.metrics.requests_served(), report.ok);

@@ -11,14 +11,16 @@ use tonic::transport::{Channel, Endpoint};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::connector::{CountingConnector, GoawaysReceived};
+use super::direct::H2Transport;
 use super::errors;
-use crate::scenario::{ChannelPolicy, ClientPlan};
+use crate::scenario::{ChannelPolicy, ClientPlan, Transport};
 
 /// One sentence for the report on how `leak` keeps its channels.
 pub const LEAK_MODEL: &str = "In Rust a dropped tonic Channel closes its connection, so `leak` leaks the way Rust code \
     really does: each request's client goes into a per-request cache (a HashMap keyed by request id) that is never evicted.";
 
 type Client = EchoClient<Channel>;
+type DirectClient = EchoClient<H2Transport>;
 
 /// The channels of one run, shared by every worker.
 #[derive(Debug)]
@@ -49,6 +51,8 @@ fn endpoint(authority: &str, client: &ClientPlan) -> Result<Endpoint, tonic::tra
 enum Kind {
     /// `reused` (one client) and `pool` (several, round-robin by request index).
     Shared(Vec<Client>),
+    /// `reused` on the `h2` transport.
+    Direct(DirectClient),
     /// `leak`: the "cache" that keeps every request's client reachable.
     Leak(Mutex<HashMap<u64, Client>>),
     PerRequestClose,
@@ -57,7 +61,23 @@ enum Kind {
 /// The channels a worker holds for its whole life, so `reused` and `pool`
 /// clone their clients once per worker instead of once per call.
 #[derive(Debug)]
-pub struct WorkerClients(Vec<Client>);
+pub enum WorkerClients {
+    Shared(Vec<Client>),
+    Direct(DirectClient),
+    /// `leak` and `per-request-close` make a client per call.
+    None,
+}
+
+/// Why the channels a policy keeps up front could not be connected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Channel(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    H2(#[from] super::direct::ConnectError),
+    #[error("not connected within client.connect_timeout ({})", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
+}
 
 /// A failed call, by kind (see [`errors`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +85,7 @@ pub struct CallError(pub String);
 
 impl Channels {
     /// Connects the channels the policy keeps up front (`reused`, `pool`).
-    pub async fn connect(policy: ChannelPolicy, authority: &str) -> Result<Self, tonic::transport::Error> {
+    pub async fn connect(policy: ChannelPolicy, authority: &str) -> Result<Self, ConnectError> {
         Self::connect_from(policy, authority, Vec::new(), &ClientPlan::default()).await
     }
 
@@ -76,13 +96,25 @@ impl Channels {
         authority: &str,
         sources: Vec<std::net::Ipv4Addr>,
         client: &ClientPlan,
-    ) -> Result<Self, tonic::transport::Error> {
+    ) -> Result<Self, ConnectError> {
         let endpoint = endpoint(authority, client)?;
         let connections = ConnectionCounter::new();
         let connector =
             CountingConnector::with_sources(connections.clone(), sources).tcp_keepalive(client.tcp_keepalive);
         let created = AtomicU64::new(0);
         let kind = match policy {
+            ChannelPolicy::Reused if client.transport == Transport::H2 => {
+                let authority = endpoint.uri().authority().cloned().expect("an endpoint made from http://{authority}");
+                let connecting = H2Transport::connect(&connector, authority);
+                let transport = match client.connect_timeout {
+                    Some(limit) => {
+                        tokio::time::timeout(limit, connecting).await.map_err(|_| ConnectError::Timeout(limit))??
+                    }
+                    None => connecting.await?,
+                };
+                created.fetch_add(1, Ordering::Relaxed);
+                Kind::Direct(EchoClient::new(transport))
+            }
             ChannelPolicy::Reused | ChannelPolicy::Pool { .. } => {
                 // `reused` is a pool of one.
                 let size = if let ChannelPolicy::Pool { size } = policy { size.get() } else { 1 };
@@ -130,32 +162,32 @@ impl Channels {
 
     pub fn worker_clients(&self) -> WorkerClients {
         match &self.kind {
-            Kind::Shared(clients) => WorkerClients(clients.clone()),
-            Kind::Leak(_) | Kind::PerRequestClose => WorkerClients(Vec::new()),
+            Kind::Shared(clients) => WorkerClients::Shared(clients.clone()),
+            Kind::Direct(client) => WorkerClients::Direct(client.clone()),
+            Kind::Leak(_) | Kind::PerRequestClose => WorkerClients::None,
         }
     }
 
     /// Sends request number `index` the way the policy does.
     pub async fn call(&self, worker: &mut WorkerClients, index: u64, request: EchoRequest) -> Result<(), CallError> {
-        match &self.kind {
-            Kind::Shared(_) => {
-                let slot = (index % worker.0.len() as u64) as usize;
-                unary(&mut worker.0[slot], request).await
+        match worker {
+            WorkerClients::Shared(clients) => {
+                let slot = (index % clients.len() as u64) as usize;
+                unary(&mut clients[slot], request).await
             }
-            Kind::Leak(cache) => {
+            WorkerClients::Direct(client) => unary(client, request).await,
+            WorkerClients::None => {
                 let mut client = self.new_client().await?;
                 let result = unary(&mut client, request).await;
-                // The bug: the client stays reachable after its call, so its
-                // connection, buffers and tasks are never freed.
-                if let Ok(mut cache) = cache.lock() {
-                    cache.insert(index, client);
+                if let Kind::Leak(cache) = &self.kind {
+                    // The bug: the client stays reachable after its call, so its
+                    // connection, buffers and tasks are never freed.
+                    if let Ok(mut cache) = cache.lock() {
+                        cache.insert(index, client);
+                    }
                 }
+                // `per-request-close`: `client` drops here, and its channel closes the connection.
                 result
-            }
-            Kind::PerRequestClose => {
-                let mut client = self.new_client().await?;
-                unary(&mut client, request).await
-                // `client` drops here: its channel closes the connection.
             }
         }
     }
@@ -169,7 +201,13 @@ impl Channels {
     }
 }
 
-async fn unary(client: &mut Client, request: EchoRequest) -> Result<(), CallError> {
+async fn unary<T>(client: &mut EchoClient<T>, request: EchoRequest) -> Result<(), CallError>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
     match client.unary(request).await {
         Ok(_response) => Ok(()),
         Err(status) => Err(CallError(errors::status_kind(&status))),

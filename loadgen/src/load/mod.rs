@@ -14,6 +14,7 @@
 
 pub mod channels;
 pub mod connector;
+pub mod direct;
 pub mod errors;
 pub mod halt;
 

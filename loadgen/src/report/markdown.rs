@@ -8,6 +8,7 @@ use anyhow::Context;
 use super::summary::ProcessSummary;
 use super::units::{bytes_per_request, expectation_mark, format_mib, human_bytes, latency, slope_with_interval};
 use super::{Exporter, Report};
+use crate::scenario::Transport;
 
 #[derive(Debug)]
 pub struct Markdown;
@@ -28,8 +29,13 @@ fn render(report: &Report<'_>) -> String {
     let _ = writeln!(out, "# {} — {}\n", s.scenario, s.description);
     let _ = writeln!(
         out,
-        "Policy `{}`, {} workers, {} requests ({} warm-up), started {}; the load stopped because {}.\n",
+        "Policy `{}`{}, {} workers, {} requests ({} warm-up), started {}; the load stopped because {}.\n",
         s.policy,
+        if s.plan.transport == Transport::Channel.name() {
+            String::new()
+        } else {
+            format!(" on transport `{}`", s.plan.transport)
+        },
         s.plan.concurrency,
         s.requests.ok + s.requests.failed,
         s.requests.warmup,

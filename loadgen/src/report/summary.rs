@@ -172,12 +172,20 @@ pub struct PlanInfo {
     pub delay_every: u64,
     /// Channels in the pool (`pool` policy only).
     pub pool_size: Option<u64>,
+    /// What carried the calls: `channel` (tonic's `Channel`) or `h2` (the tonic client straight on one h2
+    /// connection). Absent in summaries written before the key existed, which all used `channel`.
+    #[serde(default = "channel_transport")]
+    pub transport: String,
     /// Loopback source addresses the client's connections were spread over; 0: one, chosen by the kernel.
     pub source_addresses: u64,
     /// Sampling interval in milliseconds; `null` samples only at phase changes.
     pub sample_interval_ms: Option<u64>,
     /// Cool-down after the load, in seconds.
     pub cooldown_s: f64,
+}
+
+fn channel_transport() -> String {
+    crate::scenario::Transport::Channel.name().to_owned()
 }
 
 /// Request counts, warm-up included.
@@ -350,6 +358,7 @@ impl Summary {
                     ChannelPolicy::Pool { size } => Some(size.get() as u64),
                     _ => None,
                 },
+                transport: plan.client.transport.name().to_owned(),
                 source_addresses: plan.source_addresses.into(),
                 sample_interval_ms: plan.sampling.interval.map(|d| d.as_millis() as u64),
                 cooldown_s: plan.sampling.cooldown.as_secs_f64(),

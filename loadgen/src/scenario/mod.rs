@@ -16,6 +16,7 @@
 //! keepalive_timeout = "1s"   # …a ping unanswered this long closes the connection
 //! keepalive_while_idle = true # ping even with no call in flight
 //! tcp_keepalive = "10s"      # SO_KEEPALIVE idle time
+//! transport = "channel"      # channel (tonic's Channel) | h2 (the tonic client straight on h2; reused only)
 //! [load]
 //! concurrency = 4            # workers, one request in flight each
 //! requests = 4000            # stop after this many requests…
@@ -72,7 +73,7 @@ use serde::Deserialize;
 pub use plan::{
     Blackhole, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, Expectation, ExternalPlan, FaultPlan,
     KeepalivePolicy, LoadPlan, Origin, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan,
-    ServerPlan, VerdictPlan,
+    ServerPlan, Transport, VerdictPlan,
 };
 
 /// Defaults for keys a scenario file leaves out. Small on purpose: a run
@@ -164,6 +165,7 @@ pub struct ClientSection {
     pub keepalive_timeout: Option<String>,
     pub keepalive_while_idle: Option<bool>,
     pub tcp_keepalive: Option<String>,
+    pub transport: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -556,7 +558,7 @@ impl Validator<'_> {
         let verdict = self.verdict(&file.verdict, &file.expect)?;
         let caps = self.caps(&file.caps)?;
         let source_addresses = self.at_least("client.source_addresses", file.client.source_addresses, 0, 0, 253)? as u8;
-        let client = self.client(&file.client)?;
+        let client = self.client(&file.client, policy)?;
         let fault = self.fault(&file.fault)?;
         if load.request.response_bytes as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
             || load.request.payload.len() as u64 > server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from)
@@ -828,7 +830,7 @@ impl Validator<'_> {
 const MAX_IDLE_BETWEEN_ROUNDS: Duration = Duration::from_secs(60);
 
 impl Validator<'_> {
-    fn client(&self, client: &ClientSection) -> Result<ClientPlan, ScenarioError> {
+    fn client(&self, client: &ClientSection, policy: ChannelPolicy) -> Result<ClientPlan, ScenarioError> {
         let duration = |key: &str, value: Option<&str>| {
             value.map(|text| self.positive_duration(key, Some(text), Duration::ZERO)).transpose()
         };
@@ -852,10 +854,35 @@ impl Validator<'_> {
             }
             None => None,
         };
+        let transport = match client.transport.as_deref() {
+            None | Some("channel") => Transport::Channel,
+            Some("h2") if policy != ChannelPolicy::Reused => {
+                return Err(self.invalid(
+                    "client.transport",
+                    format!(
+                        "\"h2\" carries one connection, so it only applies to policy \"reused\", not {:?}",
+                        policy.name()
+                    ),
+                ));
+            }
+            Some("h2") if keepalive.is_some() => {
+                return Err(self.invalid(
+                    "client.transport",
+                    "\"h2\" sends no keepalive pings: drop client.keepalive_interval or use transport \"channel\"",
+                ));
+            }
+            Some("h2") => Transport::H2,
+            Some(other) => {
+                return Err(
+                    self.invalid("client.transport", format!("unknown transport {other:?}; expected channel or h2"))
+                );
+            }
+        };
         Ok(ClientPlan {
             connect_timeout: duration("client.connect_timeout", client.connect_timeout.as_deref())?,
             keepalive,
             tcp_keepalive: duration("client.tcp_keepalive", client.tcp_keepalive.as_deref())?,
+            transport,
         })
     }
 
@@ -1069,6 +1096,25 @@ mod tests {
         assert!(err.contains("client.pool_size: missing"), "{err}");
         let plan = parse_text("description = \"d\"\n[client]\npolicy = \"pool\"\npool_size = 3\n").unwrap();
         assert_eq!(plan.policy, ChannelPolicy::Pool { size: NonZeroUsize::new(3).unwrap() });
+    }
+
+    #[test]
+    fn the_h2_transport_is_for_one_reused_connection_without_pings() {
+        let plan = parse_text("description = \"d\"\n[client]\npolicy = \"reused\"\ntransport = \"h2\"\n").unwrap();
+        assert_eq!(plan.client.transport, Transport::H2);
+        assert_eq!(parse_text(MINIMAL).unwrap().client.transport, Transport::Channel);
+        let err = parse_text("description = \"d\"\n[client]\npolicy = \"leak\"\ntransport = \"h2\"\n").unwrap_err();
+        assert!(
+            err.contains("client.transport: \"h2\" carries one connection") && err.contains("not \"leak\""),
+            "{err}"
+        );
+        let err = parse_text(
+            "description = \"d\"\n[client]\npolicy = \"reused\"\ntransport = \"h2\"\nkeepalive_interval = \"1s\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("client.transport: \"h2\" sends no keepalive pings"), "{err}");
+        let err = parse_text("description = \"d\"\n[client]\npolicy = \"reused\"\ntransport = \"quic\"\n").unwrap_err();
+        assert!(err.contains("client.transport: unknown transport \"quic\"; expected channel or h2"), "{err}");
     }
 
     #[test]

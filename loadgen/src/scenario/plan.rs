@@ -83,6 +83,29 @@ pub struct ClientPlan {
     pub keepalive: Option<ClientKeepalive>,
     /// SO_KEEPALIVE with this idle time.
     pub tcp_keepalive: Option<Duration>,
+    /// What carries the calls: tonic's `Channel`, or the tonic client straight on one h2 connection.
+    pub transport: Transport,
+}
+
+/// What carries a client's calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// tonic's `Channel`, as a Rust client is written: tower's buffer, reconnect, hyper's HTTP/2 client.
+    #[default]
+    Channel,
+    /// tonic's generated client and codec straight on one `h2` connection, never redialled and without
+    /// keepalive pings: the lean path for measuring how hard a server can be pushed (`reused` only).
+    H2,
+}
+
+impl Transport {
+    /// The name the scenario's `client.transport` key uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Channel => "channel",
+            Transport::H2 => "h2",
+        }
+    }
 }
 
 /// HTTP/2 keepalive of the client (tonic's `http2_keep_alive_interval` and friends).

@@ -1,0 +1,155 @@
+//! The `h2` transport: tonic's generated client and codec straight on one
+//! `h2` connection, without the stack a tonic `Channel` puts between them.
+//!
+//! A `Channel` call goes from the caller's task through tower's `Buffer`
+//! worker, hyper's dispatch task and a task hyper spawns for each request's
+//! body, before h2's connection task writes it. Here the caller's task hands
+//! the request to h2 itself. On one thread that is about a quarter less CPU
+//! per call (BENCHMARKS.md). It is for pushing a server hard; a client the way
+//! Rust code is written is the `channel` transport.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tonic::codegen::StdError;
+use tonic::codegen::http::{self, Uri, uri};
+use tower::Service;
+
+use super::connector::CountingConnector;
+
+/// A tower service sending each request on its own stream of one HTTP/2 connection.
+#[derive(Debug)]
+pub struct H2Transport {
+    send: h2::client::SendRequest<Bytes>,
+    authority: uri::Authority,
+    /// Why the connection cannot take another stream, kept for the call: tonic reports an error of
+    /// `poll_ready` as "Service was not ready", without the HTTP/2 reason.
+    not_ready: Option<h2::Error>,
+}
+
+impl Clone for H2Transport {
+    fn clone(&self) -> Self {
+        Self { send: self.send.clone(), authority: self.authority.clone(), not_ready: None }
+    }
+}
+
+/// HTTP/2 windows as hyper's client sets them, which tonic's `Channel` keeps, so both transports
+/// send the same WINDOW_UPDATEs.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+impl H2Transport {
+    /// Dials `authority` through `connector` (counted, GOAWAYs observed) and does the HTTP/2 handshake.
+    /// The connection is driven by a task of its own on the current runtime until it closes.
+    pub async fn connect(connector: &CountingConnector, authority: uri::Authority) -> Result<Self, ConnectError> {
+        let uri = Uri::builder()
+            .scheme(uri::Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|error| ConnectError::Address(error.to_string()))?;
+        let io = connector.clone().call(uri).await.map_err(ConnectError::Dial)?.into_inner();
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .enable_push(false)
+            .handshake(io)
+            .await
+            .map_err(ConnectError::Handshake)?;
+        // Its end is seen by the calls: they fail with the connection's error.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self { send, authority, not_ready: None })
+    }
+}
+
+/// The connection's error, as the call that found it not ready reports it.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection cannot take another call: {0}")]
+struct Unready(#[source] h2::Error);
+
+/// Why dialling an [`H2Transport`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("not a server address: {0}")]
+    Address(String),
+    #[error("dialling the server: {0}")]
+    Dial(#[source] std::io::Error),
+    #[error("the HTTP/2 handshake: {0}")]
+    Handshake(#[source] h2::Error),
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for H2Transport {
+    type Response = http::Response<ResponseBody>;
+    // Boxed as they come (`h2::Error`, `tonic::Status`): tonic finds either in a boxed error and
+    // turns it into the call's status, as it does for a `Channel`.
+    type Error = StdError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, StdError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StdError>> {
+        if let Err(error) = ready!(self.send.poll_ready(cx)) {
+            self.not_ready = Some(error);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let mut send = self.send.clone();
+        let authority = self.authority.clone();
+        let not_ready = self.not_ready.take();
+        Box::pin(async move {
+            if let Some(error) = not_ready {
+                return Err(Box::new(Unready(error)) as StdError);
+            }
+            let (mut parts, body) = request.into_parts();
+            // A unary request's body is one message, ready at once: sent as one DATA frame that ends the stream.
+            let data = body.collect().await?.to_bytes();
+            let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+            parts.uri = Uri::builder().scheme(uri::Scheme::HTTP).authority(authority).path_and_query(path).build()?;
+            let (response, mut stream) = send.send_request(http::Request::from_parts(parts, ()), data.is_empty())?;
+            if !data.is_empty() {
+                stream.send_data(data, true)?;
+            }
+            Ok(response.await?.map(|recv| ResponseBody { recv, data_done: false }))
+        })
+    }
+}
+
+/// A response's DATA frames, then its trailers.
+#[derive(Debug)]
+pub struct ResponseBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Hand the window back as soon as the bytes are ours.
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(error) => Poll::Ready(Some(Err(error))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
