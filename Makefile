@@ -57,7 +57,7 @@ PEER_PYTHON := target/peers/python-venv/bin/python
 
 peers: target/peers/go-echo-client target/peers/python/echo_client.py
 
-target/peers/go-echo-client: peers/go/main.go
+target/peers/go-echo-client: $(wildcard peers/go/*.go)
 	scripts/install-peers.sh
 	mkdir -p target/peers
 	$(GO_ENV) go build -o $@ ./peers/go

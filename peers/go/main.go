@@ -1,8 +1,10 @@
 // Command go-echo-client calls leaklab's toy server the three ways the
 // incident's code paths could: one reused ClientConn, a new ClientConn per
 // request that is never closed (the bug), or a new one per request that is
-// closed. It needs no generated code: requests are protobuf bytes encoded by
-// hand and sent through ClientConn.Invoke with a pass-through codec.
+// closed. Calls go through ClientConn.Invoke, as generated stubs do, with
+// the message types of echo.go and grpc-go's default protobuf codec (-codec
+// proto: a plain grpc-go client), or with protobuf bytes encoded once by hand
+// and a pass-through codec (-codec raw: no marshalling at all).
 //
 // It prints one progress line a second on stdout, which `loadgen watch`
 // reads to count requests:
@@ -70,9 +72,14 @@ func main() {
 	concurrency := flag.Int("concurrency", 4, "requests in flight at most")
 	hold := flag.Duration("hold", 3*time.Second, "stay alive this long after the last request, so a watcher sees the end state")
 	payloadBytes := flag.Int("payload-bytes", 64, "payload size")
+	codec := flag.String("codec", "proto", "proto (messages marshalled by grpc-go's default codec) | raw (pre-encoded bytes, no marshalling)")
 	flag.Parse()
 	if *mode != "reused" && *mode != "leak" && *mode != "close" {
 		fmt.Fprintf(os.Stderr, "-mode %q: expected reused, leak or close\n", *mode)
+		os.Exit(2)
+	}
+	if *codec != "proto" && *codec != "raw" {
+		fmt.Fprintf(os.Stderr, "-codec %q: expected proto or raw\n", *codec)
 		os.Exit(2)
 	}
 	if *requests < 1 || *rate < 0 || *concurrency < 1 {
@@ -80,9 +87,19 @@ func main() {
 		os.Exit(2)
 	}
 
-	request := echoRequest(make([]byte, *payloadBytes))
-	dial := func() (*grpc.ClientConn, error) {
-		return grpc.Dial(*addr, grpc.WithInsecure(), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	payload := make([]byte, *payloadBytes)
+	encoded := echoRequest(payload)
+	options := []grpc.DialOption{grpc.WithInsecure()}
+	if *codec == "raw" {
+		options = append(options, grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	}
+	dial := func() (*grpc.ClientConn, error) { return grpc.Dial(*addr, options...) }
+	invoke := func(ctx context.Context, conn *grpc.ClientConn) error {
+		if *codec == "raw" {
+			in, out := encoded, []byte(nil)
+			return conn.Invoke(ctx, method, &in, &out)
+		}
+		return conn.Invoke(ctx, method, &EchoRequest{Payload: payload}, new(EchoResponse))
 	}
 	var shared *grpc.ClientConn
 	if *mode == "reused" {
@@ -104,8 +121,7 @@ func main() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		in, out := request, []byte(nil)
-		if err := conn.Invoke(ctx, method, &in, &out); err != nil {
+		if err := invoke(ctx, conn); err != nil {
 			atomic.AddInt64(&failedCount, 1)
 		} else {
 			atomic.AddInt64(&okCount, 1)
