@@ -65,12 +65,33 @@ impl H2Transport {
         });
         Ok(Self { send, authority, not_ready: None })
     }
+
+    /// Opens the request's stream and sends its body.
+    fn send(&mut self, mut parts: http::request::Parts, data: Bytes) -> Result<h2::client::ResponseFuture, StdError> {
+        if let Some(error) = self.not_ready.take() {
+            return Err(Box::new(Unready(error)));
+        }
+        // tonic's client leaves scheme and authority to the `Channel`; h2 needs them for its pseudo-headers.
+        let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+        parts.uri =
+            Uri::builder().scheme(uri::Scheme::HTTP).authority(self.authority.clone()).path_and_query(path).build()?;
+        let (response, mut stream) = self.send.send_request(http::Request::from_parts(parts, ()), data.is_empty())?;
+        if !data.is_empty() {
+            stream.send_data(data, true)?;
+        }
+        Ok(response)
+    }
 }
 
 /// The connection's error, as the call that found it not ready reports it.
 #[derive(Debug, thiserror::Error)]
 #[error("the connection cannot take another call: {0}")]
 struct Unready(#[source] h2::Error);
+
+/// A request whose body was not ready at once: a stream, which the load generator never sends.
+#[derive(Debug, thiserror::Error)]
+#[error("the h2 transport carries unary calls, whose one message is ready when the call starts")]
+struct NotUnary;
 
 /// Why dialling an [`H2Transport`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -107,29 +128,6 @@ impl tower::Service<http::Request<tonic::body::Body>> for H2Transport {
             return Box::pin(async move { Ok(response?.await?.map(ResponseBody::new)) });
         }
         Box::pin(async { Err(Box::new(NotUnary) as StdError) })
-    }
-}
-
-/// A request whose body was not ready at once: a stream, which the load generator never sends.
-#[derive(Debug, thiserror::Error)]
-#[error("the h2 transport carries unary calls, whose one message is ready when the call starts")]
-struct NotUnary;
-
-impl H2Transport {
-    /// Opens the request's stream and sends its body.
-    fn send(&mut self, mut parts: http::request::Parts, data: Bytes) -> Result<h2::client::ResponseFuture, StdError> {
-        if let Some(error) = self.not_ready.take() {
-            return Err(Box::new(Unready(error)));
-        }
-        // tonic's client leaves scheme and authority to the `Channel`; h2 needs them for its pseudo-headers.
-        let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
-        parts.uri =
-            Uri::builder().scheme(uri::Scheme::HTTP).authority(self.authority.clone()).path_and_query(path).build()?;
-        let (response, mut stream) = self.send.send_request(http::Request::from_parts(parts, ()), data.is_empty())?;
-        if !data.is_empty() {
-            stream.send_data(data, true)?;
-        }
-        Ok(response)
     }
 }
 
