@@ -1,14 +1,16 @@
 //! `make bench`: what the load generator can do and what it costs, measured
 //! on this machine with client and server sharing its cores over loopback.
 //!
-//! 1. Throughput of the `reused` policy, with sampling every 100 ms and with
-//!    sampling off, alternating A/B/A/B so that machine drift cancels out;
-//!    the medians give the cost of sampling.
+//! 1. Throughput of the `reused` policy on each transport (tonic's `Channel`
+//!    and `h2`), with sampling every 100 ms and with sampling off, alternating
+//!    A/B/A/B so that machine drift cancels out; the medians give the cost of
+//!    sampling.
 //! 2. The load generator's own RSS over 1,000,000 requests, compared with its
 //!    value right after warm-up, measured on the `loadgen` binary itself.
 //! 3. Open-loop accuracy: at a target rate well below capacity, the rate achieved.
-//! 0. First, when h2load is installed: the load generator and h2load side by
-//!    side on the same server ([`versus`]), written to `BENCHMARKS.md` too.
+//! 0. First, when h2load is installed: the load generator on both transports,
+//!    h2load and, when built, the grpc-go peer side by side on the same server
+//!    ([`versus`]), written to `BENCHMARKS.md` too.
 //! 4. Coordinated omission: the `stall` scenario's latency measured from each
 //!    request's send and from its intended send time, side by side.
 //!
@@ -26,9 +28,10 @@ use leaklab_loadgen::report::progress::View;
 use leaklab_loadgen::report::units::mib;
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
 use leaklab_loadgen::sample::{Phase, Sample};
-use leaklab_loadgen::scenario::{self, Overrides, Plan};
+use leaklab_loadgen::scenario::{self, Overrides, Plan, Transport};
 use leaklab_probe::procfs::machine_description;
 use tokio::sync::watch;
+use versus::Tool;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -61,44 +64,57 @@ fn main() {
 
     // The first run after a build is consistently slower (cold binary, caches):
     // run one and throw it away so it does not land in either column.
-    runtime.block_on(execute(&plan(scaled(ROUND_REQUESTS), true), &server_bin, reports.path()));
+    runtime.block_on(execute(&plan(scaled(ROUND_REQUESTS), true, Transport::Channel), &server_bin, reports.path()));
 
-    // 1. Throughput and the cost of sampling, alternating.
-    println!("| round | sampling | requests | req/s | p50 µs | p99 µs |");
-    println!("|---:|---|---:|---:|---:|---:|");
-    let mut with_sampling = Vec::new();
-    let mut without = Vec::new();
-    let mut busy_share = Vec::new();
+    // 1. Throughput and the cost of sampling, alternating, on each transport.
+    println!("| round | transport | sampling | requests | req/s | p50 µs | p99 µs |");
+    println!("|---:|---|---|---:|---:|---:|---:|");
+    let transports = [Transport::Channel, Transport::H2];
+    // Per transport: throughput sampling, throughput not sampling, the sampler's busy share.
+    let mut measured: [(Vec<f64>, Vec<f64>, Vec<f64>); 2] = Default::default();
     for round in 1..=ROUNDS {
-        for sampled in [true, false] {
-            let plan = plan(scaled(ROUND_REQUESTS), sampled);
-            let outcome = runtime.block_on(execute(&plan, &server_bin, reports.path()));
-            let s = &outcome.summary;
-            assert_eq!(s.requests.failed, 0, "bench requests failed: {:?}", s.requests.errors);
-            println!(
-                "| {round} | {} | {} | {:.0} | {} | {} |",
-                if sampled { "100 ms" } else { "off" },
-                s.requests.ok,
-                s.throughput_rps,
-                s.latency_us.p50,
-                s.latency_us.p99
-            );
-            if sampled {
-                with_sampling.push(s.throughput_rps);
-                busy_share.push(s.samples.busy_s / (s.load_duration_s * cores() as f64));
-            } else {
-                without.push(s.throughput_rps);
+        for (transport, (with_sampling, without, busy_share)) in transports.iter().zip(&mut measured) {
+            for sampled in [true, false] {
+                let plan = plan(scaled(ROUND_REQUESTS), sampled, *transport);
+                let outcome = runtime.block_on(execute(&plan, &server_bin, reports.path()));
+                let s = &outcome.summary;
+                assert_eq!(s.requests.failed, 0, "bench requests failed: {:?}", s.requests.errors);
+                println!(
+                    "| {round} | {} | {} | {} | {:.0} | {} | {} |",
+                    transport.name(),
+                    if sampled { "100 ms" } else { "off" },
+                    s.requests.ok,
+                    s.throughput_rps,
+                    s.latency_us.p50,
+                    s.latency_us.p99
+                );
+                if sampled {
+                    with_sampling.push(s.throughput_rps);
+                    busy_share.push(s.samples.busy_s / (s.load_duration_s * cores() as f64));
+                } else {
+                    without.push(s.throughput_rps);
+                }
             }
         }
     }
-    let (on, off) = (median(&mut with_sampling), median(&mut without));
-    println!("\nmedian throughput: {on:.0} req/s sampling every 100 ms, {off:.0} req/s without sampling");
-    println!("difference: {:+.1}% of throughput (A/B noise on a shared machine is a few %)", (off - on) / off * 100.0);
-    println!(
-        "sampler busy time, both processes' work included, as a share of the {} cores' time: {:.3}% (median; an upper bound on its CPU cost)\n",
-        cores(),
-        median(&mut busy_share) * 100.0
-    );
+    println!();
+    let mut channel_unsampled = 0.0;
+    for (transport, (with_sampling, without, busy_share)) in transports.iter().zip(&mut measured) {
+        let (on, off) = (median(with_sampling), median(without));
+        if *transport == Transport::Channel {
+            channel_unsampled = off;
+        }
+        println!(
+            "transport {}: median {on:.0} req/s sampling every 100 ms, {off:.0} req/s without; sampling costs \
+             {:+.1}% of throughput (A/B noise on a shared machine is a few %); the sampler was busy {:.3}% of the \
+             {} cores' time (median, both processes' work included: an upper bound on its CPU cost)",
+            transport.name(),
+            (off - on) / off * 100.0,
+            median(busy_share) * 100.0,
+            cores(),
+        );
+    }
+    println!();
 
     // 2. The load generator's own memory over a long run. This runs the real
     // `loadgen` binary: in this process, allocator pages freed by the rounds
@@ -106,7 +122,7 @@ fn main() {
     // shrinking.
     let requests = scaled(LONG_REQUESTS);
     let scenario = reports.path().join("long.toml");
-    std::fs::write(&scenario, plan_text(requests)).expect("writing the long scenario");
+    std::fs::write(&scenario, plan_text(requests, Transport::Channel)).expect("writing the long scenario");
     let status = std::process::Command::new(server_bin.with_file_name("loadgen"))
         .args(["run", "--quiet", "--reports-dir"])
         .arg(reports.path())
@@ -150,8 +166,8 @@ fn main() {
     );
 
     // 3. Open-loop accuracy, at a quarter of the closed-loop throughput measured above.
-    let target = (off / 4.0 / 1000.0).round().max(1.0) * 1000.0;
-    let mut open = plan((target * 5.0) as u64, true);
+    let target = (channel_unsampled / 4.0 / 1000.0).round().max(1.0) * 1000.0;
+    let mut open = plan((target * 5.0) as u64, true, Transport::Channel);
     open.load.rate_per_s = Some(target);
     open.load.concurrency = std::num::NonZeroUsize::new(16).expect("16 > 0");
     let outcome = runtime.block_on(execute(&open, &server_bin, reports.path()));
@@ -190,28 +206,27 @@ fn main() {
     }
 }
 
-const VERSUS_ROUNDS: usize = 3;
+const VERSUS_ROUNDS: usize = 5;
 
 fn compare_with_h2load(server_bin: &Path, dir: &Path, requests: u64) {
     let streams = CONCURRENCY;
     let go_client = versus::go_client(server_bin);
-    let mut runs: Vec<(&str, Vec<versus::ToolRun>)> = vec![("loadgen (reused)", Vec::new()), ("h2load", Vec::new())];
-    if go_client.is_some() {
-        runs.push(("grpc-go (peers/go)", Vec::new()));
-    }
+    let mut tools = vec![Tool::Loadgen(Transport::H2), Tool::Loadgen(Transport::Channel), Tool::H2load];
+    tools.extend(go_client.clone().map(Tool::GrpcGo));
+    let mut runs: Vec<Vec<versus::ToolRun>> = vec![Vec::new(); tools.len()];
     for _ in 0..VERSUS_ROUNDS {
-        runs[0].1.push(versus::loadgen(server_bin, dir, requests, streams));
-        runs[1].1.push(versus::h2load(server_bin, dir, requests, streams));
-        if let Some(client) = &go_client {
-            runs[2].1.push(versus::grpc_go(client, server_bin, dir, requests, streams));
+        for (tool, runs) in tools.iter().zip(&mut runs) {
+            runs.push(tool.run(server_bin, dir, requests, streams));
         }
     }
     let median_of = |runs: &[versus::ToolRun], value: &dyn Fn(&versus::ToolRun) -> f64| {
         let mut values: Vec<f64> = runs.iter().map(value).collect();
         median(&mut values)
     };
-    let h2load_rps = median_of(&runs[1].1, &|r| r.requests_per_s);
-    let loadgen_rps = median_of(&runs[0].1, &|r| r.requests_per_s);
+    let rps_of =
+        |wanted: fn(&Tool) -> bool| tools.iter().position(wanted).map(|i| median_of(&runs[i], &|r| r.requests_per_s));
+    let h2load_rps = rps_of(|tool| matches!(tool, Tool::H2load)).expect("h2load ran");
+    let grpc_go_rps = rps_of(|tool| matches!(tool, Tool::GrpcGo(_)));
     let mut table = String::new();
     let _ = writeln!(
         table,
@@ -220,29 +235,34 @@ fn compare_with_h2load(server_bin: &Path, dir: &Path, requests: u64) {
     );
     let _ = writeln!(
         table,
-        "| tool | requests/s | p50 µs | p99 µs | CPU s per 100k requests | peak RSS | × h2load | loadgen × this |"
+        "| tool | requests/s | p50 µs | p99 µs | CPU s per 100k requests | peak RSS | × h2load | × grpc-go |"
     );
     let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (name, tool_runs) in &runs {
+    for (tool, tool_runs) in tools.iter().zip(&runs) {
+        let name = tool.name();
         let rps = median_of(tool_runs, &|r| r.requests_per_s);
         let _ = writeln!(
             table,
-            "| {name} | {rps:.0} | {:.0} | {:.0} | {:.2} | {:.1} MiB | {:.2} | {:.2} |",
+            "| {name} | {rps:.0} | {:.0} | {:.0} | {:.2} | {:.1} MiB | {:.2} | {} |",
             median_of(tool_runs, &|r| r.latency_us.0),
             median_of(tool_runs, &|r| r.latency_us.1),
             median_of(tool_runs, &|r| r.cpu_s / r.requests.max(1) as f64 * 100_000.0),
             median_of(tool_runs, &|r| mib(r.max_rss_bytes)),
             rps / h2load_rps,
-            loadgen_rps / rps
+            grpc_go_rps.map_or_else(|| "n/a".to_owned(), |go| format!("{:.2}", rps / go)),
         );
     }
     let _ = writeln!(
         table,
         "\nh2load reports no percentiles: its p50 and p99 columns are its mean and max. Its requests/s counts HTTP \
          2xx answers, the loadgen's counts gRPC OK. CPU and peak RSS are each tool's own process (wait4's rusage); \
-         the loadgen's run includes its warm-up (5,000 requests) and its sampler. The grpc-go client (grpc-go 1.33 \
-         from Debian, `peers/go` with `-rate 0`) sends hand-encoded protobuf through a pass-through codec, so it \
-         pays no marshalling; its requests/s counts its whole run, connecting included."
+         the loadgen's run includes its warm-up (5,000 requests) and its sampler. The loadgen's two rows differ only \
+         in what carries the calls: the `h2` transport (`client.transport = \"h2\"`) puts tonic's generated client \
+         straight on one h2 connection; a tonic `Channel` adds tower's buffer, hyper's dispatch and a task per \
+         request body, which is what the leak scenarios model. The grpc-go client (grpc-go 1.33 from Debian, \
+         `peers/go` with `-rate 0`) is a plain one: 64 goroutines over one ClientConn, each call with a 10 s deadline, messages marshalled by \
+         grpc-go's default protobuf codec (its `-codec raw`, pre-encoded bytes, was within a few percent); its \
+         requests/s counts its whole run, connecting included."
     );
     if go_client.is_none() {
         let _ = writeln!(table, "\nThe grpc-go client is not built (`make peers` builds it): its row is missing.");
@@ -274,18 +294,18 @@ fn with_generated_part(document: &str, generated: &str) -> String {
     }
 }
 
-fn plan_text(requests: u64) -> String {
+/// The bench's scenario: `reused` on `transport`, closed loop, a 5,000-request warm-up, no cool-down.
+pub(crate) fn plan_text(requests: u64, transport: Transport) -> String {
     format!(
-        "description = \"bench\"\n[client]\npolicy = \"reused\"\n[load]\nconcurrency = {CONCURRENCY}\n\
-         requests = {requests}\nwarmup_requests = 5000\nduration = \"600s\"\n[sampling]\ncooldown = \"0s\"\n"
+        "description = \"bench\"\n[client]\npolicy = \"reused\"\ntransport = \"{}\"\n[load]\n\
+         concurrency = {CONCURRENCY}\nrequests = {requests}\nwarmup_requests = 5000\nduration = \"600s\"\n\
+         [sampling]\ncooldown = \"0s\"\n",
+        transport.name()
     )
 }
 
-fn plan(requests: u64, sampled: bool) -> Plan {
-    let text = format!(
-        "description = \"bench\"\n[client]\npolicy = \"reused\"\n[load]\nconcurrency = {CONCURRENCY}\n\
-         requests = {requests}\nwarmup_requests = 5000\nduration = \"600s\"\n[sampling]\ncooldown = \"0s\"\n"
-    );
+fn plan(requests: u64, sampled: bool, transport: Transport) -> Plan {
+    let text = plan_text(requests, transport);
     let mut plan =
         scenario::parse(Path::new("bench.toml"), &text, &Overrides::default()).expect("the bench plan is valid");
     if !sampled {

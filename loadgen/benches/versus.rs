@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use leaklab_loadgen::scenario::Transport;
 use leaklab_loadgen::target::ServerProcess;
 
 /// One run of one tool.
@@ -25,6 +26,34 @@ pub(crate) struct ToolRun {
     pub(crate) cpu_s: f64,
     pub(crate) max_rss_bytes: u64,
     pub(crate) requests: u64,
+}
+
+/// A load generator of the side-by-side table.
+pub(crate) enum Tool {
+    Loadgen(Transport),
+    H2load,
+    /// The grpc-go peer's binary.
+    GrpcGo(PathBuf),
+}
+
+impl Tool {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Tool::Loadgen(Transport::H2) => "loadgen (reused, h2 transport)",
+            Tool::Loadgen(Transport::Channel) => "loadgen (reused, tonic Channel)",
+            Tool::H2load => "h2load",
+            Tool::GrpcGo(_) => "grpc-go (peers/go)",
+        }
+    }
+
+    /// One run of `requests` requests over one connection with `streams` concurrent streams.
+    pub(crate) fn run(&self, server_bin: &Path, dir: &Path, requests: u64, streams: u64) -> ToolRun {
+        match self {
+            Tool::Loadgen(transport) => loadgen(server_bin, dir, requests, *transport),
+            Tool::H2load => h2load(server_bin, dir, requests, streams),
+            Tool::GrpcGo(client) => grpc_go(client, server_bin, dir, requests, streams),
+        }
+    }
 }
 
 pub(crate) fn h2load_available() -> bool {
@@ -54,17 +83,10 @@ fn server(server_bin: &Path, dir: &Path) -> (ServerProcess, leaklab_loadgen::tar
     (process, control, address)
 }
 
-pub(crate) fn loadgen(server_bin: &Path, dir: &Path, requests: u64, streams: u64) -> ToolRun {
+fn loadgen(server_bin: &Path, dir: &Path, requests: u64, transport: Transport) -> ToolRun {
     let (process, control, address) = server(server_bin, dir);
     let scenario = dir.join("versus.toml");
-    std::fs::write(
-        &scenario,
-        format!(
-            "description = \"versus\"\n[client]\npolicy = \"reused\"\n[load]\nconcurrency = {streams}\n\
-             requests = {requests}\nwarmup_requests = 5000\nduration = \"600s\"\n[sampling]\ncooldown = \"0s\"\n"
-        ),
-    )
-    .expect("writing the scenario");
+    std::fs::write(&scenario, crate::plan_text(requests, transport)).expect("writing the scenario");
     let (code, cpu_s, max_rss_bytes) = run_measured(
         Command::new(server_bin.with_file_name("loadgen"))
             .args(["run", "--quiet", "--target", &address, "--reports-dir"])
@@ -101,7 +123,7 @@ fn grpc_body(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-pub(crate) fn h2load(server_bin: &Path, dir: &Path, requests: u64, streams: u64) -> ToolRun {
+fn h2load(server_bin: &Path, dir: &Path, requests: u64, streams: u64) -> ToolRun {
     let (process, control, address) = server(server_bin, dir);
     let body = grpc_body(dir);
     let output = dir.join("h2load.txt");
@@ -161,12 +183,12 @@ pub(crate) fn go_client(server_bin: &Path) -> Option<PathBuf> {
     Some(target.join("peers/go-echo-client")).filter(|path| path.is_file())
 }
 
-pub(crate) fn grpc_go(client: &Path, server_bin: &Path, dir: &Path, requests: u64, streams: u64) -> ToolRun {
+fn grpc_go(client: &Path, server_bin: &Path, dir: &Path, requests: u64, streams: u64) -> ToolRun {
     let (process, control, address) = server(server_bin, dir);
     let output = dir.join("grpc-go.txt");
     let (code, cpu_s, max_rss_bytes) = run_measured(
         Command::new(client)
-            .args(["-addr", &address, "-mode", "reused", "-rate", "0"])
+            .args(["-addr", &address, "-mode", "reused", "-codec", "proto", "-rate", "0"])
             .args(["-concurrency", &streams.to_string(), "-requests", &requests.to_string()])
             .stdout(std::fs::File::create(&output).expect("the grpc-go client's output file")),
     );
