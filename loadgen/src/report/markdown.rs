@@ -8,7 +8,6 @@ use anyhow::Context;
 use super::summary::ProcessSummary;
 use super::units::{bytes_per_request, expectation_mark, format_mib, human_bytes, latency, slope_with_interval};
 use super::{Exporter, Report};
-use crate::scenario::Transport;
 
 #[derive(Debug)]
 pub struct Markdown;
@@ -31,11 +30,7 @@ fn render(report: &Report<'_>) -> String {
         out,
         "Policy `{}`{}, {} workers, {} requests ({} warm-up), started {}; the load stopped because {}.\n",
         s.policy,
-        if s.plan.transport == Transport::Channel.name() {
-            String::new()
-        } else {
-            format!(" on transport `{}`", s.plan.transport)
-        },
+        s.plan.other_transport().map(|transport| format!(" on transport `{transport}`")).unwrap_or_default(),
         s.plan.concurrency,
         s.requests.ok + s.requests.failed,
         s.requests.warmup,

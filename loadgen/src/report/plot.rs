@@ -234,8 +234,9 @@ fn draw<DB: DrawingBackend>(
 fn headline(report: &Report<'_>) -> String {
     let summary = report.summary;
     let mut line = format!(
-        "{} · {} requests · {:.0} req/s · {} client connections opened · allocated: client {}, server {}",
+        "{}{} · {} requests · {:.0} req/s · {} client connections opened · allocated: client {}, server {}",
         summary.policy,
+        summary.plan.other_transport().map(|transport| format!(" on {transport}")).unwrap_or_default(),
         summary.requests.ok + summary.requests.failed,
         summary.throughput_rps,
         summary.client.connections_opened,

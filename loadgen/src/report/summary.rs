@@ -14,7 +14,7 @@ use crate::fault::FaultLog;
 use crate::load::{LEAK_MODEL, LimitHit, LoadReport, StopReason};
 use crate::report::units::format_mib;
 use crate::sample::Sample;
-use crate::scenario::{ChannelPolicy, Plan};
+use crate::scenario::{ChannelPolicy, Plan, Transport};
 use crate::stats::lifecycle::{Attribution, TimelineEvent, attribute, timeline};
 use crate::stats::{Latency, LoadWindow, Span};
 use crate::verdict::Verdicts;
@@ -185,7 +185,14 @@ pub struct PlanInfo {
 }
 
 fn channel_transport() -> String {
-    crate::scenario::Transport::Channel.name().to_owned()
+    Transport::Channel.name().to_owned()
+}
+
+impl PlanInfo {
+    /// The transport, when it is not the default `channel`: reports name it after the policy.
+    pub fn other_transport(&self) -> Option<&str> {
+        (self.transport != Transport::Channel.name()).then_some(self.transport.as_str())
+    }
 }
 
 /// Request counts, warm-up included.
