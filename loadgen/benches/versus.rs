@@ -1,14 +1,15 @@
-//! The load generator against h2load and a grpc-go client on the same server,
-//! alternating runs so machine drift cancels out. Each runs as a child process
-//! against a fresh `leaklab-server`, with one connection and 64 concurrent
-//! streams, so each tool's CPU time and peak RSS are its own (from `wait4`'s
-//! rusage).
+//! The load generator, on a tonic `Channel` and on the `h2` transport, against
+//! h2load and a grpc-go client on the same server, alternating runs so machine
+//! drift cancels out. Each runs as a child process against a fresh
+//! `leaklab-server`, with one connection and 64 concurrent streams, so each
+//! tool's CPU time and peak RSS are its own (from `wait4`'s rusage).
 //!
 //! h2load (Debian's `nghttp2-client`) sends gRPC-framed POSTs with
 //! `content-type: application/grpc` and `te: trailers`; it reports min,
 //! mean and max latency but no percentiles, so its p50/p99 columns show
 //! its mean and max. The grpc-go client is `peers/go` in closed loop
-//! (`-rate 0`), when `make peers` has built it.
+//! (`-rate 0`) with grpc-go's protobuf codec (`-codec proto`), when
+//! `make peers` has built it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
