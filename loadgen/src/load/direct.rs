@@ -45,12 +45,8 @@ impl H2Transport {
     /// Dials `authority` through `connector` (counted, GOAWAYs observed) and does the HTTP/2 handshake.
     /// The connection is driven by a task of its own on the current runtime until it closes.
     pub async fn connect(connector: &CountingConnector, authority: uri::Authority) -> Result<Self, ConnectError> {
-        let uri = Uri::builder()
-            .scheme(uri::Scheme::HTTP)
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|error| ConnectError::Address(error.to_string()))?;
+        let uri = origin(authority.clone(), uri::PathAndQuery::from_static("/"))
+            .expect("a scheme, an authority and a path make a URI");
         let io = connector.clone().call(uri).await.map_err(ConnectError::Dial)?.into_inner();
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
@@ -73,14 +69,18 @@ impl H2Transport {
         }
         // tonic's client leaves scheme and authority to the `Channel`; h2 needs them for its pseudo-headers.
         let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
-        parts.uri =
-            Uri::builder().scheme(uri::Scheme::HTTP).authority(self.authority.clone()).path_and_query(path).build()?;
+        parts.uri = origin(self.authority.clone(), path)?;
         let (response, mut stream) = self.send.send_request(http::Request::from_parts(parts, ()), data.is_empty())?;
         if !data.is_empty() {
             stream.send_data(data, true)?;
         }
         Ok(response)
     }
+}
+
+/// `http://{authority}{path}`.
+fn origin(authority: uri::Authority, path: uri::PathAndQuery) -> Result<Uri, http::Error> {
+    Uri::builder().scheme(uri::Scheme::HTTP).authority(authority).path_and_query(path).build()
 }
 
 /// The connection's error, as the call that found it not ready reports it.
@@ -96,8 +96,6 @@ struct NotUnary;
 /// Why dialling an [`H2Transport`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("not a server address: {0}")]
-    Address(String),
     #[error("dialling the server: {0}")]
     Dial(#[source] std::io::Error),
     #[error("the HTTP/2 handshake: {0}")]

@@ -53,27 +53,21 @@ pub struct Progress {
 impl Progress {
     /// A progress display on stderr.
     pub fn stderr(view: View) -> Option<Self> {
-        let terminal = std::io::stderr().is_terminal();
         if view == View::Quiet {
             return None;
         }
-        if view == View::Dashboard && terminal {
+        let terminal = std::io::stderr().is_terminal();
+        let dashboard = (view == View::Dashboard && terminal).then(|| {
             eprint!("\x1b[?25l"); // the cursor would flicker over the charts
-            return Some(Self {
-                bar: None,
-                dashboard: Some(Live::default()),
-                last_line: String::new(),
-                last_plain: None,
-                recent: VecDeque::new(),
-            });
-        }
-        let bar = terminal.then(|| {
+            Live::default()
+        });
+        let bar = (terminal && dashboard.is_none()).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
             // wide_msg truncates to the terminal's width, so the line never wraps.
             bar.set_style(ProgressStyle::with_template("{spinner} {wide_msg}").expect("static template is valid"));
             bar
         });
-        Some(Self { bar, dashboard: None, last_line: String::new(), last_plain: None, recent: VecDeque::new() })
+        Some(Self { bar, dashboard, last_line: String::new(), last_plain: None, recent: VecDeque::new() })
     }
 
     pub fn into_observer(mut self) -> Observer {
