@@ -214,11 +214,17 @@ fn compare_with_h2load(server_bin: &Path, dir: &Path, requests: u64) {
     let mut tools = vec![Tool::Loadgen(Transport::H2), Tool::Loadgen(Transport::Channel), Tool::H2load];
     tools.extend(go_client.clone().map(Tool::GrpcGo));
     let mut runs: Vec<Vec<versus::ToolRun>> = vec![Vec::new(); tools.len()];
-    for _ in 0..VERSUS_ROUNDS {
+    // Every run is printed, so an outlier behind a median can be seen.
+    println!("| round | tool | requests/s | CPU s per 100k requests |\n|---:|---|---:|---:|");
+    for round in 1..=VERSUS_ROUNDS {
         for (tool, runs) in tools.iter().zip(&mut runs) {
-            runs.push(tool.run(server_bin, dir, requests, streams));
+            let run = tool.run(server_bin, dir, requests, streams);
+            let cpu = run.cpu_s / run.requests.max(1) as f64 * 100_000.0;
+            println!("| {round} | {} | {:.0} | {cpu:.2} |", tool.name(), run.requests_per_s);
+            runs.push(run);
         }
     }
+    println!();
     let median_of = |runs: &[versus::ToolRun], value: &dyn Fn(&versus::ToolRun) -> f64| {
         let mut values: Vec<f64> = runs.iter().map(value).collect();
         median(&mut values)
