@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http_body::{Body, Frame, SizeHint};
 
@@ -139,17 +141,22 @@ where
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    // The clock is tokio's, paused: it moves only when every task waits, to the next timer.
+
+    #[tokio::test(start_paused = true)]
     async fn idle_time_counts_from_the_last_rpc() {
         let activity = Arc::new(ConnActivity::default());
         tokio::time::sleep(Duration::from_millis(10)).await;
         let call = activity.begin();
         assert_eq!(activity.idle_for(), None);
+        tokio::time::sleep(Duration::from_millis(40)).await;
         drop(call);
-        assert!(activity.idle_for().unwrap() < Duration::from_millis(5));
+        assert_eq!(activity.idle_for(), Some(Duration::ZERO), "idle from the end of the last RPC, not its start");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        assert_eq!(activity.idle_for(), Some(Duration::from_millis(25)));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_rpc_in_flight_holds_off_the_idle_limit() {
         let activity = Arc::new(ConnActivity::default());
         let call = activity.begin();
@@ -158,8 +165,8 @@ mod tests {
                 .await;
         assert!(waited.is_err(), "still in flight: never idle");
         drop(call);
-        let started = Instant::now();
+        let ended = Instant::now();
         activity.idle_for_at_least(Duration::from_millis(30)).await;
-        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert_eq!(ended.elapsed(), Duration::from_millis(30), "the limit counts from the RPC's end");
     }
 }

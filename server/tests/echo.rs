@@ -67,10 +67,12 @@ async fn health_reports_echo_serving_and_connections_are_counted() {
     assert_eq!(status.get_ref().status, tonic_health::ServingStatus::Serving as i32);
     assert_eq!(server.metrics.connections.counts().open, 1);
     drop(channel);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The deadline only guards against a hang.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while server.metrics.connections.counts().open != 0 {
         assert!(std::time::Instant::now() < deadline, "the closed connection was never counted as closed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(server.shutdown(Duration::from_secs(5)).await, "graceful shutdown with no connection is immediate");
+    // With no connection left nothing can hold a graceful shutdown; the bound only guards against a hang.
+    assert!(server.shutdown(Duration::from_secs(30)).await, "graceful shutdown with no connection open never ended");
 }

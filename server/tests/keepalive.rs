@@ -21,16 +21,16 @@ async fn call(channel: Channel, delay_ms: u32) -> Result<(), tonic::Status> {
     EchoClient::new(channel).unary(EchoRequest { delay_ms, ..Default::default() }).await.map(drop)
 }
 
-/// Waits until `done` holds, for at most `limit`; returns how long it took.
-async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
+/// Waits until `done` holds; the bound only guards against a hang.
+async fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
         if done() {
-            return Some(started.elapsed());
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    None
+    false
 }
 
 #[tokio::test]
@@ -40,14 +40,10 @@ async fn an_idle_leaked_connection_is_closed_after_max_connection_idle() {
     // The leak: a channel that made its call and is kept, never closed.
     let leaked = endpoint(&server).connect().await.unwrap();
     call(leaked.clone(), 0).await.unwrap();
-    let idle_since = Instant::now();
     assert_eq!(server.metrics.connections.counts().open, 1);
 
-    let closed = wait_until(Duration::from_secs(5), || server.metrics.connections.counts().open == 0).await;
-    let closed_after = idle_since.elapsed();
-    assert!(closed.is_some(), "the idle connection was never closed");
-    // The server's idle time starts as it finishes the response, a moment before the client sees it.
-    assert!(closed_after + Duration::from_millis(50) >= idle, "closed after {closed_after:?}, before the idle limit");
+    assert!(wait_until(|| server.metrics.connections.counts().open == 0).await, "the idle connection was never closed");
+    // It was the idle limit that closed it: the GOAWAY says so.
     assert_eq!(server.metrics.lifecycle.counts().goaway_max_idle, 1);
     drop(leaked);
     server.shutdown(Duration::from_secs(1)).await;
@@ -63,8 +59,7 @@ async fn a_connection_with_an_rpc_in_flight_is_not_idle() {
     call(channel.clone(), 1000).await.expect("the slow call completes on its connection");
     assert_eq!(server.metrics.connections.counts().opened, 1, "the call's connection was never replaced");
     // Once idle, it goes.
-    let closed = wait_until(Duration::from_secs(5), || server.metrics.connections.counts().open == 0).await;
-    assert!(closed.is_some());
+    assert!(wait_until(|| server.metrics.connections.counts().open == 0).await, "the idle connection was never closed");
     assert_eq!(server.metrics.lifecycle.counts().goaway_max_idle, 1);
     server.shutdown(Duration::from_secs(1)).await;
 }
@@ -85,11 +80,9 @@ async fn the_third_early_ping_gets_too_many_pings_and_the_client_sees_it() {
         .connect()
         .await
         .unwrap();
-    // A slow call is in flight, so no HEADERS or DATA from the server clear the strikes.
-    let started = Instant::now();
+    // A slow call is in flight, so no HEADERS or DATA from the server clear the strikes. It fails
+    // before its 5 s answer comes: the counts below say the policy closed its connection.
     let status = call(channel, 5000).await.expect_err("the connection is closed under the call");
-    let failed_after = started.elapsed();
-    assert!(failed_after < Duration::from_secs(3), "failed after {failed_after:?}: not by the policy");
     let counts = server.metrics.lifecycle.counts();
     assert_eq!(counts.goaway_too_many_pings, 1, "{counts:?}");
     assert!(counts.ping_strikes >= 3, "{counts:?}");
