@@ -50,8 +50,11 @@ bench: build peers
 	scripts/install-peers.sh || echo "make bench: without h2load its side-by-side table is skipped"
 	$(CARGO) bench -p leaklab-loadgen --bench loadgen
 
+# The summary's schema, the scenario file's schema and its reference page, from the code.
 schema: build
 	$(LOADGEN) schema > schema/summary.schema.json
+	$(LOADGEN) schema --scenario > schema/scenario.schema.json
+	$(LOADGEN) schema --scenario-docs > docs/scenarios.md
 
 PEER_PYTHON := target/peers/python-venv/bin/python
 

@@ -13,6 +13,9 @@
 //!    ([`versus`]), written to `BENCHMARKS.md` too.
 //! 4. Coordinated omission: the `stall` scenario's latency measured from each
 //!    request's send and from its intended send time, side by side.
+//! 5. The sampler at scale: a leak up to 18,000 open connections at 1,500
+//!    requests/s, with the largest gap between two samples of the load and
+//!    the sampler's busy share of the cores (socket counts included).
 //!
 //! Not a test: the numbers depend on the machine and on whatever else runs on
 //! it, so nothing here passes or fails. `LEAKLAB_BENCH_SCALE=0.1` runs a
@@ -28,7 +31,7 @@ use leaklab_loadgen::report::progress::View;
 use leaklab_loadgen::report::units::mib;
 use leaklab_loadgen::run::{self, RunOptions, RunOutcome, TargetChoice};
 use leaklab_loadgen::sample::{Phase, Sample};
-use leaklab_loadgen::scenario::{self, Overrides, Plan, Transport};
+use leaklab_loadgen::scenario::{self, Overrides, Plan, RunPlan, Transport};
 use leaklab_probe::procfs::machine_description;
 use tokio::sync::watch;
 use versus::Tool;
@@ -77,22 +80,24 @@ fn main() {
             for sampled in [true, false] {
                 let plan = plan(scaled(ROUND_REQUESTS), sampled, *transport);
                 let outcome = runtime.block_on(execute(&plan, &server_bin, reports.path()));
-                let s = &outcome.summary;
-                assert_eq!(s.requests.failed, 0, "bench requests failed: {:?}", s.requests.errors);
+                let s = &outcome.report.summary;
+                let requests = s.requests.as_ref().expect("a built-in run counts its requests");
+                assert_eq!(requests.failed, 0, "bench requests failed: {:?}", requests.errors);
+                let (rps, latency) =
+                    (s.throughput_rps.unwrap_or(0.0), s.latency_us.expect("a built-in run times its calls"));
                 println!(
-                    "| {round} | {} | {} | {} | {:.0} | {} | {} |",
+                    "| {round} | {} | {} | {} | {rps:.0} | {} | {} |",
                     transport.name(),
                     if sampled { "100 ms" } else { "off" },
-                    s.requests.ok,
-                    s.throughput_rps,
-                    s.latency_us.p50,
-                    s.latency_us.p99
+                    requests.ok,
+                    latency.p50,
+                    latency.p99
                 );
                 if sampled {
-                    with_sampling.push(s.throughput_rps);
+                    with_sampling.push(rps);
                     busy_share.push(s.samples.busy_s / (s.load_duration_s * cores() as f64));
                 } else {
-                    without.push(s.throughput_rps);
+                    without.push(rps);
                 }
             }
         }
@@ -173,7 +178,7 @@ fn main() {
     let outcome = runtime.block_on(execute(&open, &server_bin, reports.path()));
     // Between periodic samples inside a round (checkpoint pauses and each round's start-up left out).
     let (mut requests, mut seconds) = (0.0, 0.0);
-    for pair in outcome.samples.windows(2) {
+    for pair in outcome.report.samples.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         if a.phase == Phase::Load && b.phase == Phase::Load && !a.settled && !b.settled {
             requests += (b.requests() - a.requests()) as f64;
@@ -181,7 +186,7 @@ fn main() {
         }
     }
     let steady = requests / seconds;
-    let overall = outcome.summary.throughput_rps;
+    let overall = outcome.report.summary.throughput_rps.unwrap_or(0.0);
     println!(
         "open loop, 16 workers: target {target:.0} req/s; achieved {steady:.0} req/s between samples inside rounds \
          ({:+.2}% of the target), {overall:.0} req/s over the whole load ({:+.2}%, each round's start and end included)\n",
@@ -192,18 +197,70 @@ fn main() {
     // 4. Coordinated omission, on the shipped `stall` scenario.
     let stall =
         scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/stall.toml"), &Overrides::default())
-            .expect("scenarios/stall.toml is valid");
+            .ok()
+            .and_then(RunPlan::builtin)
+            .expect("scenarios/stall.toml is a valid built-in scenario");
     let outcome = runtime.block_on(execute(&stall, &server_bin, reports.path()));
-    let s = &outcome.summary;
+    let s = &outcome.report.summary;
     println!("`stall` ({}): latency in µs", s.description);
     println!("| measured from | p50 | p90 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|");
     let row = |name: &str, l: &leaklab_loadgen::stats::Latency| {
         println!("| {name} | {} | {} | {} | {} | {} |", l.p50, l.p90, l.p99, l.p999, l.max)
     };
-    row("the send", &s.latency_us);
+    if let Some(sent) = &s.latency_us {
+        row("the send", sent);
+    }
     if let Some(intended) = &s.latency_from_intended_us {
         row("the intended send time", intended);
     }
+    println!();
+
+    // 5. The sampler at scale, on the `loadgen` binary: the run samples itself, and its own process
+    // must hold 18,000 connections without anything else in it.
+    sampler_at_scale(&server_bin, reports.path());
+}
+
+/// `loadgen run leak --no-caps --requests 18000 --rate 1500`: the largest gap between two samples of
+/// the load (warm-up and rounds), and the sampler's busy share of the cores over the run.
+fn sampler_at_scale(server_bin: &Path, reports: &Path) {
+    const REQUESTS: u64 = 18_000;
+    let status = std::process::Command::new(server_bin.with_file_name("loadgen"))
+        .args(["run", "leak", "--no-caps", "--requests", &REQUESTS.to_string(), "--rate", "1500", "--quiet"])
+        .arg("--reports-dir")
+        .arg(reports)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running target/release/loadgen");
+    assert!(status.code().is_some_and(|code| code == 0 || code == 3), "loadgen run leak failed: {status}");
+    let dir = reports.join("leak/latest");
+    let samples: Vec<Sample> = std::fs::read_to_string(dir.join("samples.jsonl"))
+        .expect("samples.jsonl")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a sample"))
+        .collect();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary.json")).expect("JSON");
+    let loaded = |s: &Sample| matches!(s.phase, Phase::Warmup | Phase::Load);
+    let (gap, at, connections) = samples
+        .windows(2)
+        .filter(|pair| loaded(&pair[0]) && loaded(&pair[1]))
+        .map(|pair| (pair[1].elapsed_s - pair[0].elapsed_s, pair[0].elapsed_s, pair[1].client.connections.open))
+        .fold((0.0, 0.0, 0), |largest, gap| if gap.0 > largest.0 { gap } else { largest });
+    let interval_s = summary["plan"]["sample_interval_ms"].as_f64().unwrap_or(100.0) / 1000.0;
+    let run_s = samples.last().map_or(1.0, |s| s.elapsed_s);
+    let busy_s = summary["samples"]["busy_s"].as_f64().unwrap_or(0.0);
+    println!(
+        "sampler at scale: `loadgen run leak --no-caps --requests {REQUESTS} --rate 1500`, {} samples, peak {} client \
+         connections: largest gap between two samples of the load {gap:.3} s ({:.1}× the {:.0} ms interval) at {at:.1} s \
+         with {connections} connections; the sampler and the socket counts beside it were busy {busy_s:.2} s of the \
+         {run_s:.1} s run, {:.2}% of the {} cores",
+        samples.len(),
+        summary["client"]["connections"]["peak"],
+        gap / interval_s,
+        interval_s * 1000.0,
+        busy_s / (run_s * cores() as f64) * 100.0,
+        cores()
+    );
 }
 
 const VERSUS_ROUNDS: usize = 5;
@@ -312,8 +369,10 @@ pub(crate) fn plan_text(requests: u64, transport: Transport) -> String {
 
 fn plan(requests: u64, sampled: bool, transport: Transport) -> Plan {
     let text = plan_text(requests, transport);
-    let mut plan =
-        scenario::parse(Path::new("bench.toml"), &text, &Overrides::default()).expect("the bench plan is valid");
+    let mut plan = scenario::parse(Path::new("bench.toml"), &text, &Overrides::default())
+        .ok()
+        .and_then(RunPlan::builtin)
+        .expect("the bench plan is valid");
     if !sampled {
         plan.sampling.interval = None;
     }
@@ -323,12 +382,13 @@ fn plan(requests: u64, sampled: bool, transport: Transport) -> Plan {
 async fn execute(plan: &Plan, server_bin: &Path, reports: &Path) -> RunOutcome {
     let (_stop_tx, stop) = watch::channel(false);
     let options = RunOptions {
-        target: TargetChoice::Spawn { server_bin: server_bin.to_owned() },
+        target: Some(TargetChoice::Spawn { server_bin: server_bin.to_owned() }),
         reports_dir: reports.to_owned(),
         view: View::Quiet,
         stop,
     };
-    let outcome = run::execute(plan, options).await.expect("a bench run completes");
+    let outcome =
+        run::execute(&RunPlan::Builtin(Box::new(plan.clone())), options).await.expect("a bench run completes");
     // Let the server's exit and socket teardown settle before the next round.
     tokio::time::sleep(Duration::from_millis(300)).await;
     outcome

@@ -1,14 +1,24 @@
 //! Command-line interface. Only clap lives here; arguments are converted into
-//! the library's types before anything runs.
+//! the library's types before anything runs. The flags that override a
+//! scenario's keys come from the one table of them, `scenario::OPTIONS`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use leaklab_loadgen::compare::{self, CompareOptions};
+use leaklab_loadgen::demo::{DemoOptions, story};
 use leaklab_loadgen::report::progress::View;
-use leaklab_loadgen::run::TargetChoice;
-use leaklab_loadgen::scenario::{Overrides, parse_size};
+use leaklab_loadgen::run::{RunOptions, TargetChoice, process_name};
+use leaklab_loadgen::scenario::{
+    self, Catalog, ForeignClient, ForeignPlan, Kind, OPTIONS, Overrides, RunPlan, reference,
+};
+use leaklab_loadgen::{baseline, summary};
+use tokio::sync::watch;
+
+/// The stop flag a run watches (Ctrl-C, SIGTERM).
+pub(crate) type Stop = watch::Receiver<bool>;
 
 /// Reproduce, measure and explain gRPC client memory leaks.
 ///
@@ -39,8 +49,29 @@ pub(crate) enum Command {
     Watch(WatchArgs),
     /// List the scenarios with their descriptions.
     List(ListArgs),
-    /// Print the JSON Schema of summary.json.
-    Schema,
+    /// Print the JSON Schema of summary.json, or with --scenario of a scenario file.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemaArgs {
+    /// The schema of a scenario file (for TOML editors) instead of summary.json's.
+    #[arg(long, conflicts_with = "scenario_docs")]
+    pub(crate) scenario: bool,
+    /// The scenario file reference, docs/scenarios.md, as markdown.
+    #[arg(long)]
+    pub(crate) scenario_docs: bool,
+}
+
+impl SchemaArgs {
+    /// What `loadgen schema` prints.
+    pub(crate) fn text(&self) -> String {
+        match (self.scenario, self.scenario_docs) {
+            (true, _) => reference::json_schema(),
+            (_, true) => reference::markdown(),
+            _ => summary::json_schema(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +88,28 @@ pub(crate) struct DemoArgs {
     pub(crate) common: CommonArgs,
 }
 
+impl DemoArgs {
+    /// The story, checked before anything runs.
+    pub(crate) fn story(&self) -> anyhow::Result<story::Story> {
+        let path = self.story.clone().unwrap_or_else(story::default_path);
+        Ok(story::load(&path, &Catalog::locate(self.common.scenarios_dir.clone()), self.fast)?)
+    }
+
+    /// How the demo runs: each chapter in its own `loadgen run`, with the live view unless `--quiet`.
+    pub(crate) fn options(&self, stop: Stop) -> anyhow::Result<DemoOptions> {
+        let target = self.common.target()?;
+        if let TargetChoice::External { .. } = target {
+            anyhow::bail!("--target: the demo starts and measures its own server in every chapter");
+        }
+        let mut run_args = self.common.forwarded(&target);
+        if !self.common.quiet && !self.common.dashboard {
+            run_args.push("--dashboard".to_owned());
+        }
+        let runner = std::env::current_exe().context("locating this binary")?;
+        Ok(DemoOptions { runner, run_args, reports_dir: self.common.reports_dir.clone(), fast: self.fast, stop })
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ReportArgs {
     /// The run directory, e.g. reports/leak/latest.
@@ -70,20 +123,24 @@ pub(crate) struct WatchArgs {
     pub(crate) pid: Option<u32>,
 
     /// Stop watching after this long.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub(crate) duration: std::time::Duration,
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub(crate) duration: Duration,
 
     /// Time between two samples (at least 10ms).
     #[arg(long, default_value = "100ms", value_parser = sample_interval)]
-    pub(crate) interval: std::time::Duration,
+    pub(crate) interval: Duration,
+
+    /// Samples from the first this-long are not judged: a process that has just started is still warming up.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub(crate) warmup: Duration,
 
     /// RSS growth per second that is not a leak, e.g. 64KiB (a command that prints no progress lines).
-    #[arg(long, default_value = "64KiB", value_parser = size)]
+    #[arg(long, default_value = "64KiB", value_parser = scenario::parse_size)]
     pub(crate) tolerance: u64,
 
     /// RSS growth per request that is not a leak, for a command that prints
     /// `leaklab-progress ok=N failed=M` lines (a garbage-collected runtime breathes by a KB or so).
-    #[arg(long, default_value = "2KiB", value_parser = size)]
+    #[arg(long, default_value = "2KiB", value_parser = scenario::parse_size)]
     pub(crate) tolerance_per_request: u64,
 
     /// Where run directories go.
@@ -99,16 +156,52 @@ pub(crate) struct WatchArgs {
     pub(crate) command: Vec<String>,
 }
 
-fn sample_interval(text: &str) -> Result<std::time::Duration, String> {
-    let interval = humantime::parse_duration(text).map_err(|error| error.to_string())?;
-    if interval < std::time::Duration::from_millis(10) {
+fn duration(text: &str) -> Result<Duration, String> {
+    scenario::parse_duration(text)
+}
+
+fn sample_interval(text: &str) -> Result<Duration, String> {
+    let interval = duration(text)?;
+    if interval < Duration::from_millis(10) {
         return Err("must be at least 10ms".to_owned());
     }
     Ok(interval)
 }
 
-fn size(text: &str) -> Result<u64, String> {
-    leaklab_loadgen::scenario::parse_size(text)
+impl WatchArgs {
+    /// The foreign plan of this watch.
+    pub(crate) fn plan(&self) -> anyhow::Result<RunPlan> {
+        let client = match self.pid {
+            Some(pid) => ForeignClient::Pid(pid),
+            None if self.command.first().is_none_or(|program| program.is_empty()) => {
+                anyhow::bail!("watch: no command given after --")
+            }
+            None => ForeignClient::Command(self.command.clone()),
+        };
+        if self.warmup >= self.duration {
+            anyhow::bail!("--warmup ({}) must be shorter than --duration", humantime::format_duration(self.warmup));
+        }
+        let description = match &client {
+            ForeignClient::Command(argv) => format!("`{}`, watched from outside", argv.join(" ")),
+            ForeignClient::Pid(pid) => format!("process {pid}, watched from outside"),
+        };
+        let tolerances = (self.tolerance_per_request as f64, self.tolerance as f64);
+        let name = format!("watch-{}", process_name(&client));
+        Ok(RunPlan::Foreign(Box::new(ForeignPlan::watch(
+            name,
+            description,
+            client,
+            self.duration,
+            self.interval,
+            self.warmup,
+            tolerances,
+        ))))
+    }
+
+    pub(crate) fn options(&self, stop: Stop) -> RunOptions {
+        let view = if self.dashboard { View::Dashboard } else { View::Quiet };
+        RunOptions { target: None, reports_dir: self.reports_dir.clone(), view, stop }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -129,67 +222,27 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) verdict: VerdictArgs,
 
-    /// Override load.requests.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) requests: Option<u64>,
+    #[command(flatten)]
+    pub(crate) overrides: OverrideArgs,
+}
 
-    /// Override load.duration, e.g. `20s`.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) duration: Option<Duration>,
+impl RunArgs {
+    /// The scenario's plan, the command line's overrides applied.
+    pub(crate) fn plan(&self) -> anyhow::Result<RunPlan> {
+        let path = Catalog::locate(self.common.scenarios_dir.clone()).resolve(&self.scenario)?;
+        Ok(scenario::load(&path, &self.overrides.0)?)
+    }
 
-    /// Override load.concurrency.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) concurrency: Option<u64>,
+    /// What the run does with baselines, checked before anything runs.
+    pub(crate) fn baselines(&self, plan: &RunPlan) -> anyhow::Result<baseline::BaselineUse> {
+        let (compare_with, save_as) = (self.verdict.baseline.as_deref(), self.verdict.save_baseline.as_deref());
+        Ok(baseline::BaselineUse::prepare(&self.common.reports_dir, compare_with, save_as, plan.name())?)
+    }
 
-    /// Override load.rate (requests per second, open loop); 0 for closed loop.
-    #[arg(long, value_parser = non_negative_rate)]
-    pub(crate) rate: Option<f64>,
-
-    /// Override load.warmup_requests.
-    #[arg(long)]
-    pub(crate) warmup_requests: Option<u64>,
-
-    /// Override load.rounds (6 or more).
-    #[arg(long)]
-    pub(crate) rounds: Option<u64>,
-
-    /// Override load.idle_between_rounds, e.g. `3s`: the client idles this long before each checkpoint.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) idle_between_rounds: Option<Duration>,
-
-    /// Override sampling.interval, e.g. `50ms`.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) interval: Option<Duration>,
-
-    /// Override sampling.cooldown, e.g. `5s`.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) cooldown: Option<Duration>,
-
-    /// Override client.source_addresses: spread connections over 127.0.0.2 … 127.0.0.(N+1).
-    #[arg(long, value_name = "N")]
-    pub(crate) source_addresses: Option<u64>,
-
-    /// Override caps.client_rss, e.g. `300MiB`: the load stops when the load generator's RSS reaches it.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub(crate) cap_client_rss: Option<u64>,
-
-    /// Override caps.server_rss, e.g. `1GiB`.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub(crate) cap_server_rss: Option<u64>,
-
-    /// Override caps.fds: open fds of either process.
-    #[arg(long, value_name = "N")]
-    pub(crate) cap_fds: Option<u64>,
-
-    /// Lift the caps: no fd cap, and RSS caps of half the machine's memory (a guard that stays),
-    /// so a leak runs into the limits of the machine (the fd limit, ephemeral ports).
-    #[arg(long, conflicts_with_all = ["cap_client_rss", "cap_server_rss", "cap_fds"])]
-    pub(crate) no_caps: bool,
-
-    /// Profile the heap of both processes (jemalloc sampling, one per 128 KiB)
-    /// and report where the memory that grew was allocated (sampling.heap_profile).
-    #[arg(long)]
-    pub(crate) heap_profile: bool,
+    pub(crate) fn options(&self, stop: Stop) -> anyhow::Result<RunOptions> {
+        let target = Some(self.common.target()?);
+        Ok(RunOptions { target, reports_dir: self.common.reports_dir.clone(), view: self.common.view(), stop })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +262,46 @@ pub(crate) struct CompareArgs {
     pub(crate) verdict: VerdictArgs,
 }
 
+impl CompareArgs {
+    /// Every scenario named (or in the catalog), validated before anything runs.
+    pub(crate) fn plans(&self) -> anyhow::Result<Vec<RunPlan>> {
+        let catalog = Catalog::locate(self.common.scenarios_dir.clone());
+        let names: Vec<String> = if self.scenarios.is_empty() {
+            catalog.entries().into_iter().map(|entry| entry.name).collect()
+        } else {
+            self.scenarios.clone()
+        };
+        if names.is_empty() {
+            anyhow::bail!("no scenario files (*.toml) in {}", catalog.dir.display());
+        }
+        let plans: Vec<RunPlan> = names
+            .iter()
+            .map(|name| Ok(scenario::load(&catalog.resolve(name)?, &Overrides::default())?))
+            .collect::<anyhow::Result<_>>()?;
+        if let Some(name) = &self.verdict.baseline {
+            compare::check_baselines(&self.common.reports_dir, name, &plans)?;
+        }
+        if let Some(name) = &self.verdict.save_baseline {
+            baseline::check_name(name)?;
+        }
+        Ok(plans)
+    }
+
+    /// How the comparison runs: each scenario in its own `loadgen run` with the same target.
+    pub(crate) fn options(&self, stop: Stop) -> anyhow::Result<CompareOptions> {
+        Ok(CompareOptions {
+            runner: std::env::current_exe().context("locating this binary")?,
+            run_args: self.common.forwarded(&self.common.target()?),
+            reports_dir: self.common.reports_dir.clone(),
+            quick: self.quick,
+            baseline: self.verdict.baseline.clone(),
+            save_baseline: self.verdict.save_baseline.clone(),
+            stop,
+            stdout_dir: None,
+        })
+    }
+}
+
 /// What a verdict is compared with, and how its outcome becomes an exit code.
 #[derive(Debug, Args)]
 pub(crate) struct VerdictArgs {
@@ -224,6 +317,47 @@ pub(crate) struct VerdictArgs {
     /// and instead of 4 when the run failed.
     #[arg(long)]
     pub(crate) bisect: bool,
+}
+
+/// The flags that override a scenario's keys, one per row of `scenario::OPTIONS`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OverrideArgs(pub(crate) Overrides);
+
+impl Args for OverrideArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        OPTIONS.iter().fold(command, |command, spec| {
+            let arg = Arg::new(spec.flag).long(spec.flag).help(spec.help).conflicts_with_all(spec.conflicts);
+            command.arg(match spec.kind {
+                Kind::Switch => arg.action(ArgAction::SetTrue),
+                _ => arg.value_name(spec.value_name).value_parser(move |text: &str| spec.parse(text)),
+            })
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+impl FromArgMatches for OverrideArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut overrides = Overrides::default();
+        for spec in &OPTIONS {
+            let value = match spec.kind {
+                Kind::Switch => matches.get_flag(spec.flag).then_some(scenario::Value::On),
+                _ => matches.get_one::<scenario::Value>(spec.flag).copied(),
+            };
+            if let Some(value) = value {
+                overrides.set(spec.opt, value);
+            }
+        }
+        Ok(OverrideArgs(overrides))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 /// Options every run shares.
@@ -254,35 +388,6 @@ pub(crate) struct CommonArgs {
     /// (on a terminal; elsewhere the plain progress line).
     #[arg(long)]
     pub(crate) dashboard: bool,
-}
-
-fn non_negative_rate(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
-        _ => Err(format!("{text:?} is not a rate in requests per second (0 or more)")),
-    }
-}
-
-impl RunArgs {
-    pub(crate) fn overrides(&self) -> Overrides {
-        Overrides {
-            requests: self.requests,
-            duration: self.duration,
-            concurrency: self.concurrency,
-            rate: self.rate,
-            warmup_requests: self.warmup_requests,
-            rounds: self.rounds,
-            idle_between_rounds: self.idle_between_rounds,
-            interval: self.interval,
-            cooldown: self.cooldown,
-            cap_client_rss: self.cap_client_rss,
-            cap_server_rss: self.cap_server_rss,
-            cap_fds: self.cap_fds,
-            source_addresses: self.source_addresses,
-            no_caps: self.no_caps,
-            heap_profile: self.heap_profile,
-        }
-    }
 }
 
 impl CommonArgs {
@@ -335,6 +440,7 @@ impl CommonArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use leaklab_loadgen::scenario::{Opt, Value};
 
     #[test]
     fn cli_is_consistent() {
@@ -354,81 +460,49 @@ mod tests {
         let cli =
             Cli::try_parse_from(["loadgen", "compare", "leak", "reused", "--quick", "--baseline", "main", "--bisect"])
                 .unwrap();
-        let Command::Compare(args) = cli.command else { panic!("compare expected") };
+        let Command::Compare(args) = cli.command else { panic!("run expected") };
         assert_eq!(args.scenarios, ["leak", "reused"]);
         assert!(args.quick && args.verdict.bisect);
         assert_eq!(args.verdict.baseline.as_deref(), Some("main"));
     }
 
     #[test]
-    fn zero_requests_is_a_usage_error() {
-        let err = Cli::try_parse_from(["loadgen", "run", "leak", "--requests", "0"]).unwrap_err();
+    fn a_value_that_is_not_one_is_a_usage_error_naming_the_flag() {
+        let err = Cli::try_parse_from(["loadgen", "run", "leak", "--requests", "many"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("--requests"), "{err}");
+        let err = Cli::try_parse_from(["loadgen", "run", "leak", "--no-caps", "--cap-fds", "10"]).unwrap_err();
+        assert!(err.to_string().contains("--no-caps") && err.to_string().contains("--cap-fds"), "{err}");
     }
 
     #[test]
     fn overrides_reach_a_child_run_unchanged() {
-        let overrides = Overrides {
-            requests: Some(9),
-            duration: Some(Duration::from_secs(2)),
-            concurrency: Some(3),
-            rate: Some(50.5),
-            warmup_requests: Some(1),
-            rounds: Some(7),
-            idle_between_rounds: Some(Duration::from_millis(1500)),
-            interval: Some(Duration::from_millis(20)),
-            cooldown: Some(Duration::from_secs(1)),
-            cap_client_rss: Some(1 << 20),
-            cap_server_rss: Some(2 << 20),
-            cap_fds: Some(100),
-            source_addresses: Some(2),
-            no_caps: false,
-            heap_profile: true,
-        };
-        let lifted = Overrides { no_caps: true, rate: Some(0.0), ..Overrides::default() };
-        for overrides in [overrides, lifted, Overrides::default()] {
+        let every = OPTIONS.iter().fold(Overrides::default(), |overrides, spec| {
+            let value = match spec.kind {
+                Kind::Count => Value::Count(9),
+                Kind::Duration => Value::Duration(Duration::from_millis(1500)),
+                Kind::Rate => Value::Rate(50.5),
+                Kind::Size => Value::Size(1 << 20),
+                Kind::Switch => Value::On,
+            };
+            // --no-caps refuses the caps it lifts.
+            if spec.opt == Opt::NoCaps { overrides } else { overrides.with(spec.opt, value) }
+        });
+        let lifted = Overrides::default().with(Opt::NoCaps, Value::On).with(Opt::Rate, Value::Rate(0.0));
+        for overrides in [every, lifted, Overrides::default()] {
             let args = overrides.to_args();
             let cli = Cli::try_parse_from(["loadgen", "run", "leak"].into_iter().map(String::from).chain(args.clone()))
                 .unwrap_or_else(|error| panic!("{args:?}: {error}"));
             let Command::Run(run) = cli.command else { panic!("run expected") };
-            assert_eq!(run.overrides(), overrides, "{args:?}");
+            assert_eq!(run.overrides.0, overrides, "{args:?}");
         }
     }
 
     #[test]
-    fn overrides_carry_every_flag() {
-        let cli = Cli::try_parse_from([
-            "loadgen",
-            "run",
-            "leak",
-            "--requests",
-            "9",
-            "--duration",
-            "2s",
-            "--concurrency",
-            "3",
-            "--rate",
-            "50",
-            "--warmup-requests",
-            "1",
-            "--interval",
-            "20ms",
-            "--cooldown",
-            "1s",
-            "--rounds",
-            "7",
-            "--idle-between-rounds",
-            "3s",
-        ])
-        .unwrap();
-        let Command::Run(args) = cli.command else { panic!("run expected") };
-        let o = args.overrides();
-        assert_eq!((o.requests, o.concurrency, o.rate, o.warmup_requests), (Some(9), Some(3), Some(50.0), Some(1)));
-        assert_eq!((o.rounds, o.idle_between_rounds), (Some(7), Some(Duration::from_secs(3))));
-        assert_eq!(
-            (o.duration, o.interval, o.cooldown),
-            (Some(Duration::from_secs(2)), Some(Duration::from_millis(20)), Some(Duration::from_secs(1)))
-        );
+    fn a_watch_without_a_command_or_with_a_long_warmup_is_refused() {
+        let cli = Cli::try_parse_from(["loadgen", "watch", "--warmup", "5s", "--duration", "2s", "--", "sleep", "1"])
+            .unwrap();
+        let Command::Watch(args) = cli.command else { panic!("watch expected") };
+        assert!(args.plan().unwrap_err().to_string().contains("--warmup"));
     }
 }

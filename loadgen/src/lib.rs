@@ -1,22 +1,33 @@
 //! leaklab's load generator and scenario runner.
 //!
-//! The pipeline of a run, one module per stage:
-//! [`scenario`] (file → typed [`scenario::Plan`]) → [`target`] (the server)
-//! → [`load`] (requests through a channel policy) while [`sample`] records
-//! both processes → [`stats`] (pure) → [`verdict`] (rules) → [`report`]
-//! (summary, plots, markdown). [`compare`] runs several scenarios and sets them
-//! side by side.
-//! [`run::execute`] strings them together.
+//! One pipeline for every kind of run, one module per stage, each taking the
+//! previous stage's type and nothing else:
+//! [`scenario`] (file → typed [`scenario::RunPlan`]) → [`run`] (the server,
+//! then the built-in client's [`load`] or a foreign process) while [`sample`]
+//! records both processes → [`verdict`] (one judge, on [`stats`]) →
+//! [`summary`] (one record for every kind of run) → [`report`] (exporters).
+//! [`compare`] and [`demo`] run several scenarios, each in its own process,
+//! and set them side by side; [`exit`] maps how a run ended to its exit code.
+//!
+//! Lower modules never import higher ones: `scenario`, `stats`, `halt` and
+//! `heap` import no other module of the crate (a test checks the graph).
 
+pub mod baseline;
 pub mod compare;
 pub mod demo;
+pub mod exit;
 pub mod fault;
+pub mod halt;
+pub mod heap;
 pub mod load;
 pub mod report;
 pub mod run;
 pub mod sample;
 pub mod scenario;
 pub mod stats;
+pub mod summary;
 pub mod target;
 pub mod verdict;
-pub mod watch;
+
+#[cfg(test)]
+mod modules;

@@ -2,41 +2,12 @@
 //! tell a met expectation from a contradicted one, and `compare` writing its
 //! side-by-side report. Small runs against the real server binary on loopback.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
-
-fn server_bin() -> PathBuf {
-    let bin = Path::new(LOADGEN).with_file_name("leaklab-server");
-    assert!(bin.is_file(), "{} is missing: run `make test`, which builds it first", bin.display());
-    bin
-}
-
-/// A small scenario file: `policy` with the client expected to be `expect`.
-fn scenario(dir: &Path, name: &str, policy: &str, expect: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    let text = format!(
-        "description = \"{name}\"\n[client]\npolicy = \"{policy}\"\n\
-         [load]\nconcurrency = 2\nrequests = 700\nwarmup_requests = 100\nrounds = 6\n\
-         [sampling]\ninterval = \"50ms\"\ncooldown = \"100ms\"\n[expect]\nclient = \"{expect}\"\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn loadgen(args: &[&str], reports: &Path, env: &[(&str, &Path)]) -> Output {
-    let mut command = Command::new(LOADGEN);
-    command.args(args).arg("--reports-dir").arg(reports).arg("--server-bin").arg(server_bin()).arg("--quiet");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
+use common::{LOADGEN, gone, loadgen, scenario, server_bin, text};
 
 #[test]
 fn a_met_expectation_exits_0_and_a_contradicted_one_exits_1() {
@@ -140,19 +111,20 @@ fn a_cap_stops_the_load_with_its_own_exit_code_and_a_complete_report() {
 /// Starts `loadgen run` on a 400 requests/s leak in the background and waits
 /// until it has sampled for a while; returns the child and its run directory.
 fn start_leak(reports: &Path) -> (std::process::Child, PathBuf) {
+    let server_bin = server_bin();
     let path = scenario(reports, "victim", "leak", "leak");
     let child = Command::new(LOADGEN)
         .args(["run", path.to_str().unwrap(), "--requests", "4000", "--rate", "400", "--quiet", "--reports-dir"])
         .arg(reports)
         .arg("--server-bin")
-        .arg(server_bin())
+        .arg(server_bin)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let latest = reports.join("victim/latest");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    // Wait for the load to be well under way: more than a dozen samples on disk.
+    // Wait for the load to be well under way: more than a dozen samples on disk (the bound guards against a hang).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let lines = std::fs::read_to_string(latest.join("samples.jsonl")).map_or(0, |t| t.lines().count());
         if lines > 12 {
@@ -168,21 +140,6 @@ fn server_pid(run: &Path) -> u32 {
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
     record["target"]["server_pid"].as_u64().unwrap() as u32
-}
-
-/// A process that is gone (or a zombie no one waits for: it holds nothing).
-fn gone(pid: u32) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-        if state.as_deref().is_none_or(|stat| stat.split_whitespace().nth(2) == Some("Z")) {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -231,7 +188,7 @@ fn after_kill_9_the_samples_are_readable_and_report_rebuilds_the_run() {
     assert_eq!(summary["stopped_by"], "unfinished");
     assert_eq!(summary["samples"]["count"].as_u64().unwrap() as usize, lines.len());
     assert!(summary["requests"]["ok"].as_u64().unwrap() > 0);
-    assert!(summary["notes"].to_string().contains("Rebuilt by `loadgen report`"));
+    assert!(summary["notes"].as_array().unwrap().iter().any(|note| note["note"] == "rebuilt"), "{}", summary["notes"]);
 }
 
 #[test]
@@ -244,7 +201,7 @@ fn a_heap_profiled_leak_names_its_growing_stacks_and_writes_pprof() {
     for file in ["heap-warmup.client.heap", "heap-end.server.heap", "flamegraph.client.svg", "flamegraph.server.svg"] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
-    let samples = leaklab_loadgen::report::heap::read_pprof(&run.join("heap.pb.gz")).unwrap();
+    let samples = leaklab_loadgen::heap::pprof::read(&run.join("heap.pb.gz")).unwrap();
     assert!(!samples.is_empty(), "the pprof profile has samples");
     assert!(samples.iter().any(|(bytes, frames)| *bytes > 0 && !frames.is_empty()));
     let summary: serde_json::Value =
@@ -272,14 +229,15 @@ fn an_external_client_gets_the_server_address_and_its_expectation_judged() {
     std::fs::write(&path, scenario_text).unwrap();
     let output = loadgen(&["run", path.to_str().unwrap()], dir.path(), &[]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    assert!(text(&output).contains("verdict: NO LEAK"), "{}", text(&output));
+    assert!(text(&output).contains("verdict client: NO LEAK — RSS"), "{}", text(&output));
     let run = dir.path().join("sleeper/latest");
     let log = std::fs::read_to_string(run.join("command.log")).unwrap();
     assert!(log.starts_with("talking to 127.0.0.1:"), "{{addr}} was not replaced: {log}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["expectation_met"], false);
-    assert_eq!(summary["server_verdict"]["kind"], "no-leak", "the server was started and watched too");
+    assert_eq!(summary["verdict"]["server"]["kind"], "no-leak", "the server was started and watched too");
+    assert_eq!((summary["kind"].as_str(), summary["outcome"].as_str()), (Some("external"), Some("contradicted")));
     assert!(run.join("server.log").is_file());
 }
 
@@ -317,7 +275,8 @@ fn compare_sets_an_external_client_beside_the_others_and_skips_an_unbuilt_one() 
         serde_json::from_str(&std::fs::read_to_string(compare.join("compare.json")).unwrap()).unwrap();
     let rows = json["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{json}");
-    assert_eq!(rows[1]["external"], true);
+    assert_eq!(rows[1]["kind"], "external");
+    assert!(rows[1]["latency_p99_us"].is_null(), "an external client's latency is not measured: {json}");
     assert_eq!(rows[1]["client"]["kind"], "no-leak", "{json}");
     assert_eq!(json["skipped"][0]["scenario"], "unbuilt");
 }
@@ -426,7 +385,7 @@ fn demo_writes_one_self_contained_page_with_a_section_per_chapter_that_ran() {
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(demo.join("demo.json")).unwrap()).unwrap();
     assert_eq!(record["chapters"].as_array().unwrap().len(), 2);
-    assert_eq!(record["chapters"][1]["row"]["client"]["kind"], "leak");
+    assert_eq!(record["chapters"][1]["summary"]["verdict"]["client"]["kind"], "leak");
     assert_eq!(record["skipped"][0]["scenario"], "go-leak");
     let markdown = std::fs::read_to_string(demo.join("demo.md")).unwrap();
     assert!(markdown.contains("## 1. Chapter <reused>") && markdown.contains("## 2. Chapter <leak>"), "{markdown}");

@@ -119,7 +119,7 @@ mod tests {
                 fds: 2,
                 threads: 3,
                 jemalloc: None,
-                connections: ConnectionCounts { open: 1, opened: 2, closed: 1 },
+                connections: ConnectionCounts { open: 1, opened: 2, closed: 1 }.into(),
             },
             requests_served: 10,
             requests_failed: 1,

@@ -10,6 +10,8 @@
 //! - [`connections`]: exact counts of open TCP connections, kept by wrapping each socket,
 //!   so counting stays O(1) at 20,000 connections;
 //! - [`snapshot`]: the serde type that carries all of it;
+//! - [`sockdiag`]: TCP sockets by state from the kernel's sock_diag netlink interface (TIME_WAIT,
+//!   a foreign process's connections), at a cost that follows the sockets asked for;
 //! - [`control`]: the line protocol between the load generator and the server it started;
 //! - [`heap`]: jemalloc's sampling heap profiler, dumped and symbolized in-process.
 
@@ -19,10 +21,11 @@ pub mod heap;
 pub mod jemalloc;
 pub mod procfs;
 pub mod snapshot;
+pub mod sockdiag;
 
 pub use connections::{ConnectionCounter, ConnectionCounts, Counted};
 pub use jemalloc::{JemallocReader, JemallocStats};
-pub use snapshot::{ProcessSnapshot, SnapshotReader};
+pub use snapshot::{Connections, ProcessSnapshot, SnapshotReader};
 
 /// A C string pointer that may live in a `static`: the `malloc_conf` both
 /// binaries export for jemalloc to read at start.

@@ -41,6 +41,9 @@ pub enum ProcError {
     Read { path: PathBuf, source: io::Error },
     #[error("{path}: unexpected format: {reason}")]
     Format { path: PathBuf, reason: String },
+    /// The process has exited (a zombie reads as all zeros): there is nothing left to measure.
+    #[error("process {pid} has exited")]
+    Exited { pid: u32 },
 }
 
 fn read(proc_: Proc, file: &str) -> Result<(PathBuf, String), ProcError> {
@@ -83,28 +86,30 @@ fn parse_stat_threads(stat: &str) -> Option<u64> {
     after_comm.split_ascii_whitespace().nth(20 - 3)?.parse().ok()
 }
 
-/// `/proc/self/statm` and `/proc/self/stat`, opened once and re-read with
-/// `pread` at offset 0 (which makes the kernel regenerate them). A process
-/// that has run out of file descriptors can still measure itself this way,
-/// which is exactly when its figures matter.
+/// A process's `statm` and `stat`, opened once and re-read with `pread` at
+/// offset 0 (which makes the kernel regenerate them). A process that has run
+/// out of file descriptors can still measure itself this way, which is
+/// exactly when its figures matter; and watching another process costs no
+/// `open` per sample.
 #[derive(Debug)]
-pub struct SelfFiles {
+pub struct ProcFiles {
+    proc_: Proc,
     statm: fs::File,
     stat: fs::File,
 }
 
-impl SelfFiles {
-    pub fn open() -> Result<Self, ProcError> {
+impl ProcFiles {
+    pub fn open(proc_: Proc) -> Result<Self, ProcError> {
         let open = |file: &str| {
-            let path = Proc::Myself.path(file);
+            let path = proc_.path(file);
             fs::File::open(&path).map_err(|source| ProcError::Read { path, source })
         };
-        Ok(Self { statm: open("statm")?, stat: open("stat")? })
+        Ok(Self { proc_, statm: open("statm")?, stat: open("stat")? })
     }
 
-    fn reread(file: &fs::File, name: &str) -> Result<(PathBuf, String), ProcError> {
+    fn reread(&self, file: &fs::File, name: &str) -> Result<(PathBuf, String), ProcError> {
         use std::os::unix::fs::FileExt;
-        let path = Proc::Myself.path(name);
+        let path = self.proc_.path(name);
         let mut buffer = vec![0u8; 4096];
         let length = file.read_at(&mut buffer, 0).map_err(|source| ProcError::Read { path: path.clone(), source })?;
         buffer.truncate(length);
@@ -115,7 +120,7 @@ impl SelfFiles {
 
     /// Resident set size in bytes, as [`rss_bytes`].
     pub fn rss_bytes(&self) -> Result<u64, ProcError> {
-        let (path, text) = Self::reread(&self.statm, "statm")?;
+        let (path, text) = self.reread(&self.statm, "statm")?;
         parse_statm_rss_pages(&text)
             .map(|pages| pages * page_size_bytes())
             .ok_or_else(|| ProcError::Format { path, reason: format!("no resident field in {text:?}") })
@@ -123,7 +128,7 @@ impl SelfFiles {
 
     /// Number of threads, as [`threads`].
     pub fn threads(&self) -> Result<u64, ProcError> {
-        let (path, text) = Self::reread(&self.stat, "stat")?;
+        let (path, text) = self.reread(&self.stat, "stat")?;
         parse_stat_threads(&text).ok_or_else(|| ProcError::Format { path, reason: "no num_threads field".to_owned() })
     }
 }
@@ -157,97 +162,6 @@ pub fn count_fd_entries(proc_: Proc) -> Result<u64, ProcError> {
         count -= 1
     }
     Ok(count)
-}
-
-/// TCP sockets in TIME_WAIT with either end on one of `ports`, in this
-/// network namespace (`/proc/net/tcp` and `tcp6`). TIME_WAIT sockets belong
-/// to no process any more, so they are counted by port: a client that closes
-/// a connection per request leaves one behind per request for 60 s.
-pub fn time_wait_sockets(ports: &[u16]) -> Result<u64, ProcError> {
-    Ok(tcp_tables()?.iter().map(|table| count_time_wait(table, ports)).sum())
-}
-
-/// The text of `/proc/net/tcp` and, where the kernel has IPv6, `/proc/net/tcp6`.
-fn tcp_tables() -> Result<Vec<String>, ProcError> {
-    let mut tables = Vec::with_capacity(2);
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let path = PathBuf::from(file);
-        match fs::read_to_string(&path) {
-            Ok(text) => tables.push(text),
-            // No IPv6 in this kernel: nothing to count there.
-            Err(source) if source.kind() == io::ErrorKind::NotFound && file.ends_with('6') => {}
-            Err(source) => return Err(ProcError::Read { path, source }),
-        }
-    }
-    Ok(tables)
-}
-
-/// The TCP sockets a process holds, counted by state (`ESTABLISHED`,
-/// `CLOSE_WAIT`, `LISTEN`…): its socket inodes from `/proc/<pid>/fd`, looked
-/// up in `/proc/net/tcp` and `tcp6`.
-pub fn tcp_states_of(proc_: Proc) -> Result<std::collections::BTreeMap<&'static str, u64>, ProcError> {
-    let fd_dir = proc_.path("fd");
-    let entries = fs::read_dir(&fd_dir).map_err(|source| ProcError::Read { path: fd_dir.clone(), source })?;
-    let mut inodes = std::collections::HashSet::new();
-    for entry in entries.flatten() {
-        // An fd closed between the listing and the readlink is simply gone.
-        let Ok(target) = fs::read_link(entry.path()) else { continue };
-        let target = target.to_string_lossy();
-        if let Some(inode) = target.strip_prefix("socket:[").and_then(|rest| rest.strip_suffix(']')) {
-            inodes.insert(inode.to_owned());
-        }
-    }
-    let mut states = std::collections::BTreeMap::new();
-    if inodes.is_empty() {
-        return Ok(states);
-    }
-    for table in tcp_tables()? {
-        for line in table.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if let (Some(state), Some(inode)) = (fields.get(3), fields.get(9))
-                && inodes.contains(*inode)
-            {
-                *states.entry(tcp_state_name(state)).or_insert(0) += 1;
-            }
-        }
-    }
-    Ok(states)
-}
-
-/// The name of a `/proc/net/tcp` state code (include/net/tcp_states.h).
-fn tcp_state_name(code: &str) -> &'static str {
-    match code {
-        "01" => "ESTABLISHED",
-        "02" => "SYN_SENT",
-        "03" => "SYN_RECV",
-        "04" => "FIN_WAIT1",
-        "05" => "FIN_WAIT2",
-        "06" => "TIME_WAIT",
-        "07" => "CLOSE",
-        "08" => "CLOSE_WAIT",
-        "09" => "LAST_ACK",
-        "0A" => "LISTEN",
-        "0B" => "CLOSING",
-        _ => "OTHER",
-    }
-}
-
-/// Counts the TIME_WAIT lines of one `/proc/net/tcp`-format table.
-fn count_time_wait(table: &str, ports: &[u16]) -> u64 {
-    const TIME_WAIT: &str = "06";
-    let port_of = |address: &str| address.rsplit_once(':').and_then(|(_, port)| u16::from_str_radix(port, 16).ok());
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let mut fields = line.split_whitespace().skip(1);
-            let (Some(local), Some(remote), Some(state)) = (fields.next(), fields.next(), fields.next()) else {
-                return false;
-            };
-            state == TIME_WAIT
-                && [port_of(local), port_of(remote)].into_iter().flatten().any(|port| ports.contains(&port))
-        })
-        .count() as u64
 }
 
 /// The machine in one line, for reports that quote figures measured on it:
@@ -330,36 +244,15 @@ fn parse_limits_open_files(text: &str) -> Option<FdLimits> {
 }
 
 #[cfg(test)]
-mod time_wait_tests {
+mod tests {
     use super::*;
-
-    #[test]
-    fn counts_time_wait_towards_the_ports_only() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:C350 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
-   1: 0100007F:9C40 0100007F:C350 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0
-   2: 0100007F:C350 0100007F:9C41 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0
-   3: 0100007F:9C42 0100007F:1F90 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0
-   4: 0100007F:9C43 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0
-";
-        // 0xC350 = 50000: two TIME_WAIT sockets, one at each end; the LISTEN and ESTABLISHED ones do not count.
-        assert_eq!(count_time_wait(table, &[50000]), 2);
-        assert_eq!(count_time_wait(table, &[8080]), 1);
-        assert_eq!(count_time_wait(table, &[1]), 0);
-        assert_eq!(count_time_wait("garbage\nmore garbage\n", &[50000]), 0);
-    }
-
-    #[test]
-    fn reads_this_machine() {
-        time_wait_sockets(&[1]).unwrap();
-    }
 
     #[test]
     fn a_zombie_is_not_running() {
         assert!(Proc::Myself.is_running());
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
-        // Not reaped yet: a zombie once it has exited.
+        // Not reaped yet: a zombie once it has exited (the bound only guards against a hang).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while Proc::Pid(pid).is_running() {
             assert!(std::time::Instant::now() < deadline, "`true` never exited");
@@ -369,22 +262,6 @@ mod time_wait_tests {
         child.wait().unwrap();
         assert!(!Proc::Pid(pid).is_running());
     }
-
-    #[test]
-    fn finds_this_process_s_own_sockets_by_state() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (_server, _) = listener.accept().unwrap();
-        let states = tcp_states_of(Proc::Myself).unwrap();
-        assert_eq!(states.get("LISTEN"), Some(&1), "{states:?}");
-        assert_eq!(states.get("ESTABLISHED"), Some(&2), "{states:?}");
-        drop(client);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn limits_file_gives_the_open_files_line() {
@@ -407,7 +284,7 @@ mod tests {
     #[test]
     fn files_opened_once_give_fresh_figures_on_every_read() {
         let _turn = crate::MEMORY_TESTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let files = SelfFiles::open().unwrap();
+        let files = ProcFiles::open(Proc::Myself).unwrap();
         let before = files.rss_bytes().unwrap();
         let block = vec![1u8; 64 << 20];
         std::hint::black_box(&block);

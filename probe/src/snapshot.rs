@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connections::{ConnectionCounter, ConnectionCounts};
 use crate::jemalloc::{JemallocReader, JemallocStats};
-use crate::procfs::{self, Proc, ProcError, SelfFiles};
+use crate::procfs::{self, Proc, ProcError, ProcFiles};
 
 /// What a process looks like at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -20,8 +20,34 @@ pub struct ProcessSnapshot {
     pub threads: u64,
     /// jemalloc's byte counts; absent when the allocator could not be read.
     pub jemalloc: Option<JemallocStats>,
-    /// Exact TCP connection counts kept by the process itself.
-    pub connections: ConnectionCounts,
+    /// The process's TCP connections.
+    pub connections: Connections,
+}
+
+/// A process's TCP connections at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Connections {
+    /// Open now: counted exactly by a leaklab process itself, or a foreign
+    /// process's ESTABLISHED TCP sockets as the kernel lists them.
+    pub open: u64,
+    /// Opened since the process's counter was created; `null` for a process
+    /// leaklab did not write (the kernel keeps no such count).
+    pub opened: Option<u64>,
+    /// Closed since the counter was created; `null` as for `opened`.
+    pub closed: Option<u64>,
+}
+
+impl From<ConnectionCounts> for Connections {
+    fn from(counts: ConnectionCounts) -> Self {
+        Connections { open: counts.open, opened: Some(counts.opened), closed: Some(counts.closed) }
+    }
+}
+
+impl Connections {
+    /// Open connections of a process whose sockets are read from the kernel, which counts no history.
+    pub fn open_only(open: u64) -> Self {
+        Connections { open, opened: None, closed: None }
+    }
 }
 
 /// Reads [`ProcessSnapshot`]s of the calling process.
@@ -30,7 +56,7 @@ pub struct SnapshotReader {
     jemalloc: Option<JemallocReader>,
     connections: ConnectionCounter,
     /// Kept open so that measuring needs no new descriptor (`None` if they could not be opened).
-    files: Option<SelfFiles>,
+    files: Option<ProcFiles>,
 }
 
 impl SnapshotReader {
@@ -38,7 +64,7 @@ impl SnapshotReader {
     /// jemalloc figures are read only if jemalloc is the global allocator.
     pub fn new(connections: ConnectionCounter) -> Self {
         let jemalloc = JemallocReader::new().ok().filter(JemallocReader::is_global_allocator);
-        Self { jemalloc, connections, files: SelfFiles::open().ok() }
+        Self { jemalloc, connections, files: ProcFiles::open(Proc::Myself).ok() }
     }
 
     /// The counter this reader reports.
@@ -64,7 +90,7 @@ impl SnapshotReader {
                 None => procfs::threads(Proc::Myself)?,
             },
             jemalloc: self.jemalloc.as_ref().and_then(|reader| reader.read().ok()),
-            connections: self.connections.counts(),
+            connections: self.connections.counts().into(),
         })
     }
 }
@@ -80,7 +106,7 @@ mod tests {
         let snapshot = SnapshotReader::new(counter).read().unwrap();
         assert_eq!(snapshot.pid, std::process::id());
         assert!(snapshot.rss_bytes > 0 && snapshot.fds >= 3 && snapshot.threads >= 1, "{snapshot:?}");
-        assert_eq!(snapshot.connections.open, 1);
+        assert_eq!(snapshot.connections, Connections { open: 1, opened: Some(1), closed: Some(0) });
         // This test binary's global allocator is jemalloc (see jemalloc.rs), so its figures are present.
         assert!(snapshot.jemalloc.is_some_and(|j| j.allocated_bytes > 0));
     }

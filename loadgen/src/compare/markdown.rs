@@ -1,13 +1,47 @@
-//! `compare.md`: one row per scenario, short enough to paste into a pull request.
+//! `compare.md`: one row per scenario, short enough to paste into a pull
+//! request; and the lines `loadgen compare` prints when it ends.
 
 use std::fmt::Write as _;
+use std::io::Write;
 
-use super::{Comparison, Row, RowVerdict};
-use crate::report::units::{expectation_mark, format_mib, slope_with_interval};
-use crate::verdict::Outcome;
+use super::{CompareReport, Comparison, Row, RowVerdict};
+use crate::report::units::{expectation_mark, format_mib, signed_bytes, slope_with_interval};
+use crate::report::{Exporter, words};
+use crate::verdict::{Axis, Outcome};
+
+/// `compare.md`.
+#[derive(Debug)]
+pub struct CompareMarkdown;
+
+impl Exporter<CompareReport> for CompareMarkdown {
+    fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
+        out.write_all(render(&report.comparison).as_bytes())?;
+        Ok(())
+    }
+}
+
+/// What `loadgen compare` prints at the end: one line per scenario with its verdicts and mark.
+#[derive(Debug)]
+pub struct CompareText;
+
+impl Exporter<CompareReport> for CompareText {
+    fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
+        let comparison = &report.comparison;
+        writeln!(out)?;
+        for failure in &comparison.failures {
+            writeln!(out, "Error: scenario {}: {}", failure.scenario, failure.error)?;
+        }
+        for skipped in &comparison.skipped {
+            writeln!(out, "{}: skipped: {}", skipped.scenario, skipped.error)?;
+        }
+        out.write_all(summary_lines(comparison).as_bytes())?;
+        writeln!(out, "comparison: {}", report.dir.join("compare.md").display())?;
+        Ok(())
+    }
+}
 
 /// The comparison as markdown.
-pub fn render(comparison: &Comparison) -> String {
+fn render(comparison: &Comparison) -> String {
     let mut out = String::new();
     let verdict_line = match comparison.outcome {
         Outcome::Met => "every expectation met ✔",
@@ -45,8 +79,8 @@ pub fn render(comparison: &Comparison) -> String {
         for row in with_baseline {
             let baseline = row.baseline.as_ref().expect("filtered");
             let mark = if baseline.regressed { "✖" } else { "✔" };
-            let _ = writeln!(out, "- **{}** {mark}: {}", row.scenario, baseline.lines().join("; "));
-            for reason in &baseline.reasons {
+            let _ = writeln!(out, "- **{}** {mark}: {}", row.scenario, words::baseline_lines(baseline).join("; "));
+            for reason in words::regressions(baseline) {
                 let _ = writeln!(out, "  - {reason}");
             }
         }
@@ -57,19 +91,20 @@ pub fn render(comparison: &Comparison) -> String {
          each round. Connections Δ: open connections after the last round minus after warm-up (client / server). \
          Each scenario's full report is in its run directory (see `compare.json`)."
     );
-    if comparison.rows.iter().any(|row| row.external) {
+    if comparison.rows.iter().any(Row::external) {
         let _ = writeln!(
             out,
             "\nExternal clients (marked †) are watched from outside: their client column is RSS per request they \
-             reported, over every sample after warm-up (no allocator to read, no checkpoints at rest), and the harness \
-             measures no latency for them. The server column is allocated bytes, as for the others."
+             reported (per second, `/s`, when they report none), over every sample after warm-up (no allocator to \
+             read, no checkpoints at rest), and the harness measures no latency for them. The server column is \
+             allocated bytes, as for the others."
         );
     }
     out
 }
 
 /// One console line per scenario: its verdicts, expectations and mark.
-pub fn summary_lines(comparison: &Comparison) -> String {
+fn summary_lines(comparison: &Comparison) -> String {
     let width = comparison.rows.iter().map(|r| r.scenario.len()).max().unwrap_or(0);
     let mut out = String::new();
     for row in &comparison.rows {
@@ -105,17 +140,17 @@ fn table_row(row: &Row) -> String {
         Outcome::Contradicted => "✖",
         Outcome::Inconclusive => "?",
     };
-    let latency = if row.external {
-        "—".to_owned()
-    } else {
-        format!("{:.1} / {:.1} ms", row.latency_p50_us as f64 / 1000.0, row.latency_p99_us as f64 / 1000.0)
+    let latency = match (row.latency_p50_us, row.latency_p99_us) {
+        (Some(p50), Some(p99)) => format!("{:.1} / {:.1} ms", p50 as f64 / 1000.0, p99 as f64 / 1000.0),
+        _ => "—".to_owned(),
     };
+    let count = |n: Option<u64>| n.map_or_else(|| "—".to_owned(), |n| n.to_string());
     format!(
-        "| {}{} | {} | {:.0} | {latency} | {} / {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} / {} | {mark} |",
+        "| {}{} | {} | {} | {latency} | {} / {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} / {} | {mark} |",
         row.scenario,
-        if row.external { " †" } else { "" },
-        row.requests,
-        row.throughput_rps,
+        if row.external() { " †" } else { "" },
+        count(row.requests),
+        row.throughput_rps.map_or_else(|| "—".to_owned(), |rps| format!("{rps:.0}")),
         format_mib(row.client_peak_rss_bytes),
         row.server_peak_rss_bytes.map_or_else(|| "—".to_owned(), format_mib),
         slope(&row.client),
@@ -123,7 +158,7 @@ fn table_row(row: &Row) -> String {
         signed(row.client.connections_delta),
         server(&|v| signed(v.connections_delta)),
         row.client_peak_connections,
-        row.failed,
+        count(row.failed),
         row.connection_events,
         row.client.kind,
         server(&|v| v.kind.to_string()),
@@ -132,8 +167,17 @@ fn table_row(row: &Row) -> String {
     )
 }
 
-fn slope(verdict: &RowVerdict) -> String {
-    slope_with_interval(verdict.slope_bytes_per_request, verdict.ci_low, verdict.ci_high)
+/// The slope with its interval, per request; per second (`/s`) for a client that reported no requests.
+pub fn slope(verdict: &RowVerdict) -> String {
+    match (verdict.axis, verdict.trend) {
+        (Axis::Second, Some(trend)) => format!(
+            "{}/s ({}/s to {}/s)",
+            signed_bytes(trend.slope),
+            signed_bytes(trend.ci_low),
+            signed_bytes(trend.ci_high)
+        ),
+        _ => slope_with_interval(verdict.slope_bytes_per_request, verdict.ci_low, verdict.ci_high),
+    }
 }
 
 fn signed(count: i64) -> String {
@@ -143,13 +187,16 @@ fn signed(count: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::overall;
     use crate::scenario::Expectation;
-    use crate::verdict::VerdictKind;
+    use crate::summary::RunKind;
+    use crate::verdict::{Quantity, VerdictKind};
 
     fn row(name: &str, kind: VerdictKind, expected: Expectation, outcome: Outcome) -> Row {
         let verdict = RowVerdict {
             kind,
+            quantity: Quantity::AllocatedBytes,
+            axis: Axis::Request,
+            trend: None,
             slope_bytes_per_request: Some(60_800.0),
             ci_low: Some(60_700.0),
             ci_high: Some(60_900.0),
@@ -159,17 +206,18 @@ mod tests {
         };
         Row {
             scenario: name.to_owned(),
+            kind: RunKind::Builtin,
             run_dir: format!("reports/{name}/x"),
-            requests: 4000,
-            throughput_rps: 399.6,
-            latency_p50_us: 1_200,
-            latency_p99_us: 3_400,
+            requests: Some(4000),
+            throughput_rps: Some(399.6),
+            latency_p50_us: Some(1_200),
+            latency_p99_us: Some(3_400),
             client_peak_rss_bytes: 150 << 20,
             server_peak_rss_bytes: Some(100 << 20),
             client_peak_connections: 4000,
-            failed: 0,
+            server_peak_connections: Some(4000),
+            failed: Some(0),
             connection_events: "—".into(),
-            external: false,
             client: verdict.clone(),
             server: Some(verdict),
             outcome,
@@ -187,7 +235,7 @@ mod tests {
             started_at: "2026-11-28T00:00:00Z".into(),
             quick: true,
             baseline: None,
-            outcome: overall(&rows, &[]),
+            outcome: Comparison::overall(&rows, &[]),
             rows,
             failures: vec![],
             interrupted: false,

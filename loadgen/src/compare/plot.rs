@@ -2,12 +2,14 @@
 //! client's allocated memory against cumulative requests; below, its open
 //! connections against requests. A leak is the line that climbs.
 
-use std::path::Path;
+use std::io::Write;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::report::plot::{house_chart, register_fonts};
+use super::CompareReport;
+use crate::report::Exporter;
+use crate::report::plot::{house_chart, png, svg};
 use crate::report::units::mib;
 use crate::sample::{Phase, Sample};
 
@@ -36,25 +38,23 @@ const PALETTE: [RGBColor; 16] = [
     RGBColor(60, 60, 60),
 ];
 
-/// Writes both files into `dir`, one line per run, labelled with its legend
-/// text; returns each file name with its result.
-pub fn write_both(runs: &[(String, Vec<Sample>)], dir: &Path) -> Vec<(&'static str, anyhow::Result<()>)> {
-    register_fonts();
-    let svg = dir.join("compare.svg");
-    let png = dir.join("compare.png");
-    vec![
-        ("compare.svg", render(SVGBackend::new(&svg, (WIDTH, HEIGHT)).into_drawing_area(), runs, &svg)),
-        ("compare.png", render(BitMapBackend::new(&png, (WIDTH, HEIGHT)).into_drawing_area(), runs, &png)),
-    ]
+/// `compare.svg`.
+#[derive(Debug)]
+pub struct CompareSvg;
+/// `compare.png`.
+#[derive(Debug)]
+pub struct ComparePng;
+
+impl Exporter<CompareReport> for CompareSvg {
+    fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
+        svg((WIDTH, HEIGHT), out, &|root| draw(root, &report.runs).map_err(|e| e.to_string()))
+    }
 }
 
-fn render<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    runs: &[(String, Vec<Sample>)],
-    path: &Path,
-) -> anyhow::Result<()> {
-    draw(&root, runs).map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))?;
-    root.present().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
+impl Exporter<CompareReport> for ComparePng {
+    fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
+        png((WIDTH, HEIGHT), out, &|root| draw(root, &report.runs).map_err(|e| e.to_string()))
+    }
 }
 
 /// A scenario's points until its load ended (the cool-down adds no requests).
@@ -123,19 +123,33 @@ fn panel<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures::scripted_report;
+    use crate::compare::Comparison;
+    use crate::summary::fixtures::scripted_report;
+    use crate::verdict::Outcome;
+
+    fn report() -> CompareReport {
+        let (_, samples) = scripted_report();
+        let comparison = Comparison {
+            started_at: String::new(),
+            quick: true,
+            baseline: None,
+            rows: vec![],
+            failures: vec![],
+            outcome: Outcome::Met,
+            interrupted: false,
+            skipped: vec![],
+        };
+        let runs = vec![("leak".to_owned(), samples.clone()), ("reused".to_owned(), samples)];
+        CompareReport { comparison, runs, dir: "reports/compare/x".into() }
+    }
 
     #[test]
-    fn both_files_are_written_with_every_scenario_in_the_legend() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, samples) = scripted_report();
-        let runs = vec![("leak".to_owned(), samples.clone()), ("reused".to_owned(), samples)];
-        for (file, result) in write_both(&runs, dir.path()) {
-            result.unwrap_or_else(|e| panic!("{file}: {e:#}"));
-        }
-        let png = std::fs::read(dir.path().join("compare.png")).unwrap();
+    fn both_plots_are_drawn_with_every_scenario_in_the_legend() {
+        let report = report();
+        let mut png = Vec::new();
+        ComparePng.export(&report, &mut png).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        let svg = std::fs::read_to_string(dir.path().join("compare.svg")).unwrap();
+        let svg = crate::report::to_string(&CompareSvg, &report).unwrap();
         assert!(svg.contains("reused") && svg.matches("leak").count() >= 2, "legend missing");
         assert!(svg.contains("requests completed"), "axis title missing");
     }

@@ -2,11 +2,24 @@
 //! Plots are linked (each chapter's `memory.png` in its run directory), not inlined.
 
 use std::fmt::Write as _;
+use std::io::Write;
 
 use super::page::{count_word, proof};
 use super::story::Story;
-use super::{DemoRecord, verdict_words};
+use super::{DemoRecord, DemoReport, verdict_words};
+use crate::report::Exporter;
 use crate::report::dashboard::thousands;
+
+/// `demo.md`.
+#[derive(Debug)]
+pub struct DemoMarkdown;
+
+impl Exporter<DemoReport> for DemoMarkdown {
+    fn export(&self, report: &DemoReport, out: &mut dyn Write) -> anyhow::Result<()> {
+        out.write_all(render(&report.story, &report.record).as_bytes())?;
+        Ok(())
+    }
+}
 
 /// A chapter's `memory.png` as seen from `demo.md`: both directories are
 /// `<reports>/<name>/<time>`, so it is two levels up.
@@ -24,7 +37,7 @@ fn plot_link(run_dir: &str) -> String {
 }
 
 /// The story and its figures as markdown.
-pub fn render(story: &Story, record: &DemoRecord) -> String {
+fn render(story: &Story, record: &DemoRecord) -> String {
     let mut md = format!(
         "# {}\n\n_leaklab demo, measured {} on {}, {} profile, {:.0} s._\n\n{}\n\n",
         story.title,
@@ -37,7 +50,7 @@ pub fn render(story: &Story, record: &DemoRecord) -> String {
     md += "| # | chapter | client per request | server per request | peak connections | p99 | verdict client / server |\n\
            |---:|---|---:|---:|---:|---:|---|\n";
     for run in &record.chapters {
-        let row = &run.row;
+        let row = run.row();
         let _ = writeln!(
             md,
             "| {} | {} (`{}`) | {} | {} | {} | {} | {} / {} |",
@@ -70,19 +83,20 @@ pub fn render(story: &Story, record: &DemoRecord) -> String {
             chapter.explain,
             proof(run)
         );
-        for event in &run.events {
+        let events = run.events();
+        for event in &events {
             let _ = writeln!(md, "- {event}");
         }
-        if !run.events.is_empty() {
+        if !events.is_empty() {
             md += "\n";
         }
-        let _ = writeln!(md, "![{} memory over time]({})\n", chapter.name, plot_link(&run.row.run_dir));
+        let _ = writeln!(md, "![{} memory over time]({})\n", chapter.name, plot_link(&run.run_dir));
         for (language, code) in [("rust", &chapter.rust), ("go", &chapter.go)] {
             if let Some(code) = code {
                 let _ = writeln!(md, "```{language}\n{code}\n```\n");
             }
         }
-        if let Some(heap) = &run.heap {
+        if let Some(heap) = &run.summary.heap_profile {
             // One level down: it is a part of the chapter here, not of a run's report.
             md += &crate::report::heap::markdown(heap, 3);
             md += "\n";

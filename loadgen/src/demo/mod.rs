@@ -10,20 +10,19 @@ pub mod page;
 pub mod story;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use anyhow::Context;
 use console::Style;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::compare::{self, CompareOptions, Failure, Row, RowVerdict};
-use crate::report::RunDir;
-use crate::report::heap::HeapReport;
+use crate::compare::{self, CompareOptions, Comparison, Failure, Row, RowVerdict};
+use crate::report::json::Json;
 use crate::report::units::bytes_per_request;
-use crate::scenario::Scenario;
+use crate::report::{self, Exporter, Output, RunDir, Written};
+use crate::summary::{RunKind, Summary};
 use crate::verdict::Outcome;
 use story::{Chapter, Story};
 
@@ -53,7 +52,7 @@ pub struct DemoRecord {
     pub interrupted: bool,
 }
 
-/// One chapter's run and its key figures.
+/// One chapter's run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChapterRecord {
     /// The chapter's number in the story, from 1.
@@ -61,42 +60,47 @@ pub struct ChapterRecord {
     /// The scenario it ran.
     pub scenario: String,
     pub title: String,
-    /// The figures `loadgen compare` reports for a scenario: requests, latency,
-    /// verdicts and growth per request, peak connections, the run directory.
-    pub row: Row,
-    /// Most connections the server had open at once.
-    pub server_peak_connections: Option<u64>,
-    /// 99th percentile latency from each request's intended send time (open loop), microseconds.
-    pub latency_from_intended_p99_us: Option<u64>,
-    /// Most sockets in TIME_WAIT towards the server at once.
-    pub time_wait_peak: Option<u64>,
-    /// What happened to connections, in sentences (GOAWAYs, reconnects, what reaping gave back).
-    pub events: Vec<String>,
-    /// Where the memory that grew was allocated, when the chapter profiled the heap.
-    pub heap: Option<HeapReport>,
+    /// Its run directory, with the full report.
+    pub run_dir: String,
+    /// Its run's `summary.json`.
+    pub summary: Summary,
 }
 
 impl ChapterRecord {
+    /// The figures `loadgen compare` reports for a scenario.
+    pub fn row(&self) -> Row {
+        Row::of(&self.summary, Path::new(&self.run_dir), None)
+    }
+
     /// What the client's growth per request counts: jemalloc's `allocated` bytes, or
     /// the `RSS` of an external client, whose allocator cannot be read.
     pub fn client_measure(&self) -> &'static str {
-        if self.row.external { "RSS" } else { "allocated" }
+        crate::report::words::measure(self.summary.verdict.client.quantity)
     }
 
     /// `+58.5 KB/request`, or `+86.7 KB/request (RSS)` for an external client.
     pub fn client_per_request(&self) -> String {
-        let value = bytes_per_request(self.row.client.slope_bytes_per_request);
-        if self.row.external { format!("{value} (RSS)") } else { value }
+        let value = bytes_per_request(self.summary.verdict.client.slope_bytes_per_request);
+        if self.summary.kind == RunKind::Builtin { value } else { format!("{value} (RSS)") }
     }
 
     /// The server's growth per request, or `n/a` when it was not measured.
     pub fn server_per_request(&self) -> String {
-        self.row.server.as_ref().map_or_else(|| "n/a".to_owned(), |s| bytes_per_request(s.slope_bytes_per_request))
+        self.summary
+            .verdict
+            .server
+            .as_ref()
+            .map_or_else(|| "n/a".to_owned(), |s| bytes_per_request(s.slope_bytes_per_request))
     }
 
     /// The 99th percentile latency, or `n/a` for an external client, which reports counts only.
     pub fn p99(&self) -> String {
-        if self.row.latency_p99_us > 0 { page::millis(self.row.latency_p99_us) } else { "n/a".to_owned() }
+        self.summary.latency_us.map_or_else(|| "n/a".to_owned(), |l| page::millis(l.p99))
+    }
+
+    /// What happened to the chapter's connections, in sentences.
+    pub fn events(&self) -> Vec<String> {
+        crate::report::lifecycle::sentences(&self.summary)
     }
 }
 
@@ -126,9 +130,54 @@ pub struct DemoOptions {
 #[derive(Debug)]
 pub struct DemoOutcome {
     pub dir: PathBuf,
+    pub report: DemoReport,
+    pub written: Written,
+}
+
+impl DemoOutcome {
+    /// How the demo ended, for its exit code.
+    pub fn ending(&self) -> crate::exit::Ending {
+        crate::exit::Ending::of_several(&self.written, self.report.record.interrupted, self.report.record.outcome)
+    }
+}
+
+/// What the demo's exporters read: the story, what its chapters measured, each chapter's memory plot
+/// (SVG), and the directory the demo is written to.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    pub story: Story,
     pub record: DemoRecord,
-    pub written: Vec<PathBuf>,
-    pub export_errors: Vec<anyhow::Error>,
+    /// By chapter number; a chapter whose plot could not be read has none.
+    pub plots: BTreeMap<usize, String>,
+    pub dir: PathBuf,
+}
+
+/// The files a demo writes.
+pub const DEMO_OUTPUTS: [Output<DemoReport>; 3] = [
+    Output { file: "demo.json", exporter: &Json(|report: &DemoReport| &report.record) },
+    Output { file: "index.html", exporter: &page::DemoPage },
+    Output { file: "demo.md", exporter: &markdown::DemoMarkdown },
+];
+
+/// What `loadgen demo` prints at the end: the chapters' results as a table.
+#[derive(Debug)]
+pub struct DemoText;
+
+impl Exporter<DemoReport> for DemoText {
+    fn export(&self, report: &DemoReport, out: &mut dyn Write) -> anyhow::Result<()> {
+        let record = &report.record;
+        for failure in &record.failures {
+            writeln!(out, "Error: chapter {}: {}", failure.scenario, failure.error)?;
+        }
+        writeln!(out, "\n{}: {} chapters in {:.0} s", report.story.title, record.chapters.len(), record.duration_s)?;
+        out.write_all(results_table(record).as_bytes())?;
+        for skipped in &record.skipped {
+            writeln!(out, "  {}: skipped: {}", skipped.scenario, skipped.error)?;
+        }
+        writeln!(out, "page: {}", report.dir.join("index.html").display())?;
+        writeln!(out, "markdown: {}", report.dir.join("demo.md").display())?;
+        Ok(())
+    }
 }
 
 /// Runs every chapter of `story` in order, narrating on the terminal, and writes the page.
@@ -154,19 +203,27 @@ pub async fn execute(story: &Story, options: DemoOptions) -> anyhow::Result<Demo
             interrupted = true;
             break;
         }
-        if let Scenario::External(plan) = &chapter.scenario
-            && !compare::program_exists(&plan.command[0])
-        {
-            let reason = format!("{} is not built; `make peers` builds it", plan.command[0]);
+        if let Some(reason) = compare::unbuilt(&chapter.scenario) {
             narrator.skipped(chapter, story.chapters.len(), &reason);
             skipped.push(Failure { scenario: chapter.name.clone(), error: reason });
             continue;
         }
         narrator.begin(chapter, story.chapters.len());
-        match run_chapter(chapter, &runs).await {
-            Ok((record, was_interrupted)) => {
+        let args = match chapter.scenario {
+            crate::scenario::RunPlan::Builtin(_) => chapter.overrides.to_args(),
+            crate::scenario::RunPlan::Foreign(_) => Vec::new(),
+        };
+        match compare::run_scenario(&chapter.scenario, &args, &runs).await {
+            Ok(finished) => {
+                let record = ChapterRecord {
+                    number: chapter.number,
+                    scenario: chapter.name.clone(),
+                    title: chapter.title.clone(),
+                    run_dir: finished.dir.display().to_string(),
+                    summary: finished.summary,
+                };
                 narrator.end(&record);
-                interrupted |= was_interrupted;
+                interrupted |= finished.interrupted;
                 chapters.push(record);
             }
             Err(error) => {
@@ -175,86 +232,29 @@ pub async fn execute(story: &Story, options: DemoOptions) -> anyhow::Result<Demo
             }
         }
     }
-    let rows: Vec<Row> = chapters.iter().map(|c| c.row.clone()).collect();
+    let rows: Vec<Row> = chapters.iter().map(ChapterRecord::row).collect();
     let record = DemoRecord {
         started_at: dir.started_at.clone(),
         fast: options.fast,
         story_file: story.source.display().to_string(),
         machine: leaklab_probe::procfs::machine_description(),
         duration_s: started.elapsed().as_secs_f64(),
+        outcome: Comparison::overall(&rows, &failures),
         chapters,
         skipped,
-        failures: failures.clone(),
-        outcome: compare::overall(&rows, &failures),
+        failures,
         interrupted,
     };
-    let mut export_errors = Vec::new();
-    let written = write_all(story, &record, &dir.path, &mut export_errors);
-    Ok(DemoOutcome { dir: dir.path, record, written, export_errors })
-}
-
-/// Runs one chapter in its own process and reads its figures back.
-async fn run_chapter(chapter: &Chapter, runs: &CompareOptions) -> anyhow::Result<(ChapterRecord, bool)> {
-    let base = |row: Row| ChapterRecord {
-        number: chapter.number,
-        scenario: chapter.name.clone(),
-        title: chapter.title.clone(),
-        row,
-        server_peak_connections: None,
-        latency_from_intended_p99_us: None,
-        time_wait_peak: None,
-        events: Vec::new(),
-        heap: None,
-    };
-    match &chapter.scenario {
-        Scenario::Builtin(plan) => {
-            let finished = compare::run_builtin(plan, &chapter.overrides.to_args(), runs).await?;
-            let s = &finished.summary;
-            let record = ChapterRecord {
-                server_peak_connections: s.server.as_ref().map(|server| server.connections.peak),
-                latency_from_intended_p99_us: s.latency_from_intended_us.as_ref().map(|l| l.p99),
-                time_wait_peak: s.lifecycle.time_wait.map(|tw| tw.peak),
-                events: crate::report::lifecycle::sentences(s),
-                heap: s.heap_profile.clone(),
-                ..base(compare::row(plan, &finished, None))
-            };
-            Ok((record, finished.interrupted))
-        }
-        Scenario::External(plan) => {
-            let finished = compare::run_external(plan, runs).await?;
-            let s = &finished.summary;
-            let record = ChapterRecord {
-                server_peak_connections: s.server.map(|server| server.connections.peak),
-                events: s.notes.clone(),
-                ..base(compare::external_row(s, &finished.dir))
-            };
-            Ok((record, finished.interrupted))
-        }
-    }
-}
-
-/// Writes `demo.json`, `index.html` and `demo.md`; one failing does not stop the others.
-fn write_all(story: &Story, record: &DemoRecord, dir: &Path, errors: &mut Vec<anyhow::Error>) -> Vec<PathBuf> {
-    let mut written = Vec::new();
-    let mut write = |name: &str, text: String| {
-        let path = dir.join(name);
-        match std::fs::write(&path, text).with_context(|| format!("writing {}", path.display())) {
-            Ok(()) => written.push(path),
-            Err(error) => errors.push(error),
-        }
-    };
-    write("demo.json", serde_json::to_string_pretty(record).expect("a demo record serializes") + "\n");
-    let plots = plots(record);
-    write("index.html", page::render(story, record, &plots));
-    let markdown_text = markdown::render(story, record);
-    write("demo.md", markdown_text.clone());
-    if let Some((path, appended)) = crate::report::append_to_step_summary(&markdown_text) {
+    let report = DemoReport { plots: plots(&record), story: story.clone(), record, dir: dir.path.clone() };
+    let mut written = report::write_outputs(&DEMO_OUTPUTS, &report, &dir.path);
+    let markdown_text = report::to_string(&markdown::DemoMarkdown, &report)?;
+    if let Some((path, appended)) = report::append_to_step_summary(&markdown_text) {
         match appended {
-            Ok(()) => written.push(path),
-            Err(error) => errors.push(error),
+            Ok(()) => written.files.push(path),
+            Err(error) => written.errors.push(error),
         }
     }
-    written
+    Ok(DemoOutcome { dir: dir.path, report, written })
 }
 
 /// Each chapter's memory plot (its run's `memory.svg`), by chapter number;
@@ -264,7 +264,7 @@ fn plots(record: &DemoRecord) -> BTreeMap<usize, String> {
         .chapters
         .iter()
         .filter_map(|chapter| {
-            let svg = std::fs::read_to_string(Path::new(&chapter.row.run_dir).join("memory.svg")).ok()?;
+            let svg = std::fs::read_to_string(Path::new(&chapter.run_dir).join("memory.svg")).ok()?;
             Some((chapter.number, svg))
         })
         .collect()
@@ -327,12 +327,12 @@ impl Narrator {
 }
 
 /// The chapters' results as an aligned table for the terminal.
-pub fn results_table(record: &DemoRecord) -> String {
+fn results_table(record: &DemoRecord) -> String {
     let mut rows = vec![
         ["#", "scenario", "client", "per request", "server", "per request", "peak conns", "p99"].map(str::to_owned),
     ];
     for chapter in &record.chapters {
-        let row = &chapter.row;
+        let row = chapter.row();
         rows.push([
             chapter.number.to_string(),
             chapter.scenario.clone(),
@@ -361,13 +361,13 @@ pub fn results_table(record: &DemoRecord) -> String {
 
 /// One line with a chapter's result: verdicts, growth per request, peak connections, p99.
 pub fn result_line(record: &ChapterRecord) -> String {
-    let row = &record.row;
+    let row = record.row();
     let mut parts = vec![format!("client {} ({})", verdict_words(&row.client), record.client_per_request())];
     if let Some(server) = &row.server {
         parts.push(format!("server {} ({})", verdict_words(server), record.server_per_request()));
     }
     parts.push(format!("peak {}", page::connections(row.client_peak_connections)));
-    if row.latency_p99_us > 0 {
+    if row.latency_p99_us.is_some() {
         parts.push(format!("p99 {}", record.p99()));
     }
     parts.join(" · ")

@@ -4,14 +4,27 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write;
 
 use super::story::{Chapter, Story};
-use super::{ChapterRecord, DemoRecord, verdict_words};
+use super::{ChapterRecord, DemoRecord, DemoReport, verdict_words};
 use crate::compare::RowVerdict;
+use crate::heap::HeapGrowth;
+use crate::report::Exporter;
 use crate::report::dashboard::thousands;
-use crate::report::heap::HeapGrowth;
 use crate::report::units::{human_bytes, signed_bytes};
 use crate::verdict::VerdictKind;
+
+/// `index.html`.
+#[derive(Debug)]
+pub struct DemoPage;
+
+impl Exporter<DemoReport> for DemoPage {
+    fn export(&self, report: &DemoReport, out: &mut dyn Write) -> anyhow::Result<()> {
+        out.write_all(render(&report.story, &report.record, &report.plots).as_bytes())?;
+        Ok(())
+    }
+}
 
 /// Stacks listed per process in a chapter's "where the memory is" table.
 const HEAP_ROWS: usize = 8;
@@ -71,7 +84,7 @@ footer { margin-top: 3rem; border-top: 1px solid var(--line); padding-top: 1rem;
 "#;
 
 /// The page for `record`, the run of `story`; `plots` holds each chapter's memory SVG by chapter number.
-pub fn render(story: &Story, record: &DemoRecord, plots: &BTreeMap<usize, String>) -> String {
+fn render(story: &Story, record: &DemoRecord, plots: &BTreeMap<usize, String>) -> String {
     let mut html = String::new();
     let title = escape(&story.title);
     let _ = write!(
@@ -116,7 +129,7 @@ fn summary(story: &Story, record: &DemoRecord) -> String {
     );
     for chapter in &story.chapters {
         let Some(run) = record.chapters.iter().find(|run| run.number == chapter.number) else { continue };
-        let row = &run.row;
+        let row = run.row();
         let _ = writeln!(
             html,
             "<tr><td class=\"n\">{}</td><td><a href=\"#chapter-{}\">{}</a> <span class=\"note\">({})</span></td>\
@@ -152,7 +165,7 @@ fn summary(story: &Story, record: &DemoRecord) -> String {
 }
 
 fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>) -> String {
-    let row = &run.row;
+    let row = run.row();
     let mut html = format!(
         "<section class=\"chapter\" id=\"chapter-{n}\" data-scenario=\"{name}\">\n\
          <h2><span class=\"num\">{n}</span>{title}</h2>\n<p class=\"lesson\">{lesson}</p>\n<p>{explain}</p>\n",
@@ -178,30 +191,34 @@ fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>
     html += &figure(
         "peak connections",
         &peak_connections(run),
-        if run.server_peak_connections.is_some() { "client · server" } else { "client" },
+        if row.server_peak_connections.is_some() { "client · server" } else { "client" },
     );
     let intended = run
-        .latency_from_intended_p99_us
-        .map(|p99| format!("p99 {} from intended send times", millis(p99)))
+        .summary
+        .latency_from_intended_us
+        .map(|l| format!("p99 {} from intended send times", millis(l.p99)))
         .unwrap_or_default();
-    html += &figure(
-        "latency p50 / p99",
-        &if row.latency_p99_us > 0 { millis_pair(row.latency_p50_us, row.latency_p99_us) } else { "n/a".to_owned() },
-        &if row.latency_p99_us > 0 { intended } else { "the Go client reports counts only".to_owned() },
-    );
-    html += &figure(
-        "requests",
-        &thousands(row.requests),
-        &format!("{:.0} req/s, {} failed", row.throughput_rps, thousands(row.failed)),
-    );
+    let (value, detail) = match (row.latency_p50_us, row.latency_p99_us) {
+        (Some(p50), Some(p99)) => (millis_pair(p50, p99), intended),
+        _ => ("n/a".to_owned(), "an external client reports counts only".to_owned()),
+    };
+    html += &figure("latency p50 / p99", &value, &detail);
+    let (requests, detail) = match (row.requests, row.throughput_rps) {
+        (Some(requests), Some(rps)) => {
+            (thousands(requests), format!("{rps:.0} req/s, {} failed", thousands(row.failed.unwrap_or(0))))
+        }
+        _ => ("n/a".to_owned(), "the client reported none".to_owned()),
+    };
+    html += &figure("requests", &requests, &detail);
     // A socket or two in TIME_WAIT is the readiness probe's; more is the chapter's own doing.
-    if let Some(peak) = run.time_wait_peak.filter(|peak| *peak > 2) {
+    if let Some(peak) = run.summary.lifecycle.time_wait.map(|tw| tw.peak).filter(|peak| *peak > 2) {
         html += &figure("TIME_WAIT peak", &thousands(peak), "closed sockets lingering for 60 s");
     }
     html += "</div>\n";
-    if !run.events.is_empty() {
+    let events = run.events();
+    if !events.is_empty() {
         html += "<ul class=\"events\">\n";
-        for event in &run.events {
+        for event in &events {
             let _ = writeln!(html, "<li>{}</li>", escape(event));
         }
         html += "</ul>\n";
@@ -232,7 +249,7 @@ fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>
         }
         html += "</div>\n";
     }
-    if let Some(heap) = &run.heap {
+    if let Some(heap) = &run.summary.heap_profile {
         html += "<h3>Where the memory is</h3>\n<p>The allocation stacks whose in-use bytes grew most during the \
                  measured load, from jemalloc's sampling heap profiler (like <code>pprof -base</code>). The write and \
                  read buffers of each HTTP/2 connection are Rust's counterparts of grpc-go's <code>newBufWriter</code> \
@@ -334,17 +351,16 @@ fn rules(story: &Story, record: &DemoRecord) -> String {
 
 /// What a chapter measured, in a phrase for a rule's proof.
 pub fn proof(run: &ChapterRecord) -> String {
-    let row = &run.row;
+    let row = run.row();
     let mut text = format!("client {} {}", verdict_words(&row.client), run.client_per_request());
     if let Some(server) = &row.server {
         text += &format!(", server {} {}", verdict_words(server), run.server_per_request());
     }
     text += &format!(", peak {}", connections(row.client_peak_connections));
-    if row.latency_p99_us > 0 {
+    if row.latency_p99_us.is_some() {
         text += &format!(", p99 {}", run.p99());
     }
-    if !row.connection_events.is_empty() && row.connection_events != "—" && row.connection_events != "external client"
-    {
+    if !row.connection_events.is_empty() && row.connection_events != "—" {
         text += &format!(", {}", row.connection_events);
     }
     text
@@ -377,9 +393,10 @@ fn slope_interval(verdict: &RowVerdict) -> String {
 }
 
 fn peak_connections(run: &ChapterRecord) -> String {
-    match run.server_peak_connections {
-        Some(server) => format!("{} · {}", thousands(run.row.client_peak_connections), thousands(server)),
-        None => thousands(run.row.client_peak_connections),
+    let row = run.row();
+    match row.server_peak_connections {
+        Some(server) => format!("{} · {}", thousands(row.client_peak_connections), thousands(server)),
+        None => thousands(row.client_peak_connections),
     }
 }
 

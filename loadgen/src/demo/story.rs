@@ -4,11 +4,10 @@
 //! with the overrides it will run with) before anything runs.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::scenario::{self, Catalog, Overrides, Scenario, ScenarioError, parse_toml};
+use crate::scenario::{self, Catalog, Document, Opt, Overrides, RunPlan, ScenarioError, Value};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,20 +30,9 @@ struct ChapterFile {
     go: Option<String>,
     #[serde(default)]
     heap_profile: bool,
+    /// The `loadgen run` options the chapter takes under `--fast`, by flag name (`warmup_requests = 50`).
     #[serde(default)]
-    fast: FastFile,
-}
-
-/// The `loadgen run` overrides a chapter takes under `--fast`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FastFile {
-    requests: Option<u64>,
-    warmup_requests: Option<u64>,
-    rate: Option<f64>,
-    rounds: Option<u64>,
-    cooldown: Option<String>,
-    idle_between_rounds: Option<String>,
+    fast: toml::Table,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,7 +63,7 @@ pub struct Chapter {
     /// The scenario's name (its file's stem).
     pub name: String,
     /// The scenario as it will run, overrides applied.
-    pub scenario: Scenario,
+    pub scenario: RunPlan,
     /// What the child `loadgen run` gets on its command line.
     pub overrides: Overrides,
     pub title: String,
@@ -102,7 +90,8 @@ pub struct Rule {
 /// Both profiles are validated, so a mistake in one shows whichever is run.
 pub fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
-    let file: StoryFile = parse_toml(path, &text)?;
+    let document = Document::parse(path, &text)?;
+    let file: StoryFile = document.read(path, document.table.clone())?;
     let invalid = |key: String, line: Option<usize>, reason: String| ScenarioError::Invalid {
         path: path.to_owned(),
         line,
@@ -120,7 +109,7 @@ pub fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, Scenari
     let mut chapters: Vec<Chapter> = Vec::new();
     for (index, chapter) in file.chapter.into_iter().enumerate() {
         let key = |field: &str| format!("chapter[{index}].{field}");
-        let line = nth_table_line(&text, "[[chapter]]", index);
+        let line = document.line(&format!("chapter[{index}]"));
         for (field, value) in [("title", &chapter.title), ("lesson", &chapter.lesson), ("explain", &chapter.explain)] {
             if value.trim().is_empty() {
                 return Err(invalid(key(field), line, "must not be empty".to_owned()));
@@ -137,11 +126,17 @@ pub fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, Scenari
                 format!("{name} already has a chapter; rules name chapters by scenario"),
             ));
         }
-        let normal = Overrides { heap_profile: chapter.heap_profile, ..Overrides::default() };
-        let with_fast = fast_overrides(&chapter.fast, normal.clone())
-            .map_err(|(field, reason)| invalid(key(&format!("fast.{field}")), line, reason))?;
+        let mut normal = Overrides::default();
+        if chapter.heap_profile {
+            normal.set(Opt::HeapProfile, Value::On);
+        }
+        let fast_table = Overrides::from_table(&chapter.fast).map_err(|(field, reason)| {
+            let key = key(&format!("fast.{field}"));
+            invalid(key.clone(), document.line(&key).or(line), reason)
+        })?;
+        let with_fast = normal.clone().merged(&fast_table);
         let validated = |overrides: &Overrides, table: &str| {
-            scenario::load_any(&source, overrides).map_err(|error| invalid(key(table), line, error.to_string()))
+            scenario::load(&source, overrides).map_err(|error| invalid(key(table), line, error.to_string()))
         };
         let full = validated(&normal, "scenario")?;
         let short = validated(&with_fast, "fast")?;
@@ -161,7 +156,7 @@ pub fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, Scenari
     let mut rules = Vec::new();
     for (index, rule) in file.rule.into_iter().enumerate() {
         let key = |field: &str| format!("rule[{index}].{field}");
-        let line = nth_table_line(&text, "[[rule]]", index);
+        let line = document.line(&format!("rule[{index}]"));
         if rule.rule.trim().is_empty() {
             return Err(invalid(key("rule"), line, "must not be empty".to_owned()));
         }
@@ -189,29 +184,6 @@ pub fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, Scenari
         chapters,
         rules,
     })
-}
-
-/// `base` with a chapter's `fast` table on top; an error names the field.
-fn fast_overrides(fast: &FastFile, base: Overrides) -> Result<Overrides, (&'static str, String)> {
-    let duration = |field: &'static str, text: &Option<String>| -> Result<Option<Duration>, (&'static str, String)> {
-        text.as_deref()
-            .map(|text| humantime::parse_duration(text).map_err(|error| (field, format!("{text:?}: {error}"))))
-            .transpose()
-    };
-    Ok(Overrides {
-        requests: fast.requests,
-        warmup_requests: fast.warmup_requests,
-        rate: fast.rate,
-        rounds: fast.rounds,
-        cooldown: duration("cooldown", &fast.cooldown)?,
-        idle_between_rounds: duration("idle_between_rounds", &fast.idle_between_rounds)?,
-        ..base
-    })
-}
-
-/// The line of the `index`-th (0-based) `header` in `text`.
-fn nth_table_line(text: &str, header: &str, index: usize) -> Option<usize> {
-    text.lines().enumerate().filter(|(_, line)| line.trim() == header).nth(index).map(|(number, _)| number + 1)
 }
 
 /// `./demo/story.toml`, else the source tree's.
@@ -259,8 +231,8 @@ mod tests {
             );
             assert_eq!(story.rules.len(), 4, "the four rules of thumb");
             let leak = &story.chapters[1];
-            assert!(leak.overrides.heap_profile, "the leak chapter has the heap table");
-            assert_eq!(leak.overrides.requests.is_some(), fast, "fast overrides apply only under --fast");
+            assert!(leak.overrides.is_set(Opt::HeapProfile), "the leak chapter has the heap table");
+            assert_eq!(leak.overrides.is_set(Opt::Requests), fast, "fast overrides apply only under --fast");
         }
     }
 
@@ -271,9 +243,15 @@ mod tests {
         assert!(err.starts_with("story.toml:3: chapter[0].fast: "), "{err}");
         assert!(err.contains("load.warmup_requests (set by --warmup-requests)"), "{err}");
         let err = load_text(&format!("{HEAD}{CHAPTER}fast = {{ cooldown = \"soon\" }}\n"), true).unwrap_err();
-        assert!(err.starts_with("story.toml:3: chapter[0].fast.cooldown: \"soon\""), "{err}");
+        assert!(err.starts_with("story.toml:8: chapter[0].fast.cooldown: \"soon\""), "{err}");
         let err = load_text(&format!("{HEAD}{CHAPTER}fast = {{ speed = 2 }}\n"), true).unwrap_err();
-        assert!(err.contains("chapter[0].fast.speed") || err.contains("unknown field `speed`"), "{err}");
+        assert!(
+            err.starts_with("story.toml:8: chapter[0].fast.speed: unknown option; expected one of requests"),
+            "{err}"
+        );
+        // Any option of `loadgen run` is a fast override, by its flag's name.
+        let story = load_text(&format!("{HEAD}{CHAPTER}fast = {{ concurrency = 2, no_caps = true }}\n"), true).unwrap();
+        assert_eq!(story.chapters[0].overrides.get(Opt::Concurrency), Some(Value::Count(2)));
     }
 
     #[test]

@@ -15,10 +15,6 @@ use super::direct::H2Transport;
 use super::errors;
 use crate::scenario::{ChannelPolicy, ClientPlan, Transport};
 
-/// One sentence for the report on how `leak` keeps its channels.
-pub const LEAK_MODEL: &str = "In Rust a dropped tonic Channel closes its connection, so `leak` leaks the way Rust code \
-    really does: each request's client goes into a per-request cache (a HashMap keyed by request id) that is never evicted.";
-
 type Client = EchoClient<Channel>;
 type DirectClient = EchoClient<H2Transport>;
 

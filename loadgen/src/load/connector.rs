@@ -40,17 +40,26 @@ pub struct CountingConnector {
     goaways: GoawaysReceived,
 }
 
-/// GOAWAYs the client received, by reason (`ENHANCE_YOUR_CALM "too_many_pings"`, `NO_ERROR`, …).
+/// GOAWAYs the client received, by reason (`ENHANCE_YOUR_CALM "too_many_pings"`, `NO_ERROR`, …),
+/// and the PING acknowledgements: each one is a keepalive ping the server answered.
 #[derive(Debug, Clone, Default)]
-pub struct GoawaysReceived(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct GoawaysReceived {
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    ping_acks: Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl GoawaysReceived {
     pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.0.lock().map(|counts| counts.clone()).unwrap_or_default()
+        self.counts.lock().map(|counts| counts.clone()).unwrap_or_default()
+    }
+
+    /// PING acknowledgements received on every connection.
+    pub fn ping_acks(&self) -> u64 {
+        self.ping_acks.load(Ordering::Relaxed)
     }
 
     fn record(&self, goaway: &GoAway) {
-        if let Ok(mut counts) = self.0.lock() {
+        if let Ok(mut counts) = self.counts.lock() {
             *counts.entry(goaway.reason()).or_default() += 1;
         }
     }
@@ -107,6 +116,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Observed<T> {
         let _ = this.frames.feed(&buf.filled()[before..], |frame| {
             if let Some(goaway) = frame.goaway() {
                 goaways.record(&goaway);
+            }
+            if frame.header.kind == leaklab_server::frames::kind::PING
+                && frame.header.flags & leaklab_server::frames::FLAG_ACK != 0
+            {
+                goaways.ping_acks.fetch_add(1, Ordering::Relaxed);
             }
         });
         Poll::Ready(Ok(()))

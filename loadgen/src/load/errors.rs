@@ -25,15 +25,6 @@ pub fn connect_kind(error: &tonic::transport::Error) -> String {
     io_kind(error).unwrap_or_else(|| "connect_failed".to_owned())
 }
 
-/// Kinds that mean the machine is out of a resource (file descriptors, or
-/// ephemeral ports on the source address), not that the server failed.
-pub const MACHINE_LIMIT_KINDS: [&str; 2] = ["too_many_open_files", "address_not_available"];
-
-/// Whether `kind` is one of [`MACHINE_LIMIT_KINDS`].
-pub fn is_machine_limit(kind: &str) -> bool {
-    MACHINE_LIMIT_KINDS.contains(&kind)
-}
-
 /// The kind of a call that outlived the request timeout.
 pub const TIMEOUT_KIND: &str = "deadline_exceeded";
 

@@ -16,7 +16,6 @@ pub mod channels;
 pub mod connector;
 pub mod direct;
 pub mod errors;
-pub mod halt;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,9 +26,9 @@ use hdrhistogram::Histogram;
 use leaklab_proto::EchoRequest;
 use tokio::sync::watch;
 
-pub use channels::{Channels, LEAK_MODEL, WorkerClients};
-pub use halt::{Halt, HaltReason, LimitHit};
+pub use channels::{Channels, WorkerClients};
 
+use crate::halt::{Halt, HaltReason, Limit, LimitHit, StopReason};
 use crate::scenario::LoadPlan;
 
 /// Counters the sampler reads while the load runs.
@@ -48,6 +47,12 @@ impl LoadCounters {
     /// Requests failed so far, whatever the reason.
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Sets both counts, as a foreign client reports them on its progress lines.
+    pub fn store(&self, ok: u64, failed: u64) {
+        self.ok.store(ok, Ordering::Relaxed);
+        self.failed.store(failed, Ordering::Relaxed);
     }
 }
 
@@ -73,37 +78,6 @@ pub trait PhaseListener: Send + Sync {
     /// the workers' state (latency histograms) is still alive, so that freeing
     /// it does not count as the load shrinking memory.
     fn checkpoint(&self, boundary: Boundary) -> BoxFuture;
-}
-
-/// Why the load stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// Every planned request was sent.
-    Requests,
-    /// The planned duration ran out first.
-    Duration,
-    /// The user interrupted the run (Ctrl-C or SIGTERM).
-    Interrupted,
-    /// A cap of the scenario was reached (see `stopped_at`).
-    Cap,
-    /// The machine refused a resource: file descriptors or ephemeral ports (see `stopped_at`).
-    MachineLimit,
-    /// The run ended without writing its report (killed); `loadgen report` rebuilt it from its samples.
-    Unfinished,
-}
-
-impl std::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            StopReason::Requests => "every planned request was sent",
-            StopReason::Duration => "the planned duration ran out",
-            StopReason::Interrupted => "the user interrupted it",
-            StopReason::Cap => "it reached a cap",
-            StopReason::MachineLimit => "it reached a limit of the machine",
-            StopReason::Unfinished => "the run ended before writing its report (rebuilt from its samples)",
-        })
-    }
 }
 
 /// What the load did.
@@ -274,13 +248,8 @@ pub async fn drive(
         }
     }
     let sent = shared.next_index.load(Ordering::Relaxed);
-    let stopped_by = match halt.reason() {
-        Some(HaltReason::Interrupted) => StopReason::Interrupted,
-        Some(HaltReason::Cap(_)) => StopReason::Cap,
-        Some(HaltReason::MachineLimit(_)) => StopReason::MachineLimit,
-        None if sent >= plan.max_requests.get() => StopReason::Requests,
-        None => StopReason::Duration,
-    };
+    let planned = if sent >= plan.max_requests.get() { StopReason::Requests } else { StopReason::Duration };
+    let stopped_by = halt.stop_reason(planned);
     LoadReport {
         latency_us,
         latency_from_intended_us,
@@ -372,9 +341,9 @@ async fn worker(
             }
             Some(kind) => {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                if errors::is_machine_limit(&kind) {
+                if let Some(which) = Limit::of_failure(&kind) {
                     shared.halt.trigger(HaltReason::MachineLimit(LimitHit {
-                        which: kind.clone(),
+                        which,
                         value: shared.channels.connections().counts().open,
                         limit: shared.fd_limit,
                         requests: shared.counters.ok() + shared.counters.failed(),

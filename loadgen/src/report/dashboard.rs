@@ -162,7 +162,7 @@ pub fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures::scripted_report;
+    use crate::summary::fixtures::scripted_report;
 
     #[test]
     fn chart_rises_with_its_values() {

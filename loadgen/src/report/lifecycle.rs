@@ -2,8 +2,8 @@
 //! client saw, TIME_WAIT, faults, and where a reaped leak's memory went.
 //! The console, `report.md` and the comparison all print these.
 
-use super::summary::Summary;
 use super::units::{human_bytes, signed_bytes};
+use crate::summary::Summary;
 
 /// One sentence per fact worth telling; empty when nothing happened to connections.
 pub fn sentences(s: &Summary) -> Vec<String> {
@@ -31,12 +31,12 @@ pub fn sentences(s: &Summary) -> Vec<String> {
             out.push(format!("Client pings sooner than the server's policy allows: {} strikes.", server.ping_strikes));
         }
     }
-    if !l.goaways_received.is_empty() {
-        let received: Vec<String> = l.goaways_received.iter().map(|(reason, n)| format!("{reason} × {n}")).collect();
+    if let Some(received) = l.goaways_received.as_ref().filter(|received| !received.is_empty()) {
+        let received: Vec<String> = received.iter().map(|(reason, n)| format!("{reason} × {n}")).collect();
         out.push(format!("Client received GOAWAY: {}.", received.join(", ")));
     }
-    if l.reconnects > 0 {
-        out.push(format!("Client reconnected {} times after losing a connection.", l.reconnects));
+    if let Some(reconnects) = l.reconnects.filter(|n| *n > 0) {
+        out.push(format!("Client reconnected {reconnects} times after losing a connection."));
     }
     if let Some(tw) = l.time_wait.filter(|tw| tw.peak > tw.start) {
         out.push(format!("TIME_WAIT sockets towards the server: {} → {}, peak {}.", tw.start, tw.end, tw.peak));
@@ -55,7 +55,8 @@ pub fn sentences(s: &Summary) -> Vec<String> {
             };
             out.push(format!(
                 "Blackhole {span} ({} connections caught): {detected}; {} requests failed.",
-                fault.blackholed_connections, s.requests.failed
+                fault.blackholed_connections,
+                s.requests.as_ref().map_or(0, |r| r.failed)
             ));
         }
         if let Some(at) = fault.reset_s {
@@ -95,8 +96,8 @@ pub fn brief(s: &Summary) -> String {
             }
         }
     }
-    if l.reconnects > 0 {
-        parts.push(format!("reconnects {}", l.reconnects));
+    if let Some(reconnects) = l.reconnects.filter(|n| *n > 0) {
+        parts.push(format!("reconnects {reconnects}"));
     }
     if let Some(tw) = l.time_wait.filter(|tw| tw.peak > tw.start.max(2)) {
         parts.push(format!("TIME_WAIT peak {}", tw.peak));
@@ -114,9 +115,9 @@ pub fn brief(s: &Summary) -> String {
 mod tests {
     use super::*;
     use crate::fault::FaultLog;
-    use crate::report::fixtures::scripted_report;
     use crate::stats::Span;
-    use crate::stats::lifecycle::Attribution;
+    use crate::summary::Attribution;
+    use crate::summary::fixtures::scripted_report;
     use leaklab_probe::control::ServerLifecycle;
 
     #[test]
@@ -131,8 +132,8 @@ mod tests {
         let (mut summary, _) = scripted_report();
         let l = &mut summary.lifecycle;
         l.server = Some(ServerLifecycle { goaway_too_many_pings: 7, ping_strikes: 21, ..ServerLifecycle::default() });
-        l.goaways_received.insert("ENHANCE_YOUR_CALM \"too_many_pings\"".into(), 7);
-        l.reconnects = 6;
+        l.goaways_received = Some([("ENHANCE_YOUR_CALM \"too_many_pings\"".to_owned(), 7)].into());
+        l.reconnects = Some(6);
         l.time_wait = Some(Span { start: 1, end: 8, peak: 9 });
         l.fault = Some(FaultLog {
             blackhole_started_s: Some(3.0),

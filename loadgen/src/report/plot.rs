@@ -4,7 +4,7 @@
 //! Text is laid out with a font compiled into the binary (Ubuntu Light, from
 //! `epaint_default_fonts`), so drawing needs no system font library.
 
-use std::path::Path;
+use std::io::Write;
 use std::sync::Once;
 
 use plotters::coord::Shift;
@@ -12,10 +12,11 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use super::units::{bytes_per_request, mib, slope_with_interval};
+use super::units::{bytes_per_request, mib};
+use super::words::{self, per};
 use super::{Exporter, Report};
 use crate::sample::{Phase, Sample};
-use crate::stats::lifecycle::{EventKind, TimelineEvent};
+use crate::summary::{EventKind, Summary, TimelineEvent};
 
 const WIDTH: u32 = 1200;
 const LEGEND_WIDTH: u32 = 240;
@@ -40,23 +41,17 @@ pub struct SvgPlot;
 #[derive(Debug)]
 pub struct PngPlot;
 
-impl Exporter for SvgPlot {
-    fn file_name(&self) -> &'static str {
-        "memory.svg"
-    }
-
-    fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
-        write_svg(&Header::of(report), report.samples, path)
+impl Exporter<Report> for SvgPlot {
+    fn export(&self, report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
+        let header = Header::of(&report.summary);
+        svg((WIDTH, HEIGHT), out, &|root| draw(root, &header, &report.samples).map_err(|e| e.to_string()))
     }
 }
 
-impl Exporter for PngPlot {
-    fn file_name(&self) -> &'static str {
-        "memory.png"
-    }
-
-    fn write(&self, report: &Report<'_>, path: &Path) -> anyhow::Result<()> {
-        write_png(&Header::of(report), report.samples, path)
+impl Exporter<Report> for PngPlot {
+    fn export(&self, report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
+        let header = Header::of(&report.summary);
+        png((WIDTH, HEIGHT), out, &|root| draw(root, &header, &report.samples).map_err(|e| e.to_string()))
     }
 }
 
@@ -76,37 +71,47 @@ pub struct Header {
 }
 
 impl Header {
-    fn of(report: &Report<'_>) -> Header {
-        let summary = report.summary;
+    fn of(summary: &Summary) -> Header {
         Header {
             title: format!("{}: memory over time", summary.scenario),
-            headline: headline(report),
-            verdict: verdict_line(report),
+            headline: headline(summary),
+            verdict: verdict_line(summary),
             events: summary.lifecycle.events.clone(),
             time_wait: summary.lifecycle.time_wait.is_some_and(|tw| tw.peak > tw.start.max(2)),
         }
     }
 }
 
-/// Draws `samples` under `header` as a PNG at `path`.
-pub fn write_png(header: &Header, samples: &[Sample], path: &Path) -> anyhow::Result<()> {
-    render(BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area(), header, samples, path)
-}
+/// What draws a plot on an SVG canvas; an error says what went wrong.
+pub(crate) type DrawSvg<'a> = dyn for<'b> Fn(&DrawingArea<SVGBackend<'b>, Shift>) -> Result<(), String> + 'a;
+/// What draws a plot on an RGB canvas.
+pub(crate) type DrawPng<'a> = dyn for<'b> Fn(&DrawingArea<BitMapBackend<'b>, Shift>) -> Result<(), String> + 'a;
 
-/// Draws `samples` under `header` as an SVG at `path`.
-pub fn write_svg(header: &Header, samples: &[Sample], path: &Path) -> anyhow::Result<()> {
-    render(SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area(), header, samples, path)
-}
-
-fn render<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    header: &Header,
-    samples: &[Sample],
-    path: &Path,
-) -> anyhow::Result<()> {
+/// Draws with `draw` on an SVG canvas of `size` and writes the document to `out`.
+pub(crate) fn svg(size: (u32, u32), out: &mut dyn Write, draw: &DrawSvg<'_>) -> anyhow::Result<()> {
     register_fonts();
-    draw(&root, header, samples).map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))?;
-    root.present().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        draw(&root).map_err(|error| anyhow::anyhow!("drawing the SVG plot: {error}"))?;
+        root.present().map_err(|error| anyhow::anyhow!("finishing the SVG plot: {error}"))?;
+    }
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Draws with `draw` on an RGB canvas of `size` and writes it to `out` as a PNG.
+pub(crate) fn png(size: (u32, u32), out: &mut dyn Write, draw: &DrawPng<'_>) -> anyhow::Result<()> {
+    use image::ImageEncoder;
+    register_fonts();
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        draw(&root).map_err(|error| anyhow::anyhow!("drawing the PNG plot: {error}"))?;
+        root.present().map_err(|error| anyhow::anyhow!("finishing the PNG plot: {error}"))?;
+    }
+    image::codecs::png::PngEncoder::new(out).write_image(&pixels, size.0, size.1, image::ColorType::Rgb8)?;
+    Ok(())
 }
 
 /// A line to draw: its legend, color, whether dashed, and its points.
@@ -231,39 +236,58 @@ fn draw<DB: DrawingBackend>(
     Ok(())
 }
 
-fn headline(report: &Report<'_>) -> String {
-    let summary = report.summary;
-    let mut line = format!(
-        "{}{} · {} requests · {:.0} req/s · {} client connections opened · allocated: client {}, server {}",
-        summary.policy,
-        summary.plan.other_transport().map(|transport| format!(" on {transport}")).unwrap_or_default(),
-        summary.requests.ok + summary.requests.failed,
-        summary.throughput_rps,
-        summary.client.connections_opened,
-        bytes_per_request(summary.growth.client_allocated_bytes_per_request),
-        bytes_per_request(summary.growth.server_allocated_bytes_per_request),
-    );
-    if summary.server.is_none() {
-        line.push_str(" (server not measured)");
-    }
-    if let Some(hit) = &summary.stopped_at {
-        line.push_str(&format!(" · stopped: {}", hit.which));
-    }
-    line
+fn headline(summary: &Summary) -> String {
+    let Some(command) = &summary.command else {
+        let mut line = format!(
+            "{}{} · {} requests · {:.0} req/s · {} client connections opened · allocated: client {}, server {}",
+            summary.policy.as_deref().unwrap_or("?"),
+            summary
+                .plan
+                .as_ref()
+                .and_then(|plan| plan.other_transport())
+                .map(|transport| format!(" on {transport}"))
+                .unwrap_or_default(),
+            summary.requests_done().unwrap_or(0),
+            summary.throughput_rps.unwrap_or(0.0),
+            summary.client.connections_opened.unwrap_or(0),
+            bytes_per_request(summary.growth.client_allocated_bytes_per_request),
+            bytes_per_request(summary.growth.server_allocated_bytes_per_request),
+        );
+        if summary.server.is_none() {
+            line.push_str(" (server not measured)");
+        }
+        if let Some(hit) = &summary.stopped_at {
+            line.push_str(&format!(" · stopped: {}", hit.which.name()));
+        }
+        return line;
+    };
+    // The program's name, not its path: the line has one plot's width.
+    let what = match &command.argv {
+        Some(argv) => {
+            let name = |program: &String| {
+                std::path::Path::new(program).file_name().map_or(program.clone(), |n| n.to_string_lossy().into_owned())
+            };
+            argv.first().map(name).into_iter().chain(argv.iter().skip(1).cloned()).collect::<Vec<_>>().join(" ")
+        }
+        None => summary.scenario.trim_start_matches("watch-").to_owned(),
+    };
+    let requests = summary.requests_done().map(|n| format!(" · {n} requests reported")).unwrap_or_default();
+    let ended = match (summary.stopped_by, command.exit_code) {
+        (crate::halt::StopReason::ProcessExited, Some(code)) => format!("exited with code {code}"),
+        (reason, _) => words::stop_reason(reason).to_owned(),
+    };
+    format!("{what} · pid {} · {:.1} s watched{requests} · {ended}", command.pid, summary.load_duration_s)
 }
 
-fn verdict_line(report: &Report<'_>) -> String {
-    let verdict = &report.summary.verdict;
+fn verdict_line(summary: &Summary) -> String {
+    let verdict = &summary.verdict;
     let one = |name: &str, v: &crate::verdict::ProcessVerdict| {
         // Words, not ✔/✖: the compiled-in font has no such glyphs.
         let met = if v.expectation_met == Some(true) { "met" } else { "NOT MET" };
         let expected = v.expected.map(|e| format!(" (expected {}: {met})", e.name()));
-        format!(
-            "{name} {}, {} per request{}",
-            v.kind,
-            slope_with_interval(v.slope_bytes_per_request, v.ci_low, v.ci_high),
-            expected.unwrap_or_default()
-        )
+        // The headline says the built-in processes' figures are allocated bytes; RSS is the exception to name.
+        let rss = if v.quantity == crate::verdict::Quantity::RssBytes { "RSS " } else { "" };
+        format!("{name} {}, {rss}{} per {}{}", v.kind, words::slope(v), per(v.axis), expected.unwrap_or_default())
     };
     let mut line = format!("verdict: {}", one("client", &verdict.client));
     if let Some(server) = &verdict.server {
@@ -456,28 +480,19 @@ fn legend<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures::scripted_report;
+    use crate::summary::fixtures::scripted_report;
 
     #[test]
-    fn png_and_svg_are_written() {
-        let dir = tempdir();
+    fn png_and_svg_are_drawn_with_their_legend_axes_and_verdict() {
         let (summary, samples) = scripted_report();
-        let report = Report { summary: &summary, samples: &samples };
-        PngPlot.write(&report, &dir.join("memory.png")).unwrap();
-        SvgPlot.write(&report, &dir.join("memory.svg")).unwrap();
-        let png = std::fs::read(dir.join("memory.png")).unwrap();
+        let report = Report { summary, samples };
+        let mut png = Vec::new();
+        PngPlot.export(&report, &mut png).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        let svg = std::fs::read_to_string(dir.join("memory.svg")).unwrap();
+        let svg = crate::report::to_string(&SvgPlot, &report).unwrap();
         assert!(svg.contains("client RSS") && svg.contains("server connections"), "legend missing");
         assert!(svg.contains("seconds since start") && svg.contains("MiB"), "axis titles missing");
         assert!(svg.contains("verdict: client LEAK") && svg.contains("(expected leak: met)"), "verdict line missing");
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    fn tempdir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("leaklab-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     #[test]

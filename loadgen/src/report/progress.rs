@@ -189,7 +189,7 @@ pub fn line(sample: &Sample, rps: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures::scripted_report;
+    use crate::summary::fixtures::scripted_report;
 
     #[test]
     fn line_carries_both_processes() {

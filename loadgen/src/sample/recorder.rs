@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Measure, Phase, Sample};
-use crate::load::{Boundary, BoxFuture, Halt, HaltReason, LoadCounters, PhaseListener};
+use crate::halt::{Halt, HaltReason};
+use crate::load::{Boundary, BoxFuture, LoadCounters, PhaseListener};
 use crate::scenario::CapsPlan;
 
 /// Told once the sample a command asked for is taken.
@@ -18,8 +19,8 @@ enum Command {
     /// A phase begins and its first sample is taken, settled first when
     /// `settle` (a checkpoint); then `reply`, if any, is called.
     Mark { phase: Phase, settle: bool, reply: Option<Reply> },
-    /// A last, settled sample; then the thread ends.
-    Finish,
+    /// A last sample (settled, if the measure can), unless `last_sample` is false; then the thread ends.
+    Finish { last_sample: bool },
 }
 
 /// Caps checked on every sample, and the halt they trigger.
@@ -39,11 +40,12 @@ pub struct Recording {
     pub samples: Vec<Sample>,
     /// The first error writing the samples file, if any; sampling went on in memory.
     pub write_error: Option<io::Error>,
-    /// Samples whose client figures could not be read (they were skipped).
+    /// Samples whose client figures could not be read (they were skipped); a process that had exited is not one.
     pub client_errors: u64,
-    /// Wall time spent taking samples, the server's side-channel answer
-    /// included: an upper bound on the CPU time sampling cost both processes.
-    /// Settling before checkpoints is not included: the load is paused then.
+    /// Wall time spent taking samples, the server's side-channel answer and
+    /// the socket counts taken beside the sampler included: an upper bound on
+    /// the CPU time sampling cost both processes. Settling before checkpoints
+    /// is not included: the load is paused then.
     pub busy: Duration,
     /// Checkpoints that could not fully settle, and the first reason.
     pub settle_errors: (u64, Option<String>),
@@ -128,8 +130,10 @@ impl Recorder {
                 settle_errors: (0, None),
             };
             let mut phase = Phase::Baseline;
+            let checkpoints = measure.takes_checkpoints();
             // The first sample comes from the `Baseline` mark that `start` sends.
             let mut take = |phase: Phase, settle: bool, recording: &mut Recording| {
+                let settle = settle && checkpoints;
                 if settle && let Err(error) = measure.settle() {
                     recording.settle_errors.0 += 1;
                     recording.settle_errors.1.get_or_insert(error);
@@ -137,6 +141,8 @@ impl Recorder {
                 let started = Instant::now();
                 let client = match measure.client() {
                     Ok(client) => client,
+                    // A process that has exited has no more samples, and that is no failure to read it.
+                    Err(leaklab_probe::procfs::ProcError::Exited { .. }) => return,
                     Err(_) => {
                         recording.client_errors += 1;
                         return;
@@ -187,7 +193,13 @@ impl Recorder {
                             reply();
                         }
                     }
-                    Ok(Command::Finish) | Err(RecvTimeoutError::Disconnected) => {
+                    Ok(Command::Finish { last_sample }) => {
+                        if last_sample {
+                            take(phase, true, &mut recording);
+                        }
+                        break;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
                         take(phase, true, &mut recording);
                         break;
                     }
@@ -204,6 +216,7 @@ impl Recorder {
                     }
                 }
             }
+            recording.busy += measure.side_busy();
             recording
         })?;
         let recorder = Self { commands, thread };
@@ -217,9 +230,19 @@ impl Recorder {
         Marker { commands: self.commands.clone() }
     }
 
-    /// Takes a last, settled sample and returns everything recorded.
+    /// Takes a last sample, settled if the measure can be, and returns everything recorded.
     pub fn finish(self) -> Recording {
-        let _ = self.commands.send(Command::Finish);
+        self.finish_with(true)
+    }
+
+    /// Returns everything recorded, without a last sample: the process it
+    /// measured has exited, and its last periodic sample is its last word.
+    pub fn finish_without_last_sample(self) -> Recording {
+        self.finish_with(false)
+    }
+
+    fn finish_with(self, last_sample: bool) -> Recording {
+        let _ = self.commands.send(Command::Finish { last_sample });
         self.thread.join().expect("the sampling thread does not panic")
     }
 }
@@ -233,19 +256,13 @@ fn write_line(sink: &mut Box<dyn Write + Send>, sample: &Sample) -> io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::halt::Limit;
     use crate::sample::ScriptedMeasure;
-    use leaklab_probe::{ConnectionCounts, ProcessSnapshot};
+    use leaklab_probe::{Connections, ProcessSnapshot};
     use std::sync::Mutex;
 
     fn snapshot(rss_bytes: u64) -> ProcessSnapshot {
-        ProcessSnapshot {
-            pid: 1,
-            rss_bytes,
-            fds: 3,
-            threads: 1,
-            jemalloc: None,
-            connections: ConnectionCounts::default(),
-        }
+        ProcessSnapshot { pid: 1, rss_bytes, fds: 3, threads: 1, jemalloc: None, connections: Connections::default() }
     }
 
     /// A sink tests can read back while the recorder owns it.
@@ -321,26 +338,62 @@ mod tests {
         recorder.marker().mark(Phase::Load);
         let _ = recorder.finish();
         let Some(HaltReason::Cap(hit)) = halt.reason() else { panic!("no cap hit: {:?}", halt.reason()) };
-        assert_eq!((hit.which.as_str(), hit.value, hit.limit), ("client_rss", 400 << 20, Some(300 << 20)));
+        assert_eq!((hit.which, hit.value, hit.limit), (Limit::ClientRss, 400 << 20, Some(300 << 20)));
     }
 
     #[test]
     fn periodic_samples_arrive_between_marks() {
         let measure = ScriptedMeasure::new(vec![snapshot(1)], vec![None]);
+        let (seen, arrivals) = mpsc::channel();
+        let observer: Observer = Box::new(move |sample: &Sample| {
+            let _ = seen.send(sample.settled);
+        });
         let recorder = Recorder::start(
             Box::new(measure),
             Arc::default(),
             Instant::now(),
             Some(Duration::from_millis(10)),
             Box::new(io::sink()),
-            None,
+            Some(observer),
             None,
         )
         .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(arrivals.recv(), Ok(true), "the baseline checkpoint comes first");
+        // Three periodic samples with no mark in between; the bound only guards against a hang.
+        for _ in 0..3 {
+            assert_eq!(arrivals.recv_timeout(Duration::from_secs(30)), Ok(false));
+        }
         let recording = recorder.finish();
-        // 200 ms at 10 ms would be 20; a loaded machine may manage far fewer, but more than the two fixed ones.
-        assert!(recording.samples.len() > 2, "{} samples", recording.samples.len());
+        assert!(recording.samples.len() >= 5, "{} samples", recording.samples.len());
         assert!(recording.samples.windows(2).all(|w| w[0].elapsed_s <= w[1].elapsed_s));
+    }
+
+    /// A measure of a process that cannot be brought to rest, as a foreign one.
+    struct Unsettled(ScriptedMeasure);
+    impl Measure for Unsettled {
+        fn client(&mut self) -> Result<ProcessSnapshot, leaklab_probe::procfs::ProcError> {
+            self.0.client()
+        }
+        fn server(&mut self) -> Option<leaklab_probe::control::ServerStats> {
+            None
+        }
+        fn takes_checkpoints(&self) -> bool {
+            false
+        }
+        fn settle(&mut self) -> Result<(), String> {
+            panic!("a foreign process is never settled")
+        }
+    }
+
+    #[test]
+    fn a_measure_without_checkpoints_is_never_settled_and_can_end_without_a_last_sample() {
+        let measure = Unsettled(ScriptedMeasure::new(vec![snapshot(1), snapshot(2)], vec![]));
+        let recorder =
+            Recorder::start(Box::new(measure), Arc::default(), Instant::now(), None, Box::new(io::sink()), None, None)
+                .unwrap();
+        recorder.marker().mark(Phase::Load);
+        let recording = recorder.finish_without_last_sample();
+        let phases: Vec<(Phase, bool)> = recording.samples.iter().map(|s| (s.phase, s.settled)).collect();
+        assert_eq!(phases, [(Phase::Baseline, false), (Phase::Load, false)]);
     }
 }

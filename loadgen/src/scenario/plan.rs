@@ -9,6 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 pub use leaklab_server::KeepalivePolicy;
 
+use super::values::{format_duration, named};
+
 /// Everything one run needs to know, decided before anything runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -44,34 +46,77 @@ impl CapsPlan {
     }
 }
 
-/// A scenario whose client is a command of its own (a grpc-go or Python
-/// client, say), run against the toy server and watched from outside.
+/// A run whose client is a process leaklab did not write: a command it
+/// starts (an `[external]` scenario's, or `loadgen watch -- CMD`) or one
+/// already running (`loadgen watch --pid`), sampled from outside.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ExternalPlan {
-    /// Scenario name: the file's stem.
+pub struct ForeignPlan {
+    /// The run directory's name under `reports/`: the scenario's name, or `watch-` and the process's.
     pub name: String,
-    pub source: PathBuf,
+    /// The scenario file it came from; `None` for `loadgen watch`.
+    pub source: Option<PathBuf>,
     pub description: String,
-    /// The client's argv; `{addr}` in any argument becomes the server's HOST:PORT.
-    pub command: Vec<String>,
-    /// The command is stopped if it runs longer than this.
+    pub client: ForeignClient,
+    /// The watch ends after this long (a started command is then stopped).
     pub duration: Duration,
     /// Samples from the first this-long are not judged: the process is still starting.
     pub warmup: Duration,
     /// Time between two samples.
     pub interval: Duration,
-    pub server: ServerPlan,
-    /// The tolerance is in bytes per request when the command reports its
-    /// progress, else in bytes per second.
+    /// The toy server to start first, and watch too; `{addr}` in the command becomes its address.
+    pub server: Option<ServerPlan>,
     pub verdict: VerdictPlan,
-    pub caps: CapsPlan,
+    /// The command is stopped when either process reaches one; `None` for `loadgen watch`.
+    pub caps: Option<CapsPlan>,
+}
+
+impl ForeignPlan {
+    /// `loadgen watch`: `client` alone, without a server of leaklab's or caps,
+    /// judged per request with `tolerances.0` bytes or per second with `tolerances.1`.
+    pub fn watch(
+        name: String,
+        description: String,
+        client: ForeignClient,
+        duration: Duration,
+        interval: Duration,
+        warmup: Duration,
+        tolerances: (f64, f64),
+    ) -> ForeignPlan {
+        ForeignPlan {
+            name,
+            source: None,
+            description,
+            client,
+            duration,
+            warmup,
+            interval,
+            server: None,
+            verdict: VerdictPlan {
+                tolerance_bytes_per_request: tolerances.0,
+                tolerance_bytes_per_second: tolerances.1,
+                expect_client: None,
+                expect_server: None,
+            },
+            caps: None,
+        }
+    }
+}
+
+/// The foreign client's process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForeignClient {
+    /// A command to start (argv), stopped at the end if it is still running.
+    Command(Vec<String>),
+    /// A running process, left running at the end.
+    Pid(u32),
 }
 
 /// The scenario text and the command-line overrides a plan was made from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Origin {
     pub text: String,
-    pub overrides: super::Overrides,
+    pub overrides: super::options::Overrides,
 }
 
 /// The client's connection options, as tonic's `Endpoint` takes them. `None`: tonic's default.
@@ -87,24 +132,16 @@ pub struct ClientPlan {
     pub transport: Transport,
 }
 
-/// What carries a client's calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Transport {
-    /// tonic's `Channel`, as a Rust client is written: tower's buffer, reconnect, hyper's HTTP/2 client.
-    #[default]
-    Channel,
-    /// tonic's generated client and codec straight on one `h2` connection, never redialled and without
-    /// keepalive pings: the lean path for measuring how hard a server can be pushed (`reused` only).
-    H2,
-}
-
-impl Transport {
-    /// The name the scenario's `client.transport` key uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Channel => "channel",
-            Transport::H2 => "h2",
-        }
+named! {
+    /// What carries a client's calls.
+    #[derive(Default)]
+    pub enum Transport, "transport" {
+        /// tonic's `Channel`, as a Rust client is written: tower's buffer, reconnect, hyper's HTTP/2 client.
+        #[default]
+        Channel = "channel",
+        /// tonic's generated client and codec straight on one `h2` connection, never redialled and without
+        /// keepalive pings: the lean path for measuring how hard a server can be pushed (`reused` only).
+        H2 = "h2",
     }
 }
 
@@ -158,32 +195,24 @@ pub struct CapsPlan {
 pub struct VerdictPlan {
     /// Growth at or below this many bytes per request is not a leak.
     pub tolerance_bytes_per_request: f64,
+    /// Growth at or below this many bytes per second is not a leak: a foreign
+    /// client that reports no requests is judged against time.
+    pub tolerance_bytes_per_second: f64,
     /// What the scenario expects of the load generator's memory.
     pub expect_client: Option<Expectation>,
     /// What the scenario expects of the server's memory.
     pub expect_server: Option<Expectation>,
 }
 
-/// What a scenario says a process's memory should do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Expectation {
-    /// Grows with every request, without bound.
-    Leak,
-    /// Stays flat once warmed up.
-    NoLeak,
-    /// Grows at first, then levels off (a cache or pool filling up).
-    Bounded,
-}
-
-impl Expectation {
-    /// The name used in scenario files and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Expectation::Leak => "leak",
-            Expectation::NoLeak => "no-leak",
-            Expectation::Bounded => "bounded",
-        }
+named! {
+    /// What a scenario says a process's memory should do.
+    pub enum Expectation, "expectation" {
+        /// Grows with every request, without bound.
+        Leak = "leak",
+        /// Stays flat once warmed up.
+        NoLeak = "no-leak",
+        /// Grows at first, then levels off (a cache or pool filling up).
+        Bounded = "bounded",
     }
 }
 
@@ -338,7 +367,7 @@ impl ServerPlan {
         ];
         for (flag, value) in durations {
             if let Some(duration) = value {
-                args.extend([flag.to_owned(), humantime::format_duration(duration).to_string()]);
+                args.extend([flag.to_owned(), format_duration(duration)]);
             }
         }
         if policy.permit_without_stream {

@@ -1,63 +1,62 @@
-//! Does a process leak? Rules that turn a run's checkpoints into a verdict
-//! with its reasons, for the client and the server separately.
+//! Does a process leak? One judge turns a series of points into a verdict
+//! with its reasons, for every kind of run and each process separately.
 //!
-//! # The protocol the checkpoints come from
+//! # Where the points come from
 //!
-//! Warm-up requests run first and are discarded. The rest run in K rounds.
-//! After the warm-up and after every round the load pauses until no request
-//! is in flight, both processes return their allocator's freed pages to the
-//! OS, and a *checkpoint* records allocated bytes, fds and open connections
-//! against cumulative requests. A last checkpoint ends the cool-down.
+//! A built-in run takes **checkpoints**: warm-up requests run first and are
+//! discarded, the rest run in K rounds, and after the warm-up and after every
+//! round the load pauses until no request is in flight, both allocators
+//! return their freed pages, and allocated bytes are recorded against
+//! cumulative requests. A last checkpoint ends the cool-down.
+//!
+//! A process leaklab did not write cannot be paused or read from inside, so
+//! its **samples** are judged as they come (every sample after its warm-up,
+//! thinned to at most [`MAX_POINTS`]): its RSS against the requests it
+//! reported, or against seconds when it reports none.
 //!
 //! # The rules, in order
 //!
-//! With `tolerance` in bytes per request (default 256) and the Theil–Sen
-//! slope of allocated bytes against requests over the K + 1 checkpoints,
-//! with its 95% interval (see [`crate::stats::trend`]):
+//! With `tolerance` in bytes per request (or per second) and the Theil–Sen
+//! slope of the quantity against the axis with its 95% interval (see
+//! [`crate::stats::trend`]); the early and late halves share their middle point:
 //!
-//! 1. fewer than [`MIN_VERDICT_ROUNDS`] rounds, or no allocator figures:
-//!    **INCONCLUSIVE**. A plan has at least [`MIN_ROUNDS`]; a run cut short (a
-//!    cap, Ctrl-C) is judged on the rounds it completed, with the wider
-//!    interval that fewer checkpoints give;
+//! 1. too few points (fewer than [`MIN_VERDICT_ROUNDS`] rounds, or
+//!    [`MIN_SAMPLES`] samples), no figures for the quantity, or no spread on
+//!    the axis: **INCONCLUSIVE**. A plan has at least [`MIN_ROUNDS`] rounds; a
+//!    run cut short (a cap, Ctrl-C) is judged on the rounds it completed,
+//!    with the wider interval that fewer points give;
 //! 2. upper bound ≤ tolerance: **NO LEAK**;
-//! 3. the late rounds (the second half of the checkpoints) have an upper bound
-//!    ≤ tolerance while the early rounds grew by more than the tolerance per
-//!    request: **BOUNDED** (a cache or pool filled up, then stopped);
-//! 4. lower bound > tolerance, or the late rounds' lower bound > tolerance: **LEAK**;
-//! 5. open connections or fds rose in more rounds than chance allows (sign
+//! 3. the late half's upper bound ≤ tolerance while the early half grew by
+//!    more than the tolerance: **BOUNDED** (a cache or pool filled up, then stopped);
+//! 4. lower bound > tolerance, or the late half's lower bound > tolerance: **LEAK**;
+//! 5. open connections or fds rose in more steps than chance allows (sign
 //!    test, p < 0.05): **LEAK**, since every connection holds memory;
 //! 6. otherwise **INCONCLUSIVE**, with an estimate of how many rounds would decide.
 //!
 //! The cool-down check is reported beside the verdict, not folded into it:
 //! after the load stopped, did the process give back what the rounds took?
+//!
+//! Reasons are data ([`Reason`]); the report words them.
 
-pub mod baseline;
+mod judge;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::report::units::human_bytes;
-use crate::sample::{Phase, Sample};
-use crate::scenario::{Expectation, VerdictPlan};
-use crate::stats::LoadWindow;
-use crate::stats::trend::{CONFIDENCE, SignTest, Trend, theil_sen};
-
-pub use leaklab_probe::ProcessSnapshot;
-
 pub use crate::scenario::MIN_ROUNDS;
-/// Fewest completed rounds a verdict is given on (with four checkpoints the
-/// interval spans every pairwise slope).
-pub const MIN_VERDICT_ROUNDS: u32 = 3;
-/// The most rounds "rounds to decide" will suggest; beyond it, more rounds will not help.
-const MAX_SUGGESTED_ROUNDS: u32 = 1_000;
+use crate::scenario::{Expectation, VerdictPlan};
+use crate::stats::trend::{SignTest, Trend};
+pub use judge::{MAX_POINTS, MIN_SAMPLES, MIN_VERDICT_ROUNDS, SlopeRule, judge};
 
 /// What the memory of one process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerdictKind {
-    /// Each request keeps memory: the slope is above the tolerance.
+    /// Each request (or second) keeps memory: the slope is above the tolerance.
     Leak,
     /// Memory is flat: the slope is below the tolerance.
     NoLeak,
@@ -90,55 +89,59 @@ impl fmt::Display for VerdictKind {
     }
 }
 
-/// One process at rest: quiesced and purged.
+/// What is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Checkpoint {
-    /// Requests completed so far, warm-up included.
-    pub requests: u64,
-    /// jemalloc-allocated bytes; `null` without allocator figures.
-    pub allocated_bytes: Option<u64>,
-    /// Open file descriptors.
-    pub fds: u64,
+#[serde(rename_all = "snake_case")]
+pub enum Quantity {
+    /// Bytes the process holds per jemalloc (`stats.allocated`): follows a leak byte for byte.
+    AllocatedBytes,
+    /// Resident set size: for a process whose allocator leaklab cannot read.
+    RssBytes,
+}
+
+/// What growth is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Axis {
+    /// Requests completed (counted, or reported by a foreign client).
+    Request,
+    /// Seconds: a foreign client that reports no requests.
+    Second,
+}
+
+/// How the points were taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// At rest, between rounds: no request in flight, allocators purged.
+    Checkpoints,
+    /// As they came, while the process ran.
+    Samples,
+}
+
+/// One point judged.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Point {
+    /// Where on the axis: requests completed so far (warm-up included), or seconds since the run started.
+    pub at: f64,
+    /// The quantity judged, in bytes; `null` when it could not be read.
+    pub value: Option<u64>,
     /// Open TCP connections.
     pub connections: u64,
+    /// Open file descriptors.
+    pub fds: u64,
 }
 
-impl Checkpoint {
-    fn of(requests: u64, process: &ProcessSnapshot) -> Checkpoint {
-        Checkpoint {
-            requests,
-            allocated_bytes: process.jemalloc.map(|j| j.allocated_bytes),
-            fds: process.fds,
-            connections: process.connections.open,
-        }
-    }
-}
-
-/// A run's checkpoints for one process.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Checkpoints {
-    /// After warm-up, then after each round.
-    pub rounds: Vec<Checkpoint>,
-    /// At the end of the cool-down.
-    pub after_cooldown: Option<Checkpoint>,
-}
-
-impl Checkpoints {
-    /// The settled samples of the loaded window, and the last sample when it
-    /// is a settled one after the window; `process` picks the process.
-    pub fn from_samples(samples: &[Sample], process: impl Fn(&Sample) -> Option<&ProcessSnapshot>) -> Checkpoints {
-        let Some(window) = LoadWindow::find(samples) else { return Checkpoints::default() };
-        let rounds = samples[window.first..=window.last]
-            .iter()
-            .filter(|s| s.settled)
-            .filter_map(|s| process(s).map(|p| Checkpoint::of(s.requests(), p)))
-            .collect();
-        let after_cooldown = samples
-            .last()
-            .filter(|s| s.settled && s.phase == Phase::Cooldown && samples.len() - 1 > window.last)
-            .and_then(|s| process(s).map(|p| Checkpoint::of(s.requests(), p)));
-        Checkpoints { rounds, after_cooldown }
-    }
+/// What a process did, as the judge sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub quantity: Quantity,
+    pub axis: Axis,
+    pub basis: Basis,
+    /// In order of `at`: after warm-up and after each round, or every sample after warm-up.
+    pub points: Vec<Point>,
+    /// A checkpoint at the end of the cool-down, for the return-to-baseline check.
+    pub after_cooldown: Option<Point>,
 }
 
 /// Did the process give back, after the load stopped, what the rounds took?
@@ -158,28 +161,82 @@ pub struct Recovery {
     pub returned_to_baseline: bool,
 }
 
+/// Which count a sign test is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Count {
+    Connections,
+    Fds,
+}
+
+/// Why a verdict is what it is, and what else a reader should know. The
+/// report words each one; slopes are in bytes per unit of the verdict's axis.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Reason {
+    /// Too few rounds (checkpoints basis) or samples to judge.
+    TooFew { have: u32, need: u32 },
+    /// The quantity could not be read: no allocator figures.
+    NoFigures,
+    /// Every point sits at the same place on the axis: there is no slope to measure.
+    NoSpread,
+    /// Rule 2: the interval is within the tolerance.
+    Within { slope: f64, ci_high: f64 },
+    /// Rule 3: the early half grew, the late half stayed within the tolerance.
+    LevelledOff { early_slope: f64, late_slope: f64, late_ci_high: f64 },
+    /// Rule 4: the whole interval is above the tolerance.
+    Above { slope: f64, ci_low: f64, ci_high: f64 },
+    /// Rule 4: the late half's interval is above the tolerance.
+    LateAbove { slope: f64, ci_low: f64 },
+    /// Rule 5: a count rose in more steps than chance allows.
+    CountRose { count: Count, increases: u32, steps: u32, p_value: f64 },
+    /// Rule 6: the interval contains the tolerance.
+    Straddles { ci_low: f64, ci_high: f64 },
+    /// With rule 6: about this many rounds in all would likely decide, if the slope and the noise hold.
+    RoundsToDecide { more: u32, total: u32 },
+    /// With rule 6: the slope sits on the tolerance, so more rounds are unlikely to decide.
+    OnTheTolerance,
+    /// The run completed fewer rounds than a full one has: the interval is wider.
+    FewerRounds { rounds: u32, full: u32 },
+    /// Open connections rose in most steps, though the memory did not decide a leak.
+    ConnectionsRose { increases: u32, steps: u32 },
+    /// After the load, the process returned to where the rounds started.
+    Returned,
+    /// After the load, the process kept part of what the rounds took.
+    Kept { allocated_kept: Option<i64>, allocated_grown: Option<i64>, connections_kept: i64, connections_grown: i64 },
+}
+
 /// The verdict on one process, with the figures behind it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessVerdict {
     /// `leak`, `no-leak`, `bounded` or `inconclusive`.
     pub kind: VerdictKind,
-    /// Theil–Sen slope of allocated bytes against requests over the checkpoints, in bytes per request.
+    /// What was judged: `allocated_bytes` (jemalloc, for leaklab's own processes) or `rss_bytes` (a foreign process).
+    pub quantity: Quantity,
+    /// What growth is counted against: `request` or `second`.
+    pub axis: Axis,
+    /// How the points were taken: `checkpoints` at rest between rounds, or `samples` as they came.
+    pub basis: Basis,
+    /// Theil–Sen slope of the quantity against requests, in bytes per request; `null` when the axis is
+    /// seconds or the slope could not be measured.
     pub slope_bytes_per_request: Option<f64>,
-    /// Lower bound of the slope's 95% interval, bytes per request.
+    /// Lower bound of the slope's 95% interval, bytes per request; `null` as for the slope.
     pub ci_low: Option<f64>,
-    /// Upper bound of the slope's 95% interval, bytes per request.
+    /// Upper bound of the slope's 95% interval, bytes per request; `null` as for the slope.
     pub ci_high: Option<f64>,
-    /// Growth at or below this, in bytes per request, is not a leak.
+    /// The slope and its interval in bytes per unit of `axis` (per request, or per second), with the points it used.
+    pub trend: Option<Trend>,
+    /// Growth at or below this, in bytes per unit of `axis`, is not a leak.
     pub tolerance: f64,
-    /// Rounds completed (checkpoints minus one).
-    pub rounds: u32,
-    /// The slope over the second half of the checkpoints, bytes per request (what BOUNDED looks at).
+    /// Rounds completed (checkpoints minus one); `null` for samples.
+    pub rounds: Option<u32>,
+    /// The slope over the late half of the points, bytes per unit of `axis` (what BOUNDED looks at).
     pub late: Option<Trend>,
-    /// Sign test on round-to-round changes of open connections.
+    /// Sign test on step-to-step changes of open connections.
     pub connections: SignTest,
-    /// Sign test on round-to-round changes of open file descriptors.
+    /// Sign test on step-to-step changes of open file descriptors.
     pub fds: SignTest,
-    /// INCONCLUSIVE only: about how many rounds in all would likely decide, if the slope holds.
+    /// INCONCLUSIVE on checkpoints only: about how many rounds in all would likely decide, if the slope holds.
     pub rounds_to_decide: Option<u32>,
     /// What the cool-down gave back; `null` when the run had no cool-down checkpoint.
     pub cooldown: Option<Recovery>,
@@ -187,274 +244,61 @@ pub struct ProcessVerdict {
     pub expected: Option<Expectation>,
     /// Whether the verdict meets the expectation; `null` without one.
     pub expectation_met: Option<bool>,
-    /// The rule that decided, and what else a reader should know, in sentences.
-    pub reasons: Vec<String>,
-    /// The checkpoints judged: after warm-up, after each round, and at the end of the cool-down.
-    pub checkpoints: Vec<Checkpoint>,
+    /// The rule that decided, and what else a reader should know.
+    pub reasons: Vec<Reason>,
+    /// The points judged: the checkpoints (after warm-up, after each round, and at the end of the cool-down),
+    /// or the samples after warm-up, thinned.
+    pub points: Vec<Point>,
 }
 
-/// What a slope says against a tolerance, before any wording: the rules a
-/// run's checkpoints and a watched process's samples share, in the order they
-/// apply. `early` and `late` are the slopes of the first and second halves.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SlopeRule {
-    /// The whole interval is at or below the tolerance: no leak.
-    Within(Trend),
-    /// The first half grew, the second half is within the tolerance: bounded.
-    LevelledOff { early: Trend, late: Trend },
-    /// The whole interval is above the tolerance: a leak.
-    Above(Trend),
-    /// The second half's interval is above the tolerance: a leak that started late.
-    LateAbove(Trend),
-    /// The interval straddles the tolerance.
-    Undecided(Trend),
-}
-
-impl SlopeRule {
-    pub fn of(full: Trend, early: Option<Trend>, late: Option<Trend>, tolerance: f64) -> SlopeRule {
-        match (early, late) {
-            _ if full.ci_high <= tolerance => SlopeRule::Within(full),
-            (Some(early), Some(late)) if late.ci_high <= tolerance && early.slope > tolerance => {
-                SlopeRule::LevelledOff { early, late }
-            }
-            _ if full.ci_low > tolerance => SlopeRule::Above(full),
-            (_, Some(late)) if late.ci_low > tolerance => SlopeRule::LateAbove(late),
-            _ => SlopeRule::Undecided(full),
-        }
-    }
-}
-
-/// Judges one process from its checkpoints.
-pub fn judge(checkpoints: &Checkpoints, tolerance: f64, expected: Option<Expectation>) -> ProcessVerdict {
-    let rounds = checkpoints.rounds.len().saturating_sub(1) as u32;
-    let points: Option<Vec<(f64, f64)>> =
-        checkpoints.rounds.iter().map(|c| c.allocated_bytes.map(|bytes| (c.requests as f64, bytes as f64))).collect();
-    let full = points.as_deref().and_then(theil_sen);
-    // The second half of the checkpoints, sharing the middle one with the first half.
-    let late = points.as_deref().filter(|p| p.len() >= 4).and_then(|p| theil_sen(&p[(p.len() - 1) / 2..]));
-    let early = points.as_deref().filter(|p| p.len() >= 4).and_then(|p| theil_sen(&p[..=(p.len() - 1) / 2]));
-    let connections = SignTest::of(&checkpoints.rounds.iter().map(|c| c.connections).collect::<Vec<_>>());
-    let fds = SignTest::of(&checkpoints.rounds.iter().map(|c| c.fds).collect::<Vec<_>>());
-
-    let mut reasons = Vec::new();
-    let mut rounds_to_decide = None;
-    let kind = match full {
-        _ if rounds < MIN_VERDICT_ROUNDS => {
-            let plural = if rounds == 1 { "" } else { "s" };
-            reasons
-                .push(format!("Only {rounds} round{plural} completed; a verdict needs at least {MIN_VERDICT_ROUNDS}."));
-            VerdictKind::Inconclusive
-        }
-        None => {
-            reasons.push("No allocator figures: the process's allocated bytes could not be read.".to_owned());
-            VerdictKind::Inconclusive
-        }
-        Some(full) => match SlopeRule::of(full, early, late, tolerance) {
-            SlopeRule::Within(full) => {
-                reasons.push(format!(
-                    "Allocated memory changed by {} per request (95% interval up to {}), within the tolerance of {}.",
-                    human_bytes(full.slope),
-                    human_bytes(full.ci_high),
-                    human_bytes(tolerance)
-                ));
-                VerdictKind::NoLeak
-            }
-            SlopeRule::LevelledOff { early, late } => {
-                reasons.push(format!(
-                    "Memory grew by {} per request in the early rounds, then by {} (95% interval up to {}) in the \
-                 late rounds: it levelled off.",
-                    human_bytes(early.slope),
-                    human_bytes(late.slope),
-                    human_bytes(late.ci_high)
-                ));
-                VerdictKind::Bounded
-            }
-            SlopeRule::Above(full) => {
-                reasons.push(format!(
-                    "Allocated memory grew by {} per request (95% interval {} to {}), above the tolerance of {}.",
-                    human_bytes(full.slope),
-                    human_bytes(full.ci_low),
-                    human_bytes(full.ci_high),
-                    human_bytes(tolerance)
-                ));
-                VerdictKind::Leak
-            }
-            SlopeRule::LateAbove(late) => {
-                reasons.push(format!(
-                    "The late rounds grew by {} per request (95% interval from {}), above the tolerance of {}.",
-                    human_bytes(late.slope),
-                    human_bytes(late.ci_low),
-                    human_bytes(tolerance)
-                ));
-                VerdictKind::Leak
-            }
-            SlopeRule::Undecided(_) if connections.grows() || fds.grows() => {
-                let (what, test) =
-                    if connections.grows() { ("Open connections", connections) } else { ("Open fds", fds) };
-                reasons.push(format!(
-                    "{what} rose in {} of {rounds} rounds (sign test p = {:.3}); each holds memory.",
-                    test.increases, test.p_value
-                ));
-                VerdictKind::Leak
-            }
-            SlopeRule::Undecided(full) => {
-                rounds_to_decide = rounds_needed(&full, tolerance);
-                reasons.push(format!(
-                    "The 95% interval, {} to {} per request, contains the tolerance of {}.",
-                    human_bytes(full.ci_low),
-                    human_bytes(full.ci_high),
-                    human_bytes(tolerance)
-                ));
-                reasons.push(match rounds_to_decide {
-                    Some(total) => format!(
-                        "About {} more rounds ({total} in all) would likely decide, if the slope and the noise hold.",
-                        total.saturating_sub(rounds)
-                    ),
-                    None => "The slope sits on the tolerance: more rounds are unlikely to decide.".to_owned(),
-                });
-                VerdictKind::Inconclusive
-            }
-        },
-    };
-    if (MIN_VERDICT_ROUNDS..MIN_ROUNDS).contains(&rounds) {
-        reasons.push(format!(
-            "Judged on {rounds} completed rounds, fewer than the {MIN_ROUNDS} a full run has: the interval is wider."
-        ));
-    }
-    if kind != VerdictKind::Leak && connections.grows() {
-        reasons.push(format!("Open connections rose in {} of {rounds} rounds.", connections.increases));
-    }
-
-    let cooldown = recovery(checkpoints, tolerance);
-    if let Some(cooldown) = cooldown {
-        reasons.push(if cooldown.returned_to_baseline {
-            "After the load, the process returned to where the rounds started.".to_owned()
-        } else {
-            format!(
-                "After the load, the process kept {} of the {} it took, and {} of {} connections.",
-                cooldown
-                    .allocated_grown_bytes
-                    .zip(cooldown.allocated_returned_bytes)
-                    .map_or("?".to_owned(), |(grown, returned)| human_bytes((grown - returned) as f64)),
-                cooldown.allocated_grown_bytes.map_or("?".to_owned(), |grown| human_bytes(grown as f64)),
-                cooldown.connections_grown - cooldown.connections_returned,
-                cooldown.connections_grown
-            )
-        });
-    }
-    ProcessVerdict {
-        kind,
-        slope_bytes_per_request: full.map(|t| t.slope),
-        ci_low: full.map(|t| t.ci_low),
-        ci_high: full.map(|t| t.ci_high),
-        tolerance,
-        rounds,
-        late,
-        connections,
-        fds,
-        rounds_to_decide,
-        cooldown,
-        expected,
-        expectation_met: expected.map(|expected| kind.meets(expected)),
-        reasons,
-        checkpoints: checkpoints.rounds.iter().chain(&checkpoints.after_cooldown).copied().collect(),
-    }
-}
-
-/// About how many rounds in all would put the interval clear of the
-/// tolerance, if the slope and the noise stay as they are. With checkpoints
-/// evenly spaced, the interval's half-width shrinks like `n^(−3/2)`.
-fn rounds_needed(trend: &Trend, tolerance: f64) -> Option<u32> {
-    let n = f64::from(trend.points);
-    let (half_width, gap) = if trend.slope > tolerance {
-        (trend.slope - trend.ci_low, trend.slope - tolerance)
-    } else {
-        (trend.ci_high - trend.slope, tolerance - trend.slope)
-    };
-    if gap <= 0.0 || half_width <= 0.0 {
-        return None;
-    }
-    let points = (n * (half_width / gap).powf(2.0 / 3.0)).ceil();
-    let rounds = (points - 1.0).max(n);
-    (rounds <= f64::from(MAX_SUGGESTED_ROUNDS)).then_some(rounds as u32)
-}
-
-fn recovery(checkpoints: &Checkpoints, tolerance: f64) -> Option<Recovery> {
-    let first = checkpoints.rounds.first()?;
-    let last = checkpoints.rounds.last()?;
-    let end = checkpoints.after_cooldown?;
-    let diff = |a: Option<u64>, b: Option<u64>| Some(a? as i64 - b? as i64);
-    let measured = last.requests.saturating_sub(first.requests).max(1) as f64;
-    let kept = diff(end.allocated_bytes, first.allocated_bytes);
-    Some(Recovery {
-        allocated_grown_bytes: diff(last.allocated_bytes, first.allocated_bytes),
-        allocated_returned_bytes: diff(last.allocated_bytes, end.allocated_bytes),
-        connections_grown: last.connections as i64 - first.connections as i64,
-        connections_returned: last.connections as i64 - end.connections as i64,
-        returned_to_baseline: kept.is_none_or(|kept| kept as f64 / measured <= tolerance)
-            && end.connections <= first.connections,
-    })
-}
-
-/// Both processes' verdicts, and whether the scenario's expectations hold.
+/// Both processes' verdicts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Verdicts {
-    /// The load generator.
+    /// The client: the load generator, or the foreign process watched.
     pub client: ProcessVerdict,
-    /// The server; `null` when it was not measured (`--target`).
+    /// The server; `null` when it was not measured (`--target`, or a watch without the toy server).
     pub server: Option<ProcessVerdict>,
     /// Confidence of every interval, 0.95.
     pub confidence: f64,
 }
 
 /// How a run's verdicts compare with what its scenario expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// Every expectation is met (or none is set and nothing was inconclusive).
+    /// Every expectation is met (or none is set).
     Met,
-    /// A decided verdict differs from its expectation.
-    Contradicted,
-    /// No contradiction, but a verdict with an expectation was inconclusive.
+    /// No contradiction, but a verdict with an expectation is inconclusive, or its process was not measured.
     Inconclusive,
+    /// A decided verdict differs from its expectation, or a baseline regressed.
+    Contradicted,
+}
+
+impl Outcome {
+    /// The worst of `outcomes` (contradicted, then inconclusive, then met); met when there are none.
+    pub fn worst(outcomes: impl IntoIterator<Item = Outcome>) -> Outcome {
+        outcomes.into_iter().max().unwrap_or(Outcome::Met)
+    }
+
+    /// This outcome, where a regressed baseline counts as a contradiction.
+    pub fn with_regression(self, regressed: bool) -> Outcome {
+        if regressed { Outcome::Contradicted } else { self }
+    }
 }
 
 impl Verdicts {
-    /// Judges both processes of a run.
-    pub fn of(samples: &[Sample], plan: &VerdictPlan) -> Verdicts {
-        let tolerance = plan.tolerance_bytes_per_request;
-        let client = judge(&Checkpoints::from_samples(samples, |s| Some(&s.client)), tolerance, plan.expect_client);
-        let server_points = Checkpoints::from_samples(samples, |s| s.server.as_ref().map(|x| &x.process));
-        // A server that answered any sample was measured, even if the run ended before its rounds.
-        let measured = samples.iter().any(|s| s.server.is_some());
-        let server = measured.then(|| judge(&server_points, tolerance, plan.expect_server));
-        Verdicts { client, server, confidence: CONFIDENCE }
-    }
-
-    /// Contradicted if any process contradicts its expectation; else
-    /// inconclusive if one with an expectation is undecided (or its process
-    /// was not measured); else met.
+    /// Contradicted if a decided verdict differs from its expectation; else
+    /// inconclusive if a verdict with an expectation is undecided, or a
+    /// process with an expectation was not measured; else met.
     pub fn outcome(&self, plan: &VerdictPlan) -> Outcome {
         let checks = [(Some(&self.client), plan.expect_client), (self.server.as_ref(), plan.expect_server)];
-        let mut outcome = Outcome::Met;
-        for (verdict, expected) in checks {
-            let Some(_) = expected else { continue };
-            match verdict {
-                Some(v) if v.expectation_met == Some(true) => {}
-                Some(v) if v.kind != VerdictKind::Inconclusive => return Outcome::Contradicted,
-                _ => outcome = Outcome::Inconclusive,
-            }
-        }
-        outcome
-    }
-
-    /// [`Verdicts::outcome`], where a baseline that regressed counts as a contradiction.
-    pub fn outcome_with_baseline(
-        &self,
-        plan: &VerdictPlan,
-        baseline: Option<&baseline::BaselineComparison>,
-    ) -> Outcome {
-        if baseline.is_some_and(|b| b.regressed) { Outcome::Contradicted } else { self.outcome(plan) }
+        Outcome::worst(checks.into_iter().filter_map(|(verdict, expected)| {
+            expected.map(|_| match verdict {
+                Some(v) if v.expectation_met == Some(true) => Outcome::Met,
+                Some(v) if v.kind != VerdictKind::Inconclusive => Outcome::Contradicted,
+                _ => Outcome::Inconclusive,
+            })
+        }))
     }
 
     /// `true` when every expectation is met, `false` when one is not (or
@@ -466,6 +310,3 @@ impl Verdicts {
         Some(self.outcome(plan) == Outcome::Met)
     }
 }
-
-#[cfg(test)]
-mod tests;

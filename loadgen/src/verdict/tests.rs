@@ -1,19 +1,41 @@
-//! The rules on synthetic checkpoint series.
+//! The rules on synthetic series: checkpoints of a built-in run, and the
+//! samples of a process watched from outside.
 
 use super::*;
+use crate::stats::trend::CONFIDENCE;
 
 const TOLERANCE: f64 = 256.0;
 const ROUND: u64 = 450;
 
 /// A checkpoint series: `allocated(i)` bytes after round `i` (0: after warm-up).
-fn series(rounds: u64, allocated: impl Fn(u64) -> f64, connections: impl Fn(u64) -> u64) -> Checkpoints {
-    Checkpoints {
-        rounds: (0..=rounds)
-            .map(|i| Checkpoint {
-                requests: 400 + i * ROUND,
-                allocated_bytes: Some(allocated(i).max(0.0) as u64),
+fn series(rounds: u64, allocated: impl Fn(u64) -> f64, connections: impl Fn(u64) -> u64) -> Series {
+    Series {
+        quantity: Quantity::AllocatedBytes,
+        axis: Axis::Request,
+        basis: Basis::Checkpoints,
+        points: (0..=rounds)
+            .map(|i| Point {
+                at: (400 + i * ROUND) as f64,
+                value: Some(allocated(i).max(0.0) as u64),
                 fds: 12 + connections(i),
                 connections: connections(i),
+            })
+            .collect(),
+        after_cooldown: None,
+    }
+}
+
+/// A process sampled every 100 ms for `seconds`: `rss(t)` bytes with deterministic ±`noise`.
+fn sampled(seconds: f64, noise: f64, rss: impl Fn(f64) -> f64, connections: impl Fn(f64) -> u64) -> Series {
+    Series {
+        quantity: Quantity::RssBytes,
+        axis: Axis::Second,
+        basis: Basis::Samples,
+        points: (0..(seconds * 10.0) as usize)
+            .map(|i| {
+                let t = i as f64 / 10.0;
+                let wobble = ((i * 7919 % 101) as f64 / 50.0 - 1.0) * noise;
+                Point { at: t, value: Some((rss(t) + wobble).max(0.0) as u64), connections: connections(t), fds: 10 }
             })
             .collect(),
         after_cooldown: None,
@@ -83,9 +105,9 @@ fn too_few_rounds_are_inconclusive() {
     let checkpoints = series(2, |i| 20e6 + 60_000.0 * (i * ROUND) as f64, |i| i);
     let verdict = judge(&checkpoints, TOLERANCE, Some(Expectation::Leak));
     assert_eq!(verdict.kind, VerdictKind::Inconclusive);
-    assert_eq!(verdict.rounds, 2);
+    assert_eq!(verdict.rounds, Some(2));
     assert_eq!(verdict.expectation_met, Some(false));
-    assert!(verdict.reasons[0].contains("Only 2 rounds completed"), "{:?}", verdict.reasons);
+    assert_eq!(verdict.reasons[0], Reason::TooFew { have: 2, need: MIN_VERDICT_ROUNDS });
 }
 
 #[test]
@@ -94,7 +116,7 @@ fn a_run_cut_short_after_a_few_rounds_is_still_judged() {
     let checkpoints = series(4, |i| 20e6 + 60_000.0 * (i * ROUND) as f64 + noise(i, 3, 1e6), |i| i * ROUND);
     let verdict = judge(&checkpoints, TOLERANCE, Some(Expectation::Leak));
     assert_eq!(verdict.kind, VerdictKind::Leak, "{:?}", verdict.reasons);
-    assert!(verdict.reasons.iter().any(|r| r.contains("Judged on 4 completed rounds")), "{:?}", verdict.reasons);
+    assert!(verdict.reasons.contains(&Reason::FewerRounds { rounds: 4, full: MIN_ROUNDS }), "{:?}", verdict.reasons);
 }
 
 #[test]
@@ -106,17 +128,17 @@ fn a_slope_near_the_tolerance_is_inconclusive_and_says_how_many_rounds_would_dec
     assert_eq!(verdict.kind, VerdictKind::Inconclusive, "{verdict:#?}");
     let total = verdict.rounds_to_decide.expect("a slope away from the tolerance can be decided");
     assert!(total > 6, "{total}");
-    let more = format!("About {} more rounds ({total} in all)", total - 6);
-    assert!(verdict.reasons.iter().any(|r| r.contains(&more)), "{:?}", verdict.reasons);
+    assert!(verdict.reasons.contains(&Reason::RoundsToDecide { more: total - 6, total }), "{:?}", verdict.reasons);
 }
 
 #[test]
 fn without_allocator_figures_a_verdict_cannot_be_given() {
     let mut checkpoints = series(8, |_| 1.0, |_| 1);
-    checkpoints.rounds[3].allocated_bytes = None;
+    checkpoints.points[3].value = None;
     let verdict = judge(&checkpoints, TOLERANCE, None);
     assert_eq!(verdict.kind, VerdictKind::Inconclusive);
     assert_eq!(verdict.slope_bytes_per_request, None);
+    assert_eq!(verdict.reasons[0], Reason::NoFigures);
 }
 
 #[test]
@@ -125,27 +147,26 @@ fn connections_rising_every_round_are_a_leak_even_when_bytes_are_noisy() {
     let checkpoints = series(8, |i| 20e6 + 300.0 * (i * ROUND) as f64 + noise(i, 7, 1e6), |i| i);
     let verdict = judge(&checkpoints, TOLERANCE, None);
     assert_eq!(verdict.kind, VerdictKind::Leak, "{verdict:#?}");
-    assert!(verdict.reasons[0].contains("Open connections rose in 8 of 8 rounds"), "{:?}", verdict.reasons);
+    assert!(
+        matches!(verdict.reasons[0], Reason::CountRose { count: Count::Connections, increases: 8, steps: 8, .. }),
+        "{:?}",
+        verdict.reasons
+    );
 }
 
 #[test]
 fn the_cooldown_check_sees_what_was_given_back() {
     let mut kept = series(8, |i| 20e6 + 60_000.0 * (i * ROUND) as f64, |i| i * ROUND);
-    let last = *kept.rounds.last().unwrap();
-    kept.after_cooldown = Some(Checkpoint { requests: last.requests, ..last });
+    let last = *kept.points.last().unwrap();
+    kept.after_cooldown = Some(last);
     let recovery = judge(&kept, TOLERANCE, None).cooldown.unwrap();
     assert_eq!(recovery.allocated_grown_bytes, Some(60_000 * 8 * ROUND as i64));
     assert_eq!(recovery.allocated_returned_bytes, Some(0));
     assert_eq!((recovery.connections_grown, recovery.connections_returned), (8 * ROUND as i64, 0));
     assert!(!recovery.returned_to_baseline);
 
-    let first = kept.rounds[0];
-    kept.after_cooldown = Some(Checkpoint {
-        requests: last.requests,
-        allocated_bytes: first.allocated_bytes.map(|b| b + 1_000),
-        fds: 12,
-        connections: 0,
-    });
+    let first = kept.points[0];
+    kept.after_cooldown = Some(Point { at: last.at, value: first.value.map(|b| b + 1_000), fds: 12, connections: 0 });
     let verdict = judge(&kept, TOLERANCE, None);
     assert!(verdict.cooldown.unwrap().returned_to_baseline);
     assert_eq!(verdict.kind, VerdictKind::Leak, "giving memory back later does not undo the verdict");
@@ -158,6 +179,7 @@ fn outcome_is_contradicted_before_inconclusive_before_met() {
     let short = judge(&series(2, |_| 1e6, |_| 1), TOLERANCE, Some(Expectation::NoLeak));
     let plan = |client, server| VerdictPlan {
         tolerance_bytes_per_request: TOLERANCE,
+        tolerance_bytes_per_second: TOLERANCE,
         expect_client: client,
         expect_server: server,
     };
@@ -179,4 +201,65 @@ fn outcome_is_contradicted_before_inconclusive_before_met() {
     // An expectation on a server that was not measured cannot be met.
     let unmeasured = Verdicts { client: flat.clone(), server: None, confidence: CONFIDENCE };
     assert_eq!(unmeasured.outcome(&both), Outcome::Inconclusive);
+}
+
+#[test]
+fn a_steady_climb_over_time_is_a_leak_with_its_rate() {
+    // 200 leaked channels a second at 90 KB each.
+    let verdict = judge(&sampled(20.0, 500_000.0, |t| 9e6 + t * 18e6, |_| 1), 65_536.0, Some(Expectation::Leak));
+    assert_eq!(verdict.kind, VerdictKind::Leak, "{verdict:?}");
+    assert_eq!(verdict.expectation_met, Some(true));
+    let trend = verdict.trend.unwrap();
+    assert!((trend.slope - 18e6).abs() < 0.5e6, "{trend:?}");
+    assert_eq!(verdict.slope_bytes_per_request, None, "a slope per second is not one per request");
+    assert_eq!((verdict.rounds, verdict.rounds_to_decide), (None, None));
+}
+
+#[test]
+fn a_flat_process_over_time_is_no_leak() {
+    let verdict = judge(&sampled(5.0, 40_000.0, |_| 1.2e6, |_| 0), 65_536.0, None);
+    assert_eq!(verdict.kind, VerdictKind::NoLeak, "{verdict:?}");
+    assert!(matches!(verdict.reasons[0], Reason::Within { .. }), "{:?}", verdict.reasons);
+}
+
+#[test]
+fn a_curve_over_time_that_levels_off_is_bounded() {
+    // 50 MB filled with a 2 s time constant: all but 30 KB of it in the first 15 s.
+    let verdict = judge(&sampled(30.0, 20_000.0, |t| 50e6 * (1.0 - (-t / 2.0).exp()), |_| 1), 65_536.0, None);
+    assert_eq!(verdict.kind, VerdictKind::Bounded, "{verdict:?}");
+}
+
+#[test]
+fn too_few_samples_cannot_decide_and_long_watches_are_thinned() {
+    let short = judge(&sampled(0.5, 0.0, |_| 1.0, |_| 0), 1.0, None);
+    assert_eq!(short.kind, VerdictKind::Inconclusive);
+    assert_eq!(short.reasons[0], Reason::TooFew { have: 5, need: MIN_SAMPLES });
+    let long = judge(&sampled(600.0, 0.0, |t| t * 1e6, |_| 0), 1.0, None);
+    assert_eq!(long.trend.unwrap().points as usize, MAX_POINTS);
+    assert_eq!(long.points.len(), MAX_POINTS);
+    assert_eq!(long.kind, VerdictKind::Leak);
+}
+
+#[test]
+fn the_same_rules_judge_samples_per_request() {
+    // A foreign client that reports its requests: 90 KB of RSS per request, the axis in requests.
+    let mut series = sampled(10.0, 100_000.0, |t| 9e6 + t * 200.0 * 90_000.0, |t| (t * 200.0) as u64);
+    series.axis = Axis::Request;
+    for point in &mut series.points {
+        point.at *= 200.0;
+    }
+    let verdict = judge(&series, 2048.0, Some(Expectation::Leak));
+    assert_eq!(verdict.kind, VerdictKind::Leak);
+    let slope = verdict.slope_bytes_per_request.unwrap();
+    assert!((slope - 90_000.0).abs() < 2_000.0, "{slope}");
+    assert!(verdict.ci_low.unwrap() <= slope && slope <= verdict.ci_high.unwrap());
+}
+
+#[test]
+fn the_worst_outcome_wins_and_a_regression_contradicts() {
+    assert_eq!(Outcome::worst([Outcome::Met, Outcome::Inconclusive, Outcome::Met]), Outcome::Inconclusive);
+    assert_eq!(Outcome::worst([Outcome::Inconclusive, Outcome::Contradicted]), Outcome::Contradicted);
+    assert_eq!(Outcome::worst([]), Outcome::Met);
+    assert_eq!(Outcome::Met.with_regression(true), Outcome::Contradicted);
+    assert_eq!(Outcome::Inconclusive.with_regression(false), Outcome::Inconclusive);
 }

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::report::Summary;
-use crate::report::units::{human_bytes, signed_bytes};
+use crate::summary::Summary;
 
 /// A baseline that cannot be saved or read, with the path to blame.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +61,40 @@ pub fn load(reports_dir: &Path, name: &str, scenario: &str) -> Result<Summary, B
     serde_json::from_str(&text).map_err(|error| BaselineError::Format { path, reason: error.to_string() })
 }
 
+/// What a run does with baselines: compare with one, save itself as one.
+#[derive(Debug, Clone)]
+pub struct BaselineUse {
+    reports_dir: PathBuf,
+    compare_with: Option<(String, Summary)>,
+    save_as: Option<String>,
+}
+
+impl BaselineUse {
+    /// Checks both names and reads the baseline to compare with, before anything runs.
+    pub fn prepare(
+        reports_dir: &Path,
+        compare_with: Option<&str>,
+        save_as: Option<&str>,
+        scenario: &str,
+    ) -> Result<BaselineUse, BaselineError> {
+        if let Some(name) = save_as {
+            check_name(name)?;
+        }
+        let compare_with = match compare_with {
+            Some(name) => Some((name.to_owned(), load(reports_dir, name, scenario)?)),
+            None => None,
+        };
+        Ok(BaselineUse { reports_dir: reports_dir.to_owned(), compare_with, save_as: save_as.map(str::to_owned) })
+    }
+
+    /// `summary` beside the baseline, and where it was saved as one, if asked.
+    pub fn finish(&self, summary: &Summary) -> (Option<BaselineComparison>, Option<Result<PathBuf, BaselineError>>) {
+        let comparison = self.compare_with.as_ref().map(|(name, baseline)| compare(name, baseline, summary));
+        let saved = self.save_as.as_ref().map(|name| save(&self.reports_dir, name, summary));
+        (comparison, saved)
+    }
+}
+
 /// One figure in the baseline and now.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Delta {
@@ -81,6 +114,22 @@ impl Delta {
     }
 }
 
+/// Which process a slope is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Process {
+    Client,
+    Server,
+}
+
+/// A process whose bytes per request grew beyond the tolerance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Regression {
+    pub process: Process,
+    /// Its slope in the baseline and now, bytes per request.
+    pub bytes_per_request: Delta,
+}
+
 /// A run set beside a baseline of the same scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BaselineComparison {
@@ -92,10 +141,10 @@ pub struct BaselineComparison {
     pub client_bytes_per_request: Option<Delta>,
     /// Server slope of allocated bytes per request.
     pub server_bytes_per_request: Option<Delta>,
-    /// Requests per second.
-    pub throughput_rps: Delta,
-    /// p99 latency in microseconds.
-    pub latency_p99_us: Delta,
+    /// Requests per second; `null` when either run has no request counts.
+    pub throughput_rps: Option<Delta>,
+    /// p99 latency in microseconds; `null` when either run did not measure latency.
+    pub latency_p99_us: Option<Delta>,
     /// Client peak RSS in bytes.
     pub client_peak_rss_bytes: Delta,
     /// Server peak RSS in bytes.
@@ -104,8 +153,8 @@ pub struct BaselineComparison {
     pub tolerance: f64,
     /// Whether a process's bytes per request grew beyond the tolerance.
     pub regressed: bool,
-    /// Which slopes grew too much, in sentences.
-    pub reasons: Vec<String>,
+    /// The slopes that grew too much.
+    pub regressions: Vec<Regression>,
 }
 
 /// Compares `current` with `baseline` (a summary of the same scenario).
@@ -119,79 +168,37 @@ pub fn compare(name: &str, baseline: &Summary, current: &Summary) -> BaselineCom
         baseline.verdict.server.as_ref().and_then(|v| v.slope_bytes_per_request),
         current.verdict.server.as_ref().and_then(|v| v.slope_bytes_per_request),
     );
-    let mut reasons = Vec::new();
-    for (process, delta) in [("client", client), ("server", server)] {
-        if let Some(delta) = delta.filter(|d| d.change > tolerance) {
-            reasons.push(format!(
-                "The {process} keeps {} more per request than in baseline {name:?} ({} → {}), beyond the tolerance of {}.",
-                human_bytes(delta.change),
-                human_bytes(delta.baseline),
-                human_bytes(delta.current),
-                human_bytes(tolerance)
-            ));
-        }
-    }
+    let regressions: Vec<Regression> = [(Process::Client, client), (Process::Server, server)]
+        .into_iter()
+        .filter_map(|(process, delta)| {
+            delta.filter(|d| d.change > tolerance).map(|bytes_per_request| Regression { process, bytes_per_request })
+        })
+        .collect();
     BaselineComparison {
         name: name.to_owned(),
         baseline_started_at: baseline.started_at.clone(),
         client_bytes_per_request: client,
         server_bytes_per_request: server,
-        throughput_rps: Delta::of(baseline.throughput_rps, current.throughput_rps),
-        latency_p99_us: Delta::of(baseline.latency_us.p99 as f64, current.latency_us.p99 as f64),
+        throughput_rps: Delta::of_options(baseline.throughput_rps, current.throughput_rps),
+        latency_p99_us: Delta::of_options(
+            baseline.latency_us.map(|l| l.p99 as f64),
+            current.latency_us.map(|l| l.p99 as f64),
+        ),
         client_peak_rss_bytes: Delta::of(baseline.client.rss_bytes.peak as f64, current.client.rss_bytes.peak as f64),
         server_peak_rss_bytes: Delta::of_options(
             baseline.server.as_ref().map(|s| s.rss_bytes.peak as f64),
             current.server.as_ref().map(|s| s.rss_bytes.peak as f64),
         ),
         tolerance,
-        regressed: !reasons.is_empty(),
-        reasons,
-    }
-}
-
-impl BaselineComparison {
-    /// One line per figure, for the console and `compare.md`.
-    pub fn lines(&self) -> Vec<String> {
-        let bytes = |d: &Delta| {
-            format!("{} → {} per request ({})", human_bytes(d.baseline), human_bytes(d.current), signed_bytes(d.change))
-        };
-        let percent = |d: &Delta| {
-            if d.baseline != 0.0 { format!("{:+.1}%", 100.0 * d.change / d.baseline) } else { "n/a".to_owned() }
-        };
-        let mut lines = Vec::new();
-        if let Some(d) = &self.client_bytes_per_request {
-            lines.push(format!("client allocated: {}", bytes(d)));
-        }
-        if let Some(d) = &self.server_bytes_per_request {
-            lines.push(format!("server allocated: {}", bytes(d)));
-        }
-        let t = &self.throughput_rps;
-        lines.push(format!("throughput: {:.0} → {:.0} req/s ({})", t.baseline, t.current, percent(t)));
-        let p = &self.latency_p99_us;
-        lines.push(format!("p99 latency: {:.0} → {:.0} µs ({})", p.baseline, p.current, percent(p)));
-        let r = &self.client_peak_rss_bytes;
-        lines.push(format!(
-            "client peak RSS: {} → {} ({})",
-            human_bytes(r.baseline),
-            human_bytes(r.current),
-            percent(r)
-        ));
-        if let Some(r) = &self.server_peak_rss_bytes {
-            lines.push(format!(
-                "server peak RSS: {} → {} ({})",
-                human_bytes(r.baseline),
-                human_bytes(r.current),
-                percent(r)
-            ));
-        }
-        lines
+        regressed: !regressions.is_empty(),
+        regressions,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures::scripted_report;
+    use crate::summary::fixtures::scripted_report;
 
     #[test]
     fn names_are_checked_and_paths_are_per_scenario() {
@@ -224,16 +231,12 @@ mod tests {
         current.verdict.client.slope_bytes_per_request = Some(slope + 1_000.0);
         let comparison = compare("main", &baseline, &current);
         assert!(comparison.regressed);
-        assert!(comparison.reasons[0].contains("The client keeps 1.0 KB more per request"), "{:?}", comparison.reasons);
-
-        let plan = crate::scenario::VerdictPlan {
-            tolerance_bytes_per_request: 256.0,
-            expect_client: Some(crate::scenario::Expectation::Leak),
-            expect_server: None,
-        };
-        assert_eq!(current.verdict.outcome(&plan), crate::verdict::Outcome::Met);
+        assert_eq!(comparison.regressions.len(), 1, "{:?}", comparison.regressions);
+        assert_eq!(comparison.regressions[0].process, Process::Client);
+        assert_eq!(comparison.regressions[0].bytes_per_request.change, 1_000.0);
+        assert_eq!(current.outcome, crate::verdict::Outcome::Met);
         assert_eq!(
-            current.verdict.outcome_with_baseline(&plan, Some(&comparison)),
+            current.outcome.with_regression(comparison.regressed),
             crate::verdict::Outcome::Contradicted,
             "a regression fails the run even when its expectation holds"
         );

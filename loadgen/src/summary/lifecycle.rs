@@ -1,12 +1,61 @@
-//! What happened to the run's connections, from the samples: the events on
-//! its timeline, and which part of a leaked channel's memory a server that
-//! reaps connections gets back.
+//! What happened to a run's connections, from its samples: the server's
+//! policy at work, the GOAWAYs and reconnects the client saw, TIME_WAIT
+//! sockets, faults, the events on the timeline, and which part of a leaked
+//! channel's memory a server that reaps connections gets back.
 
+use std::collections::BTreeMap;
+
+use leaklab_probe::control::ServerLifecycle;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::fault::FaultLog;
 use crate::sample::{Phase, Sample};
+use crate::stats::Span;
+use crate::stats::fit::two_slopes;
+
+/// What happened to the run's connections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LifecycleSummary {
+    /// What the server's keepalive policy did, counted by the server (absent when it was not measured).
+    pub server: Option<ServerLifecycle>,
+    /// GOAWAY frames the built-in client received, by code and debug data; `null` for a foreign client.
+    pub goaways_received: Option<BTreeMap<String, u64>>,
+    /// Connections the built-in client's channels dialled again after losing one; `null` for a foreign client.
+    pub reconnects: Option<u64>,
+    /// TCP sockets in TIME_WAIT towards the server's port: at the start, at the end, and at the peak.
+    pub time_wait: Option<Span>,
+    /// What the fault proxy did, when the scenario has a `[fault]`.
+    pub fault: Option<FaultLog>,
+    /// Seconds from the blackhole's start until the client dialled a new connection;
+    /// absent when it never did during the run.
+    pub time_to_detect_s: Option<f64>,
+    /// For a leak whose connections the server reaps: the client's memory per
+    /// leaked channel that stays, and per open connection that reaping gives back.
+    pub attribution: Option<Attribution>,
+    /// Events on the timeline, in time order.
+    pub events: Vec<TimelineEvent>,
+}
+
+impl LifecycleSummary {
+    /// From the samples and the fault proxy's log; `leak_reaped` asks for the
+    /// memory split of a leak whose connections the server reaped.
+    pub fn of(samples: &[Sample], fault: Option<FaultLog>, leak: bool) -> Self {
+        let last = samples.last();
+        let server = samples.iter().rev().find_map(|s| s.server).map(|s| s.lifecycle);
+        let reaped = server.is_some_and(|s| s.reaped() > 0);
+        Self {
+            server,
+            goaways_received: last.and_then(|s| s.network.goaways_received.clone()),
+            reconnects: last.and_then(|s| s.network.reconnects),
+            time_wait: Span::of(samples.iter().filter_map(|s| s.network.time_wait)),
+            time_to_detect_s: fault.as_ref().and_then(FaultLog::time_to_detect).map(|d| d.as_secs_f64()),
+            attribution: if leak && reaped { attribute(samples) } else { None },
+            events: timeline(samples, fault.as_ref()),
+            fault,
+        }
+    }
+}
 
 /// One event on the run's timeline. Events are found between two samples, so
 /// their time is that of the sample that first shows them (±1 interval).
@@ -80,15 +129,15 @@ pub fn timeline(samples: &[Sample], fault: Option<&FaultLog>) -> Vec<TimelineEve
                 a.closed_after_age_grace.saturating_sub(b.closed_after_age_grace),
             );
         }
-        for (reason, count) in &after.network.goaways_received {
-            let earlier = before.network.goaways_received.get(reason).copied().unwrap_or(0);
-            push(EventKind::ClientGoaway, reason.clone(), count.saturating_sub(earlier));
+        if let (Some(was), Some(now)) = (&before.network.goaways_received, &after.network.goaways_received) {
+            for (reason, count) in now {
+                let earlier = was.get(reason).copied().unwrap_or(0);
+                push(EventKind::ClientGoaway, reason.clone(), count.saturating_sub(earlier));
+            }
         }
-        push(
-            EventKind::Reconnect,
-            "reconnect".into(),
-            after.network.reconnects.saturating_sub(before.network.reconnects),
-        );
+        if let (Some(was), Some(now)) = (before.network.reconnects, after.network.reconnects) {
+            push(EventKind::Reconnect, "reconnect".into(), now.saturating_sub(was));
+        }
     }
     if let Some(log) = fault {
         let mut fault_event = |at: Option<f64>, label: String, count: u64| {
@@ -119,11 +168,9 @@ pub struct Attribution {
 }
 
 /// Fits `allocated = c + a · requests + b · open connections` over the load
-/// samples by ordinary least squares (the 3×3 normal equations, solved by
-/// Cramer's rule). Only meaningful when the two regressors are not
-/// collinear — a plain leak has open connections = requests and returns
-/// `None` — which is the case once a server reaps connections: requests keep
-/// climbing while open connections level off.
+/// samples (see [`two_slopes`]). A plain leak has open connections =
+/// requests, which cannot be split; once a server reaps connections,
+/// requests keep climbing while open connections level off.
 pub fn attribute(samples: &[Sample]) -> Option<Attribution> {
     let points: Vec<[f64; 3]> = samples
         .iter()
@@ -133,27 +180,10 @@ pub fn attribute(samples: &[Sample]) -> Option<Attribution> {
             Some([s.requests() as f64, s.client.connections.open as f64, allocated])
         })
         .collect();
-    if points.len() < 8 {
-        return None;
-    }
-    let n = points.len() as f64;
-    let mean = |i: usize| points.iter().map(|p| p[i]).sum::<f64>() / n;
-    let (mx, mz, my) = (mean(0), mean(1), mean(2));
-    // Centred sums of squares and products: the intercept drops out.
-    let sum = |f: &dyn Fn(&[f64; 3]) -> f64| points.iter().map(f).sum::<f64>();
-    let sxx = sum(&|p| (p[0] - mx).powi(2));
-    let szz = sum(&|p| (p[1] - mz).powi(2));
-    let sxz = sum(&|p| (p[0] - mx) * (p[1] - mz));
-    let sxy = sum(&|p| (p[0] - mx) * (p[2] - my));
-    let szy = sum(&|p| (p[1] - mz) * (p[2] - my));
-    let determinant = sxx * szz - sxz * sxz;
-    // Nearly collinear (|correlation| > 0.99): the split is not identifiable.
-    if sxx <= 0.0 || szz <= 0.0 || determinant <= 0.0199 * sxx * szz {
-        return None;
-    }
+    let (per_channel, per_connection) = two_slopes(&points, 8)?;
     Some(Attribution {
-        bytes_per_channel: (sxy * szz - szy * sxz) / determinant,
-        bytes_per_open_connection: (szy * sxx - sxy * sxz) / determinant,
+        bytes_per_channel: per_channel,
+        bytes_per_open_connection: per_connection,
         samples: points.len() as u64,
     })
 }
@@ -161,7 +191,7 @@ pub fn attribute(samples: &[Sample]) -> Option<Attribution> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::tests::sample;
+    use crate::sample::window::tests::sample;
     use leaklab_probe::JemallocStats;
     use leaklab_probe::control::{ServerLifecycle, ServerStats};
 
@@ -212,8 +242,10 @@ mod tests {
         let mut second = first.clone();
         second.elapsed_s = 2.0;
         second.server.as_mut().unwrap().lifecycle.goaway_too_many_pings = 1;
-        second.network.goaways_received.insert("ENHANCE_YOUR_CALM \"too_many_pings\"".into(), 1);
-        second.network.reconnects = 2;
+        first.network.goaways_received = Some(BTreeMap::new());
+        first.network.reconnects = Some(0);
+        second.network.goaways_received = Some([("ENHANCE_YOUR_CALM \"too_many_pings\"".to_owned(), 1)].into());
+        second.network.reconnects = Some(2);
         let log = FaultLog { blackhole_started_s: Some(1.5), blackholed_connections: 1, ..FaultLog::default() };
         let events = timeline(&[first, second], Some(&log));
         let summary: Vec<(f64, EventKind, u64)> = events.iter().map(|e| (e.at_s, e.kind, e.count)).collect();

@@ -1,0 +1,171 @@
+//! "Where the memory is": the heap profiles of a run with `--heap-profile`.
+//!
+//! Each process dumps jemalloc's sampling profile at the checkpoint after
+//! warm-up and at the one after the load (`heap-warmup.client.heap`,
+//! `heap-end.server.heap`…, jemalloc's own format, which jeprof reads too).
+//! After the run their stacks are named from the binaries' symbol tables,
+//! outside both measured processes. The growth between the two, stack by
+//! stack, is what `pprof -base` would show: the Rust counterpart of the
+//! incident's `newBufWriter` finding. This module ranks that growth and says
+//! how much of the growth the verdict measured the profile accounts for;
+//! [`pprof`] encodes a profile for the pprof tools. The report writes the
+//! end profiles as `heap.pb.gz` and as flame graphs.
+
+pub mod pprof;
+
+use std::path::Path;
+
+use leaklab_probe::heap::Folded;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The label of the profile taken when warm-up ends.
+pub const WARMUP: &str = "warmup";
+/// The label of the profile taken when the load ends.
+pub const END: &str = "end";
+/// Stacks listed in the table.
+const TOP: usize = 12;
+
+/// One process's heap growth during the measured load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HeapGrowth {
+    /// In-use bytes the profile estimates at the end minus after warm-up, over all stacks.
+    pub profiled_growth_bytes: f64,
+    /// jemalloc-allocated bytes at the same two checkpoints, as the verdict measured them.
+    pub measured_growth_bytes: Option<f64>,
+    /// `profiled / measured`: how much of the measured growth the profile accounts for.
+    pub coverage: Option<f64>,
+    /// The stacks that grew most, largest first.
+    pub top: Vec<StackGrowth>,
+}
+
+/// One allocation stack's growth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StackGrowth {
+    /// Estimated in-use bytes gained.
+    pub bytes: f64,
+    /// Share of the profile's total growth.
+    pub share: f64,
+    /// The innermost frames a reader recognizes (not the standard library's), innermost first.
+    pub frames: Vec<String>,
+    /// The whole stack, outermost first, `;`-separated.
+    pub stack: String,
+}
+
+/// Both processes' growth.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HeapReport {
+    pub client: Option<HeapGrowth>,
+    pub server: Option<HeapGrowth>,
+}
+
+/// Which process a profile is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// The load generator.
+    Client,
+    /// The toy server.
+    Server,
+}
+
+impl Process {
+    pub fn name(self) -> &'static str {
+        match self {
+            Process::Client => "client",
+            Process::Server => "server",
+        }
+    }
+}
+
+/// The file a process's dump at `label` goes to.
+pub fn dump_name(label: &str, process: Process) -> String {
+    format!("heap-{label}.{}.heap", process.name())
+}
+
+/// The profile `process` dumped at `label` into `dir`, its stacks named; `None` if it is missing or unreadable.
+pub fn read(dir: &Path, label: &str, process: Process) -> Option<Folded> {
+    leaklab_probe::heap::read_dump(&dir.join(dump_name(label, process))).ok()
+}
+
+/// Reads the profiles in `dir` (absent ones are skipped) and ranks their
+/// growth; `measured` is each process's allocated growth between the same
+/// two checkpoints, as the verdict measured it.
+pub fn build(dir: &Path, measured: [Option<f64>; 2]) -> Option<HeapReport> {
+    let [client, server] = [(Process::Client, measured[0]), (Process::Server, measured[1])]
+        .map(|(process, measured)| Some(rank(&read(dir, WARMUP, process)?, &read(dir, END, process)?, measured)));
+    (client.is_some() || server.is_some()).then_some(HeapReport { client, server })
+}
+
+/// The stacks' growth from `before` to `after`, largest first (pure).
+pub fn rank(before: &Folded, after: &Folded, measured: Option<f64>) -> HeapGrowth {
+    let mut grown: Vec<(String, f64)> = after
+        .stacks
+        .iter()
+        .map(|(stack, bytes)| (stack.clone(), bytes - before.stacks.get(stack).copied().unwrap_or(0.0)))
+        .collect();
+    for (stack, bytes) in &before.stacks {
+        if !after.stacks.contains_key(stack) {
+            grown.push((stack.clone(), -bytes));
+        }
+    }
+    let total: f64 = grown.iter().map(|(_, bytes)| bytes).sum();
+    grown.retain(|(_, bytes)| *bytes > 0.0);
+    grown.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top = grown
+        .into_iter()
+        .take(TOP)
+        .map(|(stack, bytes)| StackGrowth {
+            bytes,
+            share: if total > 0.0 { bytes / total } else { 0.0 },
+            frames: recognizable(&stack),
+            stack,
+        })
+        .collect();
+    HeapGrowth {
+        profiled_growth_bytes: total,
+        measured_growth_bytes: measured,
+        coverage: measured.filter(|m| *m > 0.0).map(|m| total / m),
+        top,
+    }
+}
+
+/// The innermost frames outside the standard library and the allocator, innermost first, at most three.
+fn recognizable(stack: &str) -> Vec<String> {
+    const GENERIC: [&str; 8] =
+        ["alloc::", "<alloc::", "core::", "<core::", "std::", "<std::", "hashbrown::", "<hashbrown::"];
+    stack
+        .rsplit(';')
+        .filter(|frame| !GENERIC.iter().any(|prefix| frame.starts_with(prefix)))
+        .take(3)
+        .map(|frame| frame.to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folded(stacks: &[(&str, f64)]) -> Folded {
+        Folded { stacks: stacks.iter().map(|(stack, bytes)| (stack.to_string(), *bytes)).collect() }
+    }
+
+    #[test]
+    fn growth_is_ranked_like_pprof_base() {
+        let before =
+            folded(&[("main;h2::codec::FramedWrite::new;alloc::raw_vec::finish_grow", 100.0), ("main;gone", 50.0)]);
+        let after = folded(&[
+            ("main;h2::codec::FramedWrite::new;alloc::raw_vec::finish_grow", 800.0),
+            ("main;tokio::runtime::task::new", 300.0),
+        ]);
+        let growth = rank(&before, &after, Some(1000.0));
+        assert_eq!(growth.profiled_growth_bytes, 950.0, "700 + 300 - 50");
+        assert_eq!(growth.top.len(), 2);
+        assert_eq!(growth.top[0].bytes, 700.0);
+        assert_eq!(
+            growth.top[0].frames,
+            ["h2::codec::FramedWrite::new", "main"],
+            "alloc:: frames are not what a reader looks for"
+        );
+        assert!((growth.coverage.unwrap() - 0.95).abs() < 1e-9);
+    }
+}

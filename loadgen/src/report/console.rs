@@ -1,0 +1,186 @@
+//! What `loadgen run`, `watch` and `report` print when a run ends: its
+//! figures, its verdicts with their first reason, and where its report is.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::Exporter;
+use super::lifecycle;
+use super::units::{bytes_per_request, expectation_mark, human_bytes, latencies, mib};
+use super::words::{self, measure, per};
+use crate::baseline::BaselineComparison;
+use crate::summary::{ProcessSummary, Summary};
+use crate::verdict::{Basis, ProcessVerdict};
+
+/// A finished run as the console shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunConsole<'a> {
+    pub summary: &'a Summary,
+    pub baseline: Option<&'a BaselineComparison>,
+    /// The baseline the run was saved as, and where.
+    pub saved_as: Option<(&'a str, &'a Path)>,
+    pub dir: &'a Path,
+}
+
+/// The console text of a run.
+#[derive(Debug)]
+pub struct RunText;
+
+impl Exporter<RunConsole<'_>> for RunText {
+    fn export(&self, run: &RunConsole<'_>, out: &mut dyn Write) -> anyhow::Result<()> {
+        let s = run.summary;
+        writeln!(out, "{}", first_line(s))?;
+        let g = &s.growth;
+        let client_growth = match s.verdict.client.quantity {
+            crate::verdict::Quantity::AllocatedBytes => ("allocated", g.client_allocated_bytes_per_request),
+            crate::verdict::Quantity::RssBytes => ("RSS", g.client_rss_bytes_per_request),
+        };
+        process(out, "client", Some(&s.client), client_growth, g.client_connections_per_request)?;
+        if s.target.address.is_some() {
+            let server_growth = ("allocated", g.server_allocated_bytes_per_request);
+            process(out, "server", s.server.as_ref(), server_growth, g.server_connections_per_request)?;
+        }
+        for (kind, count) in s.requests.as_ref().and_then(|r| r.errors.as_ref()).into_iter().flatten() {
+            writeln!(out, "  errors: {kind} × {count}")?;
+        }
+        for sentence in lifecycle::sentences(s) {
+            writeln!(out, "  {sentence}")?;
+        }
+        if let Some(heap) = &s.heap_profile {
+            for (name, growth) in [("client", &heap.client), ("server", &heap.server)] {
+                let Some(growth) = growth else { continue };
+                let coverage =
+                    growth.coverage.map(|c| format!(", {:.0}% of the allocator's", c * 100.0)).unwrap_or_default();
+                writeln!(
+                    out,
+                    "  heap profile, {name}: {} of growth{coverage}; top stacks:",
+                    human_bytes(growth.profiled_growth_bytes)
+                )?;
+                for stack in growth.top.iter().take(3) {
+                    let frame = stack.frames.first().map_or("", String::as_str);
+                    writeln!(out, "    {} ({:.0}%) {frame}", human_bytes(stack.bytes), stack.share * 100.0)?;
+                }
+            }
+        }
+        verdict(out, "client", Some(&s.verdict.client))?;
+        verdict(out, "server", s.verdict.server.as_ref())?;
+        if let Some(note) = words::stop_note(s) {
+            writeln!(out, "  {note}")?;
+        }
+        if let Some((name, path)) = run.saved_as {
+            writeln!(out, "  baseline {name:?} saved: {}", path.display())?;
+        }
+        if let Some(baseline) = run.baseline {
+            writeln!(
+                out,
+                "  baseline {:?}: {}",
+                baseline.name,
+                if baseline.regressed { "✖ regressed" } else { "✔ held" }
+            )?;
+            for line in words::baseline_lines(baseline).into_iter().chain(words::regressions(baseline)) {
+                writeln!(out, "    {line}")?;
+            }
+        }
+        writeln!(out, "report: {}", run.dir.display())?;
+        Ok(())
+    }
+}
+
+fn first_line(s: &Summary) -> String {
+    let requests = s.requests.as_ref();
+    match &s.command {
+        None => format!(
+            "{}: {} requests ({} failed) in {:.1} s, {:.0} req/s; {}",
+            s.scenario,
+            s.requests_done().unwrap_or(0),
+            requests.map_or(0, |r| r.failed),
+            s.load_duration_s,
+            s.throughput_rps.unwrap_or(0.0),
+            s.latency_us.map_or_else(
+                || "latency not recorded".to_owned(),
+                |l| latencies(&l, s.latency_from_intended_us.as_ref())
+            )
+        ),
+        Some(command) => {
+            let reported = requests
+                .map(|r| format!(", {} requests reported ({} failed)", r.ok + r.failed, r.failed))
+                .unwrap_or_default();
+            format!(
+                "{}: pid {}, watched {:.1} s, {} samples{reported}",
+                s.scenario, command.pid, s.load_duration_s, s.samples.count
+            )
+        }
+    }
+}
+
+fn process(
+    out: &mut dyn Write,
+    name: &str,
+    process: Option<&ProcessSummary>,
+    (measured, growth): (&str, Option<f64>),
+    connections: Option<f64>,
+) -> std::io::Result<()> {
+    let Some(process) = process else {
+        return writeln!(out, "  {name}: not measured (--target)");
+    };
+    let rss = &process.rss_bytes;
+    let rss = format!("RSS {:.1} → {:.1} MiB (peak {:.1})", mib(rss.start), mib(rss.end), mib(rss.peak));
+    match connections {
+        Some(connections) => writeln!(
+            out,
+            "  {name}: {measured} {}, connections {connections:+.3}/request, {rss}",
+            bytes_per_request(growth)
+        ),
+        // No request counts: nothing is per request.
+        None => {
+            let open = &process.connections;
+            writeln!(out, "  {name}: {rss}, connections {} → {} (peak {})", open.start, open.end, open.peak)
+        }
+    }
+}
+
+fn verdict(out: &mut dyn Write, name: &str, verdict: Option<&ProcessVerdict>) -> std::io::Result<()> {
+    let Some(verdict) = verdict else { return Ok(()) };
+    let expected = match verdict.expected {
+        Some(expected) => {
+            format!(", expected {} {}", expected.name(), expectation_mark(verdict.kind, verdict.expectation_met))
+        }
+        None => String::new(),
+    };
+    let over = match (verdict.basis, verdict.rounds) {
+        (Basis::Checkpoints, Some(rounds)) => format!("{rounds} round{}", if rounds == 1 { "" } else { "s" }),
+        _ => format!("{} samples", verdict.trend.map_or(verdict.points.len() as u32, |t| t.points)),
+    };
+    writeln!(
+        out,
+        "  verdict {name}: {} — {} {} per {} over {over}{expected}",
+        verdict.kind,
+        measure(verdict.quantity),
+        words::slope(verdict),
+        per(verdict.axis),
+    )?;
+    if let Some(reason) = verdict.reasons.first() {
+        writeln!(out, "    {}", words::reason(verdict, reason))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::fixtures::scripted_report;
+
+    #[test]
+    fn the_console_shows_both_verdicts_and_where_the_report_is() {
+        let (summary, _) = scripted_report();
+        let run = RunConsole { summary: &summary, baseline: None, saved_as: None, dir: Path::new("reports/leak/x") };
+        let text = crate::report::to_string(&RunText, &run).unwrap();
+        assert!(text.starts_with("leak: 1100 requests (0 failed) in 3.0 s, 367 req/s; latency p50 800 µs"), "{text}");
+        assert!(
+            text.contains("  verdict client: LEAK — allocated +60.0 KB (+60.0 KB to +60.0 KB) per request over 10 rounds, expected leak ✔"),
+            "{text}"
+        );
+        assert!(text.contains("    Allocated memory grew by 60.0 KB per request"), "{text}");
+        assert!(text.ends_with("report: reports/leak/x\n"), "{text}");
+    }
+}

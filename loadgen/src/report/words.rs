@@ -1,0 +1,421 @@
+//! Sentences for the data the analysis produces: a verdict's reasons, a
+//! summary's notes, why the load stopped, a baseline comparison. Every output
+//! words these the same way, from here.
+
+use super::units::{format_mib, human_bytes, signed_bytes};
+use crate::baseline::{BaselineComparison, Delta, Process};
+use crate::halt::{LimitHit, StopReason};
+use crate::summary::{AtStop, Note, Summary};
+use crate::verdict::{Axis, Basis, Count, ProcessVerdict, Quantity, Reason};
+
+/// `request` or `s`: what a slope is per.
+pub fn per(axis: Axis) -> &'static str {
+    match axis {
+        Axis::Request => "request",
+        Axis::Second => "s",
+    }
+}
+
+/// What was judged, as the start of a sentence: `Allocated memory`, `RSS`.
+pub fn quantity(quantity: Quantity) -> &'static str {
+    match quantity {
+        Quantity::AllocatedBytes => "Allocated memory",
+        Quantity::RssBytes => "RSS",
+    }
+}
+
+/// What was judged, in a table: `allocated`, `RSS`.
+pub fn measure(quantity: Quantity) -> &'static str {
+    match quantity {
+        Quantity::AllocatedBytes => "allocated",
+        Quantity::RssBytes => "RSS",
+    }
+}
+
+/// One reason of `verdict`, in a sentence.
+pub fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
+    let (what, per, b) = (quantity(verdict.quantity), per(verdict.axis), human_bytes);
+    let tolerance = b(verdict.tolerance);
+    let (steps, halves) = match verdict.basis {
+        Basis::Checkpoints => ("rounds", ("early rounds", "late rounds")),
+        Basis::Samples => ("steps between samples", ("first half", "second half")),
+    };
+    let plural = |n: u32| if n == 1 { "" } else { "s" };
+    match *reason {
+        Reason::TooFew { have, need } => match verdict.basis {
+            Basis::Checkpoints => {
+                format!("Only {have} round{} completed; a verdict needs at least {need}.", plural(have))
+            }
+            Basis::Samples => format!("Only {have} sample{} to judge; a verdict needs at least {need}.", plural(have)),
+        },
+        Reason::NoFigures => match verdict.quantity {
+            Quantity::AllocatedBytes => {
+                "No allocator figures: the process's allocated bytes could not be read.".to_owned()
+            }
+            Quantity::RssBytes => "No RSS figures: the process's memory could not be read.".to_owned(),
+        },
+        Reason::NoSpread => match verdict.axis {
+            Axis::Request => "The request count never changed across the points: there is no slope to measure.",
+            Axis::Second => "Every point was taken at the same time: there is no slope to measure.",
+        }
+        .to_owned(),
+        Reason::Within { slope, ci_high } => format!(
+            "{what} changed by {} per {per} (95% interval up to {}), within the tolerance of {tolerance}.",
+            b(slope),
+            b(ci_high)
+        ),
+        Reason::LevelledOff { early_slope, late_slope, late_ci_high } => format!(
+            "{what} grew by {} per {per} in the {}, then by {} (95% interval up to {}) in the {}: it levelled off.",
+            b(early_slope),
+            halves.0,
+            b(late_slope),
+            b(late_ci_high),
+            halves.1
+        ),
+        Reason::Above { slope, ci_low, ci_high } => format!(
+            "{what} grew by {} per {per} (95% interval {} to {}), above the tolerance of {tolerance}.",
+            b(slope),
+            b(ci_low),
+            b(ci_high)
+        ),
+        Reason::LateAbove { slope, ci_low } => format!(
+            "The {} grew by {} per {per} (95% interval from {}), above the tolerance of {tolerance}.",
+            halves.1,
+            b(slope),
+            b(ci_low)
+        ),
+        Reason::CountRose { count, increases, steps: n, p_value } => format!(
+            "{} rose in {increases} of {n} {steps} (sign test p = {p_value:.3}); each holds memory.",
+            match count {
+                Count::Connections => "Open connections",
+                Count::Fds => "Open fds",
+            }
+        ),
+        Reason::Straddles { ci_low, ci_high } => format!(
+            "The 95% interval, {} to {} per {per}, contains the tolerance of {tolerance}.",
+            b(ci_low),
+            b(ci_high)
+        ),
+        Reason::RoundsToDecide { more, total } => {
+            format!("About {more} more rounds ({total} in all) would likely decide, if the slope and the noise hold.")
+        }
+        Reason::OnTheTolerance => "The slope sits on the tolerance: more rounds are unlikely to decide.".to_owned(),
+        Reason::FewerRounds { rounds, full } => {
+            format!("Judged on {rounds} completed rounds, fewer than the {full} a full run has: the interval is wider.")
+        }
+        Reason::ConnectionsRose { increases, steps: n } => {
+            format!("Open connections rose in {increases} of {n} {steps}.")
+        }
+        Reason::Returned => "After the load, the process returned to where the rounds started.".to_owned(),
+        Reason::Kept { allocated_kept, allocated_grown, connections_kept, connections_grown } => format!(
+            "After the load, the process kept {} of the {} it took, and {connections_kept} of {connections_grown} \
+             connections.",
+            allocated_kept.map_or("?".to_owned(), |kept| human_bytes(kept as f64)),
+            allocated_grown.map_or("?".to_owned(), |grown| human_bytes(grown as f64)),
+        ),
+    }
+}
+
+/// Every reason of `verdict`, in order.
+pub fn reasons(verdict: &ProcessVerdict) -> Vec<String> {
+    verdict.reasons.iter().map(|r| reason(verdict, r)).collect()
+}
+
+/// The verdict's slope with its interval, on its axis: `+60.8 KB (+60.7 KB to +60.9 KB)`, or `n/a`.
+pub fn slope(verdict: &ProcessVerdict) -> String {
+    match verdict.trend {
+        Some(trend) => {
+            format!("{} ({} to {})", signed_bytes(trend.slope), signed_bytes(trend.ci_low), signed_bytes(trend.ci_high))
+        }
+        None => "n/a".to_owned(),
+    }
+}
+
+/// What ran, in a sentence: the built-in client's policy and load, or the foreign process watched.
+pub fn heading(s: &Summary) -> String {
+    match (&s.plan, &s.command) {
+        (Some(plan), _) => format!(
+            "Policy `{}`{}, {} workers, {} requests ({} warm-up), started {}; the load stopped because {}.",
+            s.policy.as_deref().unwrap_or("?"),
+            plan.other_transport().map(|transport| format!(" on transport `{transport}`")).unwrap_or_default(),
+            plan.concurrency,
+            s.requests_done().unwrap_or(0),
+            s.requests.as_ref().and_then(|r| r.warmup).unwrap_or(0),
+            s.started_at,
+            stop_reason(s.stopped_by)
+        ),
+        (None, Some(command)) => {
+            let what = match &command.argv {
+                Some(argv) => format!("Command `{}` (pid {})", argv.join(" "), command.pid),
+                None => format!("Process {} (`--pid`)", command.pid),
+            };
+            let exit = command.exit_code.map(|code| format!(", with exit code {code}")).unwrap_or_default();
+            format!(
+                "{what}, watched {:.1} s from {} ({} samples); the watch ended because {}{exit}.",
+                s.load_duration_s,
+                s.started_at,
+                s.samples.count,
+                stop_reason(s.stopped_by)
+            )
+        }
+        (None, None) => format!("Started {}; the run stopped because {}.", s.started_at, stop_reason(s.stopped_by)),
+    }
+}
+
+/// How the points behind the verdict were taken.
+pub fn verdict_intro(s: &Summary) -> String {
+    let v = &s.verdict.client;
+    match v.basis {
+        Basis::Checkpoints => format!(
+            "From checkpoints taken at rest (no request in flight, allocators purged): after warm-up and after each \
+             of {} completed rounds, with one more at the end of the cool-down for the return-to-baseline check. The \
+             slope is the Theil–Sen estimate with its {:.0}% interval.",
+            v.rounds.unwrap_or(0),
+            s.verdict.confidence * 100.0
+        ),
+        Basis::Samples => format!(
+            "From every sample after the first {} s, as the process ran ({} points judged): a process leaklab did not \
+             write cannot be paused for checkpoints. The slope is the Theil–Sen estimate with its {:.0}% interval, \
+             per {}.",
+            s.command.as_ref().map_or(0.0, |c| c.warmup_s),
+            v.trend.map_or(v.points.len() as u32, |t| t.points),
+            s.verdict.confidence * 100.0,
+            match v.axis {
+                Axis::Request => "request the client reported",
+                Axis::Second => "second",
+            }
+        ),
+    }
+}
+
+/// Why the load stopped, as the end of a sentence ("the load stopped because …").
+pub fn stop_reason(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::Requests => "every planned request was sent",
+        StopReason::Duration => "the planned duration ran out",
+        StopReason::Interrupted => "the user interrupted it",
+        StopReason::Cap => "it reached a cap",
+        StopReason::MachineLimit => "it reached a limit of the machine",
+        StopReason::ProcessExited => "the watched process exited",
+        StopReason::Unfinished => "the run ended before writing its report (rebuilt from its samples)",
+    }
+}
+
+/// The stop at a limit: "Stopped at cap: client_rss, at 301.2 MiB after 8123 requests (cap 300.0 MiB)",
+/// with both processes' memory and connections at that point.
+fn stopped_at(stopped_by: StopReason, hit: &LimitHit, client: Option<AtStop>, server: Option<AtStop>) -> String {
+    let memory = client.map_or_else(String::new, |client| {
+        let server = server.map_or_else(
+            || "server not measured".to_owned(),
+            |server| format!("server RSS {}, {} connections", format_mib(server.rss_bytes), server.connections),
+        );
+        format!(
+            " At that point: client RSS {}, {} connections open; {server}.",
+            format_mib(client.rss_bytes),
+            client.connections
+        )
+    });
+    let show = |value: u64| if hit.which.is_bytes() { format_mib(value) } else { value.to_string() };
+    match stopped_by {
+        StopReason::MachineLimit => format!(
+            "Stopped at a limit of the machine: the first `{}` after {} requests, with {} client connections open \
+             (fd limit {}).{memory}",
+            hit.which.name(),
+            hit.requests,
+            hit.value,
+            hit.limit.map_or_else(|| "unknown".to_owned(), |l| l.to_string())
+        ),
+        _ => format!(
+            "Stopped at cap: {}, at {} after {} requests (cap {}).{memory}",
+            hit.which.name(),
+            show(hit.value),
+            hit.requests,
+            hit.limit.map_or_else(|| "?".to_owned(), show)
+        ),
+    }
+}
+
+/// One note of `summary`, in a sentence.
+pub fn note(summary: &Summary, note: &Note) -> String {
+    match note {
+        Note::LeakModel => "In Rust a dropped tonic Channel closes its connection, so `leak` leaks the way Rust code \
+                            really does: each request's client goes into a per-request cache (a HashMap keyed by \
+                            request id) that is never evicted."
+            .to_owned(),
+        Note::ServerNotMeasured { address } => format!(
+            "The server at {address} was started by someone else (--target): its memory, connections and fds are \
+             not measured, and the server figures are absent."
+        ),
+        Note::ServerMisses { samples } => {
+            format!("{samples} samples lack server figures: the server did not answer its side channel in time.")
+        }
+        Note::NeverPastWarmup => {
+            "The run never got past its warm-up, so growth per request is not measured.".to_owned()
+        }
+        Note::StoppedAt { client, server } => match &summary.stopped_at {
+            Some(hit) => stopped_at(summary.stopped_by, hit, *client, *server),
+            None => "Stopped at a limit.".to_owned(),
+        },
+        Note::ServerExited { status } => format!("The server exited with {status}; see server.log."),
+        Note::ServerStopFailed { error } => format!("Stopping the server failed: {error}."),
+        Note::SamplesWriteFailed { error } => {
+            format!("Writing samples.jsonl failed ({error}); the summary uses the samples kept in memory.")
+        }
+        Note::Interrupted { requests } => {
+            format!("Interrupted by the user after {requests} requests; the figures cover the run up to then.")
+        }
+        Note::CooldownCut => "The user cut the cool-down short; `end` values are from then.".to_owned(),
+        Note::SettleFailed { checkpoints, reason } => format!(
+            "{checkpoints} checkpoints could not fully settle ({reason}); they were taken anyway, so the verdict may \
+             be noisier."
+        ),
+        Note::ClientUnreadable { samples } => {
+            format!("{samples} samples were skipped: the client's /proc figures could not be read.")
+        }
+        Note::HeapProfilesMissing => {
+            "Heap profiling was on, but no pair of profiles could be read; see the run's stderr.".to_owned()
+        }
+        Note::Rebuilt => "Rebuilt by `loadgen report` from run.json and samples.jsonl: the run ended without \
+                          writing its report (killed?). Latency and error kinds lived only in its memory and are \
+                          missing; the load duration is approximate (from samples)."
+            .to_owned(),
+        Note::CutLines { lines } => {
+            format!("{lines} line(s) at the end of samples.jsonl were cut short and are left out.")
+        }
+        Note::JudgedOnSamples { axis: Axis::Request, warmup_s } => format!(
+            "Judged per request the command reported, on every sample after the first {warmup_s} s: a process the \
+             harness did not write has no checkpoints at rest, and its allocator cannot be read, so its RSS is what \
+             is judged."
+        ),
+        Note::JudgedOnSamples { axis: Axis::Second, warmup_s } => format!(
+            "Judged on RSS over time, on every sample after the first {warmup_s} s: the process reported no \
+             requests, and its allocator cannot be read."
+        ),
+        Note::CommandStopFailed { error } => format!("Stopping the watched command failed: {error}."),
+    }
+}
+
+/// Every note of `summary`, in order.
+pub fn notes(summary: &Summary) -> Vec<String> {
+    summary.notes.iter().map(|n| note(summary, n)).collect()
+}
+
+/// The sentence for the note that says where the load stopped at a limit, if it did.
+pub fn stop_note(summary: &Summary) -> Option<String> {
+    summary.notes.iter().find(|n| matches!(n, Note::StoppedAt { .. })).map(|n| note(summary, n))
+}
+
+/// One line per figure of a baseline comparison, for the console and `compare.md`.
+pub fn baseline_lines(comparison: &BaselineComparison) -> Vec<String> {
+    let bytes = |d: &Delta| {
+        format!("{} → {} per request ({})", human_bytes(d.baseline), human_bytes(d.current), signed_bytes(d.change))
+    };
+    let percent = |d: &Delta| {
+        if d.baseline != 0.0 { format!("{:+.1}%", 100.0 * d.change / d.baseline) } else { "n/a".to_owned() }
+    };
+    let mut lines = Vec::new();
+    if let Some(d) = &comparison.client_bytes_per_request {
+        lines.push(format!("client allocated: {}", bytes(d)));
+    }
+    if let Some(d) = &comparison.server_bytes_per_request {
+        lines.push(format!("server allocated: {}", bytes(d)));
+    }
+    if let Some(t) = &comparison.throughput_rps {
+        lines.push(format!("throughput: {:.0} → {:.0} req/s ({})", t.baseline, t.current, percent(t)));
+    }
+    if let Some(p) = &comparison.latency_p99_us {
+        lines.push(format!("p99 latency: {:.0} → {:.0} µs ({})", p.baseline, p.current, percent(p)));
+    }
+    let peaks =
+        [("client", Some(&comparison.client_peak_rss_bytes)), ("server", comparison.server_peak_rss_bytes.as_ref())];
+    for (name, delta) in peaks {
+        if let Some(r) = delta {
+            lines.push(format!(
+                "{name} peak RSS: {} → {} ({})",
+                human_bytes(r.baseline),
+                human_bytes(r.current),
+                percent(r)
+            ));
+        }
+    }
+    lines
+}
+
+/// Why a comparison failed its baseline, one sentence per slope that grew too much.
+pub fn regressions(comparison: &BaselineComparison) -> Vec<String> {
+    comparison
+        .regressions
+        .iter()
+        .map(|regression| {
+            let delta = regression.bytes_per_request;
+            format!(
+                "The {} keeps {} more per request than in baseline {:?} ({} → {}), beyond the tolerance of {}.",
+                match regression.process {
+                    Process::Client => "client",
+                    Process::Server => "server",
+                },
+                human_bytes(delta.change),
+                comparison.name,
+                human_bytes(delta.baseline),
+                human_bytes(delta.current),
+                human_bytes(comparison.tolerance)
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::fixtures::scripted_report;
+
+    #[test]
+    fn a_leak_s_reasons_read_as_they_always_have() {
+        let (summary, _) = scripted_report();
+        let client = reasons(&summary.verdict.client);
+        assert!(
+            client[0].starts_with(
+                "Allocated memory grew by 60.0 KB per request (95% interval 60.0 KB to 60.0 KB), \
+                                   above the tolerance of 256 B."
+            ),
+            "{client:?}"
+        );
+        let leak = notes(&summary);
+        assert!(leak.iter().any(|n| n.contains("never evicted")), "{leak:?}");
+    }
+
+    #[test]
+    fn the_same_reason_reads_per_second_for_a_watched_process() {
+        let (mut summary, _) = scripted_report();
+        let verdict = &mut summary.verdict.client;
+        verdict.quantity = Quantity::RssBytes;
+        verdict.axis = Axis::Second;
+        verdict.basis = Basis::Samples;
+        let text = reason(verdict, &Reason::Within { slope: 12.0, ci_high: 900.0 });
+        assert_eq!(text, "RSS changed by 12 B per s (95% interval up to 900 B), within the tolerance of 256 B.");
+        let text = reason(verdict, &Reason::TooFew { have: 4, need: 10 });
+        assert_eq!(text, "Only 4 samples to judge; a verdict needs at least 10.");
+    }
+
+    #[test]
+    fn a_stop_at_a_cap_says_where_both_processes_were() {
+        let (mut summary, _) = scripted_report();
+        summary.stopped_by = StopReason::Cap;
+        summary.stopped_at = Some(LimitHit {
+            which: crate::halt::Limit::ClientRss,
+            value: 315_000_000,
+            limit: Some(300 << 20),
+            requests: 8212,
+        });
+        summary.notes.push(Note::StoppedAt {
+            client: Some(AtStop { rss_bytes: 315_000_000, connections: 8212 }),
+            server: Some(AtStop { rss_bytes: 200 << 20, connections: 8212 }),
+        });
+        let text = stop_note(&summary).unwrap();
+        assert_eq!(
+            text,
+            "Stopped at cap: client_rss, at 300.4 MiB after 8212 requests (cap 300.0 MiB). At that point: client RSS \
+             300.4 MiB, 8212 connections open; server RSS 200.0 MiB, 8212 connections."
+        );
+    }
+}

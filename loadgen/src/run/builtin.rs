@@ -1,0 +1,102 @@
+//! The built-in client's part of a run: its channels (through the fault
+//! proxy when the scenario has one), its measure, its load and cool-down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use leaklab_probe::SnapshotReader;
+use tokio::sync::watch;
+
+use super::Sampling;
+use super::server::ServerSide;
+use crate::fault::{FaultLog, FaultProxy};
+use crate::load::{self, Channels, LoadCounters, LoadReport};
+use crate::sample::{LiveMeasure, Phase, Recording, SocketWatch};
+use crate::scenario::Plan;
+
+/// How often TIME_WAIT sockets are counted: they linger 60 s, so once a second tells as much as more often would.
+const TIME_WAIT_EVERY: Duration = Duration::from_secs(1);
+
+/// Connects the client, samples it and the server while the load and its cool-down run, and returns
+/// what was recorded, what the load did and what the fault proxy did.
+pub(super) async fn run(
+    plan: &Plan,
+    server: &mut ServerSide,
+    sampling: &Sampling<'_>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<(Recording, LoadReport, Option<FaultLog>)> {
+    let authority = server.address().expect("a built-in run always has a server").to_owned();
+    // With a fault scheduled, the client dials the fault proxy, which relays to the server.
+    let mut proxy = match plan.fault.any() {
+        true => {
+            let upstream = tokio::net::lookup_host(&authority)
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .with_context(|| format!("fault: cannot resolve the server address {authority}"))?;
+            Some(FaultProxy::start(upstream, sampling.run_started).await.context("fault: starting the fault proxy")?)
+        }
+        false => None,
+    };
+    let dial = proxy.as_ref().map_or_else(|| authority.clone(), |proxy| proxy.addr.to_string());
+    let channels = Arc::new(
+        Channels::connect_from(plan.policy, &dial, sources(plan, &dial)?, &plan.client)
+            .await
+            .with_context(|| format!("connecting to the server at {dial}"))?,
+    );
+    let counters = Arc::new(LoadCounters::default());
+    let ports: Vec<u16> =
+        [&authority, &dial].iter().filter_map(|authority| authority.rsplit_once(':')?.1.parse().ok()).collect();
+    let events = {
+        let channels = Arc::clone(&channels);
+        Box::new(move || (channels.reconnects(), channels.goaways().counts()))
+    };
+    let mut measure = LiveMeasure::new(SnapshotReader::new(channels.connections().clone()), server.take_control())
+        .with_events(events)
+        .with_sockets(SocketWatch::start(ports, None, TIME_WAIT_EVERY).context("counting TIME_WAIT sockets")?);
+    if plan.sampling.heap_profile {
+        leaklab_probe::heap::activate().context("sampling.heap_profile")?;
+        measure = measure.with_heap_profiles(sampling.dir.path.clone());
+    }
+    let recorder =
+        sampling.record(Box::new(measure), Arc::clone(&counters), plan.sampling.interval, Some(plan.caps))?;
+
+    let marker = recorder.marker();
+    if plan.load.warmup_requests > 0 {
+        marker.mark(Phase::Warmup);
+    }
+    if let Some(proxy) = proxy.as_mut() {
+        proxy.schedule(plan.fault);
+    }
+    let load =
+        load::drive(Arc::clone(&channels), &plan.load, counters, Arc::new(marker), Arc::clone(&sampling.halt)).await;
+    if load.stopped_by != crate::halt::StopReason::Interrupted {
+        let mut stop = stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep(plan.sampling.cooldown) => {}
+            _ = stop.wait_for(|stop| *stop) => {}
+        }
+    }
+    // Its last checkpoint waits for closed connections to tear down, which happens on this
+    // runtime's one thread: wait for it from another.
+    let recording = tokio::task::spawn_blocking(move || recorder.finish()).await.context("the sampling thread")?;
+    // Only now may the leaked channels go: the cool-down had to see them.
+    drop(channels);
+    Ok((recording, load, proxy.take().map(|proxy| proxy.log())))
+}
+
+/// The source addresses of `plan`, checked against the target: they are
+/// loopback addresses, so they can only reach a loopback IPv4 target.
+fn sources(plan: &Plan, authority: &str) -> anyhow::Result<Vec<std::net::Ipv4Addr>> {
+    if plan.source_addresses == 0 {
+        return Ok(Vec::new());
+    }
+    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+    match host.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) if ip.is_loopback() => Ok(load::connector::loopback_sources(plan.source_addresses.into())),
+        _ => anyhow::bail!(
+            "client.source_addresses: loopback source addresses can only reach a 127.0.0.0/8 target, not {authority}"
+        ),
+    }
+}

@@ -1,0 +1,296 @@
+//! A foreign client's part of a run: the process leaklab did not write — a
+//! command it starts (an external scenario's, `loadgen watch -- CMD`) or one
+//! already running (`--pid`) — sampled from outside until it exits, the plan's
+//! duration passes, a cap is reached or the user stops. A command it started
+//! is stopped at the end (SIGTERM, then SIGKILL); a `--pid` is never touched.
+//!
+//! A command that prints `leaklab-progress ok=N failed=M` lines reports its
+//! requests, and is then judged per request.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use leaklab_probe::procfs::{self, FdLimits, Proc};
+
+use super::Sampling;
+use super::server::ServerSide;
+use crate::halt::StopReason;
+use crate::load::LoadCounters;
+use crate::report::RunDir;
+use crate::sample::{ForeignMeasure, Phase, Recording, SocketWatch};
+use crate::scenario::{ForeignClient, ForeignPlan};
+use crate::summary::{CommandInfo, Measured, Note, RunKind};
+
+/// The line a command prints to report its progress: `leaklab-progress ok=N failed=M`.
+pub const PROGRESS_PREFIX: &str = "leaklab-progress ";
+
+/// How long a started command gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often the watch looks whether its process has exited.
+const EXIT_POLL: Duration = Duration::from_millis(20);
+
+/// How the foreign client's part ended.
+#[derive(Debug)]
+pub(super) struct Ended {
+    pub(super) stopped_by: StopReason,
+    pub(super) pid: u32,
+    pub(super) argv: Option<Vec<String>>,
+    pub(super) exit_code: Option<i32>,
+    pub(super) reported_progress: bool,
+    pub(super) tcp_states_at_end: BTreeMap<String, u64>,
+    pub(super) client_fds: Option<FdLimits>,
+}
+
+/// What a summary is built from, for a foreign run that ended so.
+pub(super) fn measured<'a>(plan: &'a ForeignPlan, ended: &Ended) -> Measured<'a> {
+    Measured::Foreign {
+        kind: if plan.source.is_some() { RunKind::External } else { RunKind::Watch },
+        name: &plan.name,
+        description: &plan.description,
+        scenario_file: plan.source.as_ref().map(|path| path.display().to_string()),
+        verdict: &plan.verdict,
+        command: CommandInfo {
+            pid: ended.pid,
+            argv: ended.argv.clone(),
+            exit_code: ended.exit_code,
+            max_duration_s: plan.duration.as_secs_f64(),
+            warmup_s: plan.warmup.as_secs_f64(),
+            sample_interval_ms: plan.interval.as_millis() as u64,
+            reported_progress: ended.reported_progress,
+            tcp_states_at_end: ended.tcp_states_at_end.clone(),
+        },
+    }
+}
+
+/// Starts (or finds) the process, samples it and the toy server until the watch ends, and stops what it started.
+pub(super) async fn run(
+    plan: &ForeignPlan,
+    server: &mut ServerSide,
+    sampling: &Sampling<'_>,
+    notes: &mut Vec<Note>,
+) -> anyhow::Result<(Recording, Ended)> {
+    let counters = Arc::new(LoadCounters::default());
+    let reported = Arc::new(AtomicBool::new(false));
+    let (pid, mut child, argv) = match &plan.client {
+        ForeignClient::Pid(pid) => {
+            if !Proc::Pid(*pid).is_running() {
+                anyhow::bail!("--pid {pid}: no such process (or it has already exited)");
+            }
+            (*pid, None, None)
+        }
+        ForeignClient::Command(argv) => {
+            let argv: Vec<String> = match server.address() {
+                Some(address) => argv.iter().map(|arg| arg.replace("{addr}", address)).collect(),
+                None => argv.clone(),
+            };
+            let (program, args) = argv.split_first().context("watch: no command given after --")?;
+            let mut child = std::process::Command::new(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("watch: cannot start {program:?}"))?;
+            keep_output(&mut child, &sampling.dir.file("command.log"), &counters, &reported)?;
+            (child.id(), Some(child), Some(argv))
+        }
+    };
+    let ports: Vec<u16> =
+        server.address().and_then(|address| address.rsplit_once(':')?.1.parse().ok()).into_iter().collect();
+    let sockets =
+        Arc::new(SocketWatch::start(ports, Some(pid), plan.interval).context("watching the process's sockets")?);
+    let measure = ForeignMeasure::new(pid, Arc::clone(&sockets), server.take_control())
+        .with_context(|| format!("reading process {pid}"))?;
+    let client_fds = procfs::fd_limits_of(Proc::Pid(pid)).ok();
+    let recorder = sampling.record(Box::new(measure), Arc::clone(&counters), Some(plan.interval), plan.caps)?;
+
+    let started = Instant::now();
+    let marker = recorder.marker();
+    let mut exit_code = None;
+    let mut ended = None;
+    for (phase, until) in [(Phase::Warmup, plan.warmup), (Phase::Load, plan.duration)] {
+        if ended.is_some() {
+            break;
+        }
+        marker.mark(phase);
+        ended = wait(pid, child.as_mut(), &mut exit_code, started + until, sampling).await;
+    }
+    let stopped_by = ended.unwrap_or(StopReason::Duration);
+    let recording = tokio::task::spawn_blocking(move || recorder.finish_without_last_sample())
+        .await
+        .context("the sampling thread")?;
+    if let Some(child) = child.as_mut() {
+        match exit_code {
+            Some(_) => {}
+            None if stopped_by == StopReason::ProcessExited => exit_code = child.wait().ok().and_then(|s| s.code()),
+            None => {
+                if let Err(error) = stop_child(child) {
+                    notes.push(Note::CommandStopFailed { error: error.to_string() });
+                }
+            }
+        }
+    }
+    let tcp_states_at_end = sockets
+        .latest()
+        .process
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(state, count)| (state.name().to_owned(), count))
+        .collect();
+    let reported_progress = reported.load(Ordering::Relaxed);
+    Ok((recording, Ended { stopped_by, pid, argv, exit_code, reported_progress, tcp_states_at_end, client_fds }))
+}
+
+/// Why a foreign run has no sample: its process was gone before the first one.
+pub(super) fn unsampled(ended: &Ended, dir: &RunDir) -> String {
+    let exit = ended.exit_code.map_or(String::new(), |code| format!(" with code {code}"));
+    let output = match ended.argv {
+        Some(_) => format!("; its output is in {}", dir.file("command.log").display()),
+        None => String::new(),
+    };
+    format!("process {} exited{exit} before its first sample{output}", ended.pid)
+}
+
+/// Waits until `deadline`, or until the process exits or the run is halted
+/// (the user, a cap); `None` when the deadline came first.
+async fn wait(
+    pid: u32,
+    mut child: Option<&mut Child>,
+    exit_code: &mut Option<i32>,
+    deadline: Instant,
+    sampling: &Sampling<'_>,
+) -> Option<StopReason> {
+    let mut halted = sampling.halt.subscribe();
+    loop {
+        if *halted.borrow() {
+            return Some(sampling.halt.stop_reason(StopReason::Duration));
+        }
+        if let Some(child) = child.as_deref_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            *exit_code = status.code();
+            return Some(StopReason::ProcessExited);
+        }
+        // A --pid that exited (or a zombie no one reaps).
+        if !Proc::Pid(pid).is_running() {
+            return Some(StopReason::ProcessExited);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(EXIT_POLL.min(deadline - now)) => {}
+            _ = halted.changed() => {}
+        }
+    }
+}
+
+/// Reads `ok=N failed=M` after [`PROGRESS_PREFIX`].
+pub fn parse_progress(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix(PROGRESS_PREFIX)?;
+    let (mut ok, mut failed) = (None, None);
+    for field in rest.split_whitespace() {
+        match field.split_once('=') {
+            Some(("ok", n)) => ok = n.parse().ok(),
+            Some(("failed", n)) => failed = n.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((ok?, failed.unwrap_or(0)))
+}
+
+/// Copies the command's stdout and stderr into `command.log` as they come,
+/// reading its progress lines into `counters` on the way.
+fn keep_output(
+    child: &mut Child,
+    log: &Path,
+    counters: &Arc<LoadCounters>,
+    reported: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let file = Arc::new(Mutex::new(file));
+    let outputs: Vec<Box<dyn Read + Send>> = [
+        child.stdout.take().map(|out| Box::new(out) as Box<dyn Read + Send>),
+        child.stderr.take().map(|err| Box::new(err) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for output in outputs {
+        let (file, counters, reported) = (Arc::clone(&file), Arc::clone(counters), Arc::clone(reported));
+        std::thread::Builder::new().name("command-output".into()).spawn(move || {
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
+                if let Some((ok, failed)) = parse_progress(&line) {
+                    counters.store(ok, failed);
+                    reported.store(true, Ordering::Relaxed);
+                }
+                if let Ok(mut file) = file.lock() {
+                    let _ = writeln!(file, "{line}");
+                }
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// SIGTERM, a grace, then SIGKILL; always reaped.
+fn stop_child(child: &mut Child) -> std::io::Result<()> {
+    // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is involved.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait().map(drop)
+}
+
+/// A name for the run directory of a watch: the command's program name, or the process's `comm`.
+pub fn process_name(client: &ForeignClient) -> String {
+    let raw = match client {
+        ForeignClient::Command(argv) => argv.first().map_or_else(String::new, |program| {
+            Path::new(program).file_name().map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned())
+        }),
+        ForeignClient::Pid(pid) => std::fs::read_to_string(Proc::Pid(*pid).path("comm"))
+            .map(|comm| comm.trim().to_owned())
+            .unwrap_or_else(|_| pid.to_string()),
+    };
+    let clean: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if clean.is_empty() { "process".to_owned() } else { clean }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_are_read_and_others_ignored() {
+        assert_eq!(parse_progress("leaklab-progress ok=1200 failed=3"), Some((1200, 3)));
+        assert_eq!(parse_progress("  leaklab-progress failed=0 ok=7\n"), Some((7, 0)));
+        assert_eq!(parse_progress("leaklab-progress ok=12"), Some((12, 0)));
+        assert_eq!(parse_progress("leaklab-progress failed=2"), None, "no ok count");
+        assert_eq!(parse_progress("leaklab-progress ok=lots"), None);
+        assert_eq!(parse_progress("2026/11/28 dialing 127.0.0.1:1"), None);
+    }
+
+    #[test]
+    fn names_are_safe_for_a_directory() {
+        let command = |program: &str| ForeignClient::Command(vec![program.to_owned()]);
+        assert_eq!(process_name(&command("target/peers/go-echo-client")), "go-echo-client");
+        assert_eq!(process_name(&command("/bin/my tool!")), "my_tool_");
+    }
+}

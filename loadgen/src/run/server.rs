@@ -1,0 +1,134 @@
+//! The server side of a run: the toy server it starts (measured over its side
+//! channel), a server already running (`--target`, not measured), or none
+//! (`loadgen watch`).
+
+use std::time::{Duration, Instant};
+
+use leaklab_probe::procfs::{self, FdLimits, Proc};
+
+use super::TargetChoice;
+use crate::report::RunDir;
+use crate::scenario::RunPlan;
+use crate::summary::{Limits, Note, TargetInfo, TargetKind};
+use crate::target::{self, ServerControl, ServerProcess};
+
+/// How long a stopped server may take to exit before it is killed.
+const SERVER_EXIT_GRACE: Duration = Duration::from_secs(8);
+/// How long to wait for the readiness probe's connection to close at the server.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub(super) struct ServerSide {
+    process: Option<ServerProcess>,
+    /// The side channel, until the client's measure takes it.
+    control: Option<ServerControl>,
+    address: Option<String>,
+    kind: TargetKind,
+}
+
+impl ServerSide {
+    /// The server `plan` needs: started from `target`'s binary, or reached at its address.
+    pub(super) async fn start(
+        plan: &RunPlan,
+        target: Option<&TargetChoice>,
+        dir: &RunDir,
+    ) -> anyhow::Result<ServerSide> {
+        let args = match plan {
+            RunPlan::Builtin(plan) => {
+                let mut args = plan.server.args();
+                if plan.sampling.heap_profile {
+                    args.push("--heap-profile".to_owned());
+                }
+                Some(args)
+            }
+            RunPlan::Foreign(plan) => plan.server.as_ref().map(|server| server.args()),
+        };
+        let Some(args) = args else {
+            return Ok(ServerSide { process: None, control: None, address: None, kind: TargetKind::None });
+        };
+        let Some(target) = target else {
+            anyhow::bail!("{} needs the toy server, and no server binary was given", plan.name());
+        };
+        match target {
+            TargetChoice::Spawn { server_bin } => {
+                let (process, mut control) = ServerProcess::spawn(server_bin, &args, &dir.file("server.log"))?;
+                let address = process.addr.to_string();
+                target::wait_until_serving(&address, target::READY_TIMEOUT).await?;
+                settle(&mut control).await;
+                Ok(ServerSide {
+                    process: Some(process),
+                    control: Some(control),
+                    address: Some(address),
+                    kind: TargetKind::Spawned,
+                })
+            }
+            TargetChoice::External { authority } if matches!(plan, RunPlan::Builtin(_)) => {
+                target::wait_until_serving(authority, target::READY_TIMEOUT).await?;
+                Ok(ServerSide {
+                    process: None,
+                    control: None,
+                    address: Some(authority.clone()),
+                    kind: TargetKind::External,
+                })
+            }
+            TargetChoice::External { .. } => anyhow::bail!(
+                "--target: {} runs an external client against a server it starts and measures",
+                plan.name()
+            ),
+        }
+    }
+
+    /// Where the client sends its requests.
+    pub(super) fn address(&self) -> Option<&str> {
+        self.address.as_deref()
+    }
+
+    /// The side channel of a server the run started, for the client's measure.
+    pub(super) fn take_control(&mut self) -> Option<ServerControl> {
+        self.control.take()
+    }
+
+    pub(super) fn info(&self) -> TargetInfo {
+        TargetInfo {
+            kind: self.kind,
+            address: self.address.clone(),
+            server_pid: self.process.as_ref().map(ServerProcess::pid),
+        }
+    }
+
+    /// The fd limits of the client (`client_fds`, as the caller read them) and of a started server.
+    pub(super) fn limits(&self, client_fds: Option<FdLimits>) -> Limits {
+        let server_fds = self.process.as_ref().and_then(|s| procfs::fd_limits_of(Proc::Pid(s.pid())).ok());
+        Limits { client_fds, server_fds }
+    }
+
+    /// Stops a server the run started, once its side channel is closed (the
+    /// measure that held it has ended); how it went becomes a note.
+    pub(super) async fn stop(&mut self, notes: &mut Vec<Note>) {
+        drop(self.control.take());
+        let Some(server) = self.process.take() else { return };
+        // Waited for off the runtime's one thread: the dropped channels' connection tasks
+        // must still run to close their sockets, or the server's graceful shutdown waits on them.
+        let stopped = tokio::task::spawn_blocking(move || server.stop(SERVER_EXIT_GRACE))
+            .await
+            .unwrap_or_else(|error| Err(std::io::Error::other(error)));
+        match stopped {
+            Ok(status) if status.success() => {}
+            Ok(status) => notes.push(Note::ServerExited { status: status.to_string() }),
+            Err(error) => notes.push(Note::ServerStopFailed { error: error.to_string() }),
+        }
+    }
+}
+
+/// Waits until the server counts no open connection (the readiness probe's
+/// has closed), so the baseline sample starts from zero. The probe's
+/// connection closes on this runtime, so the wait yields to it between two looks.
+async fn settle(control: &mut ServerControl) {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while Instant::now() < deadline {
+        match control.stats() {
+            Some(stats) if stats.process.connections.open == 0 => return,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}

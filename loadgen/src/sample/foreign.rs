@@ -1,0 +1,72 @@
+//! A process leaklab did not write, measured from outside: its RSS and
+//! threads from `/proc` files opened once, its fds from `/proc/<pid>/fd`, its
+//! connections from the kernel's socket table (beside the sampler), and the
+//! toy server over its side channel when the run started one. It has no
+//! allocator leaklab can read and cannot be brought to rest, so its samples
+//! are never checkpoints.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leaklab_probe::control::ServerStats;
+use leaklab_probe::procfs::{self, Proc, ProcError, ProcFiles};
+use leaklab_probe::{Connections, ProcessSnapshot};
+
+use super::{Measure, NetworkSample, SocketWatch};
+use crate::target::ServerControl;
+
+/// Measures process `pid` from outside.
+#[derive(Debug)]
+pub struct ForeignMeasure {
+    pid: u32,
+    files: ProcFiles,
+    sockets: Arc<SocketWatch>,
+    server: Option<ServerControl>,
+}
+
+impl ForeignMeasure {
+    /// `sockets` counts `pid`'s connections (and TIME_WAIT towards the toy server's port, when there is one);
+    /// the run keeps a handle too, for the process's sockets by state at the end.
+    pub fn new(pid: u32, sockets: Arc<SocketWatch>, server: Option<ServerControl>) -> Result<Self, ProcError> {
+        Ok(Self { pid, files: ProcFiles::open(Proc::Pid(pid))?, sockets, server })
+    }
+}
+
+impl Measure for ForeignMeasure {
+    fn client(&mut self) -> Result<ProcessSnapshot, ProcError> {
+        let snapshot = ProcessSnapshot {
+            pid: self.pid,
+            rss_bytes: self.files.rss_bytes()?,
+            fds: procfs::open_fds(Proc::Pid(self.pid))?,
+            threads: self.files.threads()?,
+            jemalloc: None,
+            connections: Connections::open_only(self.sockets.latest().established().unwrap_or(0)),
+        };
+        // Read as it exits, its figures are zeros (the kernel frees its memory before it turns zombie):
+        // that is its end, not its memory. A live process always has pages resident.
+        if snapshot.rss_bytes == 0 || !Proc::Pid(self.pid).is_running() {
+            return Err(ProcError::Exited { pid: self.pid });
+        }
+        Ok(snapshot)
+    }
+
+    fn server(&mut self) -> Option<ServerStats> {
+        self.server.as_mut().and_then(ServerControl::stats)
+    }
+
+    fn takes_checkpoints(&self) -> bool {
+        false
+    }
+
+    fn settle(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn network(&mut self) -> NetworkSample {
+        NetworkSample { time_wait: self.sockets.latest().time_wait, reconnects: None, goaways_received: None }
+    }
+
+    fn side_busy(&self) -> Duration {
+        self.sockets.busy()
+    }
+}

@@ -1,0 +1,159 @@
+//! The built-in client's measure: this process read directly, the toy server
+//! asked over its side channel.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use leaklab_probe::control::ServerStats;
+use leaklab_probe::jemalloc::purge_all_arenas;
+use leaklab_probe::procfs::ProcError;
+use leaklab_probe::{ProcessSnapshot, SnapshotReader};
+
+use super::{Measure, NetworkSample, Phase, SocketWatch};
+use crate::heap;
+use crate::target::ServerControl;
+
+/// Reads the connection events the client's channels saw: reconnects, and GOAWAYs by reason.
+pub type ClientEventsProbe = Box<dyn FnMut() -> (u64, BTreeMap<String, u64>) + Send>;
+
+/// Measures this process directly and the server through its side channel.
+pub struct LiveMeasure {
+    client: SnapshotReader,
+    server: Option<ServerControl>,
+    events: Option<ClientEventsProbe>,
+    sockets: Option<SocketWatch>,
+    heap: Option<HeapDumps>,
+}
+
+/// Where heap profiles go, and which have been taken.
+#[derive(Debug)]
+struct HeapDumps {
+    dir: PathBuf,
+    taken: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for LiveMeasure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveMeasure")
+            .field("client", &self.client)
+            .field("server", &self.server)
+            .field("sockets", &self.sockets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveMeasure {
+    /// `server` is `None` for an external target, whose figures cannot be read.
+    pub fn new(client: SnapshotReader, server: Option<ServerControl>) -> Self {
+        Self { client, server, events: None, sockets: None, heap: None }
+    }
+
+    /// Dumps both processes' heap profiles into `dir` at the end of warm-up
+    /// and at the end of the load (see [`crate::heap`]).
+    pub fn with_heap_profiles(mut self, dir: PathBuf) -> Self {
+        self.heap = Some(HeapDumps { dir, taken: Vec::new() });
+        self
+    }
+
+    /// Adds the client's connection events to every sample.
+    pub fn with_events(mut self, probe: ClientEventsProbe) -> Self {
+        self.events = Some(probe);
+        self
+    }
+
+    /// Adds the TIME_WAIT count a [`SocketWatch`] keeps to every sample.
+    pub fn with_sockets(mut self, sockets: SocketWatch) -> Self {
+        self.sockets = Some(sockets);
+        self
+    }
+}
+
+/// The longest a checkpoint waits for both ends to agree on open connections and be still.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Allocated bytes that may still move between two polls 10 ms apart at rest.
+const SETTLED_BYTES: u64 = 16 * 1024;
+
+impl Measure for LiveMeasure {
+    fn client(&mut self) -> Result<ProcessSnapshot, ProcError> {
+        self.client.read()
+    }
+
+    fn server(&mut self) -> Option<ServerStats> {
+        self.server.as_mut().and_then(ServerControl::stats)
+    }
+
+    fn network(&mut self) -> NetworkSample {
+        let (reconnects, goaways) = match self.events.as_mut() {
+            Some(probe) => {
+                let (reconnects, goaways) = probe();
+                (Some(reconnects), Some(goaways))
+            }
+            None => (None, None),
+        };
+        NetworkSample {
+            time_wait: self.sockets.as_ref().and_then(|sockets| sockets.latest().time_wait),
+            reconnects,
+            goaways_received: goaways,
+        }
+    }
+
+    fn side_busy(&self) -> Duration {
+        self.sockets.as_ref().map_or(Duration::ZERO, SocketWatch::busy)
+    }
+
+    fn checkpoint_taken(&mut self, phase: Phase) {
+        let Some(dumps) = self.heap.as_mut() else { return };
+        let label = match phase {
+            Phase::Load => heap::WARMUP,
+            Phase::Cooldown => heap::END,
+            Phase::Baseline | Phase::Warmup => return,
+        };
+        if dumps.taken.contains(&label) {
+            return;
+        }
+        dumps.taken.push(label);
+        // Raw dumps only: naming their stacks allocates, and waits until after the run.
+        let client = dumps.dir.join(heap::dump_name(label, heap::Process::Client));
+        if let Err(error) = leaklab_probe::heap::dump(&client) {
+            eprintln!("loadgen: heap profile {label} of the load generator: {error}");
+        }
+        if let Some(server) = self.server.as_mut() {
+            let path = dumps.dir.join(heap::dump_name(label, heap::Process::Server));
+            if let Err(error) = server.heap_dump(&path) {
+                eprintln!("loadgen: heap profile {label} of the server: {error}");
+            }
+        }
+    }
+
+    fn settle(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let mut previous: Option<(u64, Option<u64>)> = None;
+        loop {
+            let client = self.client.connections().counts().open;
+            let allocated = self.client.read().ok().and_then(|s| s.jemalloc).map(|j| j.allocated_bytes);
+            let agree = match self.server.as_mut() {
+                // The run's client is the server's only one, so at rest both count the same.
+                Some(server) => server.stats().is_some_and(|stats| stats.process.connections.open == client),
+                None => true,
+            };
+            // Closed connections finish tearing down on the runtime a moment later: wait until the
+            // client's count and allocated bytes stop moving too.
+            let still = previous.is_some_and(|(open, before)| {
+                open == client && before.zip(allocated).is_none_or(|(a, b)| a.abs_diff(b) < SETTLED_BYTES)
+            });
+            if (agree && still) || Instant::now() >= deadline {
+                break;
+            }
+            previous = Some((client, allocated));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.client.reads_jemalloc() {
+            purge_all_arenas().map_err(|error| format!("the load generator: {error}"))?;
+        }
+        match self.server.as_mut() {
+            Some(server) => server.purge().map_err(|reason| format!("the server: {reason}")),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! A scenario file as written: one struct per table, every key optional
+//! (absent means the default its doc gives), unknown keys refused. serde reads
+//! it, durations, sizes and names included; schemars turns the same types and
+//! doc comments into `schema/scenario.schema.json` and `docs/scenarios.md`.
+//! Integers are signed so that a negative value gets "must be at least 1"
+//! rather than a type error; ranges and contradictions are checked when the
+//! file becomes a [`Plan`](super::Plan).
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::defaults;
+use super::plan::{Expectation, Transport};
+use super::values::{self, Argv, PolicyName, format_duration};
+
+/// A leaklab scenario: a client, its load, the server it runs against, and what each process's memory should do.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "leaklab scenario")]
+pub struct ScenarioFile {
+    /// One line saying what the scenario shows; `loadgen list` prints it. Required.
+    #[schemars(required)]
+    pub description: Option<String>,
+    /// The built-in client: how it gets a channel for each request and how its channels connect.
+    #[serde(default)]
+    pub client: ClientSection,
+    /// The built-in client's load: how many requests, how fast, in how many rounds.
+    #[serde(default)]
+    pub load: LoadSection,
+    /// How both processes are sampled.
+    #[serde(default)]
+    pub sampling: SamplingSection,
+    /// Flags of the toy server the run starts (ignored with `--target`).
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Network faults: the client goes through a loopback proxy that misbehaves on schedule, timed from the start of the load.
+    #[serde(default)]
+    pub fault: FaultSection,
+    /// Where the load stops, so a leak never endangers the machine (exit code 5).
+    #[serde(default)]
+    pub caps: CapsSection,
+    /// How growth is judged.
+    #[serde(default)]
+    pub verdict: VerdictSection,
+    /// What each process's memory should do; a verdict that contradicts it fails the run (exit code 1).
+    #[serde(default)]
+    pub expect: ExpectSection,
+    /// A client command of its own (a grpc-go or Python client) instead of the built-in load generator,
+    /// started against the toy server and watched from outside. `[client]`, `[load]` and `[fault]` do not apply.
+    pub external: Option<ExternalSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// How the client gets a channel for each request: one reused channel, a new one per request that is
+    /// kept (`leak`) or dropped after its call (`per-request-close`), or a fixed `pool`. Required.
+    pub policy: Option<PolicyName>,
+    /// Channels in the pool, used round-robin. Required with `policy = "pool"`, refused otherwise.
+    #[schemars(range(min = 1, max = 10000))]
+    pub pool_size: Option<i64>,
+    /// Loopback source addresses the connections are spread over, 127.0.0.2 … 127.0.0.(N+1), each with its own
+    /// ephemeral ports; 0: one address, chosen by the kernel.
+    #[schemars(range(min = 0, max = 253), extend("default" = 0))]
+    pub source_addresses: Option<i64>,
+    /// Dialling a connection fails after this long. Default: tonic's (no limit).
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub connect_timeout: Option<Duration>,
+    /// HTTP/2 keepalive: ping every this long. Default: no pings.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub keepalive_interval: Option<Duration>,
+    /// A ping unanswered this long closes the connection. Needs `keepalive_interval`. Default: tonic's (20 s).
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub keepalive_timeout: Option<Duration>,
+    /// Ping even with no call in flight. Needs `keepalive_interval`.
+    #[schemars(extend("default" = false))]
+    pub keepalive_while_idle: Option<bool>,
+    /// SO_KEEPALIVE on every connection, with this idle time. Default: off.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub tcp_keepalive: Option<Duration>,
+    /// What carries the calls: tonic's `Channel`, as Rust clients are written, or `h2`, the tonic client straight
+    /// on one h2 connection for pushing a server hard (`reused` only, no keepalive pings, never redialled).
+    #[schemars(extend("default" = "channel"))]
+    pub transport: Option<Transport>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSection {
+    /// Workers, each with at most one request in flight.
+    #[schemars(range(min = 1, max = 10000), extend("default" = defaults::CONCURRENCY))]
+    pub concurrency: Option<i64>,
+    /// Requests in all, warm-up included; the load stops after this many…
+    #[schemars(range(min = 1), extend("default" = defaults::REQUESTS))]
+    pub requests: Option<i64>,
+    /// …or after this long, whichever comes first (at most 1 h).
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema", extend("default" = format_duration(defaults::DURATION)))]
+    pub duration: Option<Duration>,
+    /// Open loop: requests per second, request `i` sent no sooner than `start + i / rate`. Default: closed loop,
+    /// each worker sending as soon as its last call returned.
+    #[schemars(range(min = 0.0))]
+    pub rate: Option<f64>,
+    /// Requests whose memory is not judged (connection set-up, allocator warm-up). Default: 200, or half the
+    /// requests when there are fewer than 400. Must be less than `requests`.
+    #[schemars(range(min = 0), extend("default" = defaults::WARMUP_REQUESTS))]
+    pub warmup_requests: Option<i64>,
+    /// The requests after warm-up run in this many rounds, with a checkpoint at rest after each (6 or more).
+    /// Unset, a tiny run gets fewer, and its verdict says so.
+    #[schemars(range(min = 6, max = 10000), extend("default" = defaults::ROUNDS))]
+    pub rounds: Option<i64>,
+    /// Bytes of payload in each request (at most 4 MiB).
+    #[schemars(range(min = 0, max = 4194304), extend("default" = defaults::PAYLOAD_BYTES))]
+    pub payload_bytes: Option<i64>,
+    /// Bytes in each response; 0 echoes the payload (at most 4 MiB).
+    #[schemars(range(min = 0, max = 4194304), extend("default" = 0))]
+    pub response_bytes: Option<i64>,
+    /// Milliseconds the server waits before answering (at most 60,000)…
+    #[schemars(range(min = 0, max = 60000), extend("default" = 0))]
+    pub delay_ms: Option<i64>,
+    /// …on every N-th request only: a stall on a share of requests. Needs `delay_ms`.
+    #[schemars(range(min = 1), extend("default" = 1))]
+    pub delay_every: Option<i64>,
+    /// Each call's deadline: a call not answered this long fails as `deadline_exceeded`.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(
+        schema_with = "values::duration_schema",
+        extend("default" = format_duration(defaults::REQUEST_TIMEOUT))
+    )]
+    pub request_timeout: Option<Duration>,
+    /// After warm-up and after each round the client sends nothing for this long before the checkpoint
+    /// (its channels may ping; the server may reap). At most 1 min.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema", extend("default" = "0s"))]
+    pub idle_between_rounds: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingSection {
+    /// Time between two samples of both processes (at least 10 ms).
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(
+        schema_with = "values::duration_schema",
+        extend("default" = format_duration(defaults::SAMPLE_INTERVAL))
+    )]
+    pub interval: Option<Duration>,
+    /// Sampling goes on this long after the load, with no load: does memory come back?
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema", extend("default" = format_duration(defaults::COOLDOWN)))]
+    pub cooldown: Option<Duration>,
+    /// jemalloc heap profiles of both processes after warm-up and at the end, and where the memory that grew
+    /// was allocated.
+    #[schemars(extend("default" = false))]
+    pub heap_profile: Option<bool>,
+}
+
+/// The server's connection policy follows grpc-go's `keepalive.ServerParameters` and `EnforcementPolicy`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Largest message the server accepts, in bytes. Default: 4 MiB.
+    #[schemars(range(min = 1, max = 4294967295u32))]
+    pub max_message_size: Option<i64>,
+    /// HTTP/2 streams a connection may have open at once. Default: unlimited.
+    #[schemars(range(min = 1, max = 4294967295u32))]
+    pub max_concurrent_streams: Option<i64>,
+    /// A connection with no RPC in flight for this long gets GOAWAY and is closed. Default: never.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub max_connection_idle: Option<Duration>,
+    /// GOAWAY at this age. Default: never.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub max_connection_age: Option<Duration>,
+    /// A connection still open this long after its GOAWAY at `max_connection_age` is closed. Needs it.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub max_connection_age_grace: Option<Duration>,
+    /// The server pings an inactive connection every this long. Default: never.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub keepalive_time: Option<Duration>,
+    /// An unanswered server ping closes the connection after this long. Needs `keepalive_time`.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub keepalive_timeout: Option<Duration>,
+    /// Client pings closer than this are strikes; the third gets GOAWAY `ENHANCE_YOUR_CALM` "too_many_pings".
+    /// Default: no ping policy.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub min_ping_interval: Option<Duration>,
+    /// Allow client pings while no RPC is in flight. Needs `min_ping_interval`.
+    #[schemars(extend("default" = false))]
+    pub permit_without_stream: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSection {
+    /// The connections open at this time after the load starts stop forwarding in both directions, silently…
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub blackhole_at: Option<Duration>,
+    /// …for this long. Needs `blackhole_at`. Default: until the run ends.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub blackhole_for: Option<Duration>,
+    /// Every open connection is reset (RST to both ends) at this time after the load starts.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema")]
+    pub reset_at: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapsSection {
+    /// The load stops when the client's resident set size reaches this (at least 16 MiB).
+    #[serde(default, deserialize_with = "values::size")]
+    #[schemars(schema_with = "values::size_schema", extend("default" = "2GiB"))]
+    pub client_rss: Option<u64>,
+    /// The load stops when the server's resident set size reaches this (at least 16 MiB).
+    #[serde(default, deserialize_with = "values::size")]
+    #[schemars(schema_with = "values::size_schema", extend("default" = "2GiB"))]
+    pub server_rss: Option<u64>,
+    /// The load stops when either process has this many open file descriptors (at least 64).
+    #[schemars(range(min = 64), extend("default" = defaults::CAP_FDS))]
+    pub fds: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictSection {
+    /// Growth at or below this many bytes per request is not a leak.
+    #[schemars(range(min = 0.0), extend("default" = defaults::TOLERANCE_BYTES_PER_REQUEST))]
+    pub tolerance: Option<f64>,
+    /// Growth at or below this many bytes per second is not a leak: for an external client that reports no
+    /// requests, which is judged against time.
+    #[schemars(range(min = 0.0), extend("default" = defaults::TOLERANCE_BYTES_PER_SECOND))]
+    pub tolerance_per_second: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSection {
+    /// What the client's memory should do.
+    pub client: Option<Expectation>,
+    /// What the server's memory should do.
+    pub server: Option<Expectation>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSection {
+    /// The client's argv; `{addr}` in any argument becomes the toy server's HOST:PORT. Required. A client that
+    /// prints `leaklab-progress ok=N failed=M` lines is judged per request, else per second.
+    #[schemars(with = "Argv")]
+    pub command: Option<Vec<String>>,
+    /// The command is stopped if it runs longer than this (at most 10 min).
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema", extend("default" = format_duration(defaults::DURATION)))]
+    pub duration: Option<Duration>,
+    /// Samples from the first this-long are not judged: the process is still starting.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(
+        schema_with = "values::duration_schema",
+        extend("default" = format_duration(defaults::FOREIGN_WARMUP))
+    )]
+    pub warmup: Option<Duration>,
+}

@@ -1,0 +1,411 @@
+//! The scenario options a run can override, declared once in [`OPTIONS`].
+//!
+//! Everything about an override comes from its row: the `loadgen run` flag
+//! and its help (cli.rs builds the flags from the table), the scenario key it
+//! sets (overrides are written into the file's table before it is read, so
+//! they are validated exactly as the file's own values are), the arguments
+//! that hand it to a child run (`compare`, `demo`), the key of a demo
+//! chapter's `fast` table, and the scenario reference in `docs/scenarios.md`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::values::{format_duration, parse_duration, parse_size};
+
+/// An overridable option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Opt {
+    Requests,
+    Duration,
+    Concurrency,
+    Rate,
+    WarmupRequests,
+    Rounds,
+    IdleBetweenRounds,
+    Interval,
+    Cooldown,
+    SourceAddresses,
+    CapClientRss,
+    CapServerRss,
+    CapFds,
+    NoCaps,
+    HeapProfile,
+}
+
+/// What an option's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A whole number.
+    Count,
+    /// A duration like `20s`.
+    Duration,
+    /// Requests per second; 0 removes the file's rate (closed loop).
+    Rate,
+    /// Bytes, or a size like `300MiB`.
+    Size,
+    /// A flag without a value.
+    Switch,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    pub opt: Opt,
+    /// The flag without its dashes (`warmup-requests`); with `_` for `-`, the key of a demo chapter's `fast` table.
+    pub flag: &'static str,
+    /// The scenario key the option sets; `None` for `no-caps`, which lifts every cap.
+    pub key: Option<&'static str>,
+    pub kind: Kind,
+    pub value_name: &'static str,
+    pub help: &'static str,
+    /// Flags this one cannot be given with.
+    pub conflicts: &'static [&'static str],
+}
+
+const fn row(
+    opt: Opt,
+    flag: &'static str,
+    key: &'static str,
+    kind: Kind,
+    value_name: &'static str,
+    help: &'static str,
+) -> OptionSpec {
+    OptionSpec { opt, flag, key: Some(key), kind, value_name, help, conflicts: &[] }
+}
+
+/// Every overridable option.
+pub const OPTIONS: [OptionSpec; 15] = [
+    row(Opt::Requests, "requests", "load.requests", Kind::Count, "N", "Override load.requests."),
+    row(Opt::Duration, "duration", "load.duration", Kind::Duration, "DURATION", "Override load.duration, e.g. `20s`."),
+    row(Opt::Concurrency, "concurrency", "load.concurrency", Kind::Count, "N", "Override load.concurrency."),
+    row(
+        Opt::Rate,
+        "rate",
+        "load.rate",
+        Kind::Rate,
+        "PER_SECOND",
+        "Override load.rate (requests per second, open loop); 0 for closed loop.",
+    ),
+    row(
+        Opt::WarmupRequests,
+        "warmup-requests",
+        "load.warmup_requests",
+        Kind::Count,
+        "N",
+        "Override load.warmup_requests.",
+    ),
+    row(Opt::Rounds, "rounds", "load.rounds", Kind::Count, "N", "Override load.rounds (6 or more)."),
+    row(
+        Opt::IdleBetweenRounds,
+        "idle-between-rounds",
+        "load.idle_between_rounds",
+        Kind::Duration,
+        "DURATION",
+        "Override load.idle_between_rounds, e.g. `3s`: the client idles this long before each checkpoint.",
+    ),
+    row(
+        Opt::Interval,
+        "interval",
+        "sampling.interval",
+        Kind::Duration,
+        "DURATION",
+        "Override sampling.interval, e.g. `50ms`.",
+    ),
+    row(
+        Opt::Cooldown,
+        "cooldown",
+        "sampling.cooldown",
+        Kind::Duration,
+        "DURATION",
+        "Override sampling.cooldown, e.g. `5s`.",
+    ),
+    row(
+        Opt::SourceAddresses,
+        "source-addresses",
+        "client.source_addresses",
+        Kind::Count,
+        "N",
+        "Override client.source_addresses: spread connections over 127.0.0.2 … 127.0.0.(N+1).",
+    ),
+    row(
+        Opt::CapClientRss,
+        "cap-client-rss",
+        "caps.client_rss",
+        Kind::Size,
+        "SIZE",
+        "Override caps.client_rss, e.g. `300MiB`: the load stops when the load generator's RSS reaches it.",
+    ),
+    row(
+        Opt::CapServerRss,
+        "cap-server-rss",
+        "caps.server_rss",
+        Kind::Size,
+        "SIZE",
+        "Override caps.server_rss, e.g. `1GiB`.",
+    ),
+    row(Opt::CapFds, "cap-fds", "caps.fds", Kind::Count, "N", "Override caps.fds: open fds of either process."),
+    OptionSpec {
+        opt: Opt::NoCaps,
+        flag: "no-caps",
+        key: None,
+        kind: Kind::Switch,
+        value_name: "",
+        help: "Lift the caps: no fd cap, and RSS caps of half the machine's memory (a guard that stays), \
+               so a leak runs into the limits of the machine (the fd limit, ephemeral ports).",
+        conflicts: &["cap-client-rss", "cap-server-rss", "cap-fds"],
+    },
+    row(
+        Opt::HeapProfile,
+        "heap-profile",
+        "sampling.heap_profile",
+        Kind::Switch,
+        "",
+        "Profile the heap of both processes (jemalloc sampling, one per 128 KiB) and report where the memory \
+         that grew was allocated (sampling.heap_profile).",
+    ),
+];
+
+impl Opt {
+    pub fn spec(self) -> &'static OptionSpec {
+        OPTIONS.iter().find(|spec| spec.opt == self).expect("every option has a row")
+    }
+}
+
+/// An option's value, as its [`Kind`] says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Count(u64),
+    Duration(Duration),
+    Rate(f64),
+    Size(u64),
+    On,
+}
+
+impl OptionSpec {
+    /// The option's value from its text, as on a command line.
+    pub fn parse(&self, text: &str) -> Result<Value, String> {
+        match self.kind {
+            Kind::Count => text.parse().map(Value::Count).map_err(|_| format!("{text:?} is not a whole number")),
+            Kind::Duration => parse_duration(text).map(Value::Duration),
+            Kind::Rate => match text.parse::<f64>() {
+                Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(Value::Rate(rate)),
+                _ => Err(format!("{text:?} is not a rate in requests per second (0 or more)")),
+            },
+            Kind::Size => parse_size(text).map(Value::Size),
+            Kind::Switch => Ok(Value::On),
+        }
+    }
+
+    /// The option's value from a TOML value (a demo chapter's `fast` table).
+    pub fn parse_toml(&self, value: &toml::Value) -> Result<Value, String> {
+        match (self.kind, value) {
+            (Kind::Switch, toml::Value::Boolean(true)) => Ok(Value::On),
+            (Kind::Switch, _) => Err("can only be `true`".to_owned()),
+            (_, toml::Value::Integer(n)) => self.parse(&n.to_string()),
+            (Kind::Rate, toml::Value::Float(rate)) => self.parse(&rate.to_string()),
+            (Kind::Duration | Kind::Size, toml::Value::String(text)) => self.parse(text),
+            (_, other) => Err(format!("expected {}, got {}", self.value_name, other.type_str())),
+        }
+    }
+
+    /// The value as the flag's argument; `None` for a switch.
+    fn text(value: &Value) -> Option<String> {
+        match value {
+            Value::Count(n) | Value::Size(n) => Some(n.to_string()),
+            Value::Duration(duration) => Some(format_duration(*duration)),
+            Value::Rate(rate) => Some(rate.to_string()),
+            Value::On => None,
+        }
+    }
+}
+
+/// Values given on the command line (or a chapter's `fast` table), applied
+/// over the scenario file's before validation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides(BTreeMap<Opt, Value>);
+
+impl Overrides {
+    pub fn set(&mut self, opt: Opt, value: Value) -> &mut Self {
+        self.0.insert(opt, value);
+        self
+    }
+
+    /// `self` with `opt` set.
+    pub fn with(mut self, opt: Opt, value: Value) -> Self {
+        self.set(opt, value);
+        self
+    }
+
+    pub fn get(&self, opt: Opt) -> Option<Value> {
+        self.0.get(&opt).copied()
+    }
+
+    pub fn is_set(&self, opt: Opt) -> bool {
+        self.0.contains_key(&opt)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `other`'s values over `self`'s.
+    pub fn merged(mut self, other: &Overrides) -> Self {
+        self.0.extend(other.0.iter().map(|(opt, value)| (*opt, *value)));
+        self
+    }
+
+    /// The `loadgen run` arguments that give these overrides to a child run.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (opt, value) in &self.0 {
+            args.push(format!("--{}", opt.spec().flag));
+            args.extend(OptionSpec::text(value));
+        }
+        args
+    }
+
+    /// The scenario keys these overrides set, with the flag that set each.
+    pub(crate) fn keys(&self) -> Vec<(&'static str, String)> {
+        self.0.keys().filter_map(|opt| Some((opt.spec().key?, format!("--{}", opt.spec().flag)))).collect()
+    }
+
+    /// Writes the values into a scenario file's table at their keys, as the
+    /// file would hold them; `--rate 0` removes the rate (closed loop).
+    pub(crate) fn apply(&self, file: &mut toml::Table) {
+        for (opt, value) in &self.0 {
+            let Some(key) = opt.spec().key else { continue };
+            let (section, leaf) = key.split_once('.').expect("every key is section.leaf");
+            let section = file.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            // A section that is not a table is the file's error, reported when it is read.
+            let Some(section) = section.as_table_mut() else { continue };
+            let toml_value = match value {
+                Value::Rate(rate) if *rate == 0.0 => {
+                    section.remove(leaf);
+                    continue;
+                }
+                Value::Rate(rate) => toml::Value::Float(*rate),
+                Value::Count(n) | Value::Size(n) => toml::Value::Integer(i64::try_from(*n).unwrap_or(i64::MAX)),
+                Value::Duration(duration) => toml::Value::String(format_duration(*duration)),
+                Value::On => toml::Value::Boolean(true),
+            };
+            section.insert(leaf.to_owned(), toml_value);
+        }
+    }
+
+    /// Overrides from a table keyed by option (`requests = 500`, `cooldown = "1s"`),
+    /// as a demo chapter's `fast` table holds them; an error names the key.
+    pub fn from_table(table: &toml::Table) -> Result<Overrides, (String, String)> {
+        let mut overrides = Overrides::default();
+        for (key, value) in table {
+            let spec = OPTIONS.iter().find(|spec| spec.flag.replace('-', "_") == *key).ok_or_else(|| {
+                let known: Vec<String> = OPTIONS.iter().map(|spec| spec.flag.replace('-', "_")).collect();
+                (key.clone(), format!("unknown option; expected one of {}", known.join(", ")))
+            })?;
+            let value = spec.parse_toml(value).map_err(|reason| (key.clone(), reason))?;
+            overrides.set(spec.opt, value);
+        }
+        Ok(overrides)
+    }
+}
+
+/// `run.json` keeps overrides as the flags that set them, with their text.
+impl serde::Serialize for Overrides {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let map: BTreeMap<&str, String> =
+            self.0.iter().map(|(opt, value)| (opt.spec().flag, OptionSpec::text(value).unwrap_or_default())).collect();
+        map.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Overrides {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(deserializer)?;
+        let mut overrides = Overrides::default();
+        for (flag, text) in map {
+            let spec = OPTIONS
+                .iter()
+                .find(|spec| spec.flag == flag)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown option {flag:?}")))?;
+            let value = spec.parse(&text).map_err(|reason| serde::de::Error::custom(format!("--{flag}: {reason}")))?;
+            overrides.set(spec.opt, value);
+        }
+        Ok(overrides)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_option() -> Overrides {
+        let mut overrides = Overrides::default();
+        for spec in &OPTIONS {
+            let value = match spec.kind {
+                Kind::Count => Value::Count(7),
+                Kind::Duration => Value::Duration(Duration::from_millis(1500)),
+                Kind::Rate => Value::Rate(50.5),
+                Kind::Size => Value::Size(1 << 20),
+                Kind::Switch => Value::On,
+            };
+            overrides.set(spec.opt, value);
+        }
+        overrides
+    }
+
+    #[test]
+    fn every_option_has_a_distinct_flag_and_key() {
+        let mut flags: Vec<&str> = OPTIONS.iter().map(|spec| spec.flag).collect();
+        let mut keys: Vec<&str> = OPTIONS.iter().filter_map(|spec| spec.key).collect();
+        flags.dedup();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(flags.len(), OPTIONS.len());
+        assert_eq!(keys.len(), OPTIONS.len() - 1, "all but no-caps set a key");
+    }
+
+    #[test]
+    fn run_json_keeps_every_option_exactly() {
+        let overrides = every_option();
+        let text = serde_json::to_string(&overrides).unwrap();
+        assert_eq!(serde_json::from_str::<Overrides>(&text).unwrap(), overrides, "{text}");
+    }
+
+    #[test]
+    fn overrides_are_written_where_the_file_keeps_them() {
+        let mut file: toml::Table = "[load]\nrate = 400\nrequests = 10\n".parse().unwrap();
+        let overrides = Overrides::default()
+            .with(Opt::Requests, Value::Count(9))
+            .with(Opt::Rate, Value::Rate(0.0))
+            .with(Opt::Cooldown, Value::Duration(Duration::from_secs(1)))
+            .with(Opt::HeapProfile, Value::On);
+        overrides.apply(&mut file);
+        assert_eq!(file["load"]["requests"].as_integer(), Some(9));
+        assert!(file["load"].get("rate").is_none(), "--rate 0 means closed loop");
+        assert_eq!(file["sampling"]["cooldown"].as_str(), Some("1s"));
+        assert_eq!(file["sampling"]["heap_profile"].as_bool(), Some(true));
+    }
+
+    #[test]
+    fn a_fast_table_uses_the_flags_names() {
+        let table: toml::Table =
+            "requests = 500\ncooldown = \"1s\"\nrate = 2500.0\nwarmup_requests = 50".parse().unwrap();
+        let overrides = Overrides::from_table(&table).unwrap();
+        assert_eq!(overrides.get(Opt::Requests), Some(Value::Count(500)));
+        assert_eq!(overrides.get(Opt::WarmupRequests), Some(Value::Count(50)));
+        assert_eq!(overrides.get(Opt::Cooldown), Some(Value::Duration(Duration::from_secs(1))));
+        let (key, reason) = Overrides::from_table(&"speed = 2".parse().unwrap()).unwrap_err();
+        assert_eq!(key, "speed");
+        assert!(reason.starts_with("unknown option; expected one of requests, duration"), "{reason}");
+        let (key, reason) = Overrides::from_table(&"cooldown = \"soon\"".parse().unwrap()).unwrap_err();
+        assert_eq!(key, "cooldown");
+        assert!(reason.starts_with("\"soon\" is not a duration"), "{reason}");
+    }
+
+    #[test]
+    fn child_run_arguments_name_each_flag_once() {
+        let args = every_option().to_args();
+        for spec in &OPTIONS {
+            assert_eq!(args.iter().filter(|arg| **arg == format!("--{}", spec.flag)).count(), 1, "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! A scripted run for tests of summaries and exporters: a leak-shaped client curve.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use leaklab_probe::control::ServerStats;
+use leaklab_probe::{Connections, JemallocStats, ProcessSnapshot};
+
+use super::{Limits, Measured, RunFacts, Summary, TargetInfo, TargetKind};
+use crate::halt::StopReason;
+use crate::load::LoadReport;
+use crate::sample::{Phase, Sample};
+use crate::scenario::{Overrides, parse};
+
+pub(crate) fn snapshot(allocated: u64, connections: u64) -> ProcessSnapshot {
+    ProcessSnapshot {
+        pid: 1,
+        rss_bytes: allocated + 8_000_000,
+        fds: connections + 10,
+        threads: 4,
+        jemalloc: Some(JemallocStats {
+            allocated_bytes: allocated,
+            active_bytes: allocated,
+            resident_bytes: allocated,
+            mapped_bytes: allocated,
+            retained_bytes: 0,
+        }),
+        connections: Connections { open: connections, opened: Some(connections), closed: Some(0) },
+    }
+}
+
+/// 100 warm-up requests, then 10 rounds of 100 requests that each keep
+/// 60 KB in the client and 20 KB in the server, then a cool-down.
+pub(crate) fn scripted_report() -> (Summary, Vec<Sample>) {
+    scripted_report_with(|_| {})
+}
+
+/// [`scripted_report`] with its samples changed by `edit` before the summary is built.
+pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summary, Vec<Sample>) {
+    let plan = parse(
+        Path::new("scenarios/leak.toml"),
+        "description = \"scripted leak\"\n[client]\npolicy = \"leak\"\n[load]\nrequests = 1100\nwarmup_requests = 100\n\
+         rounds = 10\n[expect]\nclient = \"leak\"\nserver = \"leak\"\n",
+        &Overrides::default(),
+    )
+    .unwrap()
+    .builtin()
+    .unwrap();
+    let mut samples = Vec::new();
+    let mut push = |t: f64, phase: Phase, requests: u64| {
+        let server = ServerStats {
+            process: snapshot(5_000_000 + requests * 20_000, requests),
+            requests_served: requests,
+            requests_failed: 0,
+            lifecycle: Default::default(),
+        };
+        samples.push(Sample {
+            elapsed_s: t,
+            phase,
+            requests_ok: requests,
+            requests_failed: 0,
+            client: snapshot(10_000_000 + requests * 60_000, requests),
+            server: Some(server),
+            // Checkpoints: after warm-up, after each round, at the end.
+            settled: phase == Phase::Load || phase == Phase::Cooldown,
+            network: Default::default(),
+        });
+    };
+    push(0.0, Phase::Baseline, 0);
+    push(0.1, Phase::Warmup, 0);
+    push(0.5, Phase::Load, 100);
+    for step in 1..=10 {
+        push(0.5 + step as f64 * 0.3, if step == 10 { Phase::Cooldown } else { Phase::Load }, 100 + step * 100);
+    }
+    push(4.0, Phase::Cooldown, 1_100);
+    edit(&mut samples);
+    let mut latency_us = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    latency_us.record(800).unwrap();
+    let load = LoadReport {
+        latency_us,
+        latency_from_intended_us: None,
+        ok: 1_100,
+        failed: 0,
+        errors: BTreeMap::new(),
+        first_error: None,
+        elapsed: Duration::from_secs(3),
+        stopped_by: StopReason::Requests,
+    };
+    let facts = RunFacts {
+        started_at: "2026-11-28T00:00:00Z".into(),
+        target: TargetInfo { kind: TargetKind::Spawned, address: Some("127.0.0.1:1".into()), server_pid: Some(2) },
+        samples_file: "samples.jsonl".into(),
+        sampling_busy: Duration::from_millis(12),
+        notes: vec![],
+        limits: Limits {
+            client_fds: Some(leaklab_probe::procfs::FdLimits { soft: 20_000, hard: 20_000 }),
+            server_fds: Some(leaklab_probe::procfs::FdLimits { soft: 20_000, hard: 20_000 }),
+        },
+        stopped_by: StopReason::Requests,
+        stopped_at: None,
+        fault: None,
+    };
+    (Summary::build(Measured::Builtin { plan: &plan, load: Some(&load) }, &samples, facts), samples)
+}

@@ -1,0 +1,99 @@
+//! The points each process is judged on, taken from a run's samples: the
+//! checkpoints of a built-in run, or the samples of a process watched from
+//! outside.
+
+use leaklab_probe::ProcessSnapshot;
+
+use crate::sample::{LoadWindow, Phase, Sample};
+use crate::verdict::{Axis, Basis, Point, Quantity, Series};
+
+/// Which process of a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    pub fn of(self, sample: &Sample) -> Option<&ProcessSnapshot> {
+        match self {
+            Side::Client => Some(&sample.client),
+            Side::Server => sample.server.as_ref().map(|server| &server.process),
+        }
+    }
+}
+
+fn point(at: f64, process: &ProcessSnapshot, quantity: Quantity) -> Point {
+    Point {
+        at,
+        value: match quantity {
+            Quantity::AllocatedBytes => process.jemalloc.map(|j| j.allocated_bytes),
+            Quantity::RssBytes => Some(process.rss_bytes),
+        },
+        connections: process.connections.open,
+        fds: process.fds,
+    }
+}
+
+/// A built-in run's checkpoints for `side`: the settled samples of the loaded
+/// window, and the last sample when it is a settled one after the window.
+pub fn checkpoints(samples: &[Sample], side: Side) -> Series {
+    let quantity = Quantity::AllocatedBytes;
+    let mut series =
+        Series { quantity, axis: Axis::Request, basis: Basis::Checkpoints, points: Vec::new(), after_cooldown: None };
+    let Some(window) = LoadWindow::find(samples) else { return series };
+    series.points = samples[window.first..=window.last]
+        .iter()
+        .filter(|s| s.settled)
+        .filter_map(|s| side.of(s).map(|p| point(s.requests() as f64, p, quantity)))
+        .collect();
+    series.after_cooldown = samples
+        .last()
+        .filter(|s| s.settled && s.phase == Phase::Cooldown && samples.len() - 1 > window.last)
+        .and_then(|s| side.of(s).map(|p| point(s.requests() as f64, p, quantity)));
+    series
+}
+
+/// Request counts a foreign client must report in distinct steps to be judged
+/// per request: one that reported its progress once or twice is judged per second.
+pub const MIN_PROGRESS_STEPS: usize = 5;
+
+/// The axis a foreign run is judged on: requests when its client reported
+/// them as it went (in at least [`MIN_PROGRESS_STEPS`] steps after warm-up), else seconds.
+pub fn foreign_axis(samples: &[Sample]) -> Axis {
+    let mut counts: Vec<u64> = samples.iter().filter(|s| s.phase == Phase::Load).map(Sample::requests).collect();
+    counts.dedup();
+    if counts.len() >= MIN_PROGRESS_STEPS { Axis::Request } else { Axis::Second }
+}
+
+/// A foreign run's samples after warm-up for `side`: the client's RSS (its
+/// allocator cannot be read), the toy server's allocated bytes.
+pub fn sampled(samples: &[Sample], side: Side, axis: Axis) -> Series {
+    let quantity = match side {
+        Side::Client => Quantity::RssBytes,
+        Side::Server => Quantity::AllocatedBytes,
+    };
+    let at = |s: &Sample| match axis {
+        Axis::Request => s.requests() as f64,
+        Axis::Second => s.elapsed_s,
+    };
+    let points = samples
+        .iter()
+        .filter(|s| s.phase == Phase::Load)
+        .filter_map(|s| side.of(s).map(|p| point(at(s), p, quantity)))
+        .collect();
+    Series { quantity, axis, basis: Basis::Samples, points, after_cooldown: None }
+}
+
+/// Allocated bytes at the first settled `Cooldown` sample minus at the first
+/// settled `Load` sample: the two checkpoints the heap profiles are taken at.
+pub fn checkpoint_growth(samples: &[Sample], side: Side) -> Option<f64> {
+    let at = |phase: Phase| {
+        samples
+            .iter()
+            .find(|s| s.settled && s.phase == phase)
+            .and_then(|s| side.of(s)?.jemalloc)
+            .map(|j| j.allocated_bytes)
+    };
+    Some(at(Phase::Cooldown)? as f64 - at(Phase::Load)? as f64)
+}
