@@ -113,6 +113,8 @@ fn the_schema_refuses_an_unknown_key_and_a_wrong_type() {
     let unknown_policy = schema_errors("description = \"d\"\n[client]\npolicy = \"leaky\"\n");
     assert!(unknown_policy.iter().any(|e| e.contains("/client/policy")), "{unknown_policy:?}");
     assert!(!schema_errors("[client]\npolicy = \"leak\"\n").is_empty(), "description is required");
+    let no_policy = schema_errors("description = \"d\"\n[client]\nsource_addresses = 2\n");
+    assert!(no_policy.iter().any(|e| e.contains("policy")), "a [client] table needs its policy: {no_policy:?}");
 }
 
 #[test]

@@ -57,6 +57,8 @@ pub struct ScenarioFile {
 pub struct ClientSection {
     /// How the client gets a channel for each request: one reused channel, a new one per request that is
     /// kept (`leak`) or dropped after its call (`per-request-close`), or a fixed `pool`. Required.
+    // An Option for serde, so that a missing policy gets the validator's error naming the key.
+    #[schemars(required)]
     pub policy: Option<PolicyName>,
     /// Channels in the pool, used round-robin. Required with `policy = "pool"`, refused otherwise.
     #[schemars(range(min = 1, max = 10000))]

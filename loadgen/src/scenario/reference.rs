@@ -103,12 +103,18 @@ pub fn markdown() -> String {
 fn table(out: &mut String, section_name: &str, section: &Value, resolve: &dyn Fn(&Value) -> Value) {
     *out += "| key | type | default | flag | meaning |\n|---|---|---|---|---|\n";
     let properties = section["properties"].as_object().expect("a section has properties");
+    let required: Vec<&str> =
+        section["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     for (key, property) in properties {
         let resolved = resolve(property);
         let dotted = format!("{section_name}.{key}");
         let flag =
             OPTIONS.iter().find(|spec| spec.key == Some(dotted.as_str())).map(|spec| format!("`--{}`", spec.flag));
-        let default = property.get("default").map_or_else(|| "—".to_owned(), |value| format!("`{value}`"));
+        let default = match property.get("default") {
+            _ if required.contains(&key.as_str()) => "required".to_owned(),
+            Some(value) => format!("`{value}`"),
+            None => "—".to_owned(),
+        };
         let meaning = property
             .get("description")
             .or_else(|| resolved.get("description"))
