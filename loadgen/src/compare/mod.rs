@@ -305,13 +305,7 @@ pub async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyhow::Resu
     };
     let report = CompareReport { comparison, runs, dir: dir.path.clone() };
     let mut written = report::write_outputs(&COMPARE_OUTPUTS, &report, &dir.path);
-    let markdown_text = report::to_string(&markdown::CompareMarkdown, &report)?;
-    if let Some((path, appended)) = report::append_to_step_summary(&markdown_text) {
-        match appended {
-            Ok(()) => written.files.push(path),
-            Err(error) => written.errors.push(error),
-        }
-    }
+    report::append_to_step_summary(&markdown::CompareMarkdown, &report, &mut written);
     Ok(CompareOutcome { dir: dir.path, report, written })
 }
 

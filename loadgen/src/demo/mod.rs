@@ -247,13 +247,7 @@ pub async fn execute(story: &Story, options: DemoOptions) -> anyhow::Result<Demo
     };
     let report = DemoReport { plots: plots(&record), story: story.clone(), record, dir: dir.path.clone() };
     let mut written = report::write_outputs(&DEMO_OUTPUTS, &report, &dir.path);
-    let markdown_text = report::to_string(&markdown::DemoMarkdown, &report)?;
-    if let Some((path, appended)) = report::append_to_step_summary(&markdown_text) {
-        match appended {
-            Ok(()) => written.files.push(path),
-            Err(error) => written.errors.push(error),
-        }
-    }
+    report::append_to_step_summary(&markdown::DemoMarkdown, &report, &mut written);
     Ok(DemoOutcome { dir: dir.path, report, written })
 }
 

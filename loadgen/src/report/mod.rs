@@ -103,15 +103,21 @@ pub fn to_string<D: ?Sized>(exporter: &dyn Exporter<D>, document: &D) -> anyhow:
     String::from_utf8(bytes).context("the exporter wrote text that is not UTF-8")
 }
 
-/// Appends `markdown` to the file `$GITHUB_STEP_SUMMARY` names (a CI job's
-/// summary page), when it is set; returns that file and how writing went.
-pub fn append_to_step_summary(markdown: &str) -> Option<(PathBuf, anyhow::Result<()>)> {
-    let path = PathBuf::from(std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty())?);
-    let appended = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut file| writeln!(file, "{markdown}"))
-        .with_context(|| format!("appending to $GITHUB_STEP_SUMMARY ({})", path.display()));
-    Some((path, appended))
+/// Appends what `exporter` writes of `document` to the file `$GITHUB_STEP_SUMMARY`
+/// names (a CI job's summary page), when it is set; that file, or why it could
+/// not be written, goes into `written`.
+pub fn append_to_step_summary<D: ?Sized>(exporter: &dyn Exporter<D>, document: &D, written: &mut Written) {
+    let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()).map(PathBuf::from) else {
+        return;
+    };
+    let appended = to_string(exporter, document).and_then(|markdown| {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(writeln!(file, "{markdown}")?)
+    });
+    match appended {
+        Ok(()) => written.files.push(path),
+        Err(error) => {
+            written.errors.push(error.context(format!("appending to $GITHUB_STEP_SUMMARY ({})", path.display())))
+        }
+    }
 }
