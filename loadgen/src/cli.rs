@@ -326,10 +326,15 @@ pub(crate) struct OverrideArgs(pub(crate) Overrides);
 impl Args for OverrideArgs {
     fn augment_args(command: clap::Command) -> clap::Command {
         OPTIONS.iter().fold(command, |command, spec| {
-            let arg = Arg::new(spec.flag).long(spec.flag).help(spec.help).conflicts_with_all(spec.conflicts);
+            let mut arg = Arg::new(spec.flag).long(spec.flag).help(spec.help).conflicts_with_all(spec.conflicts);
+            if let Some(letter) = spec.short {
+                arg = arg.short(letter);
+            }
+            let valued = || arg.clone().value_name(spec.value_name).value_parser(move |text: &str| spec.parse(text));
             command.arg(match spec.kind {
                 Kind::Switch => arg.action(ArgAction::SetTrue),
-                _ => arg.value_name(spec.value_name).value_parser(move |text: &str| spec.parse(text)),
+                Kind::Paths => valued().action(ArgAction::Append),
+                _ => valued(),
             })
         })
     }
@@ -345,7 +350,15 @@ impl FromArgMatches for OverrideArgs {
         for spec in &OPTIONS {
             let value = match spec.kind {
                 Kind::Switch => matches.get_flag(spec.flag).then_some(scenario::Value::On),
-                _ => matches.get_one::<scenario::Value>(spec.flag).copied(),
+                // Every --proto, each maybe a comma-separated list, in the order given.
+                Kind::Paths => matches.get_many::<scenario::Value>(spec.flag).map(|values| {
+                    let paths = values.flat_map(|value| match value {
+                        scenario::Value::Paths(paths) => paths.clone(),
+                        _ => Vec::new(),
+                    });
+                    scenario::Value::Paths(paths.collect())
+                }),
+                _ => matches.get_one::<scenario::Value>(spec.flag).cloned(),
             };
             if let Some(value) = value {
                 overrides.set(spec.opt, value);
@@ -484,7 +497,15 @@ mod tests {
                 Kind::Rate => Value::Rate(50.5),
                 Kind::Size => Value::Size(1 << 20),
                 Kind::Switch => Value::On,
+                Kind::Text => Value::Text("{\"name\": \"a b\"}".to_owned()),
+                Kind::Path => Value::Text("/data/requests.jsonl".to_owned()),
+                Kind::Paths => Value::Paths(vec!["/protos/a.proto".to_owned(), "/protos/b.proto".to_owned()]),
+                Kind::Metadata => Value::Metadata([("x-team".to_owned(), "a".to_owned())].into()),
             };
+            // --data-file conflicts with --data.
+            if spec.opt == Opt::DataFile {
+                return overrides;
+            }
             // --no-caps refuses the caps it lifts.
             if spec.opt == Opt::NoCaps { overrides } else { overrides.with(spec.opt, value) }
         });

@@ -2,7 +2,8 @@
 //!
 //! One pipeline for every kind of run, one module per stage, each taking the
 //! previous stage's type and nothing else:
-//! [`scenario`] (file → typed [`scenario::RunPlan`]) → [`run`] (the server,
+//! [`scenario`] (file → typed [`scenario::RunPlan`]) → [`call`] (a `[call]`'s
+//! method made callable, before anything runs) → [`run`] (the server,
 //! then the built-in client's [`load`] or a foreign process) while [`sample`]
 //! records both processes → [`verdict`] (one judge, on [`stats`]) →
 //! [`summary`] (one record for every kind of run) → [`report`] (exporters).
@@ -13,6 +14,7 @@
 //! `heap` import no other module of the crate (a test checks the graph).
 
 pub mod baseline;
+pub mod call;
 pub mod compare;
 pub mod demo;
 pub mod exit;

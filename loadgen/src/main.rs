@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
+use leaklab_loadgen::call::ResolveError;
 use leaklab_loadgen::report::console::{RunConsole, RunText};
 use leaklab_loadgen::report::{self, Exporter, Report};
 use leaklab_loadgen::run::{self, RunOutcome};
@@ -61,7 +62,11 @@ fn run_scenario(args: &cli::RunArgs) -> Result<u8, Failure> {
     let (runtime, stop) = run::runtime_with_stop().map_err(failed)?;
     let options = args.options(stop).map_err(usage)?;
     let bisect = args.verdict.bisect;
-    let mut outcome = runtime.block_on(run::execute(&plan, options)).map_err(|e| (exit::failed(bisect), e))?;
+    let mut outcome = runtime.block_on(run::execute(&plan, options)).map_err(|error| {
+        // A method that could not be made callable is the command line's mistake, found before anything ran.
+        let code = if error.is::<ResolveError>() { exit::USAGE } else { exit::failed(bisect) };
+        (code, error)
+    })?;
     let (comparison, saved) = baselines.finish(&outcome.report.summary);
     let saved = saved.and_then(|saved| saved.map_err(|error| outcome.written.errors.push(error.into())).ok());
     let saved_as = args.verdict.save_baseline.as_deref().zip(saved.as_deref());

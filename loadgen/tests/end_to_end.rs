@@ -189,7 +189,7 @@ fn every_kind_of_run_writes_a_summary_of_the_one_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_gives_its_memory_back_after_a_mass_disconnect() {
-    use leaklab_loadgen::load::Channels;
+    use leaklab_loadgen::load::{Channels, Method};
     use leaklab_loadgen::scenario::ChannelPolicy;
     use leaklab_loadgen::target::{ServerControl, ServerProcess};
 
@@ -204,7 +204,7 @@ async fn the_server_gives_its_memory_back_after_a_mass_disconnect() {
     // One call first, so buffers that live as long as the server are in the baseline.
     let warm = Channels::connect(ChannelPolicy::Reused, &authority).await.unwrap();
     let mut clients = warm.worker_clients();
-    warm.call(&mut clients, 0, Default::default()).await.unwrap();
+    warm.call(&mut clients, 0, &Method::default()).await.unwrap();
     drop((clients, warm));
     // Closing is asynchronous: wait for the server to see it (the bound only guards against a hang).
     let settle = |control: &mut ServerControl| {
@@ -221,7 +221,7 @@ async fn the_server_gives_its_memory_back_after_a_mass_disconnect() {
     let leak = Channels::connect(ChannelPolicy::Leak, &authority).await.unwrap();
     let mut clients = leak.worker_clients();
     for index in 0..CONNECTIONS {
-        leak.call(&mut clients, index, Default::default()).await.unwrap();
+        leak.call(&mut clients, index, &Method::default()).await.unwrap();
     }
     let (during, open) = allocated(&mut control);
     assert_eq!(open, CONNECTIONS);

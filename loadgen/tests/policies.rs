@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use leaklab_loadgen::halt::{Halt, HaltReason, StopReason};
-use leaklab_loadgen::load::{self, Boundary, BoxFuture, Channels, LoadCounters, LoadReport, PhaseListener};
+use leaklab_loadgen::load::{self, Boundary, BoxFuture, Channels, LoadCounters, LoadReport, Method, PhaseListener};
 use leaklab_loadgen::scenario::{self, Overrides, Plan};
 use leaklab_server::{Server, ServerConfig};
 
@@ -42,9 +42,15 @@ async fn run(server: &Server, client: &str, requests: u64) -> (Arc<Channels>, Lo
     );
     let stop = Arc::new(Halt::default());
     let boundaries = Arc::new(Boundaries::default());
-    let report =
-        load::drive(Arc::clone(&channels), &plan.load, Arc::clone(&boundaries.counters), boundaries.clone(), stop)
-            .await;
+    let report = load::drive(
+        Arc::clone(&channels),
+        Method::Echo(plan.load.request.clone()),
+        &plan.load,
+        Arc::clone(&boundaries.counters),
+        boundaries.clone(),
+        stop,
+    )
+    .await;
     assert_eq!(report.failed, 0, "errors: {:?}", report.errors);
     assert_eq!(report.ok, requests);
     (channels, report)
@@ -59,7 +65,15 @@ async fn rounds_pause_with_nothing_in_flight() {
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
     let boundaries = Arc::new(Boundaries::default());
     let stop = Arc::new(Halt::default());
-    let report = load::drive(channels, &plan.load, Arc::clone(&boundaries.counters), boundaries.clone(), stop).await;
+    let report = load::drive(
+        channels,
+        Method::Echo(plan.load.request.clone()),
+        &plan.load,
+        Arc::clone(&boundaries.counters),
+        boundaries.clone(),
+        stop,
+    )
+    .await;
     assert_eq!(report.ok, 130);
     let seen = boundaries.seen.lock().unwrap().clone();
     // At each boundary exactly the requests of the finished segments are done: none in flight.
@@ -160,9 +174,15 @@ async fn a_stopped_load_sends_nothing_more() {
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
     let stop = Arc::new(Halt::default());
     stop.trigger(HaltReason::Interrupted);
-    let report =
-        load::drive(channels, &plan.load, Arc::new(LoadCounters::default()), Arc::new(Boundaries::default()), stop)
-            .await;
+    let report = load::drive(
+        channels,
+        Method::Echo(plan.load.request.clone()),
+        &plan.load,
+        Arc::new(LoadCounters::default()),
+        Arc::new(Boundaries::default()),
+        stop,
+    )
+    .await;
     assert_eq!(report.ok + report.failed, 0);
     assert_eq!(report.stopped_by, StopReason::Interrupted);
     server.shutdown(Duration::from_secs(1)).await;
@@ -177,9 +197,15 @@ async fn requests_to_a_closed_port_fail_as_connection_refused() {
     );
     let channels = Arc::new(Channels::connect(plan.policy, &format!("127.0.0.1:{port}")).await.unwrap());
     let stop = Arc::new(Halt::default());
-    let report =
-        load::drive(channels, &plan.load, Arc::new(LoadCounters::default()), Arc::new(Boundaries::default()), stop)
-            .await;
+    let report = load::drive(
+        channels,
+        Method::Echo(plan.load.request.clone()),
+        &plan.load,
+        Arc::new(LoadCounters::default()),
+        Arc::new(Boundaries::default()),
+        stop,
+    )
+    .await;
     assert_eq!(report.failed, 3);
     assert_eq!(report.errors.get("connection_refused"), Some(&3), "{:?}", report.errors);
     assert_eq!(report.first_error.as_ref().map(|(kind, _)| kind.as_str()), Some("connection_refused"));
@@ -194,8 +220,15 @@ async fn open_loop_latency_counts_the_wait_a_stall_causes() {
                 warmup_requests = 0\nrounds = 6\nrate = 300\ndelay_ms = 50\ndelay_every = 15\n";
     let plan = parse(text);
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
-    let report =
-        load::drive(channels, &plan.load, Arc::default(), Arc::new(Boundaries::default()), Arc::default()).await;
+    let report = load::drive(
+        channels,
+        Method::Echo(plan.load.request.clone()),
+        &plan.load,
+        Arc::default(),
+        Arc::new(Boundaries::default()),
+        Arc::default(),
+    )
+    .await;
     assert_eq!(report.ok, 300);
     let sent = &report.latency_us;
     let intended = report.latency_from_intended_us.as_ref().expect("an open loop measures from intended times");
@@ -213,8 +246,15 @@ async fn open_loop_latency_counts_the_wait_a_stall_causes() {
     let closed =
         parse("description = \"t\"\n[client]\npolicy = \"reused\"\n[load]\nrequests = 10\nwarmup_requests = 0\n");
     let channels = Arc::new(Channels::connect(closed.policy, &server.addr.to_string()).await.unwrap());
-    let report =
-        load::drive(channels, &closed.load, Arc::default(), Arc::new(Boundaries::default()), Arc::default()).await;
+    let report = load::drive(
+        channels,
+        Method::Echo(closed.load.request.clone()),
+        &closed.load,
+        Arc::default(),
+        Arc::new(Boundaries::default()),
+        Arc::default(),
+    )
+    .await;
     assert!(report.latency_from_intended_us.is_none(), "a closed loop has no intended send times");
     server.shutdown(Duration::from_secs(1)).await;
 }

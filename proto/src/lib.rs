@@ -15,3 +15,6 @@ pub use pb::{EchoRequest, EchoResponse, StreamRequest};
 
 /// The fully qualified service name, as the health service reports it.
 pub const ECHO_SERVICE_NAME: &str = "leaklab.v1.Echo";
+
+/// `echo.proto`'s encoded `FileDescriptorSet`, for clients that build messages from descriptors.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echo_descriptor_set.bin"));

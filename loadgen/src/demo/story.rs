@@ -251,7 +251,7 @@ mod tests {
         );
         // Any option of `loadgen run` is a fast override, by its flag's name.
         let story = load_text(&format!("{HEAD}{CHAPTER}fast = {{ concurrency = 2, no_caps = true }}\n"), true).unwrap();
-        assert_eq!(story.chapters[0].overrides.get(Opt::Concurrency), Some(Value::Count(2)));
+        assert_eq!(story.chapters[0].overrides.get(Opt::Concurrency), Some(&Value::Count(2)));
     }
 
     #[test]

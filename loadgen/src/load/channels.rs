@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use leaklab_probe::ConnectionCounter;
-use leaklab_proto::{EchoClient, EchoRequest};
+use tonic::client::Grpc;
 use tonic::transport::{Channel, Endpoint};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::connector::{CountingConnector, GoawaysReceived};
 use super::direct::H2Transport;
 use super::errors;
+use super::method::Method;
 use crate::scenario::{ChannelPolicy, ClientPlan, Transport};
 
-type Client = EchoClient<Channel>;
-type DirectClient = EchoClient<H2Transport>;
+type Client = Grpc<Channel>;
+type DirectClient = Grpc<H2Transport>;
 
 /// The channels of one run, shared by every worker.
 #[derive(Debug)]
@@ -109,14 +110,14 @@ impl Channels {
                     None => connecting.await?,
                 };
                 created.fetch_add(1, Ordering::Relaxed);
-                Kind::Direct(EchoClient::new(transport))
+                Kind::Direct(Grpc::new(transport))
             }
             ChannelPolicy::Reused | ChannelPolicy::Pool { .. } => {
                 // `reused` is a pool of one.
                 let size = if let ChannelPolicy::Pool { size } = policy { size.get() } else { 1 };
                 let mut clients = Vec::with_capacity(size);
                 for _ in 0..size {
-                    clients.push(EchoClient::new(endpoint.connect_with_connector(connector.clone()).await?));
+                    clients.push(Grpc::new(endpoint.connect_with_connector(connector.clone()).await?));
                     created.fetch_add(1, Ordering::Relaxed);
                 }
                 Kind::Shared(clients)
@@ -164,17 +165,17 @@ impl Channels {
         }
     }
 
-    /// Sends request number `index` the way the policy does.
-    pub async fn call(&self, worker: &mut WorkerClients, index: u64, request: EchoRequest) -> Result<(), CallError> {
+    /// Sends call number `index` of `method` the way the policy does.
+    pub async fn call(&self, worker: &mut WorkerClients, index: u64, method: &Method) -> Result<(), CallError> {
         match worker {
             WorkerClients::Shared(clients) => {
                 let slot = (index % clients.len() as u64) as usize;
-                unary(&mut clients[slot], request).await
+                method.invoke(&mut clients[slot], index).await
             }
-            WorkerClients::Direct(client) => unary(client, request).await,
+            WorkerClients::Direct(client) => method.invoke(client, index).await,
             WorkerClients::None => {
                 let mut client = self.new_client().await?;
-                let result = unary(&mut client, request).await;
+                let result = method.invoke(&mut client, index).await;
                 if let Kind::Leak(cache) = &self.kind {
                     // The bug: the client stays reachable after its call, so its
                     // connection, buffers and tasks are never freed.
@@ -191,21 +192,8 @@ impl Channels {
     async fn new_client(&self) -> Result<Client, CallError> {
         self.created.fetch_add(1, Ordering::Relaxed);
         match self.endpoint.connect_with_connector(self.connector.clone()).await {
-            Ok(channel) => Ok(EchoClient::new(channel)),
+            Ok(channel) => Ok(Grpc::new(channel)),
             Err(error) => Err(CallError(errors::connect_kind(&error))),
         }
-    }
-}
-
-async fn unary<T>(client: &mut EchoClient<T>, request: EchoRequest) -> Result<(), CallError>
-where
-    T: tonic::client::GrpcService<tonic::body::Body>,
-    T::Error: Into<tonic::codegen::StdError>,
-    T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
-    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-{
-    match client.unary(request).await {
-        Ok(_response) => Ok(()),
-        Err(status) => Err(CallError(errors::status_kind(&status))),
     }
 }

@@ -16,6 +16,7 @@ pub mod channels;
 pub mod connector;
 pub mod direct;
 pub mod errors;
+pub mod method;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,10 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use leaklab_proto::EchoRequest;
 use tokio::sync::watch;
 
 pub use channels::{Channels, WorkerClients};
+pub use method::Method;
 
 use crate::halt::{Halt, HaltReason, Limit, LimitHit, StopReason};
 use crate::scenario::LoadPlan;
@@ -126,6 +127,7 @@ fn max_latency_us(plan: &LoadPlan) -> u64 {
 
 struct Shared {
     channels: Arc<Channels>,
+    method: Method,
     plan: LoadPlan,
     counters: Arc<LoadCounters>,
     halt: Arc<Halt>,
@@ -176,6 +178,7 @@ struct WorkerState {
 /// triggers it: past that point every request would fail the same way.
 pub async fn drive(
     channels: Arc<Channels>,
+    method: Method,
     plan: &LoadPlan,
     counters: Arc<LoadCounters>,
     phases: Arc<dyn PhaseListener>,
@@ -190,6 +193,7 @@ pub async fn drive(
         started,
         deadline: started + plan.max_duration,
         channels,
+        method,
         plan: plan.clone(),
         counters,
     });
@@ -290,7 +294,6 @@ async fn worker(
 ) -> WorkerState {
     let max_latency_us = max_latency_us(&shared.plan);
     let max_intended_latency_us = max_intended_latency_us(&shared.plan);
-    let shape = &shared.plan.request;
     loop {
         if *stop.borrow() {
             break;
@@ -316,15 +319,9 @@ async fn worker(
         if Instant::now() >= shared.deadline {
             break;
         }
-        let request = EchoRequest {
-            payload: shape.payload.clone(),
-            response_bytes: shape.response_bytes,
-            delay_ms: if index.is_multiple_of(shape.delay_every) { shape.delay_ms } else { 0 },
-        };
         let sent = Instant::now();
-        let outcome =
-            tokio::time::timeout(shared.plan.request_timeout, shared.channels.call(&mut state.clients, index, request))
-                .await;
+        let call = shared.channels.call(&mut state.clients, index, &shared.method);
+        let outcome = tokio::time::timeout(shared.plan.request_timeout, call).await;
         let latency = sent.elapsed();
         let failure = match outcome {
             Ok(Ok(())) => None,

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::Sampling;
 use super::server::ServerSide;
 use crate::fault::{FaultLog, FaultProxy};
-use crate::load::{self, Channels, LoadCounters, LoadReport};
+use crate::load::{self, Channels, LoadCounters, LoadReport, Method};
 use crate::sample::{LiveMeasure, Phase, Recording, SocketWatch};
 use crate::scenario::Plan;
 
@@ -22,6 +22,7 @@ const TIME_WAIT_EVERY: Duration = Duration::from_secs(1);
 /// what was recorded, what the load did and what the fault proxy did.
 pub(super) async fn run(
     plan: &Plan,
+    method: Method,
     server: &mut ServerSide,
     sampling: &Sampling<'_>,
     stop: &watch::Receiver<bool>,
@@ -70,7 +71,8 @@ pub(super) async fn run(
         proxy.schedule(plan.fault);
     }
     let load =
-        load::drive(Arc::clone(&channels), &plan.load, counters, Arc::new(marker), Arc::clone(&sampling.halt)).await;
+        load::drive(Arc::clone(&channels), method, &plan.load, counters, Arc::new(marker), Arc::clone(&sampling.halt))
+            .await;
     if load.stopped_by != crate::halt::StopReason::Interrupted {
         let mut stop = stop.clone();
         tokio::select! {

@@ -63,7 +63,13 @@ impl ServerSide {
                 })
             }
             TargetChoice::External { authority } if matches!(plan, RunPlan::Builtin(_)) => {
-                target::wait_until_serving(authority, target::READY_TIMEOUT).await?;
+                match plan {
+                    // A server leaklab did not write need not have a health service, nor leaklab's Echo.
+                    RunPlan::Builtin(plan) if plan.call.is_some() => {
+                        target::wait_until_connected(authority, target::READY_TIMEOUT).await?
+                    }
+                    _ => target::wait_until_serving(authority, target::READY_TIMEOUT).await?,
+                }
                 Ok(ServerSide {
                     process: None,
                     control: None,

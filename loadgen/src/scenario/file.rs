@@ -29,6 +29,9 @@ pub struct ScenarioFile {
     /// The built-in client's load: how many requests, how fast, in how many rounds.
     #[serde(default)]
     pub load: LoadSection,
+    /// The method the built-in client calls, when it is not the toy server's `Echo`: any unary or
+    /// server-streaming method of any service, its request messages given as JSON.
+    pub call: Option<CallSection>,
     /// How both processes are sampled.
     #[serde(default)]
     pub sampling: SamplingSection,
@@ -141,6 +144,30 @@ pub struct LoadSection {
     #[serde(default, deserialize_with = "values::duration")]
     #[schemars(schema_with = "values::duration_schema", extend("default" = "0s"))]
     pub idle_between_rounds: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallSection {
+    /// The method: `package.Service/Method`, or `package.Service.Method` as ghz also accepts. Unary or
+    /// server-streaming. Required.
+    #[schemars(required)]
+    pub method: Option<String>,
+    /// `.proto` files that define the method's service, compiled when the run starts; relative paths are taken
+    /// from the scenario file's directory. Default: none, and the server's reflection service is asked instead.
+    pub proto: Option<Vec<String>>,
+    /// Directories the files' imports are found in, searched before each file's own directory.
+    pub import_paths: Option<Vec<String>>,
+    /// The request message as JSON, in the canonical protobuf mapping (what ghz and grpcurl take). Default: `{}`.
+    pub data: Option<String>,
+    /// A file of request messages, one JSON object per line, sent in turn and cycled through. Not with `data`.
+    pub data_file: Option<String>,
+    /// Metadata (headers) sent with every call; a `-bin` header's value is base64.
+    #[serde(default)]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// A server-streaming call reads this many messages, then cancels the stream. Default: every message.
+    #[schemars(range(min = 1))]
+    pub stream_messages: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

@@ -32,9 +32,9 @@ pub use catalog::{Catalog, Entry};
 pub(crate) use document::Document;
 pub use options::{Kind, OPTIONS, Opt, OptionSpec, Overrides, Value};
 pub use plan::{
-    Blackhole, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, Expectation, FaultPlan, ForeignClient,
-    ForeignPlan, KeepalivePolicy, LoadPlan, Origin, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape,
-    SamplingPlan, ServerPlan, Transport, VerdictPlan,
+    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, Expectation,
+    FaultPlan, ForeignClient, ForeignPlan, KeepalivePolicy, LoadPlan, Origin, Plan, QUICK_COOLDOWN,
+    QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan, ServerPlan, Transport, VerdictPlan,
 };
 pub use values::{parse_duration, parse_size};
 

@@ -30,6 +30,13 @@ pub enum Opt {
     CapFds,
     NoCaps,
     HeapProfile,
+    Call,
+    Proto,
+    ImportPaths,
+    Data,
+    DataFile,
+    Metadata,
+    StreamMessages,
 }
 
 /// What an option's value is.
@@ -45,6 +52,15 @@ pub enum Kind {
     Size,
     /// A flag without a value.
     Switch,
+    /// Text, taken as it is.
+    Text,
+    /// A path; a relative one is taken from the current directory (in a scenario file, from the file's).
+    Path,
+    /// Paths, the flag repeated or its values separated by commas; relative ones are taken from the
+    /// current directory (in a scenario file, from the file's).
+    Paths,
+    /// gRPC metadata: on the command line a JSON object of header names to values, in a file a table.
+    Metadata,
 }
 
 /// One row of the table.
@@ -60,6 +76,8 @@ pub struct OptionSpec {
     pub help: &'static str,
     /// Flags this one cannot be given with.
     pub conflicts: &'static [&'static str],
+    /// A one-letter flag too (ghz's `-d` and `-m`).
+    pub short: Option<char>,
 }
 
 const fn row(
@@ -70,11 +88,23 @@ const fn row(
     value_name: &'static str,
     help: &'static str,
 ) -> OptionSpec {
-    OptionSpec { opt, flag, key: Some(key), kind, value_name, help, conflicts: &[] }
+    OptionSpec { opt, flag, key: Some(key), kind, value_name, help, conflicts: &[], short: None }
+}
+
+impl OptionSpec {
+    const fn short(mut self, letter: char) -> Self {
+        self.short = Some(letter);
+        self
+    }
+
+    const fn conflicts(mut self, flags: &'static [&'static str]) -> Self {
+        self.conflicts = flags;
+        self
+    }
 }
 
 /// Every overridable option.
-pub const OPTIONS: [OptionSpec; 15] = [
+pub const OPTIONS: [OptionSpec; 22] = [
     row(Opt::Requests, "requests", "load.requests", Kind::Count, "N", "Override load.requests."),
     row(Opt::Duration, "duration", "load.duration", Kind::Duration, "DURATION", "Override load.duration, e.g. `20s`."),
     row(Opt::Concurrency, "concurrency", "load.concurrency", Kind::Count, "N", "Override load.concurrency."),
@@ -153,6 +183,7 @@ pub const OPTIONS: [OptionSpec; 15] = [
         help: "Lift the caps: no fd cap, and RSS caps of half the machine's memory (a guard that stays), \
                so a leak runs into the limits of the machine (the fd limit, ephemeral ports).",
         conflicts: &["cap-client-rss", "cap-server-rss", "cap-fds"],
+        short: None,
     },
     row(
         Opt::HeapProfile,
@@ -163,6 +194,70 @@ pub const OPTIONS: [OptionSpec; 15] = [
         "Profile the heap of both processes (jemalloc sampling, one per 128 KiB) and report where the memory \
          that grew was allocated (sampling.heap_profile).",
     ),
+    row(
+        Opt::Call,
+        "call",
+        "call.method",
+        Kind::Text,
+        "SERVICE/METHOD",
+        "Call this method instead of the toy server's Echo: `package.Service/Method` (or `package.Service.Method`), \
+         unary or server-streaming, described by --proto or by the server's reflection service (call.method).",
+    ),
+    row(
+        Opt::Proto,
+        "proto",
+        "call.proto",
+        Kind::Paths,
+        "FILE",
+        "A .proto file that defines --call's service, compiled at run time; repeatable (call.proto). \
+         Without it, the server's reflection service is asked.",
+    ),
+    row(
+        Opt::ImportPaths,
+        "import-paths",
+        "call.import_paths",
+        Kind::Paths,
+        "DIR,…",
+        "Directories --proto's imports are found in, comma-separated, before each file's own directory \
+         (call.import_paths).",
+    ),
+    row(
+        Opt::Data,
+        "data",
+        "call.data",
+        Kind::Text,
+        "JSON",
+        "The request message as JSON, in the canonical protobuf mapping (call.data). Default: `{}`.",
+    )
+    .short('d')
+    .conflicts(&["data-file"]),
+    row(
+        Opt::DataFile,
+        "data-file",
+        "call.data_file",
+        Kind::Path,
+        "FILE.jsonl",
+        "Request messages, one JSON object per line, sent in turn and cycled through (call.data_file).",
+    ),
+    row(
+        Opt::Metadata,
+        "metadata",
+        "call.metadata",
+        Kind::Metadata,
+        "JSON",
+        "Metadata sent with every call, a JSON object of header names to values, e.g. \
+         `{\"authorization\":\"Bearer x\"}`; a `-bin` header's value is base64 (call.metadata).",
+    )
+    .short('m'),
+    row(
+        Opt::StreamMessages,
+        "stream-messages",
+        "call.stream_messages",
+        Kind::Count,
+        "N",
+        "A server-streaming call reads this many messages, then cancels the stream (call.stream_messages). \
+         Default: every message, to the end.",
+    ),
 ];
 
 impl Opt {
@@ -172,13 +267,16 @@ impl Opt {
 }
 
 /// An option's value, as its [`Kind`] says.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Count(u64),
     Duration(Duration),
     Rate(f64),
     Size(u64),
     On,
+    Text(String),
+    Paths(Vec<String>),
+    Metadata(BTreeMap<String, String>),
 }
 
 impl OptionSpec {
@@ -193,6 +291,15 @@ impl OptionSpec {
             },
             Kind::Size => parse_size(text).map(Value::Size),
             Kind::Switch => Ok(Value::On),
+            Kind::Text => Ok(Value::Text(text.to_owned())),
+            Kind::Path => absolute(text).map(Value::Text),
+            Kind::Paths => text
+                .split(',')
+                .filter(|path| !path.is_empty())
+                .map(absolute)
+                .collect::<Result<_, _>>()
+                .map(Value::Paths),
+            Kind::Metadata => parse_metadata(text).map(Value::Metadata),
         }
     }
 
@@ -203,7 +310,20 @@ impl OptionSpec {
             (Kind::Switch, _) => Err("can only be `true`".to_owned()),
             (_, toml::Value::Integer(n)) => self.parse(&n.to_string()),
             (Kind::Rate, toml::Value::Float(rate)) => self.parse(&rate.to_string()),
-            (Kind::Duration | Kind::Size, toml::Value::String(text)) => self.parse(text),
+            (Kind::Duration | Kind::Size | Kind::Text | Kind::Path, toml::Value::String(text)) => self.parse(text),
+            (Kind::Paths, toml::Value::Array(items)) => {
+                let texts: Option<Vec<&str>> = items.iter().map(toml::Value::as_str).collect();
+                let texts = texts.ok_or_else(|| "expected an array of paths".to_owned())?;
+                self.parse(&texts.join(","))
+            }
+            (Kind::Metadata, toml::Value::Table(table)) => table
+                .iter()
+                .map(|(name, value)| match value.as_str() {
+                    Some(text) => Ok((name.clone(), text.to_owned())),
+                    None => Err(format!("{name}: expected a string, got {}", value.type_str())),
+                })
+                .collect::<Result<_, _>>()
+                .map(Value::Metadata),
             (_, other) => Err(format!("expected {}, got {}", self.value_name, other.type_str())),
         }
     }
@@ -215,8 +335,25 @@ impl OptionSpec {
             Value::Duration(duration) => Some(format_duration(*duration)),
             Value::Rate(rate) => Some(rate.to_string()),
             Value::On => None,
+            Value::Text(text) => Some(text.clone()),
+            Value::Paths(paths) => Some(paths.join(",")),
+            Value::Metadata(metadata) => Some(serde_json::to_string(metadata).expect("strings serialize")),
         }
     }
+}
+
+/// A path given on the command line, made absolute so that a scenario file's directory does not change it.
+fn absolute(path: &str) -> Result<String, String> {
+    std::path::absolute(path).map(|path| path.display().to_string()).map_err(|error| format!("{path:?}: {error}"))
+}
+
+/// `--metadata`'s JSON object of header names to string values.
+fn parse_metadata(text: &str) -> Result<BTreeMap<String, String>, String> {
+    serde_json::from_str(text).map_err(|error| {
+        format!(
+            "expected a JSON object of header names to string values, like {{\"authorization\":\"Bearer x\"}}: {error}"
+        )
+    })
 }
 
 /// Values given on the command line (or a chapter's `fast` table), applied
@@ -236,8 +373,8 @@ impl Overrides {
         self
     }
 
-    pub fn get(&self, opt: Opt) -> Option<Value> {
-        self.0.get(&opt).copied()
+    pub fn get(&self, opt: Opt) -> Option<&Value> {
+        self.0.get(&opt)
     }
 
     pub fn is_set(&self, opt: Opt) -> bool {
@@ -250,7 +387,7 @@ impl Overrides {
 
     /// `other`'s values over `self`'s.
     pub fn merged(mut self, other: &Overrides) -> Self {
-        self.0.extend(other.0.iter().map(|(opt, value)| (*opt, *value)));
+        self.0.extend(other.0.iter().map(|(opt, value)| (*opt, value.clone())));
         self
     }
 
@@ -287,6 +424,11 @@ impl Overrides {
                 Value::Count(n) | Value::Size(n) => toml::Value::Integer(i64::try_from(*n).unwrap_or(i64::MAX)),
                 Value::Duration(duration) => toml::Value::String(format_duration(*duration)),
                 Value::On => toml::Value::Boolean(true),
+                Value::Text(text) => toml::Value::String(text.clone()),
+                Value::Paths(paths) => toml::Value::Array(paths.iter().cloned().map(toml::Value::String).collect()),
+                Value::Metadata(metadata) => toml::Value::Table(
+                    metadata.iter().map(|(name, value)| (name.clone(), toml::Value::String(value.clone()))).collect(),
+                ),
             };
             section.insert(leaf.to_owned(), toml_value);
         }
@@ -346,6 +488,10 @@ mod tests {
                 Kind::Rate => Value::Rate(50.5),
                 Kind::Size => Value::Size(1 << 20),
                 Kind::Switch => Value::On,
+                Kind::Text => Value::Text("{\"a\": [1, 2]}".to_owned()),
+                Kind::Path => Value::Text("/data/requests.jsonl".to_owned()),
+                Kind::Paths => Value::Paths(vec!["/protos/a.proto".to_owned(), "/protos/b c.proto".to_owned()]),
+                Kind::Metadata => Value::Metadata([("x-team".to_owned(), "a, b".to_owned())].into()),
             };
             overrides.set(spec.opt, value);
         }
@@ -390,9 +536,9 @@ mod tests {
         let table: toml::Table =
             "requests = 500\ncooldown = \"1s\"\nrate = 2500.0\nwarmup_requests = 50".parse().unwrap();
         let overrides = Overrides::from_table(&table).unwrap();
-        assert_eq!(overrides.get(Opt::Requests), Some(Value::Count(500)));
-        assert_eq!(overrides.get(Opt::WarmupRequests), Some(Value::Count(50)));
-        assert_eq!(overrides.get(Opt::Cooldown), Some(Value::Duration(Duration::from_secs(1))));
+        assert_eq!(overrides.get(Opt::Requests), Some(&Value::Count(500)));
+        assert_eq!(overrides.get(Opt::WarmupRequests), Some(&Value::Count(50)));
+        assert_eq!(overrides.get(Opt::Cooldown), Some(&Value::Duration(Duration::from_secs(1))));
         let (key, reason) = Overrides::from_table(&"speed = 2".parse().unwrap()).unwrap_err();
         assert_eq!(key, "speed");
         assert!(reason.starts_with("unknown option; expected one of requests, duration"), "{reason}");

@@ -33,6 +33,8 @@ pub struct Plan {
     pub client: ClientPlan,
     /// Network faults between client and server, if any.
     pub fault: FaultPlan,
+    /// The method the client calls, when it is not the toy server's `Echo`.
+    pub call: Option<CallSpec>,
     /// What the plan was made from, so a run can be rebuilt from its directory.
     pub origin: Origin,
 }
@@ -323,6 +325,61 @@ pub struct RequestShape {
     pub delay_ms: u32,
     /// …asked of every this-many-th request (request 0, N, 2N…); 1: every request.
     pub delay_every: u64,
+}
+
+/// An empty request, answered at once.
+impl Default for RequestShape {
+    fn default() -> Self {
+        RequestShape { payload: Bytes::new(), response_bytes: 0, delay_ms: 0, delay_every: 1 }
+    }
+}
+
+/// A method of any service, as the scenario (or the command line) names it. It becomes a callable method
+/// when the run starts: its protos are compiled or the server's reflection is asked, and its JSON
+/// data encoded, before any load is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSpec {
+    /// The service's full name, `package.Service`.
+    pub service: String,
+    /// The method's name within it.
+    pub method: String,
+    /// `.proto` files (absolute); empty: ask the server's reflection service.
+    pub protos: Vec<PathBuf>,
+    /// Where imports are found, before each file's own directory.
+    pub import_paths: Vec<PathBuf>,
+    pub data: CallData,
+    /// Header names and values sent with every call.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// A server-streaming call is cancelled after this many messages; `None`: read to the end.
+    pub stream_messages: Option<NonZeroU64>,
+    /// What an error about each key names: the flag that set it, or the file, line and key.
+    pub origins: CallOrigins,
+}
+
+impl CallSpec {
+    /// `package.Service/Method`, as gRPC paths and grpcurl write it.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.service, self.method)
+    }
+}
+
+/// The request messages of a [`CallSpec`], as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallData {
+    /// One message, sent with every call.
+    Inline(String),
+    /// One message per line of this file, sent in turn.
+    File(PathBuf),
+}
+
+/// Where each key of a [`CallSpec`] was set, for errors found when it is resolved:
+/// `--data`, or `scenarios/mine.toml:7: call.data`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CallOrigins {
+    pub method: String,
+    pub proto: String,
+    pub data: String,
+    pub metadata: String,
 }
 
 /// How memory is sampled around the load.

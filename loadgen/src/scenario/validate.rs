@@ -9,12 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::file::{
-    CapsSection, ClientSection, ExpectSection, FaultSection, LoadSection, SamplingSection, ScenarioFile, ServerSection,
-    VerdictSection,
+    CallSection, CapsSection, ClientSection, ExpectSection, FaultSection, LoadSection, SamplingSection, ScenarioFile,
+    ServerSection, VerdictSection,
 };
 use super::plan::{
-    Blackhole, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, FaultPlan, ForeignClient, ForeignPlan,
-    KeepalivePolicy, LoadPlan, Origin, Plan, RequestShape, SamplingPlan, ServerPlan, Transport, VerdictPlan,
+    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, FaultPlan,
+    ForeignClient, ForeignPlan, KeepalivePolicy, LoadPlan, Origin, Plan, RequestShape, SamplingPlan, ServerPlan,
+    Transport, VerdictPlan,
 };
 use super::values::{PolicyName, format_duration};
 use super::{Document, MIN_ROUNDS, Opt, Overrides, ScenarioError, defaults};
@@ -54,6 +55,22 @@ impl<'a> Validator<'a> {
             key: flag.map_or_else(|| key.to_owned(), |flag| format!("{key} (set by {flag})")),
             reason: reason.to_string(),
         }
+    }
+
+    /// Where `key`'s value came from, for an error found later: the flag that set it, or the file, line and key.
+    fn origin(&self, key: &str) -> String {
+        match self.overridden.iter().find(|(overridden, _)| *overridden == key) {
+            Some((_, flag)) => flag.clone(),
+            None => {
+                let line = self.document.line(key).map(|line| format!(":{line}")).unwrap_or_default();
+                format!("{}{line}: {key}", self.path.display())
+            }
+        }
+    }
+
+    /// `key` is set, in the file or by a flag.
+    fn is_set(&self, key: &str) -> bool {
+        self.document.line(key).is_some() || self.overridden.iter().any(|(overridden, _)| *overridden == key)
     }
 
     fn range(&self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> Result<i64, ScenarioError> {
@@ -118,6 +135,7 @@ impl<'a> Validator<'a> {
         let source_addresses = self.range("client.source_addresses", file.client.source_addresses, 0, 0, 253)? as u8;
         let client = self.client(&file.client, policy)?;
         let fault = self.fault(&file.fault)?;
+        let call = file.call.as_ref().map(|call| self.call(call)).transpose()?;
         let largest = server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from);
         if u64::from(load.request.response_bytes) > largest || load.request.payload.len() as u64 > largest {
             return Err(
@@ -137,6 +155,7 @@ impl<'a> Validator<'a> {
             source_addresses,
             client,
             fault,
+            call,
             origin: Origin::default(),
         })
     }
@@ -282,6 +301,67 @@ impl<'a> Validator<'a> {
             },
             request_timeout,
             idle_between_rounds,
+        })
+    }
+
+    /// A `[call]` section: the method's names checked, paths made absolute from the file's directory.
+    fn call(&self, call: &CallSection) -> Result<CallSpec, ScenarioError> {
+        for key in ["payload_bytes", "response_bytes", "delay_ms", "delay_every"] {
+            let key = format!("load.{key}");
+            if self.is_set(&key) {
+                return Err(
+                    self.invalid(&key, "shapes the toy server's Echo request; with [call] the request is call.data")
+                );
+            }
+        }
+        let Some(method) = call.method.as_deref() else {
+            return Err(self.invalid("call.method", "missing: the method to call, like package.Service/Method"));
+        };
+        let (service, method) = split_method(method).map_err(|reason| self.invalid("call.method", reason))?;
+        let base = self.path.parent().unwrap_or(Path::new(""));
+        let paths = |key: &str, paths: &Option<Vec<String>>| -> Result<Vec<std::path::PathBuf>, ScenarioError> {
+            let paths = paths.as_deref().unwrap_or_default();
+            if let Some(empty) = paths.iter().position(|path| path.trim().is_empty()) {
+                return Err(self.invalid(key, format!("entry {empty} is empty")));
+            }
+            Ok(paths.iter().map(|path| base.join(path)).collect())
+        };
+        let protos = paths("call.proto", &call.proto)?;
+        let import_paths = paths("call.import_paths", &call.import_paths)?;
+        if !import_paths.is_empty() && protos.is_empty() {
+            return Err(self.invalid("call.import_paths", "needs call.proto: reflection needs no import paths"));
+        }
+        let data = match (&call.data, &call.data_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid("call.data_file", "not with call.data: give one or the other"));
+            }
+            (Some(json), None) => CallData::Inline(json.clone()),
+            (None, Some(file)) if file.trim().is_empty() => {
+                return Err(self.invalid("call.data_file", "must not be empty"));
+            }
+            (None, Some(file)) => CallData::File(base.join(file)),
+            (None, None) => CallData::Inline("{}".to_owned()),
+        };
+        let stream_messages = call
+            .stream_messages
+            .map(|n| self.range("call.stream_messages", Some(n), 0, 1, i64::MAX))
+            .transpose()?
+            .map(|n| NonZeroU64::new(n as u64).expect("checked at least 1"));
+        let data_key = if call.data_file.is_some() { "call.data_file" } else { "call.data" };
+        Ok(CallSpec {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            protos,
+            import_paths,
+            data,
+            metadata: call.metadata.clone().unwrap_or_default(),
+            stream_messages,
+            origins: CallOrigins {
+                method: self.origin("call.method"),
+                proto: self.origin("call.proto"),
+                data: self.origin(data_key),
+                metadata: self.origin("call.metadata"),
+            },
         })
     }
 
@@ -439,4 +519,24 @@ impl<'a> Validator<'a> {
             expect_server: expect.server,
         })
     }
+}
+
+/// `package.Service/Method` or `package.Service.Method` as (`package.Service`, `Method`).
+fn split_method(text: &str) -> Result<(&str, &str), String> {
+    let text = text.trim().trim_start_matches('/');
+    let (service, method) = match text.split_once('/') {
+        Some(split) => split,
+        None => text.rsplit_once('.').ok_or_else(|| format!("{text:?} is not package.Service/Method"))?,
+    };
+    let identifier = |name: &str| {
+        !name.is_empty()
+            && name.split('.').all(|part| {
+                part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+    };
+    if !identifier(service) || !identifier(method) || method.contains('.') {
+        return Err(format!("{text:?} is not package.Service/Method"));
+    }
+    Ok((service, method))
 }

@@ -41,3 +41,20 @@ pub async fn wait_until_serving(authority: &str, timeout: Duration) -> anyhow::R
         humantime::format_duration(timeout)
     )
 }
+
+/// Waits until an HTTP/2 connection to `authority` is established (any gRPC server); the
+/// connection is closed before this returns.
+pub async fn wait_until_connected(authority: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let endpoint = Endpoint::from_shared(format!("http://{authority}"))?.connect_timeout(Duration::from_secs(1));
+    loop {
+        match endpoint.connect().await {
+            Ok(_channel) => return Ok(()),
+            Err(error) if Instant::now() >= deadline => anyhow::bail!(
+                "the server at {authority} did not accept an HTTP/2 connection within {}: {error}",
+                humantime::format_duration(timeout)
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
