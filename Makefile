@@ -58,7 +58,7 @@ schema: build
 
 PEER_PYTHON := target/peers/python-venv/bin/python
 
-peers: target/peers/go-echo-client target/peers/python/echo_client.py
+peers: target/peers/go-echo-client target/peers/python/echo_client.py target/peers/python/shop_server.py
 
 target/peers/go-echo-client: $(wildcard peers/go/*.go)
 	scripts/install-peers.sh
@@ -74,6 +74,13 @@ target/peers/python/echo_client.py: peers/python/echo_client.py peers/python/req
 	$(PEER_PYTHON) -m grpc_tools.protoc -Iproto/leaklab/v1 --python_out=target/peers/python \
 		--grpc_python_out=target/peers/python proto/leaklab/v1/echo.proto
 	cp peers/python/echo_client.py $@
+
+# A grpcio server of a service leaklab did not write (peers/python/protos/shop), for the tests that aim
+# leaklab at someone else's server; the venv is the client's.
+target/peers/python/shop_server.py: target/peers/python/echo_client.py peers/python/shop_server.py $(wildcard peers/python/protos/shop/v1/*.proto)
+	$(PEER_PYTHON) -m grpc_tools.protoc -Ipeers/python/protos --python_out=target/peers/python \
+		--grpc_python_out=target/peers/python $(wildcard peers/python/protos/shop/v1/*.proto)
+	cp peers/python/shop_server.py $@
 
 clippy:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings

@@ -1,0 +1,197 @@
+//! leaklab aimed at a server it did not write: the grpcio server of
+//! `peers/python/shop_server.py`, with its own proto (an import, nested,
+//! repeated, enum and map fields), which checks every request it receives and
+//! counts the calls. The peer is built by `make peers`; these tests build it
+//! themselves when it is missing, as the other tests build the server binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::Mutex;
+
+use common::{LOADGEN, summary, text};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `target/peers/python/shop_server.py` and the venv's python, made by the Makefile's rule if missing.
+fn shop_server() -> (PathBuf, PathBuf) {
+    static BUILT: Mutex<()> = Mutex::new(());
+    let _one_build_at_a_time = BUILT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let script = root().join("target/peers/python/shop_server.py");
+    let python = root().join("target/peers/python-venv/bin/python");
+    let built = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(root())
+        .arg("target/peers/python/shop_server.py")
+        .status()
+        .expect("running make to build the grpcio peer (make peers)");
+    assert!(built.success() && script.is_file() && python.is_file(), "building the grpcio peer failed: {built}");
+    (python, script)
+}
+
+const ORDER: &str = r#"{"customer": "ada", "lines": [{"sku": "A-1", "quantity": 2, "size": "LARGE"}, {"sku": "B-7", "size": "SMALL"}], "total": {"currency": "EUR", "units": "12", "nanos": 500}, "labels": {"channel": "web"}, "gift": true}"#;
+const METADATA: &str = r#"{"x-team": "checkout", "authorization": "Bearer t0ken"}"#;
+
+/// The shop server on a free loopback port; SIGTERM makes it print its counts and exit.
+struct Shop {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    port: u16,
+}
+
+impl Shop {
+    fn start(extra: &[&str]) -> Shop {
+        let (python, script) = shop_server();
+        let mut child = Command::new(python)
+            .arg(script)
+            .args(["--listen", "127.0.0.1:0", "--expect-order", ORDER, "--expect-metadata", METADATA])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the shop server");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        // The server prints this line once it serves; a server that dies first ends stdout.
+        stdout.read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening on ").and_then(|port| port.parse().ok());
+        let port = port.unwrap_or_else(|| panic!("the shop server did not start: {line:?}"));
+        Shop { child, stdout, port }
+    }
+
+    fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server and returns its counts.
+    fn counts(mut self) -> serde_json::Value {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        self.child.wait().unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("the shop server's counts {line:?}: {e}"))
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+/// A small scenario of `policy` with `call` as its `[call]` table. It expects nothing of memory: these
+/// tests are about what reaches the server, and a run this small may judge memory inconclusive.
+fn scenario(dir: &Path, name: &str, policy: &str, call: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "description = \"{name}\"\n[client]\npolicy = \"{policy}\"\n\
+         [load]\nconcurrency = 2\nrequests = 360\nwarmup_requests = 60\nrounds = 6\n\
+         [sampling]\ninterval = \"50ms\"\ncooldown = \"100ms\"\n{call}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(scenario: &Path, target: &str, args: &[&str], reports: &Path) -> Output {
+    Command::new(LOADGEN)
+        .arg("run")
+        .arg(scenario)
+        .args(["--target", target, "--quiet", "--reports-dir"])
+        .arg(reports)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_policy_reaches_a_grpcio_server_with_exactly_the_fields_and_metadata_sent() {
+    let reports = tempfile::tempdir().unwrap();
+    let protos = root().join("peers/python/protos");
+    let orders = protos.join("shop/v1/orders.proto");
+    for policy in ["leak", "reused", "per-request-close"] {
+        let shop = Shop::start(&[]);
+        let path = scenario(reports.path(), policy, policy, "");
+        let flags = [
+            "--call",
+            "shop.v1.Orders/Place",
+            "--proto",
+            orders.to_str().unwrap(),
+            "--import-paths",
+            protos.to_str().unwrap(),
+            "-d",
+            ORDER,
+            "-m",
+            METADATA,
+        ];
+        let output = run(&path, &shop.target(), &flags, reports.path());
+        assert_eq!(output.status.code(), Some(0), "{policy}: {}", text(&output));
+        let summary = summary(reports.path(), policy);
+        let counts = shop.counts();
+        assert_eq!(counts["mismatches"], 0, "{policy}: {counts}");
+        assert_eq!(summary["requests"]["failed"], 0, "{policy}: {}", summary["requests"]);
+        assert_eq!(summary["requests"]["ok"], counts["calls"], "{policy}: every call the server counted, and no other");
+        assert_eq!(summary["requests"]["ok"], 360);
+    }
+}
+
+#[test]
+fn without_a_proto_the_servers_reflection_describes_the_method_and_a_stream_is_read_as_asked() {
+    let reports = tempfile::tempdir().unwrap();
+    let shop = Shop::start(&["--reflection"]);
+    let call = format!(
+        "[call]\nmethod = \"shop.v1.Orders.Track\"\ndata = '{{\"id\": \"r-1\", \"updates\": 5}}'\nstream_messages = 2\n\
+         [call.metadata]\nx-team = \"checkout\"\nauthorization = \"Bearer t0ken\"\n"
+    );
+    let path = scenario(reports.path(), "track", "reused", &call);
+    let output = run(&path, &shop.target(), &[], reports.path());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let summary = summary(reports.path(), "track");
+    let counts = shop.counts();
+    assert_eq!(counts["mismatches"], 0, "{counts}");
+    assert_eq!(summary["requests"]["ok"], counts["calls"]);
+    assert_eq!(summary["requests"]["ok"], 360);
+
+    // The same unary call as with --proto, described by reflection alone.
+    let shop = Shop::start(&["--reflection"]);
+    let path = scenario(reports.path(), "place", "leak", "");
+    let output =
+        run(&path, &shop.target(), &["--call", "shop.v1.Orders/Place", "-d", ORDER, "-m", METADATA], reports.path());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let counts = shop.counts();
+    assert_eq!(counts["mismatches"], 0, "{counts}");
+    assert_eq!(summary_ok(reports.path(), "place"), counts["calls"]);
+}
+
+fn summary_ok(reports: &Path, name: &str) -> serde_json::Value {
+    summary(reports, name)["requests"]["ok"].clone()
+}
+
+#[test]
+fn a_server_without_reflection_or_an_unknown_service_is_a_usage_error_and_nothing_runs() {
+    let reports = tempfile::tempdir().unwrap();
+    let path = scenario(reports.path(), "place", "reused", "");
+    let shop = Shop::start(&[]);
+    let output = run(&path, &shop.target(), &["--call", "shop.v1.Orders/Place"], reports.path());
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("--call: the server has no reflection service"), "{}", text(&output));
+    drop(shop);
+
+    let shop = Shop::start(&["--reflection"]);
+    let output = run(&path, &shop.target(), &["--call", "shop.v1.Refunds/Issue"], reports.path());
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let said = text(&output);
+    assert!(said.contains("--call: the server has no service shop.v1.Refunds; its reflection lists "), "{said}");
+    assert!(said.contains("shop.v1.Orders"), "{said}");
+    assert_eq!(shop.counts()["calls"], 0);
+    assert!(!reports.path().join("place").exists(), "no run directory for a run that did not start");
+}
