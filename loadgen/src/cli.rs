@@ -502,8 +502,8 @@ mod tests {
                 Kind::Paths => Value::Paths(vec!["/protos/a.proto".to_owned(), "/protos/b.proto".to_owned()]),
                 Kind::Metadata => Value::Metadata([("x-team".to_owned(), "a".to_owned())].into()),
             };
-            // --data-file conflicts with --data.
-            if spec.opt == Opt::DataFile {
+            // --data-file conflicts with --data, --insecure with --cacert.
+            if matches!(spec.opt, Opt::DataFile | Opt::Insecure) {
                 return overrides;
             }
             // --no-caps refuses the caps it lifts.

@@ -29,6 +29,7 @@ pub mod scenario;
 pub mod stats;
 pub mod summary;
 pub mod target;
+pub mod tls;
 pub mod verdict;
 
 #[cfg(test)]

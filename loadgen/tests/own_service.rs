@@ -148,11 +148,9 @@ fn every_policy_reaches_a_grpcio_server_with_exactly_the_fields_and_metadata_sen
 fn without_a_proto_the_servers_reflection_describes_the_method_and_a_stream_is_read_as_asked() {
     let reports = tempfile::tempdir().unwrap();
     let shop = Shop::start(&["--reflection"]);
-    let call = format!(
-        "[call]\nmethod = \"shop.v1.Orders.Track\"\ndata = '{{\"id\": \"r-1\", \"updates\": 5}}'\nstream_messages = 2\n\
-         [call.metadata]\nx-team = \"checkout\"\nauthorization = \"Bearer t0ken\"\n"
-    );
-    let path = scenario(reports.path(), "track", "reused", &call);
+    let call = "[call]\nmethod = \"shop.v1.Orders.Track\"\ndata = '{\"id\": \"r-1\", \"updates\": 5}'\nstream_messages = 2\n\
+                [call.metadata]\nx-team = \"checkout\"\nauthorization = \"Bearer t0ken\"\n";
+    let path = scenario(reports.path(), "track", "reused", call);
     let output = run(&path, &shop.target(), &[], reports.path());
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let summary = summary(reports.path(), "track");
@@ -194,4 +192,29 @@ fn a_server_without_reflection_or_an_unknown_service_is_a_usage_error_and_nothin
     assert!(said.contains("shop.v1.Orders"), "{said}");
     assert_eq!(shop.counts()["calls"], 0);
     assert!(!reports.path().join("place").exists(), "no run directory for a run that did not start");
+}
+
+#[test]
+fn over_tls_with_a_ca_made_by_the_test_every_policy_still_reaches_the_grpcio_server() {
+    let reports = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let files = leaklab_loadgen::tls::Pki::generate(false).unwrap().write(certs.path()).unwrap();
+    let (cert, key, ca) = (
+        files.server_cert.display().to_string(),
+        files.server_key.display().to_string(),
+        files.ca.display().to_string(),
+    );
+    for policy in ["leak", "reused", "per-request-close"] {
+        let shop = Shop::start(&["--reflection", "--tls-cert", &cert, "--tls-key", &key]);
+        let path = scenario(reports.path(), policy, policy, "");
+        // The server's certificate is for localhost and 127.0.0.1; reflection is asked over TLS too.
+        let flags =
+            ["--cacert", &ca, "--cname", "localhost", "--call", "shop.v1.Orders/Place", "-d", ORDER, "-m", METADATA];
+        let output = run(&path, &shop.target(), &flags, reports.path());
+        assert_eq!(output.status.code(), Some(0), "{policy}: {}", text(&output));
+        let counts = shop.counts();
+        assert_eq!(counts["mismatches"], 0, "{policy}: {counts}");
+        assert_eq!(summary_ok(reports.path(), policy), counts["calls"], "{policy}");
+        assert_eq!(counts["calls"], 360, "{policy}");
+    }
 }

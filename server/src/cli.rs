@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use leaklab_server::tls::{self, TlsFiles};
 use leaklab_server::{KeepalivePolicy, ServerConfig};
 
 /// The toy leaklab.v1.Echo gRPC server (with grpc.health.v1.Health).
@@ -63,6 +64,18 @@ pub(crate) struct Cli {
     #[arg(long, requires = "min_ping_interval")]
     pub(crate) permit_without_stream: bool,
 
+    /// Serve TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: require every client to present a certificate signed by a CA in this PEM file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_client_ca: Option<std::path::PathBuf>,
+
     /// Sample allocations with jemalloc's heap profiler (one per 128 KiB on
     /// average), for `heap-dump` requests on the control channel.
     #[arg(long)]
@@ -79,8 +92,21 @@ pub(crate) struct Cli {
 }
 
 impl Cli {
-    pub(crate) fn server_config(&self) -> ServerConfig {
-        ServerConfig {
+    /// The server's configuration; a TLS file that cannot be used is an error naming its flag and path.
+    pub(crate) fn server_config(&self) -> Result<ServerConfig, String> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.tls_client_ca.clone() };
+                let flag = |which| match which {
+                    tls::Which::Cert => "--tls-cert",
+                    tls::Which::Key => "--tls-key",
+                    tls::Which::ClientCa => "--tls-client-ca",
+                };
+                Some(tls::server_config(&files).map_err(|(which, error)| format!("{} {error}", flag(which)))?)
+            }
+            _ => None,
+        };
+        Ok(ServerConfig {
             max_message_bytes: self.max_message_size as usize,
             max_concurrent_streams: self.max_concurrent_streams,
             keepalive: KeepalivePolicy {
@@ -93,7 +119,8 @@ impl Cli {
                 permit_without_stream: self.permit_without_stream,
             },
             preface_timeout: self.preface_timeout,
-        }
+            tls,
+        })
     }
 
     /// Refuses a non-loopback --listen without --allow-remote.
@@ -152,8 +179,24 @@ mod tests {
             "--permit-without-stream",
         ])
         .unwrap();
-        let policy = cli.server_config().keepalive;
+        let policy = cli.server_config().unwrap().keepalive;
         assert_eq!(policy.max_connection_idle, Some(Duration::from_secs(2)));
         assert!(policy.ping_policy().unwrap().permit_without_stream);
+    }
+
+    #[test]
+    fn a_tls_file_that_cannot_be_used_is_named_by_its_flag() {
+        let dir = std::env::temp_dir().join(format!("leaklab-server-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let junk = junk.to_str().unwrap();
+        let cli = Cli::try_parse_from(["leaklab-server", "--tls-cert", junk, "--tls-key", junk]).unwrap();
+        let err = cli.server_config().unwrap_err();
+        assert_eq!(err, format!("--tls-cert {junk}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it"));
+        let cli = Cli::try_parse_from(["leaklab-server", "--tls-cert", "/nonexistent.pem", "--tls-key", junk]).unwrap();
+        assert!(cli.server_config().unwrap_err().starts_with("--tls-cert /nonexistent.pem: No such file"));
+        assert!(Cli::try_parse_from(["leaklab-server", "--tls-cert", junk]).is_err(), "a certificate needs its key");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

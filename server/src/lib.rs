@@ -10,6 +10,7 @@ pub mod keepalive;
 mod lifecycle;
 mod policed;
 mod preface;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -50,8 +51,11 @@ pub struct ServerConfig {
     pub max_concurrent_streams: Option<u32>,
     /// Idle and age limits, server pings and the client ping policy.
     pub keepalive: KeepalivePolicy,
-    /// A connection that has not sent the HTTP/2 preface this long after it was accepted is closed.
+    /// A connection that has not sent the HTTP/2 preface this long after it was accepted is closed
+    /// (with TLS: that has not finished its handshake).
     pub preface_timeout: Duration,
+    /// TLS on every connection; `None`: plaintext HTTP/2.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +65,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: None,
             keepalive: KeepalivePolicy::default(),
             preface_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -73,6 +78,7 @@ pub struct ServerMetrics {
     served: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     accept_errors: Arc<AtomicU64>,
+    tls_failures: Arc<AtomicU64>,
     /// What the keepalive policy did to connections.
     pub lifecycle: Lifecycle,
 }
@@ -86,6 +92,11 @@ impl ServerMetrics {
     /// RPCs answered with an error status.
     pub fn requests_failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed or did not finish in time.
+    pub fn tls_failures(&self) -> u64 {
+        self.tls_failures.load(Ordering::Relaxed)
     }
 
     /// Failed `accept` calls (for example: out of file descriptors).
@@ -282,7 +293,27 @@ pub async fn serve(
             () = &mut shutdown => break,
             Some((io, peer)) = tokio_stream::StreamExt::next(&mut incoming) => {
                 let connection = Connection { policy, lifecycle: metrics.lifecycle.clone(), peer, draining: draining.clone() };
-                tokio::spawn(connection.serve(io, service.clone(), http2.clone()));
+                let (service, http2) = (service.clone(), http2.clone());
+                match config.tls.clone() {
+                    None => tokio::spawn(connection.serve(io, service, http2)),
+                    Some(tls) => {
+                        let (handshake_limit, failures) = (config.preface_timeout, Arc::clone(&metrics.tls_failures));
+                        tokio::spawn(async move {
+                            let accepting = tokio_rustls::TlsAcceptor::from(tls).accept(io);
+                            match tokio::time::timeout(handshake_limit, accepting).await {
+                                Ok(Ok(io)) => connection.serve(io, service, http2).await,
+                                Ok(Err(error)) => {
+                                    failures.fetch_add(1, Ordering::Relaxed);
+                                    eprintln!("leaklab-server: TLS handshake with {peer} failed: {error}");
+                                }
+                                Err(_) => {
+                                    failures.fetch_add(1, Ordering::Relaxed);
+                                    eprintln!("leaklab-server: TLS handshake with {peer} not done within {handshake_limit:?}");
+                                }
+                            }
+                        })
+                    }
+                };
             }
         }
     }
@@ -303,8 +334,9 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve<S>(mut self, io: Counted<PrefaceDeadline<TcpStream>>, service: S, http2: Http2Builder)
+    async fn serve<IO, S>(mut self, io: IO, service: S, http2: Http2Builder)
     where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<tonic::body::Body>>
             + Clone
             + Send

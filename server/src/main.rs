@@ -29,7 +29,13 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("Error: {reason}");
         std::process::exit(2);
     }
-    let config = cli.server_config();
+    let config = match cli.server_config() {
+        Ok(config) => config,
+        Err(reason) => {
+            eprintln!("Error: {reason}");
+            std::process::exit(2);
+        }
+    };
     if cli.heap_profile {
         leaklab_probe::heap::activate().context("--heap-profile")?;
         eprintln!("leaklab-server: heap profiling on (one sample per {} bytes)", leaklab_probe::heap::SAMPLE_BYTES);

@@ -15,6 +15,7 @@ use super::direct::H2Transport;
 use super::errors;
 use super::method::Method;
 use crate::scenario::{ChannelPolicy, ClientPlan, Transport};
+use crate::tls::ClientTls;
 
 type Client = Grpc<Channel>;
 type DirectClient = Grpc<H2Transport>;
@@ -94,10 +95,21 @@ impl Channels {
         sources: Vec<std::net::Ipv4Addr>,
         client: &ClientPlan,
     ) -> Result<Self, ConnectError> {
+        Self::connect_with_tls(policy, authority, sources, client, None).await
+    }
+
+    /// As [`Channels::connect_from`], with TLS on every connection when `tls` is given.
+    pub async fn connect_with_tls(
+        policy: ChannelPolicy,
+        authority: &str,
+        sources: Vec<std::net::Ipv4Addr>,
+        client: &ClientPlan,
+        tls: Option<ClientTls>,
+    ) -> Result<Self, ConnectError> {
         let endpoint = endpoint(authority, client)?;
         let connections = ConnectionCounter::new();
         let connector =
-            CountingConnector::with_sources(connections.clone(), sources).tcp_keepalive(client.tcp_keepalive);
+            CountingConnector::with_sources(connections.clone(), sources).tcp_keepalive(client.tcp_keepalive).tls(tls);
         let created = AtomicU64::new(0);
         let kind = match policy {
             ChannelPolicy::Reused if client.transport == Transport::H2 => {

@@ -10,6 +10,8 @@
 //! Each connection's incoming bytes go through an HTTP/2 frame reader that
 //! counts the GOAWAYs the server sends, by code and debug data: tonic says
 //! only "transport error" when a server closes a connection under a call.
+//! With TLS, the handshake happens here too, under that reader, so it reads
+//! HTTP/2 frames either way (tonic's own TLS would sit above it).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,6 +30,75 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tonic::codegen::http::Uri;
 
+use crate::tls::ClientTls;
+
+/// A client connection: TCP, counted, with TLS on it when the client asked.
+#[derive(Debug)]
+pub enum Stream {
+    Plain(Counted<TcpStream>),
+    Tls(Box<tokio_rustls::client::TlsStream<Counted<TcpStream>>>),
+}
+
+impl Stream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(stream) => stream.get_ref(),
+            Stream::Tls(stream) => stream.get_ref().0.get_ref(),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(stream) => stream.is_write_vectored(),
+            Stream::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+}
+
 /// A `tower::Service<Uri>` that opens counted TCP connections.
 #[derive(Debug, Clone)]
 pub struct CountingConnector {
@@ -38,6 +109,7 @@ pub struct CountingConnector {
     /// SO_KEEPALIVE idle time for each socket.
     tcp_keepalive: Option<Duration>,
     goaways: GoawaysReceived,
+    tls: Option<ClientTls>,
 }
 
 /// GOAWAYs the client received, by reason (`ENHANCE_YOUR_CALM "too_many_pings"`, `NO_ERROR`, …),
@@ -83,7 +155,14 @@ impl CountingConnector {
             next_source: Arc::new(AtomicUsize::new(0)),
             tcp_keepalive: None,
             goaways: GoawaysReceived::default(),
+            tls: None,
         }
+    }
+
+    /// Opens TLS on every connection.
+    pub fn tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Turns SO_KEEPALIVE on with this idle time.
@@ -154,7 +233,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Observed<T> {
 }
 
 impl tower::Service<Uri> for CountingConnector {
-    type Response = TokioIo<Observed<Counted<TcpStream>>>;
+    type Response = TokioIo<Observed<Stream>>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -164,7 +243,7 @@ impl tower::Service<Uri> for CountingConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let counter = self.counter.clone();
-        let (tcp_keepalive, goaways) = (self.tcp_keepalive, self.goaways.clone());
+        let (tcp_keepalive, goaways, tls) = (self.tcp_keepalive, self.goaways.clone(), self.tls.clone());
         let source = (!self.sources.is_empty())
             .then(|| self.sources[self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len()]);
         Box::pin(async move {
@@ -193,11 +272,12 @@ impl tower::Service<Uri> for CountingConnector {
             if let Some(idle) = tcp_keepalive {
                 socket2::SockRef::from(&stream).set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle))?;
             }
-            Ok(TokioIo::new(Observed {
-                inner: counter.track(stream),
-                frames: FrameReader::server_to_client(),
-                goaways,
-            }))
+            let stream = counter.track(stream);
+            let stream = match tls {
+                None => Stream::Plain(stream),
+                Some(tls) => Stream::Tls(Box::new(tls.connector.connect(tls.server_name, stream).await?)),
+            };
+            Ok(TokioIo::new(Observed { inner: stream, frames: FrameReader::server_to_client(), goaways }))
         })
     }
 }
@@ -231,8 +311,8 @@ mod tests {
     async fn tcp_keepalive_is_set_on_each_socket_when_asked() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let uri: Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
-        let socket_of = |io: &TokioIo<Observed<Counted<TcpStream>>>| {
-            let stream = io.inner().inner.get_ref();
+        let socket_of = |io: &TokioIo<Observed<Stream>>| {
+            let stream = io.inner().inner.tcp();
             let socket = socket2::SockRef::from(stream);
             (socket.keepalive().unwrap(), socket.tcp_keepalive_time().unwrap())
         };

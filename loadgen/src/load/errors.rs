@@ -3,7 +3,8 @@
 //! A kind is a short snake_case name: the gRPC status code (`unavailable`,
 //! `deadline_exceeded`, …) or, when the failure came from the socket, the
 //! operating-system reason (`connection_refused`, `too_many_open_files`,
-//! `address_not_available`, …), or the HTTP/2 frame the peer ended the
+//! `address_not_available`, …), the TLS handshake's (`tls_unknown_issuer`,
+//! `tls_name_mismatch`, …), or the HTTP/2 frame the peer ended the
 //! connection or stream with and its reason (`goaway_enhance_your_calm`,
 //! `reset_refused_stream`, …), which say more than `unavailable` does.
 
@@ -11,6 +12,8 @@ use std::error::Error as StdError;
 use std::io;
 
 use tonic::{Code, Status};
+
+use crate::tls::snake_case;
 
 /// The kind of a call that ended with `status`.
 pub fn status_kind(status: &Status) -> String {
@@ -31,8 +34,19 @@ pub const TIMEOUT_KIND: &str = "deadline_exceeded";
 fn io_kind(error: &(dyn StdError + 'static)) -> Option<String> {
     let mut source: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(current) = source {
+        if let Some(tls) = current.downcast_ref::<tokio_rustls::rustls::Error>() {
+            return Some(crate::tls::failure_kind(tls));
+        }
         if let Some(io_error) = current.downcast_ref::<io::Error>() {
-            return Some(io_error_kind(io_error));
+            // tokio-rustls reports a failed handshake as an io::Error around rustls's reason.
+            if let Some(tls) = io_error.get_ref().and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>())
+            {
+                return Some(crate::tls::failure_kind(tls));
+            }
+            return Some(alert_kind(io_error).unwrap_or_else(|| io_error_kind(io_error)));
+        }
+        if let Some(kind) = alert_kind(current) {
+            return Some(kind);
         }
         source = current.source();
     }
@@ -60,6 +74,13 @@ fn h2_kind(error: &(dyn StdError + 'static)) -> Option<String> {
     None
 }
 
+/// h2 keeps an io::Error's kind and text but not the error inside it: a TLS alert read after the
+/// handshake (where TLS 1.3 refuses a missing client certificate) survives only as rustls's text.
+fn alert_kind(error: &dyn StdError) -> Option<String> {
+    let alert = error.to_string().strip_prefix("received fatal alert: ")?.to_owned();
+    Some(format!("tls_alert_{}", snake_case(&alert)))
+}
+
 fn io_error_kind(error: &io::Error) -> String {
     match error.raw_os_error() {
         Some(libc::EMFILE) | Some(libc::ENFILE) => return "too_many_open_files".to_owned(),
@@ -70,15 +91,7 @@ fn io_error_kind(error: &io::Error) -> String {
         Some(libc::ENOBUFS) | Some(libc::ENOMEM) => return "out_of_kernel_memory".to_owned(),
         _ => {}
     }
-    let kind = format!("{:?}", error.kind());
-    let mut snake = String::from("io_");
-    for (i, c) in kind.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            snake.push('_');
-        }
-        snake.push(c.to_ascii_lowercase());
-    }
-    snake
+    format!("io_{}", snake_case(&format!("{:?}", error.kind())))
 }
 
 fn code_name(code: Code) -> &'static str {
@@ -117,6 +130,16 @@ mod tests {
         let mut calm = Status::unavailable("too many pings");
         calm.set_source(std::sync::Arc::new(h2::Error::from(h2::Reason::ENHANCE_YOUR_CALM)));
         assert_eq!(status_kind(&calm), "h2_enhance_your_calm");
+    }
+
+    #[test]
+    fn a_tls_alert_known_only_by_its_text_is_still_named() {
+        let status = Status::from_error(Box::new(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "received fatal alert: CertificateRequired",
+        )));
+        assert_eq!(status_kind(&Status::unavailable(status.message().to_owned())), "unavailable");
+        assert_eq!(status_kind(&status), "tls_alert_certificate_required");
     }
 
     #[test]

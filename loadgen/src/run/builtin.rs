@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::Sampling;
 use super::server::ServerSide;
 use crate::fault::{FaultLog, FaultProxy};
-use crate::load::{self, Channels, LoadCounters, LoadReport, Method};
+use crate::load::{self, Channels, LoadCounters, LoadReport};
 use crate::sample::{LiveMeasure, Phase, Recording, SocketWatch};
 use crate::scenario::Plan;
 
@@ -22,7 +22,7 @@ const TIME_WAIT_EVERY: Duration = Duration::from_secs(1);
 /// what was recorded, what the load did and what the fault proxy did.
 pub(super) async fn run(
     plan: &Plan,
-    method: Method,
+    prepared: super::Prepared,
     server: &mut ServerSide,
     sampling: &Sampling<'_>,
     stop: &watch::Receiver<bool>,
@@ -42,7 +42,7 @@ pub(super) async fn run(
     };
     let dial = proxy.as_ref().map_or_else(|| authority.clone(), |proxy| proxy.addr.to_string());
     let channels = Arc::new(
-        Channels::connect_from(plan.policy, &dial, sources(plan, &dial)?, &plan.client)
+        Channels::connect_with_tls(plan.policy, &dial, sources(plan, &dial)?, &plan.client, prepared.tls)
             .await
             .with_context(|| format!("connecting to the server at {dial}"))?,
     );
@@ -70,9 +70,15 @@ pub(super) async fn run(
     if let Some(proxy) = proxy.as_mut() {
         proxy.schedule(plan.fault);
     }
-    let load =
-        load::drive(Arc::clone(&channels), method, &plan.load, counters, Arc::new(marker), Arc::clone(&sampling.halt))
-            .await;
+    let load = load::drive(
+        Arc::clone(&channels),
+        prepared.method,
+        &plan.load,
+        counters,
+        Arc::new(marker),
+        Arc::clone(&sampling.halt),
+    )
+    .await;
     if load.stopped_by != crate::halt::StopReason::Interrupted {
         let mut stop = stop.clone();
         tokio::select! {

@@ -1,8 +1,9 @@
 //! One run, of any kind, start to finish. Every kind goes through the same
 //! stages, each taking the previous one's output:
 //!
-//! 0. the method: a `[call]`'s made callable ([`method`]), before anything else, so that a
-//!    bad proto, method or JSON is the command line's error and nothing runs;
+//! 0. [`prepare`]: the method a `[call]` names made callable, and the client's TLS, before
+//!    anything else, so that a bad proto, method, JSON or certificate is the command line's
+//!    error and nothing runs;
 //! 1. the server: start the toy server (or reach a `--target`, or none for a watch);
 //! 2. `run.json`: what the run was started with, so `loadgen report` can rebuild it;
 //! 3. the client: the built-in load generator ([`builtin`]) or a process
@@ -14,7 +15,7 @@
 
 mod builtin;
 mod foreign;
-mod method;
+mod prepare;
 mod server;
 
 use std::fs::File;
@@ -28,7 +29,7 @@ use leaklab_probe::procfs;
 use tokio::sync::watch;
 
 pub use foreign::{PROGRESS_PREFIX, parse_progress, process_name};
-pub use method::method;
+pub use prepare::{Prepared, prepare};
 
 use crate::halt::{Halt, HaltReason, StopReason};
 use crate::heap;
@@ -98,9 +99,9 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Runs `plan` and writes its report.
 pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunOutcome> {
     let run_started = Instant::now();
-    let method = method(plan, options.target.as_ref()).await?;
+    let prepared = prepare(plan, options.target.as_ref()).await?;
     let dir = RunDir::create(&options.reports_dir, plan.name(), SystemTime::now())?;
-    let mut server = ServerSide::start(plan, options.target.as_ref(), &dir).await?;
+    let mut server = ServerSide::start(plan, options.target.as_ref(), &dir, &prepared).await?;
     // The load generator's own limits; a foreign client's are read once it runs.
     let own_fds = matches!(plan, RunPlan::Builtin(_)).then(|| procfs::fd_limits().ok()).flatten();
     let record = RunRecord {
@@ -127,7 +128,7 @@ pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunO
     let mut notes = Vec::new();
     let (recording, driven) = match plan {
         RunPlan::Builtin(plan) => {
-            let (recording, load, fault) = builtin::run(plan, method, &mut server, &sampling, &options.stop).await?;
+            let (recording, load, fault) = builtin::run(plan, prepared, &mut server, &sampling, &options.stop).await?;
             (recording, Driven::Builtin { plan, load: Box::new(load), fault })
         }
         RunPlan::Foreign(plan) => {

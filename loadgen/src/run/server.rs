@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use leaklab_probe::procfs::{self, FdLimits, Proc};
 
-use super::TargetChoice;
+use anyhow::Context;
+
+use super::{Prepared, TargetChoice};
 use crate::report::RunDir;
-use crate::scenario::RunPlan;
+use crate::scenario::{RunPlan, ServerTlsPlan};
 use crate::summary::{Limits, Note, TargetInfo, TargetKind};
 use crate::target::{self, ServerControl, ServerProcess};
 
@@ -32,10 +34,19 @@ impl ServerSide {
         plan: &RunPlan,
         target: Option<&TargetChoice>,
         dir: &RunDir,
+        prepared: &Prepared,
     ) -> anyhow::Result<ServerSide> {
         let args = match plan {
             RunPlan::Builtin(plan) => {
                 let mut args = plan.server.args();
+                if let Some(pki) = &prepared.pki {
+                    let files = pki.write(&dir.path).context("writing the throwaway CA's files")?;
+                    args.extend(["--tls-cert".to_owned(), files.server_cert.display().to_string()]);
+                    args.extend(["--tls-key".to_owned(), files.server_key.display().to_string()]);
+                    if matches!(plan.server.tls, Some(ServerTlsPlan::Generated { client_auth: true })) {
+                        args.extend(["--tls-client-ca".to_owned(), files.ca.display().to_string()]);
+                    }
+                }
                 if plan.sampling.heap_profile {
                     args.push("--heap-profile".to_owned());
                 }
@@ -53,7 +64,11 @@ impl ServerSide {
             TargetChoice::Spawn { server_bin } => {
                 let (process, mut control) = ServerProcess::spawn(server_bin, &args, &dir.file("server.log"))?;
                 let address = process.addr.to_string();
-                target::wait_until_serving(&address, target::READY_TIMEOUT).await?;
+                // Over TLS the client's own verification (a wrong CA, on purpose) must not keep the run
+                // from starting: the server has bound and answers its side channel, which is enough.
+                if prepared.tls.is_none() {
+                    target::wait_until_serving(&address, target::READY_TIMEOUT, None).await?;
+                }
                 settle(&mut control).await;
                 Ok(ServerSide {
                     process: Some(process),
@@ -66,9 +81,9 @@ impl ServerSide {
                 match plan {
                     // A server leaklab did not write need not have a health service, nor leaklab's Echo.
                     RunPlan::Builtin(plan) if plan.call.is_some() => {
-                        target::wait_until_connected(authority, target::READY_TIMEOUT).await?
+                        target::wait_until_connected(authority, target::READY_TIMEOUT, prepared.tls.as_ref()).await?
                     }
-                    _ => target::wait_until_serving(authority, target::READY_TIMEOUT).await?,
+                    _ => target::wait_until_serving(authority, target::READY_TIMEOUT, prepared.tls.as_ref()).await?,
                 }
                 Ok(ServerSide {
                     process: None,

@@ -93,6 +93,29 @@ pub struct ClientSection {
     /// on one h2 connection for pushing a server hard (`reused` only, no keepalive pings, never redialled).
     #[schemars(extend("default" = "channel"))]
     pub transport: Option<Transport>,
+    /// TLS on every connection. The table alone turns it on, verified against the Mozilla roots; a server
+    /// with `[server.tls] generate = true` turns it on by itself, trusting the throwaway CA.
+    pub tls: Option<ClientTlsSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsSection {
+    /// `false` turns TLS off, for a file that has the table.
+    #[schemars(extend("default" = true))]
+    pub enabled: Option<bool>,
+    /// PEM CA certificates the server's certificate must chain to. Default: the Mozilla roots (or the
+    /// throwaway CA of `[server.tls] generate`).
+    pub cacert: Option<String>,
+    /// PEM certificate chain the client presents (mutual TLS). Needs `key`.
+    pub cert: Option<String>,
+    /// PEM private key of `cert`.
+    pub key: Option<String>,
+    /// The name the server's certificate must be valid for. Default: the target's host.
+    pub cname: Option<String>,
+    /// Skip verifying the server's certificate (still TLS, still encrypted). Only when asked.
+    #[schemars(extend("default" = false))]
+    pub insecure: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -228,6 +251,27 @@ pub struct ServerSection {
     /// Allow client pings while no RPC is in flight. Needs `min_ping_interval`.
     #[schemars(extend("default" = false))]
     pub permit_without_stream: Option<bool>,
+    /// TLS on the toy server: from files, or made at run time (`generate`).
+    pub tls: Option<ServerTlsSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsSection {
+    /// A throwaway CA and a certificate for `localhost` and 127.0.0.1 it signed, made when the run starts and
+    /// written into the run directory; the client trusts that CA. Not with `cert`.
+    #[schemars(extend("default" = false))]
+    pub generate: Option<bool>,
+    /// Mutual TLS: the server requires a client certificate; with `generate`, the throwaway CA signs one for the
+    /// client too. Without `generate`, use `client_ca`.
+    #[schemars(extend("default" = false))]
+    pub client_auth: Option<bool>,
+    /// PEM certificate chain of the server (relative paths from the scenario file). Needs `key`.
+    pub cert: Option<String>,
+    /// PEM private key of `cert`.
+    pub key: Option<String>,
+    /// PEM CA certificates client certificates must chain to: requires client certificates.
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

@@ -32,9 +32,10 @@ pub use catalog::{Catalog, Entry};
 pub(crate) use document::Document;
 pub use options::{Kind, OPTIONS, Opt, OptionSpec, Overrides, Value};
 pub use plan::{
-    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, Expectation,
-    FaultPlan, ForeignClient, ForeignPlan, KeepalivePolicy, LoadPlan, Origin, Plan, QUICK_COOLDOWN,
-    QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan, ServerPlan, Transport, VerdictPlan,
+    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, ClientTlsPlan,
+    Expectation, FaultPlan, ForeignClient, ForeignPlan, Identity, KeepalivePolicy, LoadPlan, Origin, Plan,
+    QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins,
+    Transport, Trust, VerdictPlan,
 };
 pub use values::{parse_duration, parse_size};
 

@@ -37,6 +37,12 @@ pub enum Opt {
     DataFile,
     Metadata,
     StreamMessages,
+    Tls,
+    Cacert,
+    Cert,
+    Key,
+    Cname,
+    Insecure,
 }
 
 /// What an option's value is.
@@ -104,7 +110,7 @@ impl OptionSpec {
 }
 
 /// Every overridable option.
-pub const OPTIONS: [OptionSpec; 22] = [
+pub const OPTIONS: [OptionSpec; 28] = [
     row(Opt::Requests, "requests", "load.requests", Kind::Count, "N", "Override load.requests."),
     row(Opt::Duration, "duration", "load.duration", Kind::Duration, "DURATION", "Override load.duration, e.g. `20s`."),
     row(Opt::Concurrency, "concurrency", "load.concurrency", Kind::Count, "N", "Override load.concurrency."),
@@ -257,6 +263,49 @@ pub const OPTIONS: [OptionSpec; 22] = [
         "N",
         "A server-streaming call reads this many messages, then cancels the stream (call.stream_messages). \
          Default: every message, to the end.",
+    ),
+    row(
+        Opt::Tls,
+        "tls",
+        "client.tls.enabled",
+        Kind::Switch,
+        "",
+        "TLS on every connection, the server verified against --cacert or the Mozilla roots ([client.tls]). \
+         --cacert, --cert, --cname and --insecure turn it on too.",
+    ),
+    row(
+        Opt::Cacert,
+        "cacert",
+        "client.tls.cacert",
+        Kind::Path,
+        "FILE",
+        "PEM CA certificates the server's certificate must chain to (client.tls.cacert).",
+    )
+    .conflicts(&["insecure"]),
+    row(
+        Opt::Cert,
+        "cert",
+        "client.tls.cert",
+        Kind::Path,
+        "FILE",
+        "PEM certificate chain the client presents, for mutual TLS; needs --key (client.tls.cert).",
+    ),
+    row(Opt::Key, "key", "client.tls.key", Kind::Path, "FILE", "PEM private key of --cert (client.tls.key)."),
+    row(
+        Opt::Cname,
+        "cname",
+        "client.tls.cname",
+        Kind::Text,
+        "NAME",
+        "The name the server's certificate must be valid for. Default: the target's host (client.tls.cname).",
+    ),
+    row(
+        Opt::Insecure,
+        "insecure",
+        "client.tls.insecure",
+        Kind::Switch,
+        "",
+        "TLS without verifying the server's certificate; only when you ask (client.tls.insecure).",
     ),
 ];
 
@@ -411,10 +460,18 @@ impl Overrides {
     pub(crate) fn apply(&self, file: &mut toml::Table) {
         for (opt, value) in &self.0 {
             let Some(key) = opt.spec().key else { continue };
-            let (section, leaf) = key.split_once('.').expect("every key is section.leaf");
-            let section = file.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            // A section that is not a table is the file's error, reported when it is read.
-            let Some(section) = section.as_table_mut() else { continue };
+            let (tables, leaf) = key.rsplit_once('.').expect("every key is section.leaf");
+            let mut section = Some(&mut *file);
+            for name in tables.split('.') {
+                let table = section.take().expect("walked into a table");
+                let entry = table.entry(name).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                // A section that is not a table is the file's error, reported when it is read.
+                section = entry.as_table_mut();
+                if section.is_none() {
+                    break;
+                }
+            }
+            let Some(section) = section else { continue };
             let toml_value = match value {
                 Value::Rate(rate) if *rate == 0.0 => {
                     section.remove(leaf);

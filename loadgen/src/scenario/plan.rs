@@ -122,7 +122,7 @@ pub struct Origin {
 }
 
 /// The client's connection options, as tonic's `Endpoint` takes them. `None`: tonic's default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientPlan {
     /// Dialling a connection fails after this long.
     pub connect_timeout: Option<Duration>,
@@ -132,6 +132,63 @@ pub struct ClientPlan {
     pub tcp_keepalive: Option<Duration>,
     /// What carries the calls: tonic's `Channel`, or the tonic client straight on one h2 connection.
     pub transport: Transport,
+    /// TLS on every connection; `None`: plaintext.
+    pub tls: Option<ClientTlsPlan>,
+}
+
+/// The client's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsPlan {
+    /// What the server's certificate is verified against.
+    pub trust: Trust,
+    /// The certificate the client presents, if any (mutual TLS).
+    pub identity: Option<Identity>,
+    /// The name the server's certificate must be valid for; `None`: the target's host.
+    pub server_name: Option<String>,
+    /// What an error about each file names: the flag, or the file, line and key.
+    pub origins: TlsOrigins,
+}
+
+/// What a client verifies the server's certificate against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// The CA certificates in this PEM file.
+    CaFile(std::path::PathBuf),
+    /// The Mozilla root program's CAs (webpki-roots).
+    MozillaRoots,
+    /// The throwaway CA of `[server.tls] generate`.
+    Generated,
+    /// Nothing: any certificate is accepted (`insecure`).
+    Insecure,
+}
+
+/// A certificate and key the client presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Files {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
+    /// Signed by the throwaway CA of `[server.tls] generate`.
+    Generated,
+}
+
+/// Where each TLS key was set, for errors found when the files are read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsOrigins {
+    pub cacert: String,
+    pub cert: String,
+    pub key: String,
+    pub cname: String,
+}
+
+/// The toy server's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerTlsPlan {
+    /// From PEM files; with `client_ca`, client certificates are required.
+    Files { cert: std::path::PathBuf, key: std::path::PathBuf, client_ca: Option<std::path::PathBuf> },
+    /// Made at run time by a throwaway CA; with `client_auth`, client certificates are required.
+    Generated { client_auth: bool },
 }
 
 named! {
@@ -401,6 +458,8 @@ pub struct ServerPlan {
     pub max_concurrent_streams: Option<u32>,
     /// Idle and age limits, server pings, and the client ping policy.
     pub keepalive: KeepalivePolicy,
+    /// TLS, if any.
+    pub tls: Option<ServerTlsPlan>,
 }
 
 impl ServerPlan {
@@ -429,6 +488,14 @@ impl ServerPlan {
         }
         if policy.permit_without_stream {
             args.push("--permit-without-stream".to_owned());
+        }
+        // Generated files exist only once the run has its directory; the run adds their flags.
+        if let Some(ServerTlsPlan::Files { cert, key, client_ca }) = &self.tls {
+            args.extend(["--tls-cert".to_owned(), cert.display().to_string()]);
+            args.extend(["--tls-key".to_owned(), key.display().to_string()]);
+            if let Some(ca) = client_ca {
+                args.extend(["--tls-client-ca".to_owned(), ca.display().to_string()]);
+            }
         }
         args
     }

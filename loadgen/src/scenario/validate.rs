@@ -9,13 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::file::{
-    CallSection, CapsSection, ClientSection, ExpectSection, FaultSection, LoadSection, SamplingSection, ScenarioFile,
-    ServerSection, VerdictSection,
+    CallSection, CapsSection, ClientSection, ClientTlsSection, ExpectSection, FaultSection, LoadSection,
+    SamplingSection, ScenarioFile, ServerSection, ServerTlsSection, VerdictSection,
 };
 use super::plan::{
-    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, FaultPlan,
-    ForeignClient, ForeignPlan, KeepalivePolicy, LoadPlan, Origin, Plan, RequestShape, SamplingPlan, ServerPlan,
-    Transport, VerdictPlan,
+    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, ClientTlsPlan,
+    FaultPlan, ForeignClient, ForeignPlan, Identity, KeepalivePolicy, LoadPlan, Origin, Plan, RequestShape,
+    SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins, Transport, Trust, VerdictPlan,
 };
 use super::values::{PolicyName, format_duration};
 use super::{Document, MIN_ROUNDS, Opt, Overrides, ScenarioError, defaults};
@@ -133,7 +133,13 @@ impl<'a> Validator<'a> {
         let verdict = self.verdict(&file.verdict, &file.expect)?;
         let caps = if self.no_caps { CapsPlan::machine_guard() } else { self.caps(&file.caps)? };
         let source_addresses = self.range("client.source_addresses", file.client.source_addresses, 0, 0, 253)? as u8;
-        let client = self.client(&file.client, policy)?;
+        let client = self.client(&file.client, policy, server.tls.as_ref())?;
+        if matches!(server.tls, Some(ServerTlsPlan::Files { .. })) && client.tls.is_none() {
+            return Err(self.invalid(
+                "server.tls.cert",
+                "the toy server serves TLS, and the client has none: add [client.tls] with the cacert that signed it",
+            ));
+        }
         let fault = self.fault(&file.fault)?;
         let call = file.call.as_ref().map(|call| self.call(call)).transpose()?;
         let largest = server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from);
@@ -172,6 +178,9 @@ impl<'a> Validator<'a> {
             {
                 return Err(self.invalid(&format!("{section}.{key}"), why));
             }
+        }
+        if self.document.line("server.tls").is_some() {
+            return Err(self.invalid("server.tls", "an external client dials the toy server in plaintext"));
         }
         for key in ["cooldown", "heap_profile"] {
             if self.document.line(&format!("sampling.{key}")).is_some() {
@@ -419,10 +428,109 @@ impl<'a> Validator<'a> {
             max_message_bytes: count("server.max_message_size", server.max_message_size)?,
             max_concurrent_streams: count("server.max_concurrent_streams", server.max_concurrent_streams)?,
             keepalive,
+            tls: server.tls.as_ref().map(|tls| self.server_tls(tls)).transpose()?,
         })
     }
 
-    fn client(&self, client: &ClientSection, policy: ChannelPolicy) -> Result<ClientPlan, ScenarioError> {
+    /// A path of the scenario file, relative to its directory.
+    fn file_path(&self, path: &str) -> std::path::PathBuf {
+        self.path.parent().unwrap_or(Path::new("")).join(path)
+    }
+
+    fn server_tls(&self, tls: &ServerTlsSection) -> Result<ServerTlsPlan, ScenarioError> {
+        if tls.generate == Some(true) {
+            for (key, set) in [("cert", &tls.cert), ("key", &tls.key), ("client_ca", &tls.client_ca)] {
+                if set.is_some() {
+                    return Err(self.invalid(
+                        &format!("server.tls.{key}"),
+                        "not with server.tls.generate: the files are made at run time",
+                    ));
+                }
+            }
+            return Ok(ServerTlsPlan::Generated { client_auth: tls.client_auth.unwrap_or(false) });
+        }
+        if tls.client_auth.is_some() {
+            return Err(self.invalid(
+                "server.tls.client_auth",
+                "needs server.tls.generate; with files, client_ca requires client certificates",
+            ));
+        }
+        match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => Ok(ServerTlsPlan::Files {
+                cert: self.file_path(cert),
+                key: self.file_path(key),
+                client_ca: tls.client_ca.as_deref().map(|ca| self.file_path(ca)),
+            }),
+            (Some(_), None) => Err(self.invalid("server.tls.key", "missing: server.tls.cert needs its key")),
+            (None, _) => Err(self.invalid("server.tls.cert", "missing: give cert and key, or generate = true")),
+        }
+    }
+
+    /// The client's TLS: its own table, or the throwaway CA of a generated server TLS.
+    fn client_tls(
+        &self,
+        tls: Option<&ClientTlsSection>,
+        server: Option<&ServerTlsPlan>,
+    ) -> Result<Option<ClientTlsPlan>, ScenarioError> {
+        let generated = match server {
+            Some(ServerTlsPlan::Generated { client_auth }) => Some(*client_auth),
+            _ => None,
+        };
+        let section = match tls {
+            Some(section) if section.enabled == Some(false) => return Ok(None),
+            Some(section) => section.clone(),
+            None if generated.is_some() => ClientTlsSection::default(),
+            None => return Ok(None),
+        };
+        let insecure = section.insecure.unwrap_or(false);
+        let trust = match (&section.cacert, insecure, generated) {
+            (Some(_), true, _) => {
+                return Err(
+                    self.invalid("client.tls.insecure", "not with client.tls.cacert: insecure verifies nothing")
+                );
+            }
+            (Some(ca), false, _) => Trust::CaFile(self.file_path(ca)),
+            (None, true, _) => Trust::Insecure,
+            (None, false, Some(_)) => Trust::Generated,
+            (None, false, None) => Trust::MozillaRoots,
+        };
+        let identity = match (&section.cert, &section.key) {
+            (Some(cert), Some(key)) => Some(Identity::Files { cert: self.file_path(cert), key: self.file_path(key) }),
+            (Some(_), None) => {
+                let cert = self.origin("client.tls.cert");
+                return Err(self.invalid("client.tls.key", format!("missing: {cert} needs its key (--key)")));
+            }
+            (None, Some(_)) => {
+                let key = self.origin("client.tls.key");
+                return Err(
+                    self.invalid("client.tls.cert", format!("missing: {key} is the key of a certificate (--cert)"))
+                );
+            }
+            (None, None) if generated == Some(true) => Some(Identity::Generated),
+            (None, None) => None,
+        };
+        if section.cname.as_deref().is_some_and(|name| name.trim().is_empty()) {
+            return Err(self.invalid("client.tls.cname", "must not be empty"));
+        }
+        Ok(Some(ClientTlsPlan {
+            trust,
+            identity,
+            server_name: section.cname.clone(),
+            origins: TlsOrigins {
+                cacert: self.origin("client.tls.cacert"),
+                cert: self.origin("client.tls.cert"),
+                key: self.origin("client.tls.key"),
+                cname: self.origin("client.tls.cname"),
+            },
+        }))
+    }
+
+    fn client(
+        &self,
+        client: &ClientSection,
+        policy: ChannelPolicy,
+        server_tls: Option<&ServerTlsPlan>,
+    ) -> Result<ClientPlan, ScenarioError> {
         let interval = self.optional("client.keepalive_interval", client.keepalive_interval)?;
         let timeout = self.optional("client.keepalive_timeout", client.keepalive_timeout)?;
         let keepalive = match interval {
@@ -464,6 +572,7 @@ impl<'a> Validator<'a> {
             keepalive,
             tcp_keepalive: self.optional("client.tcp_keepalive", client.tcp_keepalive)?,
             transport,
+            tls: self.client_tls(client.tls.as_ref(), server_tls)?,
         })
     }
 

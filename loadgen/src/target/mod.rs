@@ -5,7 +5,11 @@ mod spawned;
 
 use std::time::{Duration, Instant};
 
-use tonic::transport::Endpoint;
+use leaklab_probe::ConnectionCounter;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::load::connector::CountingConnector;
+use crate::tls::ClientTls;
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -16,13 +20,13 @@ pub use spawned::{ServerControl, ServerProcess, SpawnError};
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Waits until the gRPC health service at `authority` reports `leaklab.v1.Echo`
-/// as SERVING. The probing connection is closed before this returns.
-pub async fn wait_until_serving(authority: &str, timeout: Duration) -> anyhow::Result<()> {
+/// as SERVING, over TLS when `tls` is given. The probing connection is closed before this returns.
+pub async fn wait_until_serving(authority: &str, timeout: Duration, tls: Option<&ClientTls>) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let endpoint = Endpoint::from_shared(format!("http://{authority}"))?.connect_timeout(Duration::from_secs(1));
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
-        match endpoint.connect().await {
+        match connect(&endpoint, tls).await {
             Ok(channel) => {
                 let request = HealthCheckRequest { service: leaklab_proto::ECHO_SERVICE_NAME.to_owned() };
                 match HealthClient::new(channel).check(request).await {
@@ -42,13 +46,13 @@ pub async fn wait_until_serving(authority: &str, timeout: Duration) -> anyhow::R
     )
 }
 
-/// Waits until an HTTP/2 connection to `authority` is established (any gRPC server); the
-/// connection is closed before this returns.
-pub async fn wait_until_connected(authority: &str, timeout: Duration) -> anyhow::Result<()> {
+/// Waits until an HTTP/2 connection to `authority` is established (any gRPC server), over TLS when
+/// `tls` is given; the connection is closed before this returns.
+pub async fn wait_until_connected(authority: &str, timeout: Duration, tls: Option<&ClientTls>) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let endpoint = Endpoint::from_shared(format!("http://{authority}"))?.connect_timeout(Duration::from_secs(1));
     loop {
-        match endpoint.connect().await {
+        match connect(&endpoint, tls).await {
             Ok(_channel) => return Ok(()),
             Err(error) if Instant::now() >= deadline => anyhow::bail!(
                 "the server at {authority} did not accept an HTTP/2 connection within {}: {error}",
@@ -57,4 +61,10 @@ pub async fn wait_until_connected(authority: &str, timeout: Duration) -> anyhow:
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+/// A channel to `endpoint` through leaklab's connector, with TLS when `tls` is given.
+pub async fn connect(endpoint: &Endpoint, tls: Option<&ClientTls>) -> Result<Channel, tonic::transport::Error> {
+    let connector = CountingConnector::new(ConnectionCounter::new()).tls(tls.cloned());
+    endpoint.connect_with_connector(connector).await
 }

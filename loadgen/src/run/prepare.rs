@@ -1,0 +1,83 @@
+//! What a built-in run prepares before anything runs: the method it calls
+//! and the client's TLS (with a throwaway CA when the scenario asks for one).
+//! A [`ResolveError`] here is the command line's or the scenario's mistake,
+//! and nothing has run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::Endpoint;
+
+use super::TargetChoice;
+use crate::call::{self, ResolveError};
+use crate::load::Method;
+use crate::scenario::{RunPlan, ServerTlsPlan};
+use crate::tls::{self, ClientTls, Pki};
+
+/// How long reaching a `--target`'s reflection service may take.
+const REFLECTION_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The host the toy server is started on.
+const SPAWNED_HOST: &str = "127.0.0.1";
+
+/// What the run uses, made before it starts.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub method: Method,
+    /// TLS on the client's connections.
+    pub tls: Option<ClientTls>,
+    /// The throwaway CA and certificates of `[server.tls] generate`, for the toy server.
+    pub pki: Option<Pki>,
+}
+
+/// Prepares `plan` against `target`.
+pub async fn prepare(plan: &RunPlan, target: Option<&TargetChoice>) -> Result<Prepared, ResolveError> {
+    let RunPlan::Builtin(plan) = plan else { return Ok(Prepared::default()) };
+    let (host, external) = match target {
+        Some(TargetChoice::External { authority }) => {
+            (authority.rsplit_once(':').map_or(authority.as_str(), |(host, _)| host), Some(authority))
+        }
+        _ => (SPAWNED_HOST, None),
+    };
+    let pki = match (&plan.server.tls, external) {
+        (Some(ServerTlsPlan::Generated { client_auth }), None) => {
+            Some(Pki::generate(*client_auth).map_err(|e| ResolveError {
+                origin: "server.tls.generate".to_owned(),
+                reason: format!("cannot make the throwaway CA: {e}"),
+            })?)
+        }
+        _ => None,
+    };
+    let tls = plan.client.tls.as_ref().map(|client| tls::client(client, host, pki.as_ref())).transpose()?;
+    let Some(spec) = &plan.call else {
+        return Ok(Prepared { method: Method::Echo(plan.load.request.clone()), tls, pki });
+    };
+    let call = match external {
+        _ if !spec.protos.is_empty() => call::from_protos(spec)?,
+        Some(authority) => {
+            let unreachable = |reason: String| ResolveError {
+                origin: "--target".to_owned(),
+                reason: format!("{authority}: cannot reach the server to ask its reflection service: {reason}"),
+            };
+            let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+                .map_err(|e| unreachable(e.to_string()))?
+                .connect_timeout(REFLECTION_CONNECT_TIMEOUT);
+            let channel =
+                crate::target::connect(&endpoint, tls.as_ref()).await.map_err(|e| unreachable(error_chain(&e)))?;
+            call::from_reflection(spec, channel).await?
+        }
+        None => call::from_toy_server(spec)?,
+    };
+    Ok(Prepared { method: Method::Call(Arc::new(call)), tls, pki })
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
