@@ -381,6 +381,11 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "server_bin")]
     pub(crate) target: Option<String>,
 
+    /// The --target server's process id on this machine: its RSS, fds, threads and connections are
+    /// sampled from /proc, and its RSS judged per request as the toy server's memory is.
+    #[arg(long, value_name = "PID", requires = "target")]
+    pub(crate) server_pid: Option<u32>,
+
     /// The leaklab-server binary to start [default: next to this binary]
     #[arg(long, value_name = "PATH")]
     pub(crate) server_bin: Option<PathBuf>,
@@ -408,7 +413,13 @@ impl CommonArgs {
     pub(crate) fn forwarded(&self, target: &TargetChoice) -> Vec<String> {
         let mut args = match target {
             TargetChoice::Spawn { server_bin } => vec!["--server-bin".to_owned(), server_bin.display().to_string()],
-            TargetChoice::External { authority } => vec!["--target".to_owned(), authority.clone()],
+            TargetChoice::External { authority, server_pid } => {
+                let mut args = vec!["--target".to_owned(), authority.clone()];
+                if let Some(pid) = server_pid {
+                    args.extend(["--server-pid".to_owned(), pid.to_string()]);
+                }
+                args
+            }
         };
         if self.quiet {
             args.push("--quiet".to_owned());
@@ -432,7 +443,12 @@ impl CommonArgs {
             if authority.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
                 anyhow::bail!("--target {authority:?}: expected HOST:PORT, like 127.0.0.1:50051");
             }
-            return Ok(TargetChoice::External { authority: authority.clone() });
+            if let Some(pid) = self.server_pid
+                && !leaklab_probe::procfs::Proc::Pid(pid).is_running()
+            {
+                anyhow::bail!("--server-pid {pid}: no such process");
+            }
+            return Ok(TargetChoice::External { authority: authority.clone(), server_pid: self.server_pid });
         }
         let server_bin = match &self.server_bin {
             Some(path) => path.clone(),

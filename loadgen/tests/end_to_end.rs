@@ -58,7 +58,7 @@ fn a_spawned_run_writes_its_report_and_stops_its_server() {
     // The load generator's count equals the server's own.
     assert_eq!(s["requests"]["ok"], 400);
     let last_server = written.iter().rev().find_map(|s| s.server).expect("server figures were sampled");
-    assert_eq!(last_server.requests_served, 400);
+    assert_eq!(last_server.requests_served, Some(400));
     // Both processes were measured, and the reused channel is one connection.
     assert_eq!(
         (s["client"]["connections"]["peak"].as_u64(), s["server"]["connections"]["peak"].as_u64()),

@@ -40,6 +40,7 @@ const METADATA: &str = r#"{"x-team": "checkout", "authorization": "Bearer t0ken"
 /// The shop server on a free loopback port; SIGTERM makes it print its counts and exit.
 struct Shop {
     child: Child,
+    pid: u32,
     stdout: BufReader<ChildStdout>,
     port: u16,
 }
@@ -60,7 +61,8 @@ impl Shop {
         stdout.read_line(&mut line).unwrap();
         let port = line.trim().strip_prefix("listening on ").and_then(|port| port.parse().ok());
         let port = port.unwrap_or_else(|| panic!("the shop server did not start: {line:?}"));
-        Shop { child, stdout, port }
+        let pid = child.id();
+        Shop { child, pid, stdout, port }
     }
 
     fn target(&self) -> String {
@@ -217,4 +219,44 @@ fn over_tls_with_a_ca_made_by_the_test_every_policy_still_reaches_the_grpcio_ser
         assert_eq!(summary_ok(reports.path(), policy), counts["calls"], "{policy}");
         assert_eq!(counts["calls"], 360, "{policy}");
     }
+}
+
+#[test]
+fn a_server_process_leaklab_did_not_start_is_judged_on_its_rss_per_request() {
+    const KEPT: f64 = 65_536.0;
+    let reports = tempfile::tempdir().unwrap();
+    for (keep, expected) in [(KEPT, "leak"), (0.0, "no-leak")] {
+        let shop = Shop::start(&["--reflection", "--keep-bytes", &keep.to_string()]);
+        let name = format!("keeps-{keep}");
+        let path = reports.path().join(format!("{name}.toml"));
+        let scenario_text = "description = \"x\"\n[client]\npolicy = \"reused\"\n\
+                    [load]\nconcurrency = 2\nrequests = 2400\nwarmup_requests = 400\nrounds = 8\n\
+                    [sampling]\ninterval = \"50ms\"\ncooldown = \"100ms\"\n[verdict]\ntolerance = 2048\n";
+        std::fs::write(&path, scenario_text).unwrap();
+        let pid = shop.pid.to_string();
+        let flags = ["--server-pid", &pid, "--call", "shop.v1.Orders/Place", "-d", r#"{"customer": "ada"}"#];
+        let output = run(&path, &shop.target(), &flags, reports.path());
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        let summary = summary(reports.path(), &name);
+        assert_eq!(summary["target"]["server_measured_by"], "process");
+        assert_eq!(summary["target"]["server_pid"], shop.pid);
+        let server = &summary["verdict"]["server"];
+        assert_eq!(server["kind"], expected, "{server}");
+        let slope = server["slope_bytes_per_request"].as_f64().unwrap();
+        if keep > 0.0 {
+            assert!((slope - keep).abs() <= 0.2 * keep, "kept {keep} B per call, judged {slope}");
+        }
+        assert!(summary["server"]["rss_bytes"]["end"].as_u64().unwrap() > 0);
+        assert!(summary["server"]["allocated_bytes"].is_null(), "no allocator leaklab can read");
+        assert!(common::schema_errors(&summary).is_empty(), "{:?}", common::schema_errors(&summary));
+    }
+}
+
+#[test]
+fn a_server_pid_that_is_no_process_is_a_usage_error() {
+    let reports = tempfile::tempdir().unwrap();
+    let path = scenario(reports.path(), "place", "reused", "");
+    let output = run(&path, "127.0.0.1:9", &["--server-pid", "4000000"], reports.path());
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("--server-pid 4000000: no such process"), "{}", text(&output));
 }

@@ -68,10 +68,11 @@ impl ServerLine {
 pub struct ServerStats {
     /// The server process, measured by itself.
     pub process: ProcessSnapshot,
-    /// RPCs answered with OK since start (unary calls and completed streams).
-    pub requests_served: u64,
-    /// RPCs answered with an error status since start.
-    pub requests_failed: u64,
+    /// RPCs answered with OK since start (unary calls and completed streams); `null` for a server that
+    /// does not count them for leaklab (one measured from outside).
+    pub requests_served: Option<u64>,
+    /// RPCs answered with an error status since start; `null` as `requests_served` is.
+    pub requests_failed: Option<u64>,
     /// What the server's keepalive policy did to connections since start.
     #[serde(default)]
     pub lifecycle: ServerLifecycle,
@@ -121,8 +122,8 @@ mod tests {
                 jemalloc: None,
                 connections: ConnectionCounts { open: 1, opened: 2, closed: 1 }.into(),
             },
-            requests_served: 10,
-            requests_failed: 1,
+            requests_served: Some(10),
+            requests_failed: Some(1),
             lifecycle: ServerLifecycle { goaway_max_idle: 3, ..ServerLifecycle::default() },
         });
         let line = stats.to_line();

@@ -108,8 +108,8 @@ impl ServerMetrics {
     pub fn stats(&self, reader: &SnapshotReader) -> Result<ServerStats, ProcError> {
         Ok(ServerStats {
             process: reader.read()?,
-            requests_served: self.requests_served(),
-            requests_failed: self.requests_failed(),
+            requests_served: Some(self.requests_served()),
+            requests_failed: Some(self.requests_failed()),
             lifecycle: self.lifecycle.counts(),
         })
     }

@@ -55,7 +55,12 @@ pub(super) async fn run(
     };
     let mut measure = LiveMeasure::new(SnapshotReader::new(channels.connections().clone()), server.take_control())
         .with_events(events)
-        .with_sockets(SocketWatch::start(ports, None, TIME_WAIT_EVERY).context("counting TIME_WAIT sockets")?);
+        .with_sockets(
+            SocketWatch::start(ports, server.foreign_pid(), TIME_WAIT_EVERY).context("counting TIME_WAIT sockets")?,
+        );
+    if let Some(pid) = server.foreign_pid() {
+        measure = measure.with_foreign_server(pid).with_context(|| format!("--server-pid {pid}"))?;
+    }
     if plan.sampling.heap_profile {
         leaklab_probe::heap::activate().context("sampling.heap_profile")?;
         measure = measure.with_heap_profiles(sampling.dir.path.clone());

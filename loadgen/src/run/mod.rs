@@ -49,8 +49,9 @@ use server::ServerSide;
 pub enum TargetChoice {
     /// Start this `leaklab-server` binary on a free loopback port and measure it.
     Spawn { server_bin: PathBuf },
-    /// Load a server that is already running at `host:port`; it is not measured.
-    External { authority: String },
+    /// Load a server that is already running at `host:port`; measured only when it is a process on this
+    /// machine named by `server_pid`.
+    External { authority: String, server_pid: Option<u32> },
 }
 
 /// How to run a plan (everything that is not part of it).

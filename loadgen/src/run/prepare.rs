@@ -34,7 +34,7 @@ pub struct Prepared {
 pub async fn prepare(plan: &RunPlan, target: Option<&TargetChoice>) -> Result<Prepared, ResolveError> {
     let RunPlan::Builtin(plan) = plan else { return Ok(Prepared::default()) };
     let (host, external) = match target {
-        Some(TargetChoice::External { authority }) => {
+        Some(TargetChoice::External { authority, .. }) => {
             (authority.rsplit_once(':').map_or(authority.as_str(), |(host, _)| host), Some(authority))
         }
         _ => (SPAWNED_HOST, None),

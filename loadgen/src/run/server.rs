@@ -11,7 +11,7 @@ use anyhow::Context;
 use super::{Prepared, TargetChoice};
 use crate::report::RunDir;
 use crate::scenario::{RunPlan, ServerTlsPlan};
-use crate::summary::{Limits, Note, TargetInfo, TargetKind};
+use crate::summary::{Limits, Note, ServerSource, TargetInfo, TargetKind};
 use crate::target::{self, ServerControl, ServerProcess};
 
 /// How long a stopped server may take to exit before it is killed.
@@ -26,6 +26,8 @@ pub(super) struct ServerSide {
     control: Option<ServerControl>,
     address: Option<String>,
     kind: TargetKind,
+    /// `--server-pid`: the process of a server the run did not start, measured from outside.
+    foreign_pid: Option<u32>,
 }
 
 impl ServerSide {
@@ -55,7 +57,13 @@ impl ServerSide {
             RunPlan::Foreign(plan) => plan.server.as_ref().map(|server| server.args()),
         };
         let Some(args) = args else {
-            return Ok(ServerSide { process: None, control: None, address: None, kind: TargetKind::None });
+            return Ok(ServerSide {
+                process: None,
+                control: None,
+                address: None,
+                kind: TargetKind::None,
+                foreign_pid: None,
+            });
         };
         let Some(target) = target else {
             anyhow::bail!("{} needs the toy server, and no server binary was given", plan.name());
@@ -75,9 +83,10 @@ impl ServerSide {
                     control: Some(control),
                     address: Some(address),
                     kind: TargetKind::Spawned,
+                    foreign_pid: None,
                 })
             }
-            TargetChoice::External { authority } if matches!(plan, RunPlan::Builtin(_)) => {
+            TargetChoice::External { authority, server_pid } if matches!(plan, RunPlan::Builtin(_)) => {
                 match plan {
                     // A server leaklab did not write need not have a health service, nor leaklab's Echo.
                     RunPlan::Builtin(plan) if plan.call.is_some() => {
@@ -90,6 +99,7 @@ impl ServerSide {
                     control: None,
                     address: Some(authority.clone()),
                     kind: TargetKind::External,
+                    foreign_pid: *server_pid,
                 })
             }
             TargetChoice::External { .. } => anyhow::bail!(
@@ -109,17 +119,29 @@ impl ServerSide {
         self.control.take()
     }
 
+    /// The process of a server the run did not start, to measure from outside (`--server-pid`).
+    pub(super) fn foreign_pid(&self) -> Option<u32> {
+        self.foreign_pid
+    }
+
     pub(super) fn info(&self) -> TargetInfo {
+        let server_measured_by = match (self.kind, self.foreign_pid) {
+            (TargetKind::Spawned, _) => Some(ServerSource::SideChannel),
+            (_, Some(_)) => Some(ServerSource::Process),
+            _ => None,
+        };
         TargetInfo {
             kind: self.kind,
             address: self.address.clone(),
-            server_pid: self.process.as_ref().map(ServerProcess::pid),
+            server_pid: self.process.as_ref().map(ServerProcess::pid).or(self.foreign_pid),
+            server_measured_by,
         }
     }
 
     /// The fd limits of the client (`client_fds`, as the caller read them) and of a started server.
     pub(super) fn limits(&self, client_fds: Option<FdLimits>) -> Limits {
-        let server_fds = self.process.as_ref().and_then(|s| procfs::fd_limits_of(Proc::Pid(s.pid())).ok());
+        let pid = self.process.as_ref().map(ServerProcess::pid).or(self.foreign_pid);
+        let server_fds = pid.and_then(|pid| procfs::fd_limits_of(Proc::Pid(pid)).ok());
         Limits { client_fds, server_fds }
     }
 

@@ -1,5 +1,6 @@
-//! The built-in client's measure: this process read directly, the toy server
-//! asked over its side channel.
+//! The built-in client's measure: this process read directly, and the
+//! server asked over the toy server's side channel or, for a `--server-pid`
+//! leaklab did not start, read from `/proc` and the socket watch.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use leaklab_probe::control::ServerStats;
 use leaklab_probe::jemalloc::purge_all_arenas;
-use leaklab_probe::procfs::ProcError;
-use leaklab_probe::{ProcessSnapshot, SnapshotReader};
+use leaklab_probe::procfs::{self, Proc, ProcError, ProcFiles};
+use leaklab_probe::{Connections, ProcessSnapshot, SnapshotReader};
 
 use super::{Measure, NetworkSample, Phase, SocketWatch};
 use crate::heap;
@@ -21,6 +22,8 @@ pub type ClientEventsProbe = Box<dyn FnMut() -> (u64, BTreeMap<String, u64>) + S
 pub struct LiveMeasure {
     client: SnapshotReader,
     server: Option<ServerControl>,
+    /// A server process leaklab did not start: its pid and its `/proc` files.
+    foreign_server: Option<(u32, ProcFiles)>,
     events: Option<ClientEventsProbe>,
     sockets: Option<SocketWatch>,
     heap: Option<HeapDumps>,
@@ -46,7 +49,14 @@ impl std::fmt::Debug for LiveMeasure {
 impl LiveMeasure {
     /// `server` is `None` for an external target, whose figures cannot be read.
     pub fn new(client: SnapshotReader, server: Option<ServerControl>) -> Self {
-        Self { client, server, events: None, sockets: None, heap: None }
+        Self { client, server, foreign_server: None, events: None, sockets: None, heap: None }
+    }
+
+    /// Reads the server as process `pid` from outside: RSS, fds and threads from `/proc`, its
+    /// connections from the socket watch (started for `pid`). It cannot be purged or profiled.
+    pub fn with_foreign_server(mut self, pid: u32) -> Result<Self, ProcError> {
+        self.foreign_server = Some((pid, ProcFiles::open(Proc::Pid(pid))?));
+        Ok(self)
     }
 
     /// Dumps both processes' heap profiles into `dir` at the end of warm-up
@@ -80,6 +90,23 @@ impl Measure for LiveMeasure {
     }
 
     fn server(&mut self) -> Option<ServerStats> {
+        if let Some((pid, files)) = self.foreign_server.as_ref() {
+            let established = self.sockets.as_ref().and_then(|sockets| sockets.latest().established());
+            let process = ProcessSnapshot {
+                pid: *pid,
+                rss_bytes: files.rss_bytes().ok()?,
+                fds: procfs::open_fds(Proc::Pid(*pid)).ok()?,
+                threads: files.threads().ok()?,
+                jemalloc: None,
+                connections: Connections::open_only(established?),
+            };
+            return Some(ServerStats {
+                process,
+                requests_served: None,
+                requests_failed: None,
+                lifecycle: Default::default(),
+            });
+        }
         self.server.as_mut().and_then(ServerControl::stats)
     }
 

@@ -142,7 +142,7 @@ impl Summary {
                 notes.push(Note::JudgedOnSamples { axis, warmup_s: info.warmup_s });
             }
         }
-        if facts.target.kind == TargetKind::External {
+        if facts.target.kind == TargetKind::External && facts.target.server_measured_by.is_none() {
             notes.push(Note::ServerNotMeasured { address: facts.target.address.clone().unwrap_or_default() });
         }
         // A spawned server answers every sample unless its side channel was late.

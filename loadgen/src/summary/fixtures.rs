@@ -52,8 +52,8 @@ pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summ
     let mut push = |t: f64, phase: Phase, requests: u64| {
         let server = ServerStats {
             process: snapshot(5_000_000 + requests * 20_000, requests),
-            requests_served: requests,
-            requests_failed: 0,
+            requests_served: Some(requests),
+            requests_failed: Some(0),
             lifecycle: Default::default(),
         };
         samples.push(Sample {
@@ -90,7 +90,12 @@ pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summ
     };
     let facts = RunFacts {
         started_at: "2026-11-28T00:00:00Z".into(),
-        target: TargetInfo { kind: TargetKind::Spawned, address: Some("127.0.0.1:1".into()), server_pid: Some(2) },
+        target: TargetInfo {
+            kind: TargetKind::Spawned,
+            address: Some("127.0.0.1:1".into()),
+            server_pid: Some(2),
+            server_measured_by: Some(super::ServerSource::SideChannel),
+        },
         samples_file: "samples.jsonl".into(),
         sampling_busy: Duration::from_millis(12),
         notes: vec![],

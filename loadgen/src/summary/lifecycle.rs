@@ -235,8 +235,8 @@ mod tests {
         let mut first = sample(1.0, Phase::Load, 0, 0);
         first.server = Some(ServerStats {
             process: first.client,
-            requests_served: 0,
-            requests_failed: 0,
+            requests_served: Some(0),
+            requests_failed: Some(0),
             lifecycle: ServerLifecycle::default(),
         });
         let mut second = first.clone();

@@ -126,8 +126,21 @@ pub struct TargetInfo {
     pub kind: TargetKind,
     /// `host:port` the load was sent to; `null` without a server.
     pub address: Option<String>,
-    /// Process id of a spawned server.
+    /// Process id of the server whose memory was measured, when it is a process on this machine (a spawned
+    /// server, or `--server-pid`).
     pub server_pid: Option<u32>,
+    /// Where the server's figures came from: `side_channel` (the toy server this run started, which measures
+    /// itself), `process` (`--server-pid`: read from `/proc` and the kernel's socket table); `null`: not measured.
+    #[serde(default)]
+    pub server_measured_by: Option<ServerSource>,
+}
+
+/// How a run reads its server's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerSource {
+    SideChannel,
+    Process,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -38,7 +38,9 @@ fn point(at: f64, process: &ProcessSnapshot, quantity: Quantity) -> Point {
 /// A built-in run's checkpoints for `side`: the settled samples of the loaded
 /// window, and the last sample when it is a settled one after the window.
 pub fn checkpoints(samples: &[Sample], side: Side) -> Series {
-    let quantity = Quantity::AllocatedBytes;
+    // A server leaklab did not start (`--server-pid`) has no allocator it can read: its RSS is judged.
+    let unreadable = samples.iter().filter_map(|s| side.of(s)).any(|process| process.jemalloc.is_none());
+    let quantity = if unreadable { Quantity::RssBytes } else { Quantity::AllocatedBytes };
     let mut series =
         Series { quantity, axis: Axis::Request, basis: Basis::Checkpoints, points: Vec::new(), after_cooldown: None };
     let Some(window) = LoadWindow::find(samples) else { return series };
