@@ -5,6 +5,9 @@
 //!    and `h2`), with sampling every 100 ms and with sampling off, alternating
 //!    A/B/A/B so that machine drift cancels out; the medians give the cost of
 //!    sampling.
+//!    1b. Any method: `reused` through the dynamic path (`[call]` with the Echo's
+//!    `.proto` and JSON data) beside the compiled `Echo`, plaintext and over TLS
+//!    (a throwaway CA), alternating; `LEAKLAB_BENCH_ONLY=dynamic` runs only this.
 //! 2. The load generator's own RSS over 1,000,000 requests, compared with its
 //!    value right after warm-up, measured on the `loadgen` binary itself.
 //! 3. Open-loop accuracy: at a target rate well below capacity, the rate achieved.
@@ -53,6 +56,11 @@ fn main() {
     let server_bin = server_bin();
 
     println!("leaklab bench: {}", machine_description());
+    // LEAKLAB_BENCH_ONLY=dynamic runs only the dynamic path's comparison (section 1b).
+    if std::env::var("LEAKLAB_BENCH_ONLY").is_ok_and(|only| only == "dynamic") {
+        dynamic_path(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
+        return;
+    }
     println!(
         "policy reused, {CONCURRENCY} workers, closed loop, 64-byte unary echo, client and server on the same {} cores\n",
         cores()
@@ -120,6 +128,10 @@ fn main() {
         );
     }
     println!();
+
+    // 1b. Any method: the dynamic path (descriptors from a .proto, JSON data) beside the compiled Echo,
+    // plaintext and over TLS, alternating.
+    dynamic_path(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
 
     // 2. The load generator's own memory over a long run. This runs the real
     // `loadgen` binary: in this process, allocator pages freed by the rounds
@@ -365,6 +377,80 @@ pub(crate) fn plan_text(requests: u64, transport: Transport) -> String {
          [sampling]\ncooldown = \"0s\"\n",
         transport.name()
     )
+}
+
+/// How the bench's calls are made: the compiled `Echo` or the dynamic path, plaintext or TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CallPath {
+    dynamic: bool,
+    tls: bool,
+}
+
+impl CallPath {
+    fn name(self) -> &'static str {
+        match (self.dynamic, self.tls) {
+            (false, false) => "compiled Echo",
+            (true, false) => "dynamic, --proto",
+            (false, true) => "compiled Echo, TLS",
+            (true, true) => "dynamic, --proto, TLS",
+        }
+    }
+
+    /// `plan_text` on a `Channel`, with a `[call]` of the same Echo request (64 bytes of `x`) and TLS as asked.
+    fn scenario(self, requests: u64) -> String {
+        let mut text = plan_text(requests, Transport::Channel);
+        if self.dynamic {
+            use base64::Engine;
+            let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/leaklab/v1/echo.proto");
+            let payload = base64::engine::general_purpose::STANDARD.encode([b'x'; 64]);
+            text += &format!(
+                "[call]\nmethod = \"leaklab.v1.Echo/Unary\"\nproto = [\"{}\"]\ndata = '{{\"payload\": \"{payload}\"}}'\n",
+                proto.display()
+            );
+        }
+        if self.tls {
+            text += "[server.tls]\ngenerate = true\n";
+        }
+        text
+    }
+}
+
+/// `reused` through each [`CallPath`], alternating rounds; the dynamic path's throughput as a share of the
+/// compiled one's, plaintext and over TLS.
+fn dynamic_path(runtime: &tokio::runtime::Runtime, server_bin: &Path, reports: &Path, requests: u64) {
+    const PATH_ROUNDS: usize = 3;
+    let paths = [false, true].map(|tls| [false, true].map(|dynamic| CallPath { dynamic, tls }));
+    let paths: Vec<CallPath> = paths.into_iter().flatten().collect();
+    println!("| round | calls | requests | req/s | p50 µs | p99 µs |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    for round in 1..=PATH_ROUNDS {
+        for (path, rates) in paths.iter().zip(&mut rates) {
+            let plan = scenario::parse(Path::new("bench.toml"), &path.scenario(requests), &Overrides::default())
+                .ok()
+                .and_then(RunPlan::builtin)
+                .expect("the bench plan is valid");
+            let outcome = runtime.block_on(execute(&plan, server_bin, reports));
+            let s = &outcome.report.summary;
+            let counted = s.requests.as_ref().expect("a built-in run counts its requests");
+            assert_eq!(counted.failed, 0, "bench requests failed: {:?}", counted.errors);
+            let (rps, latency) =
+                (s.throughput_rps.unwrap_or(0.0), s.latency_us.expect("a built-in run times its calls"));
+            println!("| {round} | {} | {} | {rps:.0} | {} | {} |", path.name(), counted.ok, latency.p50, latency.p99);
+            rates.push(rps);
+        }
+    }
+    println!();
+    let medians: Vec<f64> = rates.iter_mut().map(|rates| median(rates)).collect();
+    for (path, rate) in paths.iter().zip(&medians) {
+        println!("{}: median {rate:.0} req/s", path.name());
+    }
+    println!(
+        "the dynamic path reaches {:.2}× the compiled Echo's requests/s in plaintext and {:.2}× over TLS \
+         (medians of {PATH_ROUNDS} alternating rounds)\n",
+        medians[1] / medians[0],
+        medians[3] / medians[2]
+    );
 }
 
 fn plan(requests: u64, sampled: bool, transport: Transport) -> Plan {

@@ -12,6 +12,17 @@ use leaklab_loadgen::load::{self, Boundary, BoxFuture, Channels, LoadCounters, L
 use leaklab_loadgen::scenario::{self, Overrides, Plan};
 use leaklab_server::{Server, ServerConfig};
 
+/// `plan`'s load of the toy server's Echo, with its request shape.
+async fn echo_load(
+    channels: Arc<Channels>,
+    plan: &Plan,
+    counters: Arc<LoadCounters>,
+    phases: Arc<dyn PhaseListener>,
+    halt: Arc<Halt>,
+) -> LoadReport {
+    load::drive(channels, Method::Echo(plan.load.request.clone()), &plan.load, counters, phases, halt).await
+}
+
 /// Records each boundary with the requests completed by then.
 #[derive(Default)]
 struct Boundaries {
@@ -42,15 +53,8 @@ async fn run(server: &Server, client: &str, requests: u64) -> (Arc<Channels>, Lo
     );
     let stop = Arc::new(Halt::default());
     let boundaries = Arc::new(Boundaries::default());
-    let report = load::drive(
-        Arc::clone(&channels),
-        Method::Echo(plan.load.request.clone()),
-        &plan.load,
-        Arc::clone(&boundaries.counters),
-        boundaries.clone(),
-        stop,
-    )
-    .await;
+    let report =
+        echo_load(Arc::clone(&channels), &plan, Arc::clone(&boundaries.counters), boundaries.clone(), stop).await;
     assert_eq!(report.failed, 0, "errors: {:?}", report.errors);
     assert_eq!(report.ok, requests);
     (channels, report)
@@ -65,15 +69,7 @@ async fn rounds_pause_with_nothing_in_flight() {
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
     let boundaries = Arc::new(Boundaries::default());
     let stop = Arc::new(Halt::default());
-    let report = load::drive(
-        channels,
-        Method::Echo(plan.load.request.clone()),
-        &plan.load,
-        Arc::clone(&boundaries.counters),
-        boundaries.clone(),
-        stop,
-    )
-    .await;
+    let report = echo_load(channels, &plan, Arc::clone(&boundaries.counters), boundaries.clone(), stop).await;
     assert_eq!(report.ok, 130);
     let seen = boundaries.seen.lock().unwrap().clone();
     // At each boundary exactly the requests of the finished segments are done: none in flight.
@@ -174,15 +170,8 @@ async fn a_stopped_load_sends_nothing_more() {
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
     let stop = Arc::new(Halt::default());
     stop.trigger(HaltReason::Interrupted);
-    let report = load::drive(
-        channels,
-        Method::Echo(plan.load.request.clone()),
-        &plan.load,
-        Arc::new(LoadCounters::default()),
-        Arc::new(Boundaries::default()),
-        stop,
-    )
-    .await;
+    let report =
+        echo_load(channels, &plan, Arc::new(LoadCounters::default()), Arc::new(Boundaries::default()), stop).await;
     assert_eq!(report.ok + report.failed, 0);
     assert_eq!(report.stopped_by, StopReason::Interrupted);
     server.shutdown(Duration::from_secs(1)).await;
@@ -197,15 +186,8 @@ async fn requests_to_a_closed_port_fail_as_connection_refused() {
     );
     let channels = Arc::new(Channels::connect(plan.policy, &format!("127.0.0.1:{port}")).await.unwrap());
     let stop = Arc::new(Halt::default());
-    let report = load::drive(
-        channels,
-        Method::Echo(plan.load.request.clone()),
-        &plan.load,
-        Arc::new(LoadCounters::default()),
-        Arc::new(Boundaries::default()),
-        stop,
-    )
-    .await;
+    let report =
+        echo_load(channels, &plan, Arc::new(LoadCounters::default()), Arc::new(Boundaries::default()), stop).await;
     assert_eq!(report.failed, 3);
     assert_eq!(report.errors.get("connection_refused"), Some(&3), "{:?}", report.errors);
     assert_eq!(report.first_error.as_ref().map(|(kind, _)| kind.as_str()), Some("connection_refused"));
@@ -220,15 +202,7 @@ async fn open_loop_latency_counts_the_wait_a_stall_causes() {
                 warmup_requests = 0\nrounds = 6\nrate = 300\ndelay_ms = 50\ndelay_every = 15\n";
     let plan = parse(text);
     let channels = Arc::new(Channels::connect(plan.policy, &server.addr.to_string()).await.unwrap());
-    let report = load::drive(
-        channels,
-        Method::Echo(plan.load.request.clone()),
-        &plan.load,
-        Arc::default(),
-        Arc::new(Boundaries::default()),
-        Arc::default(),
-    )
-    .await;
+    let report = echo_load(channels, &plan, Arc::default(), Arc::new(Boundaries::default()), Arc::default()).await;
     assert_eq!(report.ok, 300);
     let sent = &report.latency_us;
     let intended = report.latency_from_intended_us.as_ref().expect("an open loop measures from intended times");
@@ -246,15 +220,7 @@ async fn open_loop_latency_counts_the_wait_a_stall_causes() {
     let closed =
         parse("description = \"t\"\n[client]\npolicy = \"reused\"\n[load]\nrequests = 10\nwarmup_requests = 0\n");
     let channels = Arc::new(Channels::connect(closed.policy, &server.addr.to_string()).await.unwrap());
-    let report = load::drive(
-        channels,
-        Method::Echo(closed.load.request.clone()),
-        &closed.load,
-        Arc::default(),
-        Arc::new(Boundaries::default()),
-        Arc::default(),
-    )
-    .await;
+    let report = echo_load(channels, &closed, Arc::default(), Arc::new(Boundaries::default()), Arc::default()).await;
     assert!(report.latency_from_intended_us.is_none(), "a closed loop has no intended send times");
     server.shutdown(Duration::from_secs(1)).await;
 }
