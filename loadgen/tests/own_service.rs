@@ -260,3 +260,46 @@ fn a_server_pid_that_is_no_process_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("--server-pid 4000000: no such process"), "{}", text(&output));
 }
+
+#[test]
+fn a_bad_proto_json_or_metadata_is_a_usage_error_naming_it_and_nothing_runs() {
+    let reports = tempfile::tempdir().unwrap();
+    let path = scenario(reports.path(), "place", "reused", "");
+    let protos = root().join("peers/python/protos");
+    let broken = reports.path().join("broken.proto");
+    std::fs::write(&broken, "syntax = \"proto3\";\nmessage Order { string customer = 1 }\n").unwrap();
+    let orders = protos.join("shop/v1/orders.proto");
+    let (orders, protos) = (orders.to_str().unwrap(), protos.to_str().unwrap());
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["--call", "shop.v1.Orders/Place", "--proto", broken.to_str().unwrap()], "--proto: broken.proto:2:"),
+        (
+            vec![
+                "--call",
+                "shop.v1.Orders/Place",
+                "--proto",
+                orders,
+                "--import-paths",
+                protos,
+                "-d",
+                r#"{"gift": "yes"}"#,
+            ],
+            "--data: not a shop.v1.Order: field `gift`: ",
+        ),
+        (
+            vec!["--call", "shop.v1.Orders/Place", "--proto", orders, "--import-paths", protos, "-m", r#"["x"]"#],
+            "--metadata",
+        ),
+        (
+            vec!["--call", "shop.v1.Orders/Import", "--proto", orders, "--import-paths", protos],
+            "--call: shop.v1.Orders/Import is client-streaming",
+        ),
+    ];
+    for (flags, said) in cases {
+        let mut args = vec!["run", path.to_str().unwrap()];
+        args.extend(flags);
+        let output = common::loadgen(&args, reports.path(), &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", text(&output));
+        assert!(text(&output).contains(said), "{args:?}: {}", text(&output));
+    }
+    assert!(!reports.path().join("place").exists(), "nothing ran");
+}
