@@ -94,14 +94,7 @@ unsafe extern "C" {
 /// A small scenario of `policy` with `call` as its `[call]` table. It expects nothing of memory: these
 /// tests are about what reaches the server, and a run this small may judge memory inconclusive.
 fn scenario(dir: &Path, name: &str, policy: &str, call: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    let text = format!(
-        "description = \"{name}\"\n[client]\npolicy = \"{policy}\"\n\
-         [load]\nconcurrency = 2\nrequests = 360\nwarmup_requests = 60\nrounds = 6\n\
-         [sampling]\ninterval = \"50ms\"\ncooldown = \"100ms\"\n{call}"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    common::small_scenario(dir, name, policy, 360, call)
 }
 
 fn run(scenario: &Path, target: &str, args: &[&str], reports: &Path) -> Output {
@@ -228,11 +221,7 @@ fn a_server_process_leaklab_did_not_start_is_judged_on_its_rss_per_request() {
     for (keep, expected) in [(KEPT, "leak"), (0.0, "no-leak")] {
         let shop = Shop::start(&["--reflection", "--keep-bytes", &keep.to_string()]);
         let name = format!("keeps-{keep}");
-        let path = reports.path().join(format!("{name}.toml"));
-        let scenario_text = "description = \"x\"\n[client]\npolicy = \"reused\"\n\
-                    [load]\nconcurrency = 2\nrequests = 2400\nwarmup_requests = 400\nrounds = 8\n\
-                    [sampling]\ninterval = \"50ms\"\ncooldown = \"100ms\"\n[verdict]\ntolerance = 2048\n";
-        std::fs::write(&path, scenario_text).unwrap();
+        let path = common::small_scenario(reports.path(), &name, "reused", 2400, "[verdict]\ntolerance = 2048\n");
         let pid = shop.pid.to_string();
         let flags = ["--server-pid", &pid, "--call", "shop.v1.Orders/Place", "-d", r#"{"customer": "ada"}"#];
         let output = run(&path, &shop.target(), &flags, reports.path());

@@ -11,14 +11,7 @@ use leaklab_loadgen::tls::Pki;
 
 /// A small leak scenario (every request dials, so every request handshakes) with `extra` tables.
 fn scenario(dir: &Path, name: &str, extra: &str) -> std::path::PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    let text = format!(
-        "description = \"{name}\"\n[client]\npolicy = \"leak\"\n\
-         [load]\nconcurrency = 2\nrequests = 120\nwarmup_requests = 20\nrounds = 6\nrequest_timeout = \"5s\"\n\
-         [sampling]\ninterval = \"50ms\"\ncooldown = \"100ms\"\n{extra}"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    common::small_scenario(dir, name, "leak", 120, extra)
 }
 
 fn errors(summary: &serde_json::Value) -> Vec<(String, u64)> {

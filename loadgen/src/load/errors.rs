@@ -31,9 +31,14 @@ pub fn connect_kind(error: &tonic::transport::Error) -> String {
 /// The kind of a call that outlived the request timeout.
 pub const TIMEOUT_KIND: &str = "deadline_exceeded";
 
+/// `error` and every error it was caused by, outermost first.
+pub fn chain<'a>(error: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |&current| current.source())
+}
+
+/// The socket's reason, the TLS handshake's or a TLS alert's, the first found along the chain.
 fn io_kind(error: &(dyn StdError + 'static)) -> Option<String> {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(current) = source {
+    for current in chain(error) {
         if let Some(tls) = current.downcast_ref::<tokio_rustls::rustls::Error>() {
             return Some(crate::tls::failure_kind(tls));
         }
@@ -48,7 +53,6 @@ fn io_kind(error: &(dyn StdError + 'static)) -> Option<String> {
         if let Some(kind) = alert_kind(current) {
             return Some(kind);
         }
-        source = current.source();
     }
     None
 }
@@ -56,22 +60,16 @@ fn io_kind(error: &(dyn StdError + 'static)) -> Option<String> {
 /// `goaway_<reason>` or `reset_<reason>` when an HTTP/2 GOAWAY or RST_STREAM
 /// ended the call, with the reason as HTTP/2 names it (`ENHANCE_YOUR_CALM`…).
 fn h2_kind(error: &(dyn StdError + 'static)) -> Option<String> {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(h2) = current.downcast_ref::<h2::Error>() {
-            let reason = h2.reason()?;
-            let frame = if h2.is_go_away() {
-                "goaway"
-            } else if h2.is_reset() {
-                "reset"
-            } else {
-                "h2"
-            };
-            return Some(format!("{frame}_{}", format!("{reason:?}").to_ascii_lowercase()));
-        }
-        source = current.source();
-    }
-    None
+    let h2 = chain(error).find_map(|current| current.downcast_ref::<h2::Error>())?;
+    let reason = h2.reason()?;
+    let frame = if h2.is_go_away() {
+        "goaway"
+    } else if h2.is_reset() {
+        "reset"
+    } else {
+        "h2"
+    };
+    Some(format!("{frame}_{}", format!("{reason:?}").to_ascii_lowercase()))
 }
 
 /// h2 keeps an io::Error's kind and text but not the error inside it: a TLS alert read after the

@@ -62,8 +62,7 @@ pub async fn prepare(plan: &RunPlan, target: Option<&TargetChoice>) -> Result<Pr
             let endpoint = Endpoint::from_shared(format!("http://{authority}"))
                 .map_err(|e| unreachable(e.to_string()))?
                 .connect_timeout(REFLECTION_CONNECT_TIMEOUT);
-            let channel =
-                crate::target::connect(&endpoint, tls.as_ref()).await.map_err(|e| unreachable(error_chain(&e)))?;
+            let channel = crate::target::connect(&endpoint, tls.as_ref()).await.map_err(|e| unreachable(said(&e)))?;
             call::from_reflection(spec, channel).await?
         }
         None => call::from_toy_server(spec)?,
@@ -71,13 +70,7 @@ pub async fn prepare(plan: &RunPlan, target: Option<&TargetChoice>) -> Result<Pr
     Ok(Prepared { method: Method::Call(Arc::new(call)), tls, pki })
 }
 
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+/// Every reason along `error`'s chain, as one line.
+fn said(error: &(dyn std::error::Error + 'static)) -> String {
+    crate::load::errors::chain(error).map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }

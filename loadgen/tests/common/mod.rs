@@ -43,11 +43,18 @@ pub fn server_bin() -> PathBuf {
 
 /// A small scenario file: `policy` with the client expected to be `expect`.
 pub fn scenario(dir: &Path, name: &str, policy: &str, expect: &str) -> PathBuf {
+    small_scenario(dir, name, policy, 700, &format!("[expect]\nclient = \"{expect}\"\n"))
+}
+
+/// `dir/name.toml`: `policy` for `requests` (a seventh of them warm-up, 6 rounds, 2 workers), sampled
+/// every 50 ms, then `tables` (more TOML tables, as written).
+pub fn small_scenario(dir: &Path, name: &str, policy: &str, requests: u64, tables: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let text = format!(
         "description = \"{name}\"\n[client]\npolicy = \"{policy}\"\n\
-         [load]\nconcurrency = 2\nrequests = 700\nwarmup_requests = 100\nrounds = 6\n\
-         [sampling]\ninterval = \"50ms\"\ncooldown = \"100ms\"\n[expect]\nclient = \"{expect}\"\n"
+         [load]\nconcurrency = 2\nrequests = {requests}\nwarmup_requests = {}\nrounds = 6\n\
+         [sampling]\ninterval = \"50ms\"\ncooldown = \"100ms\"\n{tables}",
+        requests / 7
     );
     std::fs::write(&path, text).unwrap();
     path
