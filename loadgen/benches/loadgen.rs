@@ -256,7 +256,9 @@ fn sampler_at_scale(server_bin: &Path, reports: &Path) {
     let (gap, at, connections) = samples
         .windows(2)
         .filter(|pair| loaded(&pair[0]) && loaded(&pair[1]))
-        .map(|pair| (pair[1].elapsed_s - pair[0].elapsed_s, pair[0].elapsed_s, pair[1].client.connections.open))
+        .map(|pair| {
+            (pair[1].elapsed_s - pair[0].elapsed_s, pair[0].elapsed_s, pair[1].client.open_connections().unwrap_or(0))
+        })
         .fold((0.0, 0.0, 0), |largest, gap| if gap.0 > largest.0 { gap } else { largest });
     let interval_s = summary["plan"]["sample_interval_ms"].as_f64().unwrap_or(100.0) / 1000.0;
     let run_s = samples.last().map_or(1.0, |s| s.elapsed_s);

@@ -10,7 +10,8 @@ use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand}
 use leaklab_loadgen::compare::{self, CompareOptions};
 use leaklab_loadgen::demo::{DemoOptions, story};
 use leaklab_loadgen::report::progress::View;
-use leaklab_loadgen::run::{RunOptions, TargetChoice, process_name};
+use leaklab_loadgen::run::{RunOptions, ServerMetrics, TargetChoice, process_name};
+use leaklab_loadgen::sample::{MetricsEndpoint, ScrapeError};
 use leaklab_loadgen::scenario::{
     self, Catalog, ForeignClient, ForeignPlan, Kind, OPTIONS, Overrides, RunPlan, reference,
 };
@@ -386,6 +387,18 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_name = "PID", requires = "target")]
     pub(crate) server_pid: Option<u32>,
 
+    /// The --target server's Prometheus metrics endpoint (http://HOST:PORT/PATH), scraped at every
+    /// sample; the server may run on another machine. Its process_resident_memory_bytes is judged per
+    /// request (unless --server-pid is given); go_memstats_heap_inuse_bytes and go_goroutines are
+    /// recorded when present.
+    #[arg(long, value_name = "URL", requires = "target")]
+    pub(crate) server_metrics: Option<String>,
+
+    /// Another metric of the --server-metrics endpoint to record and plot, summed over its label sets
+    /// (repeatable).
+    #[arg(long = "server-metric", value_name = "NAME", requires = "server_metrics")]
+    pub(crate) server_metric: Vec<String>,
+
     /// The leaklab-server binary to start [default: next to this binary]
     #[arg(long, value_name = "PATH")]
     pub(crate) server_bin: Option<PathBuf>,
@@ -413,10 +426,16 @@ impl CommonArgs {
     pub(crate) fn forwarded(&self, target: &TargetChoice) -> Vec<String> {
         let mut args = match target {
             TargetChoice::Spawn { server_bin } => vec!["--server-bin".to_owned(), server_bin.display().to_string()],
-            TargetChoice::External { authority, server_pid } => {
+            TargetChoice::External { authority, server_pid, server_metrics } => {
                 let mut args = vec!["--target".to_owned(), authority.clone()];
                 if let Some(pid) = server_pid {
                     args.extend(["--server-pid".to_owned(), pid.to_string()]);
+                }
+                if let Some(metrics) = server_metrics {
+                    args.extend(["--server-metrics".to_owned(), metrics.url.clone()]);
+                    for name in &metrics.named {
+                        args.extend(["--server-metric".to_owned(), name.clone()]);
+                    }
                 }
                 args
             }
@@ -448,7 +467,26 @@ impl CommonArgs {
             {
                 anyhow::bail!("--server-pid {pid}: no such process");
             }
-            return Ok(TargetChoice::External { authority: authority.clone(), server_pid: self.server_pid });
+            let server_metrics = match &self.server_metrics {
+                Some(url) => {
+                    // One scrape now, so that an endpoint that cannot measure the server stops the run before it starts.
+                    MetricsEndpoint::open(url, &self.server_metric, self.server_pid.is_none()).map_err(|error| {
+                        match &error {
+                            ScrapeError::Missing { name, .. } if self.server_metric.contains(name) => {
+                                anyhow::anyhow!("--server-metric {name}: {error}")
+                            }
+                            _ => anyhow::anyhow!("--server-metrics {error}"),
+                        }
+                    })?;
+                    Some(ServerMetrics { url: url.clone(), named: self.server_metric.clone() })
+                }
+                None => None,
+            };
+            return Ok(TargetChoice::External {
+                authority: authority.clone(),
+                server_pid: self.server_pid,
+                server_metrics,
+            });
         }
         let server_bin = match &self.server_bin {
             Some(path) => path.clone(),

@@ -117,6 +117,55 @@ fn a_reused_channel_is_never_called_a_leak() {
     }
 }
 
+/// The toy server started by hand with `--metrics-listen`, as a user would start their own:
+/// loadgen reads it only through that endpoint, and judges it on the same allocated bytes its
+/// side channel would give.
+#[test]
+fn a_toy_server_read_through_its_metrics_endpoint_is_judged_on_its_allocator() {
+    use std::io::BufRead;
+    let mut server = std::process::Command::new(server_bin())
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let address = first.trim().strip_prefix(r#"{"listening":""#).and_then(|rest| rest.strip_suffix(r#""}"#));
+    let address = address.unwrap_or_else(|| panic!("the server did not start: {first:?}")).to_owned();
+    // Kept open until the server is stopped: a server writing to a closed stderr would fail.
+    let mut stderr = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    let url = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("leaklab-server: serving metrics on ").map(str::to_owned))
+        .expect("the server announces its metrics endpoint");
+
+    let reports = tempfile::tempdir().unwrap();
+    let path = plan(reports.path(), "leak", 700);
+    let output = std::process::Command::new(LOADGEN)
+        .args(["run", path.to_str().unwrap(), "--quiet", "--target", &address, "--server-metrics", &url])
+        .args(["--server-metric", "leaklab_server_connections_open", "--reports-dir"])
+        .arg(reports.path())
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(stderr);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let s = summary(reports.path(), "e2e-leak");
+    assert_eq!(s["target"]["server_measured_by"], "metrics");
+    let verdict = &s["verdict"]["server"];
+    assert_eq!((&verdict["kind"], &verdict["quantity"]), (&"leak".into(), &"allocated_bytes".into()), "{verdict}");
+    // A leaked connection holds tens of KB in the toy server (38 KB when this test was written).
+    let slope = verdict["slope_bytes_per_request"].as_f64().unwrap();
+    assert!((10_000.0..100_000.0).contains(&slope), "{slope}");
+    // Every request left a connection open, and the endpoint counted each one.
+    let open = &s["server_metrics"]["leaklab_server_connections_open"];
+    assert_eq!(open["end"].as_f64(), Some(700.0), "{open}");
+    assert!(schema_errors(&s).is_empty(), "{:?}", schema_errors(&s));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_target_is_loaded_but_not_measured() {
     let server =
@@ -134,7 +183,11 @@ async fn an_external_target_is_loaded_but_not_measured() {
     .await
     .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    assert!(text(&output).contains("server: not measured (--target)"), "{}", text(&output));
+    assert!(
+        text(&output).contains("server: not measured (--target without --server-pid or --server-metrics)"),
+        "{}",
+        text(&output)
+    );
     let s = summary(reports.path(), "e2e-reused");
     assert_eq!(s["target"]["kind"], "external");
     assert!(s["server"].is_null() && s["verdict"]["server"].is_null());
@@ -199,7 +252,10 @@ async fn the_server_gives_its_memory_back_after_a_mass_disconnect() {
     let allocated = |control: &mut ServerControl| {
         control.purge().unwrap();
         let stats = control.stats().expect("the server answers");
-        (stats.process.jemalloc.expect("the server runs on jemalloc").allocated_bytes, stats.process.connections.open)
+        (
+            stats.process.jemalloc.expect("the server runs on jemalloc").allocated_bytes,
+            stats.process.open_connections().expect("the toy server counts its connections"),
+        )
     };
     // One call first, so buffers that live as long as the server are in the baseline.
     let warm = Channels::connect(ChannelPolicy::Reused, &authority).await.unwrap();
@@ -209,7 +265,7 @@ async fn the_server_gives_its_memory_back_after_a_mass_disconnect() {
     // Closing is asynchronous: wait for the server to see it (the bound only guards against a hang).
     let settle = |control: &mut ServerControl| {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while control.stats().is_some_and(|s| s.process.connections.open > 0) {
+        while control.stats().is_some_and(|s| s.process.open_connections() > Some(0)) {
             assert!(std::time::Instant::now() < deadline, "connections never closed at the server");
             std::thread::sleep(Duration::from_millis(20));
         }

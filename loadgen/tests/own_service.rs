@@ -43,6 +43,8 @@ struct Shop {
     pid: u32,
     stdout: BufReader<ChildStdout>,
     port: u16,
+    /// With `--metrics-port`: where its Prometheus metrics are.
+    metrics_port: Option<u16>,
 }
 
 impl Shop {
@@ -62,7 +64,17 @@ impl Shop {
         let port = line.trim().strip_prefix("listening on ").and_then(|port| port.parse().ok());
         let port = port.unwrap_or_else(|| panic!("the shop server did not start: {line:?}"));
         let pid = child.id();
-        Shop { child, pid, stdout, port }
+        let metrics_port = extra.contains(&"--metrics-port").then(|| {
+            line.clear();
+            stdout.read_line(&mut line).unwrap();
+            let port = line.trim().strip_prefix("metrics on ").and_then(|port| port.parse().ok());
+            port.unwrap_or_else(|| panic!("the shop server serves no metrics: {line:?}"))
+        });
+        Shop { child, pid, stdout, port, metrics_port }
+    }
+
+    fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port.expect("started with --metrics-port"))
     }
 
     fn target(&self) -> String {
@@ -239,6 +251,73 @@ fn a_server_process_leaklab_did_not_start_is_judged_on_its_rss_per_request() {
         assert!(summary["server"]["allocated_bytes"].is_null(), "no allocator leaklab can read");
         assert!(common::schema_errors(&summary).is_empty(), "{:?}", common::schema_errors(&summary));
     }
+}
+
+#[test]
+fn a_server_on_its_metrics_endpoint_alone_is_judged_on_its_rss_per_request() {
+    const KEPT: f64 = 65_536.0;
+    let reports = tempfile::tempdir().unwrap();
+    for (keep, expected) in [(KEPT, "leak"), (0.0, "no-leak")] {
+        let shop = Shop::start(&["--reflection", "--keep-bytes", &keep.to_string(), "--metrics-port", "0"]);
+        let name = format!("scraped-{keep}");
+        let path = common::small_scenario(reports.path(), &name, "reused", 2400, "[verdict]\ntolerance = 2048\n");
+        let url = shop.metrics_url();
+        let flags = [
+            "--server-metrics",
+            &url,
+            "--server-metric",
+            "shop_calls_total",
+            "--call",
+            "shop.v1.Orders/Place",
+            "-d",
+            r#"{"customer": "ada"}"#,
+        ];
+        let output = run(&path, &shop.target(), &flags, reports.path());
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        let summary = summary(reports.path(), &name);
+        assert_eq!(summary["target"]["server_measured_by"], "metrics");
+        assert_eq!(summary["target"]["server_metrics_url"], url.as_str());
+        assert!(summary["target"]["server_pid"].is_null() && summary["server"]["pid"].is_null());
+        let server = &summary["verdict"]["server"];
+        assert_eq!((&server["kind"], &server["quantity"]), (&expected.into(), &"rss_bytes".into()), "{server}");
+        let slope = server["slope_bytes_per_request"].as_f64().unwrap();
+        if keep > 0.0 {
+            assert!((slope - keep).abs() <= 0.2 * keep, "kept {keep} B per call, judged {slope}");
+        }
+        assert!(summary["server"]["connections"].is_null(), "no standard metric counts connections");
+        assert!(summary["server"]["fds"]["end"].as_u64().unwrap() > 0, "process_open_fds is read");
+        // The service's own counter, recorded at every sample, ends where the server's count does.
+        let calls = summary["server_metrics"]["shop_calls_total"]["end"].as_f64().unwrap();
+        assert_eq!(calls as u64, shop.counts()["calls"].as_u64().unwrap());
+        assert!(common::schema_errors(&summary).is_empty(), "{:?}", common::schema_errors(&summary));
+    }
+}
+
+#[test]
+fn a_metrics_endpoint_that_cannot_measure_the_server_is_a_usage_error_naming_it() {
+    let reports = tempfile::tempdir().unwrap();
+    let path = scenario(reports.path(), "place", "reused", "");
+    let shop = Shop::start(&["--metrics-port", "0"]);
+    let url = shop.metrics_url();
+    let output =
+        run(&path, &shop.target(), &["--server-metrics", &url, "--server-metric", "shop_refunds"], reports.path());
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains(&format!("--server-metric shop_refunds: {url} has no metric shop_refunds (it has "))
+    );
+
+    // The gRPC port answers, but not in the text format: HTTP/2 only, to an HTTP/1.1 scrape.
+    let grpc = format!("http://{}/metrics", shop.target());
+    let output = run(&path, &shop.target(), &["--server-metrics", &grpc], reports.path());
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains(&format!("--server-metrics {grpc}: ")), "{}", text(&output));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let output = run(&path, &shop.target(), &["--server-metrics", &format!("http://{closed}/metrics")], reports.path());
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains(&format!("--server-metrics http://{closed}/metrics: ")), "{}", text(&output));
+    assert_eq!(shop.counts()["calls"], 0);
+    assert!(!reports.path().join("place").exists(), "no run directory for a run that did not start");
 }
 
 #[test]

@@ -10,6 +10,9 @@ serves, and on SIGTERM or SIGINT one JSON line of its counts:
 --reflection also serves grpc.reflection.v1 (and v1alpha).
 --keep-bytes N keeps N bytes per call for the life of the process: a server
 that leaks on purpose, to test a memory verdict.
+--metrics-port PORT serves Prometheus metrics on 127.0.0.1 (port 0 picks one,
+printed as `metrics on PORT` after the listening line): prometheus_client's
+process figures and shop_calls_total, a count of the calls.
 """
 
 import argparse
@@ -32,10 +35,12 @@ class Counts:
         self.mismatches = 0
         self.first_mismatch = None
         self.kept = []
+        self.on_call = lambda: None
 
     def record(self, mismatch, keep: int) -> None:
         with self.lock:
             self.calls += 1
+            self.on_call()
             if keep:
                 self.kept.append(bytearray(keep))
             if mismatch:
@@ -94,6 +99,7 @@ def main() -> int:
     parser.add_argument("--keep-bytes", type=int, default=0, help="bytes kept per call, never freed")
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
     args = parser.parse_args()
     host = args.listen.rsplit(":", 1)[0].strip("[]")
     if host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("127."):
@@ -116,6 +122,13 @@ def main() -> int:
         port = server.add_insecure_port(args.listen)
     server.start()
     print(f"listening on {port}", flush=True)
+    if args.metrics_port is not None:
+        import prometheus_client
+
+        calls = prometheus_client.Counter("shop_calls", "Calls to shop.v1.Orders.")
+        counts.on_call = calls.inc
+        metrics, _ = prometheus_client.start_http_server(args.metrics_port, addr="127.0.0.1")
+        print(f"metrics on {metrics.server_port}", flush=True)
 
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

@@ -115,12 +115,12 @@ mod tests {
 
         let stats = ServerLine::Stats(ServerStats {
             process: ProcessSnapshot {
-                pid: 7,
+                pid: Some(7),
                 rss_bytes: 1,
-                fds: 2,
-                threads: 3,
+                fds: Some(2),
+                threads: Some(3),
                 jemalloc: None,
-                connections: ConnectionCounts { open: 1, opened: 2, closed: 1 }.into(),
+                connections: Some(ConnectionCounts { open: 1, opened: 2, closed: 1 }.into()),
             },
             requests_served: Some(10),
             requests_failed: Some(1),

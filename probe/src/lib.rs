@@ -13,10 +13,13 @@
 //! - [`sockdiag`]: TCP sockets by state from the kernel's sock_diag netlink interface (TIME_WAIT,
 //!   a foreign process's connections), at a cost that follows the sockets asked for;
 //! - [`control`]: the line protocol between the load generator and the server it started;
-//! - [`heap`]: jemalloc's sampling heap profiler, dumped and symbolized in-process.
+//! - [`heap`]: jemalloc's sampling heap profiler, dumped and symbolized in-process;
+//! - [`exposition`]: the Prometheus text format, read from a server's metrics endpoint and written by
+//!   the toy server's.
 
 pub mod connections;
 pub mod control;
+pub mod exposition;
 pub mod heap;
 pub mod jemalloc;
 pub mod procfs;

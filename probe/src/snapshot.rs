@@ -10,18 +10,28 @@ use crate::procfs::{self, Proc, ProcError, ProcFiles};
 /// What a process looks like at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessSnapshot {
-    /// Process id of the measured process.
-    pub pid: u32,
-    /// Resident set size, from `/proc/<pid>/statm`.
+    /// Process id of the measured process; `null` for a server read from its metrics endpoint,
+    /// which may run on another machine.
+    pub pid: Option<u32>,
+    /// Resident set size, from `/proc/<pid>/statm` (or the endpoint's `process_resident_memory_bytes`).
     pub rss_bytes: u64,
-    /// Open file descriptors, from `/proc/<pid>/fd`.
-    pub fds: u64,
-    /// Threads, from `/proc/<pid>/stat`.
-    pub threads: u64,
+    /// Open file descriptors, from `/proc/<pid>/fd` (or the endpoint's `process_open_fds`); `null` when
+    /// the endpoint does not say.
+    pub fds: Option<u64>,
+    /// Threads, from `/proc/<pid>/stat` (or the endpoint's `process_threads` or `go_threads`); `null`
+    /// when the endpoint does not say.
+    pub threads: Option<u64>,
     /// jemalloc's byte counts; absent when the allocator could not be read.
     pub jemalloc: Option<JemallocStats>,
-    /// The process's TCP connections.
-    pub connections: Connections,
+    /// The process's TCP connections; `null` for a server read from its metrics endpoint.
+    pub connections: Option<Connections>,
+}
+
+impl ProcessSnapshot {
+    /// Open TCP connections, when they were counted.
+    pub fn open_connections(&self) -> Option<u64> {
+        self.connections.map(|c| c.open)
+    }
 }
 
 /// A process's TCP connections at one instant.
@@ -79,18 +89,18 @@ impl SnapshotReader {
 
     pub fn read(&self) -> Result<ProcessSnapshot, ProcError> {
         Ok(ProcessSnapshot {
-            pid: std::process::id(),
+            pid: Some(std::process::id()),
             rss_bytes: match &self.files {
                 Some(files) => files.rss_bytes()?,
                 None => procfs::rss_bytes(Proc::Myself)?,
             },
-            fds: procfs::open_fds(Proc::Myself)?,
-            threads: match &self.files {
+            fds: Some(procfs::open_fds(Proc::Myself)?),
+            threads: Some(match &self.files {
                 Some(files) => files.threads()?,
                 None => procfs::threads(Proc::Myself)?,
-            },
+            }),
             jemalloc: self.jemalloc.as_ref().and_then(|reader| reader.read().ok()),
-            connections: self.connections.counts().into(),
+            connections: Some(self.connections.counts().into()),
         })
     }
 }
@@ -104,9 +114,10 @@ mod tests {
         let counter = ConnectionCounter::new();
         let _open = counter.track(());
         let snapshot = SnapshotReader::new(counter).read().unwrap();
-        assert_eq!(snapshot.pid, std::process::id());
-        assert!(snapshot.rss_bytes > 0 && snapshot.fds >= 3 && snapshot.threads >= 1, "{snapshot:?}");
-        assert_eq!(snapshot.connections, Connections { open: 1, opened: Some(1), closed: Some(0) });
+        assert_eq!(snapshot.pid, Some(std::process::id()));
+        assert!(snapshot.rss_bytes > 0, "{snapshot:?}");
+        assert!(snapshot.fds.is_some_and(|fds| fds >= 3) && snapshot.threads.is_some_and(|t| t >= 1), "{snapshot:?}");
+        assert_eq!(snapshot.connections, Some(Connections { open: 1, opened: Some(1), closed: Some(0) }));
         // This test binary's global allocator is jemalloc (see jemalloc.rs), so its figures are present.
         assert!(snapshot.jemalloc.is_some_and(|j| j.allocated_bytes > 0));
     }

@@ -76,6 +76,11 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_client_ca: Option<std::path::PathBuf>,
 
+    /// Serve the server's figures as a Prometheus text endpoint at http://ADDR/metrics
+    /// (process_resident_memory_bytes, process_open_fds, jemalloc_*_bytes, leaklab_server_*).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+
     /// Sample allocations with jemalloc's heap profiler (one per 128 KiB on
     /// average), for `heap-dump` requests on the control channel.
     #[arg(long)]
@@ -125,11 +130,16 @@ impl Cli {
 
     /// Refuses a non-loopback --listen without --allow-remote.
     pub(crate) fn check_listen(&self) -> Result<(), String> {
-        if self.listen.ip().is_loopback() || self.allow_remote {
-            Ok(())
-        } else {
-            Err(format!("--listen {}: not a loopback address; add --allow-remote to serve other machines", self.listen))
+        let listens =
+            std::iter::once(("--listen", self.listen)).chain(self.metrics_listen.map(|a| ("--metrics-listen", a)));
+        for (flag, addr) in listens {
+            if !addr.ip().is_loopback() && !self.allow_remote {
+                return Err(format!(
+                    "{flag} {addr}: not a loopback address; add --allow-remote to serve other machines"
+                ));
+            }
         }
+        Ok(())
     }
 }
 
@@ -164,6 +174,9 @@ mod tests {
         assert!(err.contains("--listen 0.0.0.0:50051: not a loopback address; add --allow-remote"), "{err}");
         let allowed = Cli::try_parse_from(["leaklab-server", "--listen", "0.0.0.0:0", "--allow-remote"]).unwrap();
         assert!(allowed.check_listen().is_ok());
+        let metrics = Cli::try_parse_from(["leaklab-server", "--metrics-listen", "0.0.0.0:9090"]).unwrap();
+        let err = metrics.check_listen().unwrap_err();
+        assert!(err.starts_with("--metrics-listen 0.0.0.0:9090: not a loopback address"), "{err}");
     }
 
     #[test]

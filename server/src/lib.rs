@@ -8,6 +8,7 @@ mod activity;
 pub mod frames;
 pub mod keepalive;
 mod lifecycle;
+pub mod metrics_endpoint;
 mod policed;
 mod preface;
 pub mod tls;

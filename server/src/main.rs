@@ -67,6 +67,13 @@ async fn main() -> anyhow::Result<()> {
             .context("starting the control thread")?;
     }
 
+    if let Some(listen) = cli.metrics_listen {
+        let endpoint =
+            TcpListener::bind(listen).await.with_context(|| format!("--metrics-listen {listen}: cannot bind"))?;
+        let addr = endpoint.local_addr().context("reading the metrics endpoint's address")?;
+        eprintln!("leaklab-server: serving metrics on http://{addr}/metrics");
+        tokio::spawn(leaklab_server::metrics_endpoint::serve(endpoint, metrics.clone()));
+    }
     let server = serve(listener, &config, metrics.clone(), stop_requested(stop_rx.clone()));
     tokio::pin!(server);
     // Serve until stopped; then give open connections `shutdown_grace` to finish.

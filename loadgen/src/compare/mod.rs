@@ -94,7 +94,9 @@ impl RowVerdict {
             None => &verdict.points[..],
         };
         let connections_delta = match (judged.first(), judged.last()) {
-            (Some(first), Some(last)) => last.connections as i64 - first.connections as i64,
+            (Some(first), Some(last)) => {
+                last.connections.zip(first.connections).map_or(0, |(l, f)| l as i64 - f as i64)
+            }
             _ => 0,
         };
         RowVerdict {
@@ -126,8 +128,8 @@ impl Row {
             latency_p99_us: s.latency_us.map(|l| l.p99),
             client_peak_rss_bytes: s.client.rss_bytes.peak,
             server_peak_rss_bytes: s.server.as_ref().map(|p| p.rss_bytes.peak),
-            client_peak_connections: s.client.connections.peak,
-            server_peak_connections: s.server.as_ref().map(|p| p.connections.peak),
+            client_peak_connections: s.client.connections.map_or(0, |c| c.peak),
+            server_peak_connections: s.server.as_ref().and_then(|p| p.connections).map(|c| c.peak),
             failed: s.requests.as_ref().map(|r| r.failed),
             connection_events: crate::report::lifecycle::brief(s),
             client: RowVerdict::of(&s.verdict.client),

@@ -88,7 +88,9 @@ fn draw<DB: DrawingBackend>(
     panel(&upper, "Client allocated memory (jemalloc)", "MiB", 1, &allocated)?;
     let connections: Vec<_> = runs
         .iter()
-        .map(|(name, samples)| (name.as_str(), series(samples, |s| Some(s.client.connections.open as f64))))
+        .map(|(name, samples)| {
+            (name.as_str(), series(samples, |s| s.client.open_connections().map(|open| open as f64)))
+        })
         .collect();
     panel(&lower, "Client open connections", "connections", 0, &connections)?;
     Ok(())
@@ -157,7 +159,7 @@ mod tests {
     #[test]
     fn series_stop_where_the_load_ended() {
         let (_, samples) = scripted_report();
-        let points = series(&samples, |s| Some(s.client.connections.open as f64));
+        let points = series(&samples, |s| s.client.open_connections().map(|open| open as f64));
         // Baseline, warm-up, after warm-up, 10 rounds (the last is the load's end); the cool-down's last sample is left out.
         assert_eq!(points.len(), samples.len() - 1);
         assert_eq!(points.last().unwrap().0, 1_100.0);

@@ -9,7 +9,7 @@ use super::lifecycle;
 use super::units::{bytes_per_request, expectation_mark, human_bytes, latencies, mib};
 use super::words::{self, measure, per};
 use crate::baseline::BaselineComparison;
-use crate::summary::{ProcessSummary, Summary};
+use crate::summary::{ProcessSummary, Summary, TargetKind};
 use crate::verdict::{Basis, ProcessVerdict};
 
 /// A finished run as the console shows it.
@@ -31,14 +31,25 @@ impl Exporter<RunConsole<'_>> for RunText {
         let s = run.summary;
         writeln!(out, "{}", first_line(s))?;
         let g = &s.growth;
-        let client_growth = match s.verdict.client.quantity {
-            crate::verdict::Quantity::AllocatedBytes => ("allocated", g.client_allocated_bytes_per_request),
-            crate::verdict::Quantity::RssBytes => ("RSS", g.client_rss_bytes_per_request),
+        let judged = |quantity, allocated, rss| match quantity {
+            crate::verdict::Quantity::AllocatedBytes => ("allocated", allocated),
+            crate::verdict::Quantity::RssBytes => ("RSS", rss),
         };
+        let client_growth =
+            judged(s.verdict.client.quantity, g.client_allocated_bytes_per_request, g.client_rss_bytes_per_request);
         process(out, "client", Some(&s.client), client_growth, g.client_connections_per_request)?;
         if s.target.address.is_some() {
-            let server_growth = ("allocated", g.server_allocated_bytes_per_request);
+            let quantity = s.verdict.server.as_ref().map_or(crate::verdict::Quantity::AllocatedBytes, |v| v.quantity);
+            let server_growth = judged(quantity, g.server_allocated_bytes_per_request, g.server_rss_bytes_per_request);
             process(out, "server", s.server.as_ref(), server_growth, g.server_connections_per_request)?;
+        }
+        if let Some(source) = words::server_source(&s.target).filter(|_| s.target.kind == TargetKind::External) {
+            writeln!(out, "  server measured from {source}")?;
+        }
+        if let Some(url) = &s.target.server_metrics_url {
+            for (name, span) in &s.server_metrics {
+                writeln!(out, "  server metric {name}: {} → {} (peak {}) at {url}", span.start, span.end, span.peak)?;
+            }
         }
         for (kind, count) in s.requests.as_ref().and_then(|r| r.errors.as_ref()).into_iter().flatten() {
             writeln!(out, "  errors: {kind} × {count}")?;
@@ -121,21 +132,25 @@ fn process(
     connections: Option<f64>,
 ) -> std::io::Result<()> {
     let Some(process) = process else {
-        return writeln!(out, "  {name}: not measured (--target)");
+        return writeln!(out, "  {name}: not measured (--target without --server-pid or --server-metrics)");
     };
     let rss = &process.rss_bytes;
     let rss = format!("RSS {:.1} → {:.1} MiB (peak {:.1})", mib(rss.start), mib(rss.end), mib(rss.peak));
-    match connections {
-        Some(connections) => writeln!(
+    match (connections, growth) {
+        (Some(connections), _) => writeln!(
             out,
             "  {name}: {measured} {}, connections {connections:+.3}/request, {rss}",
             bytes_per_request(growth)
         ),
+        // A server read from its metrics endpoint: its connections are not counted.
+        (None, Some(_)) => writeln!(out, "  {name}: {measured} {}, {rss}", bytes_per_request(growth)),
         // No request counts: nothing is per request.
-        None => {
-            let open = &process.connections;
-            writeln!(out, "  {name}: {rss}, connections {} → {} (peak {})", open.start, open.end, open.peak)
-        }
+        (None, None) => match &process.connections {
+            Some(open) => {
+                writeln!(out, "  {name}: {rss}, connections {} → {} (peak {})", open.start, open.end, open.peak)
+            }
+            None => writeln!(out, "  {name}: {rss}"),
+        },
     }
 }
 

@@ -48,8 +48,8 @@ impl Dashboard {
                 .server
                 .as_ref()
                 .map(|s| s.process.jemalloc.map_or(s.process.rss_bytes, |j| j.allocated_bytes) as f64),
-            client_connections: sample.client.connections.open,
-            server_connections: sample.server.as_ref().map(|s| s.process.connections.open),
+            client_connections: sample.client.open_connections().unwrap_or(0),
+            server_connections: sample.server.as_ref().and_then(|s| s.process.open_connections()),
         });
     }
 
@@ -87,8 +87,10 @@ impl Dashboard {
         let connections: Vec<f64> = self.points.iter().map(|p| p.client_connections as f64).collect();
         let server_now = self.points.last().and_then(|p| p.server_connections);
         let now = match server_now {
-            Some(server) => format!("{} · {}", thousands(latest.client.connections.open), thousands(server)),
-            None => thousands(latest.client.connections.open),
+            Some(server) => {
+                format!("{} · {}", thousands(latest.client.open_connections().unwrap_or(0)), thousands(server))
+            }
+            None => thousands(latest.client.open_connections().unwrap_or(0)),
         };
         let detail = if server_now.is_some() { "client · server" } else { "client" };
         lines.extend(block(

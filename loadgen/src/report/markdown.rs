@@ -91,6 +91,9 @@ fn render(s: &Summary) -> String {
     }
 
     let _ = writeln!(out, "## Processes (start → end, peak)\n");
+    if let Some(source) = words::server_source(&s.target) {
+        let _ = writeln!(out, "The server's figures come from {source}.\n");
+    }
     let _ = writeln!(out, "| | client | server |\n|---|---:|---:|");
     let row = |name: &str, pick: &dyn Fn(&ProcessSummary) -> String| {
         format!(
@@ -102,8 +105,10 @@ fn render(s: &Summary) -> String {
     // MiB like the plot and the console, so the three agree digit for digit.
     let bytes =
         |span: &Span| format!("{} → {}, peak {}", format_mib(span.start), format_mib(span.end), format_mib(span.peak));
-    let count = |span: &Span| format!("{} → {}, peak {}", span.start, span.end, span.peak);
-    let _ = writeln!(out, "{}", row("pid", &|p| p.pid.to_string()));
+    let count = |span: &Option<Span>| {
+        span.map_or_else(|| "n/a".to_owned(), |span| format!("{} → {}, peak {}", span.start, span.end, span.peak))
+    };
+    let _ = writeln!(out, "{}", row("pid", &|p| p.pid.map_or_else(|| "n/a".to_owned(), |pid| pid.to_string())));
     let _ = writeln!(out, "{}", row("RSS", &|p| bytes(&p.rss_bytes)));
     let _ =
         writeln!(out, "{}", row("allocated", &|p| p.allocated_bytes.as_ref().map_or_else(|| "n/a".to_owned(), bytes)));
@@ -119,6 +124,13 @@ fn render(s: &Summary) -> String {
         limits.map_or_else(|| "n/a".to_owned(), |l| format!("{} (hard {})", l.soft, l.hard))
     };
     let _ = writeln!(out, "| fd limit | {} | {} |", limit(s.limits.client_fds), limit(s.limits.server_fds));
+    if let Some(url) = s.target.server_metrics_url.as_ref().filter(|_| !s.server_metrics.is_empty()) {
+        let _ = writeln!(out, "\nScraped from the server's metrics endpoint, {url}:\n");
+        let _ = writeln!(out, "| metric | start | end | peak |\n|---|---:|---:|---:|");
+        for (name, span) in &s.server_metrics {
+            let _ = writeln!(out, "| `{name}` | {} | {} | {} |", span.start, span.end, span.peak);
+        }
+    }
     if let Some(command) = s.command.as_ref().filter(|c| !c.tcp_states_at_end.is_empty()) {
         let states: Vec<String> = command.tcp_states_at_end.iter().map(|(state, n)| format!("{state} {n}")).collect();
         let _ = writeln!(out, "\nThe client's TCP sockets at the end, by state: {}.", states.join(", "));

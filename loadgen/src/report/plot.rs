@@ -116,7 +116,7 @@ pub(crate) fn png(size: (u32, u32), out: &mut dyn Write, draw: &DrawPng<'_>) -> 
 
 /// A line to draw: its legend, color, whether dashed, and its points.
 struct Line {
-    label: &'static str,
+    label: std::borrow::Cow<'static, str>,
     color: RGBColor,
     dashed: bool,
     points: Vec<(f64, f64)>,
@@ -165,29 +165,38 @@ fn draw<DB: DrawingBackend>(
         ("sans-serif", 17).into_font().color(&RGBColor(60, 60, 60)),
     ))?;
     top.draw(&Text::new(header.verdict.clone(), (20, 74), ("sans-serif", 17).into_font().color(&BLACK)))?;
-    let (upper, lower) = body.split_vertically((HEIGHT - HEADER) * 58 / 100);
+    let metrics = metric_lines(samples);
+    // The scraped metrics, when there are any, take a third panel under the other two.
+    let (body, metrics_area) = if metrics.is_empty() {
+        (body, None)
+    } else {
+        let (body, area) = body.split_vertically((HEIGHT - HEADER) * 72 / 100);
+        (body, Some(area))
+    };
+    let body_height = body.dim_in_pixel().1;
+    let (upper, lower) = body.split_vertically(body_height * 58 / 100);
 
     let memory = vec![
         Line {
-            label: "client RSS",
+            label: "client RSS".into(),
             color: CLIENT,
             dashed: false,
             points: series(samples, |s| Some(mib(s.client.rss_bytes))),
         },
         Line {
-            label: "client allocated (jemalloc)",
+            label: "client allocated (jemalloc)".into(),
             color: CLIENT,
             dashed: true,
             points: series(samples, |s| s.client.jemalloc.map(|j| mib(j.allocated_bytes))),
         },
         Line {
-            label: "server RSS",
+            label: "server RSS".into(),
             color: SERVER,
             dashed: false,
             points: series(samples, |s| s.server.map(|x| mib(x.process.rss_bytes))),
         },
         Line {
-            label: "server allocated (jemalloc)",
+            label: "server allocated (jemalloc)".into(),
             color: SERVER,
             dashed: true,
             points: series(samples, |s| s.server.and_then(|x| x.process.jemalloc).map(|j| mib(j.allocated_bytes))),
@@ -198,42 +207,86 @@ fn draw<DB: DrawingBackend>(
 
     let connections = vec![
         Line {
-            label: "client connections",
+            label: "client connections".into(),
             color: CLIENT,
             dashed: false,
-            points: series(samples, |s| Some(s.client.connections.open as f64)),
+            points: series(samples, |s| s.client.open_connections().map(|open| open as f64)),
         },
         Line {
-            label: "client fds",
+            label: "client fds".into(),
             color: CLIENT,
             dashed: true,
-            points: series(samples, |s| Some(s.client.fds as f64)),
+            points: series(samples, |s| s.client.fds.map(|fds| fds as f64)),
         },
         Line {
-            label: "server connections",
+            label: "server connections".into(),
             color: SERVER,
             dashed: false,
-            points: series(samples, |s| s.server.map(|x| x.process.connections.open as f64)),
+            points: series(samples, |s| s.server?.process.open_connections().map(|open| open as f64)),
         },
         Line {
-            label: "server fds",
+            label: "server fds".into(),
             color: SERVER,
             dashed: true,
-            points: series(samples, |s| s.server.map(|x| x.process.fds as f64)),
+            points: series(samples, |s| s.server?.process.fds.map(|fds| fds as f64)),
         },
     ];
     let mut connections = connections;
     // TIME_WAIT only where there is some: per-request-close leaves one per request.
     if header.time_wait {
         connections.push(Line {
-            label: "TIME_WAIT sockets",
+            label: "TIME_WAIT sockets".into(),
             color: TIME_WAIT,
             dashed: true,
             points: series(samples, |s| s.network.time_wait.map(|n| n as f64)),
         });
     }
     panel(&lower, samples, "Open connections and file descriptors", "count", 0, &connections, events)?;
+    if let Some(area) = metrics_area {
+        panel(&area, samples, "Server metrics, each as % of its peak", "% of peak", 0, &metrics, events)?;
+    }
     Ok(())
+}
+
+/// Colors for the scraped metrics, in turn.
+const METRIC_COLORS: [RGBColor; 5] = [
+    RGBColor(148, 103, 189),
+    RGBColor(44, 160, 44),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+/// One line per metric scraped from the server's endpoint, as a percentage of its peak, so a count of
+/// goroutines and a number of bytes share an axis; the legend gives each one's peak.
+fn metric_lines(samples: &[Sample]) -> Vec<Line> {
+    let names: std::collections::BTreeSet<&String> = samples.iter().flat_map(|s| s.server_metrics.keys()).collect();
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let points = series(samples, |s| s.server_metrics.get(name).copied());
+            let peak = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
+            let scale = if peak > 0.0 { 100.0 / peak } else { 0.0 };
+            Line {
+                label: format!("{name}\n  (peak {})", short_number(peak)).into(),
+                color: METRIC_COLORS[index % METRIC_COLORS.len()],
+                dashed: false,
+                points: points.into_iter().map(|(at, value)| (at, value * scale)).collect(),
+            }
+        })
+        .collect()
+}
+
+/// 1234 → "1,234"; 1.5e9 → "1.5e9": a legend's width.
+fn short_number(value: f64) -> String {
+    if value.abs() >= 1e6 {
+        format!("{value:.2e}")
+    } else if value.fract() == 0.0 {
+        super::dashboard::thousands(value as u64)
+    } else {
+        format!("{value:.2}")
+    }
 }
 
 fn headline(summary: &Summary) -> String {
@@ -456,9 +509,12 @@ fn legend<DB: DrawingBackend>(
         } else {
             area.draw(&PathElement::new(vec![(6, y), (27, y)], style))?;
         }
-        let label = if line.points.is_empty() { format!("{} (n/a)", line.label) } else { line.label.to_owned() };
-        area.draw(&Text::new(label, (36, y - 9), font.clone()))?;
-        y += 26;
+        let label = if line.points.is_empty() { format!("{} (n/a)", line.label) } else { line.label.to_string() };
+        // A metric's name and its peak take a line each: a legend strip is narrow.
+        for (row, text) in label.split('\n').enumerate() {
+            area.draw(&Text::new(text.to_owned(), (36, y - 9 + 17 * row as i32), font.clone()))?;
+        }
+        y += 26 + 17 * label.matches('\n').count() as i32;
     }
     // One entry per kind of event, with how many there were.
     let mut totals: std::collections::BTreeMap<EventKind, u64> = std::collections::BTreeMap::new();
@@ -493,6 +549,20 @@ mod tests {
         assert!(svg.contains("client RSS") && svg.contains("server connections"), "legend missing");
         assert!(svg.contains("seconds since start") && svg.contains("MiB"), "axis titles missing");
         assert!(svg.contains("verdict: client LEAK") && svg.contains("(expected leak: met)"), "verdict line missing");
+        assert!(!svg.contains("Server metrics"), "a panel for metrics no endpoint gave");
+    }
+
+    #[test]
+    fn scraped_server_metrics_get_a_panel_of_their_own() {
+        let (summary, mut samples) = scripted_report();
+        for (index, sample) in samples.iter_mut().enumerate() {
+            sample.server_metrics.insert("go_goroutines".to_owned(), 10.0 + index as f64 * 3.0);
+        }
+        let lines = metric_lines(&samples);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].points.last().map(|p| p.1), Some(100.0), "the peak is 100%");
+        let svg = crate::report::to_string(&SvgPlot, &Report { summary, samples }).unwrap();
+        assert!(svg.contains("Server metrics") && svg.contains("go_goroutines"), "metrics panel missing");
     }
 
     #[test]

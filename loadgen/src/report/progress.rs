@@ -171,14 +171,13 @@ pub fn line(sample: &Sample, rps: f64) -> String {
         sample.requests(),
         rps,
         format_mib(sample.client.rss_bytes),
-        sample.client.connections.open
+        sample.client.open_connections().unwrap_or(0)
     );
     if let Some(server) = &sample.server {
-        line.push_str(&format!(
-            " | server {} {} conn",
-            format_mib(server.process.rss_bytes),
-            server.process.connections.open
-        ));
+        line.push_str(&format!(" | server {}", format_mib(server.process.rss_bytes)));
+        if let Some(open) = server.process.open_connections() {
+            line.push_str(&format!(" {open} conn"));
+        }
     }
     if sample.requests_failed > 0 {
         line.push_str(&format!(" | {} failed", sample.requests_failed));

@@ -201,18 +201,37 @@ pub fn stop_reason(reason: StopReason) -> &'static str {
     }
 }
 
+/// Where the server's figures came from, as a phrase: "the toy server's side channel", "/proc of pid 4242",
+/// "its metrics endpoint http://…"; `None` when it was not measured.
+pub fn server_source(target: &crate::summary::TargetInfo) -> Option<String> {
+    use crate::summary::ServerSource;
+    let scraped = target.server_metrics_url.as_ref().map(|url| format!(" (and metrics scraped from {url})"));
+    Some(match target.server_measured_by? {
+        ServerSource::SideChannel => "the toy server's own side channel".to_owned(),
+        ServerSource::Process => {
+            format!("/proc of pid {}{}", target.server_pid.unwrap_or_default(), scraped.unwrap_or_default())
+        }
+        ServerSource::Metrics => {
+            format!("its metrics endpoint {}", target.server_metrics_url.as_deref().unwrap_or_default())
+        }
+    })
+}
+
 /// The stop at a limit: "Stopped at cap: client_rss, at 301.2 MiB after 8123 requests (cap 300.0 MiB)",
 /// with both processes' memory and connections at that point.
 fn stopped_at(stopped_by: StopReason, hit: &LimitHit, client: Option<AtStop>, server: Option<AtStop>) -> String {
     let memory = client.map_or_else(String::new, |client| {
         let server = server.map_or_else(
             || "server not measured".to_owned(),
-            |server| format!("server RSS {}, {} connections", format_mib(server.rss_bytes), server.connections),
+            |server| match server.connections {
+                Some(open) => format!("server RSS {}, {open} connections", format_mib(server.rss_bytes)),
+                None => format!("server RSS {}", format_mib(server.rss_bytes)),
+            },
         );
         format!(
             " At that point: client RSS {}, {} connections open; {server}.",
             format_mib(client.rss_bytes),
-            client.connections
+            client.connections.unwrap_or(0)
         )
     });
     let show = |value: u64| if hit.which.is_bytes() { format_mib(value) } else { value.to_string() };
@@ -408,8 +427,8 @@ mod tests {
             requests: 8212,
         });
         summary.notes.push(Note::StoppedAt {
-            client: Some(AtStop { rss_bytes: 315_000_000, connections: 8212 }),
-            server: Some(AtStop { rss_bytes: 200 << 20, connections: 8212 }),
+            client: Some(AtStop { rss_bytes: 315_000_000, connections: Some(8212) }),
+            server: Some(AtStop { rss_bytes: 200 << 20, connections: Some(8212) }),
         });
         let text = stop_note(&summary).unwrap();
         assert_eq!(

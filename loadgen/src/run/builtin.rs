@@ -12,7 +12,7 @@ use super::Sampling;
 use super::server::ServerSide;
 use crate::fault::{FaultLog, FaultProxy};
 use crate::load::{self, Channels, LoadCounters, LoadReport};
-use crate::sample::{LiveMeasure, Phase, Recording, SocketWatch};
+use crate::sample::{LiveMeasure, MetricsEndpoint, Phase, Recording, SocketWatch};
 use crate::scenario::Plan;
 
 /// How often TIME_WAIT sockets are counted: they linger 60 s, so once a second tells as much as more often would.
@@ -60,6 +60,11 @@ pub(super) async fn run(
         );
     if let Some(pid) = server.foreign_pid() {
         measure = measure.with_foreign_server(pid).with_context(|| format!("--server-pid {pid}"))?;
+    }
+    if let Some(metrics) = server.metrics() {
+        let endpoint = MetricsEndpoint::open(&metrics.url, &metrics.named, server.foreign_pid().is_none())
+            .context("--server-metrics")?;
+        measure = measure.with_server_metrics(endpoint);
     }
     if plan.sampling.heap_profile {
         leaklab_probe::heap::activate().context("sampling.heap_profile")?;

@@ -49,9 +49,17 @@ use server::ServerSide;
 pub enum TargetChoice {
     /// Start this `leaklab-server` binary on a free loopback port and measure it.
     Spawn { server_bin: PathBuf },
-    /// Load a server that is already running at `host:port`; measured only when it is a process on this
-    /// machine named by `server_pid`.
-    External { authority: String, server_pid: Option<u32> },
+    /// Load a server that is already running at `host:port`; measured when it is a process on this
+    /// machine named by `server_pid`, or through its metrics endpoint.
+    External { authority: String, server_pid: Option<u32>, server_metrics: Option<ServerMetrics> },
+}
+
+/// A server's Prometheus metrics endpoint (`--server-metrics`) and the metrics to record from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerMetrics {
+    pub url: String,
+    /// `--server-metric`: recorded besides the standard ones.
+    pub named: Vec<String>,
 }
 
 /// How to run a plan (everything that is not part of it).

@@ -1,6 +1,6 @@
 //! The server side of a run: the toy server it starts (measured over its side
-//! channel), a server already running (`--target`, not measured), or none
-//! (`loadgen watch`).
+//! channel), a server already running (`--target`, measured from `/proc` with
+//! `--server-pid` or through `--server-metrics`, else not), or none (`loadgen watch`).
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,7 @@ use leaklab_probe::procfs::{self, FdLimits, Proc};
 
 use anyhow::Context;
 
-use super::{Prepared, TargetChoice};
+use super::{Prepared, ServerMetrics, TargetChoice};
 use crate::report::RunDir;
 use crate::scenario::{RunPlan, ServerTlsPlan};
 use crate::summary::{Limits, Note, ServerSource, TargetInfo, TargetKind};
@@ -28,6 +28,8 @@ pub(super) struct ServerSide {
     kind: TargetKind,
     /// `--server-pid`: the process of a server the run did not start, measured from outside.
     foreign_pid: Option<u32>,
+    /// `--server-metrics`: the endpoint of a server the run did not start.
+    metrics: Option<ServerMetrics>,
 }
 
 impl ServerSide {
@@ -63,6 +65,7 @@ impl ServerSide {
                 address: None,
                 kind: TargetKind::None,
                 foreign_pid: None,
+                metrics: None,
             });
         };
         let Some(target) = target else {
@@ -84,9 +87,10 @@ impl ServerSide {
                     address: Some(address),
                     kind: TargetKind::Spawned,
                     foreign_pid: None,
+                    metrics: None,
                 })
             }
-            TargetChoice::External { authority, server_pid } if matches!(plan, RunPlan::Builtin(_)) => {
+            TargetChoice::External { authority, server_pid, server_metrics } if matches!(plan, RunPlan::Builtin(_)) => {
                 match plan {
                     // A server leaklab did not write need not have a health service, nor leaklab's Echo.
                     RunPlan::Builtin(plan) if plan.call.is_some() => {
@@ -100,6 +104,7 @@ impl ServerSide {
                     address: Some(authority.clone()),
                     kind: TargetKind::External,
                     foreign_pid: *server_pid,
+                    metrics: server_metrics.clone(),
                 })
             }
             TargetChoice::External { .. } => anyhow::bail!(
@@ -124,10 +129,16 @@ impl ServerSide {
         self.foreign_pid
     }
 
+    /// The metrics endpoint of a server the run did not start (`--server-metrics`).
+    pub(super) fn metrics(&self) -> Option<&ServerMetrics> {
+        self.metrics.as_ref()
+    }
+
     pub(super) fn info(&self) -> TargetInfo {
-        let server_measured_by = match (self.kind, self.foreign_pid) {
-            (TargetKind::Spawned, _) => Some(ServerSource::SideChannel),
-            (_, Some(_)) => Some(ServerSource::Process),
+        let server_measured_by = match (self.kind, self.foreign_pid, &self.metrics) {
+            (TargetKind::Spawned, _, _) => Some(ServerSource::SideChannel),
+            (_, Some(_), _) => Some(ServerSource::Process),
+            (_, None, Some(_)) => Some(ServerSource::Metrics),
             _ => None,
         };
         TargetInfo {
@@ -135,6 +146,7 @@ impl ServerSide {
             address: self.address.clone(),
             server_pid: self.process.as_ref().map(ServerProcess::pid).or(self.foreign_pid),
             server_measured_by,
+            server_metrics_url: self.metrics.as_ref().map(|metrics| metrics.url.clone()),
         }
     }
 
@@ -170,7 +182,7 @@ async fn settle(control: &mut ServerControl) {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     while Instant::now() < deadline {
         match control.stats() {
-            Some(stats) if stats.process.connections.open == 0 => return,
+            Some(stats) if stats.process.open_connections() == Some(0) => return,
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }

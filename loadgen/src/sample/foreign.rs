@@ -35,12 +35,12 @@ impl ForeignMeasure {
 impl Measure for ForeignMeasure {
     fn client(&mut self) -> Result<ProcessSnapshot, ProcError> {
         let snapshot = ProcessSnapshot {
-            pid: self.pid,
+            pid: Some(self.pid),
             rss_bytes: self.files.rss_bytes()?,
-            fds: procfs::open_fds(Proc::Pid(self.pid))?,
-            threads: self.files.threads()?,
+            fds: Some(procfs::open_fds(Proc::Pid(self.pid))?),
+            threads: Some(self.files.threads()?),
             jemalloc: None,
-            connections: Connections::open_only(self.sockets.latest().established().unwrap_or(0)),
+            connections: Some(Connections::open_only(self.sockets.latest().established().unwrap_or(0))),
         };
         // Read as it exits, its figures are zeros (the kernel frees its memory before it turns zombie):
         // that is its end, not its memory. A live process always has pages resident.

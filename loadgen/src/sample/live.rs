@@ -1,6 +1,7 @@
 //! The built-in client's measure: this process read directly, and the
 //! server asked over the toy server's side channel or, for a `--server-pid`
-//! leaklab did not start, read from `/proc` and the socket watch.
+//! leaklab did not start, read from `/proc` and the socket watch, or scraped
+//! from its `--server-metrics` endpoint.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use leaklab_probe::jemalloc::purge_all_arenas;
 use leaklab_probe::procfs::{self, Proc, ProcError, ProcFiles};
 use leaklab_probe::{Connections, ProcessSnapshot, SnapshotReader};
 
-use super::{Measure, NetworkSample, Phase, SocketWatch};
+use super::{Measure, MetricsEndpoint, NetworkSample, Phase, SocketWatch};
 use crate::heap;
 use crate::target::ServerControl;
 
@@ -24,6 +25,8 @@ pub struct LiveMeasure {
     server: Option<ServerControl>,
     /// A server process leaklab did not start: its pid and its `/proc` files.
     foreign_server: Option<(u32, ProcFiles)>,
+    /// The server's metrics endpoint, and what its last scrape recorded.
+    metrics: Option<(MetricsEndpoint, BTreeMap<String, f64>)>,
     events: Option<ClientEventsProbe>,
     sockets: Option<SocketWatch>,
     heap: Option<HeapDumps>,
@@ -49,7 +52,7 @@ impl std::fmt::Debug for LiveMeasure {
 impl LiveMeasure {
     /// `server` is `None` for an external target, whose figures cannot be read.
     pub fn new(client: SnapshotReader, server: Option<ServerControl>) -> Self {
-        Self { client, server, foreign_server: None, events: None, sockets: None, heap: None }
+        Self { client, server, foreign_server: None, metrics: None, events: None, sockets: None, heap: None }
     }
 
     /// Reads the server as process `pid` from outside: RSS, fds and threads from `/proc`, its
@@ -57,6 +60,13 @@ impl LiveMeasure {
     pub fn with_foreign_server(mut self, pid: u32) -> Result<Self, ProcError> {
         self.foreign_server = Some((pid, ProcFiles::open(Proc::Pid(pid))?));
         Ok(self)
+    }
+
+    /// Scrapes the server's metrics endpoint at every sample: its process figures when there is no
+    /// `--server-pid`, and its recorded metrics always.
+    pub fn with_server_metrics(mut self, endpoint: MetricsEndpoint) -> Self {
+        self.metrics = Some((endpoint, BTreeMap::new()));
+        self
     }
 
     /// Dumps both processes' heap profiles into `dir` at the end of warm-up
@@ -90,24 +100,39 @@ impl Measure for LiveMeasure {
     }
 
     fn server(&mut self) -> Option<ServerStats> {
+        let scrape = self.metrics.as_mut().and_then(|(endpoint, recorded)| {
+            let scrape = endpoint.scrape().ok();
+            *recorded = scrape.as_ref().map(|scrape| endpoint.recorded(scrape)).unwrap_or_default();
+            scrape
+        });
+        let from_outside = |process| ServerStats {
+            process,
+            requests_served: None,
+            requests_failed: None,
+            lifecycle: Default::default(),
+        };
+        if self.foreign_server.is_none()
+            && let Some(scrape) = scrape
+        {
+            return scrape.process().map(from_outside);
+        }
         if let Some((pid, files)) = self.foreign_server.as_ref() {
             let established = self.sockets.as_ref().and_then(|sockets| sockets.latest().established());
             let process = ProcessSnapshot {
-                pid: *pid,
+                pid: Some(*pid),
                 rss_bytes: files.rss_bytes().ok()?,
-                fds: procfs::open_fds(Proc::Pid(*pid)).ok()?,
-                threads: files.threads().ok()?,
+                fds: Some(procfs::open_fds(Proc::Pid(*pid)).ok()?),
+                threads: Some(files.threads().ok()?),
                 jemalloc: None,
-                connections: Connections::open_only(established?),
+                connections: Some(Connections::open_only(established?)),
             };
-            return Some(ServerStats {
-                process,
-                requests_served: None,
-                requests_failed: None,
-                lifecycle: Default::default(),
-            });
+            return Some(from_outside(process));
         }
         self.server.as_mut().and_then(ServerControl::stats)
+    }
+
+    fn server_metrics(&mut self) -> BTreeMap<String, f64> {
+        self.metrics.as_mut().map(|(_, recorded)| std::mem::take(recorded)).unwrap_or_default()
     }
 
     fn network(&mut self) -> NetworkSample {
@@ -161,7 +186,7 @@ impl Measure for LiveMeasure {
             let allocated = self.client.read().ok().and_then(|s| s.jemalloc).map(|j| j.allocated_bytes);
             let agree = match self.server.as_mut() {
                 // The run's client is the server's only one, so at rest both count the same.
-                Some(server) => server.stats().is_some_and(|stats| stats.process.connections.open == client),
+                Some(server) => server.stats().is_some_and(|stats| stats.process.open_connections() == Some(client)),
                 None => true,
             };
             // Closed connections finish tearing down on the runtime a moment later: wait until the

@@ -13,8 +13,10 @@
 //!   and reports are tested without a server.
 //!
 //! Socket states (TIME_WAIT, a foreign process's connections) are counted
-//! beside the sampler by a [`SocketWatch`], never on its path.
+//! beside the sampler by a [`SocketWatch`], never on its path. A server's
+//! metrics endpoint ([`MetricsEndpoint`]) is scraped on it, once per sample.
 
+mod endpoint;
 mod foreign;
 mod live;
 mod recorder;
@@ -29,6 +31,7 @@ use leaklab_probe::procfs::ProcError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use endpoint::{MetricsEndpoint, Scrape, ScrapeError};
 pub use foreign::ForeignMeasure;
 pub use live::{ClientEventsProbe, LiveMeasure};
 pub use recorder::{Guard, Marker, Observer, Recorder, Recording};
@@ -76,6 +79,11 @@ pub struct Sample {
     /// Connection events the client saw so far, and TIME_WAIT sockets now.
     #[serde(default)]
     pub network: NetworkSample,
+    /// Metrics scraped from the server's `--server-metrics` endpoint besides its process figures:
+    /// `go_memstats_heap_inuse_bytes` and `go_goroutines` when it has them, and every `--server-metric`,
+    /// each summed over its label sets. Absent without an endpoint, or when this scrape failed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_metrics: BTreeMap<String, f64>,
 }
 
 /// The network side of a sample: connection events the built-in client saw,
@@ -107,8 +115,8 @@ impl Sample {
         };
         hit(Limit::ClientRss, Some(self.client.rss_bytes), caps.client_rss_bytes)
             .or_else(|| hit(Limit::ServerRss, server.map(|s| s.rss_bytes), caps.server_rss_bytes))
-            .or_else(|| hit(Limit::ClientFds, Some(self.client.fds), caps.fds))
-            .or_else(|| hit(Limit::ServerFds, server.map(|s| s.fds), caps.fds))
+            .or_else(|| hit(Limit::ClientFds, self.client.fds, caps.fds))
+            .or_else(|| hit(Limit::ServerFds, server.and_then(|s| s.fds), caps.fds))
     }
 }
 
@@ -118,6 +126,10 @@ pub trait Measure: Send {
     fn client(&mut self) -> Result<ProcessSnapshot, ProcError>;
     /// The server now, or `None` when its figures are not available.
     fn server(&mut self) -> Option<ServerStats>;
+    /// The server's recorded metrics from the scrape [`Measure::server`] just made (see [`Sample::server_metrics`]).
+    fn server_metrics(&mut self) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
     /// Whether both processes can be brought to rest for a checkpoint. A
     /// process leaklab did not write cannot: it is sampled as it runs.
     fn takes_checkpoints(&self) -> bool {

@@ -149,6 +149,7 @@ impl Recorder {
                     }
                 };
                 let server = measure.server();
+                let server_metrics = measure.server_metrics();
                 let network = measure.network();
                 recording.busy += started.elapsed();
                 let sample = Sample {
@@ -160,6 +161,7 @@ impl Recorder {
                     server,
                     settled: settle,
                     network,
+                    server_metrics,
                 };
                 if recording.write_error.is_none()
                     && let Err(error) = write_line(&mut sink, &sample)
@@ -262,7 +264,14 @@ mod tests {
     use std::sync::Mutex;
 
     fn snapshot(rss_bytes: u64) -> ProcessSnapshot {
-        ProcessSnapshot { pid: 1, rss_bytes, fds: 3, threads: 1, jemalloc: None, connections: Connections::default() }
+        ProcessSnapshot {
+            pid: Some(1),
+            rss_bytes,
+            fds: Some(3),
+            threads: Some(1),
+            jemalloc: None,
+            connections: Some(Connections::default()),
+        }
     }
 
     /// A sink tests can read back while the recorder owns it.

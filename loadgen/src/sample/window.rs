@@ -59,16 +59,17 @@ pub(crate) mod tests {
             requests_ok: requests,
             requests_failed: 0,
             client: ProcessSnapshot {
-                pid: 1,
+                pid: Some(1),
                 rss_bytes,
-                fds: 3,
-                threads: 1,
+                fds: Some(3),
+                threads: Some(1),
                 jemalloc: None,
-                connections: Connections::default(),
+                connections: Some(Connections::default()),
             },
             server: None,
             network: Default::default(),
             settled: false,
+            server_metrics: Default::default(),
         }
     }
 

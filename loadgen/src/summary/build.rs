@@ -1,13 +1,14 @@
 //! A [`Summary`] from what a run sampled and knew, whatever its kind.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use leaklab_probe::ProcessSnapshot;
 
 use super::series::{self, Side};
 use super::{
-    AtStop, CommandInfo, FirstError, Growth, LifecycleSummary, Limits, Note, PlanInfo, ProcessSummary, Requests,
-    RunKind, SCHEMA_VERSION, SamplesInfo, Summary, TargetInfo, TargetKind,
+    AtStop, CommandInfo, FirstError, Growth, LifecycleSummary, Limits, MetricSpan, Note, PlanInfo, ProcessSummary,
+    Requests, RunKind, SCHEMA_VERSION, SamplesInfo, Summary, TargetInfo, TargetKind,
 };
 use crate::fault::FaultLog;
 use crate::halt::{LimitHit, StopReason};
@@ -185,6 +186,7 @@ impl Summary {
             latency_from_intended_us,
             client: ProcessSummary::of(samples.iter().map(|s| &s.client)).expect("a run has at least one sample"),
             server: ProcessSummary::of(server_snapshots.iter().copied()),
+            server_metrics: metric_spans(samples),
             growth: Growth {
                 loaded_requests: requests.as_ref().and(window.map(|w| w.requests(samples))),
                 window_s: window.map_or(0.0, |w| w.seconds(samples)),
@@ -194,8 +196,8 @@ impl Summary {
                 }),
                 client_rss_bytes_per_request: growth_of(&|s| Some(s.client.rss_bytes)),
                 server_rss_bytes_per_request: growth_of(&|s| s.server.map(|x| x.process.rss_bytes)),
-                client_connections_per_request: growth_of(&|s| Some(s.client.connections.open)),
-                server_connections_per_request: growth_of(&|s| s.server.map(|x| x.process.connections.open)),
+                client_connections_per_request: growth_of(&|s| s.client.open_connections()),
+                server_connections_per_request: growth_of(&|s| s.server?.process.open_connections()),
             },
             requests,
             outcome: verdict.outcome(&verdict_plan),
@@ -215,6 +217,18 @@ impl Summary {
     }
 }
 
+/// Each recorded server metric over the samples that have it.
+fn metric_spans(samples: &[Sample]) -> BTreeMap<String, MetricSpan> {
+    let names: BTreeSet<&String> = samples.iter().flat_map(|s| s.server_metrics.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let span = MetricSpan::of(samples.iter().filter_map(|s| s.server_metrics.get(name).copied()))?;
+            Some((name.clone(), span))
+        })
+        .collect()
+}
+
 /// The load's duration from the samples, for a run rebuilt without its own measure of it.
 fn load_seconds(samples: &[Sample]) -> f64 {
     use crate::sample::Phase;
@@ -230,10 +244,10 @@ fn load_seconds(samples: &[Sample]) -> f64 {
 fn stop_note(hit: &LimitHit, samples: &[Sample]) -> Note {
     let at = samples.iter().find(|s| s.requests() >= hit.requests).or(samples.last());
     Note::StoppedAt {
-        client: at.map(|s| AtStop { rss_bytes: s.client.rss_bytes, connections: s.client.connections.open }),
+        client: at.map(|s| AtStop { rss_bytes: s.client.rss_bytes, connections: s.client.open_connections() }),
         server: at
             .and_then(|s| s.server)
-            .map(|x| AtStop { rss_bytes: x.process.rss_bytes, connections: x.process.connections.open }),
+            .map(|x| AtStop { rss_bytes: x.process.rss_bytes, connections: x.process.open_connections() }),
     }
 }
 
@@ -271,14 +285,13 @@ impl ProcessSummary {
             pid: first.pid,
             rss_bytes: Span::of(snapshots.clone().map(|s| s.rss_bytes))?,
             allocated_bytes: Span::of(snapshots.clone().filter_map(|s| s.jemalloc.map(|j| j.allocated_bytes))),
-            connections: Span::of(snapshots.clone().map(|s| s.connections.open))?,
-            connections_opened: first
-                .connections
-                .opened
-                .zip(last.connections.opened)
-                .map(|(before, after)| first.connections.open + after.saturating_sub(before)),
-            fds: Span::of(snapshots.clone().map(|s| s.fds))?,
-            threads: Span::of(snapshots.map(|s| s.threads))?,
+            connections: Span::of(snapshots.clone().filter_map(ProcessSnapshot::open_connections)),
+            connections_opened: first.connections.zip(last.connections).and_then(|(first, last)| {
+                let (before, after) = first.opened.zip(last.opened)?;
+                Some(first.open + after.saturating_sub(before))
+            }),
+            fds: Span::of(snapshots.clone().filter_map(|s| s.fds)),
+            threads: Span::of(snapshots.filter_map(|s| s.threads)),
         })
     }
 }

@@ -16,10 +16,10 @@ use crate::scenario::{Overrides, parse};
 
 pub(crate) fn snapshot(allocated: u64, connections: u64) -> ProcessSnapshot {
     ProcessSnapshot {
-        pid: 1,
+        pid: Some(1),
         rss_bytes: allocated + 8_000_000,
-        fds: connections + 10,
-        threads: 4,
+        fds: Some(connections + 10),
+        threads: Some(4),
         jemalloc: Some(JemallocStats {
             allocated_bytes: allocated,
             active_bytes: allocated,
@@ -27,7 +27,7 @@ pub(crate) fn snapshot(allocated: u64, connections: u64) -> ProcessSnapshot {
             mapped_bytes: allocated,
             retained_bytes: 0,
         }),
-        connections: Connections { open: connections, opened: Some(connections), closed: Some(0) },
+        connections: Some(Connections { open: connections, opened: Some(connections), closed: Some(0) }),
     }
 }
 
@@ -66,6 +66,7 @@ pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summ
             // Checkpoints: after warm-up, after each round, at the end.
             settled: phase == Phase::Load || phase == Phase::Cooldown,
             network: Default::default(),
+            server_metrics: Default::default(),
         });
     };
     push(0.0, Phase::Baseline, 0);
@@ -95,6 +96,7 @@ pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summ
             address: Some("127.0.0.1:1".into()),
             server_pid: Some(2),
             server_measured_by: Some(super::ServerSource::SideChannel),
+            server_metrics_url: None,
         },
         samples_file: "samples.jsonl".into(),
         sampling_busy: Duration::from_millis(12),

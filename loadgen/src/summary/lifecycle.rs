@@ -177,7 +177,7 @@ pub fn attribute(samples: &[Sample]) -> Option<Attribution> {
         .filter(|s| s.phase == Phase::Load)
         .filter_map(|s| {
             let allocated = s.client.jemalloc?.allocated_bytes as f64;
-            Some([s.requests() as f64, s.client.connections.open as f64, allocated])
+            Some([s.requests() as f64, s.client.open_connections()? as f64, allocated])
         })
         .collect();
     let (per_channel, per_connection) = two_slopes(&points, 8)?;
@@ -196,7 +196,7 @@ mod tests {
     use leaklab_probe::control::{ServerLifecycle, ServerStats};
 
     fn with_memory(mut s: Sample, open: u64, allocated: u64) -> Sample {
-        s.client.connections.open = open;
+        s.client.connections = Some(leaklab_probe::Connections::open_only(open));
         s.client.jemalloc = Some(JemallocStats { allocated_bytes: allocated, ..JemallocStats::default() });
         s
     }

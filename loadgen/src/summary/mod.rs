@@ -34,7 +34,7 @@ use crate::verdict::{Outcome, Verdicts};
 
 /// Bumped when a field changes meaning or disappears.
 /// 3: one summary for every kind of run; see the README's "summary.json, version 3".
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Everything one run measured, as written to `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -83,6 +83,10 @@ pub struct Summary {
     pub client: ProcessSummary,
     /// The server process; `null` when its figures are not available (`--target`, or a watch without the toy server).
     pub server: Option<ProcessSummary>,
+    /// The metrics recorded from the server's `--server-metrics` endpoint (see `samples.jsonl`'s
+    /// `server_metrics`), each over the run; empty without an endpoint.
+    #[serde(default)]
+    pub server_metrics: BTreeMap<String, MetricSpan>,
     /// Growth over the loaded part of the run (after warm-up, until the load ended) per request completed in it.
     pub growth: Growth,
     /// Does each process leak? See the verdict module's rules.
@@ -130,9 +134,13 @@ pub struct TargetInfo {
     /// server, or `--server-pid`).
     pub server_pid: Option<u32>,
     /// Where the server's figures came from: `side_channel` (the toy server this run started, which measures
-    /// itself), `process` (`--server-pid`: read from `/proc` and the kernel's socket table); `null`: not measured.
+    /// itself), `process` (`--server-pid`: read from `/proc` and the kernel's socket table), `metrics`
+    /// (`--server-metrics` alone: scraped from its endpoint); `null`: not measured.
     #[serde(default)]
     pub server_measured_by: Option<ServerSource>,
+    /// The `--server-metrics` endpoint scraped at every sample, with or without `--server-pid`; `null` without one.
+    #[serde(default)]
+    pub server_metrics_url: Option<String>,
 }
 
 /// How a run reads its server's figures.
@@ -141,6 +149,7 @@ pub struct TargetInfo {
 pub enum ServerSource {
     SideChannel,
     Process,
+    Metrics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -246,22 +255,44 @@ pub struct FirstError {
 /// One process over the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessSummary {
-    /// Its process id.
-    pub pid: u32,
+    /// Its process id; `null` for a server read from its metrics endpoint.
+    pub pid: Option<u32>,
     /// Resident set size in bytes.
     pub rss_bytes: Span,
     /// Bytes held by the application per jemalloc (`stats.allocated`); `null` for a process whose allocator
     /// leaklab cannot read.
     pub allocated_bytes: Option<Span>,
-    /// Open TCP connections: counted exactly by leaklab's own processes, ESTABLISHED sockets of a foreign one.
-    pub connections: Span,
+    /// Open TCP connections: counted exactly by leaklab's own processes, ESTABLISHED sockets of a foreign one;
+    /// `null` for a server read from its metrics endpoint.
+    pub connections: Option<Span>,
     /// TCP connections the run used: those open at its first sample plus those opened after it; `null` for a
     /// foreign process (the kernel keeps no such count).
     pub connections_opened: Option<u64>,
-    /// Open file descriptors.
-    pub fds: Span,
-    /// Threads.
-    pub threads: Span,
+    /// Open file descriptors; `null` when a metrics endpoint did not say.
+    pub fds: Option<Span>,
+    /// Threads; `null` when a metrics endpoint did not say.
+    pub threads: Option<Span>,
+}
+
+/// A scraped metric over the run, as its endpoint gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MetricSpan {
+    /// In the first sample that had it.
+    pub start: f64,
+    /// In the last sample that had it.
+    pub end: f64,
+    /// Its largest value.
+    pub peak: f64,
+}
+
+impl MetricSpan {
+    /// The span of `values` in order; `None` when there are none.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<MetricSpan> {
+        let mut values = values.into_iter();
+        let first = values.next()?;
+        let (end, peak) = values.fold((first, first), |(_, peak), value| (value, peak.max(value)));
+        Some(MetricSpan { start: first, end, peak })
+    }
 }
 
 /// Growth over the loaded part of the run: from the sample taken when warm-up

@@ -10,7 +10,7 @@ use crate::verdict::Axis;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AtStop {
     pub rss_bytes: u64,
-    pub connections: u64,
+    pub connections: Option<u64>,
 }
 
 /// One note of a summary.

@@ -159,7 +159,7 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<(Summary, Vec<Sample>)> {
         RunPlan::Builtin(plan) => Summary::build(Measured::Builtin { plan, load: None }, &samples, facts),
         RunPlan::Foreign(plan) => {
             let command = CommandInfo {
-                pid: first.client.pid,
+                pid: first.client.pid.unwrap_or_default(),
                 argv: match &plan.client {
                     ForeignClient::Command(argv) => Some(argv.clone()),
                     ForeignClient::Pid(_) => None,

@@ -30,7 +30,7 @@ fn point(at: f64, process: &ProcessSnapshot, quantity: Quantity) -> Point {
             Quantity::AllocatedBytes => process.jemalloc.map(|j| j.allocated_bytes),
             Quantity::RssBytes => Some(process.rss_bytes),
         },
-        connections: process.connections.open,
+        connections: process.open_connections(),
         fds: process.fds,
     }
 }

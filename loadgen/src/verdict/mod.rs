@@ -126,10 +126,10 @@ pub struct Point {
     pub at: f64,
     /// The quantity judged, in bytes; `null` when it could not be read.
     pub value: Option<u64>,
-    /// Open TCP connections.
-    pub connections: u64,
-    /// Open file descriptors.
-    pub fds: u64,
+    /// Open TCP connections; `null` when they were not counted.
+    pub connections: Option<u64>,
+    /// Open file descriptors; `null` when they were not counted.
+    pub fds: Option<u64>,
 }
 
 /// What a process did, as the judge sees it.

@@ -17,8 +17,8 @@ fn series(rounds: u64, allocated: impl Fn(u64) -> f64, connections: impl Fn(u64)
             .map(|i| Point {
                 at: (400 + i * ROUND) as f64,
                 value: Some(allocated(i).max(0.0) as u64),
-                fds: 12 + connections(i),
-                connections: connections(i),
+                fds: Some(12 + connections(i)),
+                connections: Some(connections(i)),
             })
             .collect(),
         after_cooldown: None,
@@ -35,7 +35,12 @@ fn sampled(seconds: f64, noise: f64, rss: impl Fn(f64) -> f64, connections: impl
             .map(|i| {
                 let t = i as f64 / 10.0;
                 let wobble = ((i * 7919 % 101) as f64 / 50.0 - 1.0) * noise;
-                Point { at: t, value: Some((rss(t) + wobble).max(0.0) as u64), connections: connections(t), fds: 10 }
+                Point {
+                    at: t,
+                    value: Some((rss(t) + wobble).max(0.0) as u64),
+                    connections: Some(connections(t)),
+                    fds: Some(10),
+                }
             })
             .collect(),
         after_cooldown: None,
@@ -166,7 +171,8 @@ fn the_cooldown_check_sees_what_was_given_back() {
     assert!(!recovery.returned_to_baseline);
 
     let first = kept.points[0];
-    kept.after_cooldown = Some(Point { at: last.at, value: first.value.map(|b| b + 1_000), fds: 12, connections: 0 });
+    kept.after_cooldown =
+        Some(Point { at: last.at, value: first.value.map(|b| b + 1_000), fds: Some(12), connections: Some(0) });
     let verdict = judge(&kept, TOLERANCE, None);
     assert!(verdict.cooldown.unwrap().returned_to_baseline);
     assert_eq!(verdict.kind, VerdictKind::Leak, "giving memory back later does not undo the verdict");
