@@ -66,17 +66,25 @@ var okCount, failedCount int64
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:50051", "the toy server, host:port (loopback)")
-	mode := flag.String("mode", "reused", "reused | leak (dial per request, never Close) | close (dial per request, Close after)")
+	mode := flag.String("mode", "reused", "reused | leak (dial per request, never Close) | close (dial per request, Close after) | app | app-fixed (see app.go)")
 	requests := flag.Int("requests", 2000, "requests to send")
 	rate := flag.Float64("rate", 200, "requests per second (open loop); 0 for closed loop")
 	concurrency := flag.Int("concurrency", 4, "requests in flight at most")
 	hold := flag.Duration("hold", 3*time.Second, "stay alive this long after the last request, so a watcher sees the end state")
 	payloadBytes := flag.Int("payload-bytes", 64, "payload size")
 	codec := flag.String("codec", "proto", "proto (messages marshalled by grpc-go's default codec) | raw (pre-encoded bytes, no marshalling)")
+	pprofListen := flag.String("pprof-listen", "", "modes app, app-fixed: serve net/http/pprof on this loopback host:port")
+	memProfileRate := flag.Int("mem-profile-rate", 0, "modes app, app-fixed: runtime.MemProfileRate, bytes per heap sample (0: Go's default)")
 	flag.Parse()
-	if *mode != "reused" && *mode != "leak" && *mode != "close" {
-		fmt.Fprintf(os.Stderr, "-mode %q: expected reused, leak or close\n", *mode)
+	switch *mode {
+	case "reused", "leak", "close", "app", "app-fixed":
+	default:
+		fmt.Fprintf(os.Stderr, "-mode %q: expected reused, leak, close, app or app-fixed\n", *mode)
 		os.Exit(2)
+	}
+	appMode := *mode == "app" || *mode == "app-fixed"
+	if appMode {
+		startApp(*addr, *mode == "app-fixed", *pprofListen, *memProfileRate)
 	}
 	if *codec != "proto" && *codec != "raw" {
 		fmt.Fprintf(os.Stderr, "-codec %q: expected proto or raw\n", *codec)
@@ -110,7 +118,16 @@ func main() {
 		}
 	}
 
+	var started int64
 	call := func() {
+		if appMode {
+			if err := appRequest(int(atomic.AddInt64(&started, 1) - 1)); err != nil {
+				atomic.AddInt64(&failedCount, 1)
+			} else {
+				atomic.AddInt64(&okCount, 1)
+			}
+			return
+		}
 		conn := shared
 		if conn == nil {
 			var err error

@@ -1,0 +1,8 @@
+package main
+
+import "context"
+
+// listOrders uses the shared client: no leak.
+func listOrders(ctx context.Context) error {
+	return invokeEcho(ctx, echoClient())
+}
