@@ -155,6 +155,7 @@ fn a_toy_server_read_through_its_metrics_endpoint_is_judged_on_its_allocator() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let s = summary(reports.path(), "e2e-leak");
     assert_eq!(s["target"]["server_measured_by"], "metrics");
+    assert_eq!(s["samples"]["server_misses"], 0, "every scrape answered");
     let verdict = &s["verdict"]["server"];
     assert_eq!((&verdict["kind"], &verdict["quantity"]), (&"leak".into(), &"allocated_bytes".into()), "{verdict}");
     // A leaked connection holds tens of KB in the toy server (38 KB when this test was written).

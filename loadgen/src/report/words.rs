@@ -266,7 +266,12 @@ pub fn note(summary: &Summary, note: &Note) -> String {
              not measured, and the server figures are absent."
         ),
         Note::ServerMisses { samples } => {
-            format!("{samples} samples lack server figures: the server did not answer its side channel in time.")
+            let why = match summary.target.server_measured_by {
+                Some(crate::summary::ServerSource::Metrics) => "its metrics endpoint did not answer in time",
+                Some(crate::summary::ServerSource::Process) => "its process could not be read",
+                _ => "the server did not answer its side channel in time",
+            };
+            format!("{samples} samples lack server figures: {why}.")
         }
         Note::NeverPastWarmup => {
             "The run never got past its warm-up, so growth per request is not measured.".to_owned()

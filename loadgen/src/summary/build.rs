@@ -146,10 +146,13 @@ impl Summary {
         if facts.target.kind == TargetKind::External && facts.target.server_measured_by.is_none() {
             notes.push(Note::ServerNotMeasured { address: facts.target.address.clone().unwrap_or_default() });
         }
-        // A spawned server answers every sample unless its side channel was late.
-        let server_misses = match facts.target.kind {
-            TargetKind::Spawned => samples.iter().filter(|s| s.server.is_none()).count() as u64,
-            TargetKind::External | TargetKind::None => 0,
+        // A measured server has figures in every sample unless its side channel was late, or its process or
+        // metrics endpoint could not be read.
+        let server_misses = match (facts.target.kind, facts.target.server_measured_by) {
+            (TargetKind::Spawned, _) | (TargetKind::External, Some(_)) => {
+                samples.iter().filter(|s| s.server.is_none()).count() as u64
+            }
+            _ => 0,
         };
         if server_misses > 0 {
             notes.push(Note::ServerMisses { samples: server_misses });

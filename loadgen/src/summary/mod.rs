@@ -334,7 +334,8 @@ pub struct SamplesInfo {
     pub file: String,
     /// Samples taken.
     pub count: u64,
-    /// Samples without server figures although the server was spawned (its side channel did not answer in time).
+    /// Samples without server figures although the server was measured (a spawned server's side channel did not
+    /// answer in time; a `--server-pid` process or `--server-metrics` endpoint could not be read).
     pub server_misses: u64,
     /// Seconds spent taking samples, the server's answers and the socket counts taken beside the sampler
     /// included: an upper bound on what sampling cost.

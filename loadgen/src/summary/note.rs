@@ -21,7 +21,8 @@ pub enum Note {
     LeakModel,
     /// The server at `address` was started by someone else (`--target`): its figures are absent.
     ServerNotMeasured { address: String },
-    /// This many samples lack server figures: its side channel did not answer in time.
+    /// This many samples lack server figures: its side channel did not answer in time, or its process or
+    /// metrics endpoint could not be read.
     ServerMisses { samples: u64 },
     /// The run never got past its warm-up, so growth per request is not measured.
     NeverPastWarmup,
