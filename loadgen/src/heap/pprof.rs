@@ -1,5 +1,6 @@
-//! pprof's `profile.proto`, the fields a heap profile needs: a profile
-//! encoded for `go tool pprof` and friends, and read back.
+//! pprof's `profile.proto`, the fields a heap or goroutine profile needs: a
+//! profile encoded for `go tool pprof` and friends, and one read back, as the
+//! load generator writes them or as a Go process's `net/http/pprof` serves them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,11 +39,25 @@ mod proto {
         pub(super) location_id: Vec<u64>,
         #[prost(int64, repeated, tag = "2")]
         pub(super) value: Vec<i64>,
+        #[prost(message, repeated, tag = "3")]
+        pub(super) label: Vec<Label>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Label {
+        #[prost(int64, tag = "1")]
+        pub(super) key: i64,
+        #[prost(int64, tag = "2")]
+        pub(super) str: i64,
+        #[prost(int64, tag = "3")]
+        pub(super) num: i64,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub(super) struct Location {
         #[prost(uint64, tag = "1")]
         pub(super) id: u64,
+        #[prost(uint64, tag = "3")]
+        pub(super) address: u64,
+        /// The functions at this address, the innermost (inlined) first and the one it was inlined into last.
         #[prost(message, repeated, tag = "4")]
         pub(super) line: Vec<Line>,
     }
@@ -50,6 +65,8 @@ mod proto {
     pub(super) struct Line {
         #[prost(uint64, tag = "1")]
         pub(super) function_id: u64,
+        #[prost(int64, tag = "2")]
+        pub(super) line: i64,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub(super) struct Function {
@@ -57,6 +74,8 @@ mod proto {
         pub(super) id: u64,
         #[prost(int64, tag = "2")]
         pub(super) name: i64,
+        #[prost(int64, tag = "4")]
+        pub(super) filename: i64,
     }
 }
 
@@ -79,13 +98,17 @@ pub fn encode(profile: &Folded) -> Vec<u8> {
             let next = ids.len() as u64 + 1;
             let id = *ids.entry(frame.to_owned()).or_insert_with(|| {
                 strings.push(frame.to_owned());
-                out.function.push(proto::Function { id: next, name: strings.len() as i64 - 1 });
-                out.location.push(proto::Location { id: next, line: vec![proto::Line { function_id: next }] });
+                out.function.push(proto::Function { id: next, name: strings.len() as i64 - 1, filename: 0 });
+                out.location.push(proto::Location {
+                    id: next,
+                    address: 0,
+                    line: vec![proto::Line { function_id: next, line: 0 }],
+                });
                 next
             });
             location_id.push(id);
         }
-        out.sample.push(proto::Sample { location_id, value: vec![bytes.round() as i64] });
+        out.sample.push(proto::Sample { location_id, value: vec![bytes.round() as i64], label: Vec::new() });
     }
     out.string_table = strings;
     out.encode_to_vec()
@@ -105,31 +128,128 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<(i64, Vec<String>)>> {
     decode(&bytes).with_context(|| path.display().to_string())
 }
 
-/// A gzipped pprof profile's samples: values and frame names, leaf first.
+/// A gzipped pprof profile's samples: first values and frame names, leaf first.
 pub fn decode(gzipped: &[u8]) -> anyhow::Result<Vec<(i64, Vec<String>)>> {
-    use prost::Message;
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(gzipped).read_to_end(&mut bytes).context("not gzip")?;
-    let profile = proto::Profile::decode(bytes.as_slice()).context("not a pprof profile")?;
-    let name_of = |location: u64| -> String {
-        profile
-            .location
-            .iter()
-            .find(|l| l.id == location)
-            .and_then(|l| l.line.first())
-            .and_then(|line| profile.function.iter().find(|f| f.id == line.function_id))
-            .and_then(|f| profile.string_table.get(f.name as usize))
-            .cloned()
-            .unwrap_or_default()
-    };
-    Ok(profile
-        .sample
-        .iter()
+    Ok(Profile::decode(gzipped)?
+        .samples
+        .into_iter()
         .map(|sample| {
-            (sample.value.first().copied().unwrap_or(0), sample.location_id.iter().map(|&id| name_of(id)).collect())
+            let names = sample.frames.into_iter().map(|frame| frame.function).collect();
+            (sample.values.first().copied().unwrap_or(0), names)
         })
         .collect())
+}
+
+/// A profile read back, its frames resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// What each sample's values are, as `(type, unit)`: Go's heap profile has `alloc_objects`,
+    /// `alloc_space`, `inuse_objects`, `inuse_space`; its goroutine profile `goroutine`, `count`.
+    pub sample_types: Vec<(String, String)>,
+    /// One sample every `period` units of `period_type` (a Go heap profile: bytes, its `MemProfileRate`).
+    pub period: i64,
+    pub period_type: Option<(String, String)>,
+    pub samples: Vec<ProfileSample>,
+}
+
+/// One stack and its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileSample {
+    /// One value per sample type.
+    pub values: Vec<i64>,
+    /// Innermost first; an inlined function is a frame of its own, before the one it was inlined into.
+    pub frames: Vec<Frame>,
+    /// Its labels, as `key=value` (a Go heap sample's object size: `bytes=80`).
+    pub labels: Vec<String>,
+}
+
+/// A function at a line.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Frame {
+    pub function: String,
+    pub file: String,
+    pub line: i64,
+    /// Inlined into the next frame: not a call of its own.
+    pub inlined: bool,
+    /// The instruction's address in the binary: two samples are one stack only where they match too, as
+    /// pprof merges them.
+    pub address: u64,
+}
+
+impl Profile {
+    /// A profile in pprof's file format, gzipped (as pprof writes it) or not.
+    pub fn decode(data: &[u8]) -> anyhow::Result<Profile> {
+        use prost::Message;
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        let raw = if data.starts_with(&[0x1f, 0x8b]) {
+            flate2::read::GzDecoder::new(data).read_to_end(&mut bytes).context("a gzip stream cut short")?;
+            bytes.as_slice()
+        } else {
+            data
+        };
+        let profile = proto::Profile::decode(raw).context("not a pprof profile (profile.proto)")?;
+        if profile.sample_type.is_empty() {
+            anyhow::bail!("not a pprof profile: it has no sample types");
+        }
+        let string = |index: i64| profile.string_table.get(index as usize).cloned().unwrap_or_default();
+        let value_type = |v: &proto::ValueType| (string(v.r#type), string(v.unit));
+        let functions: BTreeMap<u64, &proto::Function> = profile.function.iter().map(|f| (f.id, f)).collect();
+        let locations: BTreeMap<u64, Vec<Frame>> = profile
+            .location
+            .iter()
+            .map(|location| {
+                let last = location.line.len().saturating_sub(1);
+                let frames = location
+                    .line
+                    .iter()
+                    .enumerate()
+                    .map(|(index, line)| {
+                        let function = functions.get(&line.function_id);
+                        Frame {
+                            function: function.map(|f| string(f.name)).unwrap_or_default(),
+                            file: function.map(|f| string(f.filename)).unwrap_or_default(),
+                            line: line.line,
+                            inlined: index < last,
+                            address: location.address,
+                        }
+                    })
+                    .collect();
+                (location.id, frames)
+            })
+            .collect();
+        let samples = profile
+            .sample
+            .iter()
+            .map(|sample| ProfileSample {
+                values: sample.value.clone(),
+                frames: sample
+                    .location_id
+                    .iter()
+                    .flat_map(|id| locations.get(id).cloned().unwrap_or_default())
+                    .collect(),
+                labels: sample
+                    .label
+                    .iter()
+                    .map(|label| match label.str {
+                        0 => format!("{}={}", string(label.key), label.num),
+                        text => format!("{}={}", string(label.key), string(text)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Profile {
+            sample_types: profile.sample_type.iter().map(value_type).collect(),
+            period: profile.period,
+            period_type: profile.period_type.as_ref().map(value_type),
+            samples,
+        })
+    }
+
+    /// The index of the sample type named `name`, like pprof's `-sample_index`.
+    pub fn sample_index(&self, name: &str) -> Option<usize> {
+        self.sample_types.iter().position(|(kind, _)| kind == name)
+    }
 }
 
 #[cfg(test)]
