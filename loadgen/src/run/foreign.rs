@@ -78,6 +78,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<(Recording, Ended)> {
     let counters = Arc::new(LoadCounters::default());
     let reported = Arc::new(AtomicBool::new(false));
+    let mut copies = Vec::new();
     let (pid, mut child, argv) = match &plan.client {
         ForeignClient::Pid(pid) => {
             if !Proc::Pid(*pid).is_running() {
@@ -98,7 +99,7 @@ pub(super) async fn run(
                 .stderr(Stdio::piped())
                 .spawn()
                 .with_context(|| format!("watch: cannot start {program:?}"))?;
-            keep_output(&mut child, &sampling.dir.file("command.log"), &counters, &reported)?;
+            copies = keep_output(&mut child, &sampling.dir.file("command.log"), &counters, &reported)?;
             (child.id(), Some(child), Some(argv))
         }
     };
@@ -137,6 +138,7 @@ pub(super) async fn run(
             }
         }
     }
+    tokio::task::spawn_blocking(move || drain(copies)).await.context("the command's output")?;
     let tcp_states_at_end = sockets
         .latest()
         .process
@@ -208,13 +210,13 @@ pub fn parse_progress(line: &str) -> Option<(u64, u64)> {
 }
 
 /// Copies the command's stdout and stderr into `command.log` as they come,
-/// reading its progress lines into `counters` on the way.
+/// reading its progress lines into `counters` on the way; the copying threads, which end at the pipes' end.
 fn keep_output(
     child: &mut Child,
     log: &Path,
     counters: &Arc<LoadCounters>,
     reported: &Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let file = Arc::new(Mutex::new(file));
     let outputs: Vec<Box<dyn Read + Send>> = [
@@ -224,9 +226,10 @@ fn keep_output(
     .into_iter()
     .flatten()
     .collect();
+    let mut copies = Vec::new();
     for output in outputs {
         let (file, counters, reported) = (Arc::clone(&file), Arc::clone(counters), Arc::clone(reported));
-        std::thread::Builder::new().name("command-output".into()).spawn(move || {
+        copies.push(std::thread::Builder::new().name("command-output".into()).spawn(move || {
             for line in BufReader::new(output).lines().map_while(Result::ok) {
                 if let Some((ok, failed)) = parse_progress(&line) {
                     counters.store(ok, failed);
@@ -236,9 +239,22 @@ fn keep_output(
                     let _ = writeln!(file, "{line}");
                 }
             }
-        })?;
+        })?);
     }
-    Ok(())
+    Ok(copies)
+}
+
+/// How long the output of a command that has ended may take to reach `command.log`.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// Waits (briefly) until the copying threads have written all the command's output: a command that
+/// ended before its first sample is reported with what it said. A grandchild holding the pipes open
+/// would keep them going; it is not waited for.
+fn drain(copies: Vec<std::thread::JoinHandle<()>>) {
+    let deadline = Instant::now() + OUTPUT_DRAIN;
+    while copies.iter().any(|copy| !copy.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// SIGTERM, a grace, then SIGKILL; always reaped.
