@@ -21,6 +21,7 @@ pub mod exit;
 pub mod fault;
 pub mod halt;
 pub mod heap;
+pub mod http;
 pub mod load;
 pub mod report;
 pub mod run;

@@ -3,36 +3,32 @@
 //! Prometheus clients use (`process_resident_memory_bytes`, `process_open_fds`,
 //! `go_goroutines`…).
 //!
-//! The scrape is a plain HTTP/1.1 GET on its own connection, as Prometheus
-//! itself makes one; the body is the text exposition format (see
+//! The scrape is a plain HTTP/1.1 GET on its own connection ([`crate::http`]),
+//! as Prometheus itself makes one; the body is the text exposition format (see
 //! [`leaklab_probe::exposition`]). A metric with several label sets counts as
 //! their sum.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use leaklab_probe::exposition::{self, ParseError, names};
 use leaklab_probe::{JemallocStats, ProcessSnapshot};
+
+use crate::http::{HttpError, HttpUrl};
 
 /// Recorded beside the process figures whenever the endpoint has them (a Go server's).
 const RECORDED_WHEN_PRESENT: [&str; 2] = ["go_memstats_heap_inuse_bytes", "go_goroutines"];
 
 /// The longest a scrape may take before the sample goes without the server's figures.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
-/// A body larger than this is not a metrics page.
-const MAX_BODY: usize = 16 << 20;
+/// What a scrape asks for, as Prometheus does.
+const ACCEPT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
 
 /// Why the endpoint could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
-    #[error("{url}: {reason}")]
-    Url { url: String, reason: String },
-    #[error("{url}: {source}")]
-    Io { url: String, source: std::io::Error },
-    #[error("{url}: {reason}")]
-    Http { url: String, reason: String },
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("{url}: not the Prometheus text format: {source}")]
     Parse { url: String, source: ParseError },
     #[error("{url} has no metric {name} (it has {available})")]
@@ -78,10 +74,7 @@ impl Scrape {
 /// A metrics endpoint, checked once when opened.
 #[derive(Debug, Clone)]
 pub struct MetricsEndpoint {
-    url: String,
-    host: String,
-    path: String,
-    addrs: Vec<SocketAddr>,
+    url: HttpUrl,
     /// Metrics kept in every sample beside the process figures.
     recorded: Vec<String>,
 }
@@ -91,33 +84,11 @@ impl MetricsEndpoint {
     /// `process_resident_memory_bytes` when `judged_on` (the endpoint is how the server is measured),
     /// and with every metric of `named`.
     pub fn open(url: &str, named: &[String], judged_on: bool) -> Result<Self, ScrapeError> {
-        let bad = |reason: &str| ScrapeError::Url { url: url.to_owned(), reason: reason.to_owned() };
-        let rest = match url.split_once("://") {
-            Some(("http", rest)) => rest,
-            Some((scheme, _)) => {
-                return Err(bad(&format!("{scheme}:// is not supported: serve the metrics over http://")));
-            }
-            None => return Err(bad("expected http://HOST:PORT/PATH, like http://127.0.0.1:9090/metrics")),
-        };
-        let (host, path) = match rest.find('/') {
-            Some(at) => (&rest[..at], &rest[at..]),
-            None => (rest, "/metrics"),
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let with_port = if host.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
-            host.to_owned()
-        } else {
-            format!("{host}:80")
-        };
-        let addrs: Vec<SocketAddr> =
-            with_port.to_socket_addrs().map_err(|source| ScrapeError::Io { url: url.to_owned(), source })?.collect();
-        let mut endpoint =
-            Self { url: url.to_owned(), host: host.to_owned(), path: path.to_owned(), addrs, recorded: Vec::new() };
+        let url = HttpUrl::parse(url, "/metrics", "http://127.0.0.1:9090/metrics")?;
+        let mut endpoint = Self { url, recorded: Vec::new() };
         let first = endpoint.scrape()?;
         let missing = |name: &str| ScrapeError::Missing {
-            url: url.to_owned(),
+            url: endpoint.url.as_str().to_owned(),
             name: name.to_owned(),
             available: available(&first),
         };
@@ -142,7 +113,7 @@ impl MetricsEndpoint {
     }
 
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.as_str()
     }
 
     /// The recorded metrics of `scrape`, by name.
@@ -152,26 +123,9 @@ impl MetricsEndpoint {
 
     /// Scrapes the endpoint now.
     pub fn scrape(&self) -> Result<Scrape, ScrapeError> {
-        let io = |source: std::io::Error| ScrapeError::Io { url: self.url.clone(), source };
-        let mut stream = TcpStream::connect_timeout(
-            self.addrs.first().ok_or_else(|| io(std::io::Error::other("the host resolved to no address")))?,
-            SCRAPE_TIMEOUT,
-        )
-        .map_err(io)?;
-        stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).map_err(io)?;
-        stream.set_write_timeout(Some(SCRAPE_TIMEOUT)).map_err(io)?;
-        // One write: a server may answer on the first segment it reads, and a request in pieces would race that.
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: leaklab\r\nAccept: text/plain;version=0.0.4;q=1,*/*;q=0.1\r\n\
-             Connection: close\r\n\r\n",
-            self.path, self.host
-        );
-        stream.write_all(request.as_bytes()).map_err(io)?;
-        let mut response = Vec::new();
-        stream.take(MAX_BODY as u64 + 1).read_to_end(&mut response).map_err(io)?;
-        let text = body(&response).map_err(|reason| ScrapeError::Http { url: self.url.clone(), reason })?;
-        let samples =
-            exposition::parse(&text).map_err(|source| ScrapeError::Parse { url: self.url.clone(), source })?;
+        let body = self.url.get("", ACCEPT, SCRAPE_TIMEOUT)?;
+        let samples = exposition::parse(&String::from_utf8_lossy(&body))
+            .map_err(|source| ScrapeError::Parse { url: self.url().to_owned(), source })?;
         Ok(Scrape { totals: exposition::totals(&samples) })
     }
 }
@@ -187,64 +141,14 @@ fn available(scrape: &Scrape) -> String {
     }
 }
 
-/// The body of a 200 response, de-chunked; else what came instead.
-fn body(response: &[u8]) -> Result<String, String> {
-    let text = String::from_utf8_lossy(response);
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| "no HTTP/1.1 response: is this the metrics endpoint's port?".to_owned())?;
-    let mut lines = head.lines();
-    let status = lines.next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("answered {:?}, not 200 OK", status.chars().take(80).collect::<String>()));
-    }
-    let chunked = lines.any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("transfer-encoding") && value.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    if !chunked {
-        return Ok(rest.to_owned());
-    }
-    let mut out = String::new();
-    let mut rest = rest;
-    loop {
-        let (size, after) = rest.split_once("\r\n").ok_or_else(|| "a chunk without its size".to_owned())?;
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or_default().trim(), 16)
-            .map_err(|_| format!("chunk size {size:?}"))?;
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = after.get(..size).ok_or_else(|| "a chunk cut short".to_owned())?;
-        out.push_str(chunk);
-        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::tests::serve as serve_bytes;
     use std::net::TcpListener;
 
-    /// Serves `responses` in turn, one per connection, on a loopback port.
     fn serve(responses: Vec<String>) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for response in responses {
-                let (mut stream, _) = listener.accept().unwrap();
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                let _ = stream.write_all(response.as_bytes());
-            }
-        });
-        format!("http://{addr}/metrics")
+        serve_bytes(responses.into_iter().map(String::into_bytes).collect(), "/metrics")
     }
 
     fn ok(body: &str) -> String {
@@ -305,6 +209,9 @@ mod tests {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("http://127.0.0.1:{port}/metrics");
         let error = MetricsEndpoint::open(&url, &[], true).unwrap_err();
-        assert!(matches!(error, ScrapeError::Io { .. }) && error.to_string().starts_with(&url), "{error}");
+        assert!(
+            matches!(error, ScrapeError::Http(HttpError::Io { .. })) && error.to_string().starts_with(&url),
+            "{error}"
+        );
     }
 }
