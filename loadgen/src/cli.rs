@@ -152,6 +152,17 @@ pub(crate) struct WatchArgs {
     #[arg(long)]
     pub(crate) dashboard: bool,
 
+    /// A Go process's net/http/pprof base URL (http://HOST:PORT/debug/pprof): its heap and goroutine
+    /// profiles are fetched when warm-up ends and when the watch ends, and diffed down to its own call
+    /// sites. {pprof_addr} in it and in the command becomes a free loopback HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub(crate) pprof: Option<String>,
+
+    /// With --pprof: the process's own packages, as function name prefixes (repeatable; default: all
+    /// but the Go runtime and standard library, gRPC, golang.org/x/net and protobuf).
+    #[arg(long = "own-code", value_name = "PREFIX", requires = "pprof")]
+    pub(crate) own_code: Vec<String>,
+
     /// The command to start and watch, after `--`; it is stopped at the end if still running.
     #[arg(last = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,
@@ -188,15 +199,14 @@ impl WatchArgs {
         };
         let tolerances = (self.tolerance_per_request as f64, self.tolerance as f64);
         let name = format!("watch-{}", process_name(&client));
-        Ok(RunPlan::Foreign(Box::new(ForeignPlan::watch(
-            name,
-            description,
-            client,
-            self.duration,
-            self.interval,
-            self.warmup,
-            tolerances,
-        ))))
+        if let Some(url) = self.pprof.as_ref().filter(|url| !url.starts_with("http://")) {
+            anyhow::bail!("--pprof {url:?}: expected http://HOST:PORT/debug/pprof");
+        }
+        let mut plan =
+            ForeignPlan::watch(name, description, client, self.duration, self.interval, self.warmup, tolerances);
+        plan.pprof = self.pprof.clone();
+        plan.own_code = self.own_code.clone();
+        Ok(RunPlan::Foreign(Box::new(plan)))
     }
 
     pub(crate) fn options(&self, stop: Stop) -> RunOptions {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules that must not import any other module of the crate.
-const FOUNDATIONS: [&str; 4] = ["scenario", "stats", "halt", "heap"];
+const FOUNDATIONS: [&str; 5] = ["scenario", "stats", "halt", "heap", "http"];
 
 fn files_of(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();

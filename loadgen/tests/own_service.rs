@@ -9,28 +9,14 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::sync::Mutex;
 
-use common::{LOADGEN, summary, text};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::{LOADGEN, root, summary, text};
 
 /// `target/peers/python/shop_server.py` and the venv's python, made by the Makefile's rule if missing.
 fn shop_server() -> (PathBuf, PathBuf) {
-    static BUILT: Mutex<()> = Mutex::new(());
-    let _one_build_at_a_time = BUILT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let script = root().join("target/peers/python/shop_server.py");
+    let script = common::peer("target/peers/python/shop_server.py");
     let python = root().join("target/peers/python-venv/bin/python");
-    let built = Command::new("make")
-        .arg("-s")
-        .arg("-C")
-        .arg(root())
-        .arg("target/peers/python/shop_server.py")
-        .status()
-        .expect("running make to build the grpcio peer (make peers)");
-    assert!(built.success() && script.is_file() && python.is_file(), "building the grpcio peer failed: {built}");
+    assert!(python.is_file(), "{} is missing after building the grpcio peer", python.display());
     (python, script)
 }
 

@@ -109,3 +109,27 @@ fn progress_lines_turn_the_verdict_per_request() {
     let log = std::fs::read_to_string(dir.path().join("watch-sh/latest/command.log")).unwrap();
     assert!(log.contains("leaklab-progress ok=150 failed=1"), "the command's output is kept");
 }
+
+#[test]
+fn a_profile_url_that_does_not_answer_is_a_note_and_the_report_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("http://{closed}/debug/pprof");
+    let output = watch(&["--duration", "2s", "--warmup", "500ms", "--pprof", &url, "--", "sleep", "5"], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let s = summary(dir.path(), "watch-sleep");
+    assert!(s["profiles"].is_null(), "nothing to compare");
+    let failed: Vec<&serde_json::Value> =
+        s["notes"].as_array().unwrap().iter().filter(|n| n["note"] == "profile_fetch_failed").collect();
+    // Both profiles, at both moments, each with the URL it asked and why it failed.
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    assert_eq!((&failed[0]["label"], &failed[3]["label"]), (&"warmup".into(), &"end".into()));
+    assert!(failed[0]["error"].as_str().unwrap().starts_with(&format!("{url}/heap?gc=1: ")), "{failed:?}");
+    let report = std::fs::read_to_string(dir.path().join("watch-sleep").join("latest").join("report.md")).unwrap();
+    assert!(report.contains("The warmup profile could not be fetched"), "{report}");
+    assert!(schema_errors(&s).is_empty(), "{:?}", schema_errors(&s));
+
+    let output = watch(&["--pprof", "localhost:6060", "--", "true"], dir.path());
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("--pprof \"localhost:6060\": expected http://HOST:PORT/debug/pprof"));
+}

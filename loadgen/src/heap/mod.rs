@@ -11,6 +11,7 @@
 //! [`pprof`] encodes a profile for the pprof tools. The report writes the
 //! end profiles as `heap.pb.gz` and as flame graphs.
 
+pub mod go;
 pub mod pprof;
 pub mod sites;
 

@@ -167,9 +167,13 @@ pub struct CallSites {
 /// in flight when a profile is taken hold objects too, under every handler: a few percent, at most.
 pub const MIN_SITE_SHARE: f64 = 0.05;
 
-/// The service's functions that what grew was allocated under (see [`CallSites`]). `None` when the
-/// profiles are not heap profiles.
-pub fn call_sites(diff: &Diff, own: &OwnCode) -> Option<CallSites> {
+/// Heap samples' worth of growth a call site must hold to be listed at all: what requests in flight hold
+/// is bounded by how many there are, a leak grows with every one.
+pub const MIN_SITE_SAMPLES: i64 = 32;
+
+/// The service's functions that what grew was allocated under (see [`CallSites`]), each holding at least
+/// [`MIN_SITE_SAMPLES`] samples of `period` bytes. `None` when the profiles are not heap profiles.
+pub fn call_sites(diff: &Diff, own: &OwnCode, period: i64) -> Option<CallSites> {
     let (bytes, objects) = (diff.index("inuse_space")?, diff.index("inuse_objects")?);
     let total = diff.total(bytes);
     // By function, then by line: a function's growth, and the line most of it came through.
@@ -204,7 +208,13 @@ pub fn call_sites(diff: &Diff, own: &OwnCode) -> Option<CallSites> {
         .collect();
     sites.sort_by(|a, b| b.inuse_bytes_growth.cmp(&a.inuse_bytes_growth).then(a.function.cmp(&b.function)));
     let own_growth: i64 = sites.iter().map(|site| site.inuse_bytes_growth).sum();
-    let listed = sites.iter().take_while(|s| s.inuse_bytes_growth as f64 >= MIN_SITE_SHARE * own_growth as f64).count();
+    let floor = MIN_SITE_SAMPLES * period.max(1);
+    let listed = sites
+        .iter()
+        .take_while(|s| {
+            s.inuse_bytes_growth >= floor && s.inuse_bytes_growth as f64 >= MIN_SITE_SHARE * own_growth as f64
+        })
+        .count();
     let rest = sites.split_off(listed);
     Some(CallSites { sites, smaller: rest.len(), smaller_bytes: rest.iter().map(|s| s.inuse_bytes_growth).sum() })
 }
@@ -323,7 +333,7 @@ mod tests {
 
     #[test]
     fn the_leaking_handlers_are_the_call_sites_and_the_others_are_not() {
-        let found = call_sites(&heap_diff(), &OwnCode::default()).unwrap();
+        let found = call_sites(&heap_diff(), &OwnCode::default(), 1024).unwrap();
         let sites = &found.sites;
         let names: Vec<&str> = sites.iter().map(|s| s.function.as_str()).collect();
         assert_eq!(names, ["main.chargePayment", "main.reserveStock", "main.quoteShipping"], "{sites:#?}");
@@ -341,9 +351,9 @@ mod tests {
         );
 
         // Named packages only: with the handlers' package, the same; with one that allocated nothing, none.
-        let named = call_sites(&heap_diff(), &OwnCode::prefixes(vec!["main.".to_owned()])).unwrap();
+        let named = call_sites(&heap_diff(), &OwnCode::prefixes(vec!["main.".to_owned()]), 1024).unwrap();
         assert_eq!(named.sites.iter().map(|s| &s.function).collect::<Vec<_>>(), names);
-        let other = call_sites(&heap_diff(), &OwnCode::prefixes(vec!["example.com/shop".to_owned()])).unwrap();
+        let other = call_sites(&heap_diff(), &OwnCode::prefixes(vec!["example.com/shop".to_owned()]), 1024).unwrap();
         assert!(other.sites.is_empty() && other.smaller == 0, "{other:?}");
     }
 
@@ -355,7 +365,7 @@ mod tests {
         let reader = count("google.golang.org/grpc/internal/transport.(*http2Client).reader");
         assert!(reader > 100, "{parked:?}");
         assert_eq!(count("google.golang.org/grpc.(*ccBalancerWrapper).watcher"), reader, "{parked:?}");
-        assert!(call_sites(&diff, &OwnCode::default()).is_none(), "a goroutine profile has no bytes");
+        assert!(call_sites(&diff, &OwnCode::default(), 1024).is_none(), "a goroutine profile has no bytes");
     }
 
     #[test]

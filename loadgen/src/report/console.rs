@@ -73,6 +73,22 @@ impl Exporter<RunConsole<'_>> for RunText {
                 }
             }
         }
+        if let Some(profiles) = &s.profiles {
+            let per = profiles.bytes_per_connection.map(|b| format!(", {} per connection", human_bytes(b)));
+            writeln!(
+                out,
+                "  profiles: {} grew{}; the client's own call sites:",
+                human_bytes(profiles.inuse_bytes_growth as f64),
+                per.unwrap_or_default()
+            )?;
+            for site in &profiles.call_sites {
+                let file = Path::new(&site.file).file_name().map_or(site.file.clone(), |f| f.to_string_lossy().into());
+                writeln!(out, "    {} at {file}:{}, {} objects", site.function, site.line, site.inuse_objects_growth)?;
+            }
+            if profiles.call_sites.is_empty() {
+                writeln!(out, "    none: no function of its own holds any of the growth")?;
+            }
+        }
         verdict(out, "client", Some(&s.verdict.client))?;
         verdict(out, "server", s.verdict.server.as_ref())?;
         if let Some(note) = words::stop_note(s) {

@@ -127,6 +127,85 @@ pub fn markdown(report: &HeapReport, level: usize) -> String {
     out
 }
 
+/// "From the profile to the code": a Go client's profiles compared, as a markdown section at `level`.
+pub fn go_markdown(p: &crate::heap::go::GoProfiles, level: usize) -> String {
+    let heading = "#".repeat(level);
+    let per = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), human_bytes);
+    let rate = p.sample_period_bytes.map_or_else(|| "unknown".to_owned(), |b| format!("one sample per {b} bytes"));
+    let mut out = format!(
+        "{heading} From the profile to the code\n\nThe client's own heap and goroutine profiles, fetched from {} when \
+         warm-up ended and when the watch ended (`pprof-warmup.heap.pb.gz`, `pprof-end.heap.pb.gz`…; \
+         `go tool pprof -base` reads them). Sampling: {rate}. In-use memory grew by {} in {} objects, {} per \
+         connection the client kept open ({} connections).\n\n",
+        p.url,
+        human_bytes(p.inuse_bytes_growth as f64),
+        p.inuse_objects_growth,
+        per(p.bytes_per_connection),
+        p.connections_grown.map_or_else(|| "n/a".to_owned(), |n| n.to_string()),
+    );
+    out += "What grew, by where it was allocated:\n\n| allocated in | grew by | share | per connection |\n|---|---:|---:|---:|\n";
+    for g in &p.growth {
+        let name = match &g.known_as {
+            Some(known) => format!("`{}` ({known})", g.function),
+            None => format!("`{}`", g.function),
+        };
+        out += &format!(
+            "| {name} | {} | {:.1}% | {} |\n",
+            human_bytes(g.inuse_bytes_growth as f64),
+            g.share * 100.0,
+            per(g.bytes_per_connection)
+        );
+    }
+    out += "\nWhere the client's own code allocated what grew (the innermost frame of its own code on each stack):\n\n";
+    if p.call_sites.is_empty() {
+        out += "No call site of the client's own code holds any of the growth.\n";
+    } else {
+        out += "| call site | at | objects grown | bytes grown |\n|---|---|---:|---:|\n";
+        for site in &p.call_sites {
+            let file = std::path::Path::new(&site.file)
+                .file_name()
+                .map_or(site.file.clone(), |f| f.to_string_lossy().into_owned());
+            out += &format!(
+                "| `{}` | `{file}:{}` | {} | {} |\n",
+                site.function,
+                site.line,
+                site.inuse_objects_growth,
+                human_bytes(site.inuse_bytes_growth as f64)
+            );
+        }
+    }
+    if p.smaller_call_sites > 0 {
+        out += &format!(
+            "\n{} more of its functions hold {} together, each under 5% of what its own code allocated or under \
+             32 samples' worth (requests in flight when a profile was taken).\n",
+            p.smaller_call_sites,
+            human_bytes(p.smaller_call_sites_bytes as f64)
+        );
+    }
+    if p.too_coarse {
+        out += &format!(
+            "\nOnly about {:.0} heap samples fell under these call sites: too few to rank them. Set a finer \
+             `runtime.MemProfileRate` in the process (the Go peer's `-mem-profile-rate 1024`).\n",
+            p.call_site_samples
+        );
+    }
+    if !p.goroutines.is_empty() {
+        out += &format!(
+            "\nGoroutines grown, by where they are parked ({} per connection in all):\n\n| parked in | grown | per connection |\n|---|---:|---:|\n",
+            p.goroutines_per_connection.map_or_else(|| "n/a".to_owned(), |g| format!("{g:.2}"))
+        );
+        for g in &p.goroutines {
+            out += &format!(
+                "| `{}` | {} | {} |\n",
+                g.parked_in,
+                g.grown,
+                g.per_connection.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

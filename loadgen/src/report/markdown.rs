@@ -184,6 +184,9 @@ fn render(s: &Summary) -> String {
     if let Some(heap) = &s.heap_profile {
         let _ = writeln!(out, "\n{}", super::heap::markdown(heap, 2));
     }
+    if let Some(profiles) = &s.profiles {
+        let _ = writeln!(out, "\n{}", super::heap::go_markdown(profiles, 2));
+    }
     let connections = super::lifecycle::sentences(s);
     if !connections.is_empty() {
         let _ = writeln!(out, "\n## Connections\n");

@@ -46,6 +46,8 @@ pub(super) struct Ended {
     pub(super) reported_progress: bool,
     pub(super) tcp_states_at_end: BTreeMap<String, u64>,
     pub(super) client_fds: Option<FdLimits>,
+    /// The pprof base URL profiles were fetched from, `{pprof_addr}` filled in.
+    pub(super) pprof: Option<String>,
 }
 
 /// What a summary is built from, for a foreign run that ended so.
@@ -79,6 +81,17 @@ pub(super) async fn run(
     let counters = Arc::new(LoadCounters::default());
     let reported = Arc::new(AtomicBool::new(false));
     let mut copies = Vec::new();
+    // A free loopback port for the client's pprof server, when the scenario leaves it to leaklab.
+    let pprof_addr = match plan.pprof.as_ref().filter(|url| url.contains("{pprof_addr}")) {
+        Some(_) => Some(
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .context("finding a free port for {pprof_addr}")?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let pprof = plan.pprof.as_ref().map(|url| url.replace("{pprof_addr}", pprof_addr.as_deref().unwrap_or_default()));
     let (pid, mut child, argv) = match &plan.client {
         ForeignClient::Pid(pid) => {
             if !Proc::Pid(*pid).is_running() {
@@ -90,6 +103,10 @@ pub(super) async fn run(
             let argv: Vec<String> = match server.address() {
                 Some(address) => argv.iter().map(|arg| arg.replace("{addr}", address)).collect(),
                 None => argv.clone(),
+            };
+            let argv: Vec<String> = match &pprof_addr {
+                Some(pprof_addr) => argv.iter().map(|arg| arg.replace("{pprof_addr}", pprof_addr)).collect(),
+                None => argv,
             };
             let (program, args) = argv.split_first().context("watch: no command given after --")?;
             let mut child = std::process::Command::new(program)
@@ -120,9 +137,14 @@ pub(super) async fn run(
         if ended.is_some() {
             break;
         }
+        if phase == Phase::Load {
+            fetch_profiles(pprof.as_deref(), sampling, crate::heap::WARMUP, notes).await;
+        }
         marker.mark(phase);
         ended = wait(pid, child.as_mut(), &mut exit_code, started + until, sampling).await;
     }
+    // While the process still runs: one that has exited has no profile to give.
+    fetch_profiles(pprof.as_deref(), sampling, crate::heap::END, notes).await;
     let stopped_by = ended.unwrap_or(StopReason::Duration);
     let recording = tokio::task::spawn_blocking(move || recorder.finish_without_last_sample())
         .await
@@ -147,7 +169,18 @@ pub(super) async fn run(
         .map(|(state, count)| (state.name().to_owned(), count))
         .collect();
     let reported_progress = reported.load(Ordering::Relaxed);
-    Ok((recording, Ended { stopped_by, pid, argv, exit_code, reported_progress, tcp_states_at_end, client_fds }))
+    Ok((recording, Ended { stopped_by, pid, argv, exit_code, reported_progress, tcp_states_at_end, client_fds, pprof }))
+}
+
+/// Fetches the client's profiles for `label` into the run directory (off the runtime: the GET blocks);
+/// what failed becomes a note.
+async fn fetch_profiles(pprof: Option<&str>, sampling: &Sampling<'_>, label: &str, notes: &mut Vec<Note>) {
+    let Some(url) = pprof else { return };
+    let (url, dir, owned_label) = (url.to_owned(), sampling.dir.path.clone(), label.to_owned());
+    let errors = tokio::task::spawn_blocking(move || super::pprof::fetch(&url, &dir, &owned_label))
+        .await
+        .unwrap_or_else(|error| vec![error.to_string()]);
+    notes.extend(errors.into_iter().map(|error| Note::ProfileFetchFailed { label: label.to_owned(), error }));
 }
 
 /// Why a foreign run has no sample: its process was gone before the first one.

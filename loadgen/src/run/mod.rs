@@ -15,6 +15,7 @@
 
 mod builtin;
 mod foreign;
+mod pprof;
 mod prepare;
 mod server;
 
@@ -103,6 +104,14 @@ impl RunOutcome {
 /// with the server that shares the machine. The sampler has its own thread.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// The client's open connections at the end of the load minus at its start (where the profiles were taken).
+fn connections_grown(samples: &[crate::sample::Sample]) -> Option<i64> {
+    let loaded = || samples.iter().filter(|s| s.phase == crate::sample::Phase::Load);
+    let first = loaded().next()?.client.open_connections()?;
+    let last = loaded().next_back()?.client.open_connections()?;
+    Some(last as i64 - first as i64)
 }
 
 /// Runs `plan` and writes its report.
@@ -196,6 +205,12 @@ pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunO
         if summary.heap_profile.is_none() {
             summary.notes.push(Note::HeapProfilesMissing);
         }
+    }
+    if let Driven::Foreign { plan, ended } = &driven
+        && let Some(url) = &ended.pprof
+    {
+        let own = crate::heap::sites::OwnCode::prefixes(plan.own_code.clone());
+        summary.profiles = heap::go::build(&dir.path, url, &own, connections_grown(&samples));
     }
     let report = Report { summary, samples };
     let mut written = report::write_outputs(&report::RUN_OUTPUTS, &report, &dir.path);

@@ -346,4 +346,11 @@ pub struct ExternalSection {
         extend("default" = format_duration(defaults::FOREIGN_WARMUP))
     )]
     pub warmup: Option<Duration>,
+    /// The client's `net/http/pprof` base URL, like `http://{pprof_addr}/debug/pprof`: its heap (`heap?gc=1`)
+    /// and goroutine profiles are fetched when warm-up ends and when the watch ends, and diffed down to
+    /// the client's own call sites. `{pprof_addr}` here and in `command` becomes a free loopback HOST:PORT.
+    pub pprof: Option<String>,
+    /// With `pprof`: the client's own packages, as function name prefixes (`["main."]`); by default every
+    /// function outside the Go runtime and standard library, gRPC, `golang.org/x/net` and protobuf.
+    pub own_code: Option<Vec<String>>,
 }

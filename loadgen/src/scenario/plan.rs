@@ -70,6 +70,12 @@ pub struct ForeignPlan {
     pub verdict: VerdictPlan,
     /// The command is stopped when either process reaches one; `None` for `loadgen watch`.
     pub caps: Option<CapsPlan>,
+    /// A Go process's `net/http/pprof` base URL (`http://HOST:PORT/debug/pprof`): its heap and goroutine
+    /// profiles are fetched when warm-up ends and when the watch ends. `{pprof_addr}` in it and in the
+    /// command becomes a free loopback HOST:PORT.
+    pub pprof: Option<String>,
+    /// Function name prefixes of the client's own code, for its call sites; empty: the default rule.
+    pub own_code: Vec<String>,
 }
 
 impl ForeignPlan {
@@ -100,6 +106,8 @@ impl ForeignPlan {
                 expect_server: None,
             },
             caps: None,
+            pprof: None,
+            own_code: Vec::new(),
         }
     }
 }

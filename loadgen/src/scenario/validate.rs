@@ -214,6 +214,13 @@ impl<'a> Validator<'a> {
             server: Some(self.server(&file.server)?),
             verdict: self.verdict(&file.verdict, &file.expect)?,
             caps: Some(self.caps(&file.caps)?),
+            pprof: match external.pprof {
+                Some(url) if !url.starts_with("http://") => {
+                    return Err(self.invalid("external.pprof", "expected http://HOST:PORT/debug/pprof"));
+                }
+                pprof => pprof,
+            },
+            own_code: external.own_code.unwrap_or_default(),
         })
     }
 

@@ -215,6 +215,7 @@ impl Summary {
             limits: facts.limits,
             lifecycle: LifecycleSummary::of(samples, facts.fault, leak),
             heap_profile: None,
+            profiles: None,
             notes,
         }
     }

@@ -106,6 +106,10 @@ pub struct Summary {
     /// With `--heap-profile`: the allocation stacks that grew most between the
     /// checkpoint after warm-up and the one after the load, in each process.
     pub heap_profile: Option<HeapReport>,
+    /// With `pprof` (a Go client's `net/http/pprof`): what grew between its profiles after warm-up and at the
+    /// end, and where its own code allocated it; `null` without, or when a profile could not be fetched.
+    #[serde(default)]
+    pub profiles: Option<crate::heap::go::GoProfiles>,
     /// What a reader needs to know to interpret the figures.
     pub notes: Vec<Note>,
 }

@@ -44,6 +44,8 @@ pub enum Note {
     ClientUnreadable { samples: u64 },
     /// Heap profiling was on, but no pair of profiles could be read.
     HeapProfilesMissing,
+    /// A Go profile (`pprof`) could not be fetched when `label`'s moment came: the URL and why.
+    ProfileFetchFailed { label: String, error: String },
     /// Rebuilt by `loadgen report` from `run.json` and `samples.jsonl`: latency and error kinds are missing.
     Rebuilt,
     /// This many lines at the end of `samples.jsonl` were cut short and are left out.

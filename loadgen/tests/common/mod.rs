@@ -14,6 +14,27 @@ use std::sync::Mutex;
 
 pub const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
 
+/// The source tree's root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `target/<path>` of a peer in `peers/`, made by the Makefile's rule for it if missing or out of date.
+pub fn peer(path: &str) -> PathBuf {
+    static BUILT: Mutex<()> = Mutex::new(());
+    let _one_build_at_a_time = BUILT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let built = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(root())
+        .arg(path)
+        .status()
+        .unwrap_or_else(|error| panic!("running make {path} (make peers): {error}"));
+    let file = root().join(path);
+    assert!(built.success() && file.is_file(), "building {path} failed: {built}");
+    file
+}
+
 /// `target/<profile>/leaklab-server`, built by the same cargo in the same profile if it is not there yet.
 pub fn server_bin() -> PathBuf {
     static BUILT: Mutex<()> = Mutex::new(());
