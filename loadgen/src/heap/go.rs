@@ -43,7 +43,7 @@ pub struct GoProfiles {
     /// What grew, by allocation site (the innermost frame), most bytes first.
     pub growth: Vec<AllocationGrowth>,
     /// Where in the process's own code what grew was allocated, most bytes first (see `heap::sites`).
-    pub call_sites: Vec<CallSiteGrowth>,
+    pub call_sites: Vec<sites::CallSite>,
     /// Own functions under which less was allocated (under 5% of the own-code growth, or under 32 samples'
     /// worth): how many, and their bytes.
     pub smaller_call_sites: u64,
@@ -69,18 +69,6 @@ pub struct AllocationGrowth {
     /// Its share of all bytes grown.
     pub share: f64,
     pub bytes_per_connection: Option<f64>,
-}
-
-/// One call site of the process's own code.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct CallSiteGrowth {
-    pub function: String,
-    pub file: String,
-    pub line: i64,
-    pub inuse_bytes_growth: i64,
-    pub inuse_objects_growth: i64,
-    /// Its bytes' share of all bytes grown (most growth is in buffers no own frame is on).
-    pub share: f64,
 }
 
 /// Goroutines grown where they are parked.
@@ -144,18 +132,7 @@ pub fn build(dir: &Path, url: &str, own: &OwnCode, connections_grown: Option<i64
         growth,
         too_coarse: call_site_samples < MIN_SITE_SAMPLES,
         call_site_samples,
-        call_sites: found
-            .sites
-            .into_iter()
-            .map(|s| CallSiteGrowth {
-                function: s.function,
-                file: s.file,
-                line: s.line,
-                inuse_bytes_growth: s.inuse_bytes_growth,
-                inuse_objects_growth: s.inuse_objects_growth,
-                share: s.share,
-            })
-            .collect(),
+        call_sites: found.sites,
         smaller_call_sites: found.smaller as u64,
         smaller_call_sites_bytes: found.smaller_bytes,
         goroutines,

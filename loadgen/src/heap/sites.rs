@@ -141,7 +141,7 @@ impl OwnCode {
 }
 
 /// One of the service's functions and what was allocated under it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CallSite {
     pub function: String,
     /// Where in it most of that was allocated from: the file and line of the call.
@@ -149,7 +149,7 @@ pub struct CallSite {
     pub line: i64,
     pub inuse_bytes_growth: i64,
     pub inuse_objects_growth: i64,
-    /// Its bytes' share of the profile's total growth.
+    /// Its bytes' share of all bytes grown (most growth is in buffers no own frame is on).
     pub share: f64,
 }
 
