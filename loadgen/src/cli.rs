@@ -404,6 +404,12 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_name = "URL", requires = "target")]
     pub(crate) server_metrics: Option<String>,
 
+    /// The --target server's net/http/pprof base URL (http://HOST:PORT/debug/pprof), for a Go server: its
+    /// heap and goroutine profiles are fetched when warm-up ends and when the load ends, and diffed down
+    /// to its own call sites, as --pprof does for a watched process.
+    #[arg(long, value_name = "URL", requires = "target")]
+    pub(crate) server_pprof: Option<String>,
+
     /// Another metric of the --server-metrics endpoint to record and plot, summed over its label sets
     /// (repeatable).
     #[arg(long = "server-metric", value_name = "NAME", requires = "server_metrics")]
@@ -436,8 +442,11 @@ impl CommonArgs {
     pub(crate) fn forwarded(&self, target: &TargetChoice) -> Vec<String> {
         let mut args = match target {
             TargetChoice::Spawn { server_bin } => vec!["--server-bin".to_owned(), server_bin.display().to_string()],
-            TargetChoice::External { authority, server_pid, server_metrics } => {
+            TargetChoice::External { authority, server_pid, server_metrics, server_pprof } => {
                 let mut args = vec!["--target".to_owned(), authority.clone()];
+                if let Some(url) = server_pprof {
+                    args.extend(["--server-pprof".to_owned(), url.clone()]);
+                }
                 if let Some(pid) = server_pid {
                     args.extend(["--server-pid".to_owned(), pid.to_string()]);
                 }
@@ -492,10 +501,14 @@ impl CommonArgs {
                 }
                 None => None,
             };
+            if let Some(url) = self.server_pprof.as_ref().filter(|url| !url.starts_with("http://")) {
+                anyhow::bail!("--server-pprof {url:?}: expected http://HOST:PORT/debug/pprof");
+            }
             return Ok(TargetChoice::External {
                 authority: authority.clone(),
                 server_pid: self.server_pid,
                 server_metrics,
+                server_pprof: self.server_pprof.clone(),
             });
         }
         let server_bin = match &self.server_bin {

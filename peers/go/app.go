@@ -40,6 +40,8 @@ import (
 type appConfig struct {
 	addr  string
 	fixed bool
+	// Every call's request, echoed back by the toy server.
+	payload []byte
 }
 
 var app appConfig
@@ -74,11 +76,11 @@ func appRequest(n int) error {
 
 // startApp sets the heap profile's rate and serves pprof; it must run before
 // the first request so that every ClientConn is sampled at that rate.
-func startApp(addr string, fixed bool, pprofListen string, memProfileRate int) {
+func startApp(addr string, fixed bool, payloadBytes int, pprofListen string, memProfileRate int) {
 	if memProfileRate > 0 {
 		runtime.MemProfileRate = memProfileRate
 	}
-	app = appConfig{addr: addr, fixed: fixed}
+	app = appConfig{addr: addr, fixed: fixed, payload: make([]byte, payloadBytes)}
 	if pprofListen == "" {
 		return
 	}
@@ -97,5 +99,5 @@ func startApp(addr string, fixed bool, pprofListen string, memProfileRate int) {
 
 // invokeEcho makes one Echo call on conn, as a generated stub would.
 func invokeEcho(ctx context.Context, conn *grpc.ClientConn) error {
-	return conn.Invoke(ctx, method, &EchoRequest{Payload: []byte("app")}, new(EchoResponse))
+	return conn.Invoke(ctx, method, &EchoRequest{Payload: app.payload}, new(EchoResponse))
 }

@@ -66,33 +66,38 @@ var okCount, failedCount int64
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:50051", "the toy server, host:port (loopback)")
-	mode := flag.String("mode", "reused", "reused | leak (dial per request, never Close) | close (dial per request, Close after) | app | app-fixed (see app.go)")
+	mode := flag.String("mode", "reused", "reused | leak (dial per request, never Close) | close (dial per request, Close after) | app | app-fixed (see app.go) | app-server (see app_server.go)")
 	requests := flag.Int("requests", 2000, "requests to send")
 	rate := flag.Float64("rate", 200, "requests per second (open loop); 0 for closed loop")
 	concurrency := flag.Int("concurrency", 4, "requests in flight at most")
-	hold := flag.Duration("hold", 3*time.Second, "stay alive this long after the last request, so a watcher sees the end state")
+	hold := flag.Duration("hold", 3*time.Second, "stay alive this long after the last request, so a watcher sees the end state; mode app-server: serve this long")
+	listen := flag.String("listen", "127.0.0.1:0", "mode app-server: serve on this loopback host:port")
 	payloadBytes := flag.Int("payload-bytes", 64, "payload size")
 	codec := flag.String("codec", "proto", "proto (messages marshalled by grpc-go's default codec) | raw (pre-encoded bytes, no marshalling)")
-	pprofListen := flag.String("pprof-listen", "", "modes app, app-fixed: serve net/http/pprof on this loopback host:port")
-	memProfileRate := flag.Int("mem-profile-rate", 0, "modes app, app-fixed: runtime.MemProfileRate, bytes per heap sample (0: Go's default)")
+	pprofListen := flag.String("pprof-listen", "", "modes app*: serve net/http/pprof on this loopback host:port")
+	memProfileRate := flag.Int("mem-profile-rate", 0, "modes app*: runtime.MemProfileRate, bytes per heap sample (0: Go's default)")
 	flag.Parse()
 	switch *mode {
-	case "reused", "leak", "close", "app", "app-fixed":
+	case "reused", "leak", "close", "app", "app-fixed", "app-server":
 	default:
-		fmt.Fprintf(os.Stderr, "-mode %q: expected reused, leak, close, app or app-fixed\n", *mode)
+		fmt.Fprintf(os.Stderr, "-mode %q: expected reused, leak, close, app, app-fixed or app-server\n", *mode)
 		os.Exit(2)
-	}
-	appMode := *mode == "app" || *mode == "app-fixed"
-	if appMode {
-		startApp(*addr, *mode == "app-fixed", *pprofListen, *memProfileRate)
 	}
 	if *codec != "proto" && *codec != "raw" {
 		fmt.Fprintf(os.Stderr, "-codec %q: expected proto or raw\n", *codec)
 		os.Exit(2)
 	}
-	if *requests < 1 || *rate < 0 || *concurrency < 1 {
-		fmt.Fprintln(os.Stderr, "-requests and -concurrency must be positive, -rate 0 or more")
+	if *requests < 1 || *rate < 0 || *concurrency < 1 || *payloadBytes < 0 {
+		fmt.Fprintln(os.Stderr, "-requests and -concurrency must be positive, -rate and -payload-bytes 0 or more")
 		os.Exit(2)
+	}
+	appMode := *mode == "app" || *mode == "app-fixed" || *mode == "app-server"
+	if appMode {
+		startApp(*addr, *mode == "app-fixed", *payloadBytes, *pprofListen, *memProfileRate)
+	}
+	if *mode == "app-server" {
+		serveApp(*listen, *hold)
+		return
 	}
 
 	payload := make([]byte, *payloadBytes)

@@ -10,6 +10,7 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::Process;
 use super::pprof::Profile;
 use super::sites::{self, OwnCode};
 
@@ -21,9 +22,9 @@ const TOP: usize = 8;
 /// (Go's default `MemProfileRate`, one sample per 512 KiB) is reported as such.
 const MIN_SITE_SAMPLES: f64 = 100.0;
 
-/// The file a profile fetched at `label` is kept in.
-pub fn file_name(label: &str, kind: &str) -> String {
-    format!("pprof-{label}.{kind}.pb.gz")
+/// The file a profile of `process` fetched at `label` is kept in.
+pub fn file_name(process: Process, label: &str, kind: &str) -> String {
+    format!("pprof-{}-{label}.{kind}.pb.gz", process.name())
 }
 
 /// What the profiles say, for the summary.
@@ -35,6 +36,10 @@ pub struct GoProfiles {
     pub sample_period_bytes: Option<i64>,
     /// TCP connections the process opened and kept between the two profiles (its ESTABLISHED sockets).
     pub connections_grown: Option<i64>,
+    /// The process's RSS grown between the two profiles, as the samples read it.
+    pub rss_growth: Option<i64>,
+    /// `rss_growth` per connection grown: what `bytes_per_connection` is checked against.
+    pub rss_per_connection: Option<f64>,
     /// In-use bytes and objects grown between the two heap profiles, over all stacks.
     pub inuse_bytes_growth: i64,
     pub inuse_objects_growth: i64,
@@ -79,18 +84,25 @@ pub struct GoroutineGrowth {
     pub per_connection: Option<f64>,
 }
 
+/// What the samples read of the process between the two profiles (the first and last loaded samples).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Measured {
+    pub connections_grown: Option<i64>,
+    pub rss_growth: Option<i64>,
+}
+
 /// The profiles kept in `dir` from `url`, compared (pure, apart from reading the files); `None` when a
-/// heap profile of either label is missing. `connections_grown`: from the samples at the same two moments.
-pub fn build(dir: &Path, url: &str, own: &OwnCode, connections_grown: Option<i64>) -> Option<GoProfiles> {
+/// heap profile of either label is missing.
+pub fn build(dir: &Path, process: Process, url: &str, own: &OwnCode, measured: Measured) -> Option<GoProfiles> {
     let read = |label: &str, kind: &str| {
-        let bytes = std::fs::read(dir.join(file_name(label, kind))).ok()?;
+        let bytes = std::fs::read(dir.join(file_name(process, label, kind))).ok()?;
         Profile::decode(&bytes).ok()
     };
     let (base, end) = (read(super::WARMUP, "heap")?, read(super::END, "heap")?);
     let diff = sites::diff(&base, &end).ok()?;
     let (bytes, objects) = (diff.index("inuse_space")?, diff.index("inuse_objects")?);
     let (total_bytes, total_objects) = (diff.net(bytes), diff.net(objects));
-    let connections = connections_grown.filter(|n| *n > 0);
+    let connections = measured.connections_grown.filter(|n| *n > 0);
     let per_connection = |value: i64| connections.map(|n| value as f64 / n as f64);
     let objects_top = diff.top(objects);
     let growth = diff
@@ -125,7 +137,9 @@ pub fn build(dir: &Path, url: &str, own: &OwnCode, connections_grown: Option<i64
     Some(GoProfiles {
         url: url.to_owned(),
         sample_period_bytes: (base.period > 0).then_some(base.period),
-        connections_grown,
+        connections_grown: measured.connections_grown,
+        rss_growth: measured.rss_growth,
+        rss_per_connection: measured.rss_growth.and_then(per_connection),
         inuse_bytes_growth: total_bytes,
         inuse_objects_growth: total_objects,
         bytes_per_connection: per_connection(total_bytes),
@@ -151,12 +165,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (label, fixture) in [(super::super::WARMUP, "warmup"), (super::super::END, "end")] {
             for (kind, _) in KINDS {
-                std::fs::copy(format!("{FIXTURES}/{kind}-{fixture}.pb.gz"), dir.path().join(file_name(label, kind)))
-                    .unwrap();
+                std::fs::copy(
+                    format!("{FIXTURES}/{kind}-{fixture}.pb.gz"),
+                    dir.path().join(file_name(Process::Client, label, kind)),
+                )
+                .unwrap();
             }
         }
-        let profiles = build(dir.path(), "http://127.0.0.1:1/debug/pprof", &OwnCode::default(), Some(188)).unwrap();
+        let measured = Measured { connections_grown: Some(188), rss_growth: Some(188 * 100_000) };
+        let profiles =
+            build(dir.path(), Process::Client, "http://127.0.0.1:1/debug/pprof", &OwnCode::default(), measured)
+                .unwrap();
         assert_eq!(profiles.sample_period_bytes, Some(1024));
+        assert_eq!(profiles.rss_per_connection, Some(100_000.0));
         assert_eq!(profiles.call_sites.len(), 3);
         assert!(!profiles.too_coarse, "{} samples", profiles.call_site_samples);
         let write = &profiles.growth[0];
@@ -166,6 +187,6 @@ mod tests {
         assert!((per - 65_536.0).abs() < 0.15 * 65_536.0, "{per}");
         let watcher = profiles.goroutines.iter().find(|g| g.parked_in.ends_with("(*ccBalancerWrapper).watcher"));
         assert_eq!(watcher.and_then(|g| g.per_connection), Some(1.0));
-        assert!(build(dir.path().join("nothing").as_path(), "u", &OwnCode::default(), None).is_none());
+        assert!(build(dir.path(), Process::Server, "u", &OwnCode::default(), Measured::default()).is_none());
     }
 }

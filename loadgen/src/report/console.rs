@@ -73,11 +73,15 @@ impl Exporter<RunConsole<'_>> for RunText {
                 }
             }
         }
-        if let Some(profiles) = &s.profiles {
-            let per = profiles.bytes_per_connection.map(|b| format!(", {} per connection", human_bytes(b)));
+        for (profiles, name) in [(&s.profiles, "client"), (&s.server_profiles, "server")] {
+            let Some(profiles) = profiles else { continue };
+            let per = profiles.bytes_per_connection.map(|b| {
+                let rss = profiles.rss_per_connection.map(|r| format!(" (RSS {})", human_bytes(r))).unwrap_or_default();
+                format!(", {} per connection{rss}", human_bytes(b))
+            });
             writeln!(
                 out,
-                "  profiles: {} grew{}; the client's own call sites:",
+                "  profiles, {name}: {} grew{}; its own call sites:",
                 human_bytes(profiles.inuse_bytes_growth as f64),
                 per.unwrap_or_default()
             )?;

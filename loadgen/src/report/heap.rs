@@ -127,21 +127,25 @@ pub fn markdown(report: &HeapReport, level: usize) -> String {
     out
 }
 
-/// "From the profile to the code": a Go client's profiles compared, as a markdown section at `level`.
-pub fn go_markdown(p: &crate::heap::go::GoProfiles, level: usize) -> String {
+/// "From the profile to the code": a Go process's profiles compared, as a markdown section at `level`.
+pub fn go_markdown(p: &crate::heap::go::GoProfiles, process: Process, level: usize) -> String {
+    let name = process.name();
     let heading = "#".repeat(level);
     let per = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), human_bytes);
     let rate = p.sample_period_bytes.map_or_else(|| "unknown".to_owned(), |b| format!("one sample per {b} bytes"));
     let mut out = format!(
-        "{heading} From the profile to the code\n\nThe client's own heap and goroutine profiles, fetched from {} when \
-         warm-up ended and when the watch ended (`pprof-warmup.heap.pb.gz`, `pprof-end.heap.pb.gz`…; \
-         `go tool pprof -base` reads them). Sampling: {rate}. In-use memory grew by {} in {} objects, {} per \
-         connection the client kept open ({} connections).\n\n",
+        "{heading} From the profile to the code: the {name}\n\nThe {name}'s own heap and goroutine profiles, fetched \
+         from {} when warm-up ended and when the load ended (`pprof-{name}-warmup.heap.pb.gz`, \
+         `pprof-{name}-end.heap.pb.gz`…; `go tool pprof -base` reads them). Sampling: {rate}. In-use memory grew \
+         by {} in {} objects, {} per connection the {name} kept open ({} connections); its RSS grew by {} per \
+         connection over the same window.{}\n\n",
         p.url,
         human_bytes(p.inuse_bytes_growth as f64),
         p.inuse_objects_growth,
         per(p.bytes_per_connection),
         p.connections_grown.map_or_else(|| "n/a".to_owned(), |n| n.to_string()),
+        per(p.rss_per_connection),
+        resident_mismatch(p).map(|s| format!(" {s}")).unwrap_or_default(),
     );
     out += "What grew, by where it was allocated:\n\n| allocated in | grew by | share | per connection |\n|---|---:|---:|---:|\n";
     for g in &p.growth {
@@ -156,9 +160,11 @@ pub fn go_markdown(p: &crate::heap::go::GoProfiles, level: usize) -> String {
             per(g.bytes_per_connection)
         );
     }
-    out += "\nWhere the client's own code allocated what grew (the innermost frame of its own code on each stack):\n\n";
+    out += &format!(
+        "\nWhere the {name}'s own code allocated what grew (the innermost frame of its own code on each stack):\n\n"
+    );
     if p.call_sites.is_empty() {
-        out += "No call site of the client's own code holds any of the growth.\n";
+        out += &format!("No call site of the {name}'s own code holds any of the growth.\n");
     } else {
         out += "| call site | at | objects grown | bytes grown |\n|---|---|---:|---:|\n";
         for site in &p.call_sites {
@@ -206,6 +212,25 @@ pub fn go_markdown(p: &crate::heap::go::GoProfiles, level: usize) -> String {
     out
 }
 
+/// Why the profile's bytes per connection and the RSS's differ, when they differ by more than 15%.
+fn resident_mismatch(p: &crate::heap::go::GoProfiles) -> Option<&'static str> {
+    let ratio = p.rss_per_connection? / p.bytes_per_connection.filter(|b| *b > 0.0)?;
+    if ratio < 0.85 {
+        Some(
+            "RSS grew less than the heap held: a buffer is in use from its allocation, but its pages become \
+             resident only when written to, and a connection that carries small messages never writes most of \
+             its 64 KiB write buffer.",
+        )
+    } else if ratio > 1.15 {
+        Some(
+            "RSS grew more than the heap held: goroutine stacks, garbage not yet collected and memory outside \
+             the Go heap (cgo) are resident but not in a heap profile.",
+        )
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +257,38 @@ mod tests {
         let samples = heap::pprof::decode(&gzipped).unwrap();
         assert!(samples.iter().any(|(bytes, frames)| *bytes == 4096 && frames[0] == "h2::codec::FramedWrite::new"));
         assert!(FlameGraph(Process::Server).export(&profiles, &mut Vec::new()).is_err(), "no server profile");
+    }
+
+    fn go_profiles(bytes_per_connection: f64, rss_per_connection: f64) -> crate::heap::go::GoProfiles {
+        crate::heap::go::GoProfiles {
+            url: "http://127.0.0.1:1/debug/pprof".into(),
+            sample_period_bytes: Some(1024),
+            connections_grown: Some(100),
+            rss_growth: Some((rss_per_connection * 100.0) as i64),
+            rss_per_connection: Some(rss_per_connection),
+            inuse_bytes_growth: (bytes_per_connection * 100.0) as i64,
+            inuse_objects_growth: 1000,
+            bytes_per_connection: Some(bytes_per_connection),
+            growth: Vec::new(),
+            call_sites: Vec::new(),
+            smaller_call_sites: 0,
+            smaller_call_sites_bytes: 0,
+            call_site_samples: 0.0,
+            too_coarse: true,
+            goroutines: Vec::new(),
+            goroutines_per_connection: None,
+        }
+    }
+
+    #[test]
+    fn the_profiles_bytes_per_connection_are_set_beside_the_rss_and_a_gap_is_explained() {
+        let close = go_markdown(&go_profiles(120_000.0, 126_000.0), Process::Server, 2);
+        assert!(close.starts_with("## From the profile to the code: the server"), "{close}");
+        assert!(
+            close.contains("120.0 KB per connection the server kept open (100 connections); its RSS grew by 126.0 KB")
+        );
+        assert!(!close.contains("RSS grew less") && !close.contains("RSS grew more"), "{close}");
+        assert!(go_markdown(&go_profiles(110_000.0, 86_000.0), Process::Client, 2).contains("RSS grew less"));
+        assert!(go_markdown(&go_profiles(110_000.0, 140_000.0), Process::Client, 2).contains("RSS grew more"));
     }
 }

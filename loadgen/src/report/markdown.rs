@@ -6,6 +6,7 @@ use std::io::Write;
 use super::units::{bytes_per_request, expectation_mark, format_mib, human_bytes, latency};
 use super::words::{self, heading, measure, per, verdict_intro};
 use super::{Exporter, Report};
+use crate::heap::Process;
 use crate::stats::Span;
 use crate::summary::{ProcessSummary, Summary};
 
@@ -184,8 +185,9 @@ fn render(s: &Summary) -> String {
     if let Some(heap) = &s.heap_profile {
         let _ = writeln!(out, "\n{}", super::heap::markdown(heap, 2));
     }
-    if let Some(profiles) = &s.profiles {
-        let _ = writeln!(out, "\n{}", super::heap::go_markdown(profiles, 2));
+    for (profiles, process) in [(&s.profiles, Process::Client), (&s.server_profiles, Process::Server)] {
+        let Some(profiles) = profiles else { continue };
+        let _ = writeln!(out, "\n{}", super::heap::go_markdown(profiles, process, 2));
     }
     let connections = super::lifecycle::sentences(s);
     if !connections.is_empty() {

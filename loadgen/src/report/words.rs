@@ -299,8 +299,8 @@ pub fn note(summary: &Summary, note: &Note) -> String {
         Note::HeapProfilesMissing => {
             "Heap profiling was on, but no pair of profiles could be read; see the run's stderr.".to_owned()
         }
-        Note::ProfileFetchFailed { label, error } => {
-            format!("The {label} profile could not be fetched, so the profiles are not compared: {error}.")
+        Note::ProfileFetchFailed { process, label, error } => {
+            format!("The {process}'s {label} profile could not be fetched, so its profiles are not compared: {error}.")
         }
         Note::Rebuilt => "Rebuilt by `loadgen report` from run.json and samples.jsonl: the run ended without \
                           writing its report (killed?). Latency and error kinds lived only in its memory and are \

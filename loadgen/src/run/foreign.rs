@@ -24,7 +24,7 @@ use super::server::ServerSide;
 use crate::halt::StopReason;
 use crate::load::LoadCounters;
 use crate::report::RunDir;
-use crate::sample::{ForeignMeasure, Phase, Recording, SocketWatch};
+use crate::sample::{ForeignMeasure, Phase, ProfileFailure, Recording, SocketWatch};
 use crate::scenario::{ForeignClient, ForeignPlan};
 use crate::summary::{CommandInfo, Measured, Note, RunKind};
 
@@ -174,13 +174,15 @@ pub(super) async fn run(
 
 /// Fetches the client's profiles for `label` into the run directory (off the runtime: the GET blocks);
 /// what failed becomes a note.
-async fn fetch_profiles(pprof: Option<&str>, sampling: &Sampling<'_>, label: &str, notes: &mut Vec<Note>) {
+async fn fetch_profiles(pprof: Option<&str>, sampling: &Sampling<'_>, label: &'static str, notes: &mut Vec<Note>) {
     let Some(url) = pprof else { return };
-    let (url, dir, owned_label) = (url.to_owned(), sampling.dir.path.clone(), label.to_owned());
-    let errors = tokio::task::spawn_blocking(move || super::pprof::fetch(&url, &dir, &owned_label))
+    let (url, dir) = (url.to_owned(), sampling.dir.path.clone());
+    let process = crate::heap::Process::Client;
+    let errors = tokio::task::spawn_blocking(move || crate::sample::pprof::fetch(&url, &dir, process, label))
         .await
         .unwrap_or_else(|error| vec![error.to_string()]);
-    notes.extend(errors.into_iter().map(|error| Note::ProfileFetchFailed { label: label.to_owned(), error }));
+    let failures = errors.into_iter().map(|error| ProfileFailure { process, label, error });
+    notes.extend(failures.map(super::profile_note));
 }
 
 /// Why a foreign run has no sample: its process was gone before the first one.

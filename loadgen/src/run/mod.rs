@@ -15,7 +15,6 @@
 
 mod builtin;
 mod foreign;
-mod pprof;
 mod prepare;
 mod server;
 
@@ -38,7 +37,7 @@ use crate::load::LoadCounters;
 use crate::report::heap::HeapProfiles;
 use crate::report::progress::{Progress, View};
 use crate::report::{self, Report, RunDir, Written};
-use crate::sample::{Guard, Measure, Recorder, Recording};
+use crate::sample::{Guard, Measure, ProfileFailure, Recorder, Recording};
 use crate::scenario::RunPlan;
 use crate::summary::record::{RUN_RECORD, RecordedPlan, RunRecord};
 use crate::summary::series::{self, Side};
@@ -52,7 +51,13 @@ pub enum TargetChoice {
     Spawn { server_bin: PathBuf },
     /// Load a server that is already running at `host:port`; measured when it is a process on this
     /// machine named by `server_pid`, or through its metrics endpoint.
-    External { authority: String, server_pid: Option<u32>, server_metrics: Option<ServerMetrics> },
+    External {
+        authority: String,
+        server_pid: Option<u32>,
+        server_metrics: Option<ServerMetrics>,
+        /// `--server-pprof`: a Go server's `net/http/pprof` base URL.
+        server_pprof: Option<String>,
+    },
 }
 
 /// A server's Prometheus metrics endpoint (`--server-metrics`) and the metrics to record from it.
@@ -106,12 +111,17 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
-/// The client's open connections at the end of the load minus at its start (where the profiles were taken).
-fn connections_grown(samples: &[crate::sample::Sample]) -> Option<i64> {
-    let loaded = || samples.iter().filter(|s| s.phase == crate::sample::Phase::Load);
-    let first = loaded().next()?.client.open_connections()?;
-    let last = loaded().next_back()?.client.open_connections()?;
-    Some(last as i64 - first as i64)
+/// A side's open connections and RSS at the end of the load minus at its start (where the profiles
+/// were taken).
+fn profiled_window(samples: &[crate::sample::Sample], side: Side) -> heap::go::Measured {
+    let mut loaded = samples.iter().filter(|s| s.phase == crate::sample::Phase::Load).filter_map(|s| side.of(s));
+    let Some(first) = loaded.next() else { return heap::go::Measured::default() };
+    let last = loaded.next_back().unwrap_or(first);
+    let connections = |p: &leaklab_probe::ProcessSnapshot| p.open_connections().map(|n| n as i64);
+    heap::go::Measured {
+        connections_grown: connections(last).zip(connections(first)).map(|(b, a)| b - a),
+        rss_growth: Some(last.rss_bytes as i64 - first.rss_bytes as i64),
+    }
 }
 
 /// Runs `plan` and writes its report.
@@ -210,7 +220,13 @@ pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunO
         && let Some(url) = &ended.pprof
     {
         let own = crate::heap::sites::OwnCode::prefixes(plan.own_code.clone());
-        summary.profiles = heap::go::build(&dir.path, url, &own, connections_grown(&samples));
+        summary.profiles =
+            heap::go::build(&dir.path, heap::Process::Client, url, &own, profiled_window(&samples, Side::Client));
+    }
+    if let Some(url) = summary.target.server_pprof_url.clone() {
+        let own = crate::heap::sites::OwnCode::default();
+        summary.server_profiles =
+            heap::go::build(&dir.path, heap::Process::Server, &url, &own, profiled_window(&samples, Side::Server));
     }
     let report = Report { summary, samples };
     let mut written = report::write_outputs(&report::RUN_OUTPUTS, &report, &dir.path);
@@ -279,7 +295,13 @@ fn recording_notes(recording: &Recording) -> Vec<Note> {
     if recording.client_errors > 0 {
         notes.push(Note::ClientUnreadable { samples: recording.client_errors });
     }
+    notes.extend(recording.profile_failures.iter().cloned().map(profile_note));
     notes
+}
+
+fn profile_note(failure: ProfileFailure) -> Note {
+    let ProfileFailure { process, label, error } = failure;
+    Note::ProfileFetchFailed { process: process.name().to_owned(), label: label.to_owned(), error }
 }
 
 /// [`runtime`], and a flag that Ctrl-C and SIGTERM turn true (see [`stop_on_signals`]).

@@ -30,6 +30,8 @@ pub(super) struct ServerSide {
     foreign_pid: Option<u32>,
     /// `--server-metrics`: the endpoint of a server the run did not start.
     metrics: Option<ServerMetrics>,
+    /// `--server-pprof`: a Go server's `net/http/pprof` base URL.
+    pprof: Option<String>,
 }
 
 impl ServerSide {
@@ -66,6 +68,7 @@ impl ServerSide {
                 kind: TargetKind::None,
                 foreign_pid: None,
                 metrics: None,
+                pprof: None,
             });
         };
         let Some(target) = target else {
@@ -88,9 +91,12 @@ impl ServerSide {
                     kind: TargetKind::Spawned,
                     foreign_pid: None,
                     metrics: None,
+                    pprof: None,
                 })
             }
-            TargetChoice::External { authority, server_pid, server_metrics } if matches!(plan, RunPlan::Builtin(_)) => {
+            TargetChoice::External { authority, server_pid, server_metrics, server_pprof }
+                if matches!(plan, RunPlan::Builtin(_)) =>
+            {
                 match plan {
                     // A server leaklab did not write need not have a health service, nor leaklab's Echo.
                     RunPlan::Builtin(plan) if plan.call.is_some() => {
@@ -105,6 +111,7 @@ impl ServerSide {
                     kind: TargetKind::External,
                     foreign_pid: *server_pid,
                     metrics: server_metrics.clone(),
+                    pprof: server_pprof.clone(),
                 })
             }
             TargetChoice::External { .. } => anyhow::bail!(
@@ -134,6 +141,11 @@ impl ServerSide {
         self.metrics.as_ref()
     }
 
+    /// The pprof base URL of a Go server the run did not start (`--server-pprof`).
+    pub(super) fn pprof(&self) -> Option<&str> {
+        self.pprof.as_deref()
+    }
+
     pub(super) fn info(&self) -> TargetInfo {
         let server_measured_by = match (self.kind, self.foreign_pid, &self.metrics) {
             (TargetKind::Spawned, _, _) => Some(ServerSource::SideChannel),
@@ -147,6 +159,7 @@ impl ServerSide {
             server_pid: self.process.as_ref().map(ServerProcess::pid).or(self.foreign_pid),
             server_measured_by,
             server_metrics_url: self.metrics.as_ref().map(|metrics| metrics.url.clone()),
+            server_pprof_url: self.pprof.clone(),
         }
     }
 

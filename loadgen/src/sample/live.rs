@@ -12,7 +12,7 @@ use leaklab_probe::jemalloc::purge_all_arenas;
 use leaklab_probe::procfs::{self, Proc, ProcError, ProcFiles};
 use leaklab_probe::{Connections, ProcessSnapshot, SnapshotReader};
 
-use super::{Measure, MetricsEndpoint, NetworkSample, Phase, SocketWatch};
+use super::{Measure, MetricsEndpoint, NetworkSample, Phase, ProfileFailure, SocketWatch};
 use crate::heap;
 use crate::target::ServerControl;
 
@@ -29,14 +29,12 @@ pub struct LiveMeasure {
     metrics: Option<(MetricsEndpoint, BTreeMap<String, f64>)>,
     events: Option<ClientEventsProbe>,
     sockets: Option<SocketWatch>,
-    heap: Option<HeapDumps>,
-}
-
-/// Where heap profiles go, and which have been taken.
-#[derive(Debug)]
-struct HeapDumps {
-    dir: PathBuf,
-    taken: Vec<&'static str>,
+    /// Where both processes' heap profiles are dumped (`--heap-profile`).
+    heap_dumps: Option<PathBuf>,
+    /// A Go server's pprof base URL (`--server-pprof`) and where its profiles are kept.
+    server_pprof: Option<(String, PathBuf)>,
+    /// The checkpoints whose profiles have been taken.
+    profiled: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for LiveMeasure {
@@ -52,7 +50,17 @@ impl std::fmt::Debug for LiveMeasure {
 impl LiveMeasure {
     /// `server` is `None` for an external target, whose figures cannot be read.
     pub fn new(client: SnapshotReader, server: Option<ServerControl>) -> Self {
-        Self { client, server, foreign_server: None, metrics: None, events: None, sockets: None, heap: None }
+        Self {
+            client,
+            server,
+            foreign_server: None,
+            metrics: None,
+            events: None,
+            sockets: None,
+            heap_dumps: None,
+            server_pprof: None,
+            profiled: Vec::new(),
+        }
     }
 
     /// Reads the server as process `pid` from outside: RSS, fds and threads from `/proc`, its
@@ -72,7 +80,14 @@ impl LiveMeasure {
     /// Dumps both processes' heap profiles into `dir` at the end of warm-up
     /// and at the end of the load (see [`crate::heap`]).
     pub fn with_heap_profiles(mut self, dir: PathBuf) -> Self {
-        self.heap = Some(HeapDumps { dir, taken: Vec::new() });
+        self.heap_dumps = Some(dir);
+        self
+    }
+
+    /// Fetches a Go server's heap and goroutine profiles from `url` into `dir` at the same two moments
+    /// (see [`crate::heap::go`]).
+    pub fn with_server_pprof(mut self, url: String, dir: PathBuf) -> Self {
+        self.server_pprof = Some((url, dir));
         self
     }
 
@@ -154,28 +169,33 @@ impl Measure for LiveMeasure {
         self.sockets.as_ref().map_or(Duration::ZERO, SocketWatch::busy)
     }
 
-    fn checkpoint_taken(&mut self, phase: Phase) {
-        let Some(dumps) = self.heap.as_mut() else { return };
+    fn checkpoint_taken(&mut self, phase: Phase) -> Vec<ProfileFailure> {
         let label = match phase {
             Phase::Load => heap::WARMUP,
             Phase::Cooldown => heap::END,
-            Phase::Baseline | Phase::Warmup => return,
+            Phase::Baseline | Phase::Warmup => return Vec::new(),
         };
-        if dumps.taken.contains(&label) {
-            return;
+        if self.profiled.contains(&label) {
+            return Vec::new();
         }
-        dumps.taken.push(label);
-        // Raw dumps only: naming their stacks allocates, and waits until after the run.
-        let client = dumps.dir.join(heap::dump_name(label, heap::Process::Client));
-        if let Err(error) = leaklab_probe::heap::dump(&client) {
-            eprintln!("loadgen: heap profile {label} of the load generator: {error}");
-        }
-        if let Some(server) = self.server.as_mut() {
-            let path = dumps.dir.join(heap::dump_name(label, heap::Process::Server));
-            if let Err(error) = server.heap_dump(&path) {
-                eprintln!("loadgen: heap profile {label} of the server: {error}");
+        self.profiled.push(label);
+        if let Some(dir) = &self.heap_dumps {
+            // Raw dumps only: naming their stacks allocates, and waits until after the run.
+            let client = dir.join(heap::dump_name(label, heap::Process::Client));
+            if let Err(error) = leaklab_probe::heap::dump(&client) {
+                eprintln!("loadgen: heap profile {label} of the load generator: {error}");
+            }
+            if let Some(server) = self.server.as_mut() {
+                let path = dir.join(heap::dump_name(label, heap::Process::Server));
+                if let Err(error) = server.heap_dump(&path) {
+                    eprintln!("loadgen: heap profile {label} of the server: {error}");
+                }
             }
         }
+        let Some((url, dir)) = &self.server_pprof else { return Vec::new() };
+        let process = heap::Process::Server;
+        let failed = super::pprof::fetch(url, dir, process, label);
+        failed.into_iter().map(|error| ProfileFailure { process, label, error }).collect()
     }
 
     fn settle(&mut self) -> Result<(), String> {

@@ -19,6 +19,7 @@
 mod endpoint;
 mod foreign;
 mod live;
+pub mod pprof;
 mod recorder;
 mod sockets;
 pub(crate) mod window;
@@ -120,6 +121,15 @@ impl Sample {
     }
 }
 
+/// A profile that could not be fetched or kept at a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileFailure {
+    pub process: crate::heap::Process,
+    /// The checkpoint: `warmup` or `end`.
+    pub label: &'static str,
+    pub error: String,
+}
+
 /// Measures both processes once.
 pub trait Measure: Send {
     /// The client process now.
@@ -145,8 +155,11 @@ pub trait Measure: Send {
     fn network(&mut self) -> NetworkSample {
         NetworkSample::default()
     }
-    /// A checkpoint at rest was just recorded, the first of `phase`'s.
-    fn checkpoint_taken(&mut self, _phase: Phase) {}
+    /// A checkpoint at rest was just recorded, the first of `phase`'s: the profiles that could not
+    /// be taken then.
+    fn checkpoint_taken(&mut self, _phase: Phase) -> Vec<ProfileFailure> {
+        Vec::new()
+    }
     /// Wall time spent measuring beside the sampler (the socket counts), for the run's cost of sampling.
     fn side_busy(&self) -> std::time::Duration {
         std::time::Duration::ZERO

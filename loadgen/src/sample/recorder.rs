@@ -49,6 +49,8 @@ pub struct Recording {
     pub busy: Duration,
     /// Checkpoints that could not fully settle, and the first reason.
     pub settle_errors: (u64, Option<String>),
+    /// Profiles the checkpoints could not take.
+    pub profile_failures: Vec<super::ProfileFailure>,
 }
 
 /// Handle on the sampling thread.
@@ -128,6 +130,7 @@ impl Recorder {
                 client_errors: 0,
                 busy: Duration::ZERO,
                 settle_errors: (0, None),
+                profile_failures: Vec::new(),
             };
             let mut phase = Phase::Baseline;
             let checkpoints = measure.takes_checkpoints();
@@ -178,7 +181,7 @@ impl Recorder {
                 }
                 recording.samples.push(sample);
                 if settle {
-                    measure.checkpoint_taken(phase);
+                    recording.profile_failures.extend(measure.checkpoint_taken(phase));
                 }
             };
             let mut next_due = interval.map(|interval| Instant::now() + interval);

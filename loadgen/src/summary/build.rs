@@ -216,6 +216,7 @@ impl Summary {
             lifecycle: LifecycleSummary::of(samples, facts.fault, leak),
             heap_profile: None,
             profiles: None,
+            server_profiles: None,
             notes,
         }
     }

@@ -97,6 +97,7 @@ pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summ
             server_pid: Some(2),
             server_measured_by: Some(super::ServerSource::SideChannel),
             server_metrics_url: None,
+            server_pprof_url: None,
         },
         samples_file: "samples.jsonl".into(),
         sampling_busy: Duration::from_millis(12),

@@ -110,6 +110,9 @@ pub struct Summary {
     /// end, and where its own code allocated it; `null` without, or when a profile could not be fetched.
     #[serde(default)]
     pub profiles: Option<crate::heap::go::GoProfiles>,
+    /// With `--server-pprof` (a Go server under `--target`): the same, of the server.
+    #[serde(default)]
+    pub server_profiles: Option<crate::heap::go::GoProfiles>,
     /// What a reader needs to know to interpret the figures.
     pub notes: Vec<Note>,
 }
@@ -145,6 +148,9 @@ pub struct TargetInfo {
     /// The `--server-metrics` endpoint scraped at every sample, with or without `--server-pid`; `null` without one.
     #[serde(default)]
     pub server_metrics_url: Option<String>,
+    /// The `--server-pprof` base URL the server's profiles were fetched from; `null` without one.
+    #[serde(default)]
+    pub server_pprof_url: Option<String>,
 }
 
 /// How a run reads its server's figures.

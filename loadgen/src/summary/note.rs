@@ -44,8 +44,14 @@ pub enum Note {
     ClientUnreadable { samples: u64 },
     /// Heap profiling was on, but no pair of profiles could be read.
     HeapProfilesMissing,
-    /// A Go profile (`pprof`) could not be fetched when `label`'s moment came: the URL and why.
-    ProfileFetchFailed { label: String, error: String },
+    /// A Go profile (`pprof`) of `process` (`client`, `server`) could not be fetched when `label`'s moment
+    /// came (`warmup`, `end`): the URL and why.
+    ProfileFetchFailed {
+        #[serde(default = "client")]
+        process: String,
+        label: String,
+        error: String,
+    },
     /// Rebuilt by `loadgen report` from `run.json` and `samples.jsonl`: latency and error kinds are missing.
     Rebuilt,
     /// This many lines at the end of `samples.jsonl` were cut short and are left out.
@@ -55,4 +61,9 @@ pub enum Note {
     JudgedOnSamples { axis: Axis, warmup_s: f64 },
     /// The watched command could not be stopped cleanly.
     CommandStopFailed { error: String },
+}
+
+/// The process of a note written before notes named it.
+fn client() -> String {
+    "client".to_owned()
 }

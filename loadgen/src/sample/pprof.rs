@@ -1,18 +1,20 @@
-//! Fetching a Go client's pprof profiles during a foreign run (see [`crate::heap::go`]).
+//! Fetching a Go process's pprof profiles at a run's two checkpoints (see [`crate::heap::go`]): the
+//! client's of a foreign run, a `--target` server's with `--server-pprof`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::heap::go;
+use crate::heap::{Process, go};
 use crate::http::HttpUrl;
 
 /// A heap profile asks for a garbage collection first, which takes a while in a large heap.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Fetches both profiles from `base` (`http://HOST:PORT/debug/pprof`) into `dir`; what could not be
-/// fetched, as one line per profile.
-pub(super) fn fetch(base: &str, dir: &Path, label: &str) -> Vec<String> {
-    let url = match HttpUrl::parse(base, "/debug/pprof", "http://127.0.0.1:6060/debug/pprof") {
+/// Fetches both profiles of `process` from `base` (`http://HOST:PORT/debug/pprof`) into `dir`; what
+/// could not be fetched, as one line per profile.
+pub fn fetch(base: &str, dir: &Path, process: Process, label: &str) -> Vec<String> {
+    // `…/debug/pprof/`, as a browser shows the index, would ask for `…/pprof//heap`: a redirect.
+    let url = match HttpUrl::parse(base.trim_end_matches('/'), "/debug/pprof", "http://127.0.0.1:6060/debug/pprof") {
         Ok(url) => url,
         Err(error) => return vec![error.to_string()],
     };
@@ -25,7 +27,7 @@ pub(super) fn fetch(base: &str, dir: &Path, label: &str) -> Vec<String> {
         });
         match checked {
             Ok(bytes) => {
-                let file = dir.join(go::file_name(label, kind));
+                let file = dir.join(go::file_name(process, label, kind));
                 if let Err(error) = std::fs::write(&file, bytes) {
                     errors.push(format!("{}: {error}", file.display()));
                 }
@@ -47,13 +49,13 @@ mod tests {
             vec![crate::http::tests::ok(b"<html>"), b"HTTP/1.1 404 Not Found\r\n\r\n".to_vec()],
             "/debug/pprof",
         );
-        let errors = fetch(&url, dir.path(), "warmup");
+        let errors = fetch(&format!("{url}/"), dir.path(), Process::Client, "warmup");
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].starts_with(&format!("{url}/heap?gc=1: not a pprof profile")), "{errors:?}");
         assert!(errors[1].contains("404 Not Found"), "{errors:?}");
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing kept");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let errors = fetch(&format!("http://127.0.0.1:{port}/debug/pprof"), dir.path(), "end");
+        let errors = fetch(&format!("http://127.0.0.1:{port}/debug/pprof"), dir.path(), Process::Server, "end");
         assert!(errors.iter().all(|e| e.contains("refused")), "{errors:?}");
     }
 }
