@@ -215,7 +215,15 @@ fn a_heap_profiled_leak_names_its_growing_stacks_and_writes_pprof() {
             stack.contains("h2::") || stack.contains("hyper::") || stack.contains("tokio::")
         });
         assert!(named, "{process}: no h2, hyper or tokio frame in {top:?}");
+        // The same call-site table as a Go process's: most of it under the process's own code.
+        let sites = summary["heap_profile"][process]["call_sites"].as_array().unwrap();
+        let crate_of = if process == "client" { "leaklab_loadgen::" } else { "leaklab_server::" };
+        assert!(sites[0]["function"].as_str().unwrap().starts_with(crate_of), "{process}: {sites:?}");
+        assert!(sites[0]["share"].as_f64().unwrap() > 0.5, "{process}: {sites:?}");
     }
+    // The leak policy dials in one place: that is where the client's growth was allocated.
+    let client_sites = &summary["heap_profile"]["client"]["call_sites"];
+    assert_eq!(client_sites[0]["function"], "leaklab_loadgen::load::channels::Channels::call", "{client_sites}");
     assert!(std::fs::read_to_string(run.join("report.md")).unwrap().contains("## Where the memory is"));
 }
 

@@ -71,6 +71,15 @@ impl Exporter<RunConsole<'_>> for RunText {
                     let frame = stack.frames.first().map_or("", String::as_str);
                     writeln!(out, "    {} ({:.0}%) {frame}", human_bytes(stack.bytes), stack.share * 100.0)?;
                 }
+                for site in &growth.call_sites {
+                    writeln!(
+                        out,
+                        "    own call site: {}, {} ({:.0}%)",
+                        site.function,
+                        human_bytes(site.bytes),
+                        site.share * 100.0
+                    )?;
+                }
             }
         }
         for (profiles, name) in [(&s.profiles, "client"), (&s.server_profiles, "server")] {

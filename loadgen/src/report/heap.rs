@@ -123,6 +123,23 @@ pub fn markdown(report: &HeapReport, level: usize) -> String {
             out +=
                 &format!("| {} | {:.1}% | {} |\n", human_bytes(stack.bytes), stack.share * 100.0, frames.join(" ← "));
         }
+        out += &format!(
+            "\nWhere the {name}'s own code allocated what grew (the innermost frame of leaklab's crates on each \
+             stack; a closure counts in its function):\n\n"
+        );
+        if growth.call_sites.is_empty() {
+            out += &format!("No function of the {name}'s own holds 5% or more of the growth.\n");
+        } else {
+            out += "| call site | bytes grown | share |\n|---|---:|---:|\n";
+            for site in &growth.call_sites {
+                out += &format!(
+                    "| `{}` | {} | {:.1}% |\n",
+                    site.function.replace('|', "\\|"),
+                    human_bytes(site.bytes),
+                    site.share * 100.0
+                );
+            }
+        }
     }
     out
 }
