@@ -101,6 +101,10 @@ fn render(story: &Story, record: &DemoRecord) -> String {
             md += &crate::report::heap::markdown(heap, 3);
             md += "\n";
         }
+        if let Some(profiles) = &run.summary.profiles {
+            md += &crate::report::heap::go_markdown(profiles, crate::heap::Process::Client, 3);
+            md += "\n";
+        }
     }
     if !story.rules.is_empty() {
         md += &format!("## {} rules of thumb\n\n", count_word(story.rules.len()));

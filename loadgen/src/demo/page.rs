@@ -10,6 +10,7 @@ use super::story::{Chapter, Story};
 use super::{ChapterRecord, DemoRecord, DemoReport, verdict_words};
 use crate::compare::RowVerdict;
 use crate::heap::HeapGrowth;
+use crate::heap::go::GoProfiles;
 use crate::report::Exporter;
 use crate::report::dashboard::thousands;
 use crate::report::units::{human_bytes, signed_bytes};
@@ -260,7 +261,66 @@ fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>
             }
         }
     }
+    if let Some(profiles) = &run.summary.profiles {
+        html += &call_sites_table(profiles);
+    }
     html += "</section>\n";
+    html
+}
+
+/// A Go client's profiles, compared: what grew, and the call sites of its own code that created it.
+fn call_sites_table(p: &GoProfiles) -> String {
+    let rate =
+        p.sample_period_bytes.map_or_else(|| "an unknown rate".to_owned(), |b| format!("one sample per {b} bytes"));
+    let per = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), human_bytes);
+    let mut html = format!(
+        "<h3>From the profile to the code</h3>\n<p>The client's own heap profiles from <code>net/http/pprof</code>, \
+         after warm-up and at the end ({rate}): in-use memory grew by {}, {} per connection it kept open (its RSS: {} \
+         per connection). The write and read buffers hold most of it, but gRPC's own goroutines allocate them, with \
+         no frame of the service on their stacks. What <code>grpc.Dial</code> allocates before it returns carries \
+         the caller's frames, and so names the lines that dial:</p>\n",
+        human_bytes(p.inuse_bytes_growth as f64),
+        per(p.bytes_per_connection),
+        per(p.rss_per_connection),
+    );
+    html += "<table>\n<thead><tr><th>call site</th><th>at</th><th class=\"n\">objects grown</th>\
+             <th class=\"n\">bytes grown</th></tr></thead>\n<tbody>\n";
+    for site in &p.call_sites {
+        let file =
+            std::path::Path::new(&site.file).file_name().map_or(site.file.clone(), |f| f.to_string_lossy().into());
+        let _ = writeln!(
+            html,
+            "<tr><td><code>{}</code></td><td><code>{}:{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(&site.function),
+            escape(&file),
+            site.line,
+            site.inuse_objects_growth,
+            human_bytes(site.inuse_bytes_growth as f64)
+        );
+    }
+    if p.call_sites.is_empty() {
+        html += "<tr><td colspan=\"4\">No call site of the client's own code holds any of the growth.</td></tr>\n";
+    }
+    html += "</tbody>\n</table>\n";
+    let buffers: Vec<String> = p
+        .growth
+        .iter()
+        .filter_map(|g| {
+            Some(format!(
+                "{} {:.0}% ({} per connection)",
+                g.known_as.as_deref()?,
+                g.share * 100.0,
+                per(g.bytes_per_connection)
+            ))
+        })
+        .collect();
+    if !buffers.is_empty() || p.goroutines_per_connection.is_some() {
+        let goroutines = p
+            .goroutines_per_connection
+            .map(|g| format!("; {g:.2} goroutines per connection grew with them"))
+            .unwrap_or_default();
+        let _ = writeln!(html, "<p>Of all that grew: {}{goroutines}.</p>", escape(&buffers.join(", ")));
+    }
     html
 }
 
@@ -519,6 +579,13 @@ mod tests {
         assert_eq!(what(&["tokio::sync::mpsc::chan::channel", "hyper::client::conn::http2::handshake"]), hyper_queue);
         assert_eq!(what(&["main"]), None);
         assert_eq!(what(&[]), None);
+    }
+
+    #[test]
+    fn a_go_clients_call_sites_are_tabled_with_their_lines() {
+        let html = call_sites_table(&crate::heap::go::example(120_000.0, 126_000.0));
+        assert!(html.contains("<code>main.chargePayment</code></td><td><code>app_payments.go:14</code>"), "{html}");
+        assert!(html.contains("120.0 KB per connection it kept open (its RSS: 126.0 KB"), "{html}");
     }
 
     #[test]

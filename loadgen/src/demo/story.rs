@@ -226,7 +226,8 @@ mod tests {
                     "keepalive-mismatch",
                     "per-request-close",
                     "recommended",
-                    "go-leak"
+                    "go-leak",
+                    "go-app-leak"
                 ]
             );
             assert_eq!(story.rules.len(), 4, "the four rules of thumb");

@@ -154,6 +154,36 @@ pub fn build(dir: &Path, process: Process, url: &str, own: &OwnCode, measured: M
     })
 }
 
+/// Profiles of 100 connections with one call site, for the tests of what renders them.
+#[cfg(test)]
+pub fn example(bytes_per_connection: f64, rss_per_connection: f64) -> GoProfiles {
+    GoProfiles {
+        url: "http://127.0.0.1:1/debug/pprof".into(),
+        sample_period_bytes: Some(1024),
+        connections_grown: Some(100),
+        rss_growth: Some((rss_per_connection * 100.0) as i64),
+        rss_per_connection: Some(rss_per_connection),
+        inuse_bytes_growth: (bytes_per_connection * 100.0) as i64,
+        inuse_objects_growth: 1000,
+        bytes_per_connection: Some(bytes_per_connection),
+        growth: Vec::new(),
+        call_sites: vec![sites::CallSite {
+            function: "main.chargePayment".into(),
+            file: "/src/app_payments.go".into(),
+            line: 14,
+            inuse_bytes_growth: 4_000_000,
+            inuse_objects_growth: 40_000,
+            share: 0.02,
+        }],
+        smaller_call_sites: 0,
+        smaller_call_sites_bytes: 0,
+        call_site_samples: 0.0,
+        too_coarse: true,
+        goroutines: Vec::new(),
+        goroutines_per_connection: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,7 +228,7 @@ mod tests {
             (&format!("main;{worker};{dial}::{{{{closure}}}};tokio::sync::mpsc::chan::channel"), 400.0),
             (&format!("main;{worker};bytes::BytesMut::with_capacity"), 200.0),
             // Under 5% of what grew under leaklab's frames: not listed.
-            (&format!("main;<leaklab_loadgen::sample::Recorder as core::ops::Drop>::drop;alloc::vec"), 30.0),
+            ("main;<leaklab_loadgen::sample::Recorder as core::ops::Drop>::drop;alloc::vec", 30.0),
             // No frame of leaklab's: in the total, in no call site.
             ("tokio::runtime::task::new", 70.0),
         ]);

@@ -276,36 +276,19 @@ mod tests {
         assert!(FlameGraph(Process::Server).export(&profiles, &mut Vec::new()).is_err(), "no server profile");
     }
 
-    fn go_profiles(bytes_per_connection: f64, rss_per_connection: f64) -> crate::heap::go::GoProfiles {
-        crate::heap::go::GoProfiles {
-            url: "http://127.0.0.1:1/debug/pprof".into(),
-            sample_period_bytes: Some(1024),
-            connections_grown: Some(100),
-            rss_growth: Some((rss_per_connection * 100.0) as i64),
-            rss_per_connection: Some(rss_per_connection),
-            inuse_bytes_growth: (bytes_per_connection * 100.0) as i64,
-            inuse_objects_growth: 1000,
-            bytes_per_connection: Some(bytes_per_connection),
-            growth: Vec::new(),
-            call_sites: Vec::new(),
-            smaller_call_sites: 0,
-            smaller_call_sites_bytes: 0,
-            call_site_samples: 0.0,
-            too_coarse: true,
-            goroutines: Vec::new(),
-            goroutines_per_connection: None,
-        }
-    }
-
     #[test]
     fn the_profiles_bytes_per_connection_are_set_beside_the_rss_and_a_gap_is_explained() {
-        let close = go_markdown(&go_profiles(120_000.0, 126_000.0), Process::Server, 2);
+        let close = go_markdown(&crate::heap::go::example(120_000.0, 126_000.0), Process::Server, 2);
         assert!(close.starts_with("## From the profile to the code: the server"), "{close}");
         assert!(
             close.contains("120.0 KB per connection the server kept open (100 connections); its RSS grew by 126.0 KB")
         );
         assert!(!close.contains("RSS grew less") && !close.contains("RSS grew more"), "{close}");
-        assert!(go_markdown(&go_profiles(110_000.0, 86_000.0), Process::Client, 2).contains("RSS grew less"));
-        assert!(go_markdown(&go_profiles(110_000.0, 140_000.0), Process::Client, 2).contains("RSS grew more"));
+        assert!(
+            go_markdown(&crate::heap::go::example(110_000.0, 86_000.0), Process::Client, 2).contains("RSS grew less")
+        );
+        assert!(
+            go_markdown(&crate::heap::go::example(110_000.0, 140_000.0), Process::Client, 2).contains("RSS grew more")
+        );
     }
 }
