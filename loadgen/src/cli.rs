@@ -10,7 +10,7 @@ use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand}
 use leaklab_loadgen::compare::{self, CompareOptions};
 use leaklab_loadgen::demo::{DemoOptions, story};
 use leaklab_loadgen::report::progress::View;
-use leaklab_loadgen::run::{RunOptions, ServerMetrics, TargetChoice, process_name};
+use leaklab_loadgen::run::{RunOptions, ServerMetrics, ServerPprof, TargetChoice, process_name};
 use leaklab_loadgen::sample::{MetricsEndpoint, ScrapeError};
 use leaklab_loadgen::scenario::{
     self, Catalog, ForeignClient, ForeignPlan, Kind, OPTIONS, Overrides, RunPlan, reference,
@@ -410,6 +410,11 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_name = "URL", requires = "target")]
     pub(crate) server_pprof: Option<String>,
 
+    /// With --server-pprof: the server's own packages, as function name prefixes (repeatable; default:
+    /// all but the Go runtime and standard library, gRPC, golang.org/x/net and protobuf).
+    #[arg(long = "own-code", value_name = "PREFIX", requires = "server_pprof")]
+    pub(crate) server_own_code: Vec<String>,
+
     /// Another metric of the --server-metrics endpoint to record and plot, summed over its label sets
     /// (repeatable).
     #[arg(long = "server-metric", value_name = "NAME", requires = "server_metrics")]
@@ -444,8 +449,11 @@ impl CommonArgs {
             TargetChoice::Spawn { server_bin } => vec!["--server-bin".to_owned(), server_bin.display().to_string()],
             TargetChoice::External { authority, server_pid, server_metrics, server_pprof } => {
                 let mut args = vec!["--target".to_owned(), authority.clone()];
-                if let Some(url) = server_pprof {
-                    args.extend(["--server-pprof".to_owned(), url.clone()]);
+                if let Some(pprof) = server_pprof {
+                    args.extend(["--server-pprof".to_owned(), pprof.url.clone()]);
+                    for prefix in &pprof.own_code {
+                        args.extend(["--own-code".to_owned(), prefix.clone()]);
+                    }
                 }
                 if let Some(pid) = server_pid {
                     args.extend(["--server-pid".to_owned(), pid.to_string()]);
@@ -508,7 +516,10 @@ impl CommonArgs {
                 authority: authority.clone(),
                 server_pid: self.server_pid,
                 server_metrics,
-                server_pprof: self.server_pprof.clone(),
+                server_pprof: self
+                    .server_pprof
+                    .clone()
+                    .map(|url| ServerPprof { url, own_code: self.server_own_code.clone() }),
             });
         }
         let server_bin = match &self.server_bin {

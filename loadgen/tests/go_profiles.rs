@@ -120,17 +120,18 @@ fn a_go_server_under_target_is_profiled_down_to_its_leaking_call_sites() {
     let (address, pprof) = (&found[0], format!("http://{}/debug/pprof", found[1]));
     // One reused channel from leaklab: whatever leaks is the service's own doing.
     let scenario = common::small_scenario(dir.path(), "go-service", "reused", 560, "");
-    let run = |pprof: &str| {
+    let run = |pprof: &str, more: &[&str]| {
         Command::new(LOADGEN)
             .arg("run")
             .arg(&scenario)
             .args(["--target", address, "--server-pid", &service.0.id().to_string(), "--server-pprof", pprof])
+            .args(more)
             .args(["--quiet", "--reports-dir"])
             .arg(dir.path())
             .output()
             .unwrap()
     };
-    let output = run(&pprof);
+    let output = run(&pprof, &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let s = summary(dir.path(), "go-service");
     assert!(s["profiles"].is_null(), "leaklab's own client has no pprof: {}", s["profiles"]);
@@ -144,9 +145,16 @@ fn a_go_server_under_target_is_profiled_down_to_its_leaking_call_sites() {
     let report = std::fs::read_to_string(latest.join("report.md")).unwrap();
     assert!(report.contains("From the profile to the code: the server"), "{report}");
 
+    // Its own code named: only what is under those packages counts.
+    let output = run(&pprof, &["--own-code", "main.charge", "--own-code", "main.quote"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let named = call_sites(&summary(dir.path(), "go-service")["server_profiles"]);
+    let names: Vec<&str> = named.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["main.chargePayment", "main.quoteShipping"], "{named:?}");
+
     // Nothing answers there: the run goes on, says why in its notes, and writes its report.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let output = run(&format!("http://{closed}/debug/pprof"));
+    let output = run(&format!("http://{closed}/debug/pprof"), &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let s = summary(dir.path(), "go-service");
     assert!(s["server_profiles"].is_null(), "{}", s["server_profiles"]);

@@ -66,8 +66,8 @@ pub(super) async fn run(
             .context("--server-metrics")?;
         measure = measure.with_server_metrics(endpoint);
     }
-    if let Some(url) = server.pprof() {
-        measure = measure.with_server_pprof(url.to_owned(), sampling.dir.path.clone());
+    if let Some(pprof) = server.pprof() {
+        measure = measure.with_server_pprof(pprof.url.clone(), sampling.dir.path.clone());
     }
     if plan.sampling.heap_profile {
         leaklab_probe::heap::activate().context("sampling.heap_profile")?;

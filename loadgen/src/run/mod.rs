@@ -55,8 +55,8 @@ pub enum TargetChoice {
         authority: String,
         server_pid: Option<u32>,
         server_metrics: Option<ServerMetrics>,
-        /// `--server-pprof`: a Go server's `net/http/pprof` base URL.
-        server_pprof: Option<String>,
+        /// `--server-pprof`: a Go server's `net/http/pprof` endpoint.
+        server_pprof: Option<ServerPprof>,
     },
 }
 
@@ -66,6 +66,14 @@ pub struct ServerMetrics {
     pub url: String,
     /// `--server-metric`: recorded besides the standard ones.
     pub named: Vec<String>,
+}
+
+/// A Go server's `net/http/pprof` base URL (`--server-pprof`) and its own packages (`--own-code`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerPprof {
+    pub url: String,
+    /// Function name prefixes; empty: the default rule (see [`crate::heap::sites::OwnCode`]).
+    pub own_code: Vec<String>,
 }
 
 /// How to run a plan (everything that is not part of it).
@@ -223,10 +231,10 @@ pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunO
         summary.profiles =
             heap::go::build(&dir.path, heap::Process::Client, url, &own, profiled_window(&samples, Side::Client));
     }
-    if let Some(url) = summary.target.server_pprof_url.clone() {
-        let own = crate::heap::sites::OwnCode::default();
-        summary.server_profiles =
-            heap::go::build(&dir.path, heap::Process::Server, &url, &own, profiled_window(&samples, Side::Server));
+    if let Some(pprof) = server.pprof() {
+        let own = crate::heap::sites::OwnCode::prefixes(pprof.own_code.clone());
+        let window = profiled_window(&samples, Side::Server);
+        summary.server_profiles = heap::go::build(&dir.path, heap::Process::Server, &pprof.url, &own, window);
     }
     let report = Report { summary, samples };
     let mut written = report::write_outputs(&report::RUN_OUTPUTS, &report, &dir.path);

@@ -8,7 +8,7 @@ use leaklab_probe::procfs::{self, FdLimits, Proc};
 
 use anyhow::Context;
 
-use super::{Prepared, ServerMetrics, TargetChoice};
+use super::{Prepared, ServerMetrics, ServerPprof, TargetChoice};
 use crate::report::RunDir;
 use crate::scenario::{RunPlan, ServerTlsPlan};
 use crate::summary::{Limits, Note, ServerSource, TargetInfo, TargetKind};
@@ -30,8 +30,8 @@ pub(super) struct ServerSide {
     foreign_pid: Option<u32>,
     /// `--server-metrics`: the endpoint of a server the run did not start.
     metrics: Option<ServerMetrics>,
-    /// `--server-pprof`: a Go server's `net/http/pprof` base URL.
-    pprof: Option<String>,
+    /// `--server-pprof`: a Go server's `net/http/pprof` endpoint.
+    pprof: Option<ServerPprof>,
 }
 
 impl ServerSide {
@@ -141,9 +141,9 @@ impl ServerSide {
         self.metrics.as_ref()
     }
 
-    /// The pprof base URL of a Go server the run did not start (`--server-pprof`).
-    pub(super) fn pprof(&self) -> Option<&str> {
-        self.pprof.as_deref()
+    /// The pprof endpoint of a Go server the run did not start (`--server-pprof`).
+    pub(super) fn pprof(&self) -> Option<&ServerPprof> {
+        self.pprof.as_ref()
     }
 
     pub(super) fn info(&self) -> TargetInfo {
@@ -159,7 +159,7 @@ impl ServerSide {
             server_pid: self.process.as_ref().map(ServerProcess::pid).or(self.foreign_pid),
             server_measured_by,
             server_metrics_url: self.metrics.as_ref().map(|metrics| metrics.url.clone()),
-            server_pprof_url: self.pprof.clone(),
+            server_pprof_url: self.pprof.as_ref().map(|pprof| pprof.url.clone()),
         }
     }
 
