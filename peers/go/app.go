@@ -84,17 +84,23 @@ func startApp(addr string, fixed bool, payloadBytes int, pprofListen string, mem
 	if pprofListen == "" {
 		return
 	}
-	listener, err := net.Listen("tcp", pprofListen)
+	listener := listenLoopback("-pprof-listen", pprofListen)
+	fmt.Printf("leaklab-pprof addr=%s\n", listener.Addr())
+	go http.Serve(listener, nil)
+}
+
+// listenLoopback listens on addr, given by flag, and exits unless it is a loopback address.
+func listenLoopback(flag, addr string) net.Listener {
+	listener, err := net.Listen("tcp", addr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "-pprof-listen %s: %v\n", pprofListen, err)
+		fmt.Fprintf(os.Stderr, "%s %s: %v\n", flag, addr, err)
 		os.Exit(2)
 	}
 	if tcp, ok := listener.Addr().(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
-		fmt.Fprintf(os.Stderr, "-pprof-listen %s: loopback only\n", pprofListen)
+		fmt.Fprintf(os.Stderr, "%s %s: loopback only\n", flag, addr)
 		os.Exit(2)
 	}
-	fmt.Printf("leaklab-pprof addr=%s\n", listener.Addr())
-	go http.Serve(listener, nil)
+	return listener
 }
 
 // invokeEcho makes one Echo call on conn, as a generated stub would.

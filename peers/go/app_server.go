@@ -16,7 +16,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"sync/atomic"
 	"time"
@@ -53,15 +52,7 @@ func serveUnary(_ interface{}, ctx context.Context, decode func(interface{}) err
 
 // serveApp serves the service on listen until hold has passed.
 func serveApp(listen string, hold time.Duration) {
-	listener, err := net.Listen("tcp", listen)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "-listen %s: %v\n", listen, err)
-		os.Exit(2)
-	}
-	if tcp, ok := listener.Addr().(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
-		fmt.Fprintf(os.Stderr, "-listen %s: loopback only\n", listen)
-		os.Exit(2)
-	}
+	listener := listenLoopback("-listen", listen)
 	server := grpc.NewServer()
 	server.RegisterService(&echoService, nil)
 	status := health.NewServer()

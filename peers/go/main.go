@@ -18,6 +18,10 @@
 //
 //	leaklab-bench ok=200000 failed=0 seconds=3.1 p50_us=812 p99_us=2950
 //
+// -mode app and app-fixed are a small service shaped like the incident's
+// (app.go), and -mode app-server the same service as a gRPC server
+// (app_server.go).
+//
 // Built offline from Debian's golang-go and golang-google-grpc-dev (GOPATH
 // mode), whose grpc-go predates the idle mode newer versions use to close
 // unused channels, so the classic unbounded growth reproduces.
