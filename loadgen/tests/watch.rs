@@ -111,6 +111,41 @@ fn progress_lines_turn_the_verdict_per_request() {
 }
 
 #[test]
+fn counters_on_progress_lines_are_kept_and_a_malformed_line_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Goroutines 4 per request on top of 5; two malformed lines among them, which must not stop the watch.
+    let script = "for n in 10 20 30 40 50 60 70 80 90 100 110 120; do \
+                  echo leaklab-progress ok=$n failed=0 goroutines=$((5 + 4 * n)); \
+                  [ $n = 40 ] && echo leaklab-progress ok=$n goroutines=many; \
+                  [ $n = 80 ] && echo leaklab-progress ok=$n Goroutines=1; \
+                  sleep 0.1; done; sleep 0.5";
+    let output = watch(&["--interval", "50ms", "--warmup", "200ms", "--", "sh", "-c", script], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let s = summary(dir.path(), "watch-sh");
+    assert_eq!(s["requests"]["ok"], 120, "the watch went on to the end: {s}");
+    let goroutines = &s["client"]["counters"]["goroutines"];
+    // From its first line on: samples before it have no counter.
+    assert_eq!((&goroutines["start"], &goroutines["peak"], &goroutines["end"]), (&45.into(), &485.into(), &485.into()));
+    let per_request = goroutines["per_request"].as_f64().unwrap();
+    assert!((per_request - 4.0).abs() < 0.01, "{goroutines}");
+    let malformed: Vec<&serde_json::Value> =
+        s["notes"].as_array().unwrap().iter().filter(|n| n["note"] == "malformed_progress").collect();
+    assert_eq!(malformed.len(), 1, "reported once: {malformed:?}");
+    assert_eq!(malformed[0]["lines"], 2);
+    assert_eq!(malformed[0]["line"], "leaklab-progress ok=40 goroutines=many");
+    assert_eq!(malformed[0]["reason"], "goroutines=many: not a whole number");
+    let samples = std::fs::read_to_string(dir.path().join("watch-sh/latest/samples.jsonl")).unwrap();
+    assert!(
+        samples.lines().any(|line| line.contains("\"counters\":{\"goroutines\":")),
+        "in every sample after the first line"
+    );
+    let report = std::fs::read_to_string(dir.path().join("watch-sh/latest/report.md")).unwrap();
+    assert!(report.contains("| `goroutines` | 45 | 485 | 485 | +4.00 |"), "{report}");
+    assert!(text(&output).contains("client counter goroutines: 45 → 485 (peak 485), +4.00 per request"));
+    assert!(schema_errors(&s).is_empty(), "{:?}", schema_errors(&s));
+}
+
+#[test]
 fn a_profile_url_that_does_not_answer_is_a_note_and_the_report_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();

@@ -9,7 +9,7 @@
 // It prints one progress line a second on stdout, which `loadgen watch`
 // reads to count requests:
 //
-//	leaklab-progress ok=1200 failed=0
+//	leaklab-progress ok=1200 failed=0 goroutines=37
 //
 // With -rate 0 it runs closed loop instead: -concurrency goroutines, each
 // sending its next request when the last one returns, over one shared
@@ -32,6 +32,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -165,7 +166,7 @@ func main() {
 		for {
 			select {
 			case <-ticker.C:
-				fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount))
+				printProgress()
 			case <-done:
 				return
 			}
@@ -192,10 +193,17 @@ func main() {
 		}()
 	}
 	wg.Wait()
-	fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount))
+	printProgress()
 	time.Sleep(*hold)
 	close(done)
-	fmt.Printf("leaklab-progress ok=%d failed=%d\n", atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount))
+	printProgress()
+}
+
+// printProgress prints the requests answered so far, and the goroutines now: a leaked ClientConn keeps
+// some of its own.
+func printProgress() {
+	fmt.Printf("leaklab-progress ok=%d failed=%d goroutines=%d\n",
+		atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount), runtime.NumGoroutine())
 }
 
 // closedLoop sends requests from `concurrency` goroutines, each one after the
@@ -232,8 +240,8 @@ func closedLoop(requests, concurrency int, call func()) {
 		}
 		return all[int(p*float64(len(all)-1))].Microseconds()
 	}
+	printProgress()
 	ok, failed := atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount)
-	fmt.Printf("leaklab-progress ok=%d failed=%d\n", ok, failed)
 	fmt.Printf("leaklab-bench ok=%d failed=%d seconds=%.3f p50_us=%d p99_us=%d\n",
 		ok, failed, elapsed.Seconds(), percentile(0.50), percentile(0.99))
 }

@@ -37,6 +37,8 @@ use crate::scenario::LoadPlan;
 pub struct LoadCounters {
     ok: AtomicU64,
     failed: AtomicU64,
+    /// A foreign client's own counters (`goroutines=37`…), as its last progress line gave them.
+    reported: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
 impl LoadCounters {
@@ -54,6 +56,18 @@ impl LoadCounters {
     pub fn store(&self, ok: u64, failed: u64) {
         self.ok.store(ok, Ordering::Relaxed);
         self.failed.store(failed, Ordering::Relaxed);
+    }
+
+    /// Keeps the counters a foreign client reported on its last progress line.
+    pub fn report(&self, counters: BTreeMap<String, u64>) {
+        if let Ok(mut reported) = self.reported.lock() {
+            *reported = counters;
+        }
+    }
+
+    /// The counters last reported (none for the built-in client).
+    pub fn reported(&self) -> BTreeMap<String, u64> {
+        self.reported.lock().map(|reported| reported.clone()).unwrap_or_default()
     }
 }
 

@@ -38,6 +38,9 @@ impl Exporter<RunConsole<'_>> for RunText {
         let client_growth =
             judged(s.verdict.client.quantity, g.client_allocated_bytes_per_request, g.client_rss_bytes_per_request);
         process(out, "client", Some(&s.client), client_growth, g.client_connections_per_request)?;
+        for (name, counter) in &s.client.counters {
+            writeln!(out, "  client counter {name}: {}", words::counter(counter))?;
+        }
         if s.target.address.is_some() {
             let quantity = s.verdict.server.as_ref().map_or(crate::verdict::Quantity::AllocatedBytes, |v| v.quantity);
             let server_growth = judged(quantity, g.server_allocated_bytes_per_request, g.server_rss_bytes_per_request);

@@ -132,6 +132,14 @@ fn render(s: &Summary) -> String {
             let _ = writeln!(out, "| `{name}` | {} | {} | {} |", span.start, span.end, span.peak);
         }
     }
+    if !s.client.counters.is_empty() {
+        let _ = writeln!(out, "\nReported by the client on its `leaklab-progress` lines:\n");
+        let _ = writeln!(out, "| counter | start | end | peak | per request |\n|---|---:|---:|---:|---:|");
+        for (name, c) in &s.client.counters {
+            let slope = c.per_request.map_or_else(|| "n/a".to_owned(), |slope| format!("{slope:+.2}"));
+            let _ = writeln!(out, "| `{name}` | {} | {} | {} | {slope} |", c.start, c.end, c.peak);
+        }
+    }
     if let Some(command) = s.command.as_ref().filter(|c| !c.tcp_states_at_end.is_empty()) {
         let states: Vec<String> = command.tcp_states_at_end.iter().map(|(state, n)| format!("{state} {n}")).collect();
         let _ = writeln!(out, "\nThe client's TCP sockets at the end, by state: {}.", states.join(", "));

@@ -8,6 +8,12 @@ use crate::halt::{LimitHit, StopReason};
 use crate::summary::{AtStop, Note, Summary};
 use crate::verdict::{Axis, Basis, Count, ProcessVerdict, Quantity, Reason};
 
+/// A client's reported counter over the run: `5 → 485 (peak 485), +4.00 per request`.
+pub fn counter(c: &crate::summary::CounterSummary) -> String {
+    let slope = c.per_request.map(|slope| format!(", {slope:+.2} per request")).unwrap_or_default();
+    format!("{} → {} (peak {}){slope}", c.start, c.end, c.peak)
+}
+
 /// `request` or `s`: what a slope is per.
 pub fn per(axis: Axis) -> &'static str {
     match axis {
@@ -302,6 +308,9 @@ pub fn note(summary: &Summary, note: &Note) -> String {
         Note::ProfileFetchFailed { process, label, error } => {
             format!("The {process}'s {label} profile could not be fetched, so its profiles are not compared: {error}.")
         }
+        Note::MalformedProgress { line, reason, lines } => format!(
+            "{lines} `leaklab-progress` line(s) could not be read and were skipped; the first, {line:?}: {reason}."
+        ),
         Note::Rebuilt => "Rebuilt by `loadgen report` from run.json and samples.jsonl: the run ended without \
                           writing its report (killed?). Latency and error kinds lived only in its memory and are \
                           missing; the load duration is approximate (from samples)."

@@ -80,6 +80,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<(Recording, Ended)> {
     let counters = Arc::new(LoadCounters::default());
     let reported = Arc::new(AtomicBool::new(false));
+    let malformed = Arc::new(Mutex::new(Malformed::default()));
     let mut copies = Vec::new();
     // A free loopback port for the client's pprof server, when the scenario leaves it to leaklab.
     let pprof_addr = match plan.pprof.as_ref().filter(|url| url.contains("{pprof_addr}")) {
@@ -116,7 +117,8 @@ pub(super) async fn run(
                 .stderr(Stdio::piped())
                 .spawn()
                 .with_context(|| format!("watch: cannot start {program:?}"))?;
-            copies = keep_output(&mut child, &sampling.dir.file("command.log"), &counters, &reported)?;
+            let progress = Arc::clone(&malformed);
+            copies = keep_output(&mut child, &sampling.dir.file("command.log"), &counters, &reported, progress)?;
             (child.id(), Some(child), Some(argv))
         }
     };
@@ -161,6 +163,11 @@ pub(super) async fn run(
         }
     }
     tokio::task::spawn_blocking(move || drain(copies)).await.context("the command's output")?;
+    if let Ok(malformed) = malformed.lock()
+        && let Some((line, reason)) = malformed.first.clone()
+    {
+        notes.push(Note::MalformedProgress { line, reason, lines: malformed.lines });
+    }
     let tcp_states_at_end = sockets
         .latest()
         .process
@@ -231,17 +238,52 @@ async fn wait(
 }
 
 /// Reads `ok=N failed=M` after [`PROGRESS_PREFIX`].
-pub fn parse_progress(line: &str) -> Option<(u64, u64)> {
-    let rest = line.trim().strip_prefix(PROGRESS_PREFIX)?;
-    let (mut ok, mut failed) = (None, None);
+pub fn parse_progress(line: &str) -> Option<Result<Progress, String>> {
+    let rest = line.trim().strip_prefix(PROGRESS_PREFIX.trim_end())?;
+    if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let mut progress = Progress::default();
+    let mut ok = None;
     for field in rest.split_whitespace() {
-        match field.split_once('=') {
-            Some(("ok", n)) => ok = n.parse().ok(),
-            Some(("failed", n)) => failed = n.parse().ok(),
-            _ => {}
+        let Some((name, value)) = field.split_once('=') else {
+            return Some(Err(format!("{field:?} is not NAME=COUNT")));
+        };
+        let named = name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !named {
+            return Some(Err(format!("{name:?} is not a counter name (a-z, 0-9 and _, from a letter)")));
+        }
+        let Ok(count) = value.parse::<u64>() else {
+            return Some(Err(format!("{name}={value}: not a whole number")));
+        };
+        match name {
+            "ok" => ok = Some(count),
+            "failed" => progress.failed = count,
+            _ => {
+                progress.counters.insert(name.to_owned(), count);
+            }
         }
     }
-    Some((ok?, failed.unwrap_or(0)))
+    match ok {
+        Some(ok) => Some(Ok(Progress { ok, ..progress })),
+        None => Some(Err("no ok=N".to_owned())),
+    }
+}
+
+/// What a progress line reports: requests so far, and the client's own counters (`goroutines=37`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub ok: u64,
+    pub failed: u64,
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// The first malformed progress line, why, and how many there were.
+#[derive(Debug, Default)]
+struct Malformed {
+    first: Option<(String, String)>,
+    lines: u64,
 }
 
 /// Copies the command's stdout and stderr into `command.log` as they come,
@@ -251,6 +293,7 @@ fn keep_output(
     log: &Path,
     counters: &Arc<LoadCounters>,
     reported: &Arc<AtomicBool>,
+    malformed: Arc<Mutex<Malformed>>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let file = Arc::new(Mutex::new(file));
@@ -264,11 +307,23 @@ fn keep_output(
     let mut copies = Vec::new();
     for output in outputs {
         let (file, counters, reported) = (Arc::clone(&file), Arc::clone(counters), Arc::clone(reported));
+        let malformed = Arc::clone(&malformed);
         copies.push(std::thread::Builder::new().name("command-output".into()).spawn(move || {
             for line in BufReader::new(output).lines().map_while(Result::ok) {
-                if let Some((ok, failed)) = parse_progress(&line) {
-                    counters.store(ok, failed);
-                    reported.store(true, Ordering::Relaxed);
+                match parse_progress(&line) {
+                    Some(Ok(progress)) => {
+                        counters.store(progress.ok, progress.failed);
+                        counters.report(progress.counters);
+                        reported.store(true, Ordering::Relaxed);
+                    }
+                    // Kept for the report, once: a client's typo must not stop the watch nor flood it.
+                    Some(Err(reason)) => {
+                        if let Ok(mut malformed) = malformed.lock() {
+                            malformed.lines += 1;
+                            malformed.first.get_or_insert((line.clone(), reason));
+                        }
+                    }
+                    None => {}
                 }
                 if let Ok(mut file) = file.lock() {
                     let _ = writeln!(file, "{line}");
@@ -330,12 +385,29 @@ mod tests {
 
     #[test]
     fn progress_lines_are_read_and_others_ignored() {
-        assert_eq!(parse_progress("leaklab-progress ok=1200 failed=3"), Some((1200, 3)));
-        assert_eq!(parse_progress("  leaklab-progress failed=0 ok=7\n"), Some((7, 0)));
-        assert_eq!(parse_progress("leaklab-progress ok=12"), Some((12, 0)));
-        assert_eq!(parse_progress("leaklab-progress failed=2"), None, "no ok count");
-        assert_eq!(parse_progress("leaklab-progress ok=lots"), None);
-        assert_eq!(parse_progress("2026/11/28 dialing 127.0.0.1:1"), None);
+        let read = |line: &str| parse_progress(line).map(|p| p.map(|p| (p.ok, p.failed, p.counters)));
+        let none = BTreeMap::new();
+        assert_eq!(read("leaklab-progress ok=1200 failed=3"), Some(Ok((1200, 3, none.clone()))));
+        assert_eq!(read("  leaklab-progress failed=0 ok=7\n"), Some(Ok((7, 0, none.clone()))));
+        assert_eq!(read("leaklab-progress ok=12"), Some(Ok((12, 0, none))), "no counters");
+        let counters = BTreeMap::from([("goroutines".to_owned(), 37), ("streams".to_owned(), 12)]);
+        assert_eq!(read("leaklab-progress ok=1200 failed=0 goroutines=37 streams=12"), Some(Ok((1200, 0, counters))));
+        assert_eq!(read("2026/11/28 dialing 127.0.0.1:1"), None);
+        assert_eq!(read("leaklab-progressive rock"), None, "another word");
+        // Malformed: said why, never a panic.
+        for (line, reason) in [
+            ("leaklab-progress failed=2", "no ok=N"),
+            ("leaklab-progress ok=lots", "ok=lots: not a whole number"),
+            ("leaklab-progress ok=1 goroutines=-3", "goroutines=-3: not a whole number"),
+            ("leaklab-progress ok=1 goroutines", "\"goroutines\" is not NAME=COUNT"),
+            ("leaklab-progress ok=1 Streams=2", "\"Streams\" is not a counter name"),
+            ("leaklab-progress", "no ok=N"),
+        ] {
+            match read(line) {
+                Some(Err(error)) => assert!(error.starts_with(reason), "{line}: {error}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub struct Sample {
     /// each summed over its label sets. Absent without an endpoint, or when this scrape failed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_metrics: BTreeMap<String, f64>,
+    /// The client's own counters, as its last `leaklab-progress` line reported them (`goroutines`,
+    /// `streams`…). Absent for the built-in client and for a client that reports none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// The network side of a sample: connection events the built-in client saw,

@@ -165,6 +165,7 @@ impl Recorder {
                     settled: settle,
                     network,
                     server_metrics,
+                    counters: counters.reported(),
                 };
                 if recording.write_error.is_none()
                     && let Err(error) = write_line(&mut sink, &sample)

@@ -70,6 +70,7 @@ pub(crate) mod tests {
             network: Default::default(),
             settled: false,
             server_metrics: Default::default(),
+            counters: Default::default(),
         }
     }
 

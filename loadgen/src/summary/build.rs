@@ -7,8 +7,8 @@ use leaklab_probe::ProcessSnapshot;
 
 use super::series::{self, Side};
 use super::{
-    AtStop, CommandInfo, FirstError, Growth, LifecycleSummary, Limits, MetricSpan, Note, PlanInfo, ProcessSummary,
-    Requests, RunKind, SCHEMA_VERSION, SamplesInfo, Summary, TargetInfo, TargetKind,
+    AtStop, CommandInfo, CounterSummary, FirstError, Growth, LifecycleSummary, Limits, MetricSpan, Note, PlanInfo,
+    ProcessSummary, Requests, RunKind, SCHEMA_VERSION, SamplesInfo, Summary, TargetInfo, TargetKind,
 };
 use crate::fault::FaultLog;
 use crate::halt::{LimitHit, StopReason};
@@ -187,7 +187,10 @@ impl Summary {
             throughput_rps,
             latency_us,
             latency_from_intended_us,
-            client: ProcessSummary::of(samples.iter().map(|s| &s.client)).expect("a run has at least one sample"),
+            client: ProcessSummary {
+                counters: counter_summaries(samples),
+                ..ProcessSummary::of(samples.iter().map(|s| &s.client)).expect("a run has at least one sample")
+            },
             server: ProcessSummary::of(server_snapshots.iter().copied()),
             server_metrics: metric_spans(samples),
             growth: Growth {
@@ -230,6 +233,24 @@ fn metric_spans(samples: &[Sample]) -> BTreeMap<String, MetricSpan> {
         .filter_map(|name| {
             let span = MetricSpan::of(samples.iter().filter_map(|s| s.server_metrics.get(name).copied()))?;
             Some((name.clone(), span))
+        })
+        .collect()
+}
+
+/// Each counter the client reported: its span, and its slope per request while loaded.
+fn counter_summaries(samples: &[Sample]) -> BTreeMap<String, CounterSummary> {
+    let names: BTreeSet<&String> = samples.iter().flat_map(|s| s.counters.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let span = Span::of(samples.iter().filter_map(|s| s.counters.get(name).copied()))?;
+            let loaded: Vec<(f64, f64)> = samples
+                .iter()
+                .filter(|s| s.phase == crate::sample::Phase::Load)
+                .filter_map(|s| Some((s.requests() as f64, *s.counters.get(name)? as f64)))
+                .collect();
+            let per_request = crate::stats::trend::theil_sen(&loaded).map(|trend| trend.slope);
+            Some((name.clone(), CounterSummary { start: span.start, end: span.end, peak: span.peak, per_request }))
         })
         .collect()
 }
@@ -297,6 +318,7 @@ impl ProcessSummary {
             }),
             fds: Span::of(snapshots.clone().filter_map(|s| s.fds)),
             threads: Span::of(snapshots.filter_map(|s| s.threads)),
+            counters: BTreeMap::new(),
         })
     }
 }

@@ -67,6 +67,7 @@ pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summ
             settled: phase == Phase::Load || phase == Phase::Cooldown,
             network: Default::default(),
             server_metrics: Default::default(),
+            counters: Default::default(),
         });
     };
     push(0.0, Phase::Baseline, 0);

@@ -282,6 +282,22 @@ pub struct ProcessSummary {
     pub fds: Option<Span>,
     /// Threads; `null` when a metrics endpoint did not say.
     pub threads: Option<Span>,
+    /// The counters a foreign client reported on its `leaklab-progress` lines (`goroutines`, `streams`…),
+    /// by name; `{}` when it reported none.
+    #[serde(default)]
+    pub counters: BTreeMap<String, CounterSummary>,
+}
+
+/// A client's own counter over the run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CounterSummary {
+    /// Its first, last and largest reported value.
+    pub start: u64,
+    pub end: u64,
+    pub peak: u64,
+    /// Theil–Sen slope per request over the samples of the loaded part of the run; `null` with fewer than
+    /// two of them at different request counts.
+    pub per_request: Option<f64>,
 }
 
 /// A scraped metric over the run, as its endpoint gave it.

@@ -52,6 +52,8 @@ pub enum Note {
         label: String,
         error: String,
     },
+    /// This many `leaklab-progress` lines could not be read (they were skipped): the first, and why.
+    MalformedProgress { line: String, reason: String, lines: u64 },
     /// Rebuilt by `loadgen report` from `run.json` and `samples.jsonl`: latency and error kinds are missing.
     Rebuilt,
     /// This many lines at the end of `samples.jsonl` were cut short and are left out.
