@@ -165,8 +165,8 @@ fn draw<DB: DrawingBackend>(
         ("sans-serif", 17).into_font().color(&RGBColor(60, 60, 60)),
     ))?;
     top.draw(&Text::new(header.verdict.clone(), (20, 74), ("sans-serif", 17).into_font().color(&BLACK)))?;
-    let metrics = metric_lines(samples);
-    // The scraped metrics, when there are any, take a third panel under the other two.
+    let (metrics, metrics_title) = metric_lines(samples);
+    // The client's counters and the scraped metrics, when there are any, take a third panel under the other two.
     let (body, metrics_area) = if metrics.is_empty() {
         (body, None)
     } else {
@@ -243,7 +243,7 @@ fn draw<DB: DrawingBackend>(
     }
     panel(&lower, samples, "Open connections and file descriptors", "count", 0, &connections, events)?;
     if let Some(area) = metrics_area {
-        panel(&area, samples, "Server metrics, each as % of its peak", "% of peak", 0, &metrics, events)?;
+        panel(&area, samples, &metrics_title, "% of peak", 0, &metrics, events)?;
     }
     Ok(())
 }
@@ -257,25 +257,38 @@ const METRIC_COLORS: [RGBColor; 5] = [
     RGBColor(23, 190, 207),
 ];
 
-/// One line per metric scraped from the server's endpoint, as a percentage of its peak, so a count of
-/// goroutines and a number of bytes share an axis; the legend gives each one's peak.
-fn metric_lines(samples: &[Sample]) -> Vec<Line> {
-    let names: std::collections::BTreeSet<&String> = samples.iter().flat_map(|s| s.server_metrics.keys()).collect();
-    names
+/// One line per counter the client reported and per metric scraped from the server's endpoint, each as
+/// a percentage of its peak, so a count of goroutines and a number of bytes share an axis; the legend
+/// gives each one's peak. With the panel's title.
+fn metric_lines(samples: &[Sample]) -> (Vec<Line>, String) {
+    use std::collections::BTreeSet;
+    let counters: BTreeSet<&String> = samples.iter().flat_map(|s| s.counters.keys()).collect();
+    let metrics: BTreeSet<&String> = samples.iter().flat_map(|s| s.server_metrics.keys()).collect();
+    let title = match (counters.is_empty(), metrics.is_empty()) {
+        (false, false) => "Client counters and server metrics, each as % of its peak",
+        (false, true) => "Client counters, each as % of its peak",
+        _ => "Server metrics, each as % of its peak",
+    };
+    let counter_series = counters
         .into_iter()
+        .map(|name| (format!("client {name}"), series(samples, |s| s.counters.get(name).map(|count| *count as f64))));
+    let metric_series =
+        metrics.into_iter().map(|name| (name.clone(), series(samples, |s| s.server_metrics.get(name).copied())));
+    let lines = counter_series
+        .chain(metric_series)
         .enumerate()
-        .map(|(index, name)| {
-            let points = series(samples, |s| s.server_metrics.get(name).copied());
+        .map(|(index, (label, points))| {
             let peak = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
             let scale = if peak > 0.0 { 100.0 / peak } else { 0.0 };
             Line {
-                label: format!("{name}\n  (peak {})", short_number(peak)).into(),
+                label: format!("{label}\n  (peak {})", short_number(peak)).into(),
                 color: METRIC_COLORS[index % METRIC_COLORS.len()],
                 dashed: false,
                 points: points.into_iter().map(|(at, value)| (at, value * scale)).collect(),
             }
         })
-        .collect()
+        .collect();
+    (lines, title.to_owned())
 }
 
 /// 1234 → "1,234"; 1.5e9 → "1.5e9": a legend's width.
@@ -558,11 +571,21 @@ mod tests {
         for (index, sample) in samples.iter_mut().enumerate() {
             sample.server_metrics.insert("go_goroutines".to_owned(), 10.0 + index as f64 * 3.0);
         }
-        let lines = metric_lines(&samples);
+        let (lines, _) = metric_lines(&samples);
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].points.last().map(|p| p.1), Some(100.0), "the peak is 100%");
-        let svg = crate::report::to_string(&SvgPlot, &Report { summary, samples }).unwrap();
+        let svg =
+            crate::report::to_string(&SvgPlot, &Report { summary: summary.clone(), samples: samples.clone() }).unwrap();
         assert!(svg.contains("Server metrics") && svg.contains("go_goroutines"), "metrics panel missing");
+        // A client's counters share the panel, named as the client's.
+        for (index, sample) in samples.iter_mut().enumerate() {
+            sample.counters.insert("goroutines".to_owned(), 5 + index as u64 * 4);
+        }
+        let (lines, title) = metric_lines(&samples);
+        assert_eq!(title, "Client counters and server metrics, each as % of its peak");
+        assert!(lines[0].label.starts_with("client goroutines"), "{}", lines[0].label);
+        let svg = crate::report::to_string(&SvgPlot, &Report { summary, samples }).unwrap();
+        assert!(svg.contains("Client counters and server metrics") && svg.contains("client goroutines"));
     }
 
     #[test]
