@@ -237,7 +237,8 @@ async fn wait(
     }
 }
 
-/// Reads `ok=N failed=M` after [`PROGRESS_PREFIX`].
+/// Reads `ok=N failed=M NAME=COUNT…` after [`PROGRESS_PREFIX`]: `None` for a line that is not a progress
+/// line, an error saying why for one that cannot be read.
 pub fn parse_progress(line: &str) -> Option<Result<Progress, String>> {
     let rest = line.trim().strip_prefix(PROGRESS_PREFIX.trim_end())?;
     if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
