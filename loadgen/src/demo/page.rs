@@ -286,8 +286,7 @@ fn call_sites_table(p: &GoProfiles) -> String {
     html += "<table>\n<thead><tr><th>call site</th><th>at</th><th class=\"n\">objects grown</th>\
              <th class=\"n\">bytes grown</th></tr></thead>\n<tbody>\n";
     for site in &p.call_sites {
-        let file =
-            std::path::Path::new(&site.file).file_name().map_or(site.file.clone(), |f| f.to_string_lossy().into());
+        let file = site.file_name();
         let _ = writeln!(
             html,
             "<tr><td><code>{}</code></td><td><code>{}:{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",

@@ -153,6 +153,13 @@ pub struct CallSite {
     pub share: f64,
 }
 
+impl CallSite {
+    /// Its file without the directories (`app_payments.go`).
+    pub fn file_name(&self) -> String {
+        std::path::Path::new(&self.file).file_name().map_or(self.file.clone(), |f| f.to_string_lossy().into_owned())
+    }
+}
+
 /// The service's call sites, and the small growth under its other functions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallSites {

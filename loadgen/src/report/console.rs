@@ -98,7 +98,7 @@ impl Exporter<RunConsole<'_>> for RunText {
                 per.unwrap_or_default()
             )?;
             for site in &profiles.call_sites {
-                let file = Path::new(&site.file).file_name().map_or(site.file.clone(), |f| f.to_string_lossy().into());
+                let file = site.file_name();
                 writeln!(out, "    {} at {file}:{}, {} objects", site.function, site.line, site.inuse_objects_growth)?;
             }
             if profiles.call_sites.is_empty() {

@@ -185,9 +185,7 @@ pub fn go_markdown(p: &crate::heap::go::GoProfiles, process: Process, level: usi
     } else {
         out += "| call site | at | objects grown | bytes grown |\n|---|---|---:|---:|\n";
         for site in &p.call_sites {
-            let file = std::path::Path::new(&site.file)
-                .file_name()
-                .map_or(site.file.clone(), |f| f.to_string_lossy().into_owned());
+            let file = site.file_name();
             out += &format!(
                 "| `{}` | `{file}:{}` | {} | {} |\n",
                 site.function,

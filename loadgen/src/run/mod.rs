@@ -119,16 +119,12 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
-/// A side's open connections and RSS at the end of the load minus at its start (where the profiles
-/// were taken).
+/// A side's open connections and RSS grown over the loaded part of the run, where the profiles were taken.
 fn profiled_window(samples: &[crate::sample::Sample], side: Side) -> heap::go::Measured {
-    let mut loaded = samples.iter().filter(|s| s.phase == crate::sample::Phase::Load).filter_map(|s| side.of(s));
-    let Some(first) = loaded.next() else { return heap::go::Measured::default() };
-    let last = loaded.next_back().unwrap_or(first);
-    let connections = |p: &leaklab_probe::ProcessSnapshot| p.open_connections().map(|n| n as i64);
+    let Some(window) = crate::sample::LoadWindow::find(samples) else { return heap::go::Measured::default() };
     heap::go::Measured {
-        connections_grown: connections(last).zip(connections(first)).map(|(b, a)| b - a),
-        rss_growth: Some(last.rss_bytes as i64 - first.rss_bytes as i64),
+        connections_grown: window.growth(samples, |s| side.of(s)?.open_connections()),
+        rss_growth: window.growth(samples, |s| Some(side.of(s)?.rss_bytes)),
     }
 }
 

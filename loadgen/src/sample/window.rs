@@ -41,9 +41,12 @@ impl LoadWindow {
         if requests == 0 {
             return None;
         }
-        let first = value(&samples[self.first])? as f64;
-        let last = value(&samples[self.last])? as f64;
-        Some((last - first) / requests as f64)
+        Some(self.growth(samples, value)? as f64 / requests as f64)
+    }
+
+    /// How much `value` grew over the window; `None` when it is missing at either end.
+    pub fn growth(&self, samples: &[Sample], value: impl Fn(&Sample) -> Option<u64>) -> Option<i64> {
+        Some(value(&samples[self.last])? as i64 - value(&samples[self.first])? as i64)
     }
 }
 
