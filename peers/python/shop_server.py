@@ -106,6 +106,13 @@ def main() -> int:
         print(f"--listen {args.listen}: loopback only", file=sys.stderr)
         return 2
 
+    # Blocked before any thread starts, so every thread inherits the mask and the signal waits,
+    # pending, for sigwait below: a handler calling Event.set() could deadlock on the Event's own
+    # lock if the signal came while the main thread was entering Event.wait(), and a signal sent
+    # before a handler was installed would kill the process without its counts.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+
     counts = Counts()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     orders_pb2_grpc.add_OrdersServicer_to_server(Orders(args, counts), server)
@@ -130,10 +137,7 @@ def main() -> int:
         metrics, _ = prometheus_client.start_http_server(args.metrics_port, addr="127.0.0.1")
         print(f"metrics on {metrics.server_port}", flush=True)
 
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    signal.signal(signal.SIGINT, lambda *_: stopped.set())
-    stopped.wait()
+    signal.sigwait(stop_signals)
     server.stop(grace=1).wait()
     print(counts.line(), flush=True)
     return 0

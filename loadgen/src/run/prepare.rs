@@ -17,6 +17,10 @@ use crate::tls::{self, ClientTls, Pki};
 /// How long reaching a `--target`'s reflection service may take.
 const REFLECTION_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the whole reflection exchange may take once connected: a server that accepts the
+/// stream and never answers is a usage error, not a run that never starts.
+const REFLECTION_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The host the toy server is started on.
 const SPAWNED_HOST: &str = "127.0.0.1";
 
@@ -63,7 +67,15 @@ pub async fn prepare(plan: &RunPlan, target: Option<&TargetChoice>) -> Result<Pr
                 .map_err(|e| unreachable(e.to_string()))?
                 .connect_timeout(REFLECTION_CONNECT_TIMEOUT);
             let channel = crate::target::connect(&endpoint, tls.as_ref()).await.map_err(|e| unreachable(said(&e)))?;
-            call::from_reflection(spec, channel).await?
+            tokio::time::timeout(REFLECTION_TIMEOUT, call::from_reflection(spec, channel)).await.map_err(|_| {
+                ResolveError {
+                    origin: spec.origins.method.clone(),
+                    reason: format!(
+                        "{authority}: the server's reflection service did not answer within {} s",
+                        REFLECTION_TIMEOUT.as_secs()
+                    ),
+                }
+            })??
         }
         None => call::from_toy_server(spec)?,
     };
