@@ -159,7 +159,7 @@ fn a_profile_url_that_does_not_answer_is_a_note_and_the_report_is_written() {
     // Both profiles, at both moments, each with the URL it asked and why it failed.
     assert_eq!(failed.len(), 4, "{failed:?}");
     assert_eq!((&failed[0]["label"], &failed[3]["label"]), (&"warmup".into(), &"end".into()));
-    assert!(failed[0]["error"].as_str().unwrap().starts_with(&format!("{url}/heap?gc=1: ")), "{failed:?}");
+    assert!(failed[0]["error"].as_str().unwrap().starts_with(&format!("{url}/goroutine: ")), "{failed:?}");
     let report = std::fs::read_to_string(dir.path().join("watch-sleep").join("latest").join("report.md")).unwrap();
     assert!(report.contains("The client's warmup profile could not be fetched"), "{report}");
     assert!(schema_errors(&s).is_empty(), "{:?}", schema_errors(&s));

@@ -14,8 +14,10 @@ use super::Process;
 use super::pprof::Profile;
 use super::sites::{self, OwnCode};
 
-/// The profiles fetched, and the endpoint's path for each.
-pub const KINDS: [(&str, &str); 2] = [("heap", "/heap?gc=1"), ("goroutine", "/goroutine")];
+/// The profiles fetched, and the endpoint's path for each. Goroutines first: their count is divided by the
+/// connections of the sample just taken, and `heap?gc=1` runs a collection first that takes a while on a
+/// busy machine, during which a running load opens more connections.
+pub const KINDS: [(&str, &str); 2] = [("goroutine", "/goroutine"), ("heap", "/heap?gc=1")];
 /// Allocation sites listed.
 const TOP: usize = 8;
 /// Samples under the listed call sites below which their ranking is noise: a profile this coarse

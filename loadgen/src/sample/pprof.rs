@@ -51,7 +51,8 @@ mod tests {
         );
         let errors = fetch(&format!("{url}/"), dir.path(), Process::Client, "warmup");
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].starts_with(&format!("{url}/heap?gc=1: not a pprof profile")), "{errors:?}");
+        // The goroutine profile is asked for first (see go::KINDS).
+        assert!(errors[0].starts_with(&format!("{url}/goroutine: not a pprof profile")), "{errors:?}");
         assert!(errors[1].contains("404 Not Found"), "{errors:?}");
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing kept");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
