@@ -224,3 +224,24 @@ async fn open_loop_latency_counts_the_wait_a_stall_causes() {
     assert!(report.latency_from_intended_us.is_none(), "a closed loop has no intended send times");
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_held_stream_keeps_the_servers_stream_count_up_and_a_dropped_one_brings_it_down() {
+    let server = start_server().await;
+    let streams = || server.metrics.streams.open_now();
+
+    // stream-leak: every stream is read to its first message and kept, unfinished, on one connection.
+    let (channels, _) = run(&server, "policy = \"stream-leak\"\nstream_interval = \"50ms\"", 40).await;
+    assert_eq!(channels.streams().open_now(), 40, "the client holds every stream it opened");
+    assert_eq!(streams(), 40, "the server is still streaming on each");
+    assert_eq!(channels.created(), 1);
+    assert_eq!(server.metrics.connections.counts().open, 1, "one connection carries them all");
+    drop(channels);
+    eventually("the server saw the held streams go with their channel", || streams() == 0).await;
+
+    // stream-cancel: the same streams, each dropped after its first message, which cancels it.
+    let (channels, _) = run(&server, "policy = \"stream-cancel\"\nstream_interval = \"50ms\"", 40).await;
+    assert_eq!(channels.streams().open_now(), 0, "the client holds none");
+    eventually("the server saw every cancelled stream end", || streams() == 0).await;
+    assert_eq!(server.metrics.connections.counts().open, 1, "and the channel is still there");
+}

@@ -139,3 +139,37 @@ mod tests {
         assert_eq!(counter.counts().open, 2);
     }
 }
+
+/// Shared count of the gRPC streams one process has open: the client's streams not yet finished,
+/// the server's RPCs in flight. Two atomic adds per stream, like [`ConnectionCounter`].
+#[derive(Debug, Clone, Default)]
+pub struct StreamCounter {
+    inner: Arc<AtomicU64>,
+}
+
+impl StreamCounter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one stream as open until the returned guard drops.
+    pub fn open(&self) -> OpenStream {
+        self.inner.fetch_add(1, Ordering::AcqRel);
+        OpenStream(Arc::clone(&self.inner))
+    }
+
+    /// Streams open now.
+    pub fn open_now(&self) -> u64 {
+        self.inner.load(Ordering::Acquire)
+    }
+}
+
+/// One stream counted as open while this lives.
+#[derive(Debug)]
+pub struct OpenStream(Arc<AtomicU64>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -121,6 +121,7 @@ mod tests {
                 threads: Some(3),
                 jemalloc: None,
                 connections: Some(ConnectionCounts { open: 1, opened: 2, closed: 1 }.into()),
+                streams: Some(4),
             },
             requests_served: Some(10),
             requests_failed: Some(1),

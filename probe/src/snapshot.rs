@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::connections::{ConnectionCounter, ConnectionCounts};
+use crate::connections::{ConnectionCounter, ConnectionCounts, StreamCounter};
 use crate::jemalloc::{JemallocReader, JemallocStats};
 use crate::procfs::{self, Proc, ProcError, ProcFiles};
 
@@ -25,6 +25,10 @@ pub struct ProcessSnapshot {
     pub jemalloc: Option<JemallocStats>,
     /// The process's TCP connections; `null` for a server read from its metrics endpoint.
     pub connections: Option<Connections>,
+    /// gRPC streams open now: for the load generator, the server streams it holds unfinished; for the
+    /// toy server, its RPCs in flight. `null` for a process that does not count them for leaklab.
+    #[serde(default)]
+    pub streams: Option<u64>,
 }
 
 impl ProcessSnapshot {
@@ -65,6 +69,7 @@ impl Connections {
 pub struct SnapshotReader {
     jemalloc: Option<JemallocReader>,
     connections: ConnectionCounter,
+    streams: Option<StreamCounter>,
     /// Kept open so that measuring needs no new descriptor (`None` if they could not be opened).
     files: Option<ProcFiles>,
 }
@@ -74,7 +79,13 @@ impl SnapshotReader {
     /// jemalloc figures are read only if jemalloc is the global allocator.
     pub fn new(connections: ConnectionCounter) -> Self {
         let jemalloc = JemallocReader::new().ok().filter(JemallocReader::is_global_allocator);
-        Self { jemalloc, connections, files: ProcFiles::open(Proc::Myself).ok() }
+        Self { jemalloc, connections, streams: None, files: ProcFiles::open(Proc::Myself).ok() }
+    }
+
+    /// Reports `streams` as the process's open streams too.
+    pub fn with_streams(mut self, streams: StreamCounter) -> Self {
+        self.streams = Some(streams);
+        self
     }
 
     /// The counter this reader reports.
@@ -101,6 +112,7 @@ impl SnapshotReader {
             }),
             jemalloc: self.jemalloc.as_ref().and_then(|reader| reader.read().ok()),
             connections: Some(self.connections.counts().into()),
+            streams: self.streams.as_ref().map(StreamCounter::open_now),
         })
     }
 }

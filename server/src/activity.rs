@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use http_body::{Body, Frame, SizeHint};
+use leaklab_probe::{OpenStream, StreamCounter};
 
 /// One connection's RPCs in flight.
 #[derive(Debug)]
@@ -19,15 +20,22 @@ pub struct ConnActivity {
     in_flight: AtomicUsize,
     /// When the last RPC ended, as nanoseconds since `started` (0: none yet).
     idle_since_nanos: AtomicU64,
+    /// The server's RPCs in flight over all its connections, which this one's count too.
+    streams: StreamCounter,
 }
 
 impl Default for ConnActivity {
     fn default() -> Self {
-        Self { started: Instant::now(), in_flight: AtomicUsize::new(0), idle_since_nanos: AtomicU64::new(0) }
+        Self::counting_in(StreamCounter::new())
     }
 }
 
 impl ConnActivity {
+    /// A new connection's activity, whose RPCs count in the server-wide `streams` too.
+    pub fn counting_in(streams: StreamCounter) -> Self {
+        Self { started: Instant::now(), in_flight: AtomicUsize::new(0), idle_since_nanos: AtomicU64::new(0), streams }
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
@@ -35,7 +43,7 @@ impl ConnActivity {
     /// An RPC started; it counts until the returned guard drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(Arc::clone(self))
+        InFlight(Arc::clone(self), self.streams.open())
     }
 
     /// How long the connection has had no RPC in flight (`None`: one is in flight now).
@@ -60,9 +68,9 @@ impl ConnActivity {
     }
 }
 
-/// One RPC in flight, counted until dropped.
+/// One RPC in flight, counted (on its connection and server-wide) until dropped.
 #[derive(Debug)]
-pub struct InFlight(Arc<ConnActivity>);
+pub struct InFlight(Arc<ConnActivity>, #[allow(dead_code)] OpenStream);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

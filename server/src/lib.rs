@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use leaklab_probe::control::ServerStats;
 use leaklab_probe::procfs::ProcError;
-use leaklab_probe::{ConnectionCounter, Counted, SnapshotReader};
+use leaklab_probe::{ConnectionCounter, Counted, SnapshotReader, StreamCounter};
 use leaklab_proto::{Echo, EchoRequest, EchoResponse, EchoServer, StreamRequest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -82,6 +82,9 @@ pub struct ServerMetrics {
     tls_failures: Arc<AtomicU64>,
     /// What the keepalive policy did to connections.
     pub lifecycle: Lifecycle,
+    /// RPCs in flight over every connection: a server stream counts until it ends or its client
+    /// cancels it.
+    pub streams: StreamCounter,
 }
 
 impl ServerMetrics {
@@ -179,7 +182,15 @@ impl Echo for EchoService {
         tokio::spawn(async move {
             for sent in 0..messages {
                 if sent > 0 && !interval.is_zero() {
-                    tokio::time::sleep(interval).await;
+                    // A cancelled stream ends now, not at its next message: as a grpc-go handler
+                    // watching ctx.Done(), the server holds nothing for a client that went away.
+                    tokio::select! {
+                        () = tokio::time::sleep(interval) => {}
+                        () = tx.closed() => {
+                            metrics.failed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
                 }
                 if tx.send(Ok(EchoResponse { payload: payload.clone() })).await.is_err() {
                     // The client went away: the stream did not complete.
@@ -293,7 +304,13 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             Some((io, peer)) = tokio_stream::StreamExt::next(&mut incoming) => {
-                let connection = Connection { policy, lifecycle: metrics.lifecycle.clone(), peer, draining: draining.clone() };
+                let connection = Connection {
+                    policy,
+                    lifecycle: metrics.lifecycle.clone(),
+                    streams: metrics.streams.clone(),
+                    peer,
+                    draining: draining.clone(),
+                };
                 let (service, http2) = (service.clone(), http2.clone());
                 match config.tls.clone() {
                     None => tokio::spawn(connection.serve(io, service, http2)),
@@ -329,6 +346,7 @@ pub async fn serve(
 struct Connection {
     policy: KeepalivePolicy,
     lifecycle: Lifecycle,
+    streams: StreamCounter,
     peer: SocketAddr,
     /// Becomes `true` when the server shuts down.
     draining: tokio::sync::watch::Receiver<bool>,
@@ -345,7 +363,7 @@ impl Connection {
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     {
-        let activity = Arc::new(activity::ConnActivity::default());
+        let activity = Arc::new(activity::ConnActivity::counting_in(self.streams.clone()));
         let io =
             PolicedIo::new(io, self.policy.ping_policy(), Arc::clone(&activity), self.lifecycle.clone(), self.peer);
         let counted = activity::CountInFlight { inner: service, activity: Arc::clone(&activity) };

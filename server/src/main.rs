@@ -116,7 +116,7 @@ async fn stop_on_signals(mut interrupt: Signal, mut terminate: Signal, stop: wat
 /// Runs on its own thread: a blocking stdin read inside tokio would hold up
 /// the runtime's shutdown until the next line arrives.
 fn answer_stats_on_stdin(metrics: ServerMetrics, stop: watch::Sender<bool>) {
-    let reader = SnapshotReader::new(metrics.connections.clone());
+    let reader = SnapshotReader::new(metrics.connections.clone()).with_streams(metrics.streams.clone());
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let answer = match line.trim() {

@@ -55,6 +55,14 @@ pub fn render(stats: &ServerStats, tls_failures: u64) -> String {
             }
         }
     }
+    if let Some(streams) = process.streams {
+        page.metric(
+            "leaklab_server_streams_open",
+            Kind::Gauge,
+            "RPCs in flight, server streams included.",
+            streams as f64,
+        );
+    }
     let mut requests: Vec<(&[(&str, &str)], f64)> = Vec::new();
     if let Some(served) = stats.requests_served {
         requests.push((&[("outcome", "ok")], served as f64));
@@ -107,7 +115,7 @@ fn answer(request: &Request<Incoming>, metrics: &ServerMetrics) -> Response<Full
     if request.method() != Method::GET || request.uri().path() != "/metrics" {
         return reply(StatusCode::NOT_FOUND, "leaklab-server serves GET /metrics\n".to_owned());
     }
-    match metrics.stats(&SnapshotReader::new(metrics.connections.clone())) {
+    match metrics.stats(&SnapshotReader::new(metrics.connections.clone()).with_streams(metrics.streams.clone())) {
         Ok(stats) => {
             let mut response = reply(StatusCode::OK, render(&stats, metrics.tls_failures()));
             response.headers_mut().insert(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use leaklab_probe::ConnectionCounter;
+use leaklab_probe::{ConnectionCounter, OpenStream, StreamCounter};
 use tonic::client::Grpc;
 use tonic::transport::{Channel, Endpoint};
 
@@ -26,6 +26,8 @@ pub struct Channels {
     endpoint: Endpoint,
     connector: CountingConnector,
     connections: ConnectionCounter,
+    /// Server streams open on the client: opened and neither finished nor dropped.
+    streams: StreamCounter,
     kind: Kind,
     created: AtomicU64,
 }
@@ -54,6 +56,20 @@ enum Kind {
     /// `leak`: the "cache" that keeps every request's client reachable.
     Leak(Mutex<HashMap<u64, Client>>),
     PerRequestClose,
+    /// `stream-leak` (with the cache that keeps every request's stream) and `stream-cancel`, on one
+    /// channel (the worker's [`WorkerClients::Shared`]).
+    Streams {
+        client: Client,
+        held: Option<Mutex<Vec<HeldStream>>>,
+        interval: std::time::Duration,
+    },
+}
+
+/// A server stream read to its first message, counted as open while it lives.
+#[derive(Debug)]
+struct HeldStream {
+    _stream: tonic::Streaming<leaklab_proto::EchoResponse>,
+    _open: OpenStream,
 }
 
 /// The channels a worker holds for its whole life, so `reused` and `pool`
@@ -124,20 +140,29 @@ impl Channels {
                 created.fetch_add(1, Ordering::Relaxed);
                 Kind::Direct(Grpc::new(transport))
             }
-            ChannelPolicy::Reused | ChannelPolicy::Pool { .. } => {
-                // `reused` is a pool of one.
+            ChannelPolicy::Reused
+            | ChannelPolicy::Pool { .. }
+            | ChannelPolicy::StreamLeak
+            | ChannelPolicy::StreamCancel => {
+                // `reused` is a pool of one, and the stream policies stream on one channel.
                 let size = if let ChannelPolicy::Pool { size } = policy { size.get() } else { 1 };
                 let mut clients = Vec::with_capacity(size);
                 for _ in 0..size {
                     clients.push(Grpc::new(endpoint.connect_with_connector(connector.clone()).await?));
                     created.fetch_add(1, Ordering::Relaxed);
                 }
-                Kind::Shared(clients)
+                if policy.streams() {
+                    // The bug's cache, for `stream-leak`: every request's stream stays reachable, unfinished.
+                    let held = (policy == ChannelPolicy::StreamLeak).then(|| Mutex::new(Vec::new()));
+                    Kind::Streams { client: clients.remove(0), held, interval: client.stream_interval }
+                } else {
+                    Kind::Shared(clients)
+                }
             }
             ChannelPolicy::Leak => Kind::Leak(Mutex::new(HashMap::new())),
             ChannelPolicy::PerRequestClose => Kind::PerRequestClose,
         };
-        Ok(Self { endpoint, connector, connections, kind, created })
+        Ok(Self { endpoint, connector, connections, streams: StreamCounter::new(), kind, created })
     }
 
     /// Channels created so far: each dials one connection; any further connection is a reconnect.
@@ -161,6 +186,11 @@ impl Channels {
         &self.connections
     }
 
+    /// The client's open server streams (held by `stream-leak`, in flight otherwise).
+    pub fn streams(&self) -> &StreamCounter {
+        &self.streams
+    }
+
     /// Channels leaked so far (always 0 except for `leak`).
     pub fn leaked(&self) -> usize {
         match &self.kind {
@@ -173,12 +203,26 @@ impl Channels {
         match &self.kind {
             Kind::Shared(clients) => WorkerClients::Shared(clients.clone()),
             Kind::Direct(client) => WorkerClients::Direct(client.clone()),
+            Kind::Streams { client, .. } => WorkerClients::Shared(vec![client.clone()]),
             Kind::Leak(_) | Kind::PerRequestClose => WorkerClients::None,
         }
     }
 
     /// Sends call number `index` of `method` the way the policy does.
     pub async fn call(&self, worker: &mut WorkerClients, index: u64, method: &Method) -> Result<(), CallError> {
+        if let (Kind::Streams { held, interval, .. }, WorkerClients::Shared(clients)) = (&self.kind, &mut *worker) {
+            let stream = method.open_stream(&mut clients[0], *interval).await?;
+            let stream = HeldStream { _stream: stream, _open: self.streams.open() };
+            if let Some(held) = held
+                && let Ok(mut held) = held.lock()
+            {
+                // The bug: the stream is neither read to its end nor cancelled, so it stays open on
+                // both ends and the server keeps sending on it.
+                held.push(stream);
+            }
+            // `stream-cancel`: `stream` drops here, and its drop cancels it (RST_STREAM CANCEL).
+            return Ok(());
+        }
         match worker {
             WorkerClients::Shared(clients) => {
                 let slot = (index % clients.len() as u64) as usize;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use leaklab_proto::{EchoRequest, EchoResponse};
+use leaklab_proto::{EchoRequest, EchoResponse, StreamRequest};
 use tonic::client::{Grpc, GrpcService};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::{Body, Bytes, StdError};
@@ -79,6 +79,42 @@ impl Method {
                 // has read enough does.
                 Ok(())
             }
+        }
+    }
+}
+
+impl Method {
+    /// Opens the toy server's `Echo/ServerStream`, endless at one message per `interval` with this
+    /// method's payload, and reads its first message: the stream is then open on both ends.
+    pub(super) async fn open_stream<T>(
+        &self,
+        grpc: &mut Grpc<T>,
+        interval: std::time::Duration,
+    ) -> Result<tonic::Streaming<EchoResponse>, CallError>
+    where
+        T: GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+    {
+        let Method::Echo(shape) = self else {
+            return Err(CallError("a stream policy calls Echo/ServerStream, not a [call]".to_owned()));
+        };
+        grpc.ready()
+            .await
+            .map_err(|e| failed(tonic::Status::unknown(format!("Service was not ready: {}", e.into()))))?;
+        let request = StreamRequest {
+            payload: shape.payload.clone(),
+            messages: u32::MAX,
+            interval_ms: interval.as_millis().try_into().unwrap_or(u32::MAX),
+        };
+        let codec = tonic_prost::ProstCodec::<StreamRequest, EchoResponse>::default();
+        let path = PathAndQuery::from_static("/leaklab.v1.Echo/ServerStream");
+        let mut stream =
+            grpc.server_streaming(tonic::Request::new(request), path, codec).await.map_err(failed)?.into_inner();
+        match stream.message().await.map_err(failed)? {
+            Some(_) => Ok(stream),
+            None => Err(failed(tonic::Status::data_loss("the stream ended before its first message"))),
         }
     }
 }

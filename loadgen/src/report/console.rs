@@ -46,6 +46,9 @@ impl Exporter<RunConsole<'_>> for RunText {
             let server_growth = judged(quantity, g.server_allocated_bytes_per_request, g.server_rss_bytes_per_request);
             process(out, "server", s.server.as_ref(), server_growth, g.server_connections_per_request)?;
         }
+        if let Some(streams) = words::streams(s) {
+            writeln!(out, "  open streams: {streams}")?;
+        }
         if let Some(source) = words::server_source(&s.target).filter(|_| s.target.kind == TargetKind::External) {
             writeln!(out, "  server measured from {source}")?;
         }

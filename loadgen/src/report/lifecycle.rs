@@ -6,6 +6,20 @@ use super::units::{human_bytes, signed_bytes};
 use crate::summary::Summary;
 
 /// One sentence per fact worth telling; empty when nothing happened to connections.
+/// Held streams that filled the server's limit, and the calls that then waited for a slot until their deadline.
+fn streams_at_the_limit(s: &Summary) -> Option<String> {
+    let limit = s.plan.as_ref()?.max_concurrent_streams?;
+    let held = s.client.streams.filter(|streams| streams.peak >= limit)?;
+    let waited = s.requests.as_ref()?.errors.as_ref()?.get(crate::load::errors::TIMEOUT_KIND).copied()?;
+    Some(format!(
+        "Open streams levelled at the server's limit of {limit} concurrent streams per connection (client peak {}): \
+         the held streams take every slot, so each new call waited for one until its deadline and failed \
+         ({} × {waited}).",
+        held.peak,
+        crate::load::errors::TIMEOUT_KIND
+    ))
+}
+
 pub fn sentences(s: &Summary) -> Vec<String> {
     let l = &s.lifecycle;
     let mut out = Vec::new();
@@ -37,6 +51,9 @@ pub fn sentences(s: &Summary) -> Vec<String> {
     }
     if let Some(reconnects) = l.reconnects.filter(|n| *n > 0) {
         out.push(format!("Client reconnected {reconnects} times after losing a connection."));
+    }
+    if let Some(sentence) = streams_at_the_limit(s) {
+        out.push(sentence);
     }
     if let Some(tw) = l.time_wait.filter(|tw| tw.peak > tw.start) {
         out.push(format!("TIME_WAIT sockets towards the server: {} → {}, peak {}.", tw.start, tw.end, tw.peak));

@@ -84,6 +84,14 @@ fn render(s: &Summary) -> String {
             conn(g.client_connections_per_request),
             conn(g.server_connections_per_request)
         );
+        if words::opened_streams(s) {
+            let _ = writeln!(
+                out,
+                "| open streams | {} | {} |",
+                conn(g.client_streams_per_request),
+                conn(g.server_streams_per_request)
+            );
+        }
         let _ = writeln!(
             out,
             "\nMeasured over {requests} requests in {:.1} s. KB are 1,000 bytes; MiB are 1,048,576.\n",
@@ -119,6 +127,9 @@ fn render(s: &Summary) -> String {
         "{}",
         row("connections opened", &|p| p.connections_opened.map_or_else(|| "n/a".to_owned(), |n| n.to_string()))
     );
+    if words::opened_streams(s) {
+        let _ = writeln!(out, "{}", row("open streams", &|p| count(&p.streams)));
+    }
     let _ = writeln!(out, "{}", row("fds", &|p| count(&p.fds)));
     let _ = writeln!(out, "{}", row("threads", &|p| count(&p.threads)));
     let limit = |limits: Option<leaklab_probe::procfs::FdLimits>| {

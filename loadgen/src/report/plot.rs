@@ -25,6 +25,8 @@ const HEADER: u32 = 100;
 const CLIENT: RGBColor = RGBColor(31, 119, 180);
 const SERVER: RGBColor = RGBColor(214, 95, 0);
 const TIME_WAIT: RGBColor = RGBColor(120, 120, 120);
+const CLIENT_STREAMS: RGBColor = RGBColor(23, 190, 207);
+const SERVER_STREAMS: RGBColor = RGBColor(188, 189, 34);
 
 pub(crate) fn register_fonts() {
     static ONCE: Once = Once::new();
@@ -68,6 +70,8 @@ pub struct Header {
     pub events: Vec<TimelineEvent>,
     /// Whether to draw the TIME_WAIT line.
     pub time_wait: bool,
+    /// Whether to draw both ends' open streams (the stream policies).
+    pub streams: bool,
 }
 
 impl Header {
@@ -78,6 +82,7 @@ impl Header {
             verdict: verdict_line(summary),
             events: summary.lifecycle.events.clone(),
             time_wait: summary.lifecycle.time_wait.is_some_and(|tw| tw.peak > tw.start.max(2)),
+            streams: super::words::opened_streams(summary),
         }
     }
 }
@@ -241,7 +246,23 @@ fn draw<DB: DrawingBackend>(
             points: series(samples, |s| s.network.time_wait.map(|n| n as f64)),
         });
     }
-    panel(&lower, samples, "Open connections and file descriptors", "count", 0, &connections, events)?;
+    let mut title = "Open connections and file descriptors";
+    if header.streams {
+        title = "Open connections, streams and file descriptors";
+        for (label, color, side) in [
+            ("client streams", CLIENT_STREAMS, (|s: &Sample| s.client.streams) as fn(&Sample) -> Option<u64>),
+            ("server streams", SERVER_STREAMS, |s: &Sample| s.server?.process.streams),
+        ] {
+            // Dashed on the server's side: both ends count the same streams, and one line would hide the other.
+            connections.push(Line {
+                label: label.into(),
+                color,
+                dashed: label.starts_with("server"),
+                points: series(samples, |s| side(s).map(|n| n as f64)),
+            });
+        }
+    }
+    panel(&lower, samples, title, "count", 0, &connections, events)?;
     if let Some(area) = metrics_area {
         panel(&area, samples, &metrics_title, "% of peak", 0, &metrics, events)?;
     }

@@ -14,6 +14,29 @@ pub fn counter(c: &crate::summary::CounterSummary) -> String {
     format!("{} → {} (peak {}){slope}", c.start, c.end, c.peak)
 }
 
+/// Whether the run's requests were streams (the stream policies): a unary call is open too, for the
+/// instant it is in flight, and would only add noise to the reports' tables.
+pub fn opened_streams(s: &crate::summary::Summary) -> bool {
+    s.policy.as_deref().is_some_and(|policy| policy.starts_with("stream-"))
+}
+
+/// Both ends' open streams: `client 0 → 4000 (peak 4000), +1.000/request; server …`.
+pub fn streams(s: &crate::summary::Summary) -> Option<String> {
+    if !opened_streams(s) {
+        return None;
+    }
+    let side = |name: &str, p: Option<&crate::summary::ProcessSummary>, slope: Option<f64>| {
+        let span = p?.streams?;
+        let slope = slope.map(|slope| format!(", {slope:+.3}/request")).unwrap_or_default();
+        Some(format!("{name} {} → {} (peak {}){slope}", span.start, span.end, span.peak))
+    };
+    let sides = [
+        side("client", Some(&s.client), s.growth.client_streams_per_request),
+        side("server", s.server.as_ref(), s.growth.server_streams_per_request),
+    ];
+    Some(sides.into_iter().flatten().collect::<Vec<_>>().join("; "))
+}
+
 /// `request` or `s`: what a slope is per.
 pub fn per(axis: Axis) -> &'static str {
     match axis {

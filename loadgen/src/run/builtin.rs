@@ -53,11 +53,14 @@ pub(super) async fn run(
         let channels = Arc::clone(&channels);
         Box::new(move || (channels.reconnects(), channels.goaways().counts()))
     };
-    let mut measure = LiveMeasure::new(SnapshotReader::new(channels.connections().clone()), server.take_control())
-        .with_events(events)
-        .with_sockets(
-            SocketWatch::start(ports, server.foreign_pid(), TIME_WAIT_EVERY).context("counting TIME_WAIT sockets")?,
-        );
+    let mut measure = LiveMeasure::new(
+        SnapshotReader::new(channels.connections().clone()).with_streams(channels.streams().clone()),
+        server.take_control(),
+    )
+    .with_events(events)
+    .with_sockets(
+        SocketWatch::start(ports, server.foreign_pid(), TIME_WAIT_EVERY).context("counting TIME_WAIT sockets")?,
+    );
     if let Some(pid) = server.foreign_pid() {
         measure = measure.with_foreign_server(pid).with_context(|| format!("--server-pid {pid}"))?;
     }

@@ -67,6 +67,7 @@ impl Scrape {
             threads: self.get(names::THREADS).or_else(|| self.get(names::GO_THREADS)),
             jemalloc,
             connections: None,
+            streams: None,
         })
     }
 }

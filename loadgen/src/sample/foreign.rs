@@ -41,6 +41,7 @@ impl Measure for ForeignMeasure {
             threads: Some(self.files.threads()?),
             jemalloc: None,
             connections: Some(Connections::open_only(self.sockets.latest().established().unwrap_or(0))),
+            streams: None,
         };
         // Read as it exits, its figures are zeros (the kernel frees its memory before it turns zombie):
         // that is its end, not its memory. A live process always has pages resident.

@@ -140,6 +140,7 @@ impl Measure for LiveMeasure {
                 threads: Some(files.threads().ok()?),
                 jemalloc: None,
                 connections: Some(Connections::open_only(established?)),
+                streams: None,
             };
             return Some(from_outside(process));
         }

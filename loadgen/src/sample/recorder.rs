@@ -275,6 +275,7 @@ mod tests {
             threads: Some(1),
             jemalloc: None,
             connections: Some(Connections::default()),
+            streams: None,
         }
     }
 

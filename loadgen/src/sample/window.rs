@@ -68,6 +68,7 @@ pub(crate) mod tests {
                 threads: Some(1),
                 jemalloc: None,
                 connections: Some(Connections::default()),
+                streams: None,
             },
             server: None,
             network: Default::default(),

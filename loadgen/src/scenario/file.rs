@@ -59,13 +59,20 @@ pub struct ScenarioFile {
 #[serde(deny_unknown_fields)]
 pub struct ClientSection {
     /// How the client gets a channel for each request: one reused channel, a new one per request that is
-    /// kept (`leak`) or dropped after its call (`per-request-close`), or a fixed `pool`. Required.
+    /// kept (`leak`) or dropped after its call (`per-request-close`), or a fixed `pool`. Or, on one reused
+    /// channel, a server stream per request that is read to its first message and then kept unfinished
+    /// (`stream-leak`) or dropped, which cancels it (`stream-cancel`). Required.
     // An Option for serde, so that a missing policy gets the validator's error naming the key.
     #[schemars(required)]
     pub policy: Option<PolicyName>,
     /// Channels in the pool, used round-robin. Required with `policy = "pool"`, refused otherwise.
     #[schemars(range(min = 1, max = 10000))]
     pub pool_size: Option<i64>,
+    /// The stream policies: the server sends a message on each stream every this long, until the client
+    /// finishes or cancels it. Refused with other policies.
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema", extend("default" = "30s"))]
+    pub stream_interval: Option<Duration>,
     /// Loopback source addresses the connections are spread over, 127.0.0.2 … 127.0.0.(N+1), each with its own
     /// ephemeral ports; 0: one address, chosen by the kernel.
     #[schemars(range(min = 0, max = 253), extend("default" = 0))]

@@ -130,7 +130,7 @@ pub struct Origin {
 }
 
 /// The client's connection options, as tonic's `Endpoint` takes them. `None`: tonic's default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientPlan {
     /// Dialling a connection fails after this long.
     pub connect_timeout: Option<Duration>,
@@ -142,6 +142,28 @@ pub struct ClientPlan {
     pub transport: Transport,
     /// TLS on every connection; `None`: plaintext.
     pub tls: Option<ClientTlsPlan>,
+    /// The stream policies: how often the server sends on each open stream.
+    pub stream_interval: Duration,
+}
+
+/// `client.stream_interval`'s default. Held streams a second apart buffer a small unread DATA frame each per
+/// second on the client, and after about 16,000 of them (3,550 streams in 9 s) h2's budget for small frames
+/// tears the whole connection down with GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames".
+pub(super) const DEFAULT_STREAM_INTERVAL: Duration = Duration::from_secs(30);
+/// The longest pause between two messages the toy server accepts (its `MAX_DELAY_MS`).
+pub(super) const MAX_STREAM_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Default for ClientPlan {
+    fn default() -> Self {
+        Self {
+            connect_timeout: None,
+            keepalive: None,
+            tcp_keepalive: None,
+            transport: Transport::default(),
+            tls: None,
+            stream_interval: DEFAULT_STREAM_INTERVAL,
+        }
+    }
 }
 
 /// The client's TLS.
@@ -313,6 +335,12 @@ pub enum ChannelPolicy {
     PerRequestClose,
     /// A fixed set of channels, used round-robin.
     Pool { size: NonZeroUsize },
+    /// One channel; each request opens a server stream, reads its first message and keeps the stream
+    /// unfinished forever: the abandoned stream.
+    StreamLeak,
+    /// One channel; each request opens a server stream, reads its first message and drops it, which
+    /// cancels it (RST_STREAM CANCEL).
+    StreamCancel,
 }
 
 impl ChannelPolicy {
@@ -323,7 +351,14 @@ impl ChannelPolicy {
             ChannelPolicy::Leak => "leak",
             ChannelPolicy::PerRequestClose => "per-request-close",
             ChannelPolicy::Pool { .. } => "pool",
+            ChannelPolicy::StreamLeak => "stream-leak",
+            ChannelPolicy::StreamCancel => "stream-cancel",
         }
+    }
+
+    /// Whether each request is a server stream on one reused channel.
+    pub fn streams(self) -> bool {
+        matches!(self, ChannelPolicy::StreamLeak | ChannelPolicy::StreamCancel)
     }
 }
 

@@ -14,8 +14,9 @@ use super::file::{
 };
 use super::plan::{
     Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, ClientTlsPlan,
-    FaultPlan, ForeignClient, ForeignPlan, Identity, KeepalivePolicy, LoadPlan, Origin, Plan, RequestShape,
-    SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins, Transport, Trust, VerdictPlan,
+    DEFAULT_STREAM_INTERVAL, FaultPlan, ForeignClient, ForeignPlan, Identity, KeepalivePolicy, LoadPlan,
+    MAX_STREAM_INTERVAL, Origin, Plan, RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins, Transport,
+    Trust, VerdictPlan,
 };
 use super::values::{PolicyName, format_duration};
 use super::{Document, MIN_ROUNDS, Opt, Overrides, ScenarioError, defaults};
@@ -142,6 +143,12 @@ impl<'a> Validator<'a> {
         }
         let fault = self.fault(&file.fault)?;
         let call = file.call.as_ref().map(|call| self.call(call)).transpose()?;
+        if call.is_some() && policy.streams() {
+            return Err(self.invalid(
+                "call",
+                format!("policy {:?} streams the toy server's Echo/ServerStream: drop [call]", policy.name()),
+            ));
+        }
         let largest = server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from);
         if u64::from(load.request.response_bytes) > largest || load.request.payload.len() as u64 > largest {
             return Err(
@@ -226,12 +233,17 @@ impl<'a> Validator<'a> {
 
     fn policy(&self, client: &ClientSection) -> Result<ChannelPolicy, ScenarioError> {
         let Some(name) = client.policy else {
-            return Err(self.invalid("client.policy", "missing: one of reused, leak, per-request-close, pool"));
+            return Err(self.invalid(
+                "client.policy",
+                "missing: one of reused, leak, per-request-close, pool, stream-leak, stream-cancel",
+            ));
         };
         let policy = match name {
             PolicyName::Reused => ChannelPolicy::Reused,
             PolicyName::Leak => ChannelPolicy::Leak,
             PolicyName::PerRequestClose => ChannelPolicy::PerRequestClose,
+            PolicyName::StreamLeak => ChannelPolicy::StreamLeak,
+            PolicyName::StreamCancel => ChannelPolicy::StreamCancel,
             PolicyName::Pool => {
                 let Some(size) = client.pool_size else {
                     return Err(
@@ -574,12 +586,25 @@ impl<'a> Validator<'a> {
                 "\"h2\" sends no keepalive pings: drop client.keepalive_interval or use transport \"channel\"",
             ));
         }
+        if client.stream_interval.is_some() && !policy.streams() {
+            return Err(self.invalid(
+                "client.stream_interval",
+                format!("only applies to policies \"stream-leak\" and \"stream-cancel\", not {:?}", policy.name()),
+            ));
+        }
+        let stream_interval = self.positive(
+            "client.stream_interval",
+            client.stream_interval,
+            DEFAULT_STREAM_INTERVAL,
+            MAX_STREAM_INTERVAL,
+        )?;
         Ok(ClientPlan {
             connect_timeout: self.optional("client.connect_timeout", client.connect_timeout)?,
             keepalive,
             tcp_keepalive: self.optional("client.tcp_keepalive", client.tcp_keepalive)?,
             transport,
             tls: self.client_tls(client.tls.as_ref(), server_tls)?,
+            stream_interval,
         })
     }
 

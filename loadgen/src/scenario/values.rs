@@ -135,6 +135,8 @@ named! {
         Leak = "leak",
         PerRequestClose = "per-request-close",
         Pool = "pool",
+        StreamLeak = "stream-leak",
+        StreamCancel = "stream-cancel",
     }
 }
 
@@ -179,7 +181,7 @@ mod tests {
         assert_eq!("pool".parse::<PolicyName>(), Ok(PolicyName::Pool));
         assert_eq!(
             "leaky".parse::<PolicyName>().unwrap_err(),
-            "unknown policy \"leaky\"; expected one of reused, leak, per-request-close, pool"
+            "unknown policy \"leaky\"; expected one of reused, leak, per-request-close, pool, stream-leak, stream-cancel"
         );
         assert_eq!(serde_json::to_string(&PolicyName::PerRequestClose).unwrap(), "\"per-request-close\"");
     }

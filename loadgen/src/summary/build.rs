@@ -204,6 +204,8 @@ impl Summary {
                 server_rss_bytes_per_request: growth_of(&|s| s.server.map(|x| x.process.rss_bytes)),
                 client_connections_per_request: growth_of(&|s| s.client.open_connections()),
                 server_connections_per_request: growth_of(&|s| s.server?.process.open_connections()),
+                client_streams_per_request: growth_of(&|s| s.client.streams),
+                server_streams_per_request: growth_of(&|s| s.server?.process.streams),
             },
             requests,
             outcome: verdict.outcome(&verdict_plan),
@@ -299,6 +301,7 @@ impl PlanInfo {
             source_addresses: plan.source_addresses.into(),
             sample_interval_ms: plan.sampling.interval.map(|d| d.as_millis() as u64),
             cooldown_s: plan.sampling.cooldown.as_secs_f64(),
+            max_concurrent_streams: plan.server.max_concurrent_streams.map(u64::from),
         }
     }
 }
@@ -317,7 +320,8 @@ impl ProcessSummary {
                 Some(first.open + after.saturating_sub(before))
             }),
             fds: Span::of(snapshots.clone().filter_map(|s| s.fds)),
-            threads: Span::of(snapshots.filter_map(|s| s.threads)),
+            threads: Span::of(snapshots.clone().filter_map(|s| s.threads)),
+            streams: Span::of(snapshots.filter_map(|s| s.streams)),
             counters: BTreeMap::new(),
         })
     }

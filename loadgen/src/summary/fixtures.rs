@@ -28,6 +28,7 @@ pub(crate) fn snapshot(allocated: u64, connections: u64) -> ProcessSnapshot {
             retained_bytes: 0,
         }),
         connections: Some(Connections { open: connections, opened: Some(connections), closed: Some(0) }),
+        streams: None,
     }
 }
 

@@ -51,7 +51,8 @@ pub struct Summary {
     pub description: String,
     /// Path of the scenario file, as given; `null` for `loadgen watch`.
     pub scenario_file: Option<String>,
-    /// The built-in client's channel policy: `reused`, `leak`, `per-request-close` or `pool`; `null` otherwise.
+    /// The built-in client's channel policy: `reused`, `leak`, `per-request-close`, `pool`, `stream-leak` or
+    /// `stream-cancel`; `null` otherwise.
     pub policy: Option<String>,
     /// When the run started, RFC 3339 in UTC.
     pub started_at: String,
@@ -205,6 +206,10 @@ pub struct PlanInfo {
     pub sample_interval_ms: Option<u64>,
     /// Cool-down after the load, in seconds.
     pub cooldown_s: f64,
+    /// The toy server's limit of concurrent streams per connection (`server.max_concurrent_streams`, its
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); `null` when it has none, or the server is not leaklab's.
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u64>,
 }
 
 impl PlanInfo {
@@ -282,6 +287,10 @@ pub struct ProcessSummary {
     pub fds: Option<Span>,
     /// Threads; `null` when a metrics endpoint did not say.
     pub threads: Option<Span>,
+    /// Open gRPC streams (the client's unfinished server streams, the toy server's RPCs in flight); `null` for
+    /// a process that does not count them.
+    #[serde(default)]
+    pub streams: Option<Span>,
     /// The counters a foreign client reported on its `leaklab-progress` lines (`goroutines`, `streams`…),
     /// by name; `{}` when it reported none.
     #[serde(default)]
@@ -342,6 +351,13 @@ pub struct Growth {
     pub client_connections_per_request: Option<f64>,
     /// Server open connections per request.
     pub server_connections_per_request: Option<f64>,
+    /// Client open gRPC streams per request (1.0 when every request leaves a stream unfinished); `null`
+    /// for a client that does not count them (a foreign one).
+    #[serde(default)]
+    pub client_streams_per_request: Option<f64>,
+    /// Server RPCs in flight per request; `null` for a server that does not count them.
+    #[serde(default)]
+    pub server_streams_per_request: Option<f64>,
 }
 
 /// Limits of the machine each process ran under.
