@@ -25,3 +25,14 @@ type EchoResponse struct {
 func (m *EchoResponse) Reset()         { *m = EchoResponse{} }
 func (m *EchoResponse) String() string { return proto.CompactTextString(m) }
 func (*EchoResponse) ProtoMessage()    {}
+
+// leaklab.v1.StreamRequest: the request of Echo/ServerStream.
+type StreamRequest struct {
+	Payload    []byte `protobuf:"bytes,1,opt,name=payload,proto3" json:"payload,omitempty"`
+	Messages   uint32 `protobuf:"varint,2,opt,name=messages,proto3" json:"messages,omitempty"`
+	IntervalMs uint32 `protobuf:"varint,3,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+}
+
+func (m *StreamRequest) Reset()         { *m = StreamRequest{} }
+func (m *StreamRequest) String() string { return proto.CompactTextString(m) }
+func (*StreamRequest) ProtoMessage()    {}

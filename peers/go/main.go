@@ -71,7 +71,7 @@ var okCount, failedCount int64
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:50051", "the toy server, host:port (loopback)")
-	mode := flag.String("mode", "reused", "reused | leak (dial per request, never Close) | close (dial per request, Close after) | app | app-fixed (see app.go) | app-server (see app_server.go)")
+	mode := flag.String("mode", "reused", "reused | leak (dial per request, never Close) | close (dial per request, Close after) | stream-leak | stream-cancel (see streams.go) | app | app-fixed (see app.go) | app-server (see app_server.go)")
 	requests := flag.Int("requests", 2000, "requests to send")
 	rate := flag.Float64("rate", 200, "requests per second (open loop); 0 for closed loop")
 	concurrency := flag.Int("concurrency", 4, "requests in flight at most")
@@ -81,11 +81,12 @@ func main() {
 	codec := flag.String("codec", "proto", "proto (messages marshalled by grpc-go's default codec) | raw (pre-encoded bytes, no marshalling)")
 	pprofListen := flag.String("pprof-listen", "", "modes app*: serve net/http/pprof on this loopback host:port")
 	memProfileRate := flag.Int("mem-profile-rate", 0, "modes app*: runtime.MemProfileRate, bytes per heap sample (0: Go's default)")
+	streamInterval := flag.Duration("stream-interval", 30*time.Second, "modes stream-*: the server sends on each stream this often")
 	flag.Parse()
 	switch *mode {
-	case "reused", "leak", "close", "app", "app-fixed", "app-server":
+	case "reused", "leak", "close", "stream-leak", "stream-cancel", "app", "app-fixed", "app-server":
 	default:
-		fmt.Fprintf(os.Stderr, "-mode %q: expected reused, leak, close, app, app-fixed or app-server\n", *mode)
+		fmt.Fprintf(os.Stderr, "-mode %q: expected reused, leak, close, stream-leak, stream-cancel, app, app-fixed or app-server\n", *mode)
 		os.Exit(2)
 	}
 	if *codec != "proto" && *codec != "raw" {
@@ -119,8 +120,10 @@ func main() {
 		}
 		return conn.Invoke(ctx, method, &EchoRequest{Payload: payload}, new(EchoResponse))
 	}
+	streamMode := *mode == "stream-leak" || *mode == "stream-cancel"
+	reportStreams = streamMode
 	var shared *grpc.ClientConn
-	if *mode == "reused" {
+	if *mode == "reused" || streamMode {
 		var err error
 		if shared, err = dial(); err != nil {
 			fmt.Fprintf(os.Stderr, "dial %s: %v\n", *addr, err)
@@ -132,6 +135,14 @@ func main() {
 	call := func() {
 		if appMode {
 			if err := appRequest(int(atomic.AddInt64(&started, 1) - 1)); err != nil {
+				atomic.AddInt64(&failedCount, 1)
+			} else {
+				atomic.AddInt64(&okCount, 1)
+			}
+			return
+		}
+		if streamMode {
+			if err := streamCall(shared, payload, *streamInterval, *mode == "stream-cancel"); err != nil {
 				atomic.AddInt64(&failedCount, 1)
 			} else {
 				atomic.AddInt64(&okCount, 1)
@@ -202,8 +213,12 @@ func main() {
 // printProgress prints the requests answered so far, and the goroutines now: a leaked ClientConn keeps
 // some of its own.
 func printProgress() {
-	fmt.Printf("leaklab-progress ok=%d failed=%d goroutines=%d\n",
-		atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount), runtime.NumGoroutine())
+	streams := ""
+	if reportStreams {
+		streams = fmt.Sprintf(" streams=%d", atomic.LoadInt64(&openStreams))
+	}
+	fmt.Printf("leaklab-progress ok=%d failed=%d goroutines=%d%s\n",
+		atomic.LoadInt64(&okCount), atomic.LoadInt64(&failedCount), runtime.NumGoroutine(), streams)
 }
 
 // closedLoop sends requests from `concurrency` goroutines, each one after the

@@ -14,10 +14,11 @@ pub fn counter(c: &crate::summary::CounterSummary) -> String {
     format!("{} → {} (peak {}){slope}", c.start, c.end, c.peak)
 }
 
-/// Whether the run's requests were streams (the stream policies): a unary call is open too, for the
-/// instant it is in flight, and would only add noise to the reports' tables.
+/// Whether the run's requests were streams: the stream policies, or a foreign client that reports a
+/// `streams` counter. A unary call is open too, for the instant it is in flight, and would only add noise
+/// to the reports' tables.
 pub fn opened_streams(s: &crate::summary::Summary) -> bool {
-    s.policy.as_deref().is_some_and(|policy| policy.starts_with("stream-"))
+    s.policy.as_deref().is_some_and(|policy| policy.starts_with("stream-")) || s.client.counters.contains_key("streams")
 }
 
 /// Both ends' open streams: `client 0 → 4000 (peak 4000), +1.000/request; server …`.
