@@ -43,7 +43,7 @@ impl ConnActivity {
     /// An RPC started; it counts until the returned guard drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(Arc::clone(self), self.streams.open())
+        InFlight { activity: Arc::clone(self), _stream: self.streams.open() }
     }
 
     /// How long the connection has had no RPC in flight (`None`: one is in flight now).
@@ -70,11 +70,14 @@ impl ConnActivity {
 
 /// One RPC in flight, counted (on its connection and server-wide) until dropped.
 #[derive(Debug)]
-pub struct InFlight(Arc<ConnActivity>, #[allow(dead_code)] OpenStream);
+pub struct InFlight {
+    activity: Arc<ConnActivity>,
+    _stream: OpenStream,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let activity = &self.0;
+        let activity = &self.activity;
         let now = activity.started.elapsed().as_nanos() as u64;
         activity.idle_since_nanos.store(now.max(1), Ordering::Release);
         activity.in_flight.fetch_sub(1, Ordering::AcqRel);
