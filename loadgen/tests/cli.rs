@@ -237,13 +237,21 @@ fn an_external_client_gets_the_server_address_and_its_expectation_judged() {
     std::fs::write(&path, scenario_text).unwrap();
     let output = loadgen(&["run", path.to_str().unwrap()], dir.path(), &[]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    assert!(text(&output).contains("verdict client: NO LEAK — RSS"), "{}", text(&output));
+    // Judged on its anonymous memory; its RSS is quoted beside it.
+    assert!(text(&output).contains("verdict client: NO LEAK — anonymous RSS"), "{}", text(&output));
+    assert!(text(&output).contains("client: RSS "), "{}", text(&output));
     let run = dir.path().join("sleeper/latest");
     let log = std::fs::read_to_string(run.join("command.log")).unwrap();
     assert!(log.starts_with("talking to 127.0.0.1:"), "{{addr}} was not replaced: {log}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["expectation_met"], false);
+    assert_eq!(summary["verdict"]["client"]["quantity"], "rss_anon_bytes");
+    let client = &summary["client"];
+    let (anon, file, rss) =
+        (&client["rss_anon_bytes"]["end"], &client["rss_file_bytes"]["end"], &client["rss_bytes"]["end"]);
+    assert!(anon.as_u64().unwrap() > 0 && file.as_u64().unwrap() > 0, "{client}");
+    assert!(anon.as_u64().unwrap() + file.as_u64().unwrap() <= rss.as_u64().unwrap() + (1 << 20), "{client}");
     assert_eq!(summary["verdict"]["server"]["kind"], "no-leak", "the server was started and watched too");
     assert_eq!((summary["kind"].as_str(), summary["outcome"].as_str()), (Some("external"), Some("contradicted")));
     assert!(run.join("server.log").is_file());

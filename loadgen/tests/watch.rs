@@ -32,8 +32,8 @@ fn a_started_command_gets_a_complete_flat_report() {
     let lines = std::fs::read_to_string(run.join("samples.jsonl")).unwrap();
     assert_eq!(lines.lines().count() as u64, s["samples"]["count"].as_u64().unwrap(), "one line per sample");
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
-    assert!(report.contains("| client | **NO LEAK** | RSS, per s |"), "{report}");
-    assert!(text(&output).contains("verdict client: NO LEAK — RSS"), "{}", text(&output));
+    assert!(report.contains("| client | **NO LEAK** | anonymous RSS, per s |"), "{report}");
+    assert!(text(&output).contains("verdict client: NO LEAK — anonymous RSS"), "{}", text(&output));
 }
 
 #[test]

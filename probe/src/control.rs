@@ -40,8 +40,8 @@ pub const HEAP_DUMP_REQUEST: &str = "heap-dump";
 pub enum ServerLine {
     /// The address the server bound, printed once at start.
     Listening(SocketAddr),
-    /// The answer to one [`STATS_REQUEST`].
-    Stats(ServerStats),
+    /// The answer to one [`STATS_REQUEST`] (boxed: it is far larger than the other lines).
+    Stats(Box<ServerStats>),
     /// The answer to one [`PURGE_REQUEST`] that succeeded.
     Purged,
     /// The answer to one [`PURGE_REQUEST`] that failed, with the reason.
@@ -113,10 +113,11 @@ mod tests {
         assert_eq!(listening.to_line(), r#"{"listening":"127.0.0.1:41234"}"#);
         assert_eq!(ServerLine::parse(&listening.to_line()).unwrap(), listening);
 
-        let stats = ServerLine::Stats(ServerStats {
+        let stats = ServerLine::Stats(Box::new(ServerStats {
             process: ProcessSnapshot {
                 pid: Some(7),
                 rss_bytes: 1,
+                rss_parts: None,
                 fds: Some(2),
                 threads: Some(3),
                 jemalloc: None,
@@ -126,7 +127,7 @@ mod tests {
             requests_served: Some(10),
             requests_failed: Some(1),
             lifecycle: ServerLifecycle { goaway_max_idle: 3, ..ServerLifecycle::default() },
-        });
+        }));
         let line = stats.to_line();
         assert!(!line.contains('\n'));
         assert_eq!(ServerLine::parse(&format!("{line}\n")).unwrap(), stats);

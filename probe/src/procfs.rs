@@ -72,6 +72,27 @@ fn parse_statm_rss_pages(statm: &str) -> Option<u64> {
     statm.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
+/// What a process's resident pages are, from `RssAnon`, `RssFile` and `RssShmem` in `/proc/<pid>/status`
+/// (their sum is the RSS). Only anonymous pages hold a heap: file-backed ones (the program, shared
+/// libraries, mapped files) are shared and come and go as the kernel pleases without anything leaking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct RssParts {
+    /// `RssAnon`: anonymous pages: the heap, stacks and other private memory no file backs.
+    pub anon_bytes: u64,
+    /// `RssFile`: pages of mapped files: the program, its shared libraries, mapped data.
+    pub file_bytes: u64,
+    /// `RssShmem`: shared memory: System V segments, tmpfs files and shared anonymous mappings.
+    pub shmem_bytes: u64,
+}
+
+fn parse_status_rss_parts(status: &str) -> Option<RssParts> {
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))?;
+        line.trim().strip_suffix("kB")?.trim().parse::<u64>().ok().map(|kib| kib * 1024)
+    };
+    Some(RssParts { anon_bytes: kib("RssAnon")?, file_bytes: kib("RssFile")?, shmem_bytes: kib("RssShmem")? })
+}
+
 /// Number of threads: field 20 of `/proc/<pid>/stat`.
 pub fn threads(proc_: Proc) -> Result<u64, ProcError> {
     let (path, text) = read(proc_, "stat")?;
@@ -86,7 +107,7 @@ fn parse_stat_threads(stat: &str) -> Option<u64> {
     after_comm.split_ascii_whitespace().nth(20 - 3)?.parse().ok()
 }
 
-/// A process's `statm` and `stat`, opened once and re-read with `pread` at
+/// A process's `statm`, `stat` and `status`, opened once and re-read with `pread` at
 /// offset 0 (which makes the kernel regenerate them). A process that has run
 /// out of file descriptors can still measure itself this way, which is
 /// exactly when its figures matter; and watching another process costs no
@@ -96,6 +117,7 @@ pub struct ProcFiles {
     proc_: Proc,
     statm: fs::File,
     stat: fs::File,
+    status: fs::File,
 }
 
 impl ProcFiles {
@@ -104,13 +126,14 @@ impl ProcFiles {
             let path = proc_.path(file);
             fs::File::open(&path).map_err(|source| ProcError::Read { path, source })
         };
-        Ok(Self { proc_, statm: open("statm")?, stat: open("stat")? })
+        Ok(Self { proc_, statm: open("statm")?, stat: open("stat")?, status: open("status")? })
     }
 
     fn reread(&self, file: &fs::File, name: &str) -> Result<(PathBuf, String), ProcError> {
         use std::os::unix::fs::FileExt;
         let path = self.proc_.path(name);
-        let mut buffer = vec![0u8; 4096];
+        // `status` runs to about 1.5 KB; 8 KB leaves room for kernels that add lines.
+        let mut buffer = vec![0u8; 8192];
         let length = file.read_at(&mut buffer, 0).map_err(|source| ProcError::Read { path: path.clone(), source })?;
         buffer.truncate(length);
         let text = String::from_utf8(buffer)
@@ -124,6 +147,13 @@ impl ProcFiles {
         parse_statm_rss_pages(&text)
             .map(|pages| pages * page_size_bytes())
             .ok_or_else(|| ProcError::Format { path, reason: format!("no resident field in {text:?}") })
+    }
+
+    /// Anonymous, file-backed and shared resident bytes, from `status`.
+    pub fn rss_parts(&self) -> Result<RssParts, ProcError> {
+        let (path, text) = self.reread(&self.status, "status")?;
+        parse_status_rss_parts(&text)
+            .ok_or_else(|| ProcError::Format { path, reason: "no RssAnon, RssFile and RssShmem lines in kB".into() })
     }
 
     /// Number of threads, as [`threads`].
@@ -261,6 +291,23 @@ mod tests {
         assert!(Proc::Pid(pid).path("stat").exists(), "still in the process table until reaped");
         child.wait().unwrap();
         assert!(!Proc::Pid(pid).is_running());
+    }
+
+    #[test]
+    fn status_gives_the_parts_of_the_rss_and_they_add_up() {
+        let text = "Name:\tgo-echo-client\nVmRSS:\t   12000 kB\nRssAnon:\t    8000 kB\n\
+                    RssFile:\t    3900 kB\nRssShmem:\t     100 kB\nThreads:\t7\n";
+        let parts = parse_status_rss_parts(text).unwrap();
+        assert_eq!(parts, RssParts { anon_bytes: 8_000 * 1024, file_bytes: 3_900 * 1024, shmem_bytes: 100 * 1024 });
+        assert_eq!(parse_status_rss_parts("Name:\tx\nRssAnon:\t8 kB\n"), None, "a missing line is no figure");
+
+        // This process's own parts add up to its RSS, within what changed between the two reads.
+        let files = ProcFiles::open(Proc::Myself).unwrap();
+        let parts = files.rss_parts().unwrap();
+        let rss = files.rss_bytes().unwrap() as i64;
+        let sum = (parts.anon_bytes + parts.file_bytes + parts.shmem_bytes) as i64;
+        assert!(parts.anon_bytes > 0 && parts.file_bytes > 0, "{parts:?}");
+        assert!((sum - rss).abs() < 4 << 20, "parts {sum} vs RSS {rss}");
     }
 
     #[test]

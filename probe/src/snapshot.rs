@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connections::{ConnectionCounter, ConnectionCounts, StreamCounter};
 use crate::jemalloc::{JemallocReader, JemallocStats};
-use crate::procfs::{self, Proc, ProcError, ProcFiles};
+use crate::procfs::{self, Proc, ProcError, ProcFiles, RssParts};
 
 /// What a process looks like at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -15,6 +15,10 @@ pub struct ProcessSnapshot {
     pub pid: Option<u32>,
     /// Resident set size, from `/proc/<pid>/statm` (or the endpoint's `process_resident_memory_bytes`).
     pub rss_bytes: u64,
+    /// The RSS's anonymous, file-backed and shared parts, from `/proc/<pid>/status`; `null` for a server
+    /// read from its metrics endpoint.
+    #[serde(default)]
+    pub rss_parts: Option<RssParts>,
     /// Open file descriptors, from `/proc/<pid>/fd` (or the endpoint's `process_open_fds`); `null` when
     /// the endpoint does not say.
     pub fds: Option<u64>,
@@ -105,6 +109,7 @@ impl SnapshotReader {
                 Some(files) => files.rss_bytes()?,
                 None => procfs::rss_bytes(Proc::Myself)?,
             },
+            rss_parts: self.files.as_ref().and_then(|files| files.rss_parts().ok()),
             fds: Some(procfs::open_fds(Proc::Myself)?),
             threads: Some(match &self.files {
                 Some(files) => files.threads()?,

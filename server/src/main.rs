@@ -121,7 +121,7 @@ fn answer_stats_on_stdin(metrics: ServerMetrics, stop: watch::Sender<bool>) {
         let Ok(line) = line else { break };
         let answer = match line.trim() {
             STATS_REQUEST => match metrics.stats(&reader) {
-                Ok(stats) => ServerLine::Stats(stats),
+                Ok(stats) => ServerLine::Stats(Box::new(stats)),
                 Err(error) => {
                     eprintln!("leaklab-server: cannot measure myself: {error}");
                     continue;

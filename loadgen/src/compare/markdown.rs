@@ -94,8 +94,8 @@ fn render(comparison: &Comparison) -> String {
     if comparison.rows.iter().any(Row::external) {
         let _ = writeln!(
             out,
-            "\nExternal clients (marked †) are watched from outside: their client column is RSS per request they \
-             reported (per second, `/s`, when they report none), over every sample after warm-up (no allocator to \
+            "\nExternal clients (marked †) are watched from outside: their client column is anonymous memory (the \
+             RSS without its file-backed pages) per request they reported (per second, `/s`, when they report none), over every sample after warm-up (no allocator to \
              read, no checkpoints at rest), and the harness measures no latency for them. The server column is \
              allocated bytes, as for the others."
         );

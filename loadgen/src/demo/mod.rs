@@ -73,15 +73,18 @@ impl ChapterRecord {
     }
 
     /// What the client's growth per request counts: jemalloc's `allocated` bytes, or
-    /// the `RSS` of an external client, whose allocator cannot be read.
+    /// the anonymous RSS of an external client, whose allocator cannot be read.
     pub fn client_measure(&self) -> &'static str {
         crate::report::words::measure(self.summary.verdict.client.quantity)
     }
 
-    /// `+58.5 KB/request`, or `+86.7 KB/request (RSS)` for an external client.
+    /// `+58.5 KB/request`, or `+86.7 KB/request (anonymous RSS)` for an external client.
     pub fn client_per_request(&self) -> String {
         let value = bytes_per_request(self.summary.verdict.client.slope_bytes_per_request);
-        if self.summary.kind == RunKind::Builtin { value } else { format!("{value} (RSS)") }
+        match self.summary.kind {
+            RunKind::Builtin => value,
+            _ => format!("{value} ({})", self.client_measure()),
+        }
     }
 
     /// The server's growth per request, or `n/a` when it was not measured.

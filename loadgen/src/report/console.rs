@@ -10,7 +10,7 @@ use super::units::{bytes_per_request, expectation_mark, human_bytes, latencies, 
 use super::words::{self, measure, per};
 use crate::baseline::BaselineComparison;
 use crate::summary::{ProcessSummary, Summary, TargetKind};
-use crate::verdict::{Basis, ProcessVerdict};
+use crate::verdict::{Basis, ProcessVerdict, Quantity};
 
 /// A finished run as the console shows it.
 #[derive(Debug, Clone, Copy)]
@@ -31,19 +31,30 @@ impl Exporter<RunConsole<'_>> for RunText {
         let s = run.summary;
         writeln!(out, "{}", first_line(s))?;
         let g = &s.growth;
-        let judged = |quantity, allocated, rss| match quantity {
-            crate::verdict::Quantity::AllocatedBytes => ("allocated", allocated),
-            crate::verdict::Quantity::RssBytes => ("RSS", rss),
+        // Anonymous memory is judged, and RSS quoted beside it: the slope a reader of `ps` would expect.
+        let judged = |quantity, allocated, rss: Option<f64>, anon| match quantity {
+            Quantity::AllocatedBytes => ("allocated".to_owned(), allocated),
+            Quantity::RssBytes => ("RSS".to_owned(), rss),
+            Quantity::RssAnonBytes => (format!("RSS {} · anonymous", bytes_per_request(rss)), anon),
         };
-        let client_growth =
-            judged(s.verdict.client.quantity, g.client_allocated_bytes_per_request, g.client_rss_bytes_per_request);
+        let client_growth = judged(
+            s.verdict.client.quantity,
+            g.client_allocated_bytes_per_request,
+            g.client_rss_bytes_per_request,
+            g.client_rss_anon_bytes_per_request,
+        );
         process(out, "client", Some(&s.client), client_growth, g.client_connections_per_request)?;
         for (name, counter) in &s.client.counters {
             writeln!(out, "  client counter {name}: {}", words::counter(counter))?;
         }
         if s.target.address.is_some() {
-            let quantity = s.verdict.server.as_ref().map_or(crate::verdict::Quantity::AllocatedBytes, |v| v.quantity);
-            let server_growth = judged(quantity, g.server_allocated_bytes_per_request, g.server_rss_bytes_per_request);
+            let quantity = s.verdict.server.as_ref().map_or(Quantity::AllocatedBytes, |v| v.quantity);
+            let server_growth = judged(
+                quantity,
+                g.server_allocated_bytes_per_request,
+                g.server_rss_bytes_per_request,
+                g.server_rss_anon_bytes_per_request,
+            );
             process(out, "server", s.server.as_ref(), server_growth, g.server_connections_per_request)?;
         }
         if let Some(streams) = words::streams(s) {
@@ -163,7 +174,7 @@ fn process(
     out: &mut dyn Write,
     name: &str,
     process: Option<&ProcessSummary>,
-    (measured, growth): (&str, Option<f64>),
+    (measured, growth): (String, Option<f64>),
     connections: Option<f64>,
 ) -> std::io::Result<()> {
     let Some(process) = process else {

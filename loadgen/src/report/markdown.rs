@@ -77,6 +77,14 @@ fn render(s: &Summary) -> String {
             bytes_per_request(g.client_rss_bytes_per_request),
             bytes_per_request(g.server_rss_bytes_per_request)
         );
+        if g.client_rss_anon_bytes_per_request.is_some() || g.server_rss_anon_bytes_per_request.is_some() {
+            let _ = writeln!(
+                out,
+                "| RSS, anonymous part | {} | {} |",
+                bytes_per_request(g.client_rss_anon_bytes_per_request),
+                bytes_per_request(g.server_rss_anon_bytes_per_request)
+            );
+        }
         let conn = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
         let _ = writeln!(
             out,
@@ -119,8 +127,10 @@ fn render(s: &Summary) -> String {
     };
     let _ = writeln!(out, "{}", row("pid", &|p| p.pid.map_or_else(|| "n/a".to_owned(), |pid| pid.to_string())));
     let _ = writeln!(out, "{}", row("RSS", &|p| bytes(&p.rss_bytes)));
-    let _ =
-        writeln!(out, "{}", row("allocated", &|p| p.allocated_bytes.as_ref().map_or_else(|| "n/a".to_owned(), bytes)));
+    let optional_bytes = |span: &Option<Span>| span.as_ref().map_or_else(|| "n/a".to_owned(), bytes);
+    let _ = writeln!(out, "{}", row("RSS, anonymous", &|p| optional_bytes(&p.rss_anon_bytes)));
+    let _ = writeln!(out, "{}", row("RSS, file-backed", &|p| optional_bytes(&p.rss_file_bytes)));
+    let _ = writeln!(out, "{}", row("allocated", &|p| optional_bytes(&p.allocated_bytes)));
     let _ = writeln!(out, "{}", row("open connections", &|p| count(&p.connections)));
     let _ = writeln!(
         out,

@@ -15,6 +15,9 @@ use plotters::style::{FontStyle, register_font};
 use super::units::{bytes_per_request, mib};
 use super::words::{self, per};
 use super::{Exporter, Report};
+use leaklab_probe::ProcessSnapshot;
+use leaklab_probe::procfs::RssParts;
+
 use crate::sample::{Phase, Sample};
 use crate::summary::{EventKind, Summary, TimelineEvent};
 
@@ -27,6 +30,9 @@ const SERVER: RGBColor = RGBColor(214, 95, 0);
 const TIME_WAIT: RGBColor = RGBColor(120, 120, 120);
 const CLIENT_STREAMS: RGBColor = RGBColor(23, 190, 207);
 const SERVER_STREAMS: RGBColor = RGBColor(188, 189, 34);
+/// Lighter tones of the client's and the server's colors, for their file-backed pages.
+const CLIENT_FILE: RGBColor = RGBColor(140, 190, 225);
+const SERVER_FILE: RGBColor = RGBColor(240, 170, 110);
 
 pub(crate) fn register_fonts() {
     static ONCE: Once = Once::new();
@@ -207,6 +213,38 @@ fn draw<DB: DrawingBackend>(
             points: series(samples, |s| s.server.and_then(|x| x.process.jemalloc).map(|j| mib(j.allocated_bytes))),
         },
     ];
+    let mut memory = memory;
+    // A process whose allocator leaklab cannot read is judged on its anonymous memory: show it, and the
+    // file-backed pages that make up the rest of its RSS.
+    let from_outside = [
+        ("client", CLIENT, CLIENT_FILE, (|s: &Sample| Some(&s.client)) as fn(&Sample) -> Option<&ProcessSnapshot>),
+        ("server", SERVER, SERVER_FILE, |s: &Sample| s.server.as_ref().map(|x| &x.process)),
+    ];
+    for (name, color, file_color, side) in from_outside {
+        let split = samples.iter().filter_map(side).any(|p| p.jemalloc.is_none() && p.rss_parts.is_some());
+        if !split {
+            continue;
+        }
+        memory.retain(|line| line.label != format!("{name} allocated (jemalloc)"));
+        let part = |pick: fn(&RssParts) -> u64| series(samples, move |s| side(s)?.rss_parts.map(|p| mib(pick(&p))));
+        // Beside the process's RSS in the legend, whose parts they are.
+        let at = memory.iter().position(|line| line.label == format!("{name} RSS")).map_or(memory.len(), |i| i + 1);
+        let parts = [
+            Line {
+                label: format!("{name} anonymous (RssAnon)").into(),
+                color,
+                dashed: true,
+                points: part(|p| p.anon_bytes),
+            },
+            Line {
+                label: format!("{name} file-backed (RssFile)").into(),
+                color: file_color,
+                dashed: false,
+                points: part(|p| p.file_bytes),
+            },
+        ];
+        memory.splice(at..at, parts);
+    }
     let events = &header.events;
     panel(&upper, samples, "Memory", "MiB", 1, &memory, events)?;
 
@@ -373,7 +411,11 @@ fn verdict_line(summary: &Summary) -> String {
         let met = if v.expectation_met == Some(true) { "met" } else { "NOT MET" };
         let expected = v.expected.map(|e| format!(" (expected {}: {met})", e.name()));
         // The headline says the built-in processes' figures are allocated bytes; RSS is the exception to name.
-        let rss = if v.quantity == crate::verdict::Quantity::RssBytes { "RSS " } else { "" };
+        let rss = match v.quantity {
+            crate::verdict::Quantity::AllocatedBytes => "",
+            crate::verdict::Quantity::RssBytes => "RSS ",
+            crate::verdict::Quantity::RssAnonBytes => "anonymous ",
+        };
         format!("{name} {}, {rss}{} per {}{}", v.kind, words::slope(v), per(v.axis), expected.unwrap_or_default())
     };
     let mut line = format!("verdict: {}", one("client", &verdict.client));

@@ -51,6 +51,7 @@ pub fn quantity(quantity: Quantity) -> &'static str {
     match quantity {
         Quantity::AllocatedBytes => "Allocated memory",
         Quantity::RssBytes => "RSS",
+        Quantity::RssAnonBytes => "Anonymous memory",
     }
 }
 
@@ -59,6 +60,7 @@ pub fn measure(quantity: Quantity) -> &'static str {
     match quantity {
         Quantity::AllocatedBytes => "allocated",
         Quantity::RssBytes => "RSS",
+        Quantity::RssAnonBytes => "anonymous RSS",
     }
 }
 
@@ -71,7 +73,7 @@ pub fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
         Basis::Samples => ("steps between samples", ("first half", "second half")),
     };
     let plural = |n: u32| if n == 1 { "" } else { "s" };
-    match *reason {
+    match reason.clone() {
         Reason::TooFew { have, need } => match verdict.basis {
             Basis::Checkpoints => {
                 format!("Only {have} round{} completed; a verdict needs at least {need}.", plural(have))
@@ -82,7 +84,9 @@ pub fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
             Quantity::AllocatedBytes => {
                 "No allocator figures: the process's allocated bytes could not be read.".to_owned()
             }
-            Quantity::RssBytes => "No RSS figures: the process's memory could not be read.".to_owned(),
+            Quantity::RssBytes | Quantity::RssAnonBytes => {
+                "No RSS figures: the process's memory could not be read.".to_owned()
+            }
         },
         Reason::NoSpread => match verdict.axis {
             Axis::Request => "The request count never changed across the points: there is no slope to measure.",
@@ -121,6 +125,9 @@ pub fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
                 Count::Fds => "Open fds",
             }
         ),
+        Reason::CounterRose { name, increases, steps: n, p_value } => {
+            format!("{} rose in {increases} of {n} {steps} (sign test p = {p_value:.3}).", counter_label(&name))
+        }
         Reason::Straddles { ci_low, ci_high } => format!(
             "The 95% interval, {} to {} per {per}, contains the tolerance of {tolerance}.",
             b(ci_low),
@@ -143,6 +150,17 @@ pub fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
             allocated_kept.map_or("?".to_owned(), |kept| human_bytes(kept as f64)),
             allocated_grown.map_or("?".to_owned(), |grown| human_bytes(grown as f64)),
         ),
+    }
+}
+
+/// A counter's name as a sentence starts it: `Open streams`, `Goroutines`.
+fn counter_label(name: &str) -> String {
+    match name {
+        "streams" => "Open streams".to_owned(),
+        _ => {
+            let mut chars = name.chars();
+            chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+        }
     }
 }
 

@@ -63,6 +63,7 @@ impl Scrape {
         Some(ProcessSnapshot {
             pid: None,
             rss_bytes: self.get(names::RESIDENT_MEMORY)?,
+            rss_parts: None,
             fds: self.get(names::OPEN_FDS),
             threads: self.get(names::THREADS).or_else(|| self.get(names::GO_THREADS)),
             jemalloc,

@@ -37,6 +37,7 @@ impl Measure for ForeignMeasure {
         let snapshot = ProcessSnapshot {
             pid: Some(self.pid),
             rss_bytes: self.files.rss_bytes()?,
+            rss_parts: self.files.rss_parts().ok(),
             fds: Some(procfs::open_fds(Proc::Pid(self.pid))?),
             threads: Some(self.files.threads()?),
             jemalloc: None,

@@ -136,6 +136,7 @@ impl Measure for LiveMeasure {
             let process = ProcessSnapshot {
                 pid: Some(*pid),
                 rss_bytes: files.rss_bytes().ok()?,
+                rss_parts: files.rss_parts().ok(),
                 fds: Some(procfs::open_fds(Proc::Pid(*pid)).ok()?),
                 threads: Some(files.threads().ok()?),
                 jemalloc: None,

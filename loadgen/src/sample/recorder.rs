@@ -271,6 +271,7 @@ mod tests {
         ProcessSnapshot {
             pid: Some(1),
             rss_bytes,
+            rss_parts: None,
             fds: Some(3),
             threads: Some(1),
             jemalloc: None,

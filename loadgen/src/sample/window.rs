@@ -64,6 +64,7 @@ pub(crate) mod tests {
             client: ProcessSnapshot {
                 pid: Some(1),
                 rss_bytes,
+                rss_parts: None,
                 fds: Some(3),
                 threads: Some(1),
                 jemalloc: None,

@@ -202,6 +202,8 @@ impl Summary {
                 }),
                 client_rss_bytes_per_request: growth_of(&|s| Some(s.client.rss_bytes)),
                 server_rss_bytes_per_request: growth_of(&|s| s.server.map(|x| x.process.rss_bytes)),
+                client_rss_anon_bytes_per_request: growth_of(&|s| s.client.rss_parts.map(|p| p.anon_bytes)),
+                server_rss_anon_bytes_per_request: growth_of(&|s| s.server?.process.rss_parts.map(|p| p.anon_bytes)),
                 client_connections_per_request: growth_of(&|s| s.client.open_connections()),
                 server_connections_per_request: growth_of(&|s| s.server?.process.open_connections()),
                 client_streams_per_request: growth_of(&|s| s.client.streams),
@@ -313,6 +315,9 @@ impl ProcessSummary {
         Some(ProcessSummary {
             pid: first.pid,
             rss_bytes: Span::of(snapshots.clone().map(|s| s.rss_bytes))?,
+            rss_anon_bytes: Span::of(snapshots.clone().filter_map(|s| s.rss_parts.map(|p| p.anon_bytes))),
+            rss_file_bytes: Span::of(snapshots.clone().filter_map(|s| s.rss_parts.map(|p| p.file_bytes))),
+            rss_shmem_bytes: Span::of(snapshots.clone().filter_map(|s| s.rss_parts.map(|p| p.shmem_bytes))),
             allocated_bytes: Span::of(snapshots.clone().filter_map(|s| s.jemalloc.map(|j| j.allocated_bytes))),
             connections: Span::of(snapshots.clone().filter_map(ProcessSnapshot::open_connections)),
             connections_opened: first.connections.zip(last.connections).and_then(|(first, last)| {

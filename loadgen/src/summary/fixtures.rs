@@ -18,6 +18,7 @@ pub(crate) fn snapshot(allocated: u64, connections: u64) -> ProcessSnapshot {
     ProcessSnapshot {
         pid: Some(1),
         rss_bytes: allocated + 8_000_000,
+        rss_parts: None,
         fds: Some(connections + 10),
         threads: Some(4),
         jemalloc: Some(JemallocStats {

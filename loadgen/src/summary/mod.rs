@@ -34,7 +34,7 @@ use crate::verdict::{Outcome, Verdicts};
 
 /// Bumped when a field changes meaning or disappears.
 /// 3: one summary for every kind of run; see the README's "summary.json, version 3".
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Everything one run measured, as written to `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -274,6 +274,16 @@ pub struct ProcessSummary {
     pub pid: Option<u32>,
     /// Resident set size in bytes.
     pub rss_bytes: Span,
+    /// Anonymous resident bytes (`RssAnon`): the heap, stacks and other private memory. What a foreign
+    /// process is judged on. `null` for a server read from its metrics endpoint.
+    #[serde(default)]
+    pub rss_anon_bytes: Option<Span>,
+    /// File-backed resident bytes (`RssFile`): the program, shared libraries, mapped files; `null` as above.
+    #[serde(default)]
+    pub rss_file_bytes: Option<Span>,
+    /// Shared resident bytes (`RssShmem`); `null` as above.
+    #[serde(default)]
+    pub rss_shmem_bytes: Option<Span>,
     /// Bytes held by the application per jemalloc (`stats.allocated`); `null` for a process whose allocator
     /// leaklab cannot read.
     pub allocated_bytes: Option<Span>,
@@ -347,6 +357,12 @@ pub struct Growth {
     pub client_rss_bytes_per_request: Option<f64>,
     /// Server RSS bytes per request.
     pub server_rss_bytes_per_request: Option<f64>,
+    /// Client anonymous resident bytes (`RssAnon`) per request: RSS without the file-backed pages.
+    #[serde(default)]
+    pub client_rss_anon_bytes_per_request: Option<f64>,
+    /// Server anonymous resident bytes per request; `null` for a server read from its metrics endpoint.
+    #[serde(default)]
+    pub server_rss_anon_bytes_per_request: Option<f64>,
     /// Client open connections per request (1.0 when every request leaves a connection open).
     pub client_connections_per_request: Option<f64>,
     /// Server open connections per request.

@@ -149,7 +149,7 @@ impl ServerControl {
     /// Asks for the server's figures; `None` if it did not answer in time.
     pub fn stats(&mut self) -> Option<ServerStats> {
         self.ask(STATS_REQUEST, STATS_TIMEOUT, |line| match line {
-            ServerLine::Stats(stats) => Some(stats),
+            ServerLine::Stats(stats) => Some(*stats),
             _ => None,
         })
         .ok()

@@ -1,5 +1,7 @@
 //! The judge: a [`Series`] and a tolerance in, a [`ProcessVerdict`] out.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::{Axis, Basis, Count, MIN_ROUNDS, Point, ProcessVerdict, Reason, Recovery, Series, VerdictKind};
 use crate::scenario::Expectation;
 use crate::stats::trend::{SignTest, Trend, theil_sen};
@@ -60,7 +62,7 @@ fn thin(points: &[Point]) -> Vec<Point> {
     if points.len() <= MAX_POINTS {
         return points.to_vec();
     }
-    (0..MAX_POINTS).map(|i| points[i * (points.len() - 1) / (MAX_POINTS - 1)]).collect()
+    (0..MAX_POINTS).map(|i| points[i * (points.len() - 1) / (MAX_POINTS - 1)].clone()).collect()
 }
 
 /// Judges one process from `series`, by the rules in the module's documentation.
@@ -75,6 +77,9 @@ pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> 
     let halves = values.as_deref().and_then(halves);
     let connections = SignTest::of(&points.iter().filter_map(|p| p.connections).collect::<Vec<_>>());
     let fds = SignTest::of(&points.iter().filter_map(|p| p.fds).collect::<Vec<_>>());
+    let counters = counter_tests(&points);
+    let risen_counter =
+        counters.iter().filter(|(_, test)| test.grows()).min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value));
     let steps = points.len().saturating_sub(1) as u32;
     let (have, need) = match series.basis {
         Basis::Checkpoints => (steps, MIN_VERDICT_ROUNDS),
@@ -123,6 +128,10 @@ pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> 
                 reasons.push(Reason::CountRose { count, increases: test.increases, steps, p_value: test.p_value });
                 VerdictKind::Leak
             }
+            SlopeRule::Undecided(_) if risen_counter.is_some() => {
+                reasons.extend(risen_counter.map(|(name, test)| counter_rose(name, test, steps)));
+                VerdictKind::Leak
+            }
             SlopeRule::Undecided(full) => {
                 reasons.push(Reason::Straddles { ci_low: full.ci_low, ci_high: full.ci_high });
                 if series.basis == Basis::Checkpoints {
@@ -142,7 +151,13 @@ pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> 
     if kind != VerdictKind::Leak && connections.grows() {
         reasons.push(Reason::ConnectionsRose { increases: connections.increases, steps });
     }
-    let cooldown = recovery(&series.points, series.after_cooldown, tolerance);
+    for (name, test) in counters.iter().filter(|(_, test)| test.grows()) {
+        let rose = counter_rose(name, test, steps);
+        if !reasons.contains(&rose) {
+            reasons.push(rose);
+        }
+    }
+    let cooldown = recovery(&series.points, series.after_cooldown.as_ref(), tolerance);
     if let Some(cooldown) = cooldown {
         reasons.push(if cooldown.returned_to_baseline {
             Reason::Returned
@@ -173,13 +188,30 @@ pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> 
         late: halves.map(|(_, late)| late),
         connections,
         fds,
+        counters,
         rounds_to_decide,
         cooldown,
         expected,
         expectation_met: expected.map(|expected| kind.meets(expected)),
         reasons,
-        points: points.into_iter().chain(series.after_cooldown).collect(),
+        points: points.into_iter().chain(series.after_cooldown.clone()).collect(),
     }
+}
+
+fn counter_rose(name: &str, test: &SignTest, steps: u32) -> Reason {
+    Reason::CounterRose { name: name.to_owned(), increases: test.increases, steps, p_value: test.p_value }
+}
+
+/// The sign test of each counter over the points that carry it.
+fn counter_tests(points: &[Point]) -> BTreeMap<String, SignTest> {
+    let names: BTreeSet<&String> = points.iter().flat_map(|p| p.counters.keys()).collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let values: Vec<u64> = points.iter().filter_map(|p| p.counters.get(name).copied()).collect();
+            (name.clone(), SignTest::of(&values))
+        })
+        .collect()
 }
 
 /// About how many rounds in all would put the interval clear of the
@@ -200,7 +232,7 @@ fn rounds_needed(trend: &Trend, tolerance: f64) -> Option<u32> {
     (rounds <= f64::from(MAX_SUGGESTED_ROUNDS)).then_some(rounds as u32)
 }
 
-fn recovery(rounds: &[Point], end: Option<Point>, tolerance: f64) -> Option<Recovery> {
+fn recovery(rounds: &[Point], end: Option<&Point>, tolerance: f64) -> Option<Recovery> {
     let (first, last, end) = (rounds.first()?, rounds.last()?, end?);
     let diff = |a: Option<u64>, b: Option<u64>| Some(a? as i64 - b? as i64);
     let measured = (last.at - first.at).max(1.0);

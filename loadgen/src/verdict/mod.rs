@@ -29,9 +29,13 @@
 //! 3. the late half's upper bound ≤ tolerance while the early half grew by
 //!    more than the tolerance: **BOUNDED** (a cache or pool filled up, then stopped);
 //! 4. lower bound > tolerance, or the late half's lower bound > tolerance: **LEAK**;
-//! 5. open connections or fds rose in more steps than chance allows (sign
-//!    test, p < 0.05): **LEAK**, since every connection holds memory;
+//! 5. open connections, fds, or a counter the points carry (open streams,
+//!    a foreign client's goroutines, …) rose in more steps than chance allows
+//!    (sign test, p < 0.05): **LEAK**, since each thing counted holds memory;
 //! 6. otherwise **INCONCLUSIVE**, with an estimate of how many rounds would decide.
+//!
+//! A counter that rose while memory decided NO LEAK or BOUNDED is reported
+//! beside the verdict: counters must be levels (things held now), not totals.
 //!
 //! The cool-down check is reported beside the verdict, not folded into it:
 //! after the load stopped, did the process give back what the rounds took?
@@ -42,6 +46,7 @@ mod judge;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -95,8 +100,11 @@ impl fmt::Display for VerdictKind {
 pub enum Quantity {
     /// Bytes the process holds per jemalloc (`stats.allocated`): follows a leak byte for byte.
     AllocatedBytes,
-    /// Resident set size: for a process whose allocator leaklab cannot read.
+    /// Resident set size: for a process whose allocator leaklab cannot read, on a kernel that does not split it.
     RssBytes,
+    /// Anonymous resident bytes (`RssAnon`): a foreign process's heap and stacks, without the file-backed
+    /// pages (the program, shared libraries) that come and go without leaking.
+    RssAnonBytes,
 }
 
 /// What growth is counted against.
@@ -120,7 +128,7 @@ pub enum Basis {
 }
 
 /// One point judged.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Point {
     /// Where on the axis: requests completed so far (warm-up included), or seconds since the run started.
     pub at: f64,
@@ -130,6 +138,10 @@ pub struct Point {
     pub connections: Option<u64>,
     /// Open file descriptors; `null` when they were not counted.
     pub fds: Option<u64>,
+    /// Other counts of things the process holds, by name: `streams` it keeps open, and every counter a
+    /// foreign client reports on its progress lines (`goroutines`, …); `{}` when there are none.
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// What a process did, as the judge sees it.
@@ -171,7 +183,7 @@ pub enum Count {
 
 /// Why a verdict is what it is, and what else a reader should know. The
 /// report words each one; slopes are in bytes per unit of the verdict's axis.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Reason {
     /// Too few rounds (checkpoints basis) or samples to judge.
@@ -190,6 +202,9 @@ pub enum Reason {
     LateAbove { slope: f64, ci_low: f64 },
     /// Rule 5: a count rose in more steps than chance allows.
     CountRose { count: Count, increases: u32, steps: u32, p_value: f64 },
+    /// Rule 5 for a counter (open streams, goroutines, …): it rose in more steps than chance allows. Also
+    /// given beside a verdict that memory decided otherwise.
+    CounterRose { name: String, increases: u32, steps: u32, p_value: f64 },
     /// Rule 6: the interval contains the tolerance.
     Straddles { ci_low: f64, ci_high: f64 },
     /// With rule 6: about this many rounds in all would likely decide, if the slope and the noise hold.
@@ -211,7 +226,8 @@ pub enum Reason {
 pub struct ProcessVerdict {
     /// `leak`, `no-leak`, `bounded` or `inconclusive`.
     pub kind: VerdictKind,
-    /// What was judged: `allocated_bytes` (jemalloc, for leaklab's own processes) or `rss_bytes` (a foreign process).
+    /// What was judged: `allocated_bytes` (jemalloc, for leaklab's own processes), `rss_anon_bytes` (a foreign
+    /// process), or `rss_bytes` (a foreign process on a kernel whose `/proc/PID/status` has no `RssAnon`).
     pub quantity: Quantity,
     /// What growth is counted against: `request` or `second`.
     pub axis: Axis,
@@ -236,6 +252,9 @@ pub struct ProcessVerdict {
     pub connections: SignTest,
     /// Sign test on step-to-step changes of open file descriptors.
     pub fds: SignTest,
+    /// Sign test on step-to-step changes of each counter the points carry (`streams`, `goroutines`, …), by name.
+    #[serde(default)]
+    pub counters: BTreeMap<String, SignTest>,
     /// INCONCLUSIVE on checkpoints only: about how many rounds in all would likely decide, if the slope holds.
     pub rounds_to_decide: Option<u32>,
     /// What the cool-down gave back; `null` when the run had no cool-down checkpoint.

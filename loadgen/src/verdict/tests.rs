@@ -19,6 +19,7 @@ fn series(rounds: u64, allocated: impl Fn(u64) -> f64, connections: impl Fn(u64)
                 value: Some(allocated(i).max(0.0) as u64),
                 fds: Some(12 + connections(i)),
                 connections: Some(connections(i)),
+                counters: Default::default(),
             })
             .collect(),
         after_cooldown: None,
@@ -40,6 +41,7 @@ fn sampled(seconds: f64, noise: f64, rss: impl Fn(f64) -> f64, connections: impl
                     value: Some((rss(t) + wobble).max(0.0) as u64),
                     connections: Some(connections(t)),
                     fds: Some(10),
+                    counters: Default::default(),
                 }
             })
             .collect(),
@@ -159,20 +161,69 @@ fn connections_rising_every_round_are_a_leak_even_when_bytes_are_noisy() {
     );
 }
 
+/// `series` with a counter `name` at `count(i)` on every point.
+fn counting(mut series: Series, name: &str, count: impl Fn(u64) -> u64) -> Series {
+    for (i, point) in series.points.iter_mut().enumerate() {
+        point.counters.insert(name.to_owned(), count(i as u64));
+    }
+    series
+}
+
+#[test]
+fn a_counter_rising_every_round_is_a_leak_when_bytes_cannot_tell() {
+    // Streams held on one connection: 300 B/request lost in ±1 MB of noise, one connection throughout.
+    let noisy = series(8, |i| 20e6 + 300.0 * (i * ROUND) as f64 + noise(i, 7, 1e6), |_| 1);
+    let verdict = judge(&counting(noisy.clone(), "streams", |i| i * ROUND), TOLERANCE, None);
+    assert_eq!(verdict.kind, VerdictKind::Leak, "{verdict:#?}");
+    assert_eq!(
+        verdict.reasons[0],
+        Reason::CounterRose {
+            name: "streams".into(),
+            increases: 8,
+            steps: 8,
+            p_value: verdict.counters["streams"].p_value
+        }
+    );
+    assert!(verdict.counters["streams"].grows());
+
+    // The same counter going up and down as calls come and go decides nothing.
+    let wobbling = judge(&counting(noisy, "goroutines", |i| 40 + i % 2 * 5), TOLERANCE, None);
+    assert_eq!(wobbling.kind, VerdictKind::Inconclusive, "{wobbling:#?}");
+    assert!(!wobbling.reasons.iter().any(|r| matches!(r, Reason::CounterRose { .. })));
+}
+
+#[test]
+fn a_counter_that_rose_beside_flat_memory_is_noted_not_decisive() {
+    let flat = counting(series(8, |_| 1e6, |_| 1), "goroutines", |i| 6 + i);
+    let verdict = judge(&flat, TOLERANCE, None);
+    assert_eq!(verdict.kind, VerdictKind::NoLeak);
+    assert!(matches!(verdict.reasons[0], Reason::Within { .. }), "{:?}", verdict.reasons);
+    assert!(
+        matches!(&verdict.reasons[1], Reason::CounterRose { name, increases: 8, .. } if name == "goroutines"),
+        "{:?}",
+        verdict.reasons
+    );
+}
+
 #[test]
 fn the_cooldown_check_sees_what_was_given_back() {
     let mut kept = series(8, |i| 20e6 + 60_000.0 * (i * ROUND) as f64, |i| i * ROUND);
-    let last = *kept.points.last().unwrap();
-    kept.after_cooldown = Some(last);
+    let last = kept.points.last().unwrap().clone();
+    kept.after_cooldown = Some(last.clone());
     let recovery = judge(&kept, TOLERANCE, None).cooldown.unwrap();
     assert_eq!(recovery.allocated_grown_bytes, Some(60_000 * 8 * ROUND as i64));
     assert_eq!(recovery.allocated_returned_bytes, Some(0));
     assert_eq!((recovery.connections_grown, recovery.connections_returned), (8 * ROUND as i64, 0));
     assert!(!recovery.returned_to_baseline);
 
-    let first = kept.points[0];
-    kept.after_cooldown =
-        Some(Point { at: last.at, value: first.value.map(|b| b + 1_000), fds: Some(12), connections: Some(0) });
+    let first = kept.points[0].clone();
+    kept.after_cooldown = Some(Point {
+        at: last.at,
+        value: first.value.map(|b| b + 1_000),
+        fds: Some(12),
+        connections: Some(0),
+        counters: Default::default(),
+    });
     let verdict = judge(&kept, TOLERANCE, None);
     assert!(verdict.cooldown.unwrap().returned_to_baseline);
     assert_eq!(verdict.kind, VerdictKind::Leak, "giving memory back later does not undo the verdict");
