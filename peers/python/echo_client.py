@@ -5,9 +5,15 @@
           a per-request cache would keep it (grpcio closes a channel that is
           garbage-collected, so dropping it would not leak)
   close   a new channel per request, closed after its call
+  stream-leak    one channel; each request opens the endless Echo/ServerStream,
+                 reads its first message and keeps the call in a list, neither
+                 cancelled nor read to its end (grpcio cancels a call whose
+                 iterator is garbage-collected, so dropping it would not leak)
+  stream-cancel  the same, cancelling each call after its first message
 
 It prints `leaklab-progress ok=N failed=M` once a second on stdout, which
-`loadgen watch` reads to count requests. The stubs are generated from
+`loadgen watch` reads to count requests, with `streams=N` (calls held open)
+in the stream modes. The stubs are generated from
 proto/leaklab/v1/echo.proto by grpcio-tools when `make peers` runs.
 """
 
@@ -26,21 +32,46 @@ import echo_pb2_grpc
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--addr", default="127.0.0.1:50051", help="the toy server, host:port (loopback)")
-    parser.add_argument("--mode", choices=["reused", "leak", "close"], default="reused")
+    parser.add_argument(
+        "--mode", choices=["reused", "leak", "close", "stream-leak", "stream-cancel"], default="reused"
+    )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second (open loop)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--hold", type=float, default=3.0, help="seconds to stay alive after the last request")
+    parser.add_argument(
+        "--stream-interval", type=float, default=30.0, help="seconds between a stream's messages (stream modes)"
+    )
     args = parser.parse_args()
     if args.requests < 1 or args.rate <= 0 or args.concurrency < 1:
         print("--requests, --rate and --concurrency must be positive", file=sys.stderr)
         return 2
 
     request = echo_pb2.EchoRequest(payload=b"x" * 64)
-    shared = grpc.insecure_channel(args.addr) if args.mode == "reused" else None
+    streams = args.mode.startswith("stream-")
+    stream_request = echo_pb2.StreamRequest(
+        payload=b"x" * 64, messages=2**32 - 1, interval_ms=int(args.stream_interval * 1000)
+    )
+    shared = grpc.insecure_channel(args.addr) if args.mode == "reused" or streams else None
     leaked = []
     counts = {"ok": 0, "failed": 0}
     lock = threading.Lock()
+
+    def stream_call() -> None:
+        responses = echo_pb2_grpc.EchoStub(shared).ServerStream(stream_request)
+        try:
+            next(responses)
+            outcome = "ok"
+        except (grpc.RpcError, StopIteration):
+            outcome = "failed"
+        if args.mode == "stream-cancel":
+            responses.cancel()
+        elif outcome == "ok":
+            # The bug: the call is kept, neither cancelled nor read to its end.
+            with lock:
+                leaked.append(responses)
+        with lock:
+            counts[outcome] += 1
 
     def call() -> None:
         channel = shared or grpc.insecure_channel(args.addr)
@@ -59,7 +90,8 @@ def main() -> int:
 
     def progress() -> None:
         with lock:
-            print(f"leaklab-progress ok={counts['ok']} failed={counts['failed']}", flush=True)
+            held = f" streams={len(leaked)}" if streams else ""
+            print(f"leaklab-progress ok={counts['ok']} failed={counts['failed']}{held}", flush=True)
 
     done = threading.Event()
 
@@ -74,7 +106,7 @@ def main() -> int:
             delay = start + i / args.rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            pool.submit(call)
+            pool.submit(stream_call if streams else call)
     progress()
     time.sleep(args.hold)
     done.set()
