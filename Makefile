@@ -58,7 +58,8 @@ schema: build
 
 PEER_PYTHON := target/peers/python-venv/bin/python
 
-peers: target/peers/go-echo-client target/peers/python/echo_client.py target/peers/python/shop_server.py
+peers: target/peers/go-echo-client target/peers/python/echo_client.py target/peers/python/shop_server.py \
+	target/peers/node/echo_client.js
 
 target/peers/go-echo-client: $(wildcard peers/go/*.go)
 	scripts/install-peers.sh
@@ -81,6 +82,14 @@ target/peers/python/shop_server.py: target/peers/python/echo_client.py peers/pyt
 	$(PEER_PYTHON) -m grpc_tools.protoc -Ipeers/python/protos --python_out=target/peers/python \
 		--grpc_python_out=target/peers/python $(wildcard peers/python/protos/shop/v1/*.proto)
 	cp peers/python/shop_server.py $@
+
+# @grpc/grpc-js and @grpc/proto-loader from npm, at the versions package-lock.json pins (npm ci).
+target/peers/node/echo_client.js: peers/node/echo_client.js peers/node/package.json peers/node/package-lock.json proto/leaklab/v1/echo.proto
+	scripts/install-peers.sh
+	mkdir -p target/peers/node
+	cp peers/node/package.json peers/node/package-lock.json proto/leaklab/v1/echo.proto target/peers/node/
+	npm ci --prefix target/peers/node --no-audit --no-fund --loglevel=error
+	cp peers/node/echo_client.js $@
 
 clippy:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings

@@ -2,13 +2,16 @@
 # Installs what the foreign clients need from Debian: golang-go and
 # golang-google-grpc-dev (grpc-go 1.33, built offline in GOPATH mode) for
 # peers/go, python3 with venv for peers/python (grpcio itself comes from PyPI,
-# into a venv, via make peers), and nghttp2-client for h2load, the reference
+# into a venv, via make peers), nodejs and npm for peers/node (@grpc/grpc-js
+# itself comes from npm, via make peers), and nghttp2-client for h2load, the reference
 # client of make bench. As root it installs them; otherwise it says what to run.
 set -euo pipefail
 missing=()
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 [ -d /usr/share/gocode/src/google.golang.org/grpc ] || missing+=(golang-google-grpc-dev)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

@@ -135,6 +135,11 @@ pub(crate) struct WatchArgs {
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub(crate) warmup: Duration,
 
+    /// Nor are samples before the command reported this many requests on its progress lines: a
+    /// garbage-collected runtime sizes its heap over its first thousands of requests.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) warmup_requests: u64,
+
     /// RSS growth per second that is not a leak, e.g. 64KiB (a command that prints no progress lines).
     #[arg(long, default_value = "64KiB", value_parser = scenario::parse_size)]
     pub(crate) tolerance: u64,
@@ -206,6 +211,7 @@ impl WatchArgs {
             ForeignPlan::watch(name, description, client, self.duration, self.interval, self.warmup, tolerances);
         plan.pprof = self.pprof.clone();
         plan.own_code = self.own_code.clone();
+        plan.warmup_requests = self.warmup_requests;
         Ok(RunPlan::Foreign(Box::new(plan)))
     }
 

@@ -142,7 +142,38 @@ fn counters_on_progress_lines_are_kept_and_a_malformed_line_is_reported_once() {
     let report = std::fs::read_to_string(dir.path().join("watch-sh/latest/report.md")).unwrap();
     assert!(report.contains("| `goroutines` | 45 | 485 | 485 | +4.00 |"), "{report}");
     assert!(text(&output).contains("client counter goroutines: 45 → 485 (peak 485), +4.00 per request"));
+    // Judged with the memory: a count that only ever rose, whatever the memory says.
+    let judged = &s["verdict"]["client"]["counters"]["goroutines"];
+    assert!(judged["increases"].as_u64().unwrap() >= 5 && judged["decreases"] == 0, "{judged}");
+    assert!(judged["p_value"].as_f64().unwrap() < 0.05, "{judged}");
+    let reasons = s["verdict"]["client"]["reasons"].as_array().unwrap();
+    assert!(reasons.iter().any(|r| r["reason"] == "counter_rose" && r["name"] == "goroutines"), "{reasons:?}");
+    assert!(report.contains("Goroutines rose in"), "{report}");
     assert!(schema_errors(&s).is_empty(), "{:?}", schema_errors(&s));
+}
+
+#[test]
+fn a_warmup_in_requests_lasts_until_the_client_reported_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "for n in 10 20 30 40 50 60 70 80 90 100 110 120 130 140 150 160 170 180; do \
+                  echo leaklab-progress ok=$n; sleep 0.1; done; sleep 0.3";
+    let flags = ["--interval", "50ms", "--warmup", "100ms", "--warmup-requests", "100", "--", "sh", "-c", script];
+    let output = watch(&flags, dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let s = summary(dir.path(), "watch-sh");
+    assert_eq!(s["command"]["warmup_requests"], 100);
+    let samples: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("watch-sh/latest/samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let requests = |phase: &str| -> Vec<u64> {
+        samples.iter().filter(|x| x["phase"] == phase).map(|x| x["requests_ok"].as_u64().unwrap()).collect()
+    };
+    let (warmup, load) = (requests("warmup"), requests("load"));
+    assert!(!load.is_empty() && load.iter().all(|&ok| ok >= 100), "judged only from the 100th request: {load:?}");
+    assert!(warmup.iter().any(|&ok| ok >= 50), "the warm-up outlasted its 100 ms: {warmup:?}");
+    assert!(s["verdict"]["client"]["points"][0]["at"].as_f64().unwrap() >= 100.0, "{}", s["verdict"]["client"]);
 }
 
 #[test]

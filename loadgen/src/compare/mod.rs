@@ -311,13 +311,21 @@ pub async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyhow::Resu
     Ok(CompareOutcome { dir: dir.path, report, written })
 }
 
-/// Why an external client's scenario cannot run here: its program is not built.
+/// Why an external client's scenario cannot run here: its program, or a peer's script it runs
+/// (`node target/peers/node/echo_client.js`), is not built.
 pub fn unbuilt(plan: &RunPlan) -> Option<String> {
     let RunPlan::Foreign(plan) = plan else { return None };
     let ForeignClient::Command(argv) = &plan.client else { return None };
     let program = argv.first()?;
-    (!program_exists(program)).then(|| format!("{program} is not built; `make peers` builds it"))
+    if !program_exists(program) {
+        return Some(format!("{program} is not built; `make peers` builds it"));
+    }
+    let script = argv[1..].iter().find(|arg| arg.starts_with(PEERS_DIR) && !Path::new(arg.as_str()).is_file())?;
+    Some(format!("{script} is not built; `make peers` builds it"))
 }
+
+/// Where `make peers` puts the foreign clients.
+const PEERS_DIR: &str = "target/peers/";
 
 /// Whether `program` can be started: a path that exists, or a bare name found on `PATH`.
 fn program_exists(program: &str) -> bool {
@@ -405,4 +413,35 @@ pub async fn run_scenario(plan: &RunPlan, extra_args: &[String], options: &Compa
 fn legend(row: &Row) -> String {
     let slope = row.client.slope_bytes_per_request.map(|s| format!(", {}", bytes_per_request(Some(s))));
     format!("{}: {}{}", row.scenario, row.client.kind, slope.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::scenario::ForeignPlan;
+
+    fn command(argv: &[&str]) -> RunPlan {
+        let client = ForeignClient::Command(argv.iter().map(|arg| arg.to_string()).collect());
+        let second = Duration::from_secs(1);
+        RunPlan::Foreign(Box::new(ForeignPlan::watch(
+            "n".into(),
+            "d".into(),
+            client,
+            2 * second,
+            second / 10,
+            second,
+            (1.0, 1.0),
+        )))
+    }
+
+    #[test]
+    fn a_peer_is_unbuilt_when_its_program_or_its_script_is_missing() {
+        assert_eq!(unbuilt(&command(&["sh", "-c", "true"])), None);
+        let missing_script = unbuilt(&command(&["sh", "target/peers/node/no-such-client.js"])).unwrap();
+        assert!(missing_script.starts_with("target/peers/node/no-such-client.js is not built"), "{missing_script}");
+        let missing_program = unbuilt(&command(&["target/peers/no-such-peer", "-mode", "leak"])).unwrap();
+        assert!(missing_program.starts_with("target/peers/no-such-peer is not built"), "{missing_program}");
+    }
 }

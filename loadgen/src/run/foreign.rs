@@ -64,6 +64,7 @@ pub(super) fn measured<'a>(plan: &'a ForeignPlan, ended: &Ended) -> Measured<'a>
             exit_code: ended.exit_code,
             max_duration_s: plan.duration.as_secs_f64(),
             warmup_s: plan.warmup.as_secs_f64(),
+            warmup_requests: plan.warmup_requests,
             sample_interval_ms: plan.interval.as_millis() as u64,
             reported_progress: ended.reported_progress,
             tcp_states_at_end: ended.tcp_states_at_end.clone(),
@@ -135,7 +136,12 @@ pub(super) async fn run(
     let marker = recorder.marker();
     let mut exit_code = None;
     let mut ended = None;
-    for (phase, until) in [(Phase::Warmup, plan.warmup), (Phase::Load, plan.duration)] {
+    let end = started + plan.duration;
+    let requests = || counters.ok() + counters.failed();
+    // The warm-up lasts its seconds and, when the plan counts one in requests, until the client reported them.
+    let warmed = |now: Instant| now >= end || (now >= started + plan.warmup && requests() >= plan.warmup_requests);
+    let measured = |now: Instant| now >= end;
+    for (phase, done) in [(Phase::Warmup, &warmed as &dyn Fn(Instant) -> bool), (Phase::Load, &measured)] {
         if ended.is_some() {
             break;
         }
@@ -143,7 +149,7 @@ pub(super) async fn run(
             fetch_profiles(pprof.as_deref(), sampling, crate::heap::WARMUP, notes).await;
         }
         marker.mark(phase);
-        ended = wait(pid, child.as_mut(), &mut exit_code, started + until, sampling).await;
+        ended = wait(pid, child.as_mut(), &mut exit_code, done, sampling).await;
     }
     // While the process still runs: one that has exited has no profile to give.
     fetch_profiles(pprof.as_deref(), sampling, crate::heap::END, notes).await;
@@ -208,7 +214,7 @@ async fn wait(
     pid: u32,
     mut child: Option<&mut Child>,
     exit_code: &mut Option<i32>,
-    deadline: Instant,
+    done: &dyn Fn(Instant) -> bool,
     sampling: &Sampling<'_>,
 ) -> Option<StopReason> {
     let mut halted = sampling.halt.subscribe();
@@ -226,12 +232,11 @@ async fn wait(
         if !Proc::Pid(pid).is_running() {
             return Some(StopReason::ProcessExited);
         }
-        let now = Instant::now();
-        if now >= deadline {
+        if done(Instant::now()) {
             return None;
         }
         tokio::select! {
-            () = tokio::time::sleep(EXIT_POLL.min(deadline - now)) => {}
+            () = tokio::time::sleep(EXIT_POLL) => {}
             _ = halted.changed() => {}
         }
     }

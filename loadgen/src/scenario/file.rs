@@ -353,6 +353,10 @@ pub struct ExternalSection {
         extend("default" = format_duration(defaults::FOREIGN_WARMUP))
     )]
     pub warmup: Option<Duration>,
+    /// Nor are samples before the client reported this many requests on its progress lines (answered and
+    /// failed), however long that takes within `duration`: a garbage-collected runtime (V8, the JVM, Go)
+    /// sizes its heap over its first thousands of requests. 0: the warm-up is `warmup` alone.
+    pub warmup_requests: Option<i64>,
     /// The client's `net/http/pprof` base URL, like `http://{pprof_addr}/debug/pprof`: its heap (`heap?gc=1`)
     /// and goroutine profiles are fetched when warm-up ends and when the watch ends, and diffed down to
     /// the client's own call sites. `{pprof_addr}` here and in `command` becomes a free loopback HOST:PORT.

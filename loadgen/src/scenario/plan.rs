@@ -63,6 +63,9 @@ pub struct ForeignPlan {
     pub duration: Duration,
     /// Samples from the first this-long are not judged: the process is still starting.
     pub warmup: Duration,
+    /// Nor are samples before the client reported this many requests (answered and failed): a
+    /// garbage-collected runtime sizes its heap over its first thousands. 0: the warm-up is `warmup` alone.
+    pub warmup_requests: u64,
     /// Time between two samples.
     pub interval: Duration,
     /// The toy server to start first, and watch too; `{addr}` in the command becomes its address.
@@ -97,6 +100,7 @@ impl ForeignPlan {
             client,
             duration,
             warmup,
+            warmup_requests: 0,
             interval,
             server: None,
             verdict: VerdictPlan {

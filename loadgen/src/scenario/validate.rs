@@ -217,6 +217,7 @@ impl<'a> Validator<'a> {
             client: ForeignClient::Command(command),
             duration,
             warmup,
+            warmup_requests: self.range("external.warmup_requests", external.warmup_requests, 0, 0, i64::MAX)? as u64,
             interval: self.interval(&file.sampling)?,
             server: Some(self.server(&file.server)?),
             verdict: self.verdict(&file.verdict, &file.expect)?,

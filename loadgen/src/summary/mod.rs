@@ -232,6 +232,9 @@ pub struct CommandInfo {
     pub max_duration_s: f64,
     /// Samples from its first this-many seconds were not judged.
     pub warmup_s: f64,
+    /// Nor were samples before it reported this many requests; 0 when the warm-up is in seconds alone.
+    #[serde(default)]
+    pub warmup_requests: u64,
     /// Sampling interval in milliseconds.
     pub sample_interval_ms: u64,
     /// Whether it reported its requests on `leaklab-progress ok=N failed=M` lines.

@@ -167,6 +167,7 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<(Summary, Vec<Sample>)> {
                 exit_code: None,
                 max_duration_s: plan.duration.as_secs_f64(),
                 warmup_s: plan.warmup.as_secs_f64(),
+                warmup_requests: plan.warmup_requests,
                 sample_interval_ms: plan.interval.as_millis() as u64,
                 reported_progress: samples.iter().any(|s| s.requests() > 0),
                 tcp_states_at_end: Default::default(),

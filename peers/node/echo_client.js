@@ -1,0 +1,139 @@
+// A @grpc/grpc-js client of leaklab's toy server, with the same modes as the Go and Python peers.
+//
+//   reused         one client for every request
+//   leak           a new client per request, never closed; each is kept in a list, as a
+//                  per-request cache would keep it
+//   close          a new client per request, close()d after its call
+//   stream-leak    one client; each request opens the endless Echo/ServerStream, reads its
+//                  first message and keeps the call, neither cancelled nor read to its end
+//   stream-cancel  the same, cancelling each call after its first message
+//
+// It prints `leaklab-progress ok=N failed=M handles=H` once a second on stdout, which
+// `loadgen watch` reads to count requests: H is the event loop's active handles and
+// requests (process.getActiveResourcesInfo()), and the stream modes add `streams=N`,
+// the calls held open. The proto is loaded at run time by @grpc/proto-loader.
+'use strict';
+
+const path = require('node:path');
+const { parseArgs } = require('node:util');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const MODES = ['reused', 'leak', 'close', 'stream-leak', 'stream-cancel'];
+
+function options() {
+  const { values } = parseArgs({
+    options: {
+      addr: { type: 'string', default: '127.0.0.1:50051' },
+      mode: { type: 'string', default: 'reused' },
+      requests: { type: 'string', default: '1000' },
+      rate: { type: 'string', default: '100' },
+      hold: { type: 'string', default: '3' },
+      'stream-interval': { type: 'string', default: '30' },
+      proto: { type: 'string', default: path.join(__dirname, 'echo.proto') },
+    },
+  });
+  const numbers = { requests: Number(values.requests), rate: Number(values.rate), hold: Number(values.hold) };
+  numbers.streamInterval = Number(values['stream-interval']);
+  if (!MODES.includes(values.mode)) {
+    throw new Error(`--mode: ${values.mode} is not one of ${MODES.join(', ')}`);
+  }
+  if (!Number.isInteger(numbers.requests) || numbers.requests < 1) {
+    throw new Error(`--requests: ${values.requests} is not a positive whole number`);
+  }
+  for (const [flag, value] of [['rate', numbers.rate], ['hold', numbers.hold], ['stream-interval', numbers.streamInterval]]) {
+    if (!Number.isFinite(value) || value < 0 || (flag === 'rate' && value === 0)) {
+      throw new Error(`--${flag}: ${values[flag]} is not a positive number`);
+    }
+  }
+  return { ...values, ...numbers };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function main() {
+  let args;
+  try {
+    args = options();
+  } catch (error) {
+    console.error(error.message);
+    return 2;
+  }
+  const definition = protoLoader.loadSync(args.proto, { longs: Number, defaults: true });
+  const Echo = grpc.loadPackageDefinition(definition).leaklab.v1.Echo;
+  const credentials = grpc.credentials.createInsecure();
+  const streams = args.mode.startsWith('stream-');
+  const shared = args.mode === 'reused' || streams ? new Echo(args.addr, credentials) : null;
+  const payload = Buffer.alloc(64, 'x');
+  const streamRequest = { payload, messages: 2 ** 32 - 1, intervalMs: Math.round(args.streamInterval * 1000) };
+  const kept = [];
+  const counts = { ok: 0, failed: 0 };
+
+  const unary = () =>
+    new Promise((resolve) => {
+      const client = shared || new Echo(args.addr, credentials);
+      client.Unary({ payload }, { deadline: Date.now() + 10_000 }, (error) => {
+        counts[error ? 'failed' : 'ok'] += 1;
+        if (args.mode === 'close') {
+          client.close();
+        } else if (args.mode === 'leak') {
+          kept.push(client);
+        }
+        resolve();
+      });
+    });
+
+  const stream = () =>
+    new Promise((resolve) => {
+      const call = shared.ServerStream(streamRequest);
+      let answered = false;
+      const answer = (outcome) => {
+        if (answered) return;
+        answered = true;
+        counts[outcome] += 1;
+        resolve();
+      };
+      // Later messages and the end of the call (cancelled, or the server gone) are not news.
+      call.on('error', () => answer('failed'));
+      call.on('end', () => answer('failed'));
+      call.once('data', () => {
+        answer('ok');
+        if (args.mode === 'stream-cancel') {
+          call.cancel();
+        } else {
+          // The bug: the call is kept, neither cancelled nor read to its end.
+          kept.push(call);
+        }
+      });
+    });
+
+  const progress = () => {
+    const handles = process.getActiveResourcesInfo().length;
+    const held = streams ? ` streams=${kept.length}` : '';
+    console.log(`leaklab-progress ok=${counts.ok} failed=${counts.failed} handles=${handles}${held}`);
+  };
+  const reporter = setInterval(progress, 1000);
+
+  const start = performance.now();
+  const calls = [];
+  for (let i = 0; i < args.requests; i += 1) {
+    const delay = start + (i * 1000) / args.rate - performance.now();
+    if (delay > 0) await sleep(delay);
+    calls.push(streams ? stream() : unary());
+  }
+  await Promise.all(calls);
+  progress();
+  await sleep(args.hold * 1000);
+  clearInterval(reporter);
+  progress();
+  // Exit even with leaked clients holding the event loop open: that is the bug, not the end of the run.
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
