@@ -211,6 +211,15 @@ fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>
         _ => ("n/a".to_owned(), "the client reported none".to_owned()),
     };
     html += &figure("requests", &requests, &detail);
+    if crate::report::words::opened_streams(&run.summary) {
+        let peak = |process: Option<&crate::summary::ProcessSummary>| process.and_then(|p| p.streams).map(|s| s.peak);
+        let (client, server) = (peak(Some(&run.summary.client)), peak(run.summary.server.as_ref()));
+        let value = [client, server].iter().flatten().map(|n| thousands(*n)).collect::<Vec<_>>().join(" · ");
+        let per_request =
+            run.summary.growth.server_streams_per_request.or(run.summary.growth.client_streams_per_request);
+        let detail = per_request.map(|n| format!("client · server; {n:+.2} per request")).unwrap_or_default();
+        html += &figure("peak open streams", &value, &detail);
+    }
     // A socket or two in TIME_WAIT is the readiness probe's; more is the chapter's own doing.
     if let Some(peak) = run.summary.lifecycle.time_wait.map(|tw| tw.peak).filter(|peak| *peak > 2) {
         html += &figure("TIME_WAIT peak", &thousands(peak), "closed sockets lingering for 60 s");
@@ -226,10 +235,20 @@ fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>
     }
     match plot.and_then(|svg| inline_svg(svg, &format!("{}: memory and connections over time", chapter.name))) {
         Some(svg) => {
+            let dashed = if run.summary.kind == crate::summary::RunKind::Builtin {
+                "allocated"
+            } else {
+                "allocated, or anonymous for the process leaklab did not write,"
+            };
+            let below = if crate::report::words::opened_streams(&run.summary) {
+                "open connections and streams"
+            } else {
+                "open connections"
+            };
             let _ = write!(
                 html,
                 "<figure class=\"plot\">\n{svg}\n<figcaption>Memory of the client (blue) and the server (orange) over \
-                 time, resident (solid) and allocated (dashed); open connections below. Full report: \
+                 time, resident (solid) and {dashed} (dashed); {below} below. Full report: \
                  <code>{}</code></figcaption>\n</figure>\n",
                 escape(&row.run_dir)
             );

@@ -225,12 +225,13 @@ mod tests {
                     "leak-server-idle",
                     "keepalive-mismatch",
                     "per-request-close",
+                    "stream-leak",
                     "recommended",
                     "go-leak",
                     "go-app-leak"
                 ]
             );
-            assert_eq!(story.rules.len(), 4, "the four rules of thumb");
+            assert_eq!(story.rules.len(), 5, "the four rules of thumb, and one for streams");
             let leak = &story.chapters[1];
             assert!(leak.overrides.is_set(Opt::HeapProfile), "the leak chapter has the heap table");
             assert_eq!(leak.overrides.is_set(Opt::Requests), fast, "fast overrides apply only under --fast");
