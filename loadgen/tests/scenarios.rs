@@ -59,8 +59,12 @@ fn every_shipped_scenario_parses() {
             }
             RunPlan::Foreign(plan) => {
                 let ForeignClient::Command(command) = &plan.client else { panic!("{}: a command", path.display()) };
-                // A peer built by `make peers`, or an interpreter on PATH running a peer's script (`node …`).
-                let built = command[0].starts_with("target/peers/") || command[1].starts_with("target/peers/");
+                // A peer built by `make peers`, or an interpreter on PATH running a peer's script (`node … FILE`).
+                let built = command[0].starts_with("target/peers/")
+                    || command[1..]
+                        .iter()
+                        .find(|arg| !arg.starts_with('-'))
+                        .is_some_and(|s| s.starts_with("target/peers/"));
                 assert!(built, "{}: peers are built by `make peers`", path.display());
                 assert!(
                     command.iter().any(|arg| arg.contains("{addr}")),

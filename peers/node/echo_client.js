@@ -11,7 +11,9 @@
 // It prints `leaklab-progress ok=N failed=M handles=H` once a second on stdout, which
 // `loadgen watch` reads to count requests: H is the event loop's active handles and
 // requests (process.getActiveResourcesInfo()), and the stream modes add `streams=N`,
-// the calls held open. The proto is loaded at run time by @grpc/proto-loader.
+// the calls held open. Run under `node --expose-gc`, it collects garbage before each line, so
+// that what stays resident is what the client holds. The proto is loaded at run time by
+// @grpc/proto-loader.
 'use strict';
 
 const path = require('node:path');
@@ -108,6 +110,9 @@ async function main() {
     });
 
   const progress = () => {
+    // Under `node --expose-gc`, collect before each line: V8 grows its heap in steps while garbage piles
+    // up between major collections, which on a reused client looks like a leak for thousands of requests.
+    if (typeof global.gc === 'function') global.gc();
     const handles = process.getActiveResourcesInfo().length;
     const held = streams ? ` streams=${kept.length}` : '';
     console.log(`leaklab-progress ok=${counts.ok} failed=${counts.failed} handles=${handles}${held}`);

@@ -129,7 +129,7 @@ pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> 
                 VerdictKind::Leak
             }
             SlopeRule::Undecided(_) if risen_counter.is_some() => {
-                reasons.extend(risen_counter.map(|(name, test)| counter_rose(name, test, steps)));
+                reasons.extend(risen_counter.map(|(name, test)| counter_rose(name, test)));
                 VerdictKind::Leak
             }
             SlopeRule::Undecided(full) => {
@@ -152,7 +152,7 @@ pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> 
         reasons.push(Reason::ConnectionsRose { increases: connections.increases, steps });
     }
     for (name, test) in counters.iter().filter(|(_, test)| test.grows()) {
-        let rose = counter_rose(name, test, steps);
+        let rose = counter_rose(name, test);
         if !reasons.contains(&rose) {
             reasons.push(rose);
         }
@@ -198,7 +198,9 @@ pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> 
     }
 }
 
-fn counter_rose(name: &str, test: &SignTest, steps: u32) -> Reason {
+/// `steps` are the counter's own: a foreign client's counter may start after the first point.
+fn counter_rose(name: &str, test: &SignTest) -> Reason {
+    let steps = test.increases + test.decreases + test.unchanged;
     Reason::CounterRose { name: name.to_owned(), increases: test.increases, steps, p_value: test.p_value }
 }
 
