@@ -21,8 +21,13 @@ pub fn root() -> PathBuf {
 
 /// `target/<path>` of a peer in `peers/`, made by the Makefile's rule for it if missing or out of date.
 pub fn peer(path: &str) -> PathBuf {
-    static BUILT: Mutex<()> = Mutex::new(());
-    let _one_build_at_a_time = BUILT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // One build at a time across test processes too (nextest runs each test in its own): two `pip install`s
+    // into one venv break it.
+    std::fs::create_dir_all(root().join("target")).expect("creating target/");
+    let lock = std::fs::File::create(root().join("target/peers.lock")).expect("creating target/peers.lock");
+    // SAFETY: flock(2) on a file this function owns; the lock goes with the file when it is dropped.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "locking target/peers.lock: {}", std::io::Error::last_os_error());
     let built = Command::new("make")
         .arg("-s")
         .arg("-C")
