@@ -1,5 +1,6 @@
-//! Compiles `leaklab/v1/echo.proto` with protox (pure Rust), so building
-//! leaklab never needs a system `protoc`.
+//! Compiles `leaklab/v1/echo.proto`, and the part of gRPC's channelz service
+//! leaklab reads, with protox (pure Rust), so building leaklab never needs a
+//! system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "leaklab/v1/echo.proto";
@@ -15,5 +16,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // buffer with every request, and the server echoes it without a copy.
         .bytes(".")
         .compile_fds(descriptors)?;
+
+    let channelz = "grpc/channelz/v1/channelz.proto";
+    println!("cargo:rerun-if-changed={channelz}");
+    // The server too: tests answer as a runtime's channelz service would.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(protox::compile([channelz], ["."])?)?;
     Ok(())
 }

@@ -18,3 +18,10 @@ pub const ECHO_SERVICE_NAME: &str = "leaklab.v1.Echo";
 
 /// `echo.proto`'s encoded `FileDescriptorSet`, for clients that build messages from descriptors.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echo_descriptor_set.bin"));
+
+/// gRPC's channelz service (`grpc.channelz.v1`), the part leaklab reads: a
+/// process's channels, subchannels and sockets as its gRPC runtime counts them.
+#[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+pub mod channelz {
+    tonic::include_proto!("grpc.channelz.v1");
+}
