@@ -168,6 +168,12 @@ pub(crate) struct WatchArgs {
     #[arg(long = "own-code", value_name = "PREFIX", requires = "pprof")]
     pub(crate) own_code: Vec<String>,
 
+    /// The process's gRPC channelz service (HOST:PORT): its channels, subchannels and sockets, as its
+    /// gRPC runtime counts them, are read beside every sample. {channelz_addr} in it and in the command
+    /// becomes a free loopback HOST:PORT.
+    #[arg(long, value_name = "ADDR", value_parser = scenario::channelz_address)]
+    pub(crate) channelz: Option<String>,
+
     /// The command to start and watch, after `--`; it is stopped at the end if still running.
     #[arg(last = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,
@@ -212,6 +218,7 @@ impl WatchArgs {
         plan.pprof = self.pprof.clone();
         plan.own_code = self.own_code.clone();
         plan.warmup_requests = self.warmup_requests;
+        plan.channelz = self.channelz.clone();
         Ok(RunPlan::Foreign(Box::new(plan)))
     }
 

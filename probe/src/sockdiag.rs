@@ -113,15 +113,17 @@ pub fn time_wait_sockets(ports: &[u16]) -> io::Result<u64> {
 }
 
 /// The TCP sockets process `proc_` holds, counted by state: its socket
-/// inodes from `/proc/<pid>/fd`, looked up in a dump of every state.
-pub fn tcp_states_of(proc_: Proc) -> io::Result<BTreeMap<TcpState, u64>> {
+/// inodes from `/proc/<pid>/fd`, looked up in a dump of every state. Sockets
+/// on one of `side_ports` at the process's end are left out: its channelz or
+/// pprof server's, which leaklab itself connects to.
+pub fn tcp_states_of(proc_: Proc, side_ports: &[u16]) -> io::Result<BTreeMap<TcpState, u64>> {
     let inodes = socket_inodes(proc_)?;
     let mut states = BTreeMap::new();
     if inodes.is_empty() {
         return Ok(states);
     }
     for socket in tcp_sockets(&TcpState::ALL)? {
-        if inodes.contains(&socket.inode) {
+        if inodes.contains(&socket.inode) && !side_ports.contains(&socket.local_port) {
             *states.entry(socket.state).or_insert(0) += 1;
         }
     }
@@ -342,9 +344,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let states = tcp_states_of(Proc::Myself).unwrap();
+        let states = tcp_states_of(Proc::Myself, &[]).unwrap();
         assert!(states.get(&TcpState::Listen).copied().unwrap_or(0) >= 1, "{states:?}");
-        assert!(states.get(&TcpState::Established).copied().unwrap_or(0) >= 2, "{states:?}");
+        let established = states.get(&TcpState::Established).copied().unwrap_or(0);
+        assert!(established >= 2, "{states:?}");
+        // The listener's side of the connection is on its port: left out, as a channelz server's would be.
+        let side = tcp_states_of(Proc::Myself, &[listener.local_addr().unwrap().port()]).unwrap();
+        assert_eq!(side.get(&TcpState::Established).copied().unwrap_or(0), established - 1, "{side:?}");
+        assert_eq!(side.get(&TcpState::Listen).copied().unwrap_or(0) + 1, states[&TcpState::Listen], "{side:?}");
         drop((client, server));
     }
 }

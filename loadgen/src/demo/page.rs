@@ -220,6 +220,14 @@ fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>
         let detail = per_request.map(|n| format!("client · server; {n:+.2} per request")).unwrap_or_default();
         html += &figure("peak open streams", &value, &detail);
     }
+    if let Some(reading) = run.summary.client.channelz.as_ref().and_then(|c| c.last.as_ref()) {
+        let detail = format!(
+            "the client's gRPC runtime counted them: {} subchannels, {} sockets",
+            thousands(reading.subchannels),
+            thousands(reading.sockets)
+        );
+        html += &figure("channels open", &thousands(reading.channels), &detail);
+    }
     // A socket or two in TIME_WAIT is the readiness probe's; more is the chapter's own doing.
     if let Some(peak) = run.summary.lifecycle.time_wait.map(|tw| tw.peak).filter(|peak| *peak > 2) {
         html += &figure("TIME_WAIT peak", &thousands(peak), "closed sockets lingering for 60 s");

@@ -47,6 +47,9 @@ impl Exporter<RunConsole<'_>> for RunText {
         for (name, counter) in &s.client.counters {
             writeln!(out, "  client counter {name}: {}", words::counter(counter))?;
         }
+        if let Some(channelz) = words::channelz(s) {
+            writeln!(out, "  client {channelz}")?;
+        }
         if s.target.address.is_some() {
             let quantity = s.verdict.server.as_ref().map_or(Quantity::AllocatedBytes, |v| v.quantity);
             let server_growth = judged(

@@ -154,12 +154,19 @@ fn render(s: &Summary) -> String {
         }
     }
     if !s.client.counters.is_empty() {
-        let _ = writeln!(out, "\nReported by the client on its `leaklab-progress` lines:\n");
+        let from = match s.client.channelz {
+            Some(_) => "Reported by the client on its `leaklab-progress` lines, and read from its channelz service",
+            None => "Reported by the client on its `leaklab-progress` lines",
+        };
+        let _ = writeln!(out, "\n{from}:\n");
         let _ = writeln!(out, "| counter | start | end | peak | per request |\n|---|---:|---:|---:|---:|");
         for (name, c) in &s.client.counters {
             let slope = c.per_request.map_or_else(|| "n/a".to_owned(), |slope| format!("{slope:+.2}"));
             let _ = writeln!(out, "| `{name}` | {} | {} | {} | {slope} |", c.start, c.end, c.peak);
         }
+    }
+    if let Some(channelz) = words::channelz(s) {
+        let _ = writeln!(out, "\nThe client's {channelz}.");
     }
     if let Some(command) = s.command.as_ref().filter(|c| !c.tcp_states_at_end.is_empty()) {
         let states: Vec<String> = command.tcp_states_at_end.iter().map(|(state, n)| format!("{state} {n}")).collect();

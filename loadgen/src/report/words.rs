@@ -14,6 +14,51 @@ pub fn counter(c: &crate::summary::CounterSummary) -> String {
     format!("{} → {} (peak {}){slope}", c.start, c.end, c.peak)
 }
 
+/// What the client's channelz service counted last, in its runtime's words: `channelz: 2,000 channels to
+/// 127.0.0.1:41234 are open (2,000 ready), over 2,000 subchannels and 2,000 sockets`.
+pub fn channelz(s: &Summary) -> Option<String> {
+    use super::dashboard::thousands;
+    let channelz = s.client.channelz.as_ref()?;
+    let Some(reading) = &channelz.last else {
+        let why = channelz.first_error.as_deref().unwrap_or("no reading completed");
+        return Some(format!("channelz at {} gave no reading: {why}", channelz.address));
+    };
+    let plural = |n: u64, one: &str, many: &str| format!("{} {}", thousands(n), if n == 1 { one } else { many });
+    let mut targets: Vec<String> = reading
+        .targets
+        .iter()
+        .take(3)
+        .map(|t| {
+            let states: Vec<String> = t.states.iter().map(|(state, n)| format!("{} {state}", thousands(*n))).collect();
+            let target = if t.target.is_empty() { "an unnamed target".to_owned() } else { t.target.clone() };
+            format!("{} to {target} ({})", plural(t.channels, "channel", "channels"), states.join(", "))
+        })
+        .collect();
+    if reading.targets.len() > 3 {
+        targets.push(format!("{} more targets", reading.targets.len() - 3));
+    }
+    let open = match targets.len() {
+        0 => "no channel is open".to_owned(),
+        1 if reading.channels == 1 => format!("{} is open", targets[0]),
+        _ => format!("{} are open", targets.join(", ")),
+    };
+    let under = match reading.channels {
+        0 => String::new(),
+        _ => format!(
+            ", over {} and {}",
+            plural(reading.subchannels, "subchannel", "subchannels"),
+            plural(reading.sockets, "socket", "sockets")
+        ),
+    };
+    let failed = match channelz.failed_readings {
+        0 => String::new(),
+        n => {
+            format!("; {} failed: {}", plural(n, "reading", "readings"), channelz.first_error.as_deref().unwrap_or("?"))
+        }
+    };
+    Some(format!("channelz: {open}{under}{failed}"))
+}
+
 /// Whether the run's requests were streams: the stream policies, or a foreign client that reports a
 /// `streams` counter. A unary call is open too, for the instant it is in flight, and would only add noise
 /// to the reports' tables.
@@ -155,8 +200,12 @@ pub fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
 
 /// A counter's name as a sentence starts it: `Open streams`, `Goroutines`.
 fn counter_label(name: &str) -> String {
+    use crate::sample::channelz;
     match name {
         "streams" => "Open streams".to_owned(),
+        channelz::CHANNELS => "Channels counted by channelz".to_owned(),
+        channelz::SUBCHANNELS => "Subchannels counted by channelz".to_owned(),
+        channelz::SOCKETS => "Sockets counted by channelz".to_owned(),
         _ => {
             let mut chars = name.chars();
             chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()

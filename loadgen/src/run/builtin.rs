@@ -59,7 +59,8 @@ pub(super) async fn run(
     )
     .with_events(events)
     .with_sockets(
-        SocketWatch::start(ports, server.foreign_pid(), TIME_WAIT_EVERY).context("counting TIME_WAIT sockets")?,
+        SocketWatch::start(ports, server.foreign_pid(), Vec::new(), TIME_WAIT_EVERY)
+            .context("counting TIME_WAIT sockets")?,
     );
     if let Some(pid) = server.foreign_pid() {
         measure = measure.with_foreign_server(pid).with_context(|| format!("--server-pid {pid}"))?;

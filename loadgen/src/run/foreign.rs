@@ -24,12 +24,17 @@ use super::server::ServerSide;
 use crate::halt::StopReason;
 use crate::load::LoadCounters;
 use crate::report::RunDir;
-use crate::sample::{ForeignMeasure, Phase, ProfileFailure, Recording, SocketWatch};
+use crate::sample::{ChannelzSummary, ChannelzWatch, ForeignMeasure, Phase, ProfileFailure, Recording, SocketWatch};
 use crate::scenario::{ForeignClient, ForeignPlan};
 use crate::summary::{CommandInfo, Measured, Note, RunKind};
 
 /// The line a command prints to report its progress: `leaklab-progress ok=N failed=M`.
 pub const PROGRESS_PREFIX: &str = "leaklab-progress ";
+
+/// In a pprof URL or a command: a free loopback port for the client's pprof server.
+const PPROF_ADDR: &str = "{pprof_addr}";
+/// In a channelz address or a command: a free loopback port for the client's channelz server.
+const CHANNELZ_ADDR: &str = "{channelz_addr}";
 
 /// How long a started command gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -48,6 +53,8 @@ pub(super) struct Ended {
     pub(super) client_fds: Option<FdLimits>,
     /// The pprof base URL profiles were fetched from, `{pprof_addr}` filled in.
     pub(super) pprof: Option<String>,
+    /// What the client's channelz readings came to.
+    pub(super) channelz: Option<ChannelzSummary>,
 }
 
 /// What a summary is built from, for a foreign run that ended so.
@@ -83,17 +90,12 @@ pub(super) async fn run(
     let reported = Arc::new(AtomicBool::new(false));
     let malformed = Arc::new(Mutex::new(Malformed::default()));
     let mut copies = Vec::new();
-    // A free loopback port for the client's pprof server, when the scenario leaves it to leaklab.
-    let pprof_addr = match plan.pprof.as_ref().filter(|url| url.contains("{pprof_addr}")) {
-        Some(_) => Some(
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .context("finding a free port for {pprof_addr}")?
-                .to_string(),
-        ),
-        None => None,
-    };
-    let pprof = plan.pprof.as_ref().map(|url| url.replace("{pprof_addr}", pprof_addr.as_deref().unwrap_or_default()));
+    // Free loopback ports for the client's pprof and channelz servers, when the scenario leaves them to leaklab.
+    let pprof_addr = free_port_for(plan.pprof.as_deref(), PPROF_ADDR)?;
+    let pprof = plan.pprof.as_ref().map(|url| url.replace(PPROF_ADDR, pprof_addr.as_deref().unwrap_or_default()));
+    let channelz_addr = free_port_for(plan.channelz.as_deref(), CHANNELZ_ADDR)?;
+    let channelz =
+        plan.channelz.as_ref().map(|a| a.replace(CHANNELZ_ADDR, channelz_addr.as_deref().unwrap_or_default()));
     let (pid, mut child, argv) = match &plan.client {
         ForeignClient::Pid(pid) => {
             if !Proc::Pid(*pid).is_running() {
@@ -106,10 +108,16 @@ pub(super) async fn run(
                 Some(address) => argv.iter().map(|arg| arg.replace("{addr}", address)).collect(),
                 None => argv.clone(),
             };
-            let argv: Vec<String> = match &pprof_addr {
-                Some(pprof_addr) => argv.iter().map(|arg| arg.replace("{pprof_addr}", pprof_addr)).collect(),
-                None => argv,
-            };
+            let filled = [(PPROF_ADDR, &pprof_addr), (CHANNELZ_ADDR, &channelz_addr)];
+            let argv: Vec<String> = argv
+                .iter()
+                .map(|arg| {
+                    filled.iter().fold(arg.clone(), |arg, (placeholder, addr)| match addr {
+                        Some(addr) => arg.replace(placeholder, addr),
+                        None => arg,
+                    })
+                })
+                .collect();
             let (program, args) = argv.split_first().context("watch: no command given after --")?;
             let mut child = std::process::Command::new(program)
                 .args(args)
@@ -125,9 +133,20 @@ pub(super) async fn run(
     };
     let ports: Vec<u16> =
         server.address().and_then(|address| address.rsplit_once(':')?.1.parse().ok()).into_iter().collect();
-    let sockets =
-        Arc::new(SocketWatch::start(ports, Some(pid), plan.interval).context("watching the process's sockets")?);
-    let measure = ForeignMeasure::new(pid, Arc::clone(&sockets), server.take_control())
+    // leaklab's own connections to the process's pprof and channelz servers are not its connections.
+    let side_ports = [pprof.as_deref().and_then(url_port), channelz.as_deref().and_then(address_port)];
+    let side_ports = side_ports.into_iter().flatten().collect();
+    let sockets = Arc::new(
+        SocketWatch::start(ports, Some(pid), side_ports, plan.interval).context("watching the process's sockets")?,
+    );
+    let channelz = match &channelz {
+        Some(address) => Some(Arc::new(
+            ChannelzWatch::start(address, pid, plan.interval)
+                .with_context(|| format!("reading channelz at {address}"))?,
+        )),
+        None => None,
+    };
+    let measure = ForeignMeasure::new(pid, Arc::clone(&sockets), server.take_control(), channelz.clone())
         .with_context(|| format!("reading process {pid}"))?;
     let client_fds = procfs::fd_limits_of(Proc::Pid(pid)).ok();
     let recorder = sampling.record(Box::new(measure), Arc::clone(&counters), Some(plan.interval), plan.caps)?;
@@ -182,7 +201,31 @@ pub(super) async fn run(
         .map(|(state, count)| (state.name().to_owned(), count))
         .collect();
     let reported_progress = reported.load(Ordering::Relaxed);
-    Ok((recording, Ended { stopped_by, pid, argv, exit_code, reported_progress, tcp_states_at_end, client_fds, pprof }))
+    let channelz = channelz.map(|channelz| channelz.summary());
+    let ended =
+        Ended { stopped_by, pid, argv, exit_code, reported_progress, tcp_states_at_end, client_fds, pprof, channelz };
+    Ok((recording, ended))
+}
+
+/// A free loopback `HOST:PORT` when `setting` holds `placeholder`.
+fn free_port_for(setting: Option<&str>, placeholder: &str) -> anyhow::Result<Option<String>> {
+    if !setting.is_some_and(|setting| setting.contains(placeholder)) {
+        return Ok(None);
+    }
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").with_context(|| format!("finding a free port for {placeholder}"))?;
+    Ok(Some(listener.local_addr().with_context(|| format!("finding a free port for {placeholder}"))?.to_string()))
+}
+
+/// The port of `HOST:PORT`.
+fn address_port(address: &str) -> Option<u16> {
+    address.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The port of `http://HOST:PORT/…`.
+fn url_port(url: &str) -> Option<u16> {
+    let authority = url.strip_prefix("http://")?.split('/').next()?;
+    address_port(authority)
 }
 
 /// Fetches the client's profiles for `label` into the run directory (off the runtime: the GET blocks);

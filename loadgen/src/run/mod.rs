@@ -220,6 +220,9 @@ pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunO
             summary.notes.push(Note::HeapProfilesMissing);
         }
     }
+    if let Driven::Foreign { ended, .. } = &driven {
+        summary.client.channelz = ended.channelz.clone();
+    }
     if let Driven::Foreign { plan, ended } = &driven
         && let Some(url) = &ended.pprof
     {

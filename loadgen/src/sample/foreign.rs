@@ -1,10 +1,12 @@
 //! A process leaklab did not write, measured from outside: its RSS and
 //! threads from `/proc` files opened once, its fds from `/proc/<pid>/fd`, its
 //! connections from the kernel's socket table (beside the sampler), and the
-//! toy server over its side channel when the run started one. It has no
+//! toy server over its side channel when the run started one; with a channelz
+//! service, its channels as its gRPC runtime counts them. It has no
 //! allocator leaklab can read and cannot be brought to rest, so its samples
 //! are never checkpoints.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use leaklab_probe::control::ServerStats;
 use leaklab_probe::procfs::{self, Proc, ProcError, ProcFiles};
 use leaklab_probe::{Connections, ProcessSnapshot};
 
-use super::{Measure, NetworkSample, SocketWatch};
+use super::{ChannelzWatch, Measure, NetworkSample, SocketWatch};
 use crate::target::ServerControl;
 
 /// Measures process `pid` from outside.
@@ -22,13 +24,20 @@ pub struct ForeignMeasure {
     files: ProcFiles,
     sockets: Arc<SocketWatch>,
     server: Option<ServerControl>,
+    channelz: Option<Arc<ChannelzWatch>>,
 }
 
 impl ForeignMeasure {
     /// `sockets` counts `pid`'s connections (and TIME_WAIT towards the toy server's port, when there is one);
-    /// the run keeps a handle too, for the process's sockets by state at the end.
-    pub fn new(pid: u32, sockets: Arc<SocketWatch>, server: Option<ServerControl>) -> Result<Self, ProcError> {
-        Ok(Self { pid, files: ProcFiles::open(Proc::Pid(pid))?, sockets, server })
+    /// the run keeps a handle too, for the process's sockets by state at the end. `channelz` reads its
+    /// channelz service, whose counts every sample carries as counters.
+    pub fn new(
+        pid: u32,
+        sockets: Arc<SocketWatch>,
+        server: Option<ServerControl>,
+        channelz: Option<Arc<ChannelzWatch>>,
+    ) -> Result<Self, ProcError> {
+        Ok(Self { pid, files: ProcFiles::open(Proc::Pid(pid))?, sockets, server, channelz })
     }
 }
 
@@ -68,7 +77,11 @@ impl Measure for ForeignMeasure {
         NetworkSample { time_wait: self.sockets.latest().time_wait, reconnects: None, goaways_received: None }
     }
 
+    fn counters(&mut self) -> BTreeMap<String, u64> {
+        self.channelz.as_ref().map(|channelz| channelz.counters()).unwrap_or_default()
+    }
+
     fn side_busy(&self) -> Duration {
-        self.sockets.busy()
+        self.sockets.busy() + self.channelz.as_ref().map_or(Duration::ZERO, |channelz| channelz.busy())
     }
 }

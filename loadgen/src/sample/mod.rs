@@ -13,9 +13,11 @@
 //!   and reports are tested without a server.
 //!
 //! Socket states (TIME_WAIT, a foreign process's connections) are counted
-//! beside the sampler by a [`SocketWatch`], never on its path. A server's
+//! beside the sampler by a [`SocketWatch`], never on its path, and so is a
+//! foreign client's channelz service read ([`ChannelzWatch`]). A server's
 //! metrics endpoint ([`MetricsEndpoint`]) is scraped on it, once per sample.
 
+pub mod channelz;
 mod endpoint;
 mod foreign;
 mod live;
@@ -32,6 +34,7 @@ use leaklab_probe::procfs::ProcError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use channelz::{ChannelzReading, ChannelzSummary, ChannelzWatch};
 pub use endpoint::{MetricsEndpoint, Scrape, ScrapeError};
 pub use foreign::ForeignMeasure;
 pub use live::{ClientEventsProbe, LiveMeasure};
@@ -86,7 +89,9 @@ pub struct Sample {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_metrics: BTreeMap<String, f64>,
     /// The client's own counters, as its last `leaklab-progress` line reported them (`goroutines`,
-    /// `streams`…). Absent for the built-in client and for a client that reports none.
+    /// `streams`…), and with a channelz service read (`--channelz`), its latest reading's
+    /// `channelz_channels`, `channelz_subchannels` and `channelz_sockets`. Absent for the built-in client
+    /// and for a client that reports none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
 }
@@ -158,6 +163,10 @@ pub trait Measure: Send {
     /// Connection events and TIME_WAIT sockets now.
     fn network(&mut self) -> NetworkSample {
         NetworkSample::default()
+    }
+    /// Counters read from the client process besides those it reports itself (its channelz service's).
+    fn counters(&mut self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
     }
     /// A checkpoint at rest was just recorded, the first of `phase`'s: the profiles that could not
     /// be taken then.

@@ -154,6 +154,8 @@ impl Recorder {
                 let server = measure.server();
                 let server_metrics = measure.server_metrics();
                 let network = measure.network();
+                let mut reported = counters.reported();
+                reported.extend(measure.counters());
                 recording.busy += started.elapsed();
                 let sample = Sample {
                     elapsed_s: run_started.elapsed().as_secs_f64(),
@@ -165,7 +167,7 @@ impl Recorder {
                     settled: settle,
                     network,
                     server_metrics,
-                    counters: counters.reported(),
+                    counters: reported,
                 };
                 if recording.write_error.is_none()
                     && let Err(error) = write_line(&mut sink, &sample)

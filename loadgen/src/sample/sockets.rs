@@ -32,18 +32,20 @@ impl SocketReading {
     }
 }
 
-/// What the watch counts: TIME_WAIT towards `ports`, and the sockets of `process`.
+/// What the watch counts: TIME_WAIT towards `ports`, and the sockets of `process` but those on its
+/// `side_ports`.
 #[derive(Debug, Clone, Default)]
 struct Query {
     ports: Vec<u16>,
     process: Option<u32>,
+    side_ports: Vec<u16>,
 }
 
 impl Query {
     fn read(&self) -> SocketReading {
         SocketReading {
             time_wait: (!self.ports.is_empty()).then(|| sockdiag::time_wait_sockets(&self.ports).ok()).flatten(),
-            process: self.process.and_then(|pid| sockdiag::tcp_states_of(Proc::Pid(pid)).ok()),
+            process: self.process.and_then(|pid| sockdiag::tcp_states_of(Proc::Pid(pid), &self.side_ports).ok()),
         }
     }
 }
@@ -65,9 +67,15 @@ pub struct SocketWatch {
 impl SocketWatch {
     /// Counts TIME_WAIT towards `ports` and the sockets of `process` every
     /// `period`; the first reading is taken before this returns, so the first
-    /// sample has one.
-    pub fn start(ports: Vec<u16>, process: Option<u32>, period: Duration) -> std::io::Result<Self> {
-        let query = Query { ports, process };
+    /// sample has one. The process's sockets on its `side_ports` (a channelz
+    /// or pprof server leaklab reads) are not its connections.
+    pub fn start(
+        ports: Vec<u16>,
+        process: Option<u32>,
+        side_ports: Vec<u16>,
+        period: Duration,
+    ) -> std::io::Result<Self> {
+        let query = Query { ports, process, side_ports };
         let started = Instant::now();
         let first = query.read();
         let shared = Arc::new(Mutex::new(Shared { latest: first, busy: started.elapsed() }));
@@ -121,6 +129,7 @@ mod tests {
         let watch = SocketWatch::start(
             vec![listener.local_addr().unwrap().port()],
             Some(std::process::id()),
+            Vec::new(),
             Duration::from_millis(5),
         )
         .unwrap();
@@ -141,7 +150,7 @@ mod tests {
 
     #[test]
     fn without_ports_or_a_process_there_is_nothing_to_count() {
-        let watch = SocketWatch::start(Vec::new(), None, Duration::from_secs(60)).unwrap();
+        let watch = SocketWatch::start(Vec::new(), None, Vec::new(), Duration::from_secs(60)).unwrap();
         assert_eq!(watch.latest(), SocketReading::default());
         // Dropping it wakes the thread rather than waiting out the minute (a hang would fail the test run).
         drop(watch);

@@ -364,4 +364,9 @@ pub struct ExternalSection {
     /// With `pprof`: the client's own packages, as function name prefixes (`["main."]`); by default every
     /// function outside the Go runtime and standard library, gRPC, `golang.org/x/net` and protobuf.
     pub own_code: Option<Vec<String>>,
+    /// The client's gRPC channelz service, like `{channelz_addr}`: its channels, subchannels and sockets
+    /// as its gRPC runtime counts them are read beside every sample and kept as the counters
+    /// `channelz_channels`, `channelz_subchannels` and `channelz_sockets`. `{channelz_addr}` here and in
+    /// `command` becomes a free loopback HOST:PORT.
+    pub channelz: Option<String>,
 }

@@ -37,7 +37,7 @@ pub use plan::{
     QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins,
     Transport, Trust, VerdictPlan,
 };
-pub use values::{parse_duration, parse_size};
+pub use values::{channelz_address, parse_duration, parse_size};
 
 /// Defaults for keys a scenario file leaves out. Small on purpose: a run
 /// with no settings must be safe on a laptop.

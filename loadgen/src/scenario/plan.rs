@@ -79,6 +79,9 @@ pub struct ForeignPlan {
     pub pprof: Option<String>,
     /// Function name prefixes of the client's own code, for its call sites; empty: the default rule.
     pub own_code: Vec<String>,
+    /// The client's gRPC channelz service, `HOST:PORT`: its channels, subchannels and sockets are read
+    /// beside every sample. `{channelz_addr}` in it and in the command becomes a free loopback HOST:PORT.
+    pub channelz: Option<String>,
 }
 
 impl ForeignPlan {
@@ -112,6 +115,7 @@ impl ForeignPlan {
             caps: None,
             pprof: None,
             own_code: Vec::new(),
+            channelz: None,
         }
     }
 }

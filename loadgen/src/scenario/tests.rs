@@ -349,6 +349,29 @@ fn sizes_take_a_number_of_bytes_too() {
 }
 
 #[test]
+fn an_external_clients_channelz_is_an_address_or_leaklabs_free_port() {
+    let external = "description = \"d\"\n[external]\ncommand = [\"peer\", \"{channelz_addr}\"]\n";
+    let channelz = |value: &str| {
+        let text = format!("{external}channelz = \"{value}\"\n");
+        match parse(Path::new("x.toml"), &text, &Overrides::default()) {
+            Ok(RunPlan::Foreign(plan)) => Ok(plan.channelz.unwrap()),
+            Ok(RunPlan::Builtin(_)) => panic!("an external scenario"),
+            Err(error) => Err(error.to_string()),
+        }
+    };
+    assert_eq!(channelz("{channelz_addr}").unwrap(), "{channelz_addr}");
+    assert_eq!(channelz("127.0.0.1:9901").unwrap(), "127.0.0.1:9901");
+    assert_eq!(channelz("[::1]:9901").unwrap(), "[::1]:9901");
+    for bad in ["9901", "127.0.0.1", "127.0.0.1:port", ":9901", "127.0.0.1:0", "http://127.0.0.1:9901/"] {
+        let error = channelz(bad).unwrap_err();
+        assert!(
+            error.contains("x.toml:4: external.channelz: ") && error.contains("is not HOST:PORT"),
+            "{bad}: {error}"
+        );
+    }
+}
+
+#[test]
 fn an_external_scenario_refuses_what_only_the_built_in_client_has() {
     let external = "description = \"d\"\n[external]\ncommand = [\"peer\", \"{addr}\"]\n";
     let refused = |extra: &str| {
@@ -366,5 +389,6 @@ fn an_external_scenario_refuses_what_only_the_built_in_client_has() {
     };
     assert_eq!(plan.client, ForeignClient::Command(vec!["peer".into(), "{addr}".into()]));
     assert_eq!(plan.warmup, defaults::FOREIGN_WARMUP);
+    assert_eq!(plan.channelz, None);
     assert_eq!(plan.verdict.tolerance_bytes_per_second, defaults::TOLERANCE_BYTES_PER_SECOND);
 }

@@ -229,6 +229,13 @@ impl<'a> Validator<'a> {
                 pprof => pprof,
             },
             own_code: external.own_code.unwrap_or_default(),
+            channelz: match external.channelz {
+                Some(address) => Some(
+                    super::values::channelz_address(&address)
+                        .map_err(|reason| self.invalid("external.channelz", reason))?,
+                ),
+                None => None,
+            },
         })
     }
 

@@ -19,6 +19,21 @@ pub fn format_duration(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
 }
 
+/// Where a client serves channelz: `HOST:PORT`, or `{channelz_addr}` for a free loopback port that
+/// leaklab picks and puts into the client's command too.
+pub fn channelz_address(text: &str) -> Result<String, String> {
+    const PLACEHOLDER: &str = "{channelz_addr}";
+    let text = text.trim();
+    if text == PLACEHOLDER {
+        return Ok(text.to_owned());
+    }
+    let port = text.rsplit_once(':').filter(|(host, _)| !host.is_empty()).map(|(_, port)| port.parse::<u16>());
+    match port {
+        Some(Ok(port)) if port > 0 => Ok(text.to_owned()),
+        _ => Err(format!("{text:?} is not HOST:PORT (or {PLACEHOLDER}, a free loopback port leaklab picks)")),
+    }
+}
+
 /// A size like `300MiB`, `2GiB`, `512KB` or a plain number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();

@@ -328,6 +328,7 @@ impl ProcessSummary {
             threads: Span::of(snapshots.clone().filter_map(|s| s.threads)),
             streams: Span::of(snapshots.filter_map(|s| s.streams)),
             counters: BTreeMap::new(),
+            channelz: None,
         })
     }
 }

@@ -305,9 +305,14 @@ pub struct ProcessSummary {
     #[serde(default)]
     pub streams: Option<Span>,
     /// The counters a foreign client reported on its `leaklab-progress` lines (`goroutines`, `streams`…),
-    /// by name; `{}` when it reported none.
+    /// and those read from its channelz service (`channelz_channels`, `channelz_subchannels`,
+    /// `channelz_sockets`), by name; `{}` when there were none.
     #[serde(default)]
     pub counters: BTreeMap<String, CounterSummary>,
+    /// With `--channelz` (a scenario's `external.channelz`): the client's channels by target, as its gRPC
+    /// runtime's channelz service counted them last, and how the readings went; `null` without.
+    #[serde(default)]
+    pub channelz: Option<crate::sample::ChannelzSummary>,
 }
 
 /// A client's own counter over the run.
