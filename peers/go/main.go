@@ -82,6 +82,7 @@ func main() {
 	pprofListen := flag.String("pprof-listen", "", "modes app*: serve net/http/pprof on this loopback host:port")
 	memProfileRate := flag.Int("mem-profile-rate", 0, "modes app*: runtime.MemProfileRate, bytes per heap sample (0: Go's default)")
 	streamInterval := flag.Duration("stream-interval", 30*time.Second, "modes stream-*: the server sends on each stream this often")
+	channelzListen := flag.String("channelz-listen", "", "serve gRPC's channelz service on this loopback host:port (see channelz.go)")
 	flag.Parse()
 	switch *mode {
 	case "reused", "leak", "close", "stream-leak", "stream-cancel", "app", "app-fixed", "app-server":
@@ -96,6 +97,9 @@ func main() {
 	if *requests < 1 || *rate < 0 || *concurrency < 1 || *payloadBytes < 0 {
 		fmt.Fprintln(os.Stderr, "-requests and -concurrency must be positive, -rate and -payload-bytes 0 or more")
 		os.Exit(2)
+	}
+	if *channelzListen != "" {
+		serveChannelz(*channelzListen)
 	}
 	appMode := *mode == "app" || *mode == "app-fixed" || *mode == "app-server"
 	if appMode {

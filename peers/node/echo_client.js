@@ -13,7 +13,9 @@
 // requests (process.getActiveResourcesInfo()), and the stream modes add `streams=N`,
 // the calls held open. Run under `node --expose-gc`, it collects garbage before each line, so
 // that what stays resident is what the client holds. The proto is loaded at run time by
-// @grpc/proto-loader.
+// @grpc/proto-loader. With --channelz-listen it serves gRPC's channelz service (grpc-js's own)
+// on a side port, so that leaklab counts its channels, subchannels and sockets as grpc-js does;
+// grpc-js keeps that bookkeeping whether or not it is served.
 'use strict';
 
 const path = require('node:path');
@@ -33,6 +35,7 @@ function options() {
       hold: { type: 'string', default: '3' },
       'stream-interval': { type: 'string', default: '30' },
       proto: { type: 'string', default: path.join(__dirname, 'echo.proto') },
+      'channelz-listen': { type: 'string' },
     },
   });
   const numbers = { requests: Number(values.requests), rate: Number(values.rate), hold: Number(values.hold) };
@@ -48,7 +51,20 @@ function options() {
       throw new Error(`--${flag}: ${values[flag]} is not a positive number`);
     }
   }
+  const listen = values['channelz-listen'];
+  if (listen !== undefined && !/^(127\.0\.0\.1|localhost|\[::1\]):\d+$/.test(listen)) {
+    throw new Error(`--channelz-listen: ${listen} is not a loopback host:port`);
+  }
   return { ...values, ...numbers };
+}
+
+// Serves channelz on `listen` until the process exits.
+function serveChannelz(listen) {
+  const server = new grpc.Server();
+  server.addService(grpc.getChannelzServiceDefinition(), grpc.getChannelzHandlers());
+  return new Promise((resolve, reject) => {
+    server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve(server)));
+  });
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -60,6 +76,9 @@ async function main() {
   } catch (error) {
     console.error(error.message);
     return 2;
+  }
+  if (args['channelz-listen'] !== undefined) {
+    await serveChannelz(args['channelz-listen']);
   }
   const definition = protoLoader.loadSync(args.proto, { longs: Number, defaults: true });
   const Echo = grpc.loadPackageDefinition(definition).leaklab.v1.Echo;

@@ -13,7 +13,10 @@
 
 It prints `leaklab-progress ok=N failed=M` once a second on stdout, which
 `loadgen watch` reads to count requests, with `streams=N` (calls held open)
-in the stream modes. The stubs are generated from
+in the stream modes. With --channelz-listen it serves gRPC's channelz
+service (grpcio-channelz) on a side port, so that leaklab counts its
+channels, subchannels and sockets as gRPC C-core does; C-core keeps that
+bookkeeping whether or not it is served. The stubs are generated from
 proto/leaklab/v1/echo.proto by grpcio-tools when `make peers` runs.
 """
 
@@ -42,10 +45,14 @@ def main() -> int:
     parser.add_argument(
         "--stream-interval", type=float, default=30.0, help="seconds between a stream's messages (stream modes)"
     )
+    parser.add_argument("--channelz-listen", help="serve gRPC's channelz service on this loopback host:port")
     args = parser.parse_args()
     if args.requests < 1 or args.rate <= 0 or args.concurrency < 1:
         print("--requests, --rate and --concurrency must be positive", file=sys.stderr)
         return 2
+
+    # grpcio stops a server that is garbage-collected: this one is kept until main returns.
+    channelz_server = serve_channelz(args.channelz_listen) if args.channelz_listen else None
 
     request = echo_pb2.EchoRequest(payload=b"x" * 64)
     streams = args.mode.startswith("stream-")
@@ -111,7 +118,26 @@ def main() -> int:
     time.sleep(args.hold)
     done.set()
     progress()
+    if channelz_server:
+        channelz_server.stop(grace=None)
     return 0
+
+
+def serve_channelz(listen: str) -> grpc.Server:
+    """Serves channelz on `listen` (loopback only) for as long as the server returned is kept."""
+    from grpc_channelz.v1 import channelz
+
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"--channelz-listen {listen}: loopback only", file=sys.stderr)
+        sys.exit(2)
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    channelz.add_channelz_servicer(server)
+    if server.add_insecure_port(listen) == 0:
+        print(f"--channelz-listen {listen}: cannot listen", file=sys.stderr)
+        sys.exit(2)
+    server.start()
+    return server
 
 
 if __name__ == "__main__":
