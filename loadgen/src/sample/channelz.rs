@@ -55,6 +55,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// added about 40 KB to its 90 KB per `ClientConn`. With 4 channels every reading is a full sweep; with
 /// 2,000, one in 10 s is.
 const FULL_SWEEP_CHANNELS_PER_SECOND: f64 = 200.0;
+/// And a full sweep waits at least this many times as long as the last one took. Some runtimes answer
+/// slowly: grpcio's `grpcio-channelz` turns C-core's JSON into messages in Python, about 0.7 ms a
+/// channel, so listing `python-leak`'s 1,000 channels took 0.7 s; paced by channels alone, its readings
+/// kept the process answering a quarter of the time.
+const FULL_SWEEP_PACE: u32 = 50;
 /// A reading gives up beyond this many pages (a service that never says `end`).
 const MAX_PAGES: usize = 10_000;
 
@@ -115,7 +120,7 @@ pub struct ChannelzSummary {
 /// Why a reading failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelzError {
-    #[error("channelz at {address}: {call}: {status}")]
+    #[error("channelz at {address}: {call}: {}", said(status))]
     Call { address: String, call: &'static str, status: Box<tonic::Status> },
     #[error("channelz at {address}: GetTopChannels never said end after {pages} pages")]
     Endless { address: String, pages: usize },
@@ -342,6 +347,19 @@ impl ChannelzSource {
     }
 }
 
+/// A status as a sentence: its code, its message, and the error under it (`connection refused`).
+fn said(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        cause = error.source();
+        if cause.is_none() {
+            text += &format!(" ({error})");
+        }
+    }
+    text
+}
+
 fn state_name(state: channel_connectivity_state::State) -> &'static str {
     use channel_connectivity_state::State;
     match state {
@@ -398,7 +416,7 @@ impl ChannelzWatch {
                     let took = started.elapsed();
                     if let (Sweep::Full, Ok(reading)) = (sweep, &reading) {
                         let pause = reading.channels as f64 / FULL_SWEEP_CHANNELS_PER_SECOND;
-                        full_due = Instant::now() + Duration::from_secs_f64(pause);
+                        full_due = Instant::now() + Duration::from_secs_f64(pause).max(took * FULL_SWEEP_PACE);
                     }
                     if let Ok(mut shared) = shared.lock() {
                         shared.busy += took;
