@@ -78,6 +78,8 @@ pub struct Header {
     pub time_wait: bool,
     /// Whether to draw both ends' open streams (the stream policies).
     pub streams: bool,
+    /// With the streams: the toy server's limit of concurrent streams per connection, drawn as a line.
+    pub stream_limit: Option<u64>,
 }
 
 impl Header {
@@ -89,6 +91,7 @@ impl Header {
             events: summary.lifecycle.events.clone(),
             time_wait: summary.lifecycle.time_wait.is_some_and(|tw| tw.peak > tw.start.max(2)),
             streams: super::words::opened_streams(summary),
+            stream_limit: summary.plan.as_ref().and_then(|plan| plan.max_concurrent_streams),
         }
     }
 }
@@ -297,6 +300,14 @@ fn draw<DB: DrawingBackend>(
                 color,
                 dashed: label.starts_with("server"),
                 points: series(samples, |s| side(s).map(|n| n as f64)),
+            });
+        }
+        if let Some(limit) = header.stream_limit {
+            connections.push(Line {
+                label: format!("stream limit ({limit})").into(),
+                color: TIME_WAIT,
+                dashed: true,
+                points: series(samples, |_| Some(limit as f64)),
             });
         }
     }
@@ -649,6 +660,19 @@ mod tests {
         assert!(lines[0].label.starts_with("client goroutines"), "{}", lines[0].label);
         let svg = crate::report::to_string(&SvgPlot, &Report { summary, samples }).unwrap();
         assert!(svg.contains("Client counters and server metrics") && svg.contains("client goroutines"));
+    }
+
+    #[test]
+    fn open_streams_are_drawn_under_the_servers_stream_limit() {
+        let (mut summary, samples) = scripted_report();
+        summary.policy = Some("stream-leak".to_owned());
+        let svg =
+            crate::report::to_string(&SvgPlot, &Report { summary: summary.clone(), samples: samples.clone() }).unwrap();
+        assert!(svg.contains("client streams") && svg.contains("server streams"), "stream lines missing");
+        assert!(!svg.contains("stream limit"), "a limit the server does not have");
+        summary.plan.as_mut().expect("a built-in run's plan").max_concurrent_streams = Some(300);
+        let svg = crate::report::to_string(&SvgPlot, &Report { summary, samples }).unwrap();
+        assert!(svg.contains("stream limit (300)"), "the limit's line missing");
     }
 
     #[test]
