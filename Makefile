@@ -58,13 +58,20 @@ schema: build
 
 PEER_PYTHON := target/peers/python-venv/bin/python
 
-peers: target/peers/go-echo-client target/peers/python/echo_client.py target/peers/python/shop_server.py \
+peers: target/peers/go-echo-client target/peers/go-echo-client-channelz target/peers/python/echo_client.py target/peers/python/shop_server.py \
 	target/peers/node/echo_client.js
 
 target/peers/go-echo-client: $(wildcard peers/go/*.go)
 	scripts/install-peers.sh
 	mkdir -p target/peers
 	$(GO_ENV) go build -o $@ ./peers/go
+
+# The same client with grpc-go's channelz on and served (-channelz-listen), for the scenarios that read it;
+# channelz costs grpc-go memory per channel and some throughput, so the plain build keeps it off.
+target/peers/go-echo-client-channelz: $(wildcard peers/go/*.go)
+	scripts/install-peers.sh
+	mkdir -p target/peers
+	$(GO_ENV) go build -tags channelz -o $@ ./peers/go
 
 # grpcio from PyPI in a venv, stubs generated from the same proto.
 target/peers/python/echo_client.py: peers/python/echo_client.py peers/python/requirements.txt proto/leaklab/v1/echo.proto

@@ -37,7 +37,7 @@ fn requests(s: &serde_json::Value) -> u64 {
 
 #[test]
 fn grpc_go_counts_one_channel_subchannel_and_socket_per_leaked_client_conn() {
-    let peer = common::peer("target/peers/go-echo-client");
+    let peer = common::peer("target/peers/go-echo-client-channelz");
     let dir = tempfile::tempdir().unwrap();
     let command = format!(
         "[\"{}\", \"-addr\", \"{{addr}}\", \"-mode\", \"leak\", \"-requests\", \"300\", \"-rate\", \"200\", \

@@ -1,3 +1,6 @@
+//go:build channelz
+// +build channelz
+
 package main
 
 // -channelz-listen: gRPC's channelz service on a side port, so that leaklab
@@ -5,7 +8,10 @@ package main
 // channels, subchannels and sockets as grpc-go itself does. Importing the
 // service package turns channelz on for the whole process, in every mode:
 // each ClientConn, subchannel and transport then also keeps its channelz
-// entry and a trace of its last 30 events.
+// entry and a trace of its last 30 events, about 6.5 KB per leaked
+// ClientConn, and calls count themselves, about 4% of closed-loop
+// throughput. So it is built only with -tags channelz, into
+// go-echo-client-channelz; go-echo-client is plain grpc-go.
 
 import (
 	"fmt"
