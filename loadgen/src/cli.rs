@@ -213,6 +213,16 @@ impl WatchArgs {
         if let Some(url) = self.pprof.as_ref().filter(|url| !url.starts_with("http://")) {
             anyhow::bail!("--pprof {url:?}: expected http://HOST:PORT/debug/pprof");
         }
+        // A free port only helps a command leaklab starts, which is told it; a running process already listens.
+        for (flag, value, placeholder) in
+            [("--pprof", &self.pprof, "{pprof_addr}"), ("--channelz", &self.channelz, "{channelz_addr}")]
+        {
+            if self.pid.is_some() && value.as_ref().is_some_and(|value| value.contains(placeholder)) {
+                anyhow::bail!(
+                    "{flag}: {placeholder} is a port for a command leaklab starts; give --pid's own HOST:PORT"
+                );
+            }
+        }
         let mut plan =
             ForeignPlan::watch(name, description, client, self.duration, self.interval, self.warmup, tolerances);
         plan.pprof = self.pprof.clone();

@@ -74,6 +74,13 @@ fn bad_targets_are_usage_errors_that_name_the_flag() {
     let output = watch(&["--interval", "1ms", "--", "true"], dir.path());
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("--interval"), "{}", text(&output));
+    let output = watch(&["--channelz", "localhost", "--", "true"], dir.path());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("--channelz") && text(&output).contains("is not HOST:PORT"), "{}", text(&output));
+    let me = std::process::id().to_string();
+    let output = watch(&["--pid", &me, "--channelz", "{channelz_addr}"], dir.path());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("--channelz: {channelz_addr} is a port for a command"), "{}", text(&output));
 }
 
 #[test]

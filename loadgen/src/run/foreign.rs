@@ -131,8 +131,7 @@ pub(super) async fn run(
             (child.id(), Some(child), Some(argv))
         }
     };
-    let ports: Vec<u16> =
-        server.address().and_then(|address| address.rsplit_once(':')?.1.parse().ok()).into_iter().collect();
+    let ports: Vec<u16> = server.address().and_then(address_port).into_iter().collect();
     // leaklab's own connections to the process's pprof and channelz servers are not its connections.
     let side_ports = [pprof.as_deref().and_then(url_port), channelz.as_deref().and_then(address_port)];
     let side_ports = side_ports.into_iter().flatten().collect();

@@ -60,6 +60,8 @@ const FULL_SWEEP_CHANNELS_PER_SECOND: f64 = 200.0;
 /// channel, so listing `python-leak`'s 1,000 channels took 0.7 s; paced by channels alone, its readings
 /// kept the process answering a quarter of the time.
 const FULL_SWEEP_PACE: u32 = 50;
+/// After a failed reading, how long the process has to exit for the failure to be its end.
+const EXIT_GRACE: Duration = Duration::from_millis(300);
 /// A reading gives up beyond this many pages (a service that never says `end`).
 const MAX_PAGES: usize = 10_000;
 
@@ -418,6 +420,14 @@ impl ChannelzWatch {
                         let pause = reading.channels as f64 / FULL_SWEEP_CHANNELS_PER_SECOND;
                         full_due = Instant::now() + Duration::from_secs_f64(pause).max(took * FULL_SWEEP_PACE);
                     }
+                    // A process on its way out closes its channelz server first: a failure followed by its
+                    // exit is its end, not a failure.
+                    if reading.is_err() {
+                        let ended = !matches!(stopped.recv_timeout(EXIT_GRACE), Err(RecvTimeoutError::Timeout));
+                        if ended || !Proc::Pid(pid).is_running() {
+                            return;
+                        }
+                    }
                     if let Ok(mut shared) = shared.lock() {
                         shared.busy += took;
                         match reading {
@@ -425,7 +435,6 @@ impl ChannelzWatch {
                                 shared.readings += 1;
                                 shared.latest = Some(reading);
                             }
-                            Err(_) if !Proc::Pid(pid).is_running() => return,
                             Err(error) => {
                                 // Before its first answer, the process may not be listening yet.
                                 if shared.readings > 0 {
