@@ -24,9 +24,7 @@
 //! its 12.9 s.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use leaklab_probe::procfs::Proc;
@@ -37,6 +35,8 @@ use leaklab_proto::channelz::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
+
+use super::side::SideThread;
 
 /// The counters a reading gives every sample, by name.
 pub const CHANNELS: &str = "channelz_channels";
@@ -388,8 +388,7 @@ struct Shared {
 pub struct ChannelzWatch {
     address: String,
     shared: Arc<Mutex<Shared>>,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _thread: SideThread,
 }
 
 impl ChannelzWatch {
@@ -405,10 +404,9 @@ impl ChannelzWatch {
             ChannelzSource::new(address).map_err(std::io::Error::other)?
         };
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (stop, stopped) = mpsc::channel::<()>();
         let thread = {
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new().name("channelz-watch".into()).spawn(move || {
+            SideThread::spawn("channelz-watch", move |pause| {
                 let mut known = Known::default();
                 let mut full_due = Instant::now();
                 loop {
@@ -417,16 +415,13 @@ impl ChannelzWatch {
                     let reading = runtime.block_on(source.read(&mut known, sweep));
                     let took = started.elapsed();
                     if let (Sweep::Full, Ok(reading)) = (sweep, &reading) {
-                        let pause = reading.channels as f64 / FULL_SWEEP_CHANNELS_PER_SECOND;
-                        full_due = Instant::now() + Duration::from_secs_f64(pause).max(took * FULL_SWEEP_PACE);
+                        let rest = reading.channels as f64 / FULL_SWEEP_CHANNELS_PER_SECOND;
+                        full_due = Instant::now() + Duration::from_secs_f64(rest).max(took * FULL_SWEEP_PACE);
                     }
                     // A process on its way out closes its channelz server first: a failure followed by its
                     // exit is its end, not a failure.
-                    if reading.is_err() {
-                        let ended = !matches!(stopped.recv_timeout(EXIT_GRACE), Err(RecvTimeoutError::Timeout));
-                        if ended || !Proc::Pid(pid).is_running() {
-                            return;
-                        }
+                    if reading.is_err() && (!pause.wait(EXIT_GRACE) || !Proc::Pid(pid).is_running()) {
+                        return;
                     }
                     if let Ok(mut shared) = shared.lock() {
                         shared.busy += took;
@@ -444,13 +439,13 @@ impl ChannelzWatch {
                             }
                         }
                     }
-                    if !matches!(stopped.recv_timeout(period), Err(RecvTimeoutError::Timeout)) {
+                    if !pause.wait(period) {
                         return;
                     }
                 }
             })?
         };
-        Ok(Self { address: address.to_owned(), shared, stop: Some(stop), thread: Some(thread) })
+        Ok(Self { address: address.to_owned(), shared, _thread: thread })
     }
 
     /// The latest complete reading's counters; empty before the first one.
@@ -477,16 +472,6 @@ impl ChannelzWatch {
             failed_readings: shared.failed,
             first_error: shared.first_error.clone(),
             last: shared.latest.clone(),
-        }
-    }
-}
-
-impl Drop for ChannelzWatch {
-    fn drop(&mut self) {
-        // Dropping the sender wakes the thread at once; a reading under way ends within its calls' timeouts.
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

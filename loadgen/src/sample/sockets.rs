@@ -8,13 +8,13 @@
 //! reading delays the next reading, not the next sample.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use leaklab_probe::procfs::Proc;
 use leaklab_probe::sockdiag::{self, TcpState};
+
+use super::side::SideThread;
 
 /// The latest counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,8 +60,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct SocketWatch {
     shared: Arc<Mutex<Shared>>,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _thread: SideThread,
 }
 
 impl SocketWatch {
@@ -79,11 +78,10 @@ impl SocketWatch {
         let started = Instant::now();
         let first = query.read();
         let shared = Arc::new(Mutex::new(Shared { latest: first, busy: started.elapsed() }));
-        let (stop, stopped) = mpsc::channel::<()>();
         let thread = {
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new().name("socket-watch".into()).spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
+            SideThread::spawn("socket-watch", move |pause| {
+                while pause.wait(period) {
                     let started = Instant::now();
                     let reading = query.read();
                     let took = started.elapsed();
@@ -94,7 +92,7 @@ impl SocketWatch {
                 }
             })?
         };
-        Ok(Self { shared, stop: Some(stop), thread: Some(thread) })
+        Ok(Self { shared, _thread: thread })
     }
 
     /// The latest reading.
@@ -105,16 +103,6 @@ impl SocketWatch {
     /// Wall time the thread spent reading so far.
     pub fn busy(&self) -> Duration {
         self.shared.lock().map(|shared| shared.busy).unwrap_or_default()
-    }
-}
-
-impl Drop for SocketWatch {
-    fn drop(&mut self) {
-        // Dropping the sender wakes the thread at once.
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
