@@ -15,7 +15,7 @@ pub fn counter(c: &crate::summary::CounterSummary) -> String {
 }
 
 /// What the client's channelz service counted last, in its runtime's words: `channelz: 2,000 channels to
-/// 127.0.0.1:41234 are open (2,000 ready), over 2,000 subchannels and 2,000 sockets`.
+/// 127.0.0.1:41234 (2,000 ready) are open, over 2,000 subchannels and 2,000 sockets`.
 pub fn channelz(s: &Summary) -> Option<String> {
     use super::dashboard::thousands;
     let channelz = s.client.channelz.as_ref()?;
