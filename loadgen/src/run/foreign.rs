@@ -104,20 +104,18 @@ pub(super) async fn run(
             (*pid, None, None)
         }
         ForeignClient::Command(argv) => {
-            let argv: Vec<String> = match server.address() {
-                Some(address) => argv.iter().map(|arg| arg.replace("{addr}", address)).collect(),
-                None => argv.clone(),
-            };
-            let filled = [(PPROF_ADDR, &pprof_addr), (CHANNELZ_ADDR, &channelz_addr)];
-            let argv: Vec<String> = argv
-                .iter()
-                .map(|arg| {
-                    filled.iter().fold(arg.clone(), |arg, (placeholder, addr)| match addr {
-                        Some(addr) => arg.replace(placeholder, addr),
-                        None => arg,
-                    })
+            let filled = [
+                ("{addr}", server.address()),
+                (PPROF_ADDR, pprof_addr.as_deref()),
+                (CHANNELZ_ADDR, channelz_addr.as_deref()),
+            ];
+            let fill = |arg: &String| {
+                filled.iter().fold(arg.clone(), |arg, (placeholder, value)| match value {
+                    Some(value) => arg.replace(placeholder, value),
+                    None => arg,
                 })
-                .collect();
+            };
+            let argv: Vec<String> = argv.iter().map(fill).collect();
             let (program, args) = argv.split_first().context("watch: no command given after --")?;
             let mut child = std::process::Command::new(program)
                 .args(args)

@@ -349,17 +349,13 @@ impl ChannelzSource {
     }
 }
 
-/// A status as a sentence: its code, its message, and the error under it (`connection refused`).
+/// A status as a sentence: its code, its message, and the error at the root of it (`connection refused`).
 fn said(status: &tonic::Status) -> String {
-    let mut text = format!("{:?}: {}", status.code(), status.message());
-    let mut cause = std::error::Error::source(status);
-    while let Some(error) = cause {
-        cause = error.source();
-        if cause.is_none() {
-            text += &format!(" ({error})");
-        }
+    let text = format!("{:?}: {}", status.code(), status.message());
+    match crate::load::errors::chain(status).skip(1).last() {
+        Some(root) => format!("{text} ({root})"),
+        None => text,
     }
-    text
 }
 
 fn state_name(state: channel_connectivity_state::State) -> &'static str {
@@ -374,20 +370,11 @@ fn state_name(state: channel_connectivity_state::State) -> &'static str {
     }
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    latest: Option<ChannelzReading>,
-    readings: u64,
-    failed: u64,
-    first_error: Option<String>,
-    busy: Duration,
-}
-
 /// The thread that keeps the latest [`ChannelzReading`]. Dropping it stops the thread.
 #[derive(Debug)]
 pub struct ChannelzWatch {
-    address: String,
-    shared: Arc<Mutex<Shared>>,
+    /// What the readings came to so far, kept as they are taken.
+    shared: Arc<Mutex<ChannelzSummary>>,
     _thread: SideThread,
 }
 
@@ -403,7 +390,14 @@ impl ChannelzWatch {
             let _inside = runtime.enter();
             ChannelzSource::new(address).map_err(std::io::Error::other)?
         };
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(ChannelzSummary {
+            address: address.to_owned(),
+            readings: 0,
+            reading_s: 0.0,
+            failed_readings: 0,
+            first_error: None,
+            last: None,
+        }));
         let thread = {
             let shared = Arc::clone(&shared);
             SideThread::spawn("channelz-watch", move |pause| {
@@ -424,16 +418,16 @@ impl ChannelzWatch {
                         return;
                     }
                     if let Ok(mut shared) = shared.lock() {
-                        shared.busy += took;
+                        shared.reading_s += took.as_secs_f64();
                         match reading {
                             Ok(reading) => {
                                 shared.readings += 1;
-                                shared.latest = Some(reading);
+                                shared.last = Some(reading);
                             }
                             Err(error) => {
                                 // Before its first answer, the process may not be listening yet.
                                 if shared.readings > 0 {
-                                    shared.failed += 1;
+                                    shared.failed_readings += 1;
                                 }
                                 shared.first_error.get_or_insert(error.to_string());
                             }
@@ -445,34 +439,26 @@ impl ChannelzWatch {
                 }
             })?
         };
-        Ok(Self { address: address.to_owned(), shared, _thread: thread })
+        Ok(Self { shared, _thread: thread })
     }
 
     /// The latest complete reading's counters; empty before the first one.
     pub fn counters(&self) -> BTreeMap<String, u64> {
-        self.shared
-            .lock()
-            .ok()
-            .and_then(|shared| shared.latest.as_ref().map(ChannelzReading::counters))
-            .unwrap_or_default()
+        self.locked().last.as_ref().map(ChannelzReading::counters).unwrap_or_default()
     }
 
     /// Wall time the thread spent reading so far.
     pub fn busy(&self) -> Duration {
-        self.shared.lock().map(|shared| shared.busy).unwrap_or_default()
+        Duration::from_secs_f64(self.locked().reading_s)
     }
 
     /// What the readings came to so far.
     pub fn summary(&self) -> ChannelzSummary {
-        let shared = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        ChannelzSummary {
-            address: self.address.clone(),
-            readings: shared.readings,
-            reading_s: shared.busy.as_secs_f64(),
-            failed_readings: shared.failed,
-            first_error: shared.first_error.clone(),
-            last: shared.latest.clone(),
-        }
+        self.locked().clone()
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, ChannelzSummary> {
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
