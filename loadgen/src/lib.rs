@@ -13,6 +13,7 @@
 //! Lower modules never import higher ones: `scenario`, `stats`, `halt` and
 //! `heap` import no other module of the crate (a test checks the graph).
 
+pub mod attack;
 pub mod baseline;
 pub mod call;
 pub mod compare;

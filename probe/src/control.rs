@@ -93,12 +93,28 @@ pub struct ServerLifecycle {
     pub closed_after_age_grace: u64,
     /// Client pings that came sooner than the enforcement policy allows.
     pub ping_strikes: u64,
+    /// Streams reset because their request had not arrived in full within `request_timeout`, or because
+    /// `max_incomplete_requests` needed room for a newer one.
+    #[serde(default)]
+    pub streams_reset_incomplete: u64,
+    /// Streams reset because their response waited behind a closed flow-control window for
+    /// `unread_response_timeout`, or because the connection's or the server's unread-response bound needed room.
+    #[serde(default)]
+    pub responses_reset_unread: u64,
+    /// Connections closed at once because `max_connections` were already open.
+    #[serde(default)]
+    pub connections_refused: u64,
 }
 
 impl ServerLifecycle {
     /// Connections the server ended by itself: idle, aged, or pinging too often.
     pub fn reaped(&self) -> u64 {
         self.goaway_max_idle + self.goaway_max_age + self.goaway_too_many_pings
+    }
+
+    /// Streams, responses and connections the server's limits ended.
+    pub fn limited(&self) -> u64 {
+        self.streams_reset_incomplete + self.responses_reset_unread + self.connections_refused
     }
 }
 

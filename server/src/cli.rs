@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use leaklab_server::tls::{self, TlsFiles};
-use leaklab_server::{KeepalivePolicy, ServerConfig};
+use leaklab_server::limits::Setting;
+use leaklab_server::{KeepalivePolicy, Limits, ServerConfig};
+
+/// Where `--help` lists what one client may make the server hold.
+const LIMITS: &str = "Limits on what one client can make the server hold";
 
 /// The toy leaklab.v1.Echo gRPC server (with grpc.health.v1.Health).
 ///
@@ -30,9 +34,39 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_message_size: u32,
 
-    /// HTTP/2 max concurrent streams per connection (default: no limit, as in tonic).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) max_concurrent_streams: Option<u32>,
+    /// HTTP/2 max concurrent streams per connection, or `off` (tonic's default: no limit).
+    #[arg(long, default_value = "1000", value_name = "N|off", help_heading = LIMITS)]
+    pub(crate) max_concurrent_streams: Setting<u32>,
+
+    /// Connections open at once; beyond it, a new connection is closed as soon as it is accepted.
+    #[arg(long, default_value = "off", value_name = "N|off", help_heading = LIMITS)]
+    pub(crate) max_connections: Setting<u32>,
+
+    /// Reset a stream whose request has not arrived in full (END_STREAM) this long after its headers.
+    #[arg(long, default_value = "5s", value_name = "DURATION|off", help_heading = LIMITS)]
+    pub(crate) request_timeout: Setting<Duration>,
+
+    /// Requests still arriving, over all connections; beyond it, the oldest one's stream is reset.
+    #[arg(long, default_value = "1000", value_name = "N|off", help_heading = LIMITS)]
+    pub(crate) max_incomplete_requests: Setting<u32>,
+
+    /// Reset a stream whose response has waited this long behind a closed flow-control window.
+    #[arg(long, default_value = "10s", value_name = "DURATION|off", help_heading = LIMITS)]
+    pub(crate) unread_response_timeout: Setting<Duration>,
+
+    /// Response bytes one connection may have waiting for flow-control window (each waiting response
+    /// counts 16 KiB more for its stream); beyond it, the connection's oldest waiting response is reset.
+    #[arg(long, default_value = "16777216", value_name = "BYTES|off", help_heading = LIMITS)]
+    pub(crate) max_unread_response_bytes: Setting<u64>,
+
+    /// The same bound over all connections; beyond it, the oldest waiting response anywhere is reset.
+    #[arg(long, default_value = "67108864", value_name = "BYTES|off", help_heading = LIMITS)]
+    pub(crate) max_unread_response_bytes_total: Setting<u64>,
+
+    /// Hand a request's bytes to the decoder as they come, which reserves the length a message's
+    /// prefix declares before its bytes arrive (tonic's way), instead of gathering each message first.
+    #[arg(long, help_heading = LIMITS)]
+    pub(crate) trust_length_prefix: bool,
 
     /// GOAWAY and close a connection with no RPC in flight for this long, e.g. `2s`
     /// (grpc-go's MaxConnectionIdle; default: never).
@@ -113,7 +147,7 @@ impl Cli {
         };
         Ok(ServerConfig {
             max_message_bytes: self.max_message_size as usize,
-            max_concurrent_streams: self.max_concurrent_streams,
+            limits: self.limits(),
             keepalive: KeepalivePolicy {
                 max_connection_idle: self.max_connection_idle,
                 max_connection_age: self.max_connection_age,
@@ -126,6 +160,19 @@ impl Cli {
             preface_timeout: self.preface_timeout,
             tls,
         })
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_concurrent_streams: self.max_concurrent_streams.0,
+            max_connections: self.max_connections.0,
+            request_timeout: self.request_timeout.0,
+            max_incomplete_requests: self.max_incomplete_requests.0,
+            unread_response_timeout: self.unread_response_timeout.0,
+            max_unread_response_bytes: self.max_unread_response_bytes.0,
+            max_unread_response_bytes_total: self.max_unread_response_bytes_total.0,
+            gather_messages: !self.trust_length_prefix,
+        }
     }
 
     /// Refuses a non-loopback --listen without --allow-remote.
@@ -177,6 +224,22 @@ mod tests {
         let metrics = Cli::try_parse_from(["leaklab-server", "--metrics-listen", "0.0.0.0:9090"]).unwrap();
         let err = metrics.check_listen().unwrap_err();
         assert!(err.starts_with("--metrics-listen 0.0.0.0:9090: not a loopback address"), "{err}");
+    }
+
+    #[test]
+    fn the_limits_default_to_the_libraries_and_their_args_read_back() {
+        let cli = Cli::try_parse_from(["leaklab-server"]).unwrap();
+        assert_eq!(cli.limits(), Limits::default(), "the flags' defaults are the library's");
+        let mut limits = Limits::unlimited();
+        limits.request_timeout = Some(Duration::from_millis(1_500));
+        limits.max_connections = Some(7);
+        let args = limits.args();
+        let cli = Cli::try_parse_from(std::iter::once("leaklab-server".to_owned()).chain(args)).unwrap();
+        assert_eq!(cli.limits(), limits);
+        let err = Cli::try_parse_from(["leaklab-server", "--max-concurrent-streams", "0"]).unwrap_err();
+        assert!(err.to_string().contains("write `off` for no limit"), "{err}");
+        let err = Cli::try_parse_from(["leaklab-server", "--request-timeout", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("--request-timeout") && err.to_string().contains("not a duration"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod activity;
 pub mod frames;
 pub mod keepalive;
 mod lifecycle;
+pub mod limits;
 pub mod metrics_endpoint;
 mod policed;
 mod preface;
@@ -35,7 +36,8 @@ use tonic::{Request, Response, Status};
 
 pub use activity::ConnActivity;
 pub use keepalive::KeepalivePolicy;
-pub use lifecycle::{GoawayReason, Lifecycle, ServerLifecycle};
+pub use lifecycle::{GoawayReason, Lifecycle, LimitHit, ServerLifecycle};
+pub use limits::Limits;
 pub use policed::PolicedIo;
 pub use preface::PrefaceDeadline;
 
@@ -48,8 +50,8 @@ pub const MAX_DELAY_MS: u32 = 60_000;
 pub struct ServerConfig {
     /// Largest message, in bytes, the server decodes or encodes.
     pub max_message_bytes: usize,
-    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (`None`: no limit, tonic's default).
-    pub max_concurrent_streams: Option<u32>,
+    /// What one client may make the server hold: streams, waiting requests and responses, connections.
+    pub limits: Limits,
     /// Idle and age limits, server pings and the client ping policy.
     pub keepalive: KeepalivePolicy,
     /// A connection that has not sent the HTTP/2 preface this long after it was accepted is closed
@@ -63,7 +65,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: 4 << 20,
-            max_concurrent_streams: None,
+            limits: Limits::default(),
             keepalive: KeepalivePolicy::default(),
             preface_timeout: Duration::from_secs(10),
             tls: None,
@@ -211,6 +213,7 @@ impl Echo for EchoService {
 struct CountedIncoming {
     listener: TcpListener,
     metrics: ServerMetrics,
+    max_connections: Option<u32>,
     preface_timeout: Duration,
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -231,6 +234,12 @@ impl Stream for CountedIncoming {
             }
             match std::task::ready!(self.listener.poll_accept(cx)) {
                 Ok((stream, peer)) => {
+                    let full = self.max_connections.is_some_and(|max| self.metrics.connections.counts().open >= max.into());
+                    if full {
+                        self.metrics.lifecycle.limit_hit(LimitHit::ConnectionRefused);
+                        drop(stream);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let stream = PrefaceDeadline::new(stream, self.preface_timeout);
                     return Poll::Ready(Some((self.metrics.connections.track(stream), peer)));
@@ -287,18 +296,25 @@ pub async fn serve(
     let service = tower::util::MapResponse::new(routes, oversized_is_resource_exhausted as fn(_) -> _);
 
     let policy = config.keepalive;
-    let mut http2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let ledger = limits::Ledger::new(config.limits, config.max_message_bytes, metrics.lifecycle.clone());
+    let sweeper = ledger.sweeper();
+    let mut http2 = hyper::server::conn::http2::Builder::new(limits::StreamExecutor);
     http2
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_concurrent_streams(config.limits.max_concurrent_streams)
         .keep_alive_interval(policy.keepalive_time);
     if let Some(timeout) = policy.keepalive_timeout {
         http2.keep_alive_timeout(timeout);
     }
 
     let (drain, draining) = tokio::sync::watch::channel(false);
-    let mut incoming =
-        CountedIncoming { listener, metrics: metrics.clone(), preface_timeout: config.preface_timeout, backoff: None };
+    let mut incoming = CountedIncoming {
+        listener,
+        metrics: metrics.clone(),
+        max_connections: config.limits.max_connections,
+        preface_timeout: config.preface_timeout,
+        backoff: None,
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -311,7 +327,7 @@ pub async fn serve(
                     peer,
                     draining: draining.clone(),
                 };
-                let (service, http2) = (service.clone(), http2.clone());
+                let (service, http2) = (ledger.limit(service.clone()), http2.clone());
                 match config.tls.clone() {
                     None => tokio::spawn(connection.serve(io, service, http2)),
                     Some(tls) => {
@@ -340,6 +356,9 @@ pub async fn serve(
     drop(draining);
     let _ = drain.send(true);
     drain.closed().await;
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
 }
 
 /// One accepted connection and the limits it is served under.
@@ -410,7 +429,7 @@ impl Connection {
     }
 }
 
-type Http2Builder = hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>;
+type Http2Builder = hyper::server::conn::http2::Builder<limits::StreamExecutor>;
 
 async fn sleep_or_never(duration: Option<Duration>) {
     match duration {

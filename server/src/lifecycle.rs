@@ -48,6 +48,20 @@ struct Counters {
     goaway_protocol_error: AtomicU64,
     closed_after_age_grace: AtomicU64,
     ping_strikes: AtomicU64,
+    streams_reset_incomplete: AtomicU64,
+    responses_reset_unread: AtomicU64,
+    connections_refused: AtomicU64,
+}
+
+/// Which of the server's limits ended a stream or a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// A request that had not arrived in full in time, or the oldest of too many.
+    IncompleteRequest,
+    /// A response stuck behind a closed flow-control window too long, or the oldest of too many bytes.
+    UnreadResponse,
+    /// A connection beyond `max_connections`.
+    ConnectionRefused,
 }
 
 impl Lifecycle {
@@ -75,6 +89,16 @@ impl Lifecycle {
         self.0.ping_strikes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one stream or connection a limit ended (not logged: an attack hits them by the thousand).
+    pub fn limit_hit(&self, hit: LimitHit) {
+        let counter = match hit {
+            LimitHit::IncompleteRequest => &self.0.streams_reset_incomplete,
+            LimitHit::UnreadResponse => &self.0.responses_reset_unread,
+            LimitHit::ConnectionRefused => &self.0.connections_refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn counts(&self) -> ServerLifecycle {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         ServerLifecycle {
@@ -84,6 +108,9 @@ impl Lifecycle {
             goaway_protocol_error: load(&self.0.goaway_protocol_error),
             closed_after_age_grace: load(&self.0.closed_after_age_grace),
             ping_strikes: load(&self.0.ping_strikes),
+            streams_reset_incomplete: load(&self.0.streams_reset_incomplete),
+            responses_reset_unread: load(&self.0.responses_reset_unread),
+            connections_refused: load(&self.0.connections_refused),
         }
     }
 }

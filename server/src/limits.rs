@@ -1,0 +1,778 @@
+//! Bounds on what any one client can make the server hold.
+//!
+//! Without them, three kinds of client grow the server's memory as far as
+//! they care to push it: streams whose request never arrives in full,
+//! responses nobody reads (a closed flow-control window pins each one in the
+//! server), and messages whose length prefix declares megabytes that never
+//! come (tonic reserves the declared length at once). Each limit here ends
+//! the streams that hold memory past it, oldest first, and counts them.
+//!
+//! A stream is ended by dropping the task hyper spawned for it: h2 then resets
+//! the stream (RST_STREAM CANCEL) and frees what it buffered for it.
+//! [`StreamExecutor`] spawns those tasks with an abort switch each, and the
+//! service finds its stream's switch in a task-local.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::lifecycle::{LimitHit, Lifecycle};
+
+/// What one client may make the server hold. `None` turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection.
+    pub max_concurrent_streams: Option<u32>,
+    /// Connections open at once; beyond it, a new connection is closed as soon as it is accepted.
+    pub max_connections: Option<u32>,
+    /// A request must have arrived in full (END_STREAM) this long after its headers, or its stream is reset.
+    pub request_timeout: Option<Duration>,
+    /// Requests still arriving, over all connections; beyond it, the oldest one's stream is reset.
+    pub max_incomplete_requests: Option<u32>,
+    /// A response whose next bytes wait this long behind a closed flow-control window is reset.
+    pub unread_response_timeout: Option<Duration>,
+    /// Response bytes one connection may have waiting for flow-control window; beyond it, the
+    /// connection's oldest waiting response is reset. Each waiting response counts
+    /// [`STREAM_BYTES`] more, for the stream that holds it.
+    pub max_unread_response_bytes: Option<u64>,
+    /// The same bound over all connections.
+    pub max_unread_response_bytes_total: Option<u64>,
+    /// Gather a request message as its bytes arrive and hand it on whole; `false` hands the bytes
+    /// on at once, and tonic reserves the length the message's prefix declares before its bytes come.
+    pub gather_messages: bool,
+}
+
+/// What a waiting response's stream costs the server besides its bytes: h2's
+/// stream state, hyper's task and tonic's call (about 14 KB measured).
+pub const STREAM_BYTES: u64 = 16 << 10;
+
+/// Response bytes handed to hyper at a time, so that what h2 buffers beyond
+/// the peer's window stays small and the rest waits where the limits see it.
+const RESPONSE_CHUNK: usize = 16 << 10;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: Some(1_000),
+            max_connections: None,
+            request_timeout: Some(Duration::from_secs(5)),
+            max_incomplete_requests: Some(1_000),
+            unread_response_timeout: Some(Duration::from_secs(10)),
+            max_unread_response_bytes: Some(16 << 20),
+            max_unread_response_bytes_total: Some(64 << 20),
+            gather_messages: true,
+        }
+    }
+}
+
+impl Limits {
+    /// Every limit off, as tonic and hyper serve by default.
+    pub fn unlimited() -> Self {
+        Self {
+            max_concurrent_streams: None,
+            max_connections: None,
+            request_timeout: None,
+            max_incomplete_requests: None,
+            unread_response_timeout: None,
+            max_unread_response_bytes: None,
+            max_unread_response_bytes_total: None,
+            gather_messages: false,
+        }
+    }
+
+    /// How often timed-out streams are looked for: often enough to act within an eighth of the
+    /// shortest time limit; never, without one.
+    fn sweep_period(&self) -> Option<Duration> {
+        let shortest = [self.request_timeout, self.unread_response_timeout].into_iter().flatten().min()?;
+        Some((shortest / 8).clamp(Duration::from_millis(5), Duration::from_millis(250)))
+    }
+}
+
+/// A limit as written on the command line: its value, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting<T>(pub Option<T>);
+
+/// A value a [`Setting`] holds, read and written as the command line has it.
+pub trait SettingValue: Sized {
+    fn parse(text: &str) -> Result<Self, String>;
+    fn write(&self) -> String;
+}
+
+impl SettingValue for Duration {
+    fn parse(text: &str) -> Result<Self, String> {
+        humantime::parse_duration(text).map_err(|error| format!("{text:?} is not a duration like \"5s\" ({error})"))
+    }
+    fn write(&self) -> String {
+        humantime::format_duration(*self).to_string()
+    }
+}
+
+macro_rules! counted_setting {
+    ($($ty:ty),*) => {$(
+        impl SettingValue for $ty {
+            fn parse(text: &str) -> Result<Self, String> {
+                match text.parse::<$ty>() {
+                    Ok(0) => Err("0 would refuse everything; write `off` for no limit".to_owned()),
+                    Ok(value) => Ok(value),
+                    Err(_) => Err(format!("{text:?} is not a whole number")),
+                }
+            }
+            fn write(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+counted_setting!(u32, u64);
+
+impl<T: SettingValue> std::str::FromStr for Setting<T> {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "off" => Ok(Setting(None)),
+            text => T::parse(text).map(|value| Setting(Some(value))),
+        }
+    }
+}
+
+impl<T: SettingValue> std::fmt::Display for Setting<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => f.write_str(&value.write()),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl Limits {
+    /// The `leaklab-server` flags that set every limit to these values.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut set = |flag: &str, value: String| args.extend([flag.to_owned(), value]);
+        set("--max-concurrent-streams", Setting(self.max_concurrent_streams).to_string());
+        set("--max-connections", Setting(self.max_connections).to_string());
+        set("--request-timeout", Setting(self.request_timeout).to_string());
+        set("--max-incomplete-requests", Setting(self.max_incomplete_requests).to_string());
+        set("--unread-response-timeout", Setting(self.unread_response_timeout).to_string());
+        set("--max-unread-response-bytes", Setting(self.max_unread_response_bytes).to_string());
+        set("--max-unread-response-bytes-total", Setting(self.max_unread_response_bytes_total).to_string());
+        if !self.gather_messages {
+            args.push("--trust-length-prefix".to_owned());
+        }
+        args
+    }
+}
+
+/// A switch that ends one stream's task.
+#[derive(Debug, Default)]
+struct AbortSwitch(Notify);
+
+impl AbortSwitch {
+    fn pull(&self) {
+        // A stored permit: the task ends even if it is not waiting on the switch right now.
+        self.0.notify_one();
+    }
+}
+
+tokio::task_local! {
+    static STREAM_SWITCH: Arc<AbortSwitch>;
+}
+
+/// hyper's executor for stream tasks: tokio's, with an abort switch per task.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StreamExecutor;
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        let switch = Arc::new(AbortSwitch::default());
+        let pulled = Arc::clone(&switch);
+        tokio::spawn(STREAM_SWITCH.scope(switch, async move {
+            tokio::select! {
+                biased;
+                () = pulled.0.notified() => {}
+                _ = stream => {}
+            }
+        }));
+    }
+}
+
+/// Which limit an entry of the ledger counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Request,
+    Response,
+}
+
+#[derive(Debug)]
+struct Entry {
+    connection: u64,
+    since: Instant,
+    bytes: u64,
+    switch: Arc<AbortSwitch>,
+}
+
+/// Streams holding memory while they wait, oldest first (ids only grow).
+#[derive(Debug, Default)]
+struct Held {
+    next_id: u64,
+    requests: BTreeMap<u64, Entry>,
+    responses: BTreeMap<u64, Entry>,
+    response_bytes: u64,
+    /// Per connection: its waiting responses and their bytes.
+    responses_by_connection: HashMap<u64, (BTreeSet<u64>, u64)>,
+}
+
+impl Held {
+    fn remove(&mut self, waiting: Waiting, id: u64) -> Option<Entry> {
+        match waiting {
+            Waiting::Request => self.requests.remove(&id),
+            Waiting::Response => {
+                let entry = self.responses.remove(&id)?;
+                self.response_bytes -= entry.bytes;
+                if let Some((ids, bytes)) = self.responses_by_connection.get_mut(&entry.connection) {
+                    ids.remove(&id);
+                    *bytes -= entry.bytes;
+                    if ids.is_empty() {
+                        self.responses_by_connection.remove(&entry.connection);
+                    }
+                }
+                Some(entry)
+            }
+        }
+    }
+}
+
+/// The server-wide account of streams that wait, and the limits that end them.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    limits: Limits,
+    max_message_bytes: usize,
+    lifecycle: Lifecycle,
+    held: Mutex<Held>,
+    connections: AtomicU64,
+}
+
+impl Ledger {
+    pub(crate) fn new(limits: Limits, max_message_bytes: usize, lifecycle: Lifecycle) -> Arc<Self> {
+        Arc::new(Self { limits, max_message_bytes, lifecycle, held: Mutex::default(), connections: AtomicU64::new(0) })
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The service for one new connection.
+    pub(crate) fn limit<S>(self: &Arc<Self>, inner: S) -> Limited<S> {
+        Limited { inner, ledger: Arc::clone(self), connection: self.connections.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    /// Ends the stream and counts it.
+    fn end(&self, waiting: Waiting, entry: Entry) {
+        entry.switch.pull();
+        let hit = match waiting {
+            Waiting::Request => LimitHit::IncompleteRequest,
+            Waiting::Response => LimitHit::UnreadResponse,
+        };
+        self.lifecycle.limit_hit(hit);
+    }
+
+    fn hold_request(&self, connection: u64, switch: Arc<AbortSwitch>) -> u64 {
+        let mut ended = Vec::new();
+        let id = {
+            let mut held = self.held();
+            let id = held.next_id;
+            held.next_id += 1;
+            held.requests.insert(id, Entry { connection, since: Instant::now(), bytes: 0, switch });
+            if let Some(max) = self.limits.max_incomplete_requests {
+                while held.requests.len() > max as usize {
+                    let (_, oldest) = held.requests.pop_first().expect("more than the maximum");
+                    ended.push(oldest);
+                }
+            }
+            id
+        };
+        for entry in ended {
+            self.end(Waiting::Request, entry);
+        }
+        id
+    }
+
+    fn hold_response(&self, connection: u64, switch: Arc<AbortSwitch>, bytes: u64) -> u64 {
+        let bytes = bytes + STREAM_BYTES;
+        let mut ended = Vec::new();
+        let id = {
+            let mut held = self.held();
+            let held = &mut *held;
+            let id = held.next_id;
+            held.next_id += 1;
+            held.responses.insert(id, Entry { connection, since: Instant::now(), bytes, switch });
+            held.response_bytes += bytes;
+            let (ids, on_connection) = held.responses_by_connection.entry(connection).or_default();
+            ids.insert(id);
+            *on_connection += bytes;
+            // The newest response is never the one ended: it has not waited yet.
+            if let Some(max) = self.limits.max_unread_response_bytes {
+                while held.responses_by_connection[&connection].1 > max {
+                    let oldest = *held.responses_by_connection[&connection].0.first().expect("has this one");
+                    if oldest == id {
+                        break;
+                    }
+                    ended.extend(held.remove(Waiting::Response, oldest));
+                }
+            }
+            if let Some(max) = self.limits.max_unread_response_bytes_total {
+                while held.response_bytes > max {
+                    let oldest = *held.responses.keys().next().expect("has this one");
+                    if oldest == id {
+                        break;
+                    }
+                    ended.extend(held.remove(Waiting::Response, oldest));
+                }
+            }
+            id
+        };
+        for entry in ended {
+            self.end(Waiting::Response, entry);
+        }
+        id
+    }
+
+    fn release(&self, waiting: Waiting, id: u64) {
+        self.held().remove(waiting, id);
+    }
+
+    /// Ends every stream that has waited longer than its time limit.
+    fn sweep(&self, now: Instant) {
+        let mut ended = Vec::new();
+        {
+            let mut held = self.held();
+            for (waiting, limit) in
+                [(Waiting::Request, self.limits.request_timeout), (Waiting::Response, self.limits.unread_response_timeout)]
+            {
+                let Some(limit) = limit else { continue };
+                loop {
+                    let queue = match waiting {
+                        Waiting::Request => &held.requests,
+                        Waiting::Response => &held.responses,
+                    };
+                    match queue.first_key_value() {
+                        Some((&id, entry)) if now.duration_since(entry.since) >= limit => {
+                            let entry = held.remove(waiting, id).expect("just seen");
+                            ended.push((waiting, entry));
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }
+        for (waiting, entry) in ended {
+            self.end(waiting, entry);
+        }
+    }
+
+    /// Looks for timed-out streams until the returned task is aborted; `None` when no time limit is on.
+    pub(crate) fn sweeper(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let period = self.limits.sweep_period()?;
+        let ledger = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                ledger.sweep(Instant::now());
+            }
+        }))
+    }
+
+    /// Streams waiting now: (requests still arriving, responses waiting for window, their bytes).
+    #[cfg(test)]
+    fn waiting(&self) -> (usize, usize, u64) {
+        let held = self.held();
+        (held.requests.len(), held.responses.len(), held.response_bytes)
+    }
+}
+
+/// One stream's entries in the ledger, shared by its request body, its call and its response body.
+#[derive(Debug)]
+struct Ticket {
+    ledger: Arc<Ledger>,
+    connection: u64,
+    state: Mutex<TicketState>,
+}
+
+#[derive(Debug, Default)]
+struct TicketState {
+    switch: Option<Arc<AbortSwitch>>,
+    request_arrived: bool,
+    waiting_request: Option<u64>,
+    waiting_response: Option<u64>,
+}
+
+impl Ticket {
+    fn state(&self) -> MutexGuard<'_, TicketState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The call started on its stream's task: its request waits until it has arrived in full.
+    fn started(&self) {
+        let Ok(switch) = STREAM_SWITCH.try_with(Arc::clone) else { return };
+        let mut state = self.state();
+        if !state.request_arrived {
+            state.waiting_request = Some(self.ledger.hold_request(self.connection, Arc::clone(&switch)));
+        }
+        state.switch = Some(switch);
+    }
+
+    /// The request's END_STREAM came, or the call answered without waiting for it.
+    fn request_done(&self) {
+        let mut state = self.state();
+        state.request_arrived = true;
+        if let Some(id) = state.waiting_request.take() {
+            self.ledger.release(Waiting::Request, id);
+        }
+    }
+
+    /// hyper took the bytes handed to it last: the response moves.
+    fn response_moved(&self) {
+        if let Some(id) = self.state().waiting_response.take() {
+            self.ledger.release(Waiting::Response, id);
+        }
+    }
+
+    /// `bytes` of the response are handed to hyper or wait behind them.
+    fn response_waits(&self, bytes: u64) {
+        let mut state = self.state();
+        if let Some(switch) = state.switch.clone() {
+            state.waiting_response = Some(self.ledger.hold_response(self.connection, switch, bytes));
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(id) = state.waiting_request.take() {
+            self.ledger.release(Waiting::Request, id);
+        }
+        if let Some(id) = state.waiting_response.take() {
+            self.ledger.release(Waiting::Response, id);
+        }
+    }
+}
+
+/// The service of one connection, under the server's limits.
+#[derive(Debug, Clone)]
+pub(crate) struct Limited<S> {
+    inner: S,
+    ledger: Arc<Ledger>,
+    connection: u64,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Limited<S>
+where
+    S: tower::Service<http::Request<RequestBody<B>>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let ticket =
+            Arc::new(Ticket { ledger: Arc::clone(&self.ledger), connection: self.connection, state: Mutex::default() });
+        let gather = self.ledger.limits.gather_messages.then_some(self.ledger.max_message_bytes);
+        let request = request.map(|body| RequestBody::new(body, Arc::clone(&ticket), gather));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            ticket.started();
+            let response = response.await;
+            ticket.request_done();
+            Ok(response?.map(|body| tonic::body::Body::new(ResponseBody { body, rest: Bytes::new(), ticket })))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that tells its ticket when it has arrived in full, and that hands on whole
+    /// gRPC messages when it gathers them.
+    #[derive(Debug)]
+    pub(crate) struct RequestBody<B> {
+        #[pin]
+        body: B,
+        ticket: Arc<Ticket>,
+        gathered: Option<Gathered>,
+    }
+}
+
+/// Bytes of messages not yet whole, and what comes after them.
+#[derive(Debug)]
+struct Gathered {
+    bytes: BytesMut,
+    max_message_bytes: usize,
+    trailers: Option<http::HeaderMap>,
+    ended: bool,
+}
+
+/// gRPC's length-prefixed message framing: a flag byte and a 4-byte length.
+const PREFIX: usize = 5;
+
+impl Gathered {
+    /// The longest prefix of `bytes` made of whole messages; all of it when a declared length is
+    /// over the maximum (the decoder refuses it at once) or when the stream has ended.
+    fn ready(&mut self) -> Option<Bytes> {
+        let mut end = 0;
+        while self.bytes.len() - end >= PREFIX {
+            let declared = (&self.bytes[end + 1..end + PREFIX]).get_u32() as usize;
+            if declared > self.max_message_bytes {
+                end = self.bytes.len();
+                break;
+            }
+            if self.bytes.len() - end - PREFIX < declared {
+                break;
+            }
+            end += PREFIX + declared;
+        }
+        if self.ended {
+            end = self.bytes.len();
+        }
+        (end > 0).then(|| self.bytes.split_to(end).freeze())
+    }
+}
+
+impl<B> RequestBody<B> {
+    fn new(body: B, ticket: Arc<Ticket>, gather: Option<usize>) -> Self {
+        let gathered = gather.map(|max_message_bytes| Gathered {
+            bytes: BytesMut::new(),
+            max_message_bytes,
+            trailers: None,
+            ended: false,
+        });
+        Self { body, ticket, gathered }
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut me = self.project();
+        let Some(gathered) = me.gathered.as_mut() else {
+            let frame = std::task::ready!(me.body.as_mut().poll_frame(cx));
+            if frame.is_none() || me.body.is_end_stream() {
+                me.ticket.request_done();
+            }
+            return Poll::Ready(frame);
+        };
+        loop {
+            if let Some(messages) = gathered.ready() {
+                return Poll::Ready(Some(Ok(Frame::data(messages))));
+            }
+            if gathered.ended {
+                return Poll::Ready(gathered.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))));
+            }
+            match std::task::ready!(me.body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => gathered.bytes.extend_from_slice(&data),
+                    Err(frame) => gathered.trailers = frame.into_trailers().ok(),
+                },
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => gathered.ended = true,
+            }
+            if me.body.is_end_stream() {
+                gathered.ended = true;
+            }
+            if gathered.ended {
+                me.ticket.request_done();
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.gathered {
+            None => self.body.is_end_stream(),
+            Some(gathered) => gathered.ended && gathered.bytes.is_empty() && gathered.trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.gathered {
+            None => self.body.size_hint(),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A response body handed to hyper in chunks of [`RESPONSE_CHUNK`], each counted as waiting until
+/// hyper asks for the next: a response behind a closed window stops asking.
+#[derive(Debug)]
+struct ResponseBody {
+    body: tonic::body::Body,
+    rest: Bytes,
+    ticket: Arc<Ticket>,
+}
+
+impl ResponseBody {
+    fn hand_on(&mut self, mut data: Bytes) -> Bytes {
+        if data.len() > RESPONSE_CHUNK {
+            self.rest = data.split_off(RESPONSE_CHUNK);
+        }
+        self.ticket.response_waits((data.len() + self.rest.len()) as u64);
+        data
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.ticket.response_moved();
+        if !self.rest.is_empty() {
+            let rest = std::mem::take(&mut self.rest);
+            return Poll::Ready(Some(Ok(Frame::data(self.hand_on(rest)))));
+        }
+        let frame = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx));
+        Poll::Ready(frame.map(|frame| {
+            frame.map(|frame| match frame.into_data() {
+                Ok(data) => Frame::data(self.hand_on(data)),
+                Err(frame) => frame,
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        hint.set_lower(hint.lower() + rest);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(limits: Limits) -> Arc<Ledger> {
+        Ledger::new(limits, 4 << 20, Lifecycle::default())
+    }
+
+    fn switch() -> Arc<AbortSwitch> {
+        Arc::new(AbortSwitch::default())
+    }
+
+    async fn pulled(switch: &AbortSwitch) -> bool {
+        tokio::time::timeout(Duration::from_millis(1), switch.0.notified()).await.is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_incomplete_request_makes_room() {
+        let ledger = ledger(Limits { max_incomplete_requests: Some(2), ..Limits::default() });
+        let switches: Vec<_> = (0..3).map(|_| switch()).collect();
+        for switch in &switches {
+            ledger.hold_request(7, Arc::clone(switch));
+        }
+        assert!(pulled(&switches[0]).await, "the oldest is ended");
+        assert!(!pulled(&switches[1]).await && !pulled(&switches[2]).await);
+        assert_eq!(ledger.waiting().0, 2);
+        assert_eq!(ledger.lifecycle.counts().streams_reset_incomplete, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_not_arrived_in_time_is_ended_and_one_that_arrived_is_not() {
+        let ledger = ledger(Limits { request_timeout: Some(Duration::from_secs(5)), ..Limits::default() });
+        let (slow, quick) = (switch(), switch());
+        ledger.hold_request(1, Arc::clone(&slow));
+        let id = ledger.hold_request(1, Arc::clone(&quick));
+        ledger.release(Waiting::Request, id);
+        tokio::time::advance(Duration::from_millis(4_999)).await;
+        ledger.sweep(Instant::now());
+        assert!(!pulled(&slow).await, "not yet");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        ledger.sweep(Instant::now());
+        assert!(pulled(&slow).await);
+        assert!(!pulled(&quick).await, "it arrived");
+        assert_eq!(ledger.lifecycle.counts().streams_reset_incomplete, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_responses_are_bounded_per_connection_and_in_total() {
+        let ledger = ledger(Limits {
+            max_unread_response_bytes: Some(3 * (STREAM_BYTES + 1_000)),
+            max_unread_response_bytes_total: Some(4 * (STREAM_BYTES + 1_000)),
+            ..Limits::default()
+        });
+        let first: Vec<_> = (0..4).map(|_| switch()).collect();
+        for switch in &first {
+            ledger.hold_response(1, Arc::clone(switch), 1_000);
+        }
+        assert!(pulled(&first[0]).await, "the connection's fourth ends its oldest");
+        let other = switch();
+        ledger.hold_response(2, Arc::clone(&other), 1_000);
+        ledger.hold_response(2, switch(), 1_000);
+        assert!(pulled(&first[1]).await, "the server's fifth ends the oldest anywhere");
+        assert!(!pulled(&other).await);
+        assert_eq!(ledger.waiting(), (0, 4, 4 * (STREAM_BYTES + 1_000)));
+        assert_eq!(ledger.lifecycle.counts().responses_reset_unread, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_larger_than_the_bound_alone_still_goes() {
+        let ledger = ledger(Limits { max_unread_response_bytes_total: Some(1_000), ..Limits::default() });
+        let alone = switch();
+        ledger.hold_response(1, Arc::clone(&alone), 4 << 20);
+        assert!(!pulled(&alone).await);
+    }
+
+    #[test]
+    fn whole_messages_are_handed_on_and_a_declared_length_reserves_nothing() {
+        let mut gathered =
+            Gathered { bytes: BytesMut::new(), max_message_bytes: 1 << 20, trailers: None, ended: false };
+        let message = |len: u32| {
+            let mut bytes = vec![0u8];
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend(std::iter::repeat_n(7u8, len as usize));
+            bytes
+        };
+        let two = [message(3), message(10)].concat();
+        gathered.bytes.extend_from_slice(&two[..12]);
+        assert_eq!(gathered.ready().unwrap(), Bytes::copy_from_slice(&two[..8]), "the first, whole");
+        assert!(gathered.ready().is_none(), "the second is not whole yet");
+        assert!(gathered.bytes.capacity() < 1 << 10, "nothing reserved for what was only declared");
+        gathered.bytes.extend_from_slice(&two[12..]);
+        assert_eq!(gathered.ready().unwrap(), Bytes::copy_from_slice(&two[8..]));
+
+        gathered.bytes.extend_from_slice(&message(2 << 20)[..9]);
+        assert_eq!(gathered.ready().unwrap().len(), 9, "over the maximum: on at once, for the decoder to refuse");
+        gathered.bytes.extend_from_slice(&message(100)[..30]);
+        assert!(gathered.ready().is_none());
+        gathered.ended = true;
+        assert_eq!(gathered.ready().unwrap().len(), 30, "at the end, what there is");
+    }
+}
