@@ -67,7 +67,13 @@ pub struct AttackPlan {
     pub response_bytes: u32,
     /// `declared-size`: the message length each stream declares.
     pub declared_bytes: u32,
+    /// A well-behaved client on its own connection calls this often during the attack, each call with
+    /// a 1 s deadline, then once more on a new connection after it; `None`: no such client.
+    pub good_client: Option<Duration>,
 }
+
+/// The deadline of each of the well-behaved client's calls.
+pub const GOOD_DEADLINE: Duration = Duration::from_secs(1);
 
 /// What an attack did, and what the server did to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -88,6 +94,54 @@ pub struct AttackReport {
     pub connections_ended: u64,
     /// The largest number of streams the attack held open at once on all its connections.
     pub peak_held: u64,
+    /// What the well-behaved client saw, when there was one.
+    pub good_client: Option<GoodClient>,
+}
+
+/// The calls of a well-behaved client during an attack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GoodClient {
+    pub calls: u64,
+    /// Failed calls by gRPC code, e.g. `DeadlineExceeded`.
+    pub failures: std::collections::BTreeMap<String, u64>,
+    /// The slowest call, in milliseconds.
+    pub slowest_ms: u64,
+    /// Whether a call on a new connection after the attack was answered.
+    pub served_after: bool,
+}
+
+async fn good_call(client: &mut leaklab_proto::EchoClient<tonic::transport::Channel>) -> Result<(), tonic::Code> {
+    let mut request = tonic::Request::new(leaklab_proto::EchoRequest { payload: "good".into(), ..Default::default() });
+    request.set_timeout(GOOD_DEADLINE);
+    client.unary(request).await.map(drop).map_err(|status| status.code())
+}
+
+async fn good_client(target: SocketAddr, every: Duration, mut done: tokio::sync::oneshot::Receiver<()>) -> GoodClient {
+    let mut seen = GoodClient::default();
+    let endpoint = format!("http://{target}");
+    let connect = || async {
+        let channel = tonic::transport::Channel::from_shared(endpoint.clone()).ok()?.connect().await.ok()?;
+        Some(leaklab_proto::EchoClient::new(channel))
+    };
+    let Some(mut client) = connect().await else { return seen };
+    let mut pace = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = &mut done => break,
+            _ = pace.tick() => {
+                let started = Instant::now();
+                seen.calls += 1;
+                if let Err(code) = good_call(&mut client).await {
+                    *seen.failures.entry(format!("{code:?}")).or_default() += 1;
+                }
+                seen.slowest_ms = seen.slowest_ms.max(started.elapsed().as_millis() as u64);
+            }
+        }
+    }
+    if let Some(mut fresh) = connect().await {
+        seen.served_after = good_call(&mut fresh).await.is_ok();
+    }
+    seen
 }
 
 /// Fails unless `target` is on loopback.
@@ -95,7 +149,9 @@ pub fn check_target(target: SocketAddr) -> Result<(), String> {
     if target.ip().is_loopback() {
         Ok(())
     } else {
-        Err(format!("attack target {target}: not a loopback address (127.0.0.0/8 or ::1); attacks stay on this machine"))
+        Err(format!(
+            "attack target {target}: not a loopback address (127.0.0.0/8 or ::1); attacks stay on this machine"
+        ))
     }
 }
 
@@ -108,6 +164,8 @@ pub async fn run(plan: &AttackPlan) -> Result<AttackReport, String> {
         let plan = plan.clone();
         tokio::spawn(async move { one_connection(&plan, ends, per_connection).await })
     });
+    let (attack_over, over) = tokio::sync::oneshot::channel();
+    let good = plan.good_client.map(|every| tokio::spawn(good_client(plan.target, every, over)));
     let mut report = AttackReport { kind: Some(plan.kind), ..AttackReport::default() };
     let mut peak = 0;
     for attack in attacks.collect::<Vec<_>>() {
@@ -121,6 +179,10 @@ pub async fn run(plan: &AttackPlan) -> Result<AttackReport, String> {
         peak += one.peak_held;
     }
     report.peak_held = peak;
+    let _ = attack_over.send(());
+    if let Some(good) = good {
+        report.good_client = good.await.ok();
+    }
     Ok(report)
 }
 
@@ -182,12 +244,10 @@ async fn abuse(plan: &AttackPlan, ends: Instant, streams: u64, report: &mut Atta
     let mut connection = tokio::spawn(connection);
     let mut held = tokio::task::JoinSet::new();
     let uri = format!("http://{}/leaklab.v1.Echo/Unary", plan.target);
-    let unread_request = grpc_message(
-        &prost::Message::encode_to_vec(&leaklab_proto::EchoRequest {
-            response_bytes: plan.response_bytes,
-            ..Default::default()
-        }),
-    );
+    let unread_request = grpc_message(&prost::Message::encode_to_vec(&leaklab_proto::EchoRequest {
+        response_bytes: plan.response_bytes,
+        ..Default::default()
+    }));
     let mut declared = BytesMut::new();
     declared.put_u8(0);
     declared.put_u32(plan.declared_bytes);
@@ -319,7 +379,12 @@ async fn held_headers(target: SocketAddr, ends: Instant, report: &mut AttackRepo
 
 /// HEADERS then RST_STREAM CANCEL, in batches of 100 streams per write, as CVE-2023-44487's clients
 /// send them; returns whether the server ended the connection.
-async fn rapid_reset(target: SocketAddr, ends: Instant, streams: u64, report: &mut AttackReport) -> Result<bool, String> {
+async fn rapid_reset(
+    target: SocketAddr,
+    ends: Instant,
+    streams: u64,
+    report: &mut AttackReport,
+) -> Result<bool, String> {
     let tcp = connect(target).await?;
     let (mut reader, mut writer) = tcp.into_split();
     writer.write_all(&preface()).await.map_err(|error| format!("attack write: {error}"))?;

@@ -48,10 +48,88 @@ pub(crate) enum Command {
     Demo(Box<DemoArgs>),
     /// Sample any process — running (--pid) or started (-- COMMAND ARGS…) — and judge its RSS over time.
     Watch(WatchArgs),
+    /// Abuse a gRPC server on this machine as a hostile client would, bounded in time and streams, and
+    /// print what the attack did and what the server did to it as JSON. Loopback targets only.
+    Attack(AttackArgs),
     /// List the scenarios with their descriptions.
     List(ListArgs),
     /// Print the JSON Schema of summary.json, or with --scenario of a scenario file.
     Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AttackArgs {
+    /// slow-streams, unread-responses, declared-size, held-headers or rapid-reset.
+    #[arg(long, value_parser = attack_kind)]
+    pub(crate) kind: leaklab_loadgen::attack::AttackKind,
+    /// The server, HOST:PORT on loopback (127.0.0.0/8 or ::1).
+    #[arg(long)]
+    pub(crate) target: std::net::SocketAddr,
+    /// Connections the attack opens.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub(crate) connections: u32,
+    /// The attack ends this long after it starts (at most 60s).
+    #[arg(long, default_value = "10s", value_parser = attack_duration)]
+    pub(crate) duration: std::time::Duration,
+    /// Streams opened over all connections, at most.
+    #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) max_streams: u64,
+    /// unread-responses: the response size each call asks for, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub(crate) response_bytes: u32,
+    /// declared-size: the message length each stream declares, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub(crate) declared_bytes: u32,
+    /// A well-behaved client calls this often during the attack, each call with a 1 s deadline, and
+    /// once more on a new connection after it; `off` for none.
+    #[arg(long, default_value = "20ms", value_parser = good_client_interval)]
+    pub(crate) good_client: GoodClientInterval,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GoodClientInterval(Option<std::time::Duration>);
+
+fn good_client_interval(text: &str) -> Result<GoodClientInterval, String> {
+    if text == "off" {
+        return Ok(GoodClientInterval(None));
+    }
+    let every = scenario::parse_duration(text)?;
+    if every < std::time::Duration::from_millis(1) {
+        return Err(format!("{text}: at least 1ms between calls, or `off`"));
+    }
+    Ok(GoodClientInterval(Some(every)))
+}
+
+impl AttackArgs {
+    pub(crate) fn plan(&self) -> Result<leaklab_loadgen::attack::AttackPlan, anyhow::Error> {
+        leaklab_loadgen::attack::check_target(self.target).map_err(|error| anyhow::anyhow!("--target: {error}"))?;
+        Ok(leaklab_loadgen::attack::AttackPlan {
+            kind: self.kind,
+            target: self.target,
+            connections: self.connections,
+            duration: self.duration,
+            max_streams: self.max_streams,
+            response_bytes: self.response_bytes,
+            declared_bytes: self.declared_bytes,
+            good_client: self.good_client.0,
+        })
+    }
+}
+
+fn attack_kind(text: &str) -> Result<leaklab_loadgen::attack::AttackKind, String> {
+    use leaklab_loadgen::attack::AttackKind;
+    AttackKind::ALL.into_iter().find(|kind| kind.name() == text).ok_or_else(|| {
+        let names: Vec<_> = AttackKind::ALL.iter().map(|kind| kind.name()).collect();
+        format!("unknown attack {text:?}; expected one of {}", names.join(", "))
+    })
+}
+
+fn attack_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = scenario::parse_duration(text)?;
+    if duration.is_zero() || duration > std::time::Duration::from_secs(60) {
+        return Err(format!("{text}: an attack lasts more than 0s and at most 60s"));
+    }
+    Ok(duration)
 }
 
 #[derive(Debug, Args)]

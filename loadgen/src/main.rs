@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         eprintln!("loadgen: cannot raise the fd limit: {error}");
     }
     let ended = match cli.command {
+        cli::Command::Attack(args) => attack(&args),
         cli::Command::List(args) => list(&Catalog::locate(args.scenarios_dir)),
         cli::Command::Schema(args) => Ok(print(&args.text())),
         cli::Command::Run(args) => run_scenario(&args),
@@ -121,6 +122,16 @@ fn tell_the_story(args: &cli::DemoArgs) -> Result<u8, Failure> {
     print_with(&demo::DemoText, &outcome.report);
     errors(&outcome.written.errors);
     Ok(outcome.ending().code(false))
+}
+
+/// attack plan → the attack, to its end → what it did, as JSON.
+fn attack(args: &cli::AttackArgs) -> Result<u8, Failure> {
+    let plan = args.plan().map_err(usage)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(failed)?;
+    let report =
+        runtime.block_on(leaklab_loadgen::attack::run(&plan)).map_err(|error| failed(anyhow::anyhow!(error)))?;
+    let json = serde_json::to_string_pretty(&report).map_err(failed)?;
+    Ok(print(&format!("{json}\n")))
 }
 
 fn list(catalog: &Catalog) -> Result<u8, Failure> {

@@ -90,6 +90,7 @@ async fn under_attack(kind: AttackKind, limits: Limits, streams: u64) -> UnderAt
         max_streams: streams,
         response_bytes: 1 << 20,
         declared_bytes: 4 << 20,
+        good_client: None,
     };
     let before = allocated();
     let mut attack = tokio::spawn(async move { attack::run(&plan).await });

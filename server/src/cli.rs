@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use leaklab_server::tls::{self, TlsFiles};
 use leaklab_server::limits::Setting;
+use leaklab_server::tls::{self, TlsFiles};
 use leaklab_server::{KeepalivePolicy, Limits, ServerConfig};
 
 /// Where `--help` lists what one client may make the server hold.

@@ -234,7 +234,8 @@ impl Stream for CountedIncoming {
             }
             match std::task::ready!(self.listener.poll_accept(cx)) {
                 Ok((stream, peer)) => {
-                    let full = self.max_connections.is_some_and(|max| self.metrics.connections.counts().open >= max.into());
+                    let full =
+                        self.max_connections.is_some_and(|max| self.metrics.connections.counts().open >= max.into());
                     if full {
                         self.metrics.lifecycle.limit_hit(LimitHit::ConnectionRefused);
                         drop(stream);

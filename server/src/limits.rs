@@ -24,7 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::lifecycle::{LimitHit, Lifecycle};
+use crate::lifecycle::{Lifecycle, LimitHit};
 
 /// What one client may make the server hold. `None` turns a limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,17 +153,43 @@ impl<T: SettingValue> std::fmt::Display for Setting<T> {
 }
 
 impl Limits {
-    /// The `leaklab-server` flags that set every limit to these values.
+    /// The `leaklab-server` flags that set these limits where they differ from the defaults.
     pub fn args(&self) -> Vec<String> {
+        let defaults = Limits::default();
         let mut args = Vec::new();
-        let mut set = |flag: &str, value: String| args.extend([flag.to_owned(), value]);
-        set("--max-concurrent-streams", Setting(self.max_concurrent_streams).to_string());
-        set("--max-connections", Setting(self.max_connections).to_string());
-        set("--request-timeout", Setting(self.request_timeout).to_string());
-        set("--max-incomplete-requests", Setting(self.max_incomplete_requests).to_string());
-        set("--unread-response-timeout", Setting(self.unread_response_timeout).to_string());
-        set("--max-unread-response-bytes", Setting(self.max_unread_response_bytes).to_string());
-        set("--max-unread-response-bytes-total", Setting(self.max_unread_response_bytes_total).to_string());
+        let mut set = |flag: &str, value: String, default: String| {
+            if value != default {
+                args.extend([flag.to_owned(), value]);
+            }
+        };
+        let (l, d) = (self, &defaults);
+        set(
+            "--max-concurrent-streams",
+            Setting(l.max_concurrent_streams).to_string(),
+            Setting(d.max_concurrent_streams).to_string(),
+        );
+        set("--max-connections", Setting(l.max_connections).to_string(), Setting(d.max_connections).to_string());
+        set("--request-timeout", Setting(l.request_timeout).to_string(), Setting(d.request_timeout).to_string());
+        set(
+            "--max-incomplete-requests",
+            Setting(l.max_incomplete_requests).to_string(),
+            Setting(d.max_incomplete_requests).to_string(),
+        );
+        set(
+            "--unread-response-timeout",
+            Setting(l.unread_response_timeout).to_string(),
+            Setting(d.unread_response_timeout).to_string(),
+        );
+        set(
+            "--max-unread-response-bytes",
+            Setting(l.max_unread_response_bytes).to_string(),
+            Setting(d.max_unread_response_bytes).to_string(),
+        );
+        set(
+            "--max-unread-response-bytes-total",
+            Setting(l.max_unread_response_bytes_total).to_string(),
+            Setting(d.max_unread_response_bytes_total).to_string(),
+        );
         if !self.gather_messages {
             args.push("--trust-length-prefix".to_owned());
         }
@@ -358,9 +384,10 @@ impl Ledger {
         let mut ended = Vec::new();
         {
             let mut held = self.held();
-            for (waiting, limit) in
-                [(Waiting::Request, self.limits.request_timeout), (Waiting::Response, self.limits.unread_response_timeout)]
-            {
+            for (waiting, limit) in [
+                (Waiting::Request, self.limits.request_timeout),
+                (Waiting::Response, self.limits.unread_response_timeout),
+            ] {
                 let Some(limit) = limit else { continue };
                 loop {
                     let queue = match waiting {

@@ -91,9 +91,20 @@ impl Header {
             events: summary.lifecycle.events.clone(),
             time_wait: summary.lifecycle.time_wait.is_some_and(|tw| tw.peak > tw.start.max(2)),
             streams: super::words::opened_streams(summary),
-            stream_limit: summary.plan.as_ref().and_then(|plan| plan.max_concurrent_streams),
+            stream_limit: summary
+                .plan
+                .as_ref()
+                .and_then(|plan| plan.max_concurrent_streams)
+                .filter(|limit| streams_near(summary, *limit)),
         }
     }
+}
+
+/// Whether open streams came within half of the server's stream limit: a limit far above them
+/// would only flatten their lines.
+fn streams_near(summary: &Summary, limit: u64) -> bool {
+    let peak = |streams: Option<crate::stats::Span>| streams.map_or(0, |s| s.peak);
+    2 * peak(summary.client.streams).max(summary.server.as_ref().map_or(0, |s| peak(s.streams))) >= limit
 }
 
 /// What draws a plot on an SVG canvas; an error says what went wrong.
@@ -671,8 +682,14 @@ mod tests {
         assert!(svg.contains("client streams") && svg.contains("server streams"), "stream lines missing");
         assert!(!svg.contains("stream limit"), "a limit the server does not have");
         summary.plan.as_mut().expect("a built-in run's plan").max_concurrent_streams = Some(300);
-        let svg = crate::report::to_string(&SvgPlot, &Report { summary, samples }).unwrap();
+        summary.client.streams = Some(crate::stats::Span { start: 0, end: 300, peak: 300 });
+        let svg =
+            crate::report::to_string(&SvgPlot, &Report { summary: summary.clone(), samples: samples.clone() }).unwrap();
         assert!(svg.contains("stream limit (300)"), "the limit's line missing");
+        summary.plan.as_mut().expect("a built-in run's plan").max_concurrent_streams = Some(1_000);
+        summary.client.streams = Some(crate::stats::Span { start: 0, end: 40, peak: 40 });
+        let svg = crate::report::to_string(&SvgPlot, &Report { summary, samples }).unwrap();
+        assert!(!svg.contains("stream limit"), "a limit far above the streams flattens them");
     }
 
     #[test]

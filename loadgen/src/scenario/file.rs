@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use leaklab_server::limits::Setting;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -227,9 +228,40 @@ pub struct ServerSection {
     /// Largest message the server accepts, in bytes. Default: 4 MiB.
     #[schemars(range(min = 1, max = 4294967295u32))]
     pub max_message_size: Option<i64>,
-    /// HTTP/2 streams a connection may have open at once. Default: unlimited.
-    #[schemars(range(min = 1, max = 4294967295u32))]
-    pub max_concurrent_streams: Option<i64>,
+    /// HTTP/2 streams a connection may have open at once, or `"off"`. Default: 1000.
+    #[serde(default, deserialize_with = "values::limit")]
+    #[schemars(schema_with = "values::count_limit_schema")]
+    pub max_concurrent_streams: Option<Setting<u32>>,
+    /// Connections open at once, or `"off"`; beyond it, a new connection is closed at once. Default: off.
+    #[serde(default, deserialize_with = "values::limit")]
+    #[schemars(schema_with = "values::count_limit_schema")]
+    pub max_connections: Option<Setting<u32>>,
+    /// A stream whose request has not arrived in full this long after its headers is reset, or `"off"`.
+    /// Default: 5s.
+    #[serde(default, deserialize_with = "values::limit")]
+    #[schemars(schema_with = "values::duration_limit_schema")]
+    pub request_timeout: Option<Setting<Duration>>,
+    /// Requests still arriving over all connections, or `"off"`; beyond it, the oldest is reset. Default: 1000.
+    #[serde(default, deserialize_with = "values::limit")]
+    #[schemars(schema_with = "values::count_limit_schema")]
+    pub max_incomplete_requests: Option<Setting<u32>>,
+    /// A response waiting this long behind a closed flow-control window is reset, or `"off"`. Default: 10s.
+    #[serde(default, deserialize_with = "values::limit")]
+    #[schemars(schema_with = "values::duration_limit_schema")]
+    pub unread_response_timeout: Option<Setting<Duration>>,
+    /// Response bytes one connection may have waiting for window (16 KiB more per response), or `"off"`;
+    /// beyond it, its oldest waiting response is reset. Default: 16 MiB.
+    #[serde(default, deserialize_with = "values::limit")]
+    #[schemars(schema_with = "values::size_limit_schema")]
+    pub max_unread_response_bytes: Option<Setting<u64>>,
+    /// The same bound over all connections, or `"off"`. Default: 64 MiB.
+    #[serde(default, deserialize_with = "values::limit")]
+    #[schemars(schema_with = "values::size_limit_schema")]
+    pub max_unread_response_bytes_total: Option<Setting<u64>>,
+    /// Reserve a request message's memory when its length prefix arrives, as tonic does, instead of as
+    /// its bytes arrive.
+    #[schemars(extend("default" = false))]
+    pub trust_length_prefix: Option<bool>,
     /// A connection with no RPC in flight for this long gets GOAWAY and is closed. Default: never.
     #[serde(default, deserialize_with = "values::duration")]
     #[schemars(schema_with = "values::duration_schema")]

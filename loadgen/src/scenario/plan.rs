@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 pub use leaklab_server::KeepalivePolicy;
+use leaklab_server::Limits;
 
 use super::values::{format_duration, named};
 
@@ -506,7 +507,8 @@ pub struct SamplingPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServerPlan {
     pub max_message_bytes: Option<u32>,
-    pub max_concurrent_streams: Option<u32>,
+    /// What one client may make the server hold; the server's defaults unless the scenario says otherwise.
+    pub limits: Limits,
     /// Idle and age limits, server pings, and the client ping policy.
     pub keepalive: KeepalivePolicy,
     /// TLS, if any.
@@ -520,9 +522,7 @@ impl ServerPlan {
         if let Some(bytes) = self.max_message_bytes {
             args.extend(["--max-message-size".to_owned(), bytes.to_string()]);
         }
-        if let Some(streams) = self.max_concurrent_streams {
-            args.extend(["--max-concurrent-streams".to_owned(), streams.to_string()]);
-        }
+        args.extend(self.limits.args());
         let policy = &self.keepalive;
         let durations = [
             ("--max-connection-idle", policy.max_connection_idle),

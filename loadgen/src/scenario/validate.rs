@@ -1,6 +1,8 @@
 //! A scenario file's values checked and turned into a plan. Each check names
 //! its key, the line that sets it, or the flag that set it instead.
 
+use leaklab_server::Limits;
+use leaklab_server::limits::Setting;
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::Path;
@@ -453,7 +455,26 @@ impl<'a> Validator<'a> {
         }
         Ok(ServerPlan {
             max_message_bytes: count("server.max_message_size", server.max_message_size)?,
-            max_concurrent_streams: count("server.max_concurrent_streams", server.max_concurrent_streams)?,
+            limits: {
+                let defaults = Limits::default();
+                let or = |set: Option<Setting<u32>>, default| set.map_or(default, |set| set.0);
+                Limits {
+                    max_concurrent_streams: or(server.max_concurrent_streams, defaults.max_concurrent_streams),
+                    max_connections: or(server.max_connections, defaults.max_connections),
+                    request_timeout: server.request_timeout.map_or(defaults.request_timeout, |set| set.0),
+                    max_incomplete_requests: or(server.max_incomplete_requests, defaults.max_incomplete_requests),
+                    unread_response_timeout: server
+                        .unread_response_timeout
+                        .map_or(defaults.unread_response_timeout, |set| set.0),
+                    max_unread_response_bytes: server
+                        .max_unread_response_bytes
+                        .map_or(defaults.max_unread_response_bytes, |set| set.0),
+                    max_unread_response_bytes_total: server
+                        .max_unread_response_bytes_total
+                        .map_or(defaults.max_unread_response_bytes_total, |set| set.0),
+                    gather_messages: !server.trust_length_prefix.unwrap_or(false),
+                }
+            },
             keepalive,
             tls: server.tls.as_ref().map(|tls| self.server_tls(tls)).transpose()?,
         })

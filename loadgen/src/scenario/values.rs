@@ -79,6 +79,80 @@ pub(crate) fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
     bytes.map(Some).map_err(serde::de::Error::custom)
 }
 
+/// A limit's value as a scenario writes it: a number (a size may carry a unit), a duration, or `"off"`.
+pub(crate) trait LimitValue: Sized {
+    fn from_number(number: i64) -> Result<Self, String>;
+    fn from_text(text: &str) -> Result<Self, String>;
+}
+
+impl LimitValue for u32 {
+    fn from_number(number: i64) -> Result<Self, String> {
+        u32::try_from(number)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{number} is not between 1 and {}; write \"off\" for no limit", u32::MAX))
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        Err(format!("{text:?} is not a whole number or \"off\""))
+    }
+}
+
+impl LimitValue for u64 {
+    fn from_number(number: i64) -> Result<Self, String> {
+        u64::try_from(number)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{number} is not a positive size; write \"off\" for no limit"))
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_size(text).and_then(|bytes| {
+            if bytes == 0 { Err(format!("{text:?} is zero; write \"off\" for no limit")) } else { Ok(bytes) }
+        })
+    }
+}
+
+impl LimitValue for Duration {
+    fn from_number(number: i64) -> Result<Self, String> {
+        Err(format!("{number} is not a duration like \"5s\" or \"off\""))
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_duration(text).and_then(|duration| {
+            if duration.is_zero() { Err(format!("{text:?} is zero; write \"off\" for no limit")) } else { Ok(duration) }
+        })
+    }
+}
+
+/// `#[serde(deserialize_with)]` for a limit key: its value, or `"off"`.
+pub(crate) fn limit<'de, D: Deserializer<'de>, T: LimitValue>(
+    deserializer: D,
+) -> Result<Option<leaklab_server::limits::Setting<T>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(i64),
+        Text(String),
+    }
+    let value = match Written::deserialize(deserializer) {
+        Ok(Written::Number(number)) => T::from_number(number).map(Some),
+        Ok(Written::Text(text)) if text.trim() == "off" => Ok(None),
+        Ok(Written::Text(text)) => T::from_text(&text).map(Some),
+        Err(_) => Err("expected a limit: a number, a string like \"5s\" or \"16MiB\", or \"off\"".to_owned()),
+    };
+    value.map(|value| Some(leaklab_server::limits::Setting(value))).map_err(serde::de::Error::custom)
+}
+
+pub(crate) fn count_limit_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "oneOf": [{ "type": "integer", "minimum": 1, "maximum": 4294967295u32 }, { "const": "off" }] })
+}
+
+pub(crate) fn duration_limit_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "format": "duration", "description": "a duration, or \"off\"" })
+}
+
+pub(crate) fn size_limit_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": ["string", "integer"], "minimum": 1, "format": "size", "description": "a size, or \"off\"" })
+}
+
 /// The schema of a duration key, for editors.
 pub(crate) fn duration_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "format": "duration" })
