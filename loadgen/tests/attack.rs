@@ -1,5 +1,6 @@
 //! Each kind of abuse against the toy server, at a small scale: with the
-//! server's limits on, what it holds stays bounded and a well-behaved client
+//! server's limits on, what it holds stays bounded, each attacking connection
+//! is closed once a limit ends one of its streams, and a well-behaved client
 //! calling every 20 ms with a 1 s deadline sees no failure; with the relevant
 //! limit off, the same abuse makes the server hold more, call after call.
 //!
@@ -59,7 +60,6 @@ fn small_limits() -> Limits {
 
 struct UnderAttack {
     attack: AttackReport,
-    good_calls: u64,
     good_failures: Vec<String>,
     /// The most the process allocated during the attack, above where it was before.
     peak_growth: i64,
@@ -119,7 +119,7 @@ async fn under_attack(kind: AttackKind, limits: Limits, streams: u64) -> UnderAt
         good_failures.len()
     );
     assert!(server.shutdown(Duration::from_secs(10)).await, "the server did not shut down after the attack");
-    UnderAttack { attack: report, good_calls, good_failures, peak_growth, counts }
+    UnderAttack { attack: report, good_failures, peak_growth, counts }
 }
 
 fn mib(bytes: i64) -> f64 {
@@ -130,11 +130,10 @@ fn mib(bytes: i64) -> f64 {
 async fn slow_streams_are_reset_and_without_the_limits_they_pile_up() {
     let limited = under_attack(AttackKind::SlowStreams, small_limits(), 1_000).await;
     assert!(limited.good_failures.is_empty(), "good client failed: {:?}", limited.good_failures);
-    assert!(limited.good_calls > 5);
-    let reset = limited.counts.streams_reset_incomplete;
-    assert!(reset >= 500, "{:?} {:?}", limited.counts, limited.attack);
-    assert_eq!(limited.attack.streams_reset, reset, "the attacker saw every reset the server counted");
-    assert_eq!(limited.attack.streams_reset + limited.attack.streams_refused, 1_000, "{:?}", limited.attack);
+    assert!(limited.counts.streams_reset_incomplete > 0, "{:?} {:?}", limited.counts, limited.attack);
+    // Each connection whose stream a limit ended is closed, so the attack cannot refill what was freed.
+    assert_eq!(limited.counts.goaway_limit_exceeded, 4, "{:?}", limited.counts);
+    assert_eq!(limited.attack.connections_ended, 4, "{:?}", limited.attack);
 
     let unlimited = under_attack(AttackKind::SlowStreams, Limits::unlimited(), 1_000).await;
     assert_eq!(unlimited.counts.streams_reset_incomplete, 0);
@@ -151,7 +150,8 @@ async fn slow_streams_are_reset_and_without_the_limits_they_pile_up() {
 async fn unread_responses_are_bounded_and_without_the_limits_they_pile_up() {
     let limited = under_attack(AttackKind::UnreadResponses, small_limits(), 40).await;
     assert!(limited.good_failures.is_empty(), "good client failed: {:?}", limited.good_failures);
-    assert!(limited.counts.responses_reset_unread >= 30, "{:?} {:?}", limited.counts, limited.attack);
+    assert!(limited.counts.responses_reset_unread > 0, "{:?} {:?}", limited.counts, limited.attack);
+    assert_eq!(limited.counts.goaway_limit_exceeded, 4, "{:?}", limited.counts);
     assert!(mib(limited.peak_growth) < 16.0, "held {:.1} MiB", mib(limited.peak_growth));
 
     let unlimited = under_attack(AttackKind::UnreadResponses, Limits::unlimited(), 40).await;
@@ -163,7 +163,8 @@ async fn unread_responses_are_bounded_and_without_the_limits_they_pile_up() {
 async fn a_declared_size_reserves_nothing_until_its_bytes_come() {
     let limited = under_attack(AttackKind::DeclaredSize, small_limits(), 40).await;
     assert!(limited.good_failures.is_empty(), "good client failed: {:?}", limited.good_failures);
-    assert!(limited.counts.streams_reset_incomplete >= 40, "{:?}", limited.counts);
+    assert!(limited.counts.streams_reset_incomplete > 0, "{:?}", limited.counts);
+    assert_eq!(limited.counts.goaway_limit_exceeded, 4, "{:?}", limited.counts);
     assert!(mib(limited.peak_growth) < 16.0, "held {:.1} MiB", mib(limited.peak_growth));
 
     let trusting = Limits { gather_messages: false, ..small_limits() };

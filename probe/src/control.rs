@@ -104,6 +104,9 @@ pub struct ServerLifecycle {
     /// Connections closed at once because `max_connections` were already open.
     #[serde(default)]
     pub connections_refused: u64,
+    /// GOAWAYs sent to connections one of whose streams a limit ended; each is closed 100 ms later.
+    #[serde(default)]
+    pub goaway_limit_exceeded: u64,
 }
 
 impl ServerLifecycle {

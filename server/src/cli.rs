@@ -35,7 +35,7 @@ pub(crate) struct Cli {
     pub(crate) max_message_size: u32,
 
     /// HTTP/2 max concurrent streams per connection, or `off` (tonic's default: no limit).
-    #[arg(long, default_value = "1000", value_name = "N|off", help_heading = LIMITS)]
+    #[arg(long, default_value = "100", value_name = "N|off", help_heading = LIMITS)]
     pub(crate) max_concurrent_streams: Setting<u32>,
 
     /// Connections open at once; beyond it, a new connection is closed as soon as it is accepted.

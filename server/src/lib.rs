@@ -327,8 +327,11 @@ pub async fn serve(
                     streams: metrics.streams.clone(),
                     peer,
                     draining: draining.clone(),
+                    offender: Arc::default(),
                 };
-                let (service, http2) = (ledger.limit(service.clone()), http2.clone());
+                let service = ledger.limit(service.clone());
+                let connection = Connection { offender: service.offender(), ..connection };
+                let http2 = http2.clone();
                 match config.tls.clone() {
                     None => tokio::spawn(connection.serve(io, service, http2)),
                     Some(tls) => {
@@ -370,7 +373,12 @@ struct Connection {
     peer: SocketAddr,
     /// Becomes `true` when the server shuts down.
     draining: tokio::sync::watch::Receiver<bool>,
+    /// Told when a limit ended one of this connection's streams.
+    offender: Arc<limits::Offender>,
 }
+
+/// How long a connection closed for exceeding a limit has to take its GOAWAY before it is dropped.
+const OFFENDER_GRACE: Duration = Duration::from_millis(100);
 
 impl Connection {
     async fn serve<IO, S>(mut self, io: IO, service: S, http2: Http2Builder)
@@ -417,8 +425,17 @@ impl Connection {
                     grace_ends = self.policy.max_connection_age_grace.map(|grace| Box::pin(tokio::time::sleep(grace)));
                 }
                 () = async { grace_ends.as_mut().expect("guarded").await }, if grace_ends.is_some() => {
-                    self.lifecycle.closed_after_age_grace(self.peer);
+                    if !self.offender.is_offended() {
+                        self.lifecycle.closed_after_age_grace(self.peer);
+                    }
                     return;
+                }
+                // Its streams wait on what the client does not send or read: close it, not just them.
+                () = self.offender.offended(), if grace_ends.is_none() => {
+                    self.lifecycle.goaway(GoawayReason::LimitExceeded, self.peer);
+                    connection.as_mut().graceful_shutdown();
+                    going_away = true;
+                    grace_ends = Some(Box::pin(tokio::time::sleep(OFFENDER_GRACE)));
                 }
                 _ = self.draining.changed(), if !going_away => {
                     self.lifecycle.goaway(GoawayReason::Shutdown, self.peer);

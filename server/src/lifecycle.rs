@@ -19,6 +19,8 @@ pub enum GoawayReason {
     TooManyPings,
     /// Bytes that are not HTTP/2.
     ProtocolError,
+    /// A limit ended one of the connection's streams.
+    LimitExceeded,
     /// The server is shutting down.
     Shutdown,
 }
@@ -31,6 +33,7 @@ impl GoawayReason {
             GoawayReason::MaxAge => "max_age",
             GoawayReason::TooManyPings => "too_many_pings",
             GoawayReason::ProtocolError => "protocol_error",
+            GoawayReason::LimitExceeded => "limit_exceeded",
             GoawayReason::Shutdown => "shutdown",
         }
     }
@@ -51,6 +54,7 @@ struct Counters {
     streams_reset_incomplete: AtomicU64,
     responses_reset_unread: AtomicU64,
     connections_refused: AtomicU64,
+    goaway_limit_exceeded: AtomicU64,
 }
 
 /// Which of the server's limits ended a stream or a connection.
@@ -72,6 +76,11 @@ impl Lifecycle {
             GoawayReason::MaxAge => &self.0.goaway_max_age,
             GoawayReason::TooManyPings => &self.0.goaway_too_many_pings,
             GoawayReason::ProtocolError => &self.0.goaway_protocol_error,
+            GoawayReason::LimitExceeded => {
+                // Counted without a log line: an attack makes them by the hundred.
+                self.0.goaway_limit_exceeded.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             GoawayReason::Shutdown => {
                 return;
             }
@@ -111,6 +120,7 @@ impl Lifecycle {
             streams_reset_incomplete: load(&self.0.streams_reset_incomplete),
             responses_reset_unread: load(&self.0.responses_reset_unread),
             connections_refused: load(&self.0.connections_refused),
+            goaway_limit_exceeded: load(&self.0.goaway_limit_exceeded),
         }
     }
 }

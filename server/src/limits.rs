@@ -61,7 +61,7 @@ const RESPONSE_CHUNK: usize = 16 << 10;
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_concurrent_streams: Some(1_000),
+            max_concurrent_streams: Some(100),
             max_connections: None,
             request_timeout: Some(Duration::from_secs(5)),
             max_incomplete_requests: Some(1_000),
@@ -234,6 +234,32 @@ where
     }
 }
 
+/// One connection as the limits see it: a connection whose stream a limit ended is closed, so that a
+/// client cannot fill what was freed with the next stream, and the next.
+#[derive(Debug, Default)]
+pub(crate) struct Offender {
+    id: u64,
+    offended: std::sync::atomic::AtomicBool,
+    told: Notify,
+}
+
+impl Offender {
+    fn offend(&self) {
+        if !self.offended.swap(true, Ordering::AcqRel) {
+            self.told.notify_one();
+        }
+    }
+
+    pub(crate) fn is_offended(&self) -> bool {
+        self.offended.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a limit ended one of the connection's streams.
+    pub(crate) async fn offended(&self) {
+        self.told.notified().await;
+    }
+}
+
 /// Which limit an entry of the ledger counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Waiting {
@@ -243,10 +269,12 @@ enum Waiting {
 
 #[derive(Debug)]
 struct Entry {
-    connection: u64,
+    connection: Arc<Offender>,
     since: Instant,
     bytes: u64,
     switch: Arc<AbortSwitch>,
+    /// A waiting response's stream, whose bytes an end frees at once rather than when its task next runs.
+    response: Option<std::sync::Weak<Ticket>>,
 }
 
 /// Streams holding memory while they wait, oldest first (ids only grow).
@@ -267,11 +295,11 @@ impl Held {
             Waiting::Response => {
                 let entry = self.responses.remove(&id)?;
                 self.response_bytes -= entry.bytes;
-                if let Some((ids, bytes)) = self.responses_by_connection.get_mut(&entry.connection) {
+                if let Some((ids, bytes)) = self.responses_by_connection.get_mut(&entry.connection.id) {
                     ids.remove(&id);
                     *bytes -= entry.bytes;
                     if ids.is_empty() {
-                        self.responses_by_connection.remove(&entry.connection);
+                        self.responses_by_connection.remove(&entry.connection.id);
                     }
                 }
                 Some(entry)
@@ -301,12 +329,17 @@ impl Ledger {
 
     /// The service for one new connection.
     pub(crate) fn limit<S>(self: &Arc<Self>, inner: S) -> Limited<S> {
-        Limited { inner, ledger: Arc::clone(self), connection: self.connections.fetch_add(1, Ordering::Relaxed) }
+        let id = self.connections.fetch_add(1, Ordering::Relaxed);
+        Limited { inner, ledger: Arc::clone(self), connection: Arc::new(Offender { id, ..Offender::default() }) }
     }
 
-    /// Ends the stream and counts it.
+    /// Ends the stream, counts it, and marks its connection for closing.
     fn end(&self, waiting: Waiting, entry: Entry) {
         entry.switch.pull();
+        entry.connection.offend();
+        if let Some(ticket) = entry.response.and_then(|ticket| ticket.upgrade()) {
+            ticket.state().rest = Bytes::new();
+        }
         let hit = match waiting {
             Waiting::Request => LimitHit::IncompleteRequest,
             Waiting::Response => LimitHit::UnreadResponse,
@@ -314,13 +347,14 @@ impl Ledger {
         self.lifecycle.limit_hit(hit);
     }
 
-    fn hold_request(&self, connection: u64, switch: Arc<AbortSwitch>) -> u64 {
+    fn hold_request(&self, connection: &Arc<Offender>, switch: Arc<AbortSwitch>) -> u64 {
+        let connection = Arc::clone(connection);
         let mut ended = Vec::new();
         let id = {
             let mut held = self.held();
             let id = held.next_id;
             held.next_id += 1;
-            held.requests.insert(id, Entry { connection, since: Instant::now(), bytes: 0, switch });
+            held.requests.insert(id, Entry { connection, since: Instant::now(), bytes: 0, switch, response: None });
             if let Some(max) = self.limits.max_incomplete_requests {
                 while held.requests.len() > max as usize {
                     let (_, oldest) = held.requests.pop_first().expect("more than the maximum");
@@ -335,7 +369,14 @@ impl Ledger {
         id
     }
 
-    fn hold_response(&self, connection: u64, switch: Arc<AbortSwitch>, bytes: u64) -> u64 {
+    fn hold_response(
+        &self,
+        offender: &Arc<Offender>,
+        switch: Arc<AbortSwitch>,
+        bytes: u64,
+        ticket: std::sync::Weak<Ticket>,
+    ) -> u64 {
+        let (connection, offender) = (offender.id, Arc::clone(offender));
         let bytes = bytes + STREAM_BYTES;
         let mut ended = Vec::new();
         let id = {
@@ -343,7 +384,8 @@ impl Ledger {
             let held = &mut *held;
             let id = held.next_id;
             held.next_id += 1;
-            held.responses.insert(id, Entry { connection, since: Instant::now(), bytes, switch });
+            let entry = Entry { connection: offender, since: Instant::now(), bytes, switch, response: Some(ticket) };
+            held.responses.insert(id, entry);
             held.response_bytes += bytes;
             let (ids, on_connection) = held.responses_by_connection.entry(connection).or_default();
             ids.insert(id);
@@ -435,7 +477,7 @@ impl Ledger {
 #[derive(Debug)]
 struct Ticket {
     ledger: Arc<Ledger>,
-    connection: u64,
+    connection: Arc<Offender>,
     state: Mutex<TicketState>,
 }
 
@@ -445,6 +487,8 @@ struct TicketState {
     request_arrived: bool,
     waiting_request: Option<u64>,
     waiting_response: Option<u64>,
+    /// The part of the response not yet handed to hyper.
+    rest: Bytes,
 }
 
 impl Ticket {
@@ -457,7 +501,7 @@ impl Ticket {
         let Ok(switch) = STREAM_SWITCH.try_with(Arc::clone) else { return };
         let mut state = self.state();
         if !state.request_arrived {
-            state.waiting_request = Some(self.ledger.hold_request(self.connection, Arc::clone(&switch)));
+            state.waiting_request = Some(self.ledger.hold_request(&self.connection, Arc::clone(&switch)));
         }
         state.switch = Some(switch);
     }
@@ -478,12 +522,25 @@ impl Ticket {
         }
     }
 
-    /// `bytes` of the response are handed to hyper or wait behind them.
-    fn response_waits(&self, bytes: u64) {
-        let mut state = self.state();
-        if let Some(switch) = state.switch.clone() {
-            state.waiting_response = Some(self.ledger.hold_response(self.connection, switch, bytes));
+    /// The next chunk of `data` for hyper; it and the rest count as waiting until hyper asks again.
+    fn hand_on(self: &Arc<Self>, mut data: Bytes) -> Bytes {
+        let (switch, waiting) = {
+            let mut state = self.state();
+            if data.len() > RESPONSE_CHUNK {
+                state.rest = data.split_off(RESPONSE_CHUNK);
+            }
+            (state.switch.clone(), (data.len() + state.rest.len()) as u64)
+        };
+        // Not under this ticket's lock: making room may end another stream and lock its ticket.
+        if let Some(switch) = switch {
+            let id = self.ledger.hold_response(&self.connection, switch, waiting, Arc::downgrade(self));
+            self.state().waiting_response = Some(id);
         }
+        data
+    }
+
+    fn take_rest(&self) -> Bytes {
+        std::mem::take(&mut self.state().rest)
     }
 }
 
@@ -504,7 +561,14 @@ impl Drop for Ticket {
 pub(crate) struct Limited<S> {
     inner: S,
     ledger: Arc<Ledger>,
-    connection: u64,
+    connection: Arc<Offender>,
+}
+
+impl<S> Limited<S> {
+    /// The connection, as the limits see it.
+    pub(crate) fn offender(&self) -> Arc<Offender> {
+        Arc::clone(&self.connection)
+    }
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Limited<S>
@@ -521,8 +585,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let ticket =
-            Arc::new(Ticket { ledger: Arc::clone(&self.ledger), connection: self.connection, state: Mutex::default() });
+        let ticket = Arc::new(Ticket {
+            ledger: Arc::clone(&self.ledger),
+            connection: Arc::clone(&self.connection),
+            state: Mutex::default(),
+        });
         let gather = self.ledger.limits.gather_messages.then_some(self.ledger.max_message_bytes);
         let request = request.map(|body| RequestBody::new(body, Arc::clone(&ticket), gather));
         let response = self.inner.call(request);
@@ -530,7 +597,7 @@ where
             ticket.started();
             let response = response.await;
             ticket.request_done();
-            Ok(response?.map(|body| tonic::body::Body::new(ResponseBody { body, rest: Bytes::new(), ticket })))
+            Ok(response?.map(|body| tonic::body::Body::new(ResponseBody { body, ticket })))
         })
     }
 }
@@ -654,18 +721,7 @@ where
 #[derive(Debug)]
 struct ResponseBody {
     body: tonic::body::Body,
-    rest: Bytes,
     ticket: Arc<Ticket>,
-}
-
-impl ResponseBody {
-    fn hand_on(&mut self, mut data: Bytes) -> Bytes {
-        if data.len() > RESPONSE_CHUNK {
-            self.rest = data.split_off(RESPONSE_CHUNK);
-        }
-        self.ticket.response_waits((data.len() + self.rest.len()) as u64);
-        data
-    }
 }
 
 impl Body for ResponseBody {
@@ -674,26 +730,26 @@ impl Body for ResponseBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.ticket.response_moved();
-        if !self.rest.is_empty() {
-            let rest = std::mem::take(&mut self.rest);
-            return Poll::Ready(Some(Ok(Frame::data(self.hand_on(rest)))));
+        let rest = self.ticket.take_rest();
+        if !rest.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(self.ticket.hand_on(rest)))));
         }
         let frame = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx));
         Poll::Ready(frame.map(|frame| {
             frame.map(|frame| match frame.into_data() {
-                Ok(data) => Frame::data(self.hand_on(data)),
+                Ok(data) => Frame::data(self.ticket.hand_on(data)),
                 Err(frame) => frame,
             })
         }))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty() && self.body.is_end_stream()
+        self.ticket.state().rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         let mut hint = self.body.size_hint();
-        let rest = self.rest.len() as u64;
+        let rest = self.ticket.state().rest.len() as u64;
         hint.set_lower(hint.lower() + rest);
         if let Some(upper) = hint.upper() {
             hint.set_upper(upper + rest);
@@ -722,9 +778,11 @@ mod tests {
     async fn the_oldest_incomplete_request_makes_room() {
         let ledger = ledger(Limits { max_incomplete_requests: Some(2), ..Limits::default() });
         let switches: Vec<_> = (0..3).map(|_| switch()).collect();
+        let connection = Arc::new(Offender::default());
         for switch in &switches {
-            ledger.hold_request(7, Arc::clone(switch));
+            ledger.hold_request(&connection, Arc::clone(switch));
         }
+        assert!(connection.offended.load(Ordering::Acquire), "its connection is to be closed");
         assert!(pulled(&switches[0]).await, "the oldest is ended");
         assert!(!pulled(&switches[1]).await && !pulled(&switches[2]).await);
         assert_eq!(ledger.waiting().0, 2);
@@ -735,8 +793,9 @@ mod tests {
     async fn a_request_not_arrived_in_time_is_ended_and_one_that_arrived_is_not() {
         let ledger = ledger(Limits { request_timeout: Some(Duration::from_secs(5)), ..Limits::default() });
         let (slow, quick) = (switch(), switch());
-        ledger.hold_request(1, Arc::clone(&slow));
-        let id = ledger.hold_request(1, Arc::clone(&quick));
+        let connection = Arc::new(Offender::default());
+        ledger.hold_request(&connection, Arc::clone(&slow));
+        let id = ledger.hold_request(&connection, Arc::clone(&quick));
         ledger.release(Waiting::Request, id);
         tokio::time::advance(Duration::from_millis(4_999)).await;
         ledger.sweep(Instant::now());
@@ -755,14 +814,16 @@ mod tests {
             max_unread_response_bytes_total: Some(4 * (STREAM_BYTES + 1_000)),
             ..Limits::default()
         });
+        let (one, two) =
+            (Arc::new(Offender { id: 1, ..Offender::default() }), Arc::new(Offender { id: 2, ..Offender::default() }));
         let first: Vec<_> = (0..4).map(|_| switch()).collect();
         for switch in &first {
-            ledger.hold_response(1, Arc::clone(switch), 1_000);
+            ledger.hold_response(&one, Arc::clone(switch), 1_000, std::sync::Weak::new());
         }
         assert!(pulled(&first[0]).await, "the connection's fourth ends its oldest");
         let other = switch();
-        ledger.hold_response(2, Arc::clone(&other), 1_000);
-        ledger.hold_response(2, switch(), 1_000);
+        ledger.hold_response(&two, Arc::clone(&other), 1_000, std::sync::Weak::new());
+        ledger.hold_response(&two, switch(), 1_000, std::sync::Weak::new());
         assert!(pulled(&first[1]).await, "the server's fifth ends the oldest anywhere");
         assert!(!pulled(&other).await);
         assert_eq!(ledger.waiting(), (0, 4, 4 * (STREAM_BYTES + 1_000)));
@@ -773,7 +834,7 @@ mod tests {
     async fn a_response_larger_than_the_bound_alone_still_goes() {
         let ledger = ledger(Limits { max_unread_response_bytes_total: Some(1_000), ..Limits::default() });
         let alone = switch();
-        ledger.hold_response(1, Arc::clone(&alone), 4 << 20);
+        ledger.hold_response(&Arc::new(Offender::default()), Arc::clone(&alone), 4 << 20, std::sync::Weak::new());
         assert!(!pulled(&alone).await);
     }
 

@@ -81,6 +81,17 @@ pub fn render(stats: &ServerStats, tls_failures: u64) -> String {
             (&[("reason", "max_age")], l.goaway_max_age as f64),
             (&[("reason", "too_many_pings")], l.goaway_too_many_pings as f64),
             (&[("reason", "protocol_error")], l.goaway_protocol_error as f64),
+            (&[("reason", "limit_exceeded")], l.goaway_limit_exceeded as f64),
+        ],
+    );
+    page.family(
+        "leaklab_server_limit_hits_total",
+        Kind::Counter,
+        "Streams and connections the server's limits ended, by limit.",
+        &[
+            (&[("limit", "incomplete_request")], l.streams_reset_incomplete as f64),
+            (&[("limit", "unread_response")], l.responses_reset_unread as f64),
+            (&[("limit", "max_connections")], l.connections_refused as f64),
         ],
     );
     page.metric("leaklab_server_tls_failures_total", Kind::Counter, "TLS handshakes that failed.", tls_failures as f64);

@@ -44,6 +44,17 @@ pub fn sentences(s: &Summary) -> Vec<String> {
         if server.ping_strikes > 0 {
             out.push(format!("Client pings sooner than the server's policy allows: {} strikes.", server.ping_strikes));
         }
+        let limits = [
+            ("streams reset because their request did not arrive in full", server.streams_reset_incomplete),
+            ("streams reset because their response was not read", server.responses_reset_unread),
+            ("connections refused over max_connections", server.connections_refused),
+            ("connections closed after a limit ended one of their streams", server.goaway_limit_exceeded),
+        ];
+        let hit: Vec<String> =
+            limits.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{what} × {n}")).collect();
+        if !hit.is_empty() {
+            out.push(format!("Server limits: {}.", hit.join("; ")));
+        }
     }
     if let Some(received) = l.goaways_received.as_ref().filter(|received| !received.is_empty()) {
         let received: Vec<String> = received.iter().map(|(reason, n)| format!("{reason} × {n}")).collect();
@@ -107,10 +118,15 @@ pub fn brief(s: &Summary) -> String {
             ("max_age", server.goaway_max_age),
             ("too_many_pings", server.goaway_too_many_pings),
             ("protocol_error", server.goaway_protocol_error),
+            ("limit_exceeded", server.goaway_limit_exceeded),
         ] {
             if n > 0 {
                 parts.push(format!("GOAWAY {reason} × {n}"));
             }
+        }
+        let reset = server.streams_reset_incomplete + server.responses_reset_unread;
+        if reset > 0 {
+            parts.push(format!("streams reset by limits {reset}"));
         }
     }
     if let Some(reconnects) = l.reconnects.filter(|n| *n > 0) {
@@ -174,6 +190,25 @@ mod tests {
             brief(&summary),
             "GOAWAY too_many_pings × 7 · reconnects 6 · TIME_WAIT peak 9 · blackhole detected in 2.0 s"
         );
+    }
+
+    #[test]
+    fn the_servers_limits_are_told() {
+        let (mut summary, _) = scripted_report();
+        summary.lifecycle.server = Some(ServerLifecycle {
+            streams_reset_incomplete: 850,
+            goaway_limit_exceeded: 4,
+            ..ServerLifecycle::default()
+        });
+        let told = sentences(&summary).join(" ");
+        assert!(
+            told.contains(
+                "Server limits: streams reset because their request did not arrive in full × 850; \
+                 connections closed after a limit ended one of their streams × 4."
+            ),
+            "{told}"
+        );
+        assert_eq!(brief(&summary), "GOAWAY limit_exceeded × 4 · streams reset by limits 850");
     }
 
     #[test]

@@ -543,6 +543,7 @@ fn event_row(kind: EventKind) -> usize {
         EventKind::ClientGoaway => 1,
         EventKind::Reconnect => 2,
         EventKind::Fault => 3,
+        EventKind::ServerLimit => 4,
     }
 }
 
@@ -552,6 +553,7 @@ fn event_color(kind: EventKind) -> RGBColor {
         EventKind::ClientGoaway => CLIENT,
         EventKind::Reconnect => RGBColor(44, 160, 44),
         EventKind::Fault => RGBColor(200, 30, 30),
+        EventKind::ServerLimit => RGBColor(148, 103, 189),
     }
 }
 

@@ -228,7 +228,7 @@ pub struct ServerSection {
     /// Largest message the server accepts, in bytes. Default: 4 MiB.
     #[schemars(range(min = 1, max = 4294967295u32))]
     pub max_message_size: Option<i64>,
-    /// HTTP/2 streams a connection may have open at once, or `"off"`. Default: 1000.
+    /// HTTP/2 streams a connection may have open at once, or `"off"`. Default: 100.
     #[serde(default, deserialize_with = "values::limit")]
     #[schemars(schema_with = "values::count_limit_schema")]
     pub max_concurrent_streams: Option<Setting<u32>>,

@@ -82,6 +82,8 @@ pub enum EventKind {
     Reconnect,
     /// The fault proxy started or ended a blackhole, or reset connections.
     Fault,
+    /// One of the server's limits ended streams or refused connections.
+    ServerLimit,
 }
 
 impl EventKind {
@@ -91,6 +93,7 @@ impl EventKind {
             EventKind::ClientGoaway => "client got GOAWAY",
             EventKind::Reconnect => "reconnect",
             EventKind::Fault => "fault",
+            EventKind::ServerLimit => "server limit",
         }
     }
 }
@@ -128,6 +131,18 @@ pub fn timeline(samples: &[Sample], fault: Option<&FaultLog>) -> Vec<TimelineEve
                 "closed after age grace".into(),
                 a.closed_after_age_grace.saturating_sub(b.closed_after_age_grace),
             );
+            push(
+                EventKind::ServerGoaway,
+                "GOAWAY limit_exceeded".into(),
+                a.goaway_limit_exceeded.saturating_sub(b.goaway_limit_exceeded),
+            );
+            for (label, before, after) in [
+                ("streams_reset_incomplete", b.streams_reset_incomplete, a.streams_reset_incomplete),
+                ("responses_reset_unread", b.responses_reset_unread, a.responses_reset_unread),
+                ("connections_refused", b.connections_refused, a.connections_refused),
+            ] {
+                push(EventKind::ServerLimit, label.into(), after.saturating_sub(before));
+            }
         }
         if let (Some(was), Some(now)) = (&before.network.goaways_received, &after.network.goaways_received) {
             for (reason, count) in now {
