@@ -50,8 +50,7 @@ pub fn sentences(s: &Summary) -> Vec<String> {
             ("connections refused over max_connections", server.connections_refused),
             ("connections closed after a limit ended one of their streams", server.goaway_limit_exceeded),
         ];
-        let hit: Vec<String> =
-            limits.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{what} × {n}")).collect();
+        let hit: Vec<String> = limits.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{what} × {n}")).collect();
         if !hit.is_empty() {
             out.push(format!("Server limits: {}.", hit.join("; ")));
         }
