@@ -92,7 +92,7 @@ pub struct AttackReport {
     pub streams_answered: u64,
     /// Connections the server ended (GOAWAY or close) before the attack did.
     pub connections_ended: u64,
-    /// The largest number of streams the attack held open at once on all its connections.
+    /// Over its connections, the sum of the most streams each held open at once.
     pub peak_held: u64,
     /// What the well-behaved client saw, when there was one.
     pub good_client: Option<GoodClient>,
