@@ -321,16 +321,15 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             Some((io, peer)) = tokio_stream::StreamExt::next(&mut incoming) => {
+                let service = ledger.limit(service.clone());
                 let connection = Connection {
                     policy,
                     lifecycle: metrics.lifecycle.clone(),
                     streams: metrics.streams.clone(),
                     peer,
                     draining: draining.clone(),
-                    offender: Arc::default(),
+                    offender: service.offender(),
                 };
-                let service = ledger.limit(service.clone());
-                let connection = Connection { offender: service.offender(), ..connection };
                 let http2 = http2.clone();
                 match config.tls.clone() {
                     None => tokio::spawn(connection.serve(io, service, http2)),

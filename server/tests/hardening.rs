@@ -154,3 +154,18 @@ impl tonic::codec::Decoder for RawCodec {
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
+
+#[tokio::test]
+async fn a_connection_beyond_max_connections_is_closed_and_counted() {
+    let limits = leaklab_server::Limits { max_connections: Some(1), ..Default::default() };
+    let config = ServerConfig { limits, ..ServerConfig::default() };
+    let server = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+    let mut client = EchoClient::new(channel);
+    echo_works(&mut client).await;
+    let (_, closed) = send_and_wait_for_close(server.addr, leaklab_server::frames::CLIENT_PREFACE).await;
+    assert!(closed, "a second connection was kept");
+    assert_eq!(server.metrics.lifecycle.counts().connections_refused, 1);
+    echo_works(&mut client).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}
