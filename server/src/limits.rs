@@ -133,6 +133,13 @@ macro_rules! counted_setting {
 }
 counted_setting!(u32, u64);
 
+impl<T> Setting<T> {
+    /// The value a setting chose, or `default` when it was not given.
+    pub fn or_default(given: Option<Self>, default: Option<T>) -> Option<T> {
+        given.map_or(default, |setting| setting.0)
+    }
+}
+
 impl<T: SettingValue> std::str::FromStr for Setting<T> {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
@@ -153,43 +160,26 @@ impl<T: SettingValue> std::fmt::Display for Setting<T> {
 }
 
 impl Limits {
+    /// Each limit's flag with its value as the command line writes it.
+    fn flags(&self) -> [(&'static str, String); 7] {
+        [
+            ("--max-concurrent-streams", Setting(self.max_concurrent_streams).to_string()),
+            ("--max-connections", Setting(self.max_connections).to_string()),
+            ("--request-timeout", Setting(self.request_timeout).to_string()),
+            ("--max-incomplete-requests", Setting(self.max_incomplete_requests).to_string()),
+            ("--unread-response-timeout", Setting(self.unread_response_timeout).to_string()),
+            ("--max-unread-response-bytes", Setting(self.max_unread_response_bytes).to_string()),
+            ("--max-unread-response-bytes-total", Setting(self.max_unread_response_bytes_total).to_string()),
+        ]
+    }
+
     /// The `leaklab-server` flags that set these limits where they differ from the defaults.
     pub fn args(&self) -> Vec<String> {
-        let defaults = Limits::default();
-        let mut args = Vec::new();
-        let mut set = |flag: &str, value: String, default: String| {
-            if value != default {
-                args.extend([flag.to_owned(), value]);
-            }
-        };
-        let (l, d) = (self, &defaults);
-        set(
-            "--max-concurrent-streams",
-            Setting(l.max_concurrent_streams).to_string(),
-            Setting(d.max_concurrent_streams).to_string(),
-        );
-        set("--max-connections", Setting(l.max_connections).to_string(), Setting(d.max_connections).to_string());
-        set("--request-timeout", Setting(l.request_timeout).to_string(), Setting(d.request_timeout).to_string());
-        set(
-            "--max-incomplete-requests",
-            Setting(l.max_incomplete_requests).to_string(),
-            Setting(d.max_incomplete_requests).to_string(),
-        );
-        set(
-            "--unread-response-timeout",
-            Setting(l.unread_response_timeout).to_string(),
-            Setting(d.unread_response_timeout).to_string(),
-        );
-        set(
-            "--max-unread-response-bytes",
-            Setting(l.max_unread_response_bytes).to_string(),
-            Setting(d.max_unread_response_bytes).to_string(),
-        );
-        set(
-            "--max-unread-response-bytes-total",
-            Setting(l.max_unread_response_bytes_total).to_string(),
-            Setting(d.max_unread_response_bytes_total).to_string(),
-        );
+        let mut args: Vec<String> = (self.flags().into_iter())
+            .zip(Limits::default().flags())
+            .filter(|((_, value), (_, default))| value != default)
+            .flat_map(|((flag, value), _)| [flag.to_owned(), value])
+            .collect();
         if !self.gather_messages {
             args.push("--trust-length-prefix".to_owned());
         }

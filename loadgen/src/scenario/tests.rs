@@ -392,3 +392,14 @@ fn an_external_scenario_refuses_what_only_the_built_in_client_has() {
     assert_eq!(plan.channelz, None);
     assert_eq!(plan.verdict.tolerance_bytes_per_second, defaults::TOLERANCE_BYTES_PER_SECOND);
 }
+
+#[test]
+fn a_limit_is_a_value_or_off_and_only_changed_ones_become_flags() {
+    let plan = parse_text(&format!(
+        "{MINIMAL}[server]\nrequest_timeout = \"off\"\nmax_unread_response_bytes = \"1MiB\"\nmax_concurrent_streams = 100\n"
+    ))
+    .unwrap();
+    assert_eq!(plan.server.args(), ["--request-timeout", "off", "--max-unread-response-bytes", "1048576"]);
+    let err = parse_text(&format!("{MINIMAL}[server]\nmax_connections = 0\n")).unwrap_err();
+    assert!(err.contains("server.max_connections") && err.contains("write \"off\" for no limit"), "{err}");
+}

@@ -456,22 +456,30 @@ impl<'a> Validator<'a> {
         Ok(ServerPlan {
             max_message_bytes: count("server.max_message_size", server.max_message_size)?,
             limits: {
-                let defaults = Limits::default();
-                let or = |set: Option<Setting<u32>>, default| set.map_or(default, |set| set.0);
+                let d = Limits::default();
                 Limits {
-                    max_concurrent_streams: or(server.max_concurrent_streams, defaults.max_concurrent_streams),
-                    max_connections: or(server.max_connections, defaults.max_connections),
-                    request_timeout: server.request_timeout.map_or(defaults.request_timeout, |set| set.0),
-                    max_incomplete_requests: or(server.max_incomplete_requests, defaults.max_incomplete_requests),
-                    unread_response_timeout: server
-                        .unread_response_timeout
-                        .map_or(defaults.unread_response_timeout, |set| set.0),
-                    max_unread_response_bytes: server
-                        .max_unread_response_bytes
-                        .map_or(defaults.max_unread_response_bytes, |set| set.0),
-                    max_unread_response_bytes_total: server
-                        .max_unread_response_bytes_total
-                        .map_or(defaults.max_unread_response_bytes_total, |set| set.0),
+                    max_concurrent_streams: Setting::or_default(
+                        server.max_concurrent_streams,
+                        d.max_concurrent_streams,
+                    ),
+                    max_connections: Setting::or_default(server.max_connections, d.max_connections),
+                    request_timeout: Setting::or_default(server.request_timeout, d.request_timeout),
+                    max_incomplete_requests: Setting::or_default(
+                        server.max_incomplete_requests,
+                        d.max_incomplete_requests,
+                    ),
+                    unread_response_timeout: Setting::or_default(
+                        server.unread_response_timeout,
+                        d.unread_response_timeout,
+                    ),
+                    max_unread_response_bytes: Setting::or_default(
+                        server.max_unread_response_bytes,
+                        d.max_unread_response_bytes,
+                    ),
+                    max_unread_response_bytes_total: Setting::or_default(
+                        server.max_unread_response_bytes_total,
+                        d.max_unread_response_bytes_total,
+                    ),
                     gather_messages: !server.trust_length_prefix.unwrap_or(false),
                 }
             },
