@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use leaklab_loadgen::attack::{self, AttackKind, AttackPlan, AttackReport};
-use leaklab_proto::{EchoClient, EchoRequest};
 use leaklab_server::{Limits, Server, ServerConfig, ServerLifecycle};
-use tonic::transport::Channel;
 
 struct Counting;
 
@@ -66,22 +64,10 @@ struct UnderAttack {
     counts: ServerLifecycle,
 }
 
-async fn good_call(client: &mut EchoClient<Channel>) -> Result<(), String> {
-    let mut request = tonic::Request::new(EchoRequest { payload: "good".into(), ..Default::default() });
-    request.set_timeout(Duration::from_secs(1));
-    client.unary(request).await.map(drop).map_err(|status| format!("{:?}: {}", status.code(), status.message()))
-}
-
-async fn connect(addr: SocketAddr) -> EchoClient<Channel> {
-    EchoClient::new(Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap())
-}
-
 /// Runs `kind` against a server under `limits` while a good client calls every 20 ms.
 async fn under_attack(kind: AttackKind, limits: Limits, streams: u64) -> UnderAttack {
     let config = ServerConfig { limits, ..ServerConfig::default() };
     let server = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).await.unwrap();
-    let mut good = connect(server.addr).await;
-    good_call(&mut good).await.unwrap();
     let plan = AttackPlan {
         kind,
         target: server.addr,
@@ -90,27 +76,22 @@ async fn under_attack(kind: AttackKind, limits: Limits, streams: u64) -> UnderAt
         max_streams: streams,
         response_bytes: 1 << 20,
         declared_bytes: 4 << 20,
-        good_client: None,
+        good_client: Some(Duration::from_millis(20)),
     };
     let before = allocated();
     let mut attack = tokio::spawn(async move { attack::run(&plan).await });
-    let (mut good_calls, mut good_failures, mut peak_growth) = (0, Vec::new(), 0);
-    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    let mut peak_growth = 0;
+    let mut sample = tokio::time::interval(Duration::from_millis(20));
     let report = loop {
         tokio::select! {
             report = &mut attack => break report.unwrap().unwrap(),
-            _ = pace.tick() => {
-                good_calls += 1;
-                if let Err(failure) = good_call(&mut good).await {
-                    good_failures.push(failure);
-                }
-                peak_growth = peak_growth.max(allocated() - before);
-            }
+            _ = sample.tick() => peak_growth = peak_growth.max(allocated() - before),
         }
     };
-    // After the attack: a new connection is served, and so is the old one.
-    good_call(&mut connect(server.addr).await).await.unwrap();
-    good_call(&mut good).await.unwrap();
+    let good = report.good_client.clone().expect("the plan has a good client");
+    assert!(good.served_after, "a new connection after the attack was not served");
+    let good_failures: Vec<String> = good.failures.iter().map(|(code, n)| format!("{code} × {n}")).collect();
+    let good_calls = good.calls;
     let counts = server.metrics.lifecycle.counts();
     eprintln!(
         "{}: peak +{:.1} MiB; good calls {good_calls}, failed {}; {report:?}; {counts:?}",
