@@ -107,6 +107,10 @@ pub struct ServerLifecycle {
     /// GOAWAYs sent to connections one of whose streams a limit ended; each is closed 100 ms later.
     #[serde(default)]
     pub goaway_limit_exceeded: u64,
+    /// Streams reset as they opened because the server held `max_concurrent_streams_total` streams
+    /// and their connection its fair share of them.
+    #[serde(default)]
+    pub streams_refused: u64,
 }
 
 impl ServerLifecycle {
@@ -117,7 +121,7 @@ impl ServerLifecycle {
 
     /// Streams, responses and connections the server's limits ended.
     pub fn limited(&self) -> u64 {
-        self.streams_reset_incomplete + self.responses_reset_unread + self.connections_refused
+        self.streams_reset_incomplete + self.responses_reset_unread + self.connections_refused + self.streams_refused
     }
 }
 

@@ -38,6 +38,11 @@ pub(crate) struct Cli {
     #[arg(long, default_value = "100", value_name = "N|off", help_heading = LIMITS)]
     pub(crate) max_concurrent_streams: Setting<u32>,
 
+    /// Streams open at once over all connections; beyond it, a connection's new stream is reset unless
+    /// the connection holds less than its fair share (this bound over the connections with streams).
+    #[arg(long, default_value = "1000", value_name = "N|off", help_heading = LIMITS)]
+    pub(crate) max_concurrent_streams_total: Setting<u32>,
+
     /// Connections open at once; beyond it, a new connection is closed as soon as it is accepted.
     #[arg(long, default_value = "off", value_name = "N|off", help_heading = LIMITS)]
     pub(crate) max_connections: Setting<u32>,
@@ -165,6 +170,7 @@ impl Cli {
     fn limits(&self) -> Limits {
         Limits {
             max_concurrent_streams: self.max_concurrent_streams.0,
+            max_concurrent_streams_total: self.max_concurrent_streams_total.0,
             max_connections: self.max_connections.0,
             request_timeout: self.request_timeout.0,
             max_incomplete_requests: self.max_incomplete_requests.0,

@@ -132,12 +132,14 @@ impl ServerMetrics {
 pub struct EchoService {
     metrics: ServerMetrics,
     max_message_bytes: usize,
+    /// Where a large response reserves room before it is built.
+    ledger: Arc<limits::Ledger>,
 }
 
 impl EchoService {
-    fn response_payload(&self, payload: Bytes, response_bytes: u32) -> Result<Bytes, Status> {
+    fn response(&self, payload: Bytes, response_bytes: u32) -> Result<Response<EchoResponse>, Status> {
         if response_bytes == 0 {
-            return Ok(payload);
+            return Ok(Response::new(EchoResponse { payload }));
         }
         if response_bytes as usize > self.max_message_bytes {
             return Err(Status::invalid_argument(format!(
@@ -145,7 +147,14 @@ impl EchoService {
                 self.max_message_bytes
             )));
         }
-        Ok(Bytes::from(vec![0xA5; response_bytes as usize]))
+        let reservation = self.ledger.reserve_response(response_bytes.into()).map_err(|_| {
+            Status::resource_exhausted("responses being built fill the server's max_unread_response_bytes_total")
+        })?;
+        let mut response = Response::new(EchoResponse { payload: Bytes::from(vec![0xA5; response_bytes as usize]) });
+        if let Some(reservation) = reservation {
+            response.extensions_mut().insert(Arc::new(reservation));
+        }
+        Ok(response)
     }
 }
 
@@ -167,8 +176,7 @@ impl Echo for EchoService {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let payload = self.response_payload(payload, response_bytes)?;
-            Ok(Response::new(EchoResponse { payload }))
+            self.response(payload, response_bytes)
         }
         .await;
         self.metrics.outcome(result)
@@ -289,24 +297,32 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let echo = EchoServer::new(EchoService { metrics: metrics.clone(), max_message_bytes: config.max_message_bytes })
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let ledger = limits::Ledger::new(config.limits, config.max_message_bytes, metrics.lifecycle.clone());
+    let echo = EchoServer::new(EchoService {
+        metrics: metrics.clone(),
+        max_message_bytes: config.max_message_bytes,
+        ledger: Arc::clone(&ledger),
+    })
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
     health_reporter.set_serving::<EchoServer<EchoService>>().await;
     let routes = tonic::service::Routes::new(health_service).add_service(echo).prepare();
     let service = tower::util::MapResponse::new(routes, oversized_is_resource_exhausted as fn(_) -> _);
 
     let policy = config.keepalive;
-    let ledger = limits::Ledger::new(config.limits, config.max_message_bytes, metrics.lifecycle.clone());
     let sweeper = ledger.sweeper();
-    let mut http2 = hyper::server::conn::http2::Builder::new(limits::StreamExecutor);
-    http2
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(config.limits.max_concurrent_streams)
-        .keep_alive_interval(policy.keepalive_time);
-    if let Some(timeout) = policy.keepalive_timeout {
-        http2.keep_alive_timeout(timeout);
-    }
+    // One builder per connection: its executor counts that connection's streams.
+    let http2_for = |executor: limits::StreamExecutor| {
+        let mut http2 = hyper::server::conn::http2::Builder::new(executor);
+        http2
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(config.limits.max_concurrent_streams)
+            .keep_alive_interval(policy.keepalive_time);
+        if let Some(timeout) = policy.keepalive_timeout {
+            http2.keep_alive_timeout(timeout);
+        }
+        http2
+    };
 
     let (drain, draining) = tokio::sync::watch::channel(false);
     let mut incoming = CountedIncoming {
@@ -330,7 +346,7 @@ pub async fn serve(
                     draining: draining.clone(),
                     offender: service.offender(),
                 };
-                let http2 = http2.clone();
+                let http2 = http2_for(limits::StreamExecutor::new(&service));
                 match config.tls.clone() {
                     None => tokio::spawn(connection.serve(io, service, http2)),
                     Some(tls) => {

@@ -55,6 +55,7 @@ struct Counters {
     responses_reset_unread: AtomicU64,
     connections_refused: AtomicU64,
     goaway_limit_exceeded: AtomicU64,
+    streams_refused: AtomicU64,
 }
 
 /// Which of the server's limits ended a stream or a connection.
@@ -66,6 +67,8 @@ pub enum LimitHit {
     UnreadResponse,
     /// A connection beyond `max_connections`.
     ConnectionRefused,
+    /// A stream beyond `max_concurrent_streams_total` and its connection's fair share.
+    StreamRefused,
 }
 
 impl Lifecycle {
@@ -104,6 +107,7 @@ impl Lifecycle {
             LimitHit::IncompleteRequest => &self.0.streams_reset_incomplete,
             LimitHit::UnreadResponse => &self.0.responses_reset_unread,
             LimitHit::ConnectionRefused => &self.0.connections_refused,
+            LimitHit::StreamRefused => &self.0.streams_refused,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -121,6 +125,7 @@ impl Lifecycle {
             responses_reset_unread: load(&self.0.responses_reset_unread),
             connections_refused: load(&self.0.connections_refused),
             goaway_limit_exceeded: load(&self.0.goaway_limit_exceeded),
+            streams_refused: load(&self.0.streams_refused),
         }
     }
 }

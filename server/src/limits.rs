@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,6 +31,10 @@ use crate::lifecycle::{Lifecycle, LimitHit};
 pub struct Limits {
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection.
     pub max_concurrent_streams: Option<u32>,
+    /// Streams open at once over all connections. Beyond it, a connection may open a new stream
+    /// only while it holds less than its fair share (this bound over the connections with a
+    /// stream open); otherwise the stream is refused (reset) before anything is spent on it.
+    pub max_concurrent_streams_total: Option<u32>,
     /// Connections open at once; beyond it, a new connection is closed as soon as it is accepted.
     pub max_connections: Option<u32>,
     /// A request must have arrived in full (END_STREAM) this long after its headers, or its stream is reset.
@@ -62,6 +66,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_concurrent_streams: Some(100),
+            max_concurrent_streams_total: Some(1_000),
             max_connections: None,
             request_timeout: Some(Duration::from_secs(5)),
             max_incomplete_requests: Some(1_000),
@@ -78,6 +83,7 @@ impl Limits {
     pub fn unlimited() -> Self {
         Self {
             max_concurrent_streams: None,
+            max_concurrent_streams_total: None,
             max_connections: None,
             request_timeout: None,
             max_incomplete_requests: None,
@@ -161,9 +167,10 @@ impl<T: SettingValue> std::fmt::Display for Setting<T> {
 
 impl Limits {
     /// Each limit's flag with its value as the command line writes it.
-    fn flags(&self) -> [(&'static str, String); 7] {
+    fn flags(&self) -> [(&'static str, String); 8] {
         [
             ("--max-concurrent-streams", Setting(self.max_concurrent_streams).to_string()),
+            ("--max-concurrent-streams-total", Setting(self.max_concurrent_streams_total).to_string()),
             ("--max-connections", Setting(self.max_connections).to_string()),
             ("--request-timeout", Setting(self.request_timeout).to_string()),
             ("--max-incomplete-requests", Setting(self.max_incomplete_requests).to_string()),
@@ -202,9 +209,19 @@ tokio::task_local! {
     static STREAM_SWITCH: Arc<AbortSwitch>;
 }
 
-/// hyper's executor for stream tasks: tokio's, with an abort switch per task.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct StreamExecutor;
+/// hyper's executor for one connection's stream tasks: tokio's, with an abort switch per task,
+/// and a stream refused before it is spawned when the server-wide stream bound says so.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamExecutor {
+    ledger: Arc<Ledger>,
+    connection: Arc<Offender>,
+}
+
+impl StreamExecutor {
+    pub(crate) fn new<S>(service: &Limited<S>) -> Self {
+        Self { ledger: Arc::clone(&service.ledger), connection: Arc::clone(&service.connection) }
+    }
+}
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
 where
@@ -212,9 +229,12 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, stream: F) {
+        // Dropping the task unspawned resets the stream (RST_STREAM CANCEL).
+        let Some(slot) = self.ledger.admit(&self.connection) else { return };
         let switch = Arc::new(AbortSwitch::default());
         let pulled = Arc::clone(&switch);
         tokio::spawn(STREAM_SWITCH.scope(switch, async move {
+            let _slot = slot;
             tokio::select! {
                 biased;
                 () = pulled.0.notified() => {}
@@ -224,11 +244,57 @@ where
     }
 }
 
+/// A stream counted against `max_concurrent_streams_total` until its task ends.
+#[derive(Debug)]
+struct StreamSlot {
+    ledger: Arc<Ledger>,
+    connection: Arc<Offender>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.ledger.streams.fetch_sub(1, Ordering::Relaxed);
+        if self.connection.streams.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.ledger.busy_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Room reserved for a response being built; it returns to the budget when the response is handed
+/// to hyper (and counted as waiting) or dropped.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    ledger: Arc<Ledger>,
+    bytes: AtomicU64,
+}
+
+impl Reservation {
+    /// Its bytes, now counted elsewhere.
+    fn claim(&self) -> u64 {
+        self.bytes.swap(0, Ordering::AcqRel)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let bytes = self.claim();
+        if bytes > 0 {
+            self.ledger.held().building -= bytes;
+        }
+    }
+}
+
+/// A response refused because responses being built fill `max_unread_response_bytes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ResponseRefused;
+
 /// One connection as the limits see it: a connection whose stream a limit ended is closed, so that a
 /// client cannot fill what was freed with the next stream, and the next.
 #[derive(Debug, Default)]
 pub(crate) struct Offender {
     id: u64,
+    /// Its streams whose tasks have not ended.
+    streams: AtomicUsize,
     offended: std::sync::atomic::AtomicBool,
     told: Notify,
 }
@@ -274,6 +340,8 @@ struct Held {
     requests: BTreeMap<u64, Entry>,
     responses: BTreeMap<u64, Entry>,
     response_bytes: u64,
+    /// Response bytes handlers reserved and have not yet handed to hyper.
+    building: u64,
     /// Per connection: its waiting responses and their bytes.
     responses_by_connection: HashMap<u64, (BTreeSet<u64>, u64)>,
 }
@@ -306,11 +374,71 @@ pub(crate) struct Ledger {
     lifecycle: Lifecycle,
     held: Mutex<Held>,
     connections: AtomicU64,
+    /// Stream tasks not yet ended, over all connections.
+    streams: AtomicUsize,
+    /// Connections with at least one such stream.
+    busy_connections: AtomicUsize,
 }
 
 impl Ledger {
     pub(crate) fn new(limits: Limits, max_message_bytes: usize, lifecycle: Lifecycle) -> Arc<Self> {
-        Arc::new(Self { limits, max_message_bytes, lifecycle, held: Mutex::default(), connections: AtomicU64::new(0) })
+        Arc::new(Self {
+            limits,
+            max_message_bytes,
+            lifecycle,
+            held: Mutex::default(),
+            connections: AtomicU64::new(0),
+            streams: AtomicUsize::new(0),
+            busy_connections: AtomicUsize::new(0),
+        })
+    }
+
+    /// A slot for a new stream of `connection`, or `None` (counted) when the server holds
+    /// `max_concurrent_streams_total` streams and the connection its fair share of them.
+    fn admit(self: &Arc<Self>, connection: &Arc<Offender>) -> Option<StreamSlot> {
+        if let Some(max) = self.limits.max_concurrent_streams_total {
+            let max = max as usize;
+            let fair_share = (max / self.busy_connections.load(Ordering::Relaxed).max(1)).max(1);
+            // Read without a lock: racing admissions may pass the bound by a few streams.
+            if self.streams.load(Ordering::Relaxed) >= max && connection.streams.load(Ordering::Relaxed) >= fair_share {
+                self.lifecycle.limit_hit(LimitHit::StreamRefused);
+                return None;
+            }
+        }
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        if connection.streams.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.busy_connections.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(StreamSlot { ledger: Arc::clone(self), connection: Arc::clone(connection) })
+    }
+
+    /// Room for a response of `bytes` before a handler builds it, counted with the waiting responses
+    /// against `max_unread_response_bytes_total`: the oldest waiting responses are ended to make it.
+    /// `Err` (counted) when responses being built fill the bound already. A response of one chunk
+    /// or less needs no room: the stream bounds bound it.
+    pub(crate) fn reserve_response(self: &Arc<Self>, bytes: u64) -> Result<Option<Reservation>, ResponseRefused> {
+        let Some(max) = self.limits.max_unread_response_bytes_total else { return Ok(None) };
+        if bytes <= RESPONSE_CHUNK as u64 {
+            return Ok(None);
+        }
+        let mut ended = Vec::new();
+        {
+            let mut held = self.held();
+            if held.building > 0 && held.building + bytes > max {
+                drop(held);
+                self.lifecycle.limit_hit(LimitHit::UnreadResponse);
+                return Err(ResponseRefused);
+            }
+            while held.building + held.response_bytes + bytes > max {
+                let Some(&oldest) = held.responses.keys().next() else { break };
+                ended.extend(held.remove(Waiting::Response, oldest));
+            }
+            held.building += bytes;
+        }
+        for entry in ended {
+            self.end(Waiting::Response, entry);
+        }
+        Ok(Some(Reservation { ledger: Arc::clone(self), bytes: AtomicU64::new(bytes) }))
     }
 
     fn held(&self) -> MutexGuard<'_, Held> {
@@ -329,6 +457,7 @@ impl Ledger {
         entry.connection.offend();
         if let Some(ticket) = entry.response.and_then(|ticket| ticket.upgrade()) {
             ticket.state().rest = Bytes::new();
+            drop(ticket.response().take());
         }
         let hit = match waiting {
             Waiting::Request => LimitHit::IncompleteRequest,
@@ -364,6 +493,7 @@ impl Ledger {
         offender: &Arc<Offender>,
         switch: Arc<AbortSwitch>,
         bytes: u64,
+        reservation: Option<Arc<Reservation>>,
         ticket: std::sync::Weak<Ticket>,
     ) -> u64 {
         let (connection, offender) = (offender.id, Arc::clone(offender));
@@ -372,6 +502,8 @@ impl Ledger {
         let id = {
             let mut held = self.held();
             let held = &mut *held;
+            // The bytes move from being built to waiting.
+            held.building -= reservation.map_or(0, |reservation| reservation.claim());
             let id = held.next_id;
             held.next_id += 1;
             let entry = Entry { connection: offender, since: Instant::now(), bytes, switch, response: Some(ticket) };
@@ -391,7 +523,7 @@ impl Ledger {
                 }
             }
             if let Some(max) = self.limits.max_unread_response_bytes_total {
-                while held.response_bytes > max {
+                while held.response_bytes + held.building > max {
                     let oldest = *held.responses.keys().next().expect("has this one");
                     if oldest == id {
                         break;
@@ -469,6 +601,9 @@ struct Ticket {
     ledger: Arc<Ledger>,
     connection: Arc<Offender>,
     state: Mutex<TicketState>,
+    /// The response body once the call answered; taken when a limit ends the stream, so that its
+    /// bytes are freed at once rather than when the stream's task next runs.
+    response: Mutex<Option<tonic::body::Body>>,
 }
 
 #[derive(Debug, Default)]
@@ -479,11 +614,17 @@ struct TicketState {
     waiting_response: Option<u64>,
     /// The part of the response not yet handed to hyper.
     rest: Bytes,
+    /// The room its handler reserved for the response, until the response is handed on.
+    reservation: Option<Arc<Reservation>>,
 }
 
 impl Ticket {
     fn state(&self) -> MutexGuard<'_, TicketState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn response(&self) -> MutexGuard<'_, Option<tonic::body::Body>> {
+        self.response.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The call started on its stream's task: its request waits until it has arrived in full.
@@ -514,16 +655,19 @@ impl Ticket {
 
     /// The next chunk of `data` for hyper; it and the rest count as waiting until hyper asks again.
     fn hand_on(self: &Arc<Self>, mut data: Bytes) -> Bytes {
-        let (switch, waiting) = {
+        let (switch, waiting, reservation) = {
             let mut state = self.state();
             if data.len() > RESPONSE_CHUNK {
                 state.rest = data.split_off(RESPONSE_CHUNK);
+                // A copy: a slice would keep the whole response's allocation alive in h2's send
+                // buffer after a limit ended the stream and dropped the rest.
+                data = Bytes::copy_from_slice(&data);
             }
-            (state.switch.clone(), (data.len() + state.rest.len()) as u64)
+            (state.switch.clone(), (data.len() + state.rest.len()) as u64, state.reservation.take())
         };
         // Not under this ticket's lock: making room may end another stream and lock its ticket.
         if let Some(switch) = switch {
-            let id = self.ledger.hold_response(&self.connection, switch, waiting, Arc::downgrade(self));
+            let id = self.ledger.hold_response(&self.connection, switch, waiting, reservation, Arc::downgrade(self));
             self.state().waiting_response = Some(id);
         }
         data
@@ -579,6 +723,7 @@ where
             ledger: Arc::clone(&self.ledger),
             connection: Arc::clone(&self.connection),
             state: Mutex::default(),
+            response: Mutex::default(),
         });
         let gather = self.ledger.limits.gather_messages.then_some(self.ledger.max_message_bytes);
         let request = request.map(|body| RequestBody::new(body, Arc::clone(&ticket), gather));
@@ -587,7 +732,12 @@ where
             ticket.started();
             let response = response.await;
             ticket.request_done();
-            Ok(response?.map(|body| tonic::body::Body::new(ResponseBody { body, ticket })))
+            let mut response = response?;
+            ticket.state().reservation = response.extensions_mut().remove::<Arc<Reservation>>();
+            Ok(response.map(|body| {
+                *ticket.response() = Some(body);
+                tonic::body::Body::new(ResponseBody { ticket })
+            }))
         })
     }
 }
@@ -710,7 +860,6 @@ where
 /// hyper asks for the next: a response behind a closed window stops asking.
 #[derive(Debug)]
 struct ResponseBody {
-    body: tonic::body::Body,
     ticket: Arc<Ticket>,
 }
 
@@ -718,27 +867,34 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = tonic::Status;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.ticket.response_moved();
-        let rest = self.ticket.take_rest();
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let ticket = &self.ticket;
+        ticket.response_moved();
+        let rest = ticket.take_rest();
         if !rest.is_empty() {
-            return Poll::Ready(Some(Ok(Frame::data(self.ticket.hand_on(rest)))));
+            return Poll::Ready(Some(Ok(Frame::data(ticket.hand_on(rest)))));
         }
-        let frame = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx));
+        let frame = {
+            let mut response = ticket.response();
+            let Some(body) = response.as_mut() else {
+                return Poll::Ready(Some(Err(tonic::Status::cancelled("a server limit ended the stream"))));
+            };
+            std::task::ready!(Pin::new(body).poll_frame(cx))
+        };
         Poll::Ready(frame.map(|frame| {
             frame.map(|frame| match frame.into_data() {
-                Ok(data) => Frame::data(self.ticket.hand_on(data)),
+                Ok(data) => Frame::data(ticket.hand_on(data)),
                 Err(frame) => frame,
             })
         }))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ticket.state().rest.is_empty() && self.body.is_end_stream()
+        self.ticket.state().rest.is_empty() && self.ticket.response().as_ref().is_none_or(|body| body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.body.size_hint();
+        let mut hint = self.ticket.response().as_ref().map_or_else(|| SizeHint::with_exact(0), |body| body.size_hint());
         let rest = self.ticket.state().rest.len() as u64;
         hint.set_lower(hint.lower() + rest);
         if let Some(upper) = hint.upper() {
@@ -808,12 +964,12 @@ mod tests {
             (Arc::new(Offender { id: 1, ..Offender::default() }), Arc::new(Offender { id: 2, ..Offender::default() }));
         let first: Vec<_> = (0..4).map(|_| switch()).collect();
         for switch in &first {
-            ledger.hold_response(&one, Arc::clone(switch), 1_000, std::sync::Weak::new());
+            ledger.hold_response(&one, Arc::clone(switch), 1_000, None, std::sync::Weak::new());
         }
         assert!(pulled(&first[0]).await, "the connection's fourth ends its oldest");
         let other = switch();
-        ledger.hold_response(&two, Arc::clone(&other), 1_000, std::sync::Weak::new());
-        ledger.hold_response(&two, switch(), 1_000, std::sync::Weak::new());
+        ledger.hold_response(&two, Arc::clone(&other), 1_000, None, std::sync::Weak::new());
+        ledger.hold_response(&two, switch(), 1_000, None, std::sync::Weak::new());
         assert!(pulled(&first[1]).await, "the server's fifth ends the oldest anywhere");
         assert!(!pulled(&other).await);
         assert_eq!(ledger.waiting(), (0, 4, 4 * (STREAM_BYTES + 1_000)));
@@ -824,8 +980,57 @@ mod tests {
     async fn a_response_larger_than_the_bound_alone_still_goes() {
         let ledger = ledger(Limits { max_unread_response_bytes_total: Some(1_000), ..Limits::default() });
         let alone = switch();
-        ledger.hold_response(&Arc::new(Offender::default()), Arc::clone(&alone), 4 << 20, std::sync::Weak::new());
+        ledger.hold_response(&Arc::new(Offender::default()), Arc::clone(&alone), 4 << 20, None, std::sync::Weak::new());
         assert!(!pulled(&alone).await);
+    }
+
+    #[test]
+    fn beyond_the_stream_bound_a_connection_gets_its_fair_share() {
+        let ledger = ledger(Limits { max_concurrent_streams_total: Some(10), ..Limits::default() });
+        let greedy = Arc::new(Offender { id: 1, ..Offender::default() });
+        let slots: Vec<_> = (0..10).map(|_| ledger.admit(&greedy).expect("under the bound")).collect();
+        assert!(ledger.admit(&greedy).is_none(), "at the bound, and all ten are its own");
+        let modest = Arc::new(Offender { id: 2, ..Offender::default() });
+        let modest_slots: Vec<_> =
+            (0..5).map(|_| ledger.admit(&modest).expect("under its fair share of 10 / 2")).collect();
+        assert!(ledger.admit(&modest).is_none(), "its share is spent too");
+        assert_eq!(ledger.lifecycle.counts().streams_refused, 2);
+        drop(modest_slots);
+        drop(slots);
+        assert_eq!(ledger.streams.load(Ordering::Relaxed), 0, "ended streams free their slots");
+        assert_eq!(ledger.busy_connections.load(Ordering::Relaxed), 0);
+        assert!(ledger.admit(&greedy).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_reserves_room_before_it_is_built() {
+        let chunk = RESPONSE_CHUNK as u64;
+        let ledger = ledger(Limits { max_unread_response_bytes_total: Some(10 * chunk), ..Limits::default() });
+        assert!(ledger.reserve_response(chunk).unwrap().is_none(), "one chunk needs no room");
+        let waiting = switch();
+        ledger.hold_response(
+            &Arc::new(Offender::default()),
+            Arc::clone(&waiting),
+            4 * chunk,
+            None,
+            std::sync::Weak::new(),
+        );
+        let building = ledger.reserve_response(6 * chunk).unwrap().expect("room");
+        assert!(pulled(&waiting).await, "the waiting response made room for the one being built");
+        assert!(ledger.reserve_response(6 * chunk).is_err(), "responses being built fill the bound");
+        assert_eq!(ledger.lifecycle.counts().responses_reset_unread, 2, "the one ended and the one refused");
+        drop(building);
+        assert_eq!(ledger.held().building, 0, "a dropped reservation returns its room");
+        let alone = ledger.reserve_response(20 * chunk).unwrap().expect("alone, even over the bound");
+        let handed_on = switch();
+        ledger.hold_response(
+            &Arc::new(Offender::default()),
+            handed_on,
+            20 * chunk,
+            Some(Arc::new(alone)),
+            std::sync::Weak::new(),
+        );
+        assert_eq!(ledger.held().building, 0, "handed on, its bytes count as waiting instead");
     }
 
     #[test]

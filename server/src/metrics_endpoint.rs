@@ -92,6 +92,7 @@ pub fn render(stats: &ServerStats, tls_failures: u64) -> String {
             (&[("limit", "incomplete_request")], l.streams_reset_incomplete as f64),
             (&[("limit", "unread_response")], l.responses_reset_unread as f64),
             (&[("limit", "max_connections")], l.connections_refused as f64),
+            (&[("limit", "max_concurrent_streams_total")], l.streams_refused as f64),
         ],
     );
     page.metric("leaklab_server_tls_failures_total", Kind::Counter, "TLS handshakes that failed.", tls_failures as f64);

@@ -48,6 +48,7 @@ pub fn sentences(s: &Summary) -> Vec<String> {
             ("streams reset because their request did not arrive in full", server.streams_reset_incomplete),
             ("streams reset because their response was not read", server.responses_reset_unread),
             ("connections refused over max_connections", server.connections_refused),
+            ("streams refused over max_concurrent_streams_total", server.streams_refused),
             ("connections closed after a limit ended one of their streams", server.goaway_limit_exceeded),
         ];
         let hit: Vec<String> = limits.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{what} × {n}")).collect();

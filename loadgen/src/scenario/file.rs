@@ -232,6 +232,11 @@ pub struct ServerSection {
     #[serde(default, deserialize_with = "values::limit")]
     #[schemars(schema_with = "values::count_limit_schema")]
     pub max_concurrent_streams: Option<Setting<u32>>,
+    /// Streams open at once over all connections, or `"off"`; beyond it, a connection's new stream is
+    /// reset unless the connection holds less than its fair share of them. Default: 1000.
+    #[serde(default, deserialize_with = "values::limit")]
+    #[schemars(schema_with = "values::count_limit_schema")]
+    pub max_concurrent_streams_total: Option<Setting<u32>>,
     /// Connections open at once, or `"off"`; beyond it, a new connection is closed at once. Default: off.
     #[serde(default, deserialize_with = "values::limit")]
     #[schemars(schema_with = "values::count_limit_schema")]

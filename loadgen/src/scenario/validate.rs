@@ -462,6 +462,10 @@ impl<'a> Validator<'a> {
                         server.max_concurrent_streams,
                         d.max_concurrent_streams,
                     ),
+                    max_concurrent_streams_total: Setting::or_default(
+                        server.max_concurrent_streams_total,
+                        d.max_concurrent_streams_total,
+                    ),
                     max_connections: Setting::or_default(server.max_connections, d.max_connections),
                     request_timeout: Setting::or_default(server.request_timeout, d.request_timeout),
                     max_incomplete_requests: Setting::or_default(

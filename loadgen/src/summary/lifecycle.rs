@@ -140,6 +140,7 @@ pub fn timeline(samples: &[Sample], fault: Option<&FaultLog>) -> Vec<TimelineEve
                 ("streams_reset_incomplete", b.streams_reset_incomplete, a.streams_reset_incomplete),
                 ("responses_reset_unread", b.responses_reset_unread, a.responses_reset_unread),
                 ("connections_refused", b.connections_refused, a.connections_refused),
+                ("streams_refused", b.streams_refused, a.streams_refused),
             ] {
                 push(EventKind::ServerLimit, label.into(), after.saturating_sub(before));
             }
