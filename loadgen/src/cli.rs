@@ -65,15 +65,16 @@ pub(crate) struct AttackArgs {
     /// The server, HOST:PORT on loopback (127.0.0.0/8 or ::1).
     #[arg(long)]
     pub(crate) target: std::net::SocketAddr,
-    /// Connections the attack opens.
+    /// Connections the attack keeps open; each is dialled again when the server ends it.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub(crate) connections: u32,
     /// The attack ends this long after it starts (at most 60s).
     #[arg(long, default_value = "10s", value_parser = attack_duration)]
     pub(crate) duration: std::time::Duration,
-    /// Streams opened over all connections, at most.
-    #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub(crate) max_streams: u64,
+    /// Streams held open at once over all connections, at most [default: 20000, or fewer so that
+    /// they ask a server for at most 4 GiB of responses or declared messages].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) max_streams: Option<u64>,
     /// unread-responses: the response size each call asks for, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub(crate) response_bytes: u32,
@@ -102,17 +103,22 @@ fn good_client_interval(text: &str) -> Result<GoodClientInterval, String> {
 
 impl AttackArgs {
     pub(crate) fn plan(&self) -> Result<leaklab_loadgen::attack::AttackPlan, anyhow::Error> {
+        use leaklab_loadgen::attack::AttackPlan;
         leaklab_loadgen::attack::check_target(self.target).map_err(|error| anyhow::anyhow!("--target: {error}"))?;
-        Ok(leaklab_loadgen::attack::AttackPlan {
+        let plan = AttackPlan {
             kind: self.kind,
             target: self.target,
             connections: self.connections,
             duration: self.duration,
-            max_streams: self.max_streams,
+            max_streams: self.max_streams.unwrap_or_else(|| {
+                AttackPlan::default_max_streams(self.kind, self.response_bytes, self.declared_bytes)
+            }),
             response_bytes: self.response_bytes,
             declared_bytes: self.declared_bytes,
             good_client: self.good_client.0,
-        })
+        };
+        plan.check_exposure().map_err(|error| anyhow::anyhow!("--max-streams: {}", error.replace('_', "-")))?;
+        Ok(plan)
     }
 }
 

@@ -112,13 +112,13 @@ async fn slow_streams_are_reset_and_without_the_limits_they_pile_up() {
     let limited = under_attack(AttackKind::SlowStreams, small_limits(), 1_000).await;
     assert!(limited.good_failures.is_empty(), "good client failed: {:?}", limited.good_failures);
     assert!(limited.counts.streams_reset_incomplete > 0, "{:?} {:?}", limited.counts, limited.attack);
-    // Each connection whose stream a limit ended is closed, so the attack cannot refill what was freed.
-    assert_eq!(limited.counts.goaway_limit_exceeded, 4, "{:?}", limited.counts);
-    assert_eq!(limited.attack.connections_ended, 4, "{:?}", limited.attack);
+    // Each connection whose stream a limit ended is closed, so the attack must dial again to refill what was freed.
+    assert!(limited.counts.goaway_limit_exceeded >= 4, "{:?}", limited.counts);
+    assert!(limited.attack.connections_ended >= 4, "{:?}", limited.attack);
 
     let unlimited = under_attack(AttackKind::SlowStreams, Limits::unlimited(), 1_000).await;
     assert_eq!(unlimited.counts.streams_reset_incomplete, 0);
-    assert_eq!(unlimited.attack.streams_opened, 1_000, "{:?}", unlimited.attack);
+    assert_eq!(unlimited.attack.peak_held, 1_000, "{:?}", unlimited.attack);
     assert!(
         unlimited.peak_growth > 3 * limited.peak_growth,
         "held {:.1} MiB without limits, {:.1} MiB with",
@@ -132,7 +132,7 @@ async fn unread_responses_are_bounded_and_without_the_limits_they_pile_up() {
     let limited = under_attack(AttackKind::UnreadResponses, small_limits(), 40).await;
     assert!(limited.good_failures.is_empty(), "good client failed: {:?}", limited.good_failures);
     assert!(limited.counts.responses_reset_unread > 0, "{:?} {:?}", limited.counts, limited.attack);
-    assert_eq!(limited.counts.goaway_limit_exceeded, 4, "{:?}", limited.counts);
+    assert!(limited.counts.goaway_limit_exceeded >= 4, "{:?}", limited.counts);
     assert!(mib(limited.peak_growth) < 16.0, "held {:.1} MiB", mib(limited.peak_growth));
 
     let unlimited = under_attack(AttackKind::UnreadResponses, Limits::unlimited(), 40).await;
@@ -145,7 +145,7 @@ async fn a_declared_size_reserves_nothing_until_its_bytes_come() {
     let limited = under_attack(AttackKind::DeclaredSize, small_limits(), 40).await;
     assert!(limited.good_failures.is_empty(), "good client failed: {:?}", limited.good_failures);
     assert!(limited.counts.streams_reset_incomplete > 0, "{:?}", limited.counts);
-    assert_eq!(limited.counts.goaway_limit_exceeded, 4, "{:?}", limited.counts);
+    assert!(limited.counts.goaway_limit_exceeded >= 4, "{:?}", limited.counts);
     assert!(mib(limited.peak_growth) < 16.0, "held {:.1} MiB", mib(limited.peak_growth));
 
     let trusting = Limits { gather_messages: false, ..small_limits() };
@@ -168,6 +168,33 @@ async fn held_headers_and_rapid_resets_hold_nothing() {
     assert!(reset.good_failures.is_empty(), "good client failed: {:?}", reset.good_failures);
     assert!(reset.attack.connections_ended >= 1, "h2 did not end a rapid-reset connection: {:?}", reset.attack);
     assert!(mib(reset.peak_growth) < 16.0, "held {:.1} MiB", mib(reset.peak_growth));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_server_wide_bound_are_refused_and_the_good_client_still_served() {
+    let limits = Limits { max_concurrent_streams_total: Some(50), ..small_limits() };
+    let bounded = under_attack(AttackKind::SlowStreams, limits, 1_000).await;
+    assert!(bounded.good_failures.is_empty(), "good client failed: {:?}", bounded.good_failures);
+    assert!(bounded.counts.streams_refused > 0, "{:?}", bounded.counts);
+}
+
+#[test]
+fn an_attack_never_asks_a_server_for_more_than_its_exposure_bound() {
+    let plan = AttackPlan {
+        kind: AttackKind::UnreadResponses,
+        target: "127.0.0.1:1".parse().unwrap(),
+        connections: 200,
+        duration: Duration::from_secs(10),
+        max_streams: AttackPlan::default_max_streams(AttackKind::UnreadResponses, 1 << 20, 4 << 20),
+        response_bytes: 1 << 20,
+        declared_bytes: 4 << 20,
+        good_client: None,
+    };
+    assert_eq!(plan.max_streams, 4_096, "4 GiB of 1 MiB responses");
+    assert!(plan.check_exposure().is_ok());
+    let err = AttackPlan { max_streams: 4_097, ..plan.clone() }.check_exposure().unwrap_err();
+    assert!(err.contains("max_streams 4097 × response_bytes 1048576"), "{err}");
+    assert_eq!(AttackPlan::default_max_streams(AttackKind::SlowStreams, 1 << 20, 4 << 20), 20_000);
 }
 
 #[test]
