@@ -17,40 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// One way of abusing a gRPC server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttackKind {
-    /// Streams whose headers are sent and whose request never is.
-    SlowStreams,
-    /// Calls asking for large responses on streams whose flow-control window is zero, never read.
-    UnreadResponses,
-    /// Streams that declare a message near the server's maximum and send a few bytes of it.
-    DeclaredSize,
-    /// A HEADERS frame without END_HEADERS on each connection, its CONTINUATION never sent.
-    HeldHeaders,
-    /// Streams opened and at once reset (CVE-2023-44487), which h2 sheds with GOAWAY.
-    RapidReset,
-}
-
-impl AttackKind {
-    pub const ALL: [AttackKind; 5] = [
-        AttackKind::SlowStreams,
-        AttackKind::UnreadResponses,
-        AttackKind::DeclaredSize,
-        AttackKind::HeldHeaders,
-        AttackKind::RapidReset,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            AttackKind::SlowStreams => "slow-streams",
-            AttackKind::UnreadResponses => "unread-responses",
-            AttackKind::DeclaredSize => "declared-size",
-            AttackKind::HeldHeaders => "held-headers",
-            AttackKind::RapidReset => "rapid-reset",
-        }
-    }
-}
+pub use crate::scenario::AttackKind;
 
 /// An attack, bounded in time and in streams.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,8 +26,10 @@ pub struct AttackPlan {
     pub target: SocketAddr,
     /// Connections open at once; each is dialled again when the server ends it.
     pub connections: u32,
-    /// The attack ends this long after it starts.
+    /// The attack ends this long after it starts, or sooner when told ([`run_until`]).
     pub duration: Duration,
+    /// New streams per second over all connections; `None`: as fast as the server takes them.
+    pub streams_per_second: Option<f64>,
     /// Streams held open at once over all connections, at most (each connection its share).
     pub max_streams: u64,
     /// `unread-responses`: the response size each call asks for.
@@ -72,49 +41,62 @@ pub struct AttackPlan {
     pub good_client: Option<Duration>,
 }
 
-/// The most memory an attack may ask a server without limits to hold: streams held × the bytes
-/// each asks for. Far below this machine's memory, far above the limits' bounds.
-pub const MAX_EXPOSURE: u64 = 4 << 30;
-
-/// The most streams held at once when the plan does not say.
-pub const DEFAULT_MAX_STREAMS: u64 = 20_000;
+pub use crate::scenario::{DEFAULT_MAX_STREAMS, MAX_EXPOSURE};
 
 impl AttackPlan {
-    /// The bytes one held stream asks the server to hold, beyond the stream itself.
-    fn bytes_per_stream(kind: AttackKind, response_bytes: u32, declared_bytes: u32) -> u64 {
-        match kind {
-            AttackKind::UnreadResponses => response_bytes.into(),
-            AttackKind::DeclaredSize => declared_bytes.into(),
-            _ => 0,
-        }
-    }
-
     /// [`DEFAULT_MAX_STREAMS`], or fewer where each stream asks for so much that they would pass
     /// [`MAX_EXPOSURE`].
     pub fn default_max_streams(kind: AttackKind, response_bytes: u32, declared_bytes: u32) -> u64 {
-        match Self::bytes_per_stream(kind, response_bytes, declared_bytes) {
-            0 => DEFAULT_MAX_STREAMS,
-            bytes => (MAX_EXPOSURE / bytes).clamp(1, DEFAULT_MAX_STREAMS),
-        }
+        crate::scenario::AttackSpec::default_max_streams(kind, response_bytes, declared_bytes)
     }
 
     /// Fails when the streams held could ask a server without limits for more than [`MAX_EXPOSURE`].
     pub fn check_exposure(&self) -> Result<(), String> {
-        let per_stream = Self::bytes_per_stream(self.kind, self.response_bytes, self.declared_bytes);
-        let exposure = self.max_streams.saturating_mul(per_stream);
-        if exposure > MAX_EXPOSURE {
-            let what = match self.kind {
-                AttackKind::UnreadResponses => "response_bytes",
-                _ => "declared_bytes",
-            };
-            return Err(format!(
-                "max_streams {} × {what} {per_stream} = {} MiB: more than the {} MiB an attack may ask a server to hold; lower either",
-                self.max_streams,
-                exposure >> 20,
-                MAX_EXPOSURE >> 20
-            ));
+        crate::scenario::AttackSpec::check_exposure(
+            self.kind,
+            self.max_streams,
+            self.response_bytes,
+            self.declared_bytes,
+        )
+    }
+
+    /// A scenario's attack on `target`, without a good client of its own: the load is the well-behaved client.
+    pub fn of(spec: &crate::scenario::AttackSpec, target: SocketAddr) -> AttackPlan {
+        AttackPlan {
+            kind: spec.kind,
+            target,
+            connections: spec.connections,
+            duration: spec.duration,
+            streams_per_second: spec.streams_per_second,
+            max_streams: spec.max_streams,
+            response_bytes: spec.response_bytes,
+            declared_bytes: spec.declared_bytes,
+            good_client: None,
         }
-        Ok(())
+    }
+}
+
+impl AttackPlan {
+    /// The `loadgen attack` arguments that run this plan.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "attack".to_owned(),
+            format!("--kind={}", self.kind.name()),
+            format!("--target={}", self.target),
+            format!("--connections={}", self.connections),
+            format!("--duration={}ms", self.duration.as_millis()),
+            format!("--max-streams={}", self.max_streams),
+            format!("--response-bytes={}", self.response_bytes),
+            format!("--declared-bytes={}", self.declared_bytes),
+        ];
+        if let Some(rate) = self.streams_per_second {
+            args.push(format!("--streams-per-second={rate}"));
+        }
+        args.push(match self.good_client {
+            Some(every) => format!("--good-client={}ms", every.as_millis()),
+            None => "--good-client=off".to_owned(),
+        });
+        args
     }
 }
 
@@ -204,15 +186,56 @@ pub fn check_target(target: SocketAddr) -> Result<(), String> {
     }
 }
 
-/// Runs the attack to its end and reports it.
+/// When an attack ends: at the end of its duration, or when told to stop, whichever comes first.
+#[derive(Debug, Clone)]
+struct Deadline {
+    at: Instant,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Deadline {
+    fn passed(&self) -> bool {
+        Instant::now() >= self.at || *self.stop.borrow()
+    }
+
+    async fn reached(&self) {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep_until(self.at) => {}
+            gone = async { stop.wait_for(|stop| *stop).await.is_err() } => if gone {
+                // No one left to tell it: the duration alone ends it.
+                tokio::time::sleep_until(self.at).await;
+            }
+        }
+    }
+
+    fn left(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Runs the attack to the end of its duration and reports it.
 pub async fn run(plan: &AttackPlan) -> Result<AttackReport, String> {
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    run_until(plan, stop).await
+}
+
+/// Runs the attack until `stop` turns `true` or its duration ends, and reports it.
+pub async fn run_until(plan: &AttackPlan, stop: tokio::sync::watch::Receiver<bool>) -> Result<AttackReport, String> {
     check_target(plan.target)?;
     plan.check_exposure()?;
-    let ends = Instant::now() + plan.duration;
-    let per_connection = plan.max_streams.div_ceil(u64::from(plan.connections.max(1)));
-    let attacks = (0..plan.connections.max(1)).map(|_| {
-        let plan = plan.clone();
-        tokio::spawn(async move { one_connection(&plan, ends, per_connection).await })
+    let ends = Deadline { at: Instant::now() + plan.duration, stop };
+    let connections = plan.connections.max(1);
+    let per_connection = plan.max_streams.div_ceil(u64::from(connections));
+    let gap = plan.streams_per_second.map(|rate| Duration::from_secs_f64(f64::from(connections) / rate.max(1e-3)));
+    let attacks = (0..connections).map(|index| {
+        let (plan, ends) = (plan.clone(), ends.clone());
+        // Paced connections start spread over one gap, so that their streams come evenly, not in bursts.
+        let offset = gap.map_or(Duration::ZERO, |gap| gap * index / connections);
+        tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
+            one_connection(&plan, &ends, per_connection, gap).await
+        })
     });
     let (attack_over, over) = tokio::sync::oneshot::channel();
     // On a runtime of its own, as another process would be: the attack's tasks do not delay it.
@@ -245,14 +268,19 @@ pub async fn run(plan: &AttackPlan) -> Result<AttackReport, String> {
 
 /// One connection's share of the attack: connections one after another, each dialled when the server
 /// ended the last, until the attack's time is up. `streams`: the most it holds open at once.
-async fn one_connection(plan: &AttackPlan, ends: Instant, streams: u64) -> Result<AttackReport, String> {
+async fn one_connection(
+    plan: &AttackPlan,
+    ends: &Deadline,
+    streams: u64,
+    gap: Option<Duration>,
+) -> Result<AttackReport, String> {
     let mut report = AttackReport::default();
-    while Instant::now() < ends {
+    while !ends.passed() {
         report.connections += 1;
         let ended = match plan.kind {
             AttackKind::HeldHeaders => held_headers(plan.target, ends, &mut report).await?,
             AttackKind::RapidReset => rapid_reset(plan.target, ends, &mut report).await?,
-            _ => abuse(plan, ends, streams, &mut report).await?,
+            _ => abuse(plan, ends, streams, gap, &mut report).await?,
         };
         if !ended {
             break;
@@ -260,7 +288,7 @@ async fn one_connection(plan: &AttackPlan, ends: Instant, streams: u64) -> Resul
         // Dialled again, as a determined client would: what a limit frees, it takes again. After a
         // pause, so that the closed connections' TIME_WAIT do not use up this machine's ephemeral ports.
         report.connections_ended += 1;
-        tokio::time::sleep(REDIAL_PAUSE.min(ends.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(REDIAL_PAUSE.min(ends.left())).await;
     }
     Ok(report)
 }
@@ -291,7 +319,14 @@ async fn hold(response: h2::client::ResponseFuture, send: Option<h2::SendStream<
 }
 
 /// Abuses one connection; returns whether the server ended it.
-async fn abuse(plan: &AttackPlan, ends: Instant, streams: u64, report: &mut AttackReport) -> Result<bool, String> {
+/// `gap`: the pause after each new stream, when the attack is paced.
+async fn abuse(
+    plan: &AttackPlan,
+    ends: &Deadline,
+    streams: u64,
+    gap: Option<Duration>,
+    report: &mut AttackReport,
+) -> Result<bool, String> {
     let tcp = connect(plan.target).await?;
     let mut builder = h2::client::Builder::new();
     if plan.kind == AttackKind::UnreadResponses {
@@ -328,7 +363,7 @@ async fn abuse(plan: &AttackPlan, ends: Instant, streams: u64, report: &mut Atta
                 ended = true;
                 break;
             }
-            () = tokio::time::sleep_until(ends) => break,
+            () = ends.reached() => break,
             Some(done) = held.join_next() => {
                 if let Ok(outcome) = done {
                     count(outcome, report);
@@ -365,8 +400,11 @@ async fn abuse(plan: &AttackPlan, ends: Instant, streams: u64, report: &mut Atta
                     AttackKind::RapidReset | AttackKind::HeldHeaders => unreachable!("written as raw frames"),
                 }
                 report.peak_held = report.peak_held.max(held.len() as u64);
-                // Without a yield, refused streams would be opened again faster than their resets are joined.
-                tokio::task::yield_now().await;
+                match gap {
+                    Some(gap) => tokio::time::sleep(gap.min(ends.left())).await,
+                    // Without a yield, refused streams would be opened again faster than their resets are joined.
+                    None => tokio::task::yield_now().await,
+                }
             }
         }
     }
@@ -412,12 +450,12 @@ fn request_headers(authority: &str) -> Vec<u8> {
     block
 }
 
-/// Reads from `tcp` until the server closes it or `until` passes; returns whether the server closed it.
-async fn until_closed(tcp: &mut TcpStream, until: Instant) -> bool {
+/// Reads from `tcp` until the server closes it or the attack ends; returns whether the server closed it.
+async fn until_closed(tcp: &mut TcpStream, ends: &Deadline) -> bool {
     let mut buffer = [0u8; 4096];
     loop {
         tokio::select! {
-            () = tokio::time::sleep_until(until) => return false,
+            () = ends.reached() => return false,
             read = tokio::io::AsyncReadExt::read(tcp, &mut buffer) => if matches!(read, Ok(0) | Err(_)) {
                 return true;
             }
@@ -427,7 +465,7 @@ async fn until_closed(tcp: &mut TcpStream, until: Instant) -> bool {
 
 /// A HEADERS frame on stream 1 without END_HEADERS, its CONTINUATION never sent; returns whether the
 /// server closed the connection before the attack ended.
-async fn held_headers(target: SocketAddr, ends: Instant, report: &mut AttackReport) -> Result<bool, String> {
+async fn held_headers(target: SocketAddr, ends: &Deadline, report: &mut AttackReport) -> Result<bool, String> {
     let mut tcp = connect(target).await?;
     let mut bytes = preface();
     let block = request_headers(&target.to_string());
@@ -440,7 +478,7 @@ async fn held_headers(target: SocketAddr, ends: Instant, report: &mut AttackRepo
 
 /// HEADERS then RST_STREAM CANCEL, in batches of 100 streams per write, as CVE-2023-44487's clients
 /// send them; returns whether the server ended the connection.
-async fn rapid_reset(target: SocketAddr, ends: Instant, report: &mut AttackReport) -> Result<bool, String> {
+async fn rapid_reset(target: SocketAddr, ends: &Deadline, report: &mut AttackReport) -> Result<bool, String> {
     let tcp = connect(target).await?;
     let (mut reader, mut writer) = tcp.into_split();
     writer.write_all(&preface()).await.map_err(|error| format!("attack write: {error}"))?;
@@ -451,7 +489,7 @@ async fn rapid_reset(target: SocketAddr, ends: Instant, report: &mut AttackRepor
         while let Ok(1..) = tokio::io::AsyncReadExt::read(&mut reader, &mut buffer).await {}
     });
     report.peak_held = report.peak_held.max(100);
-    while Instant::now() < ends && stream_id < (1 << 31) - 200 {
+    while !ends.passed() && stream_id < (1 << 31) - 200 {
         let mut batch = Vec::new();
         for _ in 0..100 {
             frame(&mut batch, leaklab_server::frames::kind::HEADERS, END_HEADERS, stream_id, &block);
@@ -466,7 +504,10 @@ async fn rapid_reset(target: SocketAddr, ends: Instant, report: &mut AttackRepor
             }
         }
     }
-    Ok(tokio::time::timeout_at(ends, closed).await.is_ok())
+    Ok(tokio::select! {
+        _ = closed => true,
+        () = ends.reached() => false,
+    })
 }
 
 fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {

@@ -75,6 +75,9 @@ pub(crate) struct AttackArgs {
     /// they ask a server for at most 4 GiB of responses or declared messages].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub(crate) max_streams: Option<u64>,
+    /// New streams per second over all connections [default: as fast as the server takes them].
+    #[arg(long)]
+    pub(crate) streams_per_second: Option<f64>,
     /// unread-responses: the response size each call asks for, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub(crate) response_bytes: u32,
@@ -110,6 +113,12 @@ impl AttackArgs {
             target: self.target,
             connections: self.connections,
             duration: self.duration,
+            streams_per_second: match self.streams_per_second {
+                Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+                    anyhow::bail!("--streams-per-second: must be a positive number, got {rate}")
+                }
+                rate => rate,
+            },
             max_streams: self.max_streams.unwrap_or_else(|| {
                 AttackPlan::default_max_streams(self.kind, self.response_bytes, self.declared_bytes)
             }),

@@ -127,9 +127,11 @@ fn tell_the_story(args: &cli::DemoArgs) -> Result<u8, Failure> {
 /// attack plan → the attack, to its end → what it did, as JSON.
 fn attack(args: &cli::AttackArgs) -> Result<u8, Failure> {
     let plan = args.plan().map_err(usage)?;
-    let runtime = tokio::runtime::Runtime::new().map_err(failed)?;
-    let report =
-        runtime.block_on(leaklab_loadgen::attack::run(&plan)).map_err(|error| failed(anyhow::anyhow!(error)))?;
+    // Ctrl-C or SIGTERM ends it early, with its report: that is how a run stops its scenario's attack.
+    let (runtime, stop) = tokio::runtime::Runtime::new().and_then(run::with_stop).map_err(failed)?;
+    let report = runtime
+        .block_on(leaklab_loadgen::attack::run_until(&plan, stop))
+        .map_err(|error| failed(anyhow::anyhow!(error)))?;
     let json = serde_json::to_string_pretty(&report).map_err(failed)?;
     Ok(print(&format!("{json}\n")))
 }

@@ -200,6 +200,26 @@ async fn an_external_target_is_loaded_but_not_measured() {
 }
 
 #[test]
+fn an_attack_runs_beside_the_load_in_a_process_of_its_own_and_is_reported() {
+    let reports = tempfile::tempdir().unwrap();
+    let tables = "[attack]\nkind = \"slow-streams\"\nconnections = 4\nstreams_per_second = 200\n\
+                  [expect]\nfailed_requests = 0\n";
+    let scenario = common::small_scenario(reports.path(), "e2e-attack", "reused", 700, tables);
+    let (dir, s) = run(reports.path(), &scenario, &[]);
+    let attack = &s["attack"];
+    assert_eq!(attack["kind"], "slow-streams", "{attack}");
+    assert!(attack["streams_opened"].as_u64().unwrap() > 0, "{attack}");
+    assert_eq!(s["requests"]["failed"], 0);
+    assert_eq!(s["plan"]["max_failed_requests"], 0);
+    assert_eq!(s["expectation_met"], true, "failed requests within the expectation");
+    // Not the client's: the attack's connections are another process's.
+    assert!(s["client"]["connections"]["peak"].as_u64().unwrap() <= 2, "{}", s["client"]["connections"]);
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("Attack slow-streams: ") && report.contains(" connections dialled"), "{report}");
+    assert!(schema_errors(&s).is_empty(), "{:?}", schema_errors(&s));
+}
+
+#[test]
 fn every_kind_of_run_writes_a_summary_of_the_one_schema() {
     let reports = tempfile::tempdir().unwrap();
     let (_, builtin) = run(reports.path(), &plan(reports.path(), "leak", 350), &[]);

@@ -16,6 +16,7 @@ pub struct CompareMarkdown;
 impl Exporter<CompareReport> for CompareMarkdown {
     fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
         out.write_all(render(&report.comparison).as_bytes())?;
+        out.write_all(attacks(report).as_bytes())?;
         Ok(())
     }
 }
@@ -98,6 +99,49 @@ fn render(comparison: &Comparison) -> String {
              RSS without its file-backed pages) per request they reported (per second, `/s`, when they report none), over every sample after warm-up (no allocator to \
              read, no checkpoints at rest), and the harness measures no latency for them. The server column is \
              allocated bytes, as for the others."
+        );
+    }
+    out
+}
+
+/// Each attack beside its `-unlimited` twin: the figure, and the server's peak and the good client's failures.
+fn attacks(report: &CompareReport) -> String {
+    let pairs = super::attacks::pairs(&report.runs);
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "
+### Attacks: the server with its limits and without
+"
+    );
+    let _ = writeln!(
+        out,
+        "![The server's allocated memory under each attack, with its default limits and with them off](attacks.png)
+"
+    );
+    let _ = writeln!(out, "| attack | server peak allocated: limits on / off | good client failed: limits on / off |");
+    let _ = writeln!(out, "|---|---:|---:|");
+    let peak = |samples: &[crate::sample::Sample]| {
+        let peak = samples.iter().filter_map(|s| s.server.as_ref()?.process.jemalloc.map(|j| j.allocated_bytes)).max();
+        peak.map_or_else(|| "—".to_owned(), format_mib)
+    };
+    let failed = |name: &str| {
+        let row = report.comparison.rows.iter().find(|row| row.scenario == name);
+        row.and_then(|row| row.failed).map_or_else(|| "—".to_owned(), |failed| failed.to_string())
+    };
+    for pair in pairs {
+        let (limited, unlimited) = (pair.limited, pair.unlimited);
+        let _ = writeln!(
+            out,
+            "| {} | {} / {} | {} / {} |",
+            limited.0,
+            peak(limited.1),
+            peak(unlimited.1),
+            failed(limited.0),
+            failed(unlimited.0)
         );
     }
     out

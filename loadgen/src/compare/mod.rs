@@ -6,6 +6,7 @@
 //! set), `compare.json` ([`Comparison`]) and [overlay plots](plot) of every
 //! built-in scenario on one chart.
 
+pub mod attacks;
 pub mod markdown;
 pub mod plot;
 
@@ -227,6 +228,12 @@ pub struct CompareReport {
     pub dir: PathBuf,
 }
 
+/// The figure a comparison with attack scenarios and their `-unlimited` twins adds.
+pub const ATTACK_OUTPUTS: [Output<CompareReport>; 2] = [
+    Output { file: "attacks.svg", exporter: &attacks::AttacksSvg },
+    Output { file: "attacks.png", exporter: &attacks::AttacksPng },
+];
+
 /// The files a comparison writes.
 pub const COMPARE_OUTPUTS: [Output<CompareReport>; 4] = [
     Output { file: "compare.json", exporter: &Json(|report: &CompareReport| &report.comparison) },
@@ -307,6 +314,9 @@ pub async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyhow::Resu
     };
     let report = CompareReport { comparison, runs, dir: dir.path.clone() };
     let mut written = report::write_outputs(&COMPARE_OUTPUTS, &report, &dir.path);
+    if !attacks::pairs(&report.runs).is_empty() {
+        written.extend(report::write_outputs(&ATTACK_OUTPUTS, &report, &dir.path));
+    }
     report::append_to_step_summary(&markdown::CompareMarkdown, &report, &mut written);
     Ok(CompareOutcome { dir: dir.path, report, written })
 }

@@ -20,9 +20,36 @@ fn streams_at_the_limit(s: &Summary) -> Option<String> {
     ))
 }
 
+/// What the scenario's attack did, and whether the well-behaved load noticed.
+fn attack(s: &Summary) -> Option<String> {
+    let a = s.attack.as_ref()?;
+    let kind = a.kind.map_or("attack", crate::attack::AttackKind::name);
+    let failed = s.requests.as_ref().map(|r| r.failed);
+    let allowed = s.plan.as_ref().and_then(|p| p.max_failed_requests);
+    let noticed = match (failed, allowed) {
+        (Some(failed), Some(allowed)) if failed > allowed => {
+            format!(" The load's requests failed {failed} times, more than the {allowed} expected ✖.")
+        }
+        (Some(failed), _) => format!(" The load's requests failed {failed} times."),
+        (None, _) => String::new(),
+    };
+    Some(format!(
+        "Attack {kind}: {} connections dialled, {} streams opened (at most {} held at once); the server reset {} \
+         and refused {} of them, answered {} and ended {} connections.{noticed}",
+        a.connections,
+        a.streams_opened,
+        a.peak_held,
+        a.streams_reset,
+        a.streams_refused,
+        a.streams_answered,
+        a.connections_ended
+    ))
+}
+
 pub fn sentences(s: &Summary) -> Vec<String> {
     let l = &s.lifecycle;
     let mut out = Vec::new();
+    out.extend(attack(s));
     if let Some(server) = l.server {
         let counts = [
             ("max_idle", server.goaway_max_idle),

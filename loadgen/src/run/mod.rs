@@ -160,8 +160,9 @@ pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunO
     let mut notes = Vec::new();
     let (recording, driven) = match plan {
         RunPlan::Builtin(plan) => {
-            let (recording, load, fault) = builtin::run(plan, prepared, &mut server, &sampling, &options.stop).await?;
-            (recording, Driven::Builtin { plan, load: Box::new(load), fault })
+            let (recording, load, fault, attack) =
+                builtin::run(plan, prepared, &mut server, &sampling, &options.stop).await?;
+            (recording, Driven::Builtin { plan, load: Box::new(load), fault, attack })
         }
         RunPlan::Foreign(plan) => {
             let (recording, ended) = foreign::run(plan, &mut server, &sampling, &mut notes).await?;
@@ -202,6 +203,10 @@ pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunO
         stopped_at: halt.reason().and_then(HaltReason::limit).filter(|_| stopped_by.at_limit()),
         fault: match &driven {
             Driven::Builtin { fault, .. } => fault.clone(),
+            Driven::Foreign { .. } => None,
+        },
+        attack: match &driven {
+            Driven::Builtin { attack, .. } => attack.clone(),
             Driven::Foreign { .. } => None,
         },
     };
@@ -283,6 +288,7 @@ enum Driven<'a> {
         plan: &'a crate::scenario::Plan,
         load: Box<crate::load::LoadReport>,
         fault: Option<crate::fault::FaultLog>,
+        attack: Option<crate::attack::AttackReport>,
     },
     Foreign {
         plan: &'a crate::scenario::ForeignPlan,
@@ -313,7 +319,13 @@ fn profile_note(failure: ProfileFailure) -> Note {
 
 /// [`runtime`], and a flag that Ctrl-C and SIGTERM turn true (see [`stop_on_signals`]).
 pub fn runtime_with_stop() -> std::io::Result<(tokio::runtime::Runtime, watch::Receiver<bool>)> {
-    let runtime = runtime()?;
+    with_stop(runtime()?)
+}
+
+/// `runtime`, and a flag that Ctrl-C and SIGTERM turn true (see [`stop_on_signals`]).
+pub fn with_stop(
+    runtime: tokio::runtime::Runtime,
+) -> std::io::Result<(tokio::runtime::Runtime, watch::Receiver<bool>)> {
     let (stop_tx, stop) = watch::channel(false);
     runtime.spawn(stop_on_signals(stop_tx));
     Ok((runtime, stop))

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::defaults;
-use super::plan::{Expectation, Transport};
+use super::plan::{AttackKind, Expectation, Transport};
 use super::values::{self, Argv, PolicyName, format_duration};
 
 /// A leaklab scenario: a client, its load, the server it runs against, and what each process's memory should do.
@@ -42,6 +42,8 @@ pub struct ScenarioFile {
     /// Network faults: the client goes through a loopback proxy that misbehaves on schedule, timed from the start of the load.
     #[serde(default)]
     pub fault: FaultSection,
+    /// An abusive client run against the toy server beside the load, which plays the well-behaved client.
+    pub attack: Option<AttackSection>,
     /// Where the load stops, so a leak never endangers the machine (exit code 5).
     #[serde(default)]
     pub caps: CapsSection,
@@ -337,6 +339,38 @@ pub struct FaultSection {
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct AttackSection {
+    /// What the abusive client does: `slow-streams` (headers, never a request), `unread-responses` (a zero
+    /// flow-control window, calls asking for `response_bytes`), `declared-size` (a prefix declaring
+    /// `declared_bytes`, then 16 bytes), `held-headers` (HEADERS without END_HEADERS) or `rapid-reset`
+    /// (HEADERS then RST_STREAM). Required. It runs from the load's start until the load ends.
+    pub kind: Option<AttackKind>,
+    /// Connections it keeps open, each dialled again when the server ends it.
+    #[schemars(range(min = 1, max = 1_000), extend("default" = 20))]
+    pub connections: Option<i64>,
+    /// Streams it holds open at once over all connections. Default: 20,000, or fewer so that they ask the
+    /// server for at most 4 GiB of responses or declared messages, which is also the most allowed.
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_streams: Option<i64>,
+    /// New streams per second over all connections, so that memory a server keeps climbs visibly.
+    /// Default: as fast as the server takes them.
+    pub streams_per_second: Option<f64>,
+    /// `unread-responses`: the response size each call asks for.
+    #[serde(default, deserialize_with = "values::size")]
+    #[schemars(schema_with = "values::size_schema", extend("default" = "1MiB"))]
+    pub response_bytes: Option<u64>,
+    /// `declared-size`: the message length each stream declares.
+    #[serde(default, deserialize_with = "values::size")]
+    #[schemars(schema_with = "values::size_schema", extend("default" = "4MiB"))]
+    pub declared_bytes: Option<u64>,
+    /// The attack stops after this long even if the load goes on (at most 60s).
+    #[serde(default, deserialize_with = "values::duration")]
+    #[schemars(schema_with = "values::duration_schema", extend("default" = "60s"))]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CapsSection {
     /// The load stops when the client's resident set size reaches this (at least 16 MiB).
     #[serde(default, deserialize_with = "values::size")]
@@ -370,6 +404,10 @@ pub struct ExpectSection {
     pub client: Option<Expectation>,
     /// What the server's memory should do.
     pub server: Option<Expectation>,
+    /// At most this many of the load's requests may fail (under an `[attack]`: 0, the well-behaved client
+    /// is not to notice it).
+    #[schemars(range(min = 0))]
+    pub failed_requests: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

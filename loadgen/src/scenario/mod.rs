@@ -32,10 +32,10 @@ pub use catalog::{Catalog, Entry};
 pub(crate) use document::Document;
 pub use options::{Kind, OPTIONS, Opt, OptionSpec, Overrides, Value};
 pub use plan::{
-    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, ClientTlsPlan,
-    Expectation, FaultPlan, ForeignClient, ForeignPlan, Identity, KeepalivePolicy, LoadPlan, Origin, Plan,
-    QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins,
-    Transport, Trust, VerdictPlan,
+    AttackKind, AttackSpec, Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive,
+    ClientPlan, ClientTlsPlan, DEFAULT_MAX_STREAMS, Expectation, FaultPlan, ForeignClient, ForeignPlan, Identity,
+    KeepalivePolicy, LoadPlan, MAX_EXPOSURE, Origin, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape,
+    SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins, Transport, Trust, VerdictPlan,
 };
 pub use values::{channelz_address, parse_duration, parse_size};
 

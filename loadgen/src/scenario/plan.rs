@@ -36,6 +36,8 @@ pub struct Plan {
     pub fault: FaultPlan,
     /// The method the client calls, when it is not the toy server's `Echo`.
     pub call: Option<CallSpec>,
+    /// An abusive client run against the server beside the load.
+    pub attack: Option<AttackSpec>,
     /// What the plan was made from, so a run can be rebuilt from its directory.
     pub origin: Origin,
 }
@@ -112,6 +114,7 @@ impl ForeignPlan {
                 tolerance_bytes_per_second: tolerances.1,
                 expect_client: None,
                 expect_server: None,
+                max_failed_requests: None,
             },
             caps: None,
             pprof: None,
@@ -288,6 +291,109 @@ pub struct CapsPlan {
     pub fds: Option<u64>,
 }
 
+/// What an abusive client does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackKind {
+    /// Streams whose headers are sent and whose request never is.
+    SlowStreams,
+    /// Calls asking for large responses on streams whose flow-control window is zero, never read.
+    UnreadResponses,
+    /// Streams that declare a message near the server's maximum and send a few bytes of it.
+    DeclaredSize,
+    /// A HEADERS frame without END_HEADERS on each connection, its CONTINUATION never sent.
+    HeldHeaders,
+    /// Streams opened and at once reset (CVE-2023-44487), which h2 sheds with GOAWAY.
+    RapidReset,
+}
+
+impl AttackKind {
+    pub const ALL: [AttackKind; 5] = [
+        AttackKind::SlowStreams,
+        AttackKind::UnreadResponses,
+        AttackKind::DeclaredSize,
+        AttackKind::HeldHeaders,
+        AttackKind::RapidReset,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackKind::SlowStreams => "slow-streams",
+            AttackKind::UnreadResponses => "unread-responses",
+            AttackKind::DeclaredSize => "declared-size",
+            AttackKind::HeldHeaders => "held-headers",
+            AttackKind::RapidReset => "rapid-reset",
+        }
+    }
+}
+
+/// The most memory an attack may ask a server without limits to hold: streams held × the bytes
+/// each asks for. Far below this machine's memory, far above the limits' bounds.
+pub const MAX_EXPOSURE: u64 = 4 << 30;
+
+/// The most streams an attack holds at once when it does not say.
+pub const DEFAULT_MAX_STREAMS: u64 = 20_000;
+
+/// A scenario's `[attack]`: what `loadgen attack` runs beside the load, on the run's server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttackSpec {
+    pub kind: AttackKind,
+    /// Connections kept open, each dialled again when the server ends it.
+    pub connections: u32,
+    /// Streams held open at once over all connections.
+    pub max_streams: u64,
+    /// New streams per second over all connections; `None`: as fast as the server takes them.
+    pub streams_per_second: Option<f64>,
+    pub response_bytes: u32,
+    pub declared_bytes: u32,
+    /// The longest it runs; it stops when the load ends.
+    pub duration: Duration,
+}
+
+impl AttackSpec {
+    /// The bytes one held stream asks the server to hold, beyond the stream itself.
+    fn bytes_per_stream(kind: AttackKind, response_bytes: u32, declared_bytes: u32) -> u64 {
+        match kind {
+            AttackKind::UnreadResponses => response_bytes.into(),
+            AttackKind::DeclaredSize => declared_bytes.into(),
+            _ => 0,
+        }
+    }
+
+    /// [`DEFAULT_MAX_STREAMS`], or fewer where each stream asks for so much that they would pass
+    /// [`MAX_EXPOSURE`].
+    pub fn default_max_streams(kind: AttackKind, response_bytes: u32, declared_bytes: u32) -> u64 {
+        match Self::bytes_per_stream(kind, response_bytes, declared_bytes) {
+            0 => DEFAULT_MAX_STREAMS,
+            bytes => (MAX_EXPOSURE / bytes).clamp(1, DEFAULT_MAX_STREAMS),
+        }
+    }
+
+    /// Fails when `max_streams` held could ask a server without limits for more than [`MAX_EXPOSURE`].
+    pub fn check_exposure(
+        kind: AttackKind,
+        max_streams: u64,
+        response_bytes: u32,
+        declared_bytes: u32,
+    ) -> Result<(), String> {
+        let per_stream = Self::bytes_per_stream(kind, response_bytes, declared_bytes);
+        let exposure = max_streams.saturating_mul(per_stream);
+        if exposure > MAX_EXPOSURE {
+            let what = match kind {
+                AttackKind::UnreadResponses => "response_bytes",
+                _ => "declared_bytes",
+            };
+            return Err(format!(
+                "max_streams {max_streams} × {what} {per_stream} = {} MiB: more than the {} MiB an attack may ask a \
+                 server to hold; lower either",
+                exposure >> 20,
+                MAX_EXPOSURE >> 20
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How the run's memory is judged, and what the scenario expects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerdictPlan {
@@ -300,6 +406,8 @@ pub struct VerdictPlan {
     pub expect_client: Option<Expectation>,
     /// What the scenario expects of the server's memory.
     pub expect_server: Option<Expectation>,
+    /// The most of the load's requests that may fail.
+    pub max_failed_requests: Option<u64>,
 }
 
 named! {
@@ -311,6 +419,8 @@ named! {
         NoLeak = "no-leak",
         /// Grows at first, then levels off (a cache or pool filling up).
         Bounded = "bounded",
+        /// Does not grow without bound: either of the two above.
+        NotLeak = "not-leak",
     }
 }
 

@@ -11,14 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::file::{
-    CallSection, CapsSection, ClientSection, ClientTlsSection, ExpectSection, FaultSection, LoadSection,
+    AttackSection, CallSection, CapsSection, ClientSection, ClientTlsSection, ExpectSection, FaultSection, LoadSection,
     SamplingSection, ScenarioFile, ServerSection, ServerTlsSection, VerdictSection,
 };
 use super::plan::{
-    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive, ClientPlan, ClientTlsPlan,
-    DEFAULT_STREAM_INTERVAL, FaultPlan, ForeignClient, ForeignPlan, Identity, KeepalivePolicy, LoadPlan,
-    MAX_STREAM_INTERVAL, Origin, Plan, RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins, Transport,
-    Trust, VerdictPlan,
+    AttackKind, AttackSpec, Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive,
+    ClientPlan, ClientTlsPlan, DEFAULT_STREAM_INTERVAL, FaultPlan, ForeignClient, ForeignPlan, Identity,
+    KeepalivePolicy, LoadPlan, MAX_STREAM_INTERVAL, Origin, Plan, RequestShape, SamplingPlan, ServerPlan,
+    ServerTlsPlan, TlsOrigins, Transport, Trust, VerdictPlan,
 };
 use super::values::{PolicyName, format_duration};
 use super::{Document, MIN_ROUNDS, Opt, Overrides, ScenarioError, defaults};
@@ -32,6 +32,8 @@ const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_IDLE_BETWEEN_ROUNDS: Duration = Duration::from_secs(60);
 /// The longest an external client may run: it must stop by itself in reasonable time.
 const MAX_EXTERNAL_DURATION: Duration = Duration::from_secs(600);
+/// The longest an attack may run: the machine is shared.
+const MAX_ATTACK_DURATION: Duration = Duration::from_secs(60);
 /// The smallest RSS cap: below it a process could not even start its load.
 const MIN_RSS_CAP: u64 = 16 << 20;
 
@@ -144,6 +146,7 @@ impl<'a> Validator<'a> {
             ));
         }
         let fault = self.fault(&file.fault)?;
+        let attack = file.attack.as_ref().map(|attack| self.attack(attack)).transpose()?;
         let call = file.call.as_ref().map(|call| self.call(call)).transpose()?;
         if call.is_some() && policy.streams() {
             return Err(self.invalid(
@@ -171,8 +174,47 @@ impl<'a> Validator<'a> {
             client,
             fault,
             call,
+            attack,
             origin: Origin::default(),
         })
+    }
+
+    fn attack(&self, attack: &AttackSection) -> Result<AttackSpec, ScenarioError> {
+        let kind = attack.kind.ok_or_else(|| {
+            let names: Vec<_> = AttackKind::ALL.iter().map(|kind| kind.name()).collect();
+            self.invalid("attack.kind", format!("missing: one of {}", names.join(", ")))
+        })?;
+        let bytes = |key: &str, value: Option<u64>, default: u32| -> Result<u32, ScenarioError> {
+            let bytes = value.unwrap_or(default.into());
+            u32::try_from(bytes)
+                .ok()
+                .filter(|bytes| *bytes > 0)
+                .ok_or_else(|| self.invalid(key, format!("must be between 1 byte and 4GiB, got {bytes} bytes")))
+        };
+        let response_bytes = bytes("attack.response_bytes", attack.response_bytes, 1 << 20)?;
+        let declared_bytes = bytes("attack.declared_bytes", attack.declared_bytes, 4 << 20)?;
+        let max_streams = match attack.max_streams {
+            Some(n) => self.range("attack.max_streams", Some(n), 1, 1, 1_000_000)? as u64,
+            None => AttackSpec::default_max_streams(kind, response_bytes, declared_bytes),
+        };
+        let streams_per_second = match attack.streams_per_second {
+            Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+                return Err(self.invalid("attack.streams_per_second", format!("must be a positive number, got {rate}")));
+            }
+            rate => rate,
+        };
+        let spec = AttackSpec {
+            kind,
+            connections: self.range("attack.connections", attack.connections, 20, 1, 1_000)? as u32,
+            max_streams,
+            streams_per_second,
+            response_bytes,
+            declared_bytes,
+            duration: self.positive("attack.duration", attack.duration, MAX_ATTACK_DURATION, MAX_ATTACK_DURATION)?,
+        };
+        AttackSpec::check_exposure(kind, max_streams, response_bytes, declared_bytes)
+            .map_err(|reason| self.invalid("attack.max_streams", reason))?;
+        Ok(spec)
     }
 
     /// An `[external]` scenario's plan: its command, run against the toy server and watched from outside.
@@ -182,6 +224,7 @@ impl<'a> Validator<'a> {
             ("client", "an external scenario's client is its command, not a policy"),
             ("load", "an external client runs its own load"),
             ("fault", "faults are injected in front of the built-in client only"),
+            ("attack", "an attack runs beside the built-in client only"),
         ] {
             if let Some(key) = self.document.table.get(section).and_then(|t| t.as_table()).and_then(|t| t.keys().next())
             {
@@ -699,6 +742,10 @@ impl<'a> Validator<'a> {
             )?,
             expect_client: expect.client,
             expect_server: expect.server,
+            max_failed_requests: match expect.failed_requests {
+                Some(n) => Some(self.range("expect.failed_requests", Some(n), 0, 0, i64::MAX)? as u64),
+                None => None,
+            },
         })
     }
 }

@@ -17,7 +17,7 @@ use crate::sample::{LoadWindow, Sample};
 use crate::scenario::{ChannelPolicy, Plan, VerdictPlan};
 use crate::stats::trend::CONFIDENCE;
 use crate::stats::{Latency, Span};
-use crate::verdict::{Axis, Verdicts, judge};
+use crate::verdict::{Axis, Outcome, Verdicts, judge};
 
 /// What a run knew besides its samples, whatever its kind.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct RunFacts {
     pub stopped_at: Option<LimitHit>,
     /// What the fault proxy did, if the run had one.
     pub fault: Option<FaultLog>,
+    /// What the scenario's attack did, if it had one.
+    pub attack: Option<crate::attack::AttackReport>,
 }
 
 /// What the client side of a run was, and what it measured besides samples.
@@ -209,9 +211,13 @@ impl Summary {
                 client_streams_per_request: growth_of(&|s| s.client.streams),
                 server_streams_per_request: growth_of(&|s| s.server?.process.streams),
             },
+            outcome: outcome(&verdict, &verdict_plan, requests.as_ref()),
+            expectation_met: (verdict_plan.expect_client.is_some()
+                || verdict_plan.expect_server.is_some()
+                || verdict_plan.max_failed_requests.is_some())
+            .then(|| outcome(&verdict, &verdict_plan, requests.as_ref()) == Outcome::Met),
             requests,
-            outcome: verdict.outcome(&verdict_plan),
-            expectation_met: verdict.expectation_met(&verdict_plan),
+            attack: facts.attack,
             verdict,
             samples: SamplesInfo {
                 file: facts.samples_file,
@@ -304,6 +310,7 @@ impl PlanInfo {
             sample_interval_ms: plan.sampling.interval.map(|d| d.as_millis() as u64),
             cooldown_s: plan.sampling.cooldown.as_secs_f64(),
             max_concurrent_streams: plan.server.limits.max_concurrent_streams.map(u64::from),
+            max_failed_requests: plan.verdict.max_failed_requests,
         }
     }
 }
@@ -331,4 +338,14 @@ impl ProcessSummary {
             channelz: None,
         })
     }
+}
+
+/// The verdicts against their expectations, and the failed requests against theirs.
+fn outcome(verdict: &Verdicts, plan: &VerdictPlan, requests: Option<&Requests>) -> Outcome {
+    let failures = plan.max_failed_requests.map(|max| match requests {
+        Some(requests) if requests.failed <= max => Outcome::Met,
+        Some(_) => Outcome::Contradicted,
+        None => Outcome::Inconclusive,
+    });
+    Outcome::worst([verdict.outcome(plan)].into_iter().chain(failures))
 }

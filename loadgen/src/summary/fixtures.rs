@@ -112,6 +112,7 @@ pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summ
         stopped_by: StopReason::Requests,
         stopped_at: None,
         fault: None,
+        attack: None,
     };
     (Summary::build(Measured::Builtin { plan: &plan, load: Some(&load) }, &samples, facts), samples)
 }

@@ -94,9 +94,12 @@ pub struct Summary {
     pub verdict: Verdicts,
     /// How the verdicts compare with the scenario's expectations: `met`, `inconclusive` or `contradicted`.
     pub outcome: Outcome,
-    /// `true` when every expectation of the scenario is met, `false` when one is contradicted or could
-    /// not be decided, `null` when the scenario sets none.
+    /// `true` when every expectation of the scenario is met (`failed_requests` included), `false` when one
+    /// is contradicted or could not be decided, `null` when the scenario sets none.
     pub expectation_met: Option<bool>,
+    /// What the scenario's `[attack]` did and what the server did to it; `null` without one.
+    #[serde(default)]
+    pub attack: Option<crate::attack::AttackReport>,
     /// About the samples file.
     pub samples: SamplesInfo,
     /// Limits of the machine each process ran under.
@@ -210,6 +213,9 @@ pub struct PlanInfo {
     /// SETTINGS_MAX_CONCURRENT_STREAMS); `null` when it has none, or the server is not leaklab's.
     #[serde(default)]
     pub max_concurrent_streams: Option<u64>,
+    /// `expect.failed_requests`: the most requests that may fail; `null` when the scenario sets none.
+    #[serde(default)]
+    pub max_failed_requests: Option<u64>,
 }
 
 impl PlanInfo {

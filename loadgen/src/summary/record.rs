@@ -154,6 +154,7 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<(Summary, Vec<Sample>)> {
         stopped_at: None,
         // The proxy's log lived in the process that ended.
         fault: None,
+        attack: None,
     };
     let summary = match &plan {
         RunPlan::Builtin(plan) => Summary::build(Measured::Builtin { plan, load: None }, &samples, facts),

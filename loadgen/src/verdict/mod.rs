@@ -79,6 +79,7 @@ impl VerdictKind {
             (VerdictKind::Leak, Expectation::Leak)
                 | (VerdictKind::NoLeak, Expectation::NoLeak)
                 | (VerdictKind::Bounded, Expectation::Bounded)
+                | (VerdictKind::NoLeak | VerdictKind::Bounded, Expectation::NotLeak)
         )
     }
 }

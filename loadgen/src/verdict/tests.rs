@@ -239,6 +239,7 @@ fn outcome_is_contradicted_before_inconclusive_before_met() {
         tolerance_bytes_per_second: TOLERANCE,
         expect_client: client,
         expect_server: server,
+        max_failed_requests: None,
     };
     let both = plan(Some(Expectation::NoLeak), Some(Expectation::NoLeak));
     let verdicts = |client: &ProcessVerdict, server: &ProcessVerdict| Verdicts {

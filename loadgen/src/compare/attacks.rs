@@ -1,0 +1,146 @@
+//! `attacks.png` and `attacks.svg`: each attack scenario beside its
+//! `-unlimited` twin, the server's allocated memory over time, one row per
+//! attack on one scale, so that what the limits bound shows against what
+//! climbs without them.
+
+use std::io::Write;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::CompareReport;
+use crate::report::Exporter;
+use crate::report::plot::{house_chart, png, svg};
+use crate::report::units::mib;
+use crate::sample::Sample;
+
+const WIDTH: u32 = 1200;
+const ROW_HEIGHT: u32 = 300;
+const HEADER: u32 = 70;
+const LIMITED: RGBColor = RGBColor(44, 160, 44);
+const UNLIMITED: RGBColor = RGBColor(214, 39, 40);
+
+/// The suffix of a scenario that runs its twin's attack with the relevant limit off.
+pub const UNLIMITED_SUFFIX: &str = "-unlimited";
+
+/// An attack scenario and its `-unlimited` twin, both run in this comparison.
+#[derive(Debug)]
+pub struct Pair<'a> {
+    pub limited: (&'a str, &'a [Sample]),
+    pub unlimited: (&'a str, &'a [Sample]),
+}
+
+/// The scenario of a run's label (`attack-slow-streams: NO LEAK, …`).
+fn scenario(label: &str) -> &str {
+    label.split_once(": ").map_or(label, |(name, _)| name)
+}
+
+/// Every `attack-…` scenario whose `-unlimited` twin ran too, in the order they ran.
+pub fn pairs(runs: &[(String, Vec<Sample>)]) -> Vec<Pair<'_>> {
+    runs.iter()
+        .map(|(label, samples)| (scenario(label), samples))
+        .filter(|(name, _)| name.starts_with("attack-") && !name.ends_with(UNLIMITED_SUFFIX))
+        .filter_map(|(name, samples)| {
+            let twin = format!("{name}{UNLIMITED_SUFFIX}");
+            let (twin, twin_samples) =
+                runs.iter().map(|(label, samples)| (scenario(label), samples)).find(|(other, _)| *other == twin)?;
+            Some(Pair { limited: (name, samples), unlimited: (twin, twin_samples) })
+        })
+        .collect()
+}
+
+/// `attacks.svg`.
+#[derive(Debug)]
+pub struct AttacksSvg;
+/// `attacks.png`.
+#[derive(Debug)]
+pub struct AttacksPng;
+
+fn height(report: &CompareReport) -> u32 {
+    HEADER + ROW_HEIGHT * pairs(&report.runs).len().max(1) as u32
+}
+
+impl Exporter<CompareReport> for AttacksSvg {
+    fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
+        svg((WIDTH, height(report)), out, &|root| draw(root, &pairs(&report.runs)).map_err(|e| e.to_string()))
+    }
+}
+
+impl Exporter<CompareReport> for AttacksPng {
+    fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
+        png((WIDTH, height(report)), out, &|root| draw(root, &pairs(&report.runs)).map_err(|e| e.to_string()))
+    }
+}
+
+/// The server's allocated memory in MiB, against seconds since the run started.
+fn server_allocated(samples: &[Sample]) -> Vec<(f64, f64)> {
+    samples
+        .iter()
+        .filter_map(|s| Some((s.elapsed_s, mib(s.server.as_ref()?.process.jemalloc?.allocated_bytes))))
+        .collect()
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    pairs: &[Pair<'_>],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
+    let (header, body) = root.split_vertically(HEADER);
+    header.draw(&Text::new(
+        "leaklab attacks: the server with its limits (left) and without (right)",
+        (20, 10),
+        ("sans-serif", 26).into_font().color(&BLACK),
+    ))?;
+    header.draw(&Text::new(
+        "The server's allocated memory while an abusive client runs beside a well-behaved one. Each row on one scale.",
+        (20, 40),
+        ("sans-serif", 15).into_font().color(&RGBColor(60, 60, 60)),
+    ))?;
+    let rows = body.split_evenly((pairs.len().max(1), 1));
+    for (row, pair) in rows.iter().zip(pairs) {
+        let lines = [(pair.limited, LIMITED), (pair.unlimited, UNLIMITED)]
+            .map(|((name, samples), color)| (name, server_allocated(samples), color));
+        let x_max = lines.iter().flat_map(|(_, points, _)| points.iter().map(|p| p.0)).fold(1.0f64, f64::max);
+        let y_max = lines.iter().flat_map(|(_, points, _)| points.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.1;
+        let (left, right) = row.split_horizontally(WIDTH / 2);
+        for ((name, points, color), area) in lines.iter().zip([left, right]) {
+            let peak = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
+            let title = format!("{name}: peak {peak:.0} MiB");
+            let mut chart = house_chart(&area, &title, (x_max, "seconds since start", 0), (y_max, "MiB", 0))?;
+            chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(3)))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::fixtures::scripted_report;
+
+    #[test]
+    fn an_attack_is_paired_with_its_unlimited_twin_only_when_both_ran() {
+        let (_, samples) = scripted_report();
+        let runs: Vec<(String, Vec<Sample>)> = ["reused", "attack-a: NO LEAK", "attack-a-unlimited: LEAK", "attack-b"]
+            .into_iter()
+            .map(|name| (name.to_owned(), samples.clone()))
+            .collect();
+        let found = pairs(&runs);
+        assert_eq!(found.len(), 1, "attack-b has no twin, reused is no attack");
+        assert_eq!((found[0].limited.0, found[0].unlimited.0), ("attack-a", "attack-a-unlimited"));
+        let comparison = crate::compare::Comparison {
+            started_at: String::new(),
+            quick: true,
+            baseline: None,
+            rows: vec![],
+            failures: vec![],
+            outcome: crate::verdict::Outcome::Met,
+            interrupted: false,
+            skipped: vec![],
+        };
+        let report = CompareReport { comparison, runs, dir: std::path::PathBuf::new() };
+        let mut png = Vec::new();
+        AttacksPng.export(&report, &mut png).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+}
