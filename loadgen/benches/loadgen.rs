@@ -8,6 +8,9 @@
 //!    1b. Any method: `reused` through the dynamic path (`[call]` with the Echo's
 //!    `.proto` and JSON data) beside the compiled `Echo`, plaintext and over TLS
 //!    (a throwaway CA), alternating; `LEAKLAB_BENCH_ONLY=dynamic` runs only this.
+//!    1c. The server's limits: `reused` against the toy server with its default
+//!    limits and with every limit off, alternating; `LEAKLAB_BENCH_ONLY=limits`
+//!    runs only this.
 //! 2. The load generator's own RSS over 1,000,000 requests, compared with its
 //!    value right after warm-up, measured on the `loadgen` binary itself.
 //! 3. Open-loop accuracy: at a target rate well below capacity, the rate achieved.
@@ -59,6 +62,10 @@ fn main() {
     // LEAKLAB_BENCH_ONLY=dynamic runs only the dynamic path's comparison (section 1b).
     if std::env::var("LEAKLAB_BENCH_ONLY").is_ok_and(|only| only == "dynamic") {
         dynamic_path(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
+        return;
+    }
+    if std::env::var("LEAKLAB_BENCH_ONLY").is_ok_and(|only| only == "limits") {
+        server_limits(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
         return;
     }
     println!(
@@ -132,6 +139,9 @@ fn main() {
     // 1b. Any method: the dynamic path (descriptors from a .proto, JSON data) beside the compiled Echo,
     // plaintext and over TLS, alternating.
     dynamic_path(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
+
+    // 1c. What the server's default limits cost `reused`, alternating with every limit off.
+    server_limits(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
 
     // 2. The load generator's own memory over a long run. This runs the real
     // `loadgen` binary: in this process, allocator pages freed by the rounds
@@ -484,6 +494,44 @@ async fn execute(plan: &Plan, server_bin: &Path, reports: &Path) -> RunOutcome {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `reused` on a `Channel`, unsampled, against the toy server with its default limits and with every
+/// limit off, alternating; the medians give what the limits cost.
+fn server_limits(runtime: &tokio::runtime::Runtime, server_bin: &Path, reports: &Path, requests: u64) {
+    // A first run after a build is slower: thrown away, as in section 1.
+    runtime.block_on(execute(&plan(requests, false, Transport::Channel), server_bin, reports));
+    println!("| round | server limits | requests | req/s | p50 µs | p99 µs |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    let (mut limited, mut unlimited) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        for defaults in [true, false] {
+            let mut plan = plan(requests, false, Transport::Channel);
+            if !defaults {
+                plan.server.limits = leaklab_server::Limits::unlimited();
+            }
+            let outcome = runtime.block_on(execute(&plan, server_bin, reports));
+            let s = &outcome.report.summary;
+            let requests = s.requests.as_ref().expect("a built-in run counts its requests");
+            assert_eq!(requests.failed, 0, "bench requests failed: {:?}", requests.errors);
+            let (rps, latency) =
+                (s.throughput_rps.unwrap_or(0.0), s.latency_us.expect("a built-in run times its calls"));
+            println!(
+                "| {round} | {} | {} | {rps:.0} | {} | {} |",
+                if defaults { "defaults" } else { "all off" },
+                requests.ok,
+                latency.p50,
+                latency.p99
+            );
+            if defaults { limited.push(rps) } else { unlimited.push(rps) }
+        }
+    }
+    let (on, off) = (median(&mut limited), median(&mut unlimited));
+    println!(
+        "\nserver limits: median {on:.0} req/s with the defaults, {off:.0} req/s with every limit off: the defaults \
+         cost {:+.1}% of throughput (A/B noise on a shared machine is a few %)\n",
+        (off - on) / off * 100.0
+    );
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -377,8 +377,8 @@ pub(crate) struct CompareArgs {
     /// Scenario names or paths [default: every scenario in the catalog]
     pub(crate) scenarios: Vec<String>,
 
-    /// At most 3,200 requests after warm-up per scenario and a cool-down of at most 1 s,
-    /// so the default set runs in under 3 minutes.
+    /// At most 3,200 requests after warm-up per scenario and a cool-down of at most 1 s:
+    /// every scenario, briefly.
     #[arg(long)]
     pub(crate) quick: bool,
 

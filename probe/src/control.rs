@@ -98,7 +98,9 @@ pub struct ServerLifecycle {
     #[serde(default)]
     pub streams_reset_incomplete: u64,
     /// Streams reset because their response waited behind a closed flow-control window for
-    /// `unread_response_timeout`, or because the connection's or the server's unread-response bound needed room.
+    /// `unread_response_timeout`, or because the connection's or the server's unread-response bound needed room;
+    /// and responses refused (`RESOURCE_EXHAUSTED`) before they were built, because responses being built
+    /// filled `max_unread_response_bytes_total`.
     #[serde(default)]
     pub responses_reset_unread: u64,
     /// Connections closed at once because `max_connections` were already open.
