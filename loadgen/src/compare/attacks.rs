@@ -102,11 +102,13 @@ fn draw<DB: DrawingBackend>(
             .map(|((name, samples), color)| (name, server_allocated(samples), color));
         let x_max = lines.iter().flat_map(|(_, points, _)| points.iter().map(|p| p.0)).fold(1.0f64, f64::max);
         let y_max = lines.iter().flat_map(|(_, points, _)| points.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.1;
+        // Whole MiB on the axis, unless the row stays within a few.
+        let decimals = if y_max < 10.0 { 1 } else { 0 };
         let (left, right) = row.split_horizontally(WIDTH / 2);
         for ((name, points, color), area) in lines.iter().zip([left, right]) {
             let peak = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
             let title = format!("{name}: peak {peak:.0} MiB");
-            let mut chart = house_chart(&area, &title, (x_max, "seconds since start", 0), (y_max, "MiB", 0))?;
+            let mut chart = house_chart(&area, &title, (x_max, "seconds since start", 0), (y_max, "MiB", decimals))?;
             chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(3)))?;
         }
     }
