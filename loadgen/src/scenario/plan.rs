@@ -424,6 +424,13 @@ named! {
     }
 }
 
+impl VerdictPlan {
+    /// Whether the scenario expects anything: of either process's memory, or of its failed requests.
+    pub fn sets_expectation(&self) -> bool {
+        self.expect_client.is_some() || self.expect_server.is_some() || self.max_failed_requests.is_some()
+    }
+}
+
 /// Requests after warm-up in the quick profile of `loadgen compare --quick`.
 pub const QUICK_MEASURED_REQUESTS: u64 = 3_200;
 /// Longest cool-down in the quick profile.

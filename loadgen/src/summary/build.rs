@@ -172,6 +172,7 @@ impl Summary {
         let throughput_rps =
             requests.as_ref().filter(|_| load_duration_s > 0.0).map(|requests| requests.ok as f64 / load_duration_s);
         let leak = matches!(measured, Measured::Builtin { plan, .. } if plan.policy == ChannelPolicy::Leak);
+        let outcome = outcome(&verdict, &verdict_plan, requests.as_ref());
         Summary {
             schema_version: SCHEMA_VERSION,
             kind,
@@ -211,11 +212,8 @@ impl Summary {
                 client_streams_per_request: growth_of(&|s| s.client.streams),
                 server_streams_per_request: growth_of(&|s| s.server?.process.streams),
             },
-            outcome: outcome(&verdict, &verdict_plan, requests.as_ref()),
-            expectation_met: (verdict_plan.expect_client.is_some()
-                || verdict_plan.expect_server.is_some()
-                || verdict_plan.max_failed_requests.is_some())
-            .then(|| outcome(&verdict, &verdict_plan, requests.as_ref()) == Outcome::Met),
+            outcome,
+            expectation_met: verdict_plan.sets_expectation().then_some(outcome == Outcome::Met),
             requests,
             attack: facts.attack,
             verdict,
