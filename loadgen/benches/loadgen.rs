@@ -484,6 +484,7 @@ async fn execute(plan: &Plan, server_bin: &Path, reports: &Path) -> RunOutcome {
         reports_dir: reports.to_owned(),
         view: View::Quiet,
         stop,
+        live: None,
     };
     let outcome =
         run::execute(&RunPlan::Builtin(Box::new(plan.clone())), options).await.expect("a bench run completes");

@@ -2,6 +2,7 @@
 //! the library's types before anything runs. The flags that override a
 //! scenario's keys come from the one table of them, `scenario::OPTIONS`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +10,10 @@ use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use leaklab_loadgen::compare::{self, CompareOptions};
 use leaklab_loadgen::demo::{DemoOptions, story};
+use leaklab_loadgen::report::ci::{Bmf, Gab, Junit, Results};
+use leaklab_loadgen::report::metrics::{self, LiveBoard};
 use leaklab_loadgen::report::progress::View;
+use leaklab_loadgen::report::{self as exports, Written};
 use leaklab_loadgen::run::{RunOptions, ServerMetrics, ServerPprof, TargetChoice, process_name};
 use leaklab_loadgen::sample::{MetricsEndpoint, ScrapeError};
 use leaklab_loadgen::scenario::{
@@ -26,7 +30,7 @@ pub(crate) type Stop = watch::Receiver<bool>;
 /// Runs a scenario against the toy leaklab server while sampling the memory,
 /// connections and file descriptors of both processes, then writes
 /// reports/<scenario>/<time>/ (summary.json, memory.png/svg, report.md,
-/// samples.jsonl).
+/// samples.jsonl, samples.csv).
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]
 pub(crate) struct Cli {
@@ -180,6 +184,9 @@ pub(crate) struct DemoArgs {
 
     #[command(flatten)]
     pub(crate) common: CommonArgs,
+
+    #[command(flatten)]
+    pub(crate) ci: CiArgs,
 }
 
 impl DemoArgs {
@@ -190,7 +197,7 @@ impl DemoArgs {
     }
 
     /// How the demo runs: each chapter in its own `loadgen run`, with the live view unless `--quiet`.
-    pub(crate) fn options(&self, stop: Stop) -> anyhow::Result<DemoOptions> {
+    pub(crate) fn options(&self, stop: Stop, live: Option<LiveBoard>) -> anyhow::Result<DemoOptions> {
         let target = self.common.target()?;
         if let TargetChoice::External { .. } = target {
             anyhow::bail!("--target: the demo starts and measures its own server in every chapter");
@@ -200,7 +207,7 @@ impl DemoArgs {
             run_args.push("--dashboard".to_owned());
         }
         let runner = std::env::current_exe().context("locating this binary")?;
-        Ok(DemoOptions { runner, run_args, reports_dir: self.common.reports_dir.clone(), fast: self.fast, stop })
+        Ok(DemoOptions { runner, run_args, reports_dir: self.common.reports_dir.clone(), fast: self.fast, stop, live })
     }
 }
 
@@ -267,6 +274,9 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_name = "ADDR", value_parser = scenario::channelz_address)]
     pub(crate) channelz: Option<String>,
 
+    #[command(flatten)]
+    pub(crate) ci: CiArgs,
+
     /// The command to start and watch, after `--`; it is stopped at the end if still running.
     #[arg(last = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,
@@ -325,9 +335,9 @@ impl WatchArgs {
         Ok(RunPlan::Foreign(Box::new(plan)))
     }
 
-    pub(crate) fn options(&self, stop: Stop) -> RunOptions {
+    pub(crate) fn options(&self, stop: Stop, live: Option<LiveBoard>) -> RunOptions {
         let view = if self.dashboard { View::Dashboard } else { View::Quiet };
-        RunOptions { target: None, reports_dir: self.reports_dir.clone(), view, stop }
+        RunOptions { target: None, reports_dir: self.reports_dir.clone(), view, stop, live }
     }
 }
 
@@ -350,6 +360,9 @@ pub(crate) struct RunArgs {
     pub(crate) verdict: VerdictArgs,
 
     #[command(flatten)]
+    pub(crate) ci: CiArgs,
+
+    #[command(flatten)]
     pub(crate) overrides: OverrideArgs,
 }
 
@@ -366,9 +379,9 @@ impl RunArgs {
         Ok(baseline::BaselineUse::prepare(&self.common.reports_dir, compare_with, save_as, plan.name())?)
     }
 
-    pub(crate) fn options(&self, stop: Stop) -> anyhow::Result<RunOptions> {
+    pub(crate) fn options(&self, stop: Stop, live: Option<LiveBoard>) -> anyhow::Result<RunOptions> {
         let target = Some(self.common.target()?);
-        Ok(RunOptions { target, reports_dir: self.common.reports_dir.clone(), view: self.common.view(), stop })
+        Ok(RunOptions { target, reports_dir: self.common.reports_dir.clone(), view: self.common.view(), stop, live })
     }
 }
 
@@ -387,6 +400,9 @@ pub(crate) struct CompareArgs {
 
     #[command(flatten)]
     pub(crate) verdict: VerdictArgs,
+
+    #[command(flatten)]
+    pub(crate) ci: CiArgs,
 }
 
 impl CompareArgs {
@@ -415,7 +431,7 @@ impl CompareArgs {
     }
 
     /// How the comparison runs: each scenario in its own `loadgen run` with the same target.
-    pub(crate) fn options(&self, stop: Stop) -> anyhow::Result<CompareOptions> {
+    pub(crate) fn options(&self, stop: Stop, live: Option<LiveBoard>) -> anyhow::Result<CompareOptions> {
         Ok(CompareOptions {
             runner: std::env::current_exe().context("locating this binary")?,
             run_args: self.common.forwarded(&self.common.target()?),
@@ -425,6 +441,7 @@ impl CompareArgs {
             save_baseline: self.verdict.save_baseline.clone(),
             stop,
             stdout_dir: None,
+            live,
         })
     }
 }
@@ -444,6 +461,56 @@ pub(crate) struct VerdictArgs {
     /// and instead of 4 when the run failed.
     #[arg(long)]
     pub(crate) bisect: bool,
+}
+
+/// What CI systems and dashboards read besides the run directories, for every command that runs.
+#[derive(Debug, Args)]
+pub(crate) struct CiArgs {
+    /// Write a JUnit XML report to FILE: one test case per scenario and process, failed when an
+    /// expectation is contradicted or a baseline regressed.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) junit: Option<PathBuf>,
+
+    /// Write each scenario's figures to FILE in Bencher Metric Format (JSON), with the slope's
+    /// interval as lower_value and upper_value.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) bmf: Option<PathBuf>,
+
+    /// Write each scenario's figures to FILE as github-action-benchmark's customSmallerIsBetter
+    /// JSON, with the slope's interval as range.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) gab: Option<PathBuf>,
+
+    /// While it runs, serve the latest sample of both processes at http://ADDR/metrics in
+    /// Prometheus text format (a PORT alone listens on 127.0.0.1; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", value_parser = metrics::listen_address)]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+}
+
+impl CiArgs {
+    /// The live board `--metrics-listen` serves, its endpoint listening (and said on stderr) before anything runs.
+    pub(crate) fn live(&self) -> anyhow::Result<Option<LiveBoard>> {
+        let Some(addr) = self.metrics_listen else { return Ok(None) };
+        let board = LiveBoard::default();
+        let bound = metrics::serve(addr, board.clone()).with_context(|| format!("--metrics-listen {addr}"))?;
+        eprintln!("metrics: http://{bound}/metrics");
+        Ok(Some(board))
+    }
+
+    /// Writes the files the command line asked for; each one written, or why not.
+    pub(crate) fn write(&self, results: &Results<'_>) -> Written {
+        let mut written = Written::default();
+        if let Some(path) = &self.junit {
+            exports::write_file(&Junit, results, path, &mut written);
+        }
+        if let Some(path) = &self.bmf {
+            exports::write_file(&Bmf, results, path, &mut written);
+        }
+        if let Some(path) = &self.gab {
+            exports::write_file(&Gab, results, path, &mut written);
+        }
+        written
+    }
 }
 
 /// The flags that override a scenario's keys, one per row of `scenario::OPTIONS`.

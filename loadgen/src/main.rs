@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use leaklab_loadgen::call::ResolveError;
+use leaklab_loadgen::report::ci::{Entry, Results};
 use leaklab_loadgen::report::console::{RunConsole, RunText};
 use leaklab_loadgen::report::{self, Exporter, Report};
 use leaklab_loadgen::run::{self, RunOutcome};
@@ -56,30 +57,45 @@ fn main() -> ExitCode {
     }))
 }
 
-/// scenario → plan → run → baseline → console → exit code.
+/// scenario → plan → run → baseline → CI files → console → exit code.
 fn run_scenario(args: &cli::RunArgs) -> Result<u8, Failure> {
     let plan = args.plan().map_err(usage)?;
     let baselines = args.baselines(&plan).map_err(usage)?;
     let (runtime, stop) = run::runtime_with_stop().map_err(failed)?;
-    let options = args.options(stop).map_err(usage)?;
+    let live = args.ci.live().map_err(usage)?;
+    let options = args.options(stop, live).map_err(usage)?;
     let bisect = args.verdict.bisect;
     let mut outcome = runtime.block_on(run::execute(&plan, options)).map_err(|error| {
         // A method that could not be made callable is the command line's mistake, found before anything ran.
         let code = if error.is::<ResolveError>() { exit::USAGE } else { exit::failed(bisect) };
+        unjudged(&args.ci, plan.name(), &error);
         (code, error)
     })?;
     let (comparison, saved) = baselines.finish(&outcome.report.summary);
     let saved = saved.and_then(|saved| saved.map_err(|error| outcome.written.errors.push(error.into())).ok());
+    let ci = args.ci.write(&outcome.results("run", comparison.as_ref()));
+    outcome.written.extend(ci);
     let saved_as = args.verdict.save_baseline.as_deref().zip(saved.as_deref());
     Ok(finish(&outcome, RunConsole { baseline: comparison.as_ref(), saved_as, ..outcome.console() }, bisect))
 }
 
-/// process → samples → verdict → console → exit code.
+/// The CI files of a run that failed before its report: its cases are errors, with why.
+fn unjudged(ci: &cli::CiArgs, scenario: &str, error: &anyhow::Error) {
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let error = format!("{error:#}");
+    let entries = vec![Entry::Failed { scenario, error: &error }];
+    errors(&ci.write(&Results { command: "run", started_at: &started_at, entries }).errors);
+}
+
+/// process → samples → verdict → CI files → console → exit code.
 fn watch_process(args: &cli::WatchArgs) -> Result<u8, Failure> {
     let plan = args.plan().map_err(usage)?;
     let (runtime, stop) = run::runtime_with_stop().map_err(failed)?;
+    let live = args.ci.live().map_err(usage)?;
     // A --pid that is not there or a command that cannot start is the command line's mistake.
-    let outcome = runtime.block_on(run::execute(&plan, args.options(stop))).map_err(usage)?;
+    let mut outcome = runtime.block_on(run::execute(&plan, args.options(stop, live))).map_err(usage)?;
+    let ci = args.ci.write(&outcome.results("watch", None));
+    outcome.written.extend(ci);
     Ok(finish(&outcome, outcome.console(), false))
 }
 
@@ -102,23 +118,29 @@ fn finish(outcome: &RunOutcome, console: RunConsole<'_>, bisect: bool) -> u8 {
     exit::Ending::of_run(console.summary, regressed, !outcome.written.errors.is_empty()).code(bisect)
 }
 
-/// every scenario → plans → each run in its own process → comparison → exit code.
+/// every scenario → plans → each run in its own process → comparison → CI files → exit code.
 fn compare_scenarios(args: &cli::CompareArgs) -> Result<u8, Failure> {
     let plans = args.plans().map_err(usage)?;
     let (runtime, stop) = run::runtime_with_stop().map_err(failed)?;
-    let options = args.options(stop).map_err(usage)?;
-    let outcome = runtime.block_on(compare::execute(&plans, options)).map_err(failed)?;
+    let live = args.ci.live().map_err(usage)?;
+    let options = args.options(stop, live).map_err(usage)?;
+    let mut outcome = runtime.block_on(compare::execute(&plans, options)).map_err(failed)?;
+    let ci = args.ci.write(&outcome.report.results());
+    outcome.written.extend(ci);
     print_with(&compare::markdown::CompareText, &outcome.report);
     errors(&outcome.written.errors);
     Ok(outcome.ending().code(args.verdict.bisect))
 }
 
-/// story → chapters run in order with the live view → page → exit code.
+/// story → chapters run in order with the live view → page → CI files → exit code.
 fn tell_the_story(args: &cli::DemoArgs) -> Result<u8, Failure> {
     let story = args.story().map_err(usage)?;
     let (runtime, stop) = run::runtime_with_stop().map_err(failed)?;
-    let options = args.options(stop).map_err(usage)?;
-    let outcome = runtime.block_on(demo::execute(&story, options)).map_err(failed)?;
+    let live = args.ci.live().map_err(usage)?;
+    let options = args.options(stop, live).map_err(usage)?;
+    let mut outcome = runtime.block_on(demo::execute(&story, options)).map_err(failed)?;
+    let ci = args.ci.write(&outcome.report.results());
+    outcome.written.extend(ci);
     print_with(&demo::DemoText, &outcome.report);
     errors(&outcome.written.errors);
     Ok(outcome.ending().code(false))

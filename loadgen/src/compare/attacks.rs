@@ -140,7 +140,7 @@ mod tests {
             interrupted: false,
             skipped: vec![],
         };
-        let report = CompareReport { comparison, runs, dir: std::path::PathBuf::new() };
+        let report = CompareReport { comparison, runs, summaries: Vec::new(), dir: std::path::PathBuf::new() };
         let mut png = Vec::new();
         AttacksPng.export(&report, &mut png).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

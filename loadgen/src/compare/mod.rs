@@ -18,7 +18,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{self, BaselineComparison};
+use crate::report::ci::{Entry, Results};
 use crate::report::json::Json;
+use crate::report::metrics::LiveBoard;
 use crate::report::units::bytes_per_request;
 use crate::report::{self, Output, RunDir, Written};
 use crate::sample::Sample;
@@ -201,6 +203,8 @@ pub struct CompareOptions {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// Each run's standard output goes to `<dir>/<scenario>.log` (this process's when `None`).
     pub stdout_dir: Option<PathBuf>,
+    /// `--metrics-listen`: each run's samples are posted here as they reach its `samples.jsonl`.
+    pub live: Option<LiveBoard>,
 }
 
 /// What a comparison left behind.
@@ -225,7 +229,28 @@ impl CompareOutcome {
 pub struct CompareReport {
     pub comparison: Comparison,
     pub runs: Vec<(String, Vec<Sample>)>,
+    /// Each row's run summary, in the order of `comparison.rows`.
+    pub summaries: Vec<Summary>,
     pub dir: PathBuf,
+}
+
+impl CompareReport {
+    /// Every scenario, for the CI exporters.
+    pub fn results(&self) -> Results<'_> {
+        let comparison = &self.comparison;
+        let ran = comparison.rows.iter().zip(&self.summaries).map(|(row, summary)| Entry::Ran {
+            summary,
+            dir: Path::new(&row.run_dir),
+            baseline: row.baseline.as_ref(),
+        });
+        let failed = comparison.failures.iter().map(|f| Entry::Failed { scenario: &f.scenario, error: &f.error });
+        let skipped = comparison.skipped.iter().map(|s| Entry::Skipped { scenario: &s.scenario, reason: &s.error });
+        Results {
+            command: "compare",
+            started_at: &comparison.started_at,
+            entries: ran.chain(failed).chain(skipped).collect(),
+        }
+    }
 }
 
 /// The figure a comparison with attack scenarios and their `-unlimited` twins adds.
@@ -261,6 +286,7 @@ pub fn check_baselines(reports_dir: &Path, name: &str, plans: &[RunPlan]) -> any
 pub async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyhow::Result<CompareOutcome> {
     let dir = RunDir::create(&options.reports_dir, "compare", SystemTime::now())?;
     let (mut rows, mut runs, mut failures, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut summaries = Vec::new();
     let mut interrupted = false;
     let ordered = plans
         .iter()
@@ -300,6 +326,7 @@ pub async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyhow::Resu
             runs.push((legend(&row), finished.samples));
         }
         rows.push(row);
+        summaries.push(finished.summary);
     }
     let outcome = Comparison::overall(&rows, &failures);
     let comparison = Comparison {
@@ -312,7 +339,7 @@ pub async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyhow::Resu
         interrupted,
         skipped,
     };
-    let report = CompareReport { comparison, runs, dir: dir.path.clone() };
+    let report = CompareReport { comparison, runs, summaries, dir: dir.path.clone() };
     let mut written = report::write_outputs(&COMPARE_OUTPUTS, &report, &dir.path);
     if !attacks::pairs(&report.runs).is_empty() {
         written.extend(report::write_outputs(&ATTACK_OUTPUTS, &report, &dir.path));
@@ -401,7 +428,12 @@ pub async fn run_scenario(plan: &RunPlan, extra_args: &[String], options: &Compa
         let log = dir.join(format!("{name}.log"));
         command.stdout(std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?);
     }
-    let status = command.status().await.with_context(|| format!("starting {}", options.runner.display()))?;
+    let mut child = command.spawn().with_context(|| format!("starting {}", options.runner.display()))?;
+    let status = match &options.live {
+        Some(board) => follow(&mut child, board, name, &latest, before.as_deref()).await,
+        None => child.wait().await,
+    }
+    .with_context(|| format!("waiting for `loadgen run {}`", source.display()))?;
     let code = status.code().unwrap_or(-1);
     if !REPORTED.contains(&code) && code != INTERRUPTED {
         anyhow::bail!("`loadgen run {}` failed ({status}); its errors are above", source.display());
@@ -417,6 +449,62 @@ pub async fn run_scenario(plan: &RunPlan, extra_args: &[String], options: &Compa
         serde_json::from_str(&text).with_context(|| format!("parsing {}", summary_path.display()))?;
     let (samples, _) = read_samples(&dir.join(&summary.samples.file))?;
     Ok(Finished { dir, summary, samples, interrupted: code == INTERRUPTED })
+}
+
+/// Waits for `child`, meanwhile posting to `board` the samples its run appends to the `samples.jsonl`
+/// of the run directory `latest` points to once it no longer points to `before`.
+async fn follow(
+    child: &mut tokio::process::Child,
+    board: &LiveBoard,
+    scenario: &str,
+    latest: &Path,
+    before: Option<&Path>,
+) -> std::io::Result<std::process::ExitStatus> {
+    let mut tail = SamplesTail::default();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                tail.post_new(board, scenario, latest, before);
+                return status;
+            }
+            _ = tick.tick() => tail.post_new(board, scenario, latest, before),
+        }
+    }
+}
+
+/// How far a child run's `samples.jsonl` has been read.
+#[derive(Debug, Default)]
+struct SamplesTail {
+    file: Option<std::fs::File>,
+    /// The end of a line not yet complete.
+    partial: Vec<u8>,
+}
+
+impl SamplesTail {
+    /// Posts every complete line appended since the last call; finds the file first if need be.
+    fn post_new(&mut self, board: &LiveBoard, scenario: &str, latest: &Path, before: Option<&Path>) {
+        use std::io::Read;
+        if self.file.is_none() {
+            let Ok(run) = std::fs::read_link(latest) else { return };
+            if before == Some(run.as_path()) {
+                return;
+            }
+            let parent = latest.parent().unwrap_or(Path::new("."));
+            self.file = std::fs::File::open(parent.join(run).join("samples.jsonl")).ok();
+        }
+        let Some(file) = self.file.as_mut() else { return };
+        if file.read_to_end(&mut self.partial).is_err() {
+            return;
+        }
+        let complete = self.partial.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
+        for line in self.partial[..complete].split(|b| *b == b'\n') {
+            if let Ok(sample) = serde_json::from_slice::<Sample>(line) {
+                board.post(scenario, &sample);
+            }
+        }
+        self.partial.drain(..complete);
+    }
 }
 
 /// A scenario's legend in the overlay plot: its name, client verdict and slope.

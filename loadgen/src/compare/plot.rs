@@ -142,7 +142,7 @@ mod tests {
             skipped: vec![],
         };
         let runs = vec![("leak".to_owned(), samples.clone()), ("reused".to_owned(), samples)];
-        CompareReport { comparison, runs, dir: "reports/compare/x".into() }
+        CompareReport { comparison, runs, summaries: Vec::new(), dir: "reports/compare/x".into() }
     }
 
     #[test]

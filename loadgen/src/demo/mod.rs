@@ -19,7 +19,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{self, CompareOptions, Comparison, Failure, Row, RowVerdict};
+use crate::report::ci::{Entry, Results};
 use crate::report::json::Json;
+use crate::report::metrics::LiveBoard;
 use crate::report::units::bytes_per_request;
 use crate::report::{self, Exporter, Output, RunDir, Written};
 use crate::summary::{RunKind, Summary};
@@ -127,6 +129,8 @@ pub struct DemoOptions {
     pub fast: bool,
     /// Turns true when the user asks to stop; no further chapter starts.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// `--metrics-listen`: each chapter's samples are posted here as they are taken.
+    pub live: Option<LiveBoard>,
 }
 
 /// What a demo left behind.
@@ -153,6 +157,21 @@ pub struct DemoReport {
     /// By chapter number; a chapter whose plot could not be read has none.
     pub plots: BTreeMap<usize, String>,
     pub dir: PathBuf,
+}
+
+impl DemoReport {
+    /// Every chapter, for the CI exporters.
+    pub fn results(&self) -> Results<'_> {
+        let record = &self.record;
+        let ran = record.chapters.iter().map(|chapter| Entry::Ran {
+            summary: &chapter.summary,
+            dir: Path::new(&chapter.run_dir),
+            baseline: None,
+        });
+        let failed = record.failures.iter().map(|f| Entry::Failed { scenario: &f.scenario, error: &f.error });
+        let skipped = record.skipped.iter().map(|s| Entry::Skipped { scenario: &s.scenario, reason: &s.error });
+        Results { command: "demo", started_at: &record.started_at, entries: ran.chain(failed).chain(skipped).collect() }
+    }
 }
 
 /// The files a demo writes.
@@ -196,6 +215,7 @@ pub async fn execute(story: &Story, options: DemoOptions) -> anyhow::Result<Demo
         stop: options.stop.clone(),
         // The chapter's own summary would scroll the live view away; the result line replaces it.
         stdout_dir: Some(dir.path.clone()),
+        live: options.live.clone(),
     };
     let narrator = Narrator::stderr();
     let started = Instant::now();

@@ -8,14 +8,18 @@
 //!
 //! A run writes into `reports/<scenario>/<UTC timestamp>/` ([`RunDir`]):
 //! `samples.jsonl` while it runs, then [`RUN_OUTPUTS`] from its summary, and
-//! with `--heap-profile` the [heap profiles](heap).
+//! with `--heap-profile` the [heap profiles](heap). What CI systems read
+//! (JUnit, benchmark trackers) is written where the command line says ([`ci`]).
 
+pub mod ci;
 pub mod console;
+pub mod csv;
 pub mod dashboard;
 pub mod heap;
 pub mod json;
 pub mod lifecycle;
 pub mod markdown;
+pub mod metrics;
 pub mod plot;
 pub mod progress;
 mod run_dir;
@@ -57,8 +61,9 @@ pub struct Report {
 }
 
 /// The files every run writes, the summary first so a later failure loses nothing.
-pub const RUN_OUTPUTS: [Output<Report>; 4] = [
+pub const RUN_OUTPUTS: [Output<Report>; 5] = [
     Output { file: "summary.json", exporter: &json::SUMMARY_JSON },
+    Output { file: "samples.csv", exporter: &csv::SamplesCsv },
     Output { file: "memory.svg", exporter: &plot::SvgPlot },
     Output { file: "memory.png", exporter: &plot::PngPlot },
     Output { file: "report.md", exporter: &markdown::Markdown },
@@ -82,18 +87,26 @@ impl Written {
 pub fn write_outputs<D: ?Sized>(outputs: &[Output<D>], document: &D, dir: &Path) -> Written {
     let mut written = Written::default();
     for output in outputs {
-        let path = dir.join(output.file);
-        let mut bytes = Vec::new();
-        let result = output
-            .exporter
-            .export(document, &mut bytes)
-            .and_then(|()| std::fs::write(&path, &bytes).map_err(anyhow::Error::from));
-        match result {
-            Ok(()) => written.files.push(path),
-            Err(error) => written.errors.push(error.context(format!("writing {}", path.display()))),
-        }
+        write_file(output.exporter, document, &dir.join(output.file), &mut written);
     }
     written
+}
+
+/// Writes `document` with `exporter` to `path` (a file the command line named); the file, or why it
+/// could not be written, goes into `written`.
+pub fn write_file<D: ?Sized>(exporter: &dyn Exporter<D>, document: &D, path: &Path, written: &mut Written) {
+    let mut bytes = Vec::new();
+    let result = exporter.export(document, &mut bytes).and_then(|()| {
+        // `--junit out/junit.xml` before anything made `out/`.
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        Ok(std::fs::write(path, &bytes)?)
+    });
+    match result {
+        Ok(()) => written.files.push(path.to_owned()),
+        Err(error) => written.errors.push(error.context(format!("writing {}", path.display()))),
+    }
 }
 
 /// Exports `document` with `exporter` into a string, for the console and tests.

@@ -31,13 +31,16 @@ use tokio::sync::watch;
 pub use foreign::{PROGRESS_PREFIX, parse_progress, process_name};
 pub use prepare::{Prepared, prepare};
 
+use crate::baseline::BaselineComparison;
 use crate::halt::{Halt, HaltReason, StopReason};
 use crate::heap;
 use crate::load::LoadCounters;
+use crate::report::ci::{Entry, Results};
 use crate::report::heap::HeapProfiles;
+use crate::report::metrics::LiveBoard;
 use crate::report::progress::{Progress, View};
 use crate::report::{self, Report, RunDir, Written};
-use crate::sample::{Guard, Measure, ProfileFailure, Recorder, Recording};
+use crate::sample::{Guard, Measure, Observer, ProfileFailure, Recorder, Recording};
 use crate::scenario::RunPlan;
 use crate::summary::record::{RUN_RECORD, RecordedPlan, RunRecord};
 use crate::summary::series::{self, Side};
@@ -87,6 +90,8 @@ pub struct RunOptions {
     pub view: View,
     /// Turns true when the user asks to stop (Ctrl-C, SIGTERM).
     pub stop: watch::Receiver<bool>,
+    /// `--metrics-listen`: every sample is posted here as it is taken.
+    pub live: Option<LiveBoard>,
 }
 
 /// What a finished run left behind.
@@ -99,6 +104,13 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// The run, beside its baseline if it has one, for the CI exporters.
+    pub fn results<'a>(&'a self, command: &'static str, baseline: Option<&'a BaselineComparison>) -> Results<'a> {
+        let summary = &self.report.summary;
+        let entries = vec![Entry::Ran { summary, dir: &self.dir, baseline }];
+        Results { command, started_at: &summary.started_at, entries }
+    }
+
     /// What the console shows of the run, without a baseline.
     pub fn console(&self) -> crate::report::console::RunConsole<'_> {
         crate::report::console::RunConsole {
@@ -156,7 +168,8 @@ pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunO
             }
         })
     };
-    let sampling = Sampling { dir: &dir, run_started, view: options.view, halt: Arc::clone(&halt) };
+    let live = options.live.clone().map(|board| (board, plan.name().to_owned()));
+    let sampling = Sampling { dir: &dir, run_started, view: options.view, halt: Arc::clone(&halt), live };
     let mut notes = Vec::new();
     let (recording, driven) = match plan {
         RunPlan::Builtin(plan) => {
@@ -255,6 +268,8 @@ struct Sampling<'a> {
     run_started: Instant,
     view: View,
     halt: Arc<Halt>,
+    /// Where every sample is posted for `--metrics-listen`, under the scenario's name.
+    live: Option<(LiveBoard, String)>,
 }
 
 impl Sampling<'_> {
@@ -275,11 +290,23 @@ impl Sampling<'_> {
             self.run_started,
             interval,
             Box::new(BufWriter::new(file)),
-            Progress::stderr(self.view).map(Progress::into_observer),
+            observer(Progress::stderr(self.view).map(Progress::into_observer), self.live.clone()),
             caps.map(|caps| Guard { caps, halt: Arc::clone(&self.halt) }),
         )
         .context("starting the sampling thread")
     }
+}
+
+/// The progress view, and the live board when there is one, in one observer.
+fn observer(progress: Option<Observer>, live: Option<(LiveBoard, String)>) -> Option<Observer> {
+    let Some((board, scenario)) = live else { return progress };
+    let mut progress = progress;
+    Some(Box::new(move |sample| {
+        board.post(&scenario, sample);
+        if let Some(progress) = progress.as_mut() {
+            progress(sample);
+        }
+    }))
 }
 
 /// What the client side did.
