@@ -149,10 +149,10 @@ fn ran(s: &Summary, dir: &Path, baseline: Option<&BaselineComparison>) -> Vec<Ca
 fn memory_status(s: &Summary, name: &str, verdict: &ProcessVerdict) -> Status {
     let Some(expected) = verdict.expected else { return Status::Passed };
     let why = format!(
-        "{} {} ({} per {}); {}",
+        "{}, {} {} per {}; {}",
         verdict.kind,
+        words::measure(verdict.quantity),
         words::slope(verdict),
-        words::quantity(verdict.quantity),
         words::per(verdict.axis),
         words::reasons(verdict).join(" ")
     );
