@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{LOADGEN, root, scenario, server_bin, small_scenario, text};
 use leaklab_loadgen::http::HttpUrl;
+use leaklab_loadgen::stats::histogram_log;
 use serde_json::Value;
 
 /// The ci-tools venv's python, built by `make ci-tools` if missing.
@@ -335,11 +336,37 @@ fn samples_csv_has_one_row_per_line_of_samples_jsonl() {
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), lines.len());
     assert!(lines.len() > 10, "{} samples", lines.len());
+    let unix_time = column("unix_time (s)");
     for (row, line) in rows.iter().zip(&lines) {
         assert_eq!(row[elapsed].parse::<f64>().unwrap(), line["elapsed_s"].as_f64().unwrap());
+        assert_eq!(row[unix_time].parse::<f64>().unwrap(), line["unix_time_s"].as_f64().unwrap());
         assert_eq!(row[phase], *line["phase"].as_str().unwrap());
         assert_eq!(row[rss].parse::<u64>().unwrap(), line["client"]["rss_bytes"].as_u64().unwrap());
         let server = &line["server"]["process"]["jemalloc"]["allocated_bytes"];
         assert_eq!(row[allocated].parse::<u64>().ok(), server.as_u64(), "{line}");
     }
+}
+
+#[test]
+fn a_run_keeps_its_wall_clock_and_its_latency_histogram_losslessly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(dir.path(), "hlog", "reused", "no-leak");
+    let output = common::loadgen(&["run", path.to_str().unwrap()], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let run = dir.path().join("hlog/latest");
+    let times: Vec<f64> = std::fs::read_to_string(run.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["unix_time_s"].as_f64().expect("a wall-clock time"))
+        .collect();
+    assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{times:?}");
+    let summary = common::summary(dir.path(), "hlog");
+    let histograms = histogram_log::decode(&std::fs::read(run.join("latency.hlog")).unwrap()).unwrap();
+    assert_eq!(histograms.len(), 1, "a closed loop has no intended-time latencies");
+    let (tag, sent) = &histograms[0];
+    assert_eq!(tag, "sent");
+    let latency = &summary["latency_us"];
+    assert_eq!(Some(sent.len()), latency["count"].as_u64(), "{latency}");
+    assert_eq!(Some(sent.value_at_quantile(0.99)), latency["p99"].as_u64(), "{latency}");
+    assert_eq!(Some(sent.max()), latency["max"].as_u64(), "{latency}");
 }

@@ -100,7 +100,12 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), report.samples.len() + 1, "{text}");
         let header: Vec<&str> = lines[0].split(',').collect();
-        assert_eq!(&header[..4], ["elapsed (s)", "phase", "requests_ok", "requests_failed"], "{}", lines[0]);
+        assert_eq!(
+            &header[..5],
+            ["elapsed (s)", "unix_time (s)", "phase", "requests_ok", "requests_failed"],
+            "{}",
+            lines[0]
+        );
         let rss = header.iter().position(|h| *h == "client.rss (bytes)").expect("client RSS column");
         for (line, sample) in lines[1..].iter().zip(&report.samples) {
             let cells: Vec<&str> = line.split(',').collect();

@@ -143,6 +143,7 @@ fn profiled_window(samples: &[crate::sample::Sample], side: Side) -> heap::go::M
 /// Runs `plan` and writes its report.
 pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunOutcome> {
     let run_started = Instant::now();
+    let started_wall = SystemTime::now();
     let prepared = prepare(plan, options.target.as_ref()).await?;
     let dir = RunDir::create(&options.reports_dir, plan.name(), SystemTime::now())?;
     let mut server = ServerSide::start(plan, options.target.as_ref(), &dir, &prepared).await?;
@@ -255,12 +256,38 @@ pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunO
     }
     let report = Report { summary, samples };
     let mut written = report::write_outputs(&report::RUN_OUTPUTS, &report, &dir.path);
+    if let Driven::Builtin { load, .. } = &driven {
+        written.extend(latency_log(load, started_wall, &dir.path));
+    }
     if heap_profiled {
         let profiles = HeapProfiles::read(&dir.path);
         written.extend(report::write_outputs(&profiles.outputs(), &profiles, &dir.path));
     }
     Ok(RunOutcome { dir: dir.path, report, written })
 }
+
+/// `latency.hlog`: the load's latency histograms, losslessly, so runs of several hosts merge exactly.
+fn latency_log(load: &crate::load::LoadReport, started: SystemTime, dir: &std::path::Path) -> Written {
+    let mut histograms = vec![("sent", &load.latency_us)];
+    if let Some(intended) = &load.latency_from_intended_us {
+        histograms.push(("intended", intended));
+    }
+    let path = dir.join(LATENCY_LOG);
+    let mut written = Written::default();
+    match crate::stats::histogram_log::encode(&histograms, started, load.elapsed) {
+        Ok(bytes) => match std::fs::write(&path, bytes) {
+            Ok(()) => written.files.push(path),
+            Err(error) => {
+                written.errors.push(anyhow::Error::from(error).context(format!("writing {}", path.display())))
+            }
+        },
+        Err(error) => written.errors.push(anyhow::anyhow!("writing {}: {error}", path.display())),
+    }
+    written
+}
+
+/// The file a built-in run keeps its latency histograms in.
+pub const LATENCY_LOG: &str = "latency.hlog";
 
 /// What every kind of run records through: its directory, its clock, its live view, its stop signal.
 struct Sampling<'a> {

@@ -65,6 +65,10 @@ pub enum Phase {
 pub struct Sample {
     /// Seconds since the run started.
     pub elapsed_s: f64,
+    /// Wall-clock time of the sample, in seconds since the Unix epoch: what lines up the samples of
+    /// runs on several hosts. Absent in samples written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_time_s: Option<f64>,
     /// The phase the run was in. The first sample of each phase is taken the moment it begins.
     pub phase: Phase,
     /// Requests answered OK so far: counted by the built-in client, or reported by a foreign one on its

@@ -159,6 +159,10 @@ impl Recorder {
                 recording.busy += started.elapsed();
                 let sample = Sample {
                     elapsed_s: run_started.elapsed().as_secs_f64(),
+                    unix_time_s: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|since| since.as_secs_f64()),
                     phase,
                     requests_ok: counters.ok(),
                     requests_failed: counters.failed(),

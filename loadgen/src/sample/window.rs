@@ -58,6 +58,7 @@ pub(crate) mod tests {
     pub(crate) fn sample(elapsed_s: f64, phase: Phase, requests: u64, rss_bytes: u64) -> Sample {
         Sample {
             elapsed_s,
+            unix_time_s: None,
             phase,
             requests_ok: requests,
             requests_failed: 0,

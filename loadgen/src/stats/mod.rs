@@ -3,6 +3,7 @@
 //! of leaklab: every function here is a function of its arguments.
 
 pub mod fit;
+pub mod histogram_log;
 pub mod trend;
 
 use hdrhistogram::Histogram;

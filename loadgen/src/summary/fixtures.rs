@@ -60,6 +60,8 @@ pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summ
         };
         samples.push(Sample {
             elapsed_s: t,
+            // A fixed wall clock, so that outputs of the fixture are the same on every run.
+            unix_time_s: Some(1_796_000_000.0 + t),
             phase,
             requests_ok: requests,
             requests_failed: 0,
