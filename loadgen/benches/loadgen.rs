@@ -485,6 +485,7 @@ async fn execute(plan: &Plan, server_bin: &Path, reports: &Path) -> RunOutcome {
         view: View::Quiet,
         stop,
         live: None,
+        start_at: None,
     };
     let outcome =
         run::execute(&RunPlan::Builtin(Box::new(plan.clone())), options).await.expect("a bench run completes");

@@ -337,7 +337,7 @@ impl WatchArgs {
 
     pub(crate) fn options(&self, stop: Stop, live: Option<LiveBoard>) -> RunOptions {
         let view = if self.dashboard { View::Dashboard } else { View::Quiet };
-        RunOptions { target: None, reports_dir: self.reports_dir.clone(), view, stop, live }
+        RunOptions { target: None, reports_dir: self.reports_dir.clone(), view, stop, live, start_at: None }
     }
 }
 
@@ -363,14 +363,66 @@ pub(crate) struct RunArgs {
     pub(crate) ci: CiArgs,
 
     #[command(flatten)]
+    pub(crate) segment: SegmentArgs,
+
+    #[command(flatten)]
     pub(crate) overrides: OverrideArgs,
+}
+
+/// One scenario split over several load generators, each running `loadgen run --segment I/N`.
+#[derive(Debug, Args)]
+pub(crate) struct SegmentArgs {
+    /// Run segment I (from 1) of N: this run's share of the scenario's requests, warm-up, workers and
+    /// rate, with the same rounds, against one --target.
+    #[arg(long, value_name = "I/N", env = "LEAKLAB_SEGMENT", value_parser = scenario::Segment::parse)]
+    pub(crate) segment: Option<scenario::Segment>,
+
+    /// Run one of N segments, the one Kubernetes' indexed Job gives this pod: JOB_COMPLETION_INDEX (from 0) + 1.
+    #[arg(long, value_name = "N", conflicts_with = "segment")]
+    pub(crate) segments: Option<u32>,
+
+    /// Start the load at this time (RFC 3339, like 2026-12-03T18:00:00Z), so that every segment starts together.
+    #[arg(long, value_name = "TIME", value_parser = start_time)]
+    pub(crate) start_at: Option<std::time::SystemTime>,
+}
+
+fn start_time(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|error| format!("{text:?}: {error}; expected RFC 3339, like 2026-12-03T18:00:00Z"))
+}
+
+impl SegmentArgs {
+    /// The segment this run is, from --segment (or LEAKLAB_SEGMENT), or from --segments and JOB_COMPLETION_INDEX.
+    pub(crate) fn segment(&self) -> anyhow::Result<Option<scenario::Segment>> {
+        let Some(count) = self.segments else { return Ok(self.segment) };
+        let index = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
+            anyhow::anyhow!("--segments {count}: JOB_COMPLETION_INDEX is not set (a Kubernetes indexed Job sets it)")
+        })?;
+        let index: u32 = index
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--segments {count}: JOB_COMPLETION_INDEX {index:?} is not a whole number"))?;
+        let segment = scenario::Segment::parse(&format!("{}/{count}", index + 1))
+            .map_err(|error| anyhow::anyhow!("--segments {count} with JOB_COMPLETION_INDEX {index}: {error}"))?;
+        Ok(Some(segment))
+    }
 }
 
 impl RunArgs {
     /// The scenario's plan, the command line's overrides applied.
     pub(crate) fn plan(&self) -> anyhow::Result<RunPlan> {
         let path = Catalog::locate(self.common.scenarios_dir.clone()).resolve(&self.scenario)?;
-        Ok(scenario::load(&path, &self.overrides.0)?)
+        let plan = scenario::load(&path, &self.overrides.0)?;
+        let Some(segment) = self.segment.segment()? else { return Ok(plan) };
+        match plan {
+            RunPlan::Builtin(plan) => Ok(RunPlan::Builtin(Box::new(
+                plan.segment(segment).map_err(|error| anyhow::anyhow!("--segment {error}"))?,
+            ))),
+            RunPlan::Foreign(_) => anyhow::bail!(
+                "--segment {segment}: {} runs an external client, which leaklab cannot split",
+                path.display()
+            ),
+        }
     }
 
     /// What the run does with baselines, checked before anything runs.
@@ -381,7 +433,9 @@ impl RunArgs {
 
     pub(crate) fn options(&self, stop: Stop, live: Option<LiveBoard>) -> anyhow::Result<RunOptions> {
         let target = Some(self.common.target()?);
-        Ok(RunOptions { target, reports_dir: self.common.reports_dir.clone(), view: self.common.view(), stop, live })
+        let view = self.common.view();
+        let start_at = self.segment.start_at;
+        Ok(RunOptions { target, reports_dir: self.common.reports_dir.clone(), view, stop, live, start_at })
     }
 }
 

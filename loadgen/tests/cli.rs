@@ -427,3 +427,21 @@ fn a_bad_story_is_a_usage_error_naming_the_file_and_key() {
     assert!(text(&output).contains("rule[0].proven_by: \"nope\" is not a chapter's scenario"), "{}", text(&output));
     assert!(!dir.path().join("demo").exists(), "nothing ran");
 }
+
+#[test]
+fn a_segment_of_an_indexed_job_runs_its_share_and_says_which_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(dir.path(), "split", "reused", "no-leak");
+    // Kubernetes numbers an indexed Job's pods from 0: the second pod is segment 2 of 2.
+    let env = [("JOB_COMPLETION_INDEX", Path::new("1"))];
+    let output = loadgen(&["run", path.to_str().unwrap(), "--segments", "2"], dir.path(), &env);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let summary = common::summary(dir.path(), "split");
+    let plan = &summary["plan"];
+    assert_eq!((plan["segment"].as_str(), plan["max_requests"].as_u64()), (Some("2/2"), Some(350)), "{plan}");
+    assert_eq!((plan["concurrency"].as_u64(), plan["warmup_requests"].as_u64()), (Some(1), Some(50)), "{plan}");
+    assert_eq!(summary["requests"]["ok"].as_u64(), Some(350));
+    let output = loadgen(&["run", path.to_str().unwrap(), "--segments", "2"], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("--segments 2: JOB_COMPLETION_INDEX is not set"), "{}", text(&output));
+}

@@ -92,6 +92,8 @@ pub struct RunOptions {
     pub stop: watch::Receiver<bool>,
     /// `--metrics-listen`: every sample is posted here as it is taken.
     pub live: Option<LiveBoard>,
+    /// `--start-at`: the run waits for this time before it starts, so that several load generators start together.
+    pub start_at: Option<SystemTime>,
 }
 
 /// What a finished run left behind.
@@ -142,6 +144,9 @@ fn profiled_window(samples: &[crate::sample::Sample], side: Side) -> heap::go::M
 
 /// Runs `plan` and writes its report.
 pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunOutcome> {
+    if let Some(start_at) = options.start_at {
+        wait_until(start_at, options.stop.clone()).await?;
+    }
     let run_started = Instant::now();
     let started_wall = SystemTime::now();
     let prepared = prepare(plan, options.target.as_ref()).await?;
@@ -264,6 +269,16 @@ pub async fn execute(plan: &RunPlan, options: RunOptions) -> anyhow::Result<RunO
         written.extend(report::write_outputs(&profiles.outputs(), &profiles, &dir.path));
     }
     Ok(RunOutcome { dir: dir.path, report, written })
+}
+
+/// Sleeps until `time`, said on stderr; a time already past starts at once. The user's stop ends the wait.
+async fn wait_until(time: SystemTime, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let Ok(wait) = time.duration_since(SystemTime::now()) else { return Ok(()) };
+    eprintln!("loadgen: starting at {} ({:.1} s from now)", humantime::format_rfc3339_millis(time), wait.as_secs_f64());
+    tokio::select! {
+        () = tokio::time::sleep(wait) => Ok(()),
+        _ = stop.wait_for(|stop| *stop) => anyhow::bail!("interrupted before --start-at"),
+    }
 }
 
 /// `latency.hlog`: the load's latency histograms, losslessly, so runs of several hosts merge exactly.

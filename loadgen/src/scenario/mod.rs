@@ -35,7 +35,7 @@ pub use plan::{
     AttackKind, AttackSpec, Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive,
     ClientPlan, ClientTlsPlan, DEFAULT_MAX_STREAMS, Expectation, FaultPlan, ForeignClient, ForeignPlan, Identity,
     KeepalivePolicy, LoadPlan, MAX_EXPOSURE, Origin, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape,
-    SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins, Transport, Trust, VerdictPlan,
+    SamplingPlan, Segment, ServerPlan, ServerTlsPlan, TlsOrigins, Transport, Trust, VerdictPlan,
 };
 pub use values::{channelz_address, parse_duration, parse_size};
 
@@ -135,6 +135,6 @@ pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<RunPlan, 
     overrides.apply(&mut table);
     let file: file::ScenarioFile = document.read(path, table)?;
     let mut plan = validator.plan(file)?;
-    plan.origin = Origin { text: text.to_owned(), overrides: overrides.clone() };
+    plan.origin = Origin { text: text.to_owned(), overrides: overrides.clone(), segment: None };
     Ok(RunPlan::Builtin(Box::new(plan)))
 }

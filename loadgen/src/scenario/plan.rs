@@ -139,6 +139,41 @@ pub enum ForeignClient {
 pub struct Origin {
     pub text: String,
     pub overrides: super::options::Overrides,
+    /// The share of the scenario this run is, when it is one of several (`--segment`).
+    pub segment: Option<Segment>,
+}
+
+/// One of `count` load generators running one scenario together: segment `index` (from 1) of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Segment {
+    /// `I/N`, with 1 ≤ I ≤ N.
+    pub fn parse(text: &str) -> Result<Segment, String> {
+        let bad = || format!("{text:?}: expected I/N, segment I (from 1) of N, like 2/3");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count) =
+            (index.trim().parse::<u32>().map_err(|_| bad())?, count.trim().parse::<u32>().map_err(|_| bad())?);
+        if count == 0 || index == 0 || index > count {
+            return Err(format!("{text:?}: the segment must be between 1 and its count, like 1/{}", count.max(1)));
+        }
+        Ok(Segment { index, count })
+    }
+
+    /// This segment's share of `total`: the shares of all segments add up to `total`, and differ by at most one.
+    pub fn share(self, total: u64) -> u64 {
+        let (index, count) = (u64::from(self.index), u64::from(self.count));
+        total * index / count - total * (index - 1) / count
+    }
+}
+
+impl std::fmt::Display for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// The client's connection options, as tonic's `Endpoint` takes them. `None`: tonic's default.
@@ -440,6 +475,30 @@ impl Plan {
     /// The quick profile: at most [`QUICK_MEASURED_REQUESTS`] after warm-up,
     /// in the same rounds, and a cool-down of at most [`QUICK_COOLDOWN`]. The
     /// result is as valid as `self` (rounds never exceed the measured requests).
+    /// This plan's share as `segment`: its part of the requests, the warm-up, the workers and the rate,
+    /// with the same rounds, so that the checkpoints of every segment fall at the same fractions of the load.
+    pub fn segment(mut self, segment: Segment) -> Result<Plan, String> {
+        let load = &mut self.load;
+        let workers = segment.share(load.concurrency.get() as u64);
+        let warmup = segment.share(load.warmup_requests);
+        let measured = segment.share(load.measured_requests());
+        let split = format!("segment {segment}");
+        load.concurrency = NonZeroUsize::new(workers as usize).ok_or_else(|| {
+            format!("{split}: load.concurrency ({}) is less than the segments: each needs a worker", load.concurrency)
+        })?;
+        if measured < u64::from(load.rounds.get()) {
+            return Err(format!(
+                "{split}: {measured} requests after warm-up are fewer than load.rounds ({}); raise load.requests",
+                load.rounds
+            ));
+        }
+        load.max_requests = NonZeroU64::new(warmup + measured).expect("more requests than rounds");
+        load.warmup_requests = warmup;
+        load.rate_per_s = load.rate_per_s.map(|rate| rate / f64::from(segment.count));
+        self.origin.segment = Some(segment);
+        Ok(self)
+    }
+
     pub fn quick(mut self) -> Plan {
         let measured = self.load.measured_requests().min(QUICK_MEASURED_REQUESTS);
         self.load.max_requests = NonZeroU64::new(self.load.warmup_requests + measured).expect("measured is at least 1");

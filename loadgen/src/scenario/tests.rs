@@ -403,3 +403,29 @@ fn a_limit_is_a_value_or_off_and_only_changed_ones_become_flags() {
     let err = parse_text(&format!("{MINIMAL}[server]\nmax_connections = 0\n")).unwrap_err();
     assert!(err.contains("server.max_connections") && err.contains("write \"off\" for no limit"), "{err}");
 }
+
+#[test]
+fn segments_split_the_load_into_shares_that_add_up_and_keep_the_rounds() {
+    let text = "description = \"d\"\n[client]\npolicy = \"leak\"\n\
+                [load]\nconcurrency = 5\nrequests = 4000\nwarmup_requests = 1001\nrounds = 6\nrate = 300.0\n";
+    let whole = parse_text(text).unwrap();
+    let parts: Vec<Plan> = (1..=3).map(|index| whole.clone().segment(Segment { index, count: 3 }).unwrap()).collect();
+    let sum = |pick: fn(&Plan) -> u64| parts.iter().map(pick).sum::<u64>();
+    assert_eq!(sum(|p| p.load.max_requests.get()), 4000);
+    assert_eq!(sum(|p| p.load.warmup_requests), 1001);
+    assert_eq!(sum(|p| p.load.concurrency.get() as u64), 5);
+    assert!(parts.iter().all(|p| p.load.rounds == whole.load.rounds && p.load.rate_per_s == Some(100.0)));
+    assert_eq!(parts[1].origin.segment, Some(Segment { index: 2, count: 3 }));
+    let too_many = whole.segment(Segment { index: 1, count: 6 }).unwrap_err();
+    assert!(too_many.contains("load.concurrency (5) is less than the segments"), "{too_many}");
+}
+
+#[test]
+fn a_segment_is_i_of_n_from_1() {
+    assert_eq!(Segment::parse("2/3"), Ok(Segment { index: 2, count: 3 }));
+    for bad in ["0/3", "4/3", "1/0", "3", "a/b"] {
+        let error = Segment::parse(bad).unwrap_err();
+        assert!(error.starts_with(&format!("{bad:?}:")), "{error}");
+    }
+    assert_eq!(Segment { index: 1, count: 2 }.to_string(), "1/2");
+}

@@ -309,6 +309,7 @@ impl PlanInfo {
             cooldown_s: plan.sampling.cooldown.as_secs_f64(),
             max_concurrent_streams: plan.server.limits.max_concurrent_streams.map(u64::from),
             max_failed_requests: plan.verdict.max_failed_requests,
+            segment: plan.origin.segment.map(|segment| segment.to_string()),
         }
     }
 }

@@ -216,6 +216,10 @@ pub struct PlanInfo {
     /// `expect.failed_requests`: the most requests that may fail; `null` when the scenario sets none.
     #[serde(default)]
     pub max_failed_requests: Option<u64>,
+    /// `--segment`: this run's share of a scenario split over several load generators, `I/N`; `null` for
+    /// the whole scenario. The figures above are the segment's.
+    #[serde(default)]
+    pub segment: Option<String>,
 }
 
 impl PlanInfo {

@@ -38,7 +38,14 @@ pub struct RunRecord {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RecordedPlan {
     /// A scenario file's text when the run started (the file may have changed since), and the overrides over it.
-    Scenario { scenario_file: PathBuf, scenario_text: String, overrides: Overrides },
+    Scenario {
+        scenario_file: PathBuf,
+        scenario_text: String,
+        overrides: Overrides,
+        /// `--segment`: the share of the scenario the run was (`2/3`); absent for the whole.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        segment: Option<String>,
+    },
     /// `loadgen watch`'s options.
     Watch {
         name: String,
@@ -60,12 +67,14 @@ impl RecordedPlan {
                 scenario_file: plan.source.clone(),
                 scenario_text: plan.origin.text.clone(),
                 overrides: plan.origin.overrides.clone(),
+                segment: plan.origin.segment.map(|segment| segment.to_string()),
             },
             RunPlan::Foreign(plan) => match &plan.source {
                 Some(source) => RecordedPlan::Scenario {
                     scenario_file: source.clone(),
                     scenario_text: std::fs::read_to_string(source).unwrap_or_default(),
                     overrides: Overrides::default(),
+                    segment: None,
                 },
                 None => RecordedPlan::Watch {
                     name: plan.name.clone(),
@@ -84,8 +93,16 @@ impl RecordedPlan {
     /// The plan again.
     pub fn plan(&self) -> anyhow::Result<RunPlan> {
         Ok(match self {
-            RecordedPlan::Scenario { scenario_file, scenario_text, overrides } => {
-                scenario::parse(scenario_file, scenario_text, overrides)?
+            RecordedPlan::Scenario { scenario_file, scenario_text, overrides, segment } => {
+                let plan = scenario::parse(scenario_file, scenario_text, overrides)?;
+                match (segment, plan) {
+                    (Some(segment), RunPlan::Builtin(plan)) => {
+                        let segment =
+                            scenario::Segment::parse(segment).map_err(|error| anyhow::anyhow!("segment {error}"))?;
+                        RunPlan::Builtin(Box::new(plan.segment(segment).map_err(|error| anyhow::anyhow!(error))?))
+                    }
+                    (_, plan) => plan,
+                }
             }
             RecordedPlan::Watch {
                 name,
