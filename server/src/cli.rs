@@ -51,7 +51,7 @@ pub(crate) struct Cli {
     #[arg(long, default_value = "5s", value_name = "DURATION|off", help_heading = LIMITS)]
     pub(crate) request_timeout: Setting<Duration>,
 
-    /// Requests still arriving, over all connections; beyond it, the oldest one's stream is reset.
+    /// Requests still arriving, over all connections; beyond it, the oldest one of the connection holding the most is reset (a client with one slow request keeps it).
     #[arg(long, default_value = "1000", value_name = "N|off", help_heading = LIMITS)]
     pub(crate) max_incomplete_requests: Setting<u32>,
 

@@ -39,7 +39,7 @@ pub struct Limits {
     pub max_connections: Option<u32>,
     /// A request must have arrived in full (END_STREAM) this long after its headers, or its stream is reset.
     pub request_timeout: Option<Duration>,
-    /// Requests still arriving, over all connections; beyond it, the oldest one's stream is reset.
+    /// Requests still arriving, over all connections; beyond it, the oldest one of the connection holding the most is reset (a client with one slow request keeps it).
     pub max_incomplete_requests: Option<u32>,
     /// A response whose next bytes wait this long behind a closed flow-control window is reset.
     pub unread_response_timeout: Option<Duration>,
@@ -347,6 +347,23 @@ struct Held {
 }
 
 impl Held {
+    /// The incomplete request that makes room: the oldest of the connection holding the most. An attacker
+    /// holds many; a client whose one request is slow to arrive (a busy machine) keeps it, however many
+    /// streams the attacker opens after it.
+    fn most_held_request(&self) -> u64 {
+        let mut counts: HashMap<u64, usize> = HashMap::new();
+        for entry in self.requests.values() {
+            *counts.entry(entry.connection.id).or_default() += 1;
+        }
+        let most = counts.values().copied().max().unwrap_or(0);
+        // In order of arrival, so among connections holding as many the oldest request goes.
+        self.requests
+            .iter()
+            .find(|(_, entry)| counts[&entry.connection.id] == most)
+            .map(|(id, _)| *id)
+            .expect("a request is held")
+    }
+
     fn remove(&mut self, waiting: Waiting, id: u64) -> Option<Entry> {
         match waiting {
             Waiting::Request => self.requests.remove(&id),
@@ -476,8 +493,8 @@ impl Ledger {
             held.requests.insert(id, Entry { connection, since: Instant::now(), bytes: 0, switch, response: None });
             if let Some(max) = self.limits.max_incomplete_requests {
                 while held.requests.len() > max as usize {
-                    let (_, oldest) = held.requests.pop_first().expect("more than the maximum");
-                    ended.push(oldest);
+                    let evicted = held.most_held_request();
+                    ended.push(held.requests.remove(&evicted).expect("a held request"));
                 }
             }
             id
@@ -933,6 +950,28 @@ mod tests {
         assert!(!pulled(&switches[1]).await && !pulled(&switches[2]).await);
         assert_eq!(ledger.waiting().0, 2);
         assert_eq!(ledger.lifecycle.counts().streams_reset_incomplete, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_client_s_one_request_outlasts_an_attacker_s_many() {
+        let ledger = ledger(Limits { max_incomplete_requests: Some(3), ..Limits::default() });
+        let slow_client = Arc::new(Offender { id: 1, ..Offender::default() });
+        let attacker = Arc::new(Offender { id: 2, ..Offender::default() });
+        let slow = switch();
+        ledger.hold_request(&slow_client, Arc::clone(&slow));
+        let attacks: Vec<_> = (0..10).map(|_| switch()).collect();
+        for switch in &attacks {
+            ledger.hold_request(&attacker, Arc::clone(switch));
+        }
+        assert!(!pulled(&slow).await, "the oldest request, but its connection holds only it");
+        assert!(!slow_client.offended.load(Ordering::Acquire));
+        assert!(attacker.offended.load(Ordering::Acquire));
+        let mut ended = 0;
+        for switch in &attacks {
+            ended += usize::from(pulled(switch).await);
+        }
+        assert_eq!(ended, 8, "the attacker keeps its 2 newest beside the slow client's one");
+        assert_eq!(ledger.waiting().0, 3);
     }
 
     #[tokio::test(start_paused = true)]
