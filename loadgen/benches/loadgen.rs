@@ -95,21 +95,18 @@ fn main() {
             for sampled in [true, false] {
                 let plan = plan(scaled(ROUND_REQUESTS), sampled, *transport);
                 let outcome = runtime.block_on(execute(&plan, &server_bin, reports.path()));
-                let s = &outcome.report.summary;
-                let requests = s.requests.as_ref().expect("a built-in run counts its requests");
-                assert_eq!(requests.failed, 0, "bench requests failed: {:?}", requests.errors);
-                let (rps, latency) =
-                    (s.throughput_rps.unwrap_or(0.0), s.latency_us.expect("a built-in run times its calls"));
+                let (requests, rps, latency) = figures(&outcome);
                 println!(
                     "| {round} | {} | {} | {} | {rps:.0} | {} | {} |",
                     transport.name(),
                     if sampled { "100 ms" } else { "off" },
-                    requests.ok,
+                    requests,
                     latency.p50,
                     latency.p99
                 );
                 if sampled {
                     with_sampling.push(rps);
+                    let s = &outcome.report.summary;
                     busy_share.push(s.samples.busy_s / (s.load_duration_s * cores() as f64));
                 } else {
                     without.push(rps);
@@ -494,6 +491,14 @@ async fn execute(plan: &Plan, server_bin: &Path, reports: &Path) -> RunOutcome {
     outcome
 }
 
+/// A bench run's requests answered, req/s and latency; a failed request fails the bench.
+fn figures(outcome: &RunOutcome) -> (u64, f64, leaklab_loadgen::stats::Latency) {
+    let s = &outcome.report.summary;
+    let requests = s.requests.as_ref().expect("a built-in run counts its requests");
+    assert_eq!(requests.failed, 0, "bench requests failed: {:?}", requests.errors);
+    (requests.ok, s.throughput_rps.unwrap_or(0.0), s.latency_us.expect("a built-in run times its calls"))
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -513,15 +518,11 @@ fn server_limits(runtime: &tokio::runtime::Runtime, server_bin: &Path, reports: 
                 plan.server.limits = leaklab_server::Limits::unlimited();
             }
             let outcome = runtime.block_on(execute(&plan, server_bin, reports));
-            let s = &outcome.report.summary;
-            let requests = s.requests.as_ref().expect("a built-in run counts its requests");
-            assert_eq!(requests.failed, 0, "bench requests failed: {:?}", requests.errors);
-            let (rps, latency) =
-                (s.throughput_rps.unwrap_or(0.0), s.latency_us.expect("a built-in run times its calls"));
+            let (requests, rps, latency) = figures(&outcome);
             println!(
                 "| {round} | {} | {} | {rps:.0} | {} | {} |",
                 if defaults { "defaults" } else { "all off" },
-                requests.ok,
+                requests,
                 latency.p50,
                 latency.p99
             );

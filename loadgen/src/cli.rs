@@ -554,14 +554,12 @@ impl CiArgs {
     /// Writes the files the command line asked for; each one written, or why not.
     pub(crate) fn write(&self, results: &Results<'_>) -> Written {
         let mut written = Written::default();
-        if let Some(path) = &self.junit {
-            exports::write_file(&Junit, results, path, &mut written);
-        }
-        if let Some(path) = &self.bmf {
-            exports::write_file(&Bmf, results, path, &mut written);
-        }
-        if let Some(path) = &self.gab {
-            exports::write_file(&Gab, results, path, &mut written);
+        let files: [(&Option<PathBuf>, &dyn exports::Exporter<Results<'_>>); 3] =
+            [(&self.junit, &Junit), (&self.bmf, &Bmf), (&self.gab, &Gab)];
+        for (path, exporter) in files {
+            if let Some(path) = path {
+                exports::write_file(exporter, results, path, &mut written);
+            }
         }
         written
     }

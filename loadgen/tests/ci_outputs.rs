@@ -311,18 +311,24 @@ fn compare_serves_each_scenario_s_samples_in_turn() {
     assert!(interrupt(child).code().is_some());
 }
 
-#[test]
-fn samples_csv_has_one_row_per_line_of_samples_jsonl() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = scenario(dir.path(), "csv", "leak", "leak");
-    let output = common::loadgen(&["run", path.to_str().unwrap()], dir.path(), &[]);
+/// A small run of `policy` under `reports`: its run directory and the lines of its `samples.jsonl`.
+fn small_run(reports: &Path, name: &str, policy: &str, expect: &str) -> (PathBuf, Vec<Value>) {
+    let path = scenario(reports, name, policy, expect);
+    let output = common::loadgen(&["run", path.to_str().unwrap()], reports, &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let run = dir.path().join("csv/latest");
-    let lines: Vec<Value> = std::fs::read_to_string(run.join("samples.jsonl"))
+    let run = reports.join(name).join("latest");
+    let lines = std::fs::read_to_string(run.join("samples.jsonl"))
         .unwrap()
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
+    (run, lines)
+}
+
+#[test]
+fn samples_csv_has_one_row_per_line_of_samples_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, lines) = small_run(dir.path(), "csv", "leak", "leak");
     let mut reader = csv::Reader::from_path(run.join("samples.csv")).unwrap();
     let header = reader.headers().unwrap().clone();
     let column =
@@ -350,15 +356,8 @@ fn samples_csv_has_one_row_per_line_of_samples_jsonl() {
 #[test]
 fn a_run_keeps_its_wall_clock_and_its_latency_histogram_losslessly() {
     let dir = tempfile::tempdir().unwrap();
-    let path = scenario(dir.path(), "hlog", "reused", "no-leak");
-    let output = common::loadgen(&["run", path.to_str().unwrap()], dir.path(), &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let run = dir.path().join("hlog/latest");
-    let times: Vec<f64> = std::fs::read_to_string(run.join("samples.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap()["unix_time_s"].as_f64().expect("a wall-clock time"))
-        .collect();
+    let (run, lines) = small_run(dir.path(), "hlog", "reused", "no-leak");
+    let times: Vec<f64> = lines.iter().map(|line| line["unix_time_s"].as_f64().expect("a wall-clock time")).collect();
     assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{times:?}");
     let summary = common::summary(dir.path(), "hlog");
     let histograms = histogram_log::decode(&std::fs::read(run.join("latency.hlog")).unwrap()).unwrap();

@@ -185,15 +185,12 @@ fn memory_properties(s: &Summary, process: Process, verdict: &ProcessVerdict) ->
         properties.push(("expected", expected.name().to_owned()));
         properties.push(("expectation_mark", expectation_mark(verdict.kind, verdict.expectation_met).to_owned()));
     }
-    let unit = match verdict.axis {
-        Axis::Request => "bytes_per_request",
-        Axis::Second => "bytes_per_second",
+    let slope = match verdict.axis {
+        Axis::Request => "slope_bytes_per_request",
+        Axis::Second => "slope_bytes_per_second",
     };
     if let Some(trend) = verdict.trend {
-        properties.push((
-            if unit == "bytes_per_request" { "slope_bytes_per_request" } else { "slope_bytes_per_second" },
-            number(trend.slope),
-        ));
+        properties.push((slope, number(trend.slope)));
         properties.push(("ci_low", number(trend.ci_low)));
         properties.push(("ci_high", number(trend.ci_high)));
     }
@@ -279,22 +276,8 @@ impl Exporter<Results<'_>> for Junit {
             );
             match &case.status {
                 Status::Passed => {}
-                Status::Failed { kind, message } => {
-                    let _ = writeln!(
-                        xml,
-                        "      <failure type=\"{kind}\" message=\"{}\">{}</failure>",
-                        escape(message),
-                        escape(message)
-                    );
-                }
-                Status::Error(message) => {
-                    let _ = writeln!(
-                        xml,
-                        "      <error type=\"run-failed\" message=\"{}\">{}</error>",
-                        escape(message),
-                        escape(message)
-                    );
-                }
+                Status::Failed { kind, message } => outcome(&mut xml, "failure", kind, message),
+                Status::Error(message) => outcome(&mut xml, "error", "run-failed", message),
                 Status::Skipped(message) => {
                     let _ = writeln!(xml, "      <skipped message=\"{}\"/>", escape(message));
                 }
@@ -315,6 +298,12 @@ impl Exporter<Results<'_>> for Junit {
         out.write_all(xml.as_bytes())?;
         Ok(())
     }
+}
+
+/// A case's `failure` or `error` element: its message as the attribute and as the text.
+fn outcome(xml: &mut String, element: &str, kind: &str, message: &str) {
+    let message = escape(message);
+    let _ = writeln!(xml, "      <{element} type=\"{kind}\" message=\"{message}\">{message}</{element}>");
 }
 
 /// `text` escaped for an XML attribute or element, without the control characters XML 1.0 forbids
