@@ -47,6 +47,10 @@ pub(crate) enum Command {
     /// Write a run directory's summary.json, plots and report.md again from what it holds:
     /// after `kill -9`, rebuilt from its run.json and samples.jsonl.
     Report(ReportArgs),
+    /// Merge the run directories of one scenario split over several load generators (`run --segment I/N`)
+    /// into one run directory: samples lined up on wall-clock time, the clients summed, latencies merged
+    /// from their histograms, the server judged once against every request, the clients each and together.
+    Merge(MergeArgs),
     /// Tell the incident as a live demo: run the story's chapters in order, with live charts,
     /// and write one self-contained page, reports/demo/<time>/index.html.
     Demo(Box<DemoArgs>),
@@ -209,6 +213,20 @@ impl DemoArgs {
         let runner = std::env::current_exe().context("locating this binary")?;
         Ok(DemoOptions { runner, run_args, reports_dir: self.common.reports_dir.clone(), fast: self.fast, stop, live })
     }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MergeArgs {
+    /// Every segment's run directory, e.g. host-1/leak/latest host-2/leak/latest.
+    #[arg(required = true, value_name = "DIR")]
+    pub(crate) dirs: Vec<PathBuf>,
+
+    /// Where the merged run directory goes: DIR/<scenario>/<time>/.
+    #[arg(long, default_value = "reports", value_name = "DIR")]
+    pub(crate) reports_dir: PathBuf,
+
+    #[command(flatten)]
+    pub(crate) ci: CiFiles,
 }
 
 #[derive(Debug, Args)]
@@ -520,6 +538,18 @@ pub(crate) struct VerdictArgs {
 /// What CI systems and dashboards read besides the run directories, for every command that runs.
 #[derive(Debug, Args)]
 pub(crate) struct CiArgs {
+    #[command(flatten)]
+    pub(crate) files: CiFiles,
+
+    /// While it runs, serve the latest sample of both processes at http://ADDR/metrics in
+    /// Prometheus text format (a PORT alone listens on 127.0.0.1; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", value_parser = metrics::listen_address)]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+}
+
+/// The files CI systems read, for every command that judges runs.
+#[derive(Debug, Args)]
+pub(crate) struct CiFiles {
     /// Write a JUnit XML report to FILE: one test case per scenario and process, failed when an
     /// expectation is contradicted or a baseline regressed.
     #[arg(long, value_name = "FILE")]
@@ -534,11 +564,6 @@ pub(crate) struct CiArgs {
     /// JSON, with the slope's interval as range.
     #[arg(long, value_name = "FILE")]
     pub(crate) gab: Option<PathBuf>,
-
-    /// While it runs, serve the latest sample of both processes at http://ADDR/metrics in
-    /// Prometheus text format (a PORT alone listens on 127.0.0.1; port 0 picks a free one).
-    #[arg(long, value_name = "ADDR", value_parser = metrics::listen_address)]
-    pub(crate) metrics_listen: Option<SocketAddr>,
 }
 
 impl CiArgs {
@@ -550,7 +575,9 @@ impl CiArgs {
         eprintln!("metrics: http://{bound}/metrics");
         Ok(Some(board))
     }
+}
 
+impl CiFiles {
     /// Writes the files the command line asked for; each one written, or why not.
     pub(crate) fn write(&self, results: &Results<'_>) -> Written {
         let mut written = Written::default();

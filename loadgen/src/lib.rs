@@ -24,6 +24,7 @@ pub mod halt;
 pub mod heap;
 pub mod http;
 pub mod load;
+pub mod merge;
 pub mod report;
 pub mod run;
 pub mod sample;

@@ -14,7 +14,7 @@ use leaklab_loadgen::report::{self, Exporter, Report};
 use leaklab_loadgen::run::{self, RunOutcome};
 use leaklab_loadgen::scenario::Catalog;
 use leaklab_loadgen::summary::record;
-use leaklab_loadgen::{compare, demo, exit};
+use leaklab_loadgen::{compare, demo, exit, merge};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         cli::Command::Compare(args) => compare_scenarios(&args),
         cli::Command::Demo(args) => tell_the_story(&args),
         cli::Command::Report(args) => report_again(&args.dir),
+        cli::Command::Merge(args) => merge_segments(&args),
     };
     ExitCode::from(ended.unwrap_or_else(|(code, error)| {
         eprintln!("Error: {error:#}");
@@ -68,19 +69,19 @@ fn run_scenario(args: &cli::RunArgs) -> Result<u8, Failure> {
     let mut outcome = runtime.block_on(run::execute(&plan, options)).map_err(|error| {
         // A method that could not be made callable is the command line's mistake, found before anything ran.
         let code = if error.is::<ResolveError>() { exit::USAGE } else { exit::failed(bisect) };
-        unjudged(&args.ci, plan.name(), &error);
+        unjudged(&args.ci.files, plan.name(), &error);
         (code, error)
     })?;
     let (comparison, saved) = baselines.finish(&outcome.report.summary);
     let saved = saved.and_then(|saved| saved.map_err(|error| outcome.written.errors.push(error.into())).ok());
-    let ci = args.ci.write(&outcome.results("run", comparison.as_ref()));
+    let ci = args.ci.files.write(&outcome.results("run", comparison.as_ref()));
     outcome.written.extend(ci);
     let saved_as = args.verdict.save_baseline.as_deref().zip(saved.as_deref());
     Ok(finish(&outcome, RunConsole { baseline: comparison.as_ref(), saved_as, ..outcome.console() }, bisect))
 }
 
 /// The CI files of a run that failed before its report: its cases are errors, with why.
-fn unjudged(ci: &cli::CiArgs, scenario: &str, error: &anyhow::Error) {
+fn unjudged(ci: &cli::CiFiles, scenario: &str, error: &anyhow::Error) {
     let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let error = format!("{error:#}");
     let entries = vec![Entry::Failed { scenario, error: &error }];
@@ -94,7 +95,7 @@ fn watch_process(args: &cli::WatchArgs) -> Result<u8, Failure> {
     let live = args.ci.live().map_err(usage)?;
     // A --pid that is not there or a command that cannot start is the command line's mistake.
     let mut outcome = runtime.block_on(run::execute(&plan, args.options(stop, live))).map_err(usage)?;
-    let ci = args.ci.write(&outcome.results("watch", None));
+    let ci = args.ci.files.write(&outcome.results("watch", None));
     outcome.written.extend(ci);
     Ok(finish(&outcome, outcome.console(), false))
 }
@@ -108,6 +109,18 @@ fn report_again(dir: &Path) -> Result<u8, Failure> {
     // It writes a report again; it does not judge the run: only an output it could not write fails it.
     finish(&outcome, outcome.console(), false);
     Ok(if outcome.written.errors.is_empty() { exit::OK } else { exit::FAILED })
+}
+
+/// segment directories → one scenario's split → merged run → CI files → console → exit code.
+fn merge_segments(args: &cli::MergeArgs) -> Result<u8, Failure> {
+    let runs: Vec<merge::SegmentRun> =
+        args.dirs.iter().map(|dir| merge::SegmentRun::read(dir)).collect::<anyhow::Result<_>>().map_err(usage)?;
+    let split = merge::Split::check(runs).map_err(usage)?;
+    let merged = split.merge().map_err(usage)?;
+    let mut outcome = merged.write(&args.reports_dir).map_err(failed)?;
+    let ci = args.ci.write(&outcome.results("merge", None));
+    outcome.written.extend(ci);
+    Ok(finish(&outcome, outcome.console(), false))
 }
 
 /// Prints a finished run and picks its exit code.
@@ -125,7 +138,7 @@ fn compare_scenarios(args: &cli::CompareArgs) -> Result<u8, Failure> {
     let live = args.ci.live().map_err(usage)?;
     let options = args.options(stop, live).map_err(usage)?;
     let mut outcome = runtime.block_on(compare::execute(&plans, options)).map_err(failed)?;
-    let ci = args.ci.write(&outcome.report.results());
+    let ci = args.ci.files.write(&outcome.report.results());
     outcome.written.extend(ci);
     print_with(&compare::markdown::CompareText, &outcome.report);
     errors(&outcome.written.errors);
@@ -139,7 +152,7 @@ fn tell_the_story(args: &cli::DemoArgs) -> Result<u8, Failure> {
     let live = args.ci.live().map_err(usage)?;
     let options = args.options(stop, live).map_err(usage)?;
     let mut outcome = runtime.block_on(demo::execute(&story, options)).map_err(failed)?;
-    let ci = args.ci.write(&outcome.report.results());
+    let ci = args.ci.files.write(&outcome.report.results());
     outcome.written.extend(ci);
     print_with(&demo::DemoText, &outcome.report);
     errors(&outcome.written.errors);

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{LOADGEN, gone, loadgen, schema_errors, server_bin, summary, text};
+use common::{LOADGEN, ToyServer, gone, loadgen, schema_errors, server_bin, summary, text};
 use leaklab_loadgen::sample::{Phase, Sample};
 
 /// A scenario file of `requests` through `policy`, two workers, sampled every 20 ms.
@@ -122,36 +122,17 @@ fn a_reused_channel_is_never_called_a_leak() {
 /// side channel would give.
 #[test]
 fn a_toy_server_read_through_its_metrics_endpoint_is_judged_on_its_allocator() {
-    use std::io::BufRead;
-    let mut server = std::process::Command::new(server_bin())
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let address = first.trim().strip_prefix(r#"{"listening":""#).and_then(|rest| rest.strip_suffix(r#""}"#));
-    let address = address.unwrap_or_else(|| panic!("the server did not start: {first:?}")).to_owned();
-    // Kept open until the server is stopped: a server writing to a closed stderr would fail.
-    let mut stderr = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
-    let url = stderr
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| line.strip_prefix("leaklab-server: serving metrics on ").map(str::to_owned))
-        .expect("the server announces its metrics endpoint");
-
+    let server = ToyServer::start();
+    let (address, url) = (&server.address, &server.metrics_url);
     let reports = tempfile::tempdir().unwrap();
     let path = plan(reports.path(), "leak", 700);
     let output = std::process::Command::new(LOADGEN)
-        .args(["run", path.to_str().unwrap(), "--quiet", "--target", &address, "--server-metrics", &url])
+        .args(["run", path.to_str().unwrap(), "--quiet", "--target", address, "--server-metrics", url])
         .args(["--server-metric", "leaklab_server_connections_open", "--reports-dir"])
         .arg(reports.path())
         .output()
         .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    drop(stderr);
+    drop(server);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let s = summary(reports.path(), "e2e-leak");
     assert_eq!(s["target"]["server_measured_by"], "metrics");

@@ -16,6 +16,12 @@ pub mod names {
     pub const THREADS: &str = "process_threads";
     /// A Go server's threads, from its runtime collector.
     pub const GO_THREADS: &str = "go_threads";
+    /// The toy server's TCP connections open now, accepted and closed since it started.
+    pub const CONNECTIONS_OPEN: &str = "leaklab_server_connections_open";
+    pub const CONNECTIONS_OPENED: &str = "leaklab_server_connections_opened_total";
+    pub const CONNECTIONS_CLOSED: &str = "leaklab_server_connections_closed_total";
+    /// The toy server's RPCs in flight.
+    pub const STREAMS_OPEN: &str = "leaklab_server_streams_open";
     /// jemalloc's `stats.allocated`, `active`, `resident`, `mapped` and `retained`, in that order.
     pub const JEMALLOC: [&str; 5] = [
         "jemalloc_allocated_bytes",

@@ -27,7 +27,8 @@ pub struct ProcessSnapshot {
     pub threads: Option<u64>,
     /// jemalloc's byte counts; absent when the allocator could not be read.
     pub jemalloc: Option<JemallocStats>,
-    /// The process's TCP connections; `null` for a server read from its metrics endpoint.
+    /// The process's TCP connections; `null` for a server read from a metrics endpoint other than the toy
+    /// server's (no standard metric counts them).
     pub connections: Option<Connections>,
     /// gRPC streams open now: for the load generator, the server streams it holds unfinished; for the
     /// toy server, its RPCs in flight. `null` for a process that does not count them for leaklab.
@@ -39,6 +40,41 @@ impl ProcessSnapshot {
     /// Open TCP connections, when they were counted.
     pub fn open_connections(&self) -> Option<u64> {
         self.connections.map(|c| c.open)
+    }
+
+    /// Several processes (the load generators of several hosts) as one: each figure summed, and absent
+    /// when one of them lacks it; no pid. `None` for no process.
+    pub fn total(processes: &[ProcessSnapshot]) -> Option<ProcessSnapshot> {
+        processes.first()?;
+        let sum = |figure: fn(&ProcessSnapshot) -> Option<u64>| processes.iter().map(figure).sum::<Option<u64>>();
+        Some(ProcessSnapshot {
+            pid: None,
+            rss_bytes: processes.iter().map(|p| p.rss_bytes).sum(),
+            rss_parts: (|| {
+                Some(RssParts {
+                    anon_bytes: sum(|p| Some(p.rss_parts?.anon_bytes))?,
+                    file_bytes: sum(|p| Some(p.rss_parts?.file_bytes))?,
+                    shmem_bytes: sum(|p| Some(p.rss_parts?.shmem_bytes))?,
+                })
+            })(),
+            fds: sum(|p| p.fds),
+            threads: sum(|p| p.threads),
+            jemalloc: (|| {
+                Some(JemallocStats {
+                    allocated_bytes: sum(|p| Some(p.jemalloc?.allocated_bytes))?,
+                    active_bytes: sum(|p| Some(p.jemalloc?.active_bytes))?,
+                    resident_bytes: sum(|p| Some(p.jemalloc?.resident_bytes))?,
+                    mapped_bytes: sum(|p| Some(p.jemalloc?.mapped_bytes))?,
+                    retained_bytes: sum(|p| Some(p.jemalloc?.retained_bytes))?,
+                })
+            })(),
+            connections: sum(|p| p.open_connections()).map(|open| Connections {
+                open,
+                opened: sum(|p| p.connections?.opened),
+                closed: sum(|p| p.connections?.closed),
+            }),
+            streams: sum(|p| p.streams),
+        })
     }
 }
 
@@ -137,5 +173,25 @@ mod tests {
         assert_eq!(snapshot.connections, Some(Connections { open: 1, opened: Some(1), closed: Some(0) }));
         // This test binary's global allocator is jemalloc (see jemalloc.rs), so its figures are present.
         assert!(snapshot.jemalloc.is_some_and(|j| j.allocated_bytes > 0));
+    }
+
+    #[test]
+    fn a_total_sums_each_figure_and_lacks_what_one_process_lacks() {
+        let process = |rss_bytes, fds, allocated_bytes, open| ProcessSnapshot {
+            pid: Some(7),
+            rss_bytes,
+            rss_parts: None,
+            fds,
+            threads: Some(2),
+            jemalloc: Some(JemallocStats { allocated_bytes, ..Default::default() }),
+            connections: Some(Connections { open, opened: Some(open + 1), closed: Some(1) }),
+            streams: None,
+        };
+        let total = ProcessSnapshot::total(&[process(100, Some(3), 10, 2), process(50, None, 5, 4)]).unwrap();
+        assert_eq!((total.pid, total.rss_bytes, total.fds, total.threads), (None, 150, None, Some(4)));
+        assert_eq!(total.jemalloc.map(|j| j.allocated_bytes), Some(15));
+        assert_eq!(total.connections, Some(Connections { open: 6, opened: Some(8), closed: Some(2) }));
+        assert_eq!(total.rss_parts, None);
+        assert_eq!(ProcessSnapshot::total(&[]), None);
     }
 }

@@ -45,10 +45,10 @@ pub fn render(stats: &ServerStats, tls_failures: u64) -> String {
         }
     }
     if let Some(connections) = process.connections {
-        page.metric("leaklab_server_connections_open", Kind::Gauge, "TCP connections open.", connections.open as f64);
+        page.metric(names::CONNECTIONS_OPEN, Kind::Gauge, "TCP connections open.", connections.open as f64);
         for (name, value, help) in [
-            ("leaklab_server_connections_opened_total", connections.opened, "TCP connections accepted."),
-            ("leaklab_server_connections_closed_total", connections.closed, "TCP connections closed."),
+            (names::CONNECTIONS_OPENED, connections.opened, "TCP connections accepted."),
+            (names::CONNECTIONS_CLOSED, connections.closed, "TCP connections closed."),
         ] {
             if let Some(value) = value {
                 page.metric(name, Kind::Counter, help, value as f64);
@@ -56,12 +56,7 @@ pub fn render(stats: &ServerStats, tls_failures: u64) -> String {
         }
     }
     if let Some(streams) = process.streams {
-        page.metric(
-            "leaklab_server_streams_open",
-            Kind::Gauge,
-            "RPCs in flight, server streams included.",
-            streams as f64,
-        );
+        page.metric(names::STREAMS_OPEN, Kind::Gauge, "RPCs in flight, server streams included.", streams as f64);
     }
     let mut requests: Vec<(&[(&str, &str)], f64)> = Vec::new();
     if let Some(served) = stats.requests_served {

@@ -124,6 +124,9 @@ impl Exporter<RunConsole<'_>> for RunText {
         }
         verdict(out, "client", Some(&s.verdict.client))?;
         verdict(out, "server", s.verdict.server.as_ref())?;
+        for segment in &s.segments {
+            writeln!(out, "  {} ({})", words::segment(segment), segment.dir)?;
+        }
         if let Some(note) = words::stop_note(s) {
             writeln!(out, "  {note}")?;
         }

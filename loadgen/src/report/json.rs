@@ -28,6 +28,20 @@ impl<D, T: Serialize> Exporter<D> for Json<D, T> {
 /// `summary.json`: the run's [`Summary`].
 pub const SUMMARY_JSON: Json<Report, Summary> = Json(|report| &report.summary);
 
+/// `samples.jsonl` of samples not recorded as they were taken (a merged run's): one JSON line each.
+#[derive(Debug)]
+pub struct SamplesJsonl;
+
+impl Exporter<Report> for SamplesJsonl {
+    fn export(&self, report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
+        for sample in &report.samples {
+            serde_json::to_writer(&mut *out, sample)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

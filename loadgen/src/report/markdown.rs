@@ -61,6 +61,21 @@ fn render(s: &Summary) -> String {
     }
     let _ = writeln!(out);
 
+    if !s.segments.is_empty() {
+        let _ = writeln!(out, "## Load generators\n");
+        let _ = writeln!(
+            out,
+            "The scenario ran split over {} load generators, merged by `loadgen merge`: the client above is their \
+             sum, judged together, and the server is judged once against all their requests. Each one's client, \
+             judged on its own:\n",
+            s.segments.len()
+        );
+        for segment in &s.segments {
+            let _ = writeln!(out, "- {} (`{}`)", words::segment(segment), segment.dir);
+        }
+        let _ = writeln!(out);
+    }
+
     let g = &s.growth;
     if let Some(requests) = g.loaded_requests {
         let _ = writeln!(out, "## Growth per request, after warm-up\n");

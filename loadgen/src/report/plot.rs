@@ -289,6 +289,23 @@ fn draw<DB: DrawingBackend>(
         },
     ];
     let mut connections = connections;
+    // A merged run: each load generator's connections under their sum.
+    let segments: Vec<&String> =
+        samples.iter().find(|s| !s.segments.is_empty()).map_or(Vec::new(), |s| s.segments.keys().collect());
+    if !segments.is_empty() {
+        connections[0].label = format!("client connections, sum of {}", segments.len()).into();
+    }
+    for (at, segment) in segments.into_iter().enumerate() {
+        connections.insert(
+            1 + at,
+            Line {
+                label: format!("client connections, segment {segment}").into(),
+                color: SEGMENT_COLORS[at % SEGMENT_COLORS.len()],
+                dashed: false,
+                points: series(samples, |s| s.segments.get(segment)?.client.open_connections().map(|open| open as f64)),
+            },
+        );
+    }
     // TIME_WAIT only where there is some: per-request-close leaves one per request.
     if header.time_wait {
         connections.push(Line {
@@ -328,6 +345,10 @@ fn draw<DB: DrawingBackend>(
     }
     Ok(())
 }
+
+/// Colors for the load generators of a merged run, in turn: shades apart from the client's blue.
+const SEGMENT_COLORS: [RGBColor; 4] =
+    [RGBColor(44, 160, 44), RGBColor(148, 103, 189), RGBColor(227, 119, 194), RGBColor(140, 86, 75)];
 
 /// Colors for the scraped metrics, in turn.
 const METRIC_COLORS: [RGBColor; 5] = [

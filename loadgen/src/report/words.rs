@@ -491,6 +491,21 @@ pub fn regressions(comparison: &BaselineComparison) -> Vec<String> {
         .collect()
 }
 
+/// A merged run's load generator in one line: its requests, and its client judged on its own.
+pub fn segment(segment: &crate::summary::SegmentSummary) -> String {
+    let verdict = &segment.client_verdict;
+    format!(
+        "segment {}: {} requests, {:.0} req/s; client {} — {} {} per {}",
+        segment.segment,
+        segment.requests.ok + segment.requests.failed,
+        segment.throughput_rps.unwrap_or(0.0),
+        verdict.kind,
+        measure(verdict.quantity),
+        slope(verdict),
+        per(verdict.axis),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

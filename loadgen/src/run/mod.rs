@@ -282,7 +282,7 @@ async fn wait_until(time: SystemTime, mut stop: watch::Receiver<bool>) -> anyhow
 }
 
 /// `latency.hlog`: the load's latency histograms, losslessly, so runs of several hosts merge exactly.
-fn latency_log(load: &crate::load::LoadReport, started: SystemTime, dir: &std::path::Path) -> Written {
+pub fn latency_log(load: &crate::load::LoadReport, started: SystemTime, dir: &std::path::Path) -> Written {
     let mut histograms = vec![("sent", &load.latency_us)];
     if let Some(intended) = &load.latency_from_intended_us {
         histograms.push(("intended", intended));

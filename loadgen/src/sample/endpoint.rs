@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use leaklab_probe::exposition::{self, ParseError, names};
-use leaklab_probe::{JemallocStats, ProcessSnapshot};
+use leaklab_probe::{Connections, JemallocStats, ProcessSnapshot};
 
 use crate::http::{HttpError, HttpUrl};
 
@@ -47,7 +47,7 @@ impl Scrape {
     }
 
     /// The server process as the endpoint describes it; `None` without its resident memory.
-    /// Its pid and connections are not in any standard metric.
+    /// Its pid is in no metric, and its connections only in the toy server's.
     pub fn process(&self) -> Option<ProcessSnapshot> {
         // The toy server's own endpoint has its allocator's figures: then it is judged on them, as over its side channel.
         let jemalloc = match names::JEMALLOC.map(|name| self.get(name)) {
@@ -67,8 +67,13 @@ impl Scrape {
             fds: self.get(names::OPEN_FDS),
             threads: self.get(names::THREADS).or_else(|| self.get(names::GO_THREADS)),
             jemalloc,
-            connections: None,
-            streams: None,
+            // The toy server's endpoint counts its connections and streams; no standard metric does.
+            connections: self.get(names::CONNECTIONS_OPEN).map(|open| Connections {
+                open,
+                opened: self.get(names::CONNECTIONS_OPENED),
+                closed: self.get(names::CONNECTIONS_CLOSED),
+            }),
+            streams: self.get(names::STREAMS_OPEN),
         })
     }
 }

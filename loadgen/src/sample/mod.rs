@@ -46,8 +46,8 @@ pub use window::LoadWindow;
 use crate::halt::{Limit, LimitHit};
 use crate::scenario::CapsPlan;
 
-/// Where the run is when a sample is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Where the run is when a sample is taken; in the order a run goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Before the first request: the starting point.
@@ -99,6 +99,19 @@ pub struct Sample {
     /// and for a client that reports none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
+    /// A merged run's (`loadgen merge`) load generators at this instant, by segment (`1/2`); `client` and
+    /// the request counts are their sums. Absent in a run of one load generator.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segments: BTreeMap<String, SegmentSample>,
+}
+
+/// One load generator of a merged run at a merged sample's instant: its own nearest sample's client, and
+/// its request counts interpolated to that instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SegmentSample {
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub client: ProcessSnapshot,
 }
 
 /// The network side of a sample: connection events the built-in client saw,

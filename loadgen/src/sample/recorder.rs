@@ -172,6 +172,7 @@ impl Recorder {
                     network,
                     server_metrics,
                     counters: reported,
+                    segments: Default::default(),
                 };
                 if recording.write_error.is_none()
                     && let Err(error) = write_line(&mut sink, &sample)

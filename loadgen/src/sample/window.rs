@@ -77,6 +77,7 @@ pub(crate) mod tests {
             settled: false,
             server_metrics: Default::default(),
             counters: Default::default(),
+            segments: Default::default(),
         }
     }
 

@@ -228,6 +228,7 @@ impl Summary {
             heap_profile: None,
             profiles: None,
             server_profiles: None,
+            segments: Vec::new(),
             notes,
         }
     }

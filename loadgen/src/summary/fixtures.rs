@@ -72,6 +72,7 @@ pub(crate) fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summ
             network: Default::default(),
             server_metrics: Default::default(),
             counters: Default::default(),
+            segments: Default::default(),
         });
     };
     push(0.0, Phase::Baseline, 0);

@@ -117,6 +117,11 @@ pub struct Summary {
     /// With `--server-pprof` (a Go server under `--target`): the same, of the server.
     #[serde(default)]
     pub server_profiles: Option<crate::heap::go::GoProfiles>,
+    /// `loadgen merge`: the load generators the scenario was split over, one per segment, each judged on its
+    /// own; `client` above is their sum, judged together, and `server` is judged against all their requests.
+    /// `[]` for a run of one load generator.
+    #[serde(default)]
+    pub segments: Vec<SegmentSummary>,
     /// What a reader needs to know to interpret the figures.
     pub notes: Vec<Note>,
 }
@@ -301,7 +306,7 @@ pub struct ProcessSummary {
     /// leaklab cannot read.
     pub allocated_bytes: Option<Span>,
     /// Open TCP connections: counted exactly by leaklab's own processes, ESTABLISHED sockets of a foreign one;
-    /// `null` for a server read from its metrics endpoint.
+    /// `null` for a server read from a metrics endpoint other than the toy server's.
     pub connections: Option<Span>,
     /// TCP connections the run used: those open at its first sample plus those opened after it; `null` for a
     /// foreign process (the kernel keeps no such count).
@@ -323,6 +328,27 @@ pub struct ProcessSummary {
     /// runtime's channelz service counted them last, and how the readings went; `null` without.
     #[serde(default)]
     pub channelz: Option<crate::sample::ChannelzSummary>,
+}
+
+/// One load generator of a merged run (`loadgen merge`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SegmentSummary {
+    /// Its segment, `I/N`.
+    pub segment: String,
+    /// Its run directory, as given to `loadgen merge`.
+    pub dir: String,
+    /// When it started, RFC 3339 in UTC.
+    pub started_at: String,
+    /// Its requests, warm-up included.
+    pub requests: Requests,
+    /// Requests answered OK per second of its load.
+    pub throughput_rps: Option<f64>,
+    /// Its client process.
+    pub client: ProcessSummary,
+    /// Its client's growth per request of its own, over its loaded window.
+    pub client_allocated_bytes_per_request: Option<f64>,
+    /// Its client judged on its own checkpoints, as its own `summary.json` has it.
+    pub client_verdict: crate::verdict::ProcessVerdict,
 }
 
 /// A client's own counter over the run.

@@ -129,3 +129,42 @@ pub fn gone(pid: u32) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The toy server started by hand with `--metrics-listen`, as a user starts their own; killed when dropped.
+pub struct ToyServer {
+    child: std::process::Child,
+    /// Kept open until the server is stopped: a server writing to a closed stderr would fail.
+    _stderr: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    pub address: String,
+    pub metrics_url: String,
+}
+
+impl ToyServer {
+    pub fn start() -> ToyServer {
+        use std::io::BufRead;
+        let mut child = Command::new(server_bin())
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let address = first.trim().strip_prefix(r#"{"listening":""#).and_then(|rest| rest.strip_suffix(r#""}"#));
+        let address = address.unwrap_or_else(|| panic!("the server did not start: {first:?}")).to_owned();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let metrics_url = stderr
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("leaklab-server: serving metrics on ").map(str::to_owned))
+            .expect("the server announces its metrics endpoint");
+        ToyServer { child, _stderr: stderr, address, metrics_url }
+    }
+}
+
+impl Drop for ToyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
