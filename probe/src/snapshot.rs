@@ -118,7 +118,14 @@ impl SnapshotReader {
     /// `connections` is the counter that the process's transport wraps its sockets with.
     /// jemalloc figures are read only if jemalloc is the global allocator.
     pub fn new(connections: ConnectionCounter) -> Self {
-        let jemalloc = JemallocReader::new().ok().filter(JemallocReader::is_global_allocator);
+        // Asked once per process: the answer cannot change, and the probe allocates 4 MiB. Asked per
+        // reader, two readers made at once (two scrapes of a metrics endpoint) could each see the
+        // other's block freed mid-probe and wrongly conclude jemalloc is not the allocator.
+        static GLOBAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let jemalloc = JemallocReader::new().ok().filter(|reader| {
+            // Another thread freeing megabytes during the probe hides its block: a few tries.
+            *GLOBAL.get_or_init(|| (0..20).any(|_| reader.is_global_allocator()))
+        });
         Self { jemalloc, connections, streams: None, files: ProcFiles::open(Proc::Myself).ok() }
     }
 
@@ -193,5 +200,26 @@ mod tests {
         assert_eq!(total.connections, Some(Connections { open: 6, opened: Some(8), closed: Some(2) }));
         assert_eq!(total.rss_parts, None);
         assert_eq!(ProcessSnapshot::total(&[]), None);
+    }
+
+    #[test]
+    fn readers_made_at_once_while_memory_churns_all_read_the_allocator() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    drop(std::hint::black_box(vec![1u8; 4 << 20]));
+                }
+            })
+        };
+        let readers: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(|| SnapshotReader::new(ConnectionCounter::new()).reads_jemalloc()))
+            .collect();
+        let read: Vec<bool> = readers.into_iter().map(|reader| reader.join().unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
+        assert!(read.iter().all(|&reads| reads), "{read:?}");
     }
 }

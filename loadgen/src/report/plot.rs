@@ -151,6 +151,10 @@ impl Line {
     /// Client lines are drawn wider than server lines (and first), so where the
     /// two coincide, as connections do in a leak, both stay visible.
     fn style(&self) -> ShapeStyle {
+        // The segments of a split run the same shares: wider first, so lines that coincide all show.
+        if let Some(at) = SEGMENT_COLORS.iter().position(|color| *color == self.color) {
+            return self.color.stroke_width(4u32.saturating_sub(at as u32).max(1));
+        }
         let width = match (self.color == CLIENT, self.dashed) {
             (true, false) => 5,
             (true, true) => 4,
@@ -346,9 +350,9 @@ fn draw<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Colors for the load generators of a merged run, in turn: shades apart from the client's blue.
+/// Colors for the load generators of a merged run, in turn: apart from the client's blue and the metrics'.
 const SEGMENT_COLORS: [RGBColor; 4] =
-    [RGBColor(44, 160, 44), RGBColor(148, 103, 189), RGBColor(227, 119, 194), RGBColor(140, 86, 75)];
+    [RGBColor(0, 128, 128), RGBColor(160, 30, 80), RGBColor(110, 110, 0), RGBColor(70, 40, 140)];
 
 /// Colors for the scraped metrics, in turn.
 const METRIC_COLORS: [RGBColor; 5] = [
