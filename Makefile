@@ -8,13 +8,14 @@
 #   make peers                 install (apt, as root) and build the foreign clients in peers/
 #   make ci-tools              the JUnit and Prometheus parsers the tests read outputs with, and actionlint
 #   make lint-actions          actionlint over action.yml and .github/workflows
+#   make netns-split           as root: leak and reused split over 2 load generators in network namespaces, merged
 
 CARGO   ?= cargo
 NAME    ?= leak
 ARGS    ?=
 LOADGEN := target/release/loadgen
 
-.PHONY: build scenario compare demo list test bench schema clippy peers ci-tools lint-actions
+.PHONY: build scenario compare demo list test bench schema clippy peers ci-tools lint-actions netns-split
 
 # grpc-go from Debian's golang-google-grpc-dev, built offline in GOPATH mode.
 GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/target/go-cache GOFLAGS=
@@ -42,6 +43,10 @@ demo: build
 
 list: build
 	@$(LOADGEN) list
+
+# Hosts are network namespaces (ip netns, as root); exit 77 where they cannot be made. HOSTS="3 1" for others.
+netns-split: build
+	scripts/netns-split.sh $(ARGS)
 
 # The end-to-end tests start the real server binary, so it is built first (same profile).
 test: build
