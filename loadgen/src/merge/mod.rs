@@ -34,7 +34,7 @@ use crate::sample::Sample;
 use crate::scenario::{Plan, RunPlan, Segment};
 use crate::stats::histogram_log;
 use crate::summary::record::{RUN_RECORD, RecordedPlan, RunRecord};
-use crate::summary::{Measured, RunFacts, SegmentSummary, Summary};
+use crate::summary::{Measured, RunFacts, SegmentSummary, Summary, TargetKind};
 
 /// One segment's run directory, read.
 #[derive(Debug)]
@@ -94,14 +94,24 @@ impl SegmentRun {
         Ok(SegmentRun { dir: dir.to_owned(), segment, record, summary, samples, latency })
     }
 
-    fn scenario(&self) -> (&str, &str, &crate::scenario::Overrides) {
+    /// Its scenario's name, file, text and overrides; an error for a run that was not a scenario's.
+    fn scenario(&self) -> anyhow::Result<Scenario<'_>> {
         match &self.record.plan {
-            RecordedPlan::Scenario { scenario_text, overrides, .. } => {
-                (&self.summary.scenario, scenario_text, overrides)
+            RecordedPlan::Scenario { scenario_file, scenario_text, overrides, .. } => {
+                Ok(Scenario { name: &self.summary.scenario, file: scenario_file, text: scenario_text, overrides })
             }
-            RecordedPlan::Watch { .. } => unreachable!("read refuses a watch"),
+            RecordedPlan::Watch { .. } => bail!("{}: a watch, not a segment of a scenario", self.dir.display()),
         }
     }
+}
+
+/// What a segment ran, as its `run.json` recorded it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Scenario<'a> {
+    name: &'a str,
+    file: &'a Path,
+    text: &'a str,
+    overrides: &'a crate::scenario::Overrides,
 }
 
 /// Every segment of one scenario's split, in segment order, with the scenario's whole plan.
@@ -116,32 +126,33 @@ impl Split {
     /// against one target; an error names the directory that does not fit and why.
     pub fn check(mut runs: Vec<SegmentRun>) -> anyhow::Result<Split> {
         let Some(first) = runs.first() else { bail!("no run directory to merge") };
-        let (name, text, overrides) = first.scenario();
+        let scenario = first.scenario()?;
+        let name = scenario.name;
         let count = first.segment.count;
         let mut seen: BTreeMap<u32, &Path> = BTreeMap::new();
         for run in &runs {
             let shown = run.dir.display();
-            let (other_name, other_text, other_overrides) = run.scenario();
-            if other_name != name {
-                bail!("{shown}: scenario {other_name}, not {name} as in {}", first.dir.display());
+            let other = run.scenario()?;
+            if other.name != name {
+                bail!("{shown}: scenario {}, not {name} as in {}", other.name, first.dir.display());
             }
-            if other_text != text || other_overrides != overrides {
+            if other.text != scenario.text || other.overrides != scenario.overrides {
                 bail!(
                     "{shown}: scenario {name} with other settings than in {} (its scenario file or command-line overrides differ)",
                     first.dir.display()
                 );
             }
+            if run.summary.target.kind != TargetKind::External {
+                bail!("{shown}: the run started its own server: the segments of a split load one --target");
+            }
             if run.summary.target.address != first.summary.target.address {
-                let address = |run: &SegmentRun| run.summary.target.address.clone().unwrap_or_else(|| "none".into());
+                let address = |run: &SegmentRun| run.summary.target.address.clone().unwrap_or_default();
                 bail!(
                     "{shown}: target {}, not {} as in {}: the segments of a split load one server",
                     address(run),
                     address(first),
                     first.dir.display()
                 );
-            }
-            if run.summary.target.address.is_none() {
-                bail!("{shown}: the run started its own server: the segments of a split load one --target");
             }
             if run.segment.count != count {
                 bail!("{shown}: segment {}, but {} is segment {}", run.segment, first.dir.display(), first.segment);
@@ -155,14 +166,11 @@ impl Split {
         if !missing.is_empty() {
             bail!("segment {} of {name} missing: give every segment's run directory", missing.join(", "));
         }
-        let whole = match &first.record.plan {
-            RecordedPlan::Scenario { scenario_file, scenario_text, overrides, .. } => RecordedPlan::Scenario {
-                scenario_file: scenario_file.clone(),
-                scenario_text: scenario_text.clone(),
-                overrides: overrides.clone(),
-                segment: None,
-            },
-            RecordedPlan::Watch { .. } => unreachable!("read refuses a watch"),
+        let whole = RecordedPlan::Scenario {
+            scenario_file: scenario.file.to_owned(),
+            scenario_text: scenario.text.to_owned(),
+            overrides: scenario.overrides.clone(),
+            segment: None,
         };
         let plan = match whole.plan().with_context(|| format!("the plan recorded in {}", first.dir.display()))? {
             RunPlan::Builtin(plan) => *plan,

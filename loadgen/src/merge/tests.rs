@@ -7,8 +7,8 @@ use super::*;
 use crate::sample::Phase;
 use crate::scenario::{Opt, Overrides, Value};
 use crate::stats::Latency;
-use crate::summary::Limits;
 use crate::summary::fixtures::scripted_report;
+use crate::summary::{Limits, TargetKind};
 
 const SCENARIO: &str = "description = \"scripted leak\"\n[client]\npolicy = \"leak\"\n[load]\nrequests = 1100\n\
                         warmup_requests = 100\nrounds = 10\n[expect]\nclient = \"leak\"\nserver = \"leak\"\n";
@@ -19,7 +19,8 @@ fn histogram() -> Histogram<u64> {
 
 /// Segment `index` of `count` of the scripted leak, its samples `offset_s` later than the fixture's.
 fn segment(index: u32, count: u32, offset_s: f64) -> SegmentRun {
-    let (summary, mut samples) = scripted_report();
+    let (mut summary, mut samples) = scripted_report();
+    summary.target.kind = TargetKind::External;
     for sample in &mut samples {
         sample.unix_time_s = sample.unix_time_s.map(|t| t + offset_s);
     }
@@ -152,6 +153,11 @@ fn what_is_not_every_segment_of_one_split_is_refused_naming_the_directory() {
     };
     let error = check_error(vec![segment(1, 2, 0.0), other]);
     assert!(error.starts_with("host-2: scenario leak with other settings than in host-1"), "{error}");
+
+    let mut other = segment(2, 2, 0.0);
+    other.summary.target.kind = TargetKind::Spawned;
+    let error = check_error(vec![segment(1, 2, 0.0), other]);
+    assert_eq!(error, "host-2: the run started its own server: the segments of a split load one --target");
 
     let mut other = segment(2, 2, 0.0);
     other.summary.target.address = Some("10.0.0.9:50051".into());
