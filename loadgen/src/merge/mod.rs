@@ -90,7 +90,10 @@ impl SegmentRun {
         let latency = histogram_log::decode(&bytes)
             .map_err(|error| anyhow::anyhow!("{}: {error}", log_path.display()))?
             .into_iter()
-            .collect();
+            .collect::<BTreeMap<String, Histogram<u64>>>();
+        if !latency.contains_key("sent") {
+            bail!("{}: no `sent` histogram: not a latency log of loadgen run", log_path.display());
+        }
         Ok(SegmentRun { dir: dir.to_owned(), segment, record, summary, samples, latency })
     }
 
@@ -214,10 +217,7 @@ impl Split {
             let Some(each) = each else { return Ok(None) };
             histogram_log::merge(each).map_err(|error| anyhow::anyhow!("merging the {tag} latencies: {error}"))
         };
-        let Some(latency_us) = histogram("sent")? else {
-            let without = self.runs.iter().find(|run| !run.latency.contains_key("sent")).expect("one lacks it");
-            bail!("{}: no `sent` histogram", without.dir.join(LATENCY_LOG).display());
-        };
+        let latency_us = histogram("sent")?.ok_or_else(|| anyhow::anyhow!("a segment has no `sent` latencies"))?;
         let requests: Vec<&crate::summary::Requests> =
             self.runs.iter().filter_map(|run| run.summary.requests.as_ref()).collect();
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
