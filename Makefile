@@ -55,7 +55,7 @@ test: build
 # Side by side with h2load and the grpc-go peer (make peers installs h2load too).
 bench: build peers
 	scripts/install-peers.sh || echo "make bench: without h2load its side-by-side table is skipped"
-	$(CARGO) bench -p leaklab-loadgen --bench loadgen
+	$(CARGO) bench -p leaklab-engine --bench loadgen
 
 # The summary's schema, the scenario file's schema and its reference page, from the code.
 schema: build

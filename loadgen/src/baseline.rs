@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::summary::Summary;
+use leaklab_engine::summary::Summary;
 
 /// A baseline that cannot be saved or read, with the path to blame.
 #[derive(Debug, thiserror::Error)]
-pub enum BaselineError {
+pub(crate) enum BaselineError {
     #[error("--baseline/--save-baseline {name:?}: a baseline name is letters, digits, '.', '_' or '-'")]
     BadName { name: String },
     #[error("no baseline {name:?} for scenario {scenario:?}: {} does not exist (save one with --save-baseline {name})", path.display())]
@@ -25,7 +25,7 @@ pub enum BaselineError {
 }
 
 /// Refuses a name that is not a plain file name (it becomes a directory).
-pub fn check_name(name: &str) -> Result<(), BaselineError> {
+pub(crate) fn check_name(name: &str) -> Result<(), BaselineError> {
     let valid = !name.is_empty()
         && !name.starts_with('.')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -33,13 +33,13 @@ pub fn check_name(name: &str) -> Result<(), BaselineError> {
 }
 
 /// Where baseline `name` of `scenario` lives under `reports_dir`.
-pub fn path(reports_dir: &Path, name: &str, scenario: &str) -> Result<PathBuf, BaselineError> {
+pub(crate) fn path(reports_dir: &Path, name: &str, scenario: &str) -> Result<PathBuf, BaselineError> {
     check_name(name)?;
     Ok(reports_dir.join("baselines").join(name).join(format!("{scenario}.json")))
 }
 
 /// Stores `summary` as baseline `name`, replacing an older one.
-pub fn save(reports_dir: &Path, name: &str, summary: &Summary) -> Result<PathBuf, BaselineError> {
+pub(crate) fn save(reports_dir: &Path, name: &str, summary: &Summary) -> Result<PathBuf, BaselineError> {
     let path = path(reports_dir, name, &summary.scenario)?;
     let io = |error: std::io::Error| BaselineError::Io { path: path.clone(), reason: error.to_string() };
     fs::create_dir_all(path.parent().expect("a baseline path has a directory")).map_err(io)?;
@@ -49,7 +49,7 @@ pub fn save(reports_dir: &Path, name: &str, summary: &Summary) -> Result<PathBuf
 }
 
 /// Reads baseline `name` of `scenario`.
-pub fn load(reports_dir: &Path, name: &str, scenario: &str) -> Result<Summary, BaselineError> {
+pub(crate) fn load(reports_dir: &Path, name: &str, scenario: &str) -> Result<Summary, BaselineError> {
     let path = path(reports_dir, name, scenario)?;
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
@@ -63,7 +63,7 @@ pub fn load(reports_dir: &Path, name: &str, scenario: &str) -> Result<Summary, B
 
 /// What a run does with baselines: compare with one, save itself as one.
 #[derive(Debug, Clone)]
-pub struct BaselineUse {
+pub(crate) struct BaselineUse {
     reports_dir: PathBuf,
     compare_with: Option<(String, Summary)>,
     save_as: Option<String>,
@@ -71,7 +71,7 @@ pub struct BaselineUse {
 
 impl BaselineUse {
     /// Checks both names and reads the baseline to compare with, before anything runs.
-    pub fn prepare(
+    pub(crate) fn prepare(
         reports_dir: &Path,
         compare_with: Option<&str>,
         save_as: Option<&str>,
@@ -88,7 +88,10 @@ impl BaselineUse {
     }
 
     /// `summary` beside the baseline, and where it was saved as one, if asked.
-    pub fn finish(&self, summary: &Summary) -> (Option<BaselineComparison>, Option<Result<PathBuf, BaselineError>>) {
+    pub(crate) fn finish(
+        &self,
+        summary: &Summary,
+    ) -> (Option<BaselineComparison>, Option<Result<PathBuf, BaselineError>>) {
         let comparison = self.compare_with.as_ref().map(|(name, baseline)| compare(name, baseline, summary));
         let saved = self.save_as.as_ref().map(|name| save(&self.reports_dir, name, summary));
         (comparison, saved)
@@ -97,7 +100,7 @@ impl BaselineUse {
 
 /// One figure in the baseline and now.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Delta {
+pub(crate) struct Delta {
     pub baseline: f64,
     pub current: f64,
     /// `current − baseline`.
@@ -117,14 +120,14 @@ impl Delta {
 /// Which process a slope is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Process {
+pub(crate) enum Process {
     Client,
     Server,
 }
 
 /// A process whose bytes per request grew beyond the tolerance.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Regression {
+pub(crate) struct Regression {
     pub process: Process,
     /// Its slope in the baseline and now, bytes per request.
     pub bytes_per_request: Delta,
@@ -132,7 +135,7 @@ pub struct Regression {
 
 /// A run set beside a baseline of the same scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct BaselineComparison {
+pub(crate) struct BaselineComparison {
     /// The baseline's name.
     pub name: String,
     /// When the baseline run started.
@@ -158,7 +161,7 @@ pub struct BaselineComparison {
 }
 
 /// Compares `current` with `baseline` (a summary of the same scenario).
-pub fn compare(name: &str, baseline: &Summary, current: &Summary) -> BaselineComparison {
+pub(crate) fn compare(name: &str, baseline: &Summary, current: &Summary) -> BaselineComparison {
     let tolerance = current.verdict.client.tolerance;
     let client = Delta::of_options(
         baseline.verdict.client.slope_bytes_per_request,
@@ -198,7 +201,7 @@ pub fn compare(name: &str, baseline: &Summary, current: &Summary) -> BaselineCom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::fixtures::scripted_report;
+    use leaklab_engine::fixtures::scripted_report;
 
     #[test]
     fn names_are_checked_and_paths_are_per_scenario() {
@@ -234,10 +237,10 @@ mod tests {
         assert_eq!(comparison.regressions.len(), 1, "{:?}", comparison.regressions);
         assert_eq!(comparison.regressions[0].process, Process::Client);
         assert_eq!(comparison.regressions[0].bytes_per_request.change, 1_000.0);
-        assert_eq!(current.outcome, crate::verdict::Outcome::Met);
+        assert_eq!(current.outcome, leaklab_verdict::Outcome::Met);
         assert_eq!(
             current.outcome.with_regression(comparison.regressed),
-            crate::verdict::Outcome::Contradicted,
+            leaklab_verdict::Outcome::Contradicted,
             "a regression fails the run even when its expectation holds"
         );
 

@@ -6,24 +6,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::baseline;
+use crate::compare::{self, CompareOptions};
+use crate::demo::{DemoOptions, story};
+use crate::live::metrics;
+use crate::live::progress::View;
+use crate::session::Session;
 use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
-use leaklab_loadgen::compare::{self, CompareOptions};
-use leaklab_loadgen::demo::{DemoOptions, story};
-use leaklab_loadgen::report::ci::{Bmf, Gab, Junit, Results};
-use leaklab_loadgen::report::metrics::{self, LiveBoard};
-use leaklab_loadgen::report::progress::View;
-use leaklab_loadgen::report::{self as exports, Written};
-use leaklab_loadgen::run::{RunOptions, ServerMetrics, ServerPprof, TargetChoice, process_name};
-use leaklab_loadgen::sample::{MetricsEndpoint, ScrapeError};
-use leaklab_loadgen::scenario::{
-    self, Catalog, ForeignClient, ForeignPlan, Kind, OPTIONS, Overrides, RunPlan, reference,
-};
-use leaklab_loadgen::{baseline, summary};
-use tokio::sync::watch;
-
-/// The stop flag a run watches (Ctrl-C, SIGTERM).
-pub(crate) type Stop = watch::Receiver<bool>;
+use leaklab_engine::run::{RunOptions, ServerMetrics, ServerPprof, TargetChoice, process_name};
+use leaklab_engine::sample::{MetricsEndpoint, ScrapeError};
+use leaklab_engine::scenario::{self, Catalog, ForeignClient, Kind, OPTIONS, Overrides, RunPlan, WatchSpec, reference};
+use leaklab_engine::summary;
 
 /// Reproduce, measure and explain gRPC client memory leaks.
 ///
@@ -69,7 +63,7 @@ pub(crate) enum Command {
 pub(crate) struct AttackArgs {
     /// slow-streams, unread-responses, declared-size, held-headers or rapid-reset.
     #[arg(long, value_parser = attack_kind)]
-    pub(crate) kind: leaklab_loadgen::attack::AttackKind,
+    pub(crate) kind: leaklab_engine::attack::AttackKind,
     /// The server, HOST:PORT on loopback (127.0.0.0/8 or ::1).
     #[arg(long)]
     pub(crate) target: std::net::SocketAddr,
@@ -113,9 +107,9 @@ fn good_client_interval(text: &str) -> Result<GoodClientInterval, String> {
 }
 
 impl AttackArgs {
-    pub(crate) fn plan(&self) -> Result<leaklab_loadgen::attack::AttackPlan, anyhow::Error> {
-        use leaklab_loadgen::attack::AttackPlan;
-        leaklab_loadgen::attack::check_target(self.target).map_err(|error| anyhow::anyhow!("--target: {error}"))?;
+    pub(crate) fn plan(&self) -> Result<leaklab_engine::attack::AttackPlan, anyhow::Error> {
+        use leaklab_engine::attack::AttackPlan;
+        leaklab_engine::attack::check_target(self.target).map_err(|error| anyhow::anyhow!("--target: {error}"))?;
         let plan = AttackPlan {
             kind: self.kind,
             target: self.target,
@@ -139,8 +133,8 @@ impl AttackArgs {
     }
 }
 
-fn attack_kind(text: &str) -> Result<leaklab_loadgen::attack::AttackKind, String> {
-    use leaklab_loadgen::attack::AttackKind;
+fn attack_kind(text: &str) -> Result<leaklab_engine::attack::AttackKind, String> {
+    use leaklab_engine::attack::AttackKind;
     AttackKind::ALL.into_iter().find(|kind| kind.name() == text).ok_or_else(|| {
         let names: Vec<_> = AttackKind::ALL.iter().map(|kind| kind.name()).collect();
         format!("unknown attack {text:?}; expected one of {}", names.join(", "))
@@ -201,7 +195,7 @@ impl DemoArgs {
     }
 
     /// How the demo runs: each chapter in its own `loadgen run`, with the live view unless `--quiet`.
-    pub(crate) fn options(&self, stop: Stop, live: Option<LiveBoard>) -> anyhow::Result<DemoOptions> {
+    pub(crate) fn options(&self, session: &Session) -> anyhow::Result<DemoOptions> {
         let target = self.common.target()?;
         if let TargetChoice::External { .. } = target {
             anyhow::bail!("--target: the demo starts and measures its own server in every chapter");
@@ -211,6 +205,7 @@ impl DemoArgs {
             run_args.push("--dashboard".to_owned());
         }
         let runner = std::env::current_exe().context("locating this binary")?;
+        let (stop, live) = (session.stop.clone(), session.live.clone());
         Ok(DemoOptions { runner, run_args, reports_dir: self.common.reports_dir.clone(), fast: self.fast, stop, live })
     }
 }
@@ -226,7 +221,7 @@ pub(crate) struct MergeArgs {
     pub(crate) reports_dir: PathBuf,
 
     #[command(flatten)]
-    pub(crate) ci: CiFiles,
+    pub(crate) ci: CiFileArgs,
 }
 
 #[derive(Debug, Args)]
@@ -329,7 +324,6 @@ impl WatchArgs {
             ForeignClient::Command(argv) => format!("`{}`, watched from outside", argv.join(" ")),
             ForeignClient::Pid(pid) => format!("process {pid}, watched from outside"),
         };
-        let tolerances = (self.tolerance_per_request as f64, self.tolerance as f64);
         let name = format!("watch-{}", process_name(&client));
         if let Some(url) = self.pprof.as_ref().filter(|url| !url.starts_with("http://")) {
             anyhow::bail!("--pprof {url:?}: expected http://HOST:PORT/debug/pprof");
@@ -344,18 +338,28 @@ impl WatchArgs {
                 );
             }
         }
-        let mut plan =
-            ForeignPlan::watch(name, description, client, self.duration, self.interval, self.warmup, tolerances);
-        plan.pprof = self.pprof.clone();
-        plan.own_code = self.own_code.clone();
-        plan.warmup_requests = self.warmup_requests;
-        plan.channelz = self.channelz.clone();
-        Ok(RunPlan::Foreign(Box::new(plan)))
+        let watch = WatchSpec {
+            name,
+            description,
+            client,
+            duration_s: self.duration.as_secs_f64(),
+            interval_ms: self.interval.as_millis() as u64,
+            warmup_s: self.warmup.as_secs_f64(),
+            warmup_requests: self.warmup_requests,
+            tolerance_bytes_per_request: self.tolerance_per_request as f64,
+            tolerance_bytes_per_second: self.tolerance as f64,
+            pprof: self.pprof.clone(),
+            own_code: self.own_code.clone(),
+            channelz: self.channelz.clone(),
+        };
+        Ok(RunPlan::Foreign(Box::new(watch.plan())))
     }
 
-    pub(crate) fn options(&self, stop: Stop, live: Option<LiveBoard>) -> RunOptions {
+    pub(crate) fn options(&self, session: &Session, name: &str) -> RunOptions {
         let view = if self.dashboard { View::Dashboard } else { View::Quiet };
-        RunOptions { target: None, reports_dir: self.reports_dir.clone(), view, stop, live, start_at: None }
+        let observer = crate::live::observer(view, session.live.as_ref(), name);
+        let stop = session.stop.clone();
+        RunOptions { target: None, reports_dir: self.reports_dir.clone(), stop, observer, start_at: None }
     }
 }
 
@@ -449,11 +453,11 @@ impl RunArgs {
         Ok(baseline::BaselineUse::prepare(&self.common.reports_dir, compare_with, save_as, plan.name())?)
     }
 
-    pub(crate) fn options(&self, stop: Stop, live: Option<LiveBoard>) -> anyhow::Result<RunOptions> {
+    pub(crate) fn options(&self, session: &Session, name: &str) -> anyhow::Result<RunOptions> {
         let target = Some(self.common.target()?);
-        let view = self.common.view();
-        let start_at = self.segment.start_at;
-        Ok(RunOptions { target, reports_dir: self.common.reports_dir.clone(), view, stop, live, start_at })
+        let observer = crate::live::observer(self.common.view(), session.live.as_ref(), name);
+        let (stop, start_at) = (session.stop.clone(), self.segment.start_at);
+        Ok(RunOptions { target, reports_dir: self.common.reports_dir.clone(), stop, observer, start_at })
     }
 }
 
@@ -503,7 +507,7 @@ impl CompareArgs {
     }
 
     /// How the comparison runs: each scenario in its own `loadgen run` with the same target.
-    pub(crate) fn options(&self, stop: Stop, live: Option<LiveBoard>) -> anyhow::Result<CompareOptions> {
+    pub(crate) fn options(&self, session: &Session) -> anyhow::Result<CompareOptions> {
         Ok(CompareOptions {
             runner: std::env::current_exe().context("locating this binary")?,
             run_args: self.common.forwarded(&self.common.target()?),
@@ -511,9 +515,9 @@ impl CompareArgs {
             quick: self.quick,
             baseline: self.verdict.baseline.clone(),
             save_baseline: self.verdict.save_baseline.clone(),
-            stop,
+            stop: session.stop.clone(),
             stdout_dir: None,
-            live,
+            live: session.live.clone(),
         })
     }
 }
@@ -539,7 +543,7 @@ pub(crate) struct VerdictArgs {
 #[derive(Debug, Args)]
 pub(crate) struct CiArgs {
     #[command(flatten)]
-    pub(crate) files: CiFiles,
+    pub(crate) files: CiFileArgs,
 
     /// While it runs, serve the latest sample of both processes at http://ADDR/metrics in
     /// Prometheus text format (a PORT alone listens on 127.0.0.1; port 0 picks a free one).
@@ -549,7 +553,7 @@ pub(crate) struct CiArgs {
 
 /// The files CI systems read, for every command that judges runs.
 #[derive(Debug, Args)]
-pub(crate) struct CiFiles {
+pub(crate) struct CiFileArgs {
     /// Write a JUnit XML report to FILE: one test case per scenario and process, failed when an
     /// expectation is contradicted or a baseline regressed.
     #[arg(long, value_name = "FILE")]
@@ -566,29 +570,10 @@ pub(crate) struct CiFiles {
     pub(crate) gab: Option<PathBuf>,
 }
 
-impl CiArgs {
-    /// The live board `--metrics-listen` serves, its endpoint listening (and said on stderr) before anything runs.
-    pub(crate) fn live(&self) -> anyhow::Result<Option<LiveBoard>> {
-        let Some(addr) = self.metrics_listen else { return Ok(None) };
-        let board = LiveBoard::default();
-        let bound = metrics::serve(addr, board.clone()).with_context(|| format!("--metrics-listen {addr}"))?;
-        eprintln!("metrics: http://{bound}/metrics");
-        Ok(Some(board))
-    }
-}
-
-impl CiFiles {
-    /// Writes the files the command line asked for; each one written, or why not.
-    pub(crate) fn write(&self, results: &Results<'_>) -> Written {
-        let mut written = Written::default();
-        let files: [(&Option<PathBuf>, &dyn exports::Exporter<Results<'_>>); 3] =
-            [(&self.junit, &Junit), (&self.bmf, &Bmf), (&self.gab, &Gab)];
-        for (path, exporter) in files {
-            if let Some(path) = path {
-                exports::write_file(exporter, results, path, &mut written);
-            }
-        }
-        written
+impl CiFileArgs {
+    /// Where to write them.
+    pub(crate) fn files(&self) -> crate::ci::CiFiles {
+        crate::ci::CiFiles { junit: self.junit.clone(), bmf: self.bmf.clone(), gab: self.gab.clone() }
     }
 }
 
@@ -803,7 +788,7 @@ impl CommonArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
-    use leaklab_loadgen::scenario::{Opt, Value};
+    use leaklab_engine::scenario::{Opt, Value};
 
     #[test]
     fn cli_is_consistent() {

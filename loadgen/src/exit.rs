@@ -2,31 +2,31 @@
 //! the README. They are distinct so that CI and `git bisect run` can tell the
 //! outcomes apart.
 
-use crate::halt::StopReason;
-use crate::summary::Summary;
-use crate::verdict::Outcome;
+use leaklab_engine::halt::StopReason;
+use leaklab_engine::summary::Summary;
+use leaklab_verdict::Outcome;
 
 /// Every verdict meets its expectation (or the scenario sets none).
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// A verdict contradicts its expectation, or bytes per request grew beyond a baseline's tolerance
 /// (`compare` and `demo`: also a scenario that could not run).
-pub const CONTRADICTED: u8 = 1;
+pub(crate) const CONTRADICTED: u8 = 1;
 /// Bad command line, scenario file, story or baseline name; nothing ran.
-pub const USAGE: u8 = 2;
+pub(crate) const USAGE: u8 = 2;
 /// No contradiction, but a verdict with an expectation is inconclusive.
-pub const INCONCLUSIVE: u8 = 3;
+pub(crate) const INCONCLUSIVE: u8 = 3;
 /// The run failed (the server did not start, a report could not be written…).
-pub const FAILED: u8 = 4;
+pub(crate) const FAILED: u8 = 4;
 /// The load stopped at a cap or a limit of the machine; the report, verdict included, is complete.
-pub const STOPPED_AT_LIMIT: u8 = 5;
+pub(crate) const STOPPED_AT_LIMIT: u8 = 5;
 /// `--bisect`: inconclusive, or the run failed; `git bisect run`'s "skip" (neither good nor bad).
-pub const BISECT_SKIP: u8 = 125;
+pub(crate) const BISECT_SKIP: u8 = 125;
 /// Interrupted (Ctrl-C, SIGTERM); the report covers the run up to then.
-pub const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;
 
 /// How a run, a comparison or a demo ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ending {
+pub(crate) struct Ending {
     /// An output could not be written.
     pub export_failed: bool,
     /// The user stopped it.
@@ -39,7 +39,7 @@ pub struct Ending {
 
 impl Ending {
     /// How a run ended: its summary, whether its baseline regressed, whether an output could not be written.
-    pub fn of_run(summary: &Summary, regressed: bool, export_failed: bool) -> Ending {
+    pub(crate) fn of_run(summary: &Summary, regressed: bool, export_failed: bool) -> Ending {
         Ending {
             export_failed,
             interrupted: summary.stopped_by == StopReason::Interrupted,
@@ -49,7 +49,7 @@ impl Ending {
     }
 
     /// How a comparison or a demo of several runs ended (each run's own caps are in its row).
-    pub fn of_several(written: &crate::report::Written, interrupted: bool, outcome: Outcome) -> Ending {
+    pub(crate) fn of_several(written: &crate::report::Written, interrupted: bool, outcome: Outcome) -> Ending {
         Ending { export_failed: !written.errors.is_empty(), interrupted, outcome, at_limit: false }
     }
 
@@ -57,7 +57,7 @@ impl Ending {
     /// interruption, which outranks a contradicted expectation, which
     /// outranks a stop at a limit, which outranks an inconclusive verdict.
     /// With `bisect`, a failed report and an inconclusive verdict are `git bisect run`'s skip.
-    pub fn code(&self, bisect: bool) -> u8 {
+    pub(crate) fn code(&self, bisect: bool) -> u8 {
         if self.export_failed {
             return if bisect { BISECT_SKIP } else { FAILED };
         }
@@ -75,7 +75,7 @@ impl Ending {
 }
 
 /// The exit code of a run that failed before its report (the server did not start…).
-pub fn failed(bisect: bool) -> u8 {
+pub(crate) fn failed(bisect: bool) -> u8 {
     if bisect { BISECT_SKIP } else { FAILED }
 }
 

@@ -1,20 +1,29 @@
 //! `loadgen`: parse → plan → run → report → exit code, for each command.
 
+mod baseline;
+mod ci;
 mod cli;
+mod compare;
+mod demo;
+mod exit;
+mod live;
+mod merge;
+#[cfg(test)]
+mod modules;
+mod report;
+mod session;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use leaklab_loadgen::call::ResolveError;
-use leaklab_loadgen::report::ci::{Entry, Results};
-use leaklab_loadgen::report::console::{RunConsole, RunText};
-use leaklab_loadgen::report::{self, Exporter, Report};
-use leaklab_loadgen::run::{self, RunOutcome};
-use leaklab_loadgen::scenario::Catalog;
-use leaklab_loadgen::summary::record;
-use leaklab_loadgen::{compare, demo, exit, merge};
+use leaklab_engine::call::ResolveError;
+use leaklab_engine::run;
+use leaklab_engine::run_dir::RunDir;
+use leaklab_engine::scenario::Catalog;
+use report::console::{RunConsole, RunText};
+use report::{Exporter, Reported};
+use session::Session;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -58,88 +67,75 @@ fn main() -> ExitCode {
     }))
 }
 
-/// scenario → plan → run → baseline → CI files → console → exit code.
+/// scenario → plan → run → outputs → baseline → CI files → console → exit code.
 fn run_scenario(args: &cli::RunArgs) -> Result<u8, Failure> {
     let plan = args.plan().map_err(usage)?;
     let baselines = args.baselines(&plan).map_err(usage)?;
-    let (runtime, stop) = run::runtime_with_stop().map_err(failed)?;
-    let live = args.ci.live().map_err(usage)?;
-    let options = args.options(stop, live).map_err(usage)?;
+    let session = session(&args.ci)?;
+    let options = args.options(&session, plan.name()).map_err(usage)?;
     let bisect = args.verdict.bisect;
-    let mut outcome = runtime.block_on(run::execute(&plan, options)).map_err(|error| {
+    let outcome = session.runtime.block_on(run::execute(&plan, options)).map_err(|error| {
         // A method that could not be made callable is the command line's mistake, found before anything ran.
         let code = if error.is::<ResolveError>() { exit::USAGE } else { exit::failed(bisect) };
-        unjudged(&args.ci.files, plan.name(), &error);
+        errors(&args.ci.files.files().write_unjudged("run", plan.name(), &error).errors);
         (code, error)
     })?;
-    let (comparison, saved) = baselines.finish(&outcome.report.summary);
-    let saved = saved.and_then(|saved| saved.map_err(|error| outcome.written.errors.push(error.into())).ok());
-    let ci = args.ci.files.write(&outcome.results("run", comparison.as_ref()));
-    outcome.written.extend(ci);
+    let mut reported = report::write_run(outcome);
+    let (comparison, saved) = baselines.finish(&reported.report.summary);
+    let saved = saved.and_then(|saved| saved.map_err(|error| reported.written.errors.push(error.into())).ok());
+    reported.written.extend(args.ci.files.files().write(&reported.results("run", comparison.as_ref())));
     let saved_as = args.verdict.save_baseline.as_deref().zip(saved.as_deref());
-    Ok(finish(&outcome, RunConsole { baseline: comparison.as_ref(), saved_as, ..outcome.console() }, bisect))
+    Ok(finish(&reported, RunConsole { baseline: comparison.as_ref(), saved_as, ..reported.console() }, bisect))
 }
 
-/// The CI files of a run that failed before its report: its cases are errors, with why.
-fn unjudged(ci: &cli::CiFiles, scenario: &str, error: &anyhow::Error) {
-    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let error = format!("{error:#}");
-    let entries = vec![Entry::Failed { scenario, error: &error }];
-    errors(&ci.write(&Results { command: "run", started_at: &started_at, entries }).errors);
-}
-
-/// process → samples → verdict → CI files → console → exit code.
+/// process → samples → verdict → outputs → CI files → console → exit code.
 fn watch_process(args: &cli::WatchArgs) -> Result<u8, Failure> {
     let plan = args.plan().map_err(usage)?;
-    let (runtime, stop) = run::runtime_with_stop().map_err(failed)?;
-    let live = args.ci.live().map_err(usage)?;
+    let session = session(&args.ci)?;
     // A --pid that is not there or a command that cannot start is the command line's mistake.
-    let mut outcome = runtime.block_on(run::execute(&plan, args.options(stop, live))).map_err(usage)?;
-    let ci = args.ci.files.write(&outcome.results("watch", None));
-    outcome.written.extend(ci);
-    Ok(finish(&outcome, outcome.console(), false))
+    let outcome = session.runtime.block_on(run::execute(&plan, args.options(&session, plan.name()))).map_err(usage)?;
+    let mut reported = report::write_run(outcome);
+    reported.written.extend(args.ci.files.files().write(&reported.results("watch", None)));
+    Ok(finish(&reported, reported.console(), false))
 }
 
 /// run directory → summary (its own, or rebuilt from samples) → outputs written again → exit code.
-fn report_again(dir: &Path) -> Result<u8, Failure> {
-    let (summary, samples) = record::rebuild(dir).map_err(failed)?;
-    let report = Report { summary, samples };
+fn report_again(dir: &std::path::Path) -> Result<u8, Failure> {
+    let (summary, samples) = RunDir::at(dir).rebuild().map_err(failed)?;
+    let report = report::Report { summary, samples };
     let written = report::write_outputs(&report::RUN_OUTPUTS, &report, dir);
-    let outcome = RunOutcome { dir: dir.to_owned(), report, written };
+    let reported = Reported { dir: dir.to_owned(), report, written };
     // It writes a report again; it does not judge the run: only an output it could not write fails it.
-    finish(&outcome, outcome.console(), false);
-    Ok(if outcome.written.errors.is_empty() { exit::OK } else { exit::FAILED })
+    finish(&reported, reported.console(), false);
+    Ok(if reported.written.errors.is_empty() { exit::OK } else { exit::FAILED })
 }
 
-/// segment directories → one scenario's split → merged run → CI files → console → exit code.
+/// segment directories → one scenario's split → merged run → outputs → CI files → console → exit code.
 fn merge_segments(args: &cli::MergeArgs) -> Result<u8, Failure> {
     let runs: Vec<merge::SegmentRun> =
         args.dirs.iter().map(|dir| merge::SegmentRun::read(dir)).collect::<anyhow::Result<_>>().map_err(usage)?;
-    let split = merge::Split::check(runs).map_err(usage)?;
-    let merged = split.merge().map_err(usage)?;
-    let mut outcome = merged.write(&args.reports_dir).map_err(failed)?;
-    let ci = args.ci.write(&outcome.results("merge", None));
-    outcome.written.extend(ci);
-    Ok(finish(&outcome, outcome.console(), false))
+    let merged = merge::Split::check(runs).and_then(|split| split.merge()).map_err(usage)?;
+    let merged = merged.write(&args.reports_dir).map_err(failed)?;
+    let mut reported = report::write_run(merged);
+    reported.written.extend(args.ci.files().write(&reported.results("merge", None)));
+    Ok(finish(&reported, reported.console(), false))
 }
 
 /// Prints a finished run and picks its exit code.
-fn finish(outcome: &RunOutcome, console: RunConsole<'_>, bisect: bool) -> u8 {
+fn finish(reported: &Reported, console: RunConsole<'_>, bisect: bool) -> u8 {
     print_with(&RunText, &console);
-    errors(&outcome.written.errors);
+    errors(&reported.written.errors);
     let regressed = console.baseline.is_some_and(|b| b.regressed);
-    exit::Ending::of_run(console.summary, regressed, !outcome.written.errors.is_empty()).code(bisect)
+    exit::Ending::of_run(console.summary, regressed, !reported.written.errors.is_empty()).code(bisect)
 }
 
 /// every scenario → plans → each run in its own process → comparison → CI files → exit code.
 fn compare_scenarios(args: &cli::CompareArgs) -> Result<u8, Failure> {
     let plans = args.plans().map_err(usage)?;
-    let (runtime, stop) = run::runtime_with_stop().map_err(failed)?;
-    let live = args.ci.live().map_err(usage)?;
-    let options = args.options(stop, live).map_err(usage)?;
-    let mut outcome = runtime.block_on(compare::execute(&plans, options)).map_err(failed)?;
-    let ci = args.ci.files.write(&outcome.report.results());
-    outcome.written.extend(ci);
+    let session = session(&args.ci)?;
+    let options = args.options(&session).map_err(usage)?;
+    let mut outcome = session.runtime.block_on(compare::execute(&plans, options)).map_err(failed)?;
+    outcome.written.extend(args.ci.files.files().write(&outcome.report.results()));
     print_with(&compare::markdown::CompareText, &outcome.report);
     errors(&outcome.written.errors);
     Ok(outcome.ending().code(args.verdict.bisect))
@@ -148,12 +144,10 @@ fn compare_scenarios(args: &cli::CompareArgs) -> Result<u8, Failure> {
 /// story → chapters run in order with the live view → page → CI files → exit code.
 fn tell_the_story(args: &cli::DemoArgs) -> Result<u8, Failure> {
     let story = args.story().map_err(usage)?;
-    let (runtime, stop) = run::runtime_with_stop().map_err(failed)?;
-    let live = args.ci.live().map_err(usage)?;
-    let options = args.options(stop, live).map_err(usage)?;
-    let mut outcome = runtime.block_on(demo::execute(&story, options)).map_err(failed)?;
-    let ci = args.ci.files.write(&outcome.report.results());
-    outcome.written.extend(ci);
+    let session = session(&args.ci)?;
+    let options = args.options(&session).map_err(usage)?;
+    let mut outcome = session.runtime.block_on(demo::execute(&story, options)).map_err(failed)?;
+    outcome.written.extend(args.ci.files.files().write(&outcome.report.results()));
     print_with(&demo::DemoText, &outcome.report);
     errors(&outcome.written.errors);
     Ok(outcome.ending().code(false))
@@ -163,12 +157,19 @@ fn tell_the_story(args: &cli::DemoArgs) -> Result<u8, Failure> {
 fn attack(args: &cli::AttackArgs) -> Result<u8, Failure> {
     let plan = args.plan().map_err(usage)?;
     // Ctrl-C or SIGTERM ends it early, with its report: that is how a run stops its scenario's attack.
-    let (runtime, stop) = tokio::runtime::Runtime::new().and_then(run::with_stop).map_err(failed)?;
-    let report = runtime
-        .block_on(leaklab_loadgen::attack::run_until(&plan, stop))
-        .map_err(|error| failed(anyhow::anyhow!(error)))?;
+    let session = tokio::runtime::Runtime::new().and_then(|runtime| Session::on(runtime, None)).map_err(failed)?;
+    let report = session
+        .runtime
+        .block_on(leaklab_engine::attack::run_until(&plan, session.stop))
+        .map_err(|error| failed(anyhow::Error::msg(error)))?;
     let json = serde_json::to_string_pretty(&report).map_err(failed)?;
     Ok(print(&format!("{json}\n")))
+}
+
+/// The runtime and stop flag of a command that runs, with the live board `--metrics-listen` asks for.
+fn session(ci: &cli::CiArgs) -> Result<Session, Failure> {
+    let live = ci.metrics_listen.map(live::metrics::LiveBoard::serve).transpose().map_err(usage)?;
+    Session::start(live).map_err(failed)
 }
 
 fn list(catalog: &Catalog) -> Result<u8, Failure> {

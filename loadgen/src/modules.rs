@@ -1,12 +1,47 @@
-//! The crate's top-level modules import each other without a cycle, and the
-//! bottom layer imports nothing of the crate: read from the source, so a new
-//! `use` that closes a circle fails here, naming it.
+//! The architecture, checked from the source: which crate may depend on which,
+//! the top-level modules of each crate importing each other without a cycle,
+//! and the engine's foundations standing on their own. A new dependency or
+//! `use` that breaks a rule fails here, naming it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Modules that must not import any other module of the crate.
-const FOUNDATIONS: [&str; 5] = ["scenario", "stats", "halt", "heap", "http"];
+/// Each of the workspace's crates (by directory) and the crates of the workspace it may depend on.
+const ALLOWED: [(&str, &[&str]); 7] = [
+    ("proto", &[]),
+    ("probe", &[]),
+    ("wire", &[]),
+    ("verdict", &[]),
+    ("server", &["leaklab-proto", "leaklab-probe", "leaklab-wire"]),
+    ("engine", &["leaklab-proto", "leaklab-probe", "leaklab-wire", "leaklab-verdict"]),
+    ("loadgen", &["leaklab-probe", "leaklab-verdict", "leaklab-engine"]),
+];
+
+/// Crates of the command line's side: the engine returns results and never writes outputs or shows
+/// anything, so it needs none of them.
+const COMMAND_LINE: [&str; 6] = ["clap", "plotters", "indicatif", "console", "inferno", "image"];
+
+/// What the verdict crate may use: it is pure, so that tests anywhere can depend on it.
+const PURE: [&str; 2] = ["schemars", "serde"];
+
+/// Modules of the engine that import no other module of it.
+const FOUNDATIONS: [&str; 5] = ["scenario", "latency", "halt", "heap", "http"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `[dependencies]` of the crate in `dir`, by name (dev-dependencies may be anything a test needs).
+fn dependencies(dir: &str) -> BTreeSet<String> {
+    let path = root().join(dir).join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let manifest: toml::Table = text.parse().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    manifest
+        .get("dependencies")
+        .and_then(toml::Value::as_table)
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default()
+}
 
 fn files_of(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -36,15 +71,17 @@ fn imports(text: &str) -> BTreeSet<String> {
     found
 }
 
-/// Each top-level module and the top-level modules it imports.
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// Each top-level module of the crate in `dir` and the top-level modules it imports; the crate's root
+/// files (`lib.rs`, `main.rs`), this test and test modules in their own files (`tests.rs`, which may
+/// import anything to test with) are left out.
+fn graph(dir: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let src = root().join(dir).join("src");
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files_of(&src) {
         let relative = file.strip_prefix(&src).unwrap();
         let top =
             relative.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned();
-        if ["lib", "main", "cli", "modules"].contains(&top.as_str()) {
+        if ["lib", "main", "modules"].contains(&top.as_str()) || file.ends_with("tests.rs") {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
@@ -84,17 +121,46 @@ fn cycle_from(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option
 }
 
 #[test]
-fn top_level_modules_import_each_other_without_a_cycle() {
-    let graph = graph();
-    assert!(graph.len() >= 15, "the source tree was not read: {graph:?}");
-    for module in graph.keys() {
-        if let Some(cycle) = cycle_from(&graph, module) {
-            panic!("import cycle: {}", cycle.join(" → "));
+fn each_crate_depends_only_on_the_crates_below_it() {
+    let workspace: BTreeSet<&str> = ALLOWED.iter().map(|(dir, _)| *dir).collect();
+    for (dir, allowed) in ALLOWED {
+        let ours: BTreeSet<String> =
+            dependencies(dir).into_iter().filter(|name| name.starts_with("leaklab-")).collect();
+        let extra: Vec<&String> = ours.iter().filter(|name| !allowed.contains(&name.as_str())).collect();
+        assert!(extra.is_empty(), "{dir} depends on {extra:?}; it may depend on {allowed:?} of {workspace:?}");
+    }
+    let engine = dependencies("engine");
+    let command_line: Vec<&str> = COMMAND_LINE.into_iter().filter(|name| engine.contains(*name)).collect();
+    assert!(command_line.is_empty(), "the engine depends on {command_line:?}, crates of the command line's side");
+    let verdict = dependencies("verdict");
+    assert!(verdict.iter().all(|name| PURE.contains(&name.as_str())), "the verdict crate depends on {verdict:?}");
+}
+
+#[test]
+fn the_engine_names_nothing_of_the_command_line() {
+    for file in files_of(&root().join("engine/src")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for name in ["leaklab_loadgen", "clap::", "plotters::", "indicatif::"] {
+            assert!(!text.contains(name), "{} names {name}", file.display());
         }
     }
+}
+
+#[test]
+fn top_level_modules_import_each_other_without_a_cycle() {
+    for dir in ["engine", "loadgen", "server", "probe", "verdict", "wire"] {
+        let graph = graph(dir);
+        assert!(!graph.is_empty(), "the source tree of {dir} was not read");
+        for module in graph.keys() {
+            if let Some(cycle) = cycle_from(&graph, module) {
+                panic!("import cycle in {dir}: {}", cycle.join(" → "));
+            }
+        }
+    }
+    let engine = graph("engine");
     for module in FOUNDATIONS {
-        let imported = &graph[module];
-        assert!(imported.is_empty(), "{module} imports {imported:?}: it must stand on its own");
+        let imported = &engine[module];
+        assert!(imported.is_empty(), "engine's {module} imports {imported:?}: it must stand on its own");
     }
 }
 

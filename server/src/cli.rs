@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use leaklab_server::limits::Setting;
-use leaklab_server::tls::{self, TlsFiles};
 use leaklab_server::{KeepalivePolicy, Limits, ServerConfig};
+use leaklab_wire::limits::Setting;
+use leaklab_wire::tls::{self, TlsFiles};
 
 /// Where `--help` lists what one client may make the server hold.
 const LIMITS: &str = "Limits on what one client can make the server hold";

@@ -5,14 +5,11 @@
 //! signals and the stats side channel of [`leaklab_probe::control`].
 
 mod activity;
-pub mod frames;
-pub mod keepalive;
 mod lifecycle;
 pub mod limits;
 pub mod metrics_endpoint;
 mod policed;
 mod preface;
-pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -35,7 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 pub use activity::ConnActivity;
-pub use keepalive::KeepalivePolicy;
+pub use leaklab_wire::KeepalivePolicy;
 pub use lifecycle::{GoawayReason, Lifecycle, LimitHit, ServerLifecycle};
 pub use limits::Limits;
 pub use policed::PolicedIo;

@@ -18,9 +18,9 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::activity::ConnActivity;
-use crate::frames::{FrameReader, code, goaway_frame};
-use crate::keepalive::{PingPolicy, PingStrikes, PingVerdict};
 use crate::lifecycle::{GoawayReason, Lifecycle};
+use leaklab_wire::frames::{FrameReader, code, goaway_frame};
+use leaklab_wire::keepalive::{PingPolicy, PingStrikes, PingVerdict};
 
 /// The socket of one connection, policed (see the module docs).
 #[derive(Debug)]
@@ -84,7 +84,7 @@ impl Police {
         let Police { inbound, strikes, last_client_stream, lifecycle, .. } = self;
         let mut too_many = false;
         let result = inbound.feed(bytes, |frame| {
-            if frame.header.kind == crate::frames::kind::HEADERS {
+            if frame.header.kind == leaklab_wire::frames::kind::HEADERS {
                 *last_client_stream = (*last_client_stream).max(frame.header.stream_id);
             }
             if frame.header.is_ping_request() {
@@ -216,8 +216,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for PolicedIo<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::{CLIENT_PREFACE, FrameReader, kind};
-    use crate::keepalive::PingPolicy;
+    use leaklab_wire::frames::{CLIENT_PREFACE, FrameReader, kind};
+    use leaklab_wire::keepalive::PingPolicy;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -241,7 +241,7 @@ mod tests {
         (io, client, lifecycle)
     }
 
-    async fn read_goaway(client: &mut tokio::io::DuplexStream) -> Option<crate::frames::GoAway> {
+    async fn read_goaway(client: &mut tokio::io::DuplexStream) -> Option<leaklab_wire::frames::GoAway> {
         let mut received = Vec::new();
         client.read_to_end(&mut received).await.unwrap();
         let mut reader = FrameReader::server_to_client();

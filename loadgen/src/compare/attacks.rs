@@ -12,7 +12,7 @@ use super::CompareReport;
 use crate::report::Exporter;
 use crate::report::plot::{house_chart, png, svg};
 use crate::report::units::mib;
-use crate::sample::Sample;
+use leaklab_engine::sample::Sample;
 
 const WIDTH: u32 = 1200;
 const ROW_HEIGHT: u32 = 300;
@@ -21,11 +21,11 @@ const LIMITED: RGBColor = RGBColor(44, 160, 44);
 const UNLIMITED: RGBColor = RGBColor(214, 39, 40);
 
 /// The suffix of a scenario that runs its twin's attack with the relevant limit off.
-pub const UNLIMITED_SUFFIX: &str = "-unlimited";
+pub(crate) const UNLIMITED_SUFFIX: &str = "-unlimited";
 
 /// An attack scenario and its `-unlimited` twin, both run in this comparison.
 #[derive(Debug)]
-pub struct Pair<'a> {
+pub(crate) struct Pair<'a> {
     pub limited: (&'a str, &'a [Sample]),
     pub unlimited: (&'a str, &'a [Sample]),
 }
@@ -36,7 +36,7 @@ fn scenario(label: &str) -> &str {
 }
 
 /// Every `attack-…` scenario whose `-unlimited` twin ran too, in the order they ran.
-pub fn pairs(runs: &[(String, Vec<Sample>)]) -> Vec<Pair<'_>> {
+pub(crate) fn pairs(runs: &[(String, Vec<Sample>)]) -> Vec<Pair<'_>> {
     runs.iter()
         .map(|(label, samples)| (scenario(label), samples))
         .filter(|(name, _)| name.starts_with("attack-") && !name.ends_with(UNLIMITED_SUFFIX))
@@ -51,10 +51,10 @@ pub fn pairs(runs: &[(String, Vec<Sample>)]) -> Vec<Pair<'_>> {
 
 /// `attacks.svg`.
 #[derive(Debug)]
-pub struct AttacksSvg;
+pub(crate) struct AttacksSvg;
 /// `attacks.png`.
 #[derive(Debug)]
-pub struct AttacksPng;
+pub(crate) struct AttacksPng;
 
 fn height(report: &CompareReport) -> u32 {
     HEADER + ROW_HEIGHT * pairs(&report.runs).len().max(1) as u32
@@ -118,7 +118,7 @@ fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::fixtures::scripted_report;
+    use leaklab_engine::fixtures::scripted_report;
 
     #[test]
     fn an_attack_is_paired_with_its_unlimited_twin_only_when_both_ran() {
@@ -136,7 +136,7 @@ mod tests {
             baseline: None,
             rows: vec![],
             failures: vec![],
-            outcome: crate::verdict::Outcome::Met,
+            outcome: leaklab_verdict::Outcome::Met,
             interrupted: false,
             skipped: vec![],
         };

@@ -7,11 +7,11 @@ use std::io::Write;
 use super::{CompareReport, Comparison, Row, RowVerdict};
 use crate::report::units::{expectation_mark, format_mib, signed_bytes, slope_with_interval};
 use crate::report::{Exporter, words};
-use crate::verdict::{Axis, Outcome};
+use leaklab_verdict::{Axis, Outcome};
 
 /// `compare.md`.
 #[derive(Debug)]
-pub struct CompareMarkdown;
+pub(crate) struct CompareMarkdown;
 
 impl Exporter<CompareReport> for CompareMarkdown {
     fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -23,7 +23,7 @@ impl Exporter<CompareReport> for CompareMarkdown {
 
 /// What `loadgen compare` prints at the end: one line per scenario with its verdicts and mark.
 #[derive(Debug)]
-pub struct CompareText;
+pub(crate) struct CompareText;
 
 impl Exporter<CompareReport> for CompareText {
     fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -124,7 +124,7 @@ fn attacks(report: &CompareReport) -> String {
     );
     let _ = writeln!(out, "| attack | server peak allocated: limits on / off | good client failed: limits on / off |");
     let _ = writeln!(out, "|---|---:|---:|");
-    let peak = |samples: &[crate::sample::Sample]| {
+    let peak = |samples: &[leaklab_engine::sample::Sample]| {
         let peak = samples.iter().filter_map(|s| s.server.as_ref()?.process.jemalloc.map(|j| j.allocated_bytes)).max();
         peak.map_or_else(|| "—".to_owned(), format_mib)
     };
@@ -212,7 +212,7 @@ fn table_row(row: &Row) -> String {
 }
 
 /// The slope with its interval, per request; per second (`/s`) for a client that reported no requests.
-pub fn slope(verdict: &RowVerdict) -> String {
+pub(crate) fn slope(verdict: &RowVerdict) -> String {
     match (verdict.axis, verdict.trend) {
         (Axis::Second, Some(trend)) => format!(
             "{}/s ({}/s to {}/s)",
@@ -231,9 +231,9 @@ fn signed(count: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Expectation;
-    use crate::summary::RunKind;
-    use crate::verdict::{Quantity, VerdictKind};
+    use leaklab_engine::scenario::Expectation;
+    use leaklab_engine::summary::RunKind;
+    use leaklab_verdict::{Quantity, VerdictKind};
 
     fn row(name: &str, kind: VerdictKind, expected: Expectation, outcome: Outcome) -> Row {
         let verdict = RowVerdict {

@@ -6,9 +6,9 @@
 //! set), `compare.json` ([`Comparison`]) and [overlay plots](plot) of every
 //! built-in scenario on one chart.
 
-pub mod attacks;
-pub mod markdown;
-pub mod plot;
+pub(crate) mod attacks;
+pub(crate) mod markdown;
+pub(crate) mod plot;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -18,21 +18,21 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{self, BaselineComparison};
-use crate::report::ci::{Entry, Results};
+use crate::ci::{Entry, Results};
+use crate::live::metrics::LiveBoard;
 use crate::report::json::Json;
-use crate::report::metrics::LiveBoard;
 use crate::report::units::bytes_per_request;
-use crate::report::{self, Output, RunDir, Written};
-use crate::sample::Sample;
-use crate::scenario::{ForeignClient, Opt, Overrides, Plan, RunPlan, Value};
-use crate::stats::trend::Trend;
-use crate::summary::record::read_samples;
-use crate::summary::{RunKind, Summary};
-use crate::verdict::{Axis, Outcome, ProcessVerdict, Quantity, VerdictKind};
+use crate::report::{self, Output, Written};
+use leaklab_engine::run_dir::RunDir;
+use leaklab_engine::sample::Sample;
+use leaklab_engine::scenario::{ForeignClient, Opt, Overrides, Plan, RunPlan, Value};
+use leaklab_engine::summary::{RunKind, Summary};
+use leaklab_verdict::stats::trend::Trend;
+use leaklab_verdict::{Axis, Outcome, ProcessVerdict, Quantity, VerdictKind};
 
 /// One scenario's line in the comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Row {
+pub(crate) struct Row {
     /// Scenario name.
     pub scenario: String,
     /// `builtin` or `external`.
@@ -71,7 +71,7 @@ pub struct Row {
 
 /// A process's verdict, in brief.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct RowVerdict {
+pub(crate) struct RowVerdict {
     pub kind: VerdictKind,
     /// What was judged: `allocated_bytes` or `rss_bytes`.
     pub quantity: Quantity,
@@ -85,7 +85,7 @@ pub struct RowVerdict {
     pub trend: Option<Trend>,
     /// Open connections at the last point judged minus at the first (after warm-up).
     pub connections_delta: i64,
-    pub expected: Option<crate::scenario::Expectation>,
+    pub expected: Option<leaklab_engine::scenario::Expectation>,
     pub expectation_met: Option<bool>,
 }
 
@@ -119,7 +119,7 @@ impl RowVerdict {
 
 impl Row {
     /// `summary`'s line, its run directory `dir`, beside its baseline if it has one.
-    pub fn of(summary: &Summary, dir: &Path, baseline: Option<BaselineComparison>) -> Row {
+    pub(crate) fn of(summary: &Summary, dir: &Path, baseline: Option<BaselineComparison>) -> Row {
         let s = summary;
         Row {
             scenario: s.scenario.clone(),
@@ -143,21 +143,21 @@ impl Row {
     }
 
     /// An external client, watched from outside.
-    pub fn external(&self) -> bool {
+    pub(crate) fn external(&self) -> bool {
         self.kind != RunKind::Builtin
     }
 }
 
 /// A scenario that could not run, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub scenario: String,
     pub error: String,
 }
 
 /// `compare.json`: every scenario of one `loadgen compare`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Comparison {
+pub(crate) struct Comparison {
     /// When the comparison started, RFC 3339 in UTC.
     pub started_at: String,
     /// Whether the quick profile was used (at most 3,200 requests after warm-up, cool-down at most 1 s).
@@ -179,7 +179,7 @@ pub struct Comparison {
 
 impl Comparison {
     /// The worst outcome of `rows`; a scenario that could not run counts as contradicted.
-    pub fn overall(rows: &[Row], failures: &[Failure]) -> Outcome {
+    pub(crate) fn overall(rows: &[Row], failures: &[Failure]) -> Outcome {
         let failed = (!failures.is_empty()).then_some(Outcome::Contradicted);
         Outcome::worst(rows.iter().map(|row| row.outcome).chain(failed))
     }
@@ -187,7 +187,7 @@ impl Comparison {
 
 /// How `loadgen compare` runs.
 #[derive(Debug, Clone)]
-pub struct CompareOptions {
+pub(crate) struct CompareOptions {
     /// The `loadgen` binary that runs each scenario.
     pub runner: PathBuf,
     /// Arguments every `loadgen run` gets (target, server binary, `--quiet`…).
@@ -209,15 +209,14 @@ pub struct CompareOptions {
 
 /// What a comparison left behind.
 #[derive(Debug)]
-pub struct CompareOutcome {
-    pub dir: PathBuf,
+pub(crate) struct CompareOutcome {
     pub report: CompareReport,
     pub written: Written,
 }
 
 impl CompareOutcome {
     /// How the comparison ended, for its exit code.
-    pub fn ending(&self) -> crate::exit::Ending {
+    pub(crate) fn ending(&self) -> crate::exit::Ending {
         let comparison = &self.report.comparison;
         crate::exit::Ending::of_several(&self.written, comparison.interrupted, comparison.outcome)
     }
@@ -226,7 +225,7 @@ impl CompareOutcome {
 /// What the comparison's exporters read: the comparison, each built-in run's samples with its legend,
 /// and the directory the comparison is written to.
 #[derive(Debug, Clone)]
-pub struct CompareReport {
+pub(crate) struct CompareReport {
     pub comparison: Comparison,
     pub runs: Vec<(String, Vec<Sample>)>,
     /// Each row's run summary, in the order of `comparison.rows`.
@@ -236,7 +235,7 @@ pub struct CompareReport {
 
 impl CompareReport {
     /// Every scenario, for the CI exporters.
-    pub fn results(&self) -> Results<'_> {
+    pub(crate) fn results(&self) -> Results<'_> {
         let comparison = &self.comparison;
         let ran = comparison.rows.iter().zip(&self.summaries).map(|(row, summary)| Entry::Ran {
             summary,
@@ -254,13 +253,13 @@ impl CompareReport {
 }
 
 /// The figure a comparison with attack scenarios and their `-unlimited` twins adds.
-pub const ATTACK_OUTPUTS: [Output<CompareReport>; 2] = [
+pub(crate) const ATTACK_OUTPUTS: [Output<CompareReport>; 2] = [
     Output { file: "attacks.svg", exporter: &attacks::AttacksSvg },
     Output { file: "attacks.png", exporter: &attacks::AttacksPng },
 ];
 
 /// The files a comparison writes.
-pub const COMPARE_OUTPUTS: [Output<CompareReport>; 4] = [
+pub(crate) const COMPARE_OUTPUTS: [Output<CompareReport>; 4] = [
     Output { file: "compare.json", exporter: &Json(|report: &CompareReport| &report.comparison) },
     Output { file: "compare.md", exporter: &markdown::CompareMarkdown },
     Output { file: "compare.svg", exporter: &plot::CompareSvg },
@@ -272,7 +271,7 @@ const REPORTED: [i32; 5] = [0, 1, 3, 5, 125];
 const INTERRUPTED: i32 = 130;
 
 /// Checks that every built-in plan has baseline `name`, before anything runs.
-pub fn check_baselines(reports_dir: &Path, name: &str, plans: &[RunPlan]) -> anyhow::Result<()> {
+pub(crate) fn check_baselines(reports_dir: &Path, name: &str, plans: &[RunPlan]) -> anyhow::Result<()> {
     for plan in plans {
         if let RunPlan::Builtin(plan) = plan {
             baseline::load(reports_dir, name, &plan.name)?;
@@ -283,8 +282,9 @@ pub fn check_baselines(reports_dir: &Path, name: &str, plans: &[RunPlan]) -> any
 
 /// Runs `plans` one after another, built-in scenarios first, each in its own
 /// `loadgen run` process whose output goes to this process's, and writes the comparison.
-pub async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyhow::Result<CompareOutcome> {
-    let dir = RunDir::create(&options.reports_dir, "compare", SystemTime::now())?;
+pub(crate) async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyhow::Result<CompareOutcome> {
+    let now = SystemTime::now();
+    let dir = RunDir::create(&options.reports_dir, "compare", now)?;
     let (mut rows, mut runs, mut failures, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut summaries = Vec::new();
     let mut interrupted = false;
@@ -330,7 +330,7 @@ pub async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyhow::Resu
     }
     let outcome = Comparison::overall(&rows, &failures);
     let comparison = Comparison {
-        started_at: dir.started_at.clone(),
+        started_at: leaklab_engine::run_dir::utc_seconds(now),
         quick: options.quick,
         baseline: options.baseline.clone(),
         rows,
@@ -345,12 +345,12 @@ pub async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyhow::Resu
         written.extend(report::write_outputs(&ATTACK_OUTPUTS, &report, &dir.path));
     }
     report::append_to_step_summary(&markdown::CompareMarkdown, &report, &mut written);
-    Ok(CompareOutcome { dir: dir.path, report, written })
+    Ok(CompareOutcome { report, written })
 }
 
 /// Why an external client's scenario cannot run here: its program, or a peer's script it runs
 /// (`node target/peers/node/echo_client.js`), is not built.
-pub fn unbuilt(plan: &RunPlan) -> Option<String> {
+pub(crate) fn unbuilt(plan: &RunPlan) -> Option<String> {
     let RunPlan::Foreign(plan) = plan else { return None };
     let ForeignClient::Command(argv) = &plan.client else { return None };
     let program = argv.first()?;
@@ -374,7 +374,7 @@ fn program_exists(program: &str) -> bool {
 
 /// A finished run, read back from its run directory.
 #[derive(Debug)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub dir: PathBuf,
     pub summary: Summary,
     pub samples: Vec<Sample>,
@@ -409,7 +409,11 @@ fn compare_args(plan: &Plan, options: &CompareOptions) -> Vec<String> {
 
 /// Runs `plan` in its own `loadgen run` process, with `extra_args` after the ones every run gets,
 /// and reads its summary and samples back.
-pub async fn run_scenario(plan: &RunPlan, extra_args: &[String], options: &CompareOptions) -> anyhow::Result<Finished> {
+pub(crate) async fn run_scenario(
+    plan: &RunPlan,
+    extra_args: &[String],
+    options: &CompareOptions,
+) -> anyhow::Result<Finished> {
     let (name, source) = match plan {
         RunPlan::Builtin(plan) => (&plan.name, plan.source.clone()),
         RunPlan::Foreign(plan) => (&plan.name, plan.source.clone().context("a watch has no scenario file to run")?),
@@ -443,11 +447,7 @@ pub async fn run_scenario(plan: &RunPlan, extra_args: &[String], options: &Compa
         anyhow::bail!("`loadgen run {}` left no new run directory at {}", source.display(), latest.display());
     }
     let dir = options.reports_dir.join(name).join(after);
-    let summary_path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&summary_path).with_context(|| format!("reading {}", summary_path.display()))?;
-    let summary: Summary =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", summary_path.display()))?;
-    let (samples, _) = read_samples(&dir.join(&summary.samples.file))?;
+    let (summary, samples) = RunDir::at(&dir).read_finished()?;
     Ok(Finished { dir, summary, samples, interrupted: code == INTERRUPTED })
 }
 
@@ -491,7 +491,7 @@ impl SamplesTail {
                 return;
             }
             let parent = latest.parent().unwrap_or(Path::new("."));
-            self.file = std::fs::File::open(parent.join(run).join("samples.jsonl")).ok();
+            self.file = std::fs::File::open(RunDir::at(parent.join(run)).file(RunDir::SAMPLES)).ok();
         }
         let Some(file) = self.file.as_mut() else { return };
         if file.read_to_end(&mut self.partial).is_err() {
@@ -515,23 +515,26 @@ fn legend(row: &Row) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::scenario::ForeignPlan;
+    use leaklab_engine::scenario::WatchSpec;
 
     fn command(argv: &[&str]) -> RunPlan {
         let client = ForeignClient::Command(argv.iter().map(|arg| arg.to_string()).collect());
-        let second = Duration::from_secs(1);
-        RunPlan::Foreign(Box::new(ForeignPlan::watch(
-            "n".into(),
-            "d".into(),
+        let watch = WatchSpec {
+            name: "n".into(),
+            description: "d".into(),
             client,
-            2 * second,
-            second / 10,
-            second,
-            (1.0, 1.0),
-        )))
+            duration_s: 2.0,
+            interval_ms: 100,
+            warmup_s: 1.0,
+            warmup_requests: 0,
+            tolerance_bytes_per_request: 1.0,
+            tolerance_bytes_per_second: 1.0,
+            pprof: None,
+            own_code: Vec::new(),
+            channelz: None,
+        };
+        RunPlan::Foreign(Box::new(watch.plan()))
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::CompareReport;
 use crate::report::Exporter;
 use crate::report::plot::{house_chart, png, svg};
 use crate::report::units::mib;
-use crate::sample::{Phase, Sample};
+use leaklab_engine::sample::{Phase, Sample};
 
 const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 920;
@@ -40,10 +40,10 @@ const PALETTE: [RGBColor; 16] = [
 
 /// `compare.svg`.
 #[derive(Debug)]
-pub struct CompareSvg;
+pub(crate) struct CompareSvg;
 /// `compare.png`.
 #[derive(Debug)]
-pub struct ComparePng;
+pub(crate) struct ComparePng;
 
 impl Exporter<CompareReport> for CompareSvg {
     fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -126,8 +126,8 @@ fn panel<DB: DrawingBackend>(
 mod tests {
     use super::*;
     use crate::compare::Comparison;
-    use crate::summary::fixtures::scripted_report;
-    use crate::verdict::Outcome;
+    use leaklab_engine::fixtures::scripted_report;
+    use leaklab_verdict::Outcome;
 
     fn report() -> CompareReport {
         let (_, samples) = scripted_report();

@@ -8,11 +8,11 @@ use super::page::{count_word, proof};
 use super::story::Story;
 use super::{DemoRecord, DemoReport, verdict_words};
 use crate::report::Exporter;
-use crate::report::dashboard::thousands;
+use crate::report::units::thousands;
 
 /// `demo.md`.
 #[derive(Debug)]
-pub struct DemoMarkdown;
+pub(crate) struct DemoMarkdown;
 
 impl Exporter<DemoReport> for DemoMarkdown {
     fn export(&self, report: &DemoReport, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -102,7 +102,7 @@ fn render(story: &Story, record: &DemoRecord) -> String {
             md += "\n";
         }
         if let Some(profiles) = &run.summary.profiles {
-            md += &crate::report::heap::go_markdown(profiles, crate::heap::Process::Client, 3);
+            md += &crate::report::heap::go_markdown(profiles, leaklab_engine::heap::Process::Client, 3);
             md += "\n";
         }
     }

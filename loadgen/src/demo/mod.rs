@@ -5,9 +5,9 @@
 //! [`demo.md`](markdown) (the same story for repositories and CI summaries)
 //! and `demo.json` ([`DemoRecord`]).
 
-pub mod markdown;
-pub mod page;
-pub mod story;
+pub(crate) mod markdown;
+pub(crate) mod page;
+pub(crate) mod story;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -18,19 +18,20 @@ use console::Style;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::ci::{Entry, Results};
 use crate::compare::{self, CompareOptions, Comparison, Failure, Row, RowVerdict};
-use crate::report::ci::{Entry, Results};
+use crate::live::metrics::LiveBoard;
 use crate::report::json::Json;
-use crate::report::metrics::LiveBoard;
 use crate::report::units::bytes_per_request;
-use crate::report::{self, Exporter, Output, RunDir, Written};
-use crate::summary::{RunKind, Summary};
-use crate::verdict::Outcome;
+use crate::report::{self, Exporter, Output, Written};
+use leaklab_engine::run_dir::RunDir;
+use leaklab_engine::summary::{RunKind, Summary};
+use leaklab_verdict::Outcome;
 use story::{Chapter, Story};
 
 /// `demo.json`: what one `loadgen demo` measured, chapter by chapter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct DemoRecord {
+pub(crate) struct DemoRecord {
     /// When the demo started, RFC 3339 in UTC.
     pub started_at: String,
     /// Whether the chapters ran with their `fast` overrides (`make demo FAST=1`).
@@ -56,7 +57,7 @@ pub struct DemoRecord {
 
 /// One chapter's run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct ChapterRecord {
+pub(crate) struct ChapterRecord {
     /// The chapter's number in the story, from 1.
     pub number: usize,
     /// The scenario it ran.
@@ -70,18 +71,18 @@ pub struct ChapterRecord {
 
 impl ChapterRecord {
     /// The figures `loadgen compare` reports for a scenario.
-    pub fn row(&self) -> Row {
+    pub(crate) fn row(&self) -> Row {
         Row::of(&self.summary, Path::new(&self.run_dir), None)
     }
 
     /// What the client's growth per request counts: jemalloc's `allocated` bytes, or
     /// the anonymous RSS of an external client, whose allocator cannot be read.
-    pub fn client_measure(&self) -> &'static str {
+    pub(crate) fn client_measure(&self) -> &'static str {
         crate::report::words::measure(self.summary.verdict.client.quantity)
     }
 
     /// `+58.5 KB/request`, or `+86.7 KB/request (anonymous RSS)` for an external client.
-    pub fn client_per_request(&self) -> String {
+    pub(crate) fn client_per_request(&self) -> String {
         let value = bytes_per_request(self.summary.verdict.client.slope_bytes_per_request);
         match self.summary.kind {
             RunKind::Builtin => value,
@@ -90,7 +91,7 @@ impl ChapterRecord {
     }
 
     /// The server's growth per request, or `n/a` when it was not measured.
-    pub fn server_per_request(&self) -> String {
+    pub(crate) fn server_per_request(&self) -> String {
         self.summary
             .verdict
             .server
@@ -99,26 +100,26 @@ impl ChapterRecord {
     }
 
     /// The 99th percentile latency, or `n/a` for an external client, which reports counts only.
-    pub fn p99(&self) -> String {
+    pub(crate) fn p99(&self) -> String {
         self.summary.latency_us.map_or_else(|| "n/a".to_owned(), |l| page::millis(l.p99))
     }
 
     /// What happened to the chapter's connections, in sentences.
-    pub fn events(&self) -> Vec<String> {
+    pub(crate) fn events(&self) -> Vec<String> {
         crate::report::lifecycle::sentences(&self.summary)
     }
 }
 
 impl DemoRecord {
     /// The chapter that ran `scenario`.
-    pub fn chapter(&self, scenario: &str) -> Option<&ChapterRecord> {
+    pub(crate) fn chapter(&self, scenario: &str) -> Option<&ChapterRecord> {
         self.chapters.iter().find(|chapter| chapter.scenario == scenario)
     }
 }
 
 /// How `loadgen demo` runs.
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// The `loadgen` binary that runs each chapter.
     pub runner: PathBuf,
     /// Arguments every chapter's `loadgen run` gets (server binary, `--dashboard` or `--quiet`).
@@ -135,15 +136,14 @@ pub struct DemoOptions {
 
 /// What a demo left behind.
 #[derive(Debug)]
-pub struct DemoOutcome {
-    pub dir: PathBuf,
+pub(crate) struct DemoOutcome {
     pub report: DemoReport,
     pub written: Written,
 }
 
 impl DemoOutcome {
     /// How the demo ended, for its exit code.
-    pub fn ending(&self) -> crate::exit::Ending {
+    pub(crate) fn ending(&self) -> crate::exit::Ending {
         crate::exit::Ending::of_several(&self.written, self.report.record.interrupted, self.report.record.outcome)
     }
 }
@@ -151,7 +151,7 @@ impl DemoOutcome {
 /// What the demo's exporters read: the story, what its chapters measured, each chapter's memory plot
 /// (SVG), and the directory the demo is written to.
 #[derive(Debug, Clone)]
-pub struct DemoReport {
+pub(crate) struct DemoReport {
     pub story: Story,
     pub record: DemoRecord,
     /// By chapter number; a chapter whose plot could not be read has none.
@@ -161,7 +161,7 @@ pub struct DemoReport {
 
 impl DemoReport {
     /// Every chapter, for the CI exporters.
-    pub fn results(&self) -> Results<'_> {
+    pub(crate) fn results(&self) -> Results<'_> {
         let record = &self.record;
         let ran = record.chapters.iter().map(|chapter| Entry::Ran {
             summary: &chapter.summary,
@@ -175,7 +175,7 @@ impl DemoReport {
 }
 
 /// The files a demo writes.
-pub const DEMO_OUTPUTS: [Output<DemoReport>; 3] = [
+pub(crate) const DEMO_OUTPUTS: [Output<DemoReport>; 3] = [
     Output { file: "demo.json", exporter: &Json(|report: &DemoReport| &report.record) },
     Output { file: "index.html", exporter: &page::DemoPage },
     Output { file: "demo.md", exporter: &markdown::DemoMarkdown },
@@ -183,7 +183,7 @@ pub const DEMO_OUTPUTS: [Output<DemoReport>; 3] = [
 
 /// What `loadgen demo` prints at the end: the chapters' results as a table.
 #[derive(Debug)]
-pub struct DemoText;
+pub(crate) struct DemoText;
 
 impl Exporter<DemoReport> for DemoText {
     fn export(&self, report: &DemoReport, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -203,8 +203,9 @@ impl Exporter<DemoReport> for DemoText {
 }
 
 /// Runs every chapter of `story` in order, narrating on the terminal, and writes the page.
-pub async fn execute(story: &Story, options: DemoOptions) -> anyhow::Result<DemoOutcome> {
-    let dir = RunDir::create(&options.reports_dir, "demo", SystemTime::now())?;
+pub(crate) async fn execute(story: &Story, options: DemoOptions) -> anyhow::Result<DemoOutcome> {
+    let now = SystemTime::now();
+    let dir = RunDir::create(&options.reports_dir, "demo", now)?;
     let runs = CompareOptions {
         runner: options.runner.clone(),
         run_args: options.run_args.clone(),
@@ -233,8 +234,8 @@ pub async fn execute(story: &Story, options: DemoOptions) -> anyhow::Result<Demo
         }
         narrator.begin(chapter, story.chapters.len());
         let args = match chapter.scenario {
-            crate::scenario::RunPlan::Builtin(_) => chapter.overrides.to_args(),
-            crate::scenario::RunPlan::Foreign(_) => Vec::new(),
+            leaklab_engine::scenario::RunPlan::Builtin(_) => chapter.overrides.to_args(),
+            leaklab_engine::scenario::RunPlan::Foreign(_) => Vec::new(),
         };
         match compare::run_scenario(&chapter.scenario, &args, &runs).await {
             Ok(finished) => {
@@ -257,7 +258,7 @@ pub async fn execute(story: &Story, options: DemoOptions) -> anyhow::Result<Demo
     }
     let rows: Vec<Row> = chapters.iter().map(ChapterRecord::row).collect();
     let record = DemoRecord {
-        started_at: dir.started_at.clone(),
+        started_at: leaklab_engine::run_dir::utc_seconds(now),
         fast: options.fast,
         story_file: story.source.display().to_string(),
         machine: leaklab_probe::procfs::machine_description(),
@@ -271,7 +272,7 @@ pub async fn execute(story: &Story, options: DemoOptions) -> anyhow::Result<Demo
     let report = DemoReport { plots: plots(&record), story: story.clone(), record, dir: dir.path.clone() };
     let mut written = report::write_outputs(&DEMO_OUTPUTS, &report, &dir.path);
     report::append_to_step_summary(&markdown::DemoMarkdown, &report, &mut written);
-    Ok(DemoOutcome { dir: dir.path, report, written })
+    Ok(DemoOutcome { report, written })
 }
 
 /// Each chapter's memory plot (its run's `memory.svg`), by chapter number;
@@ -288,7 +289,7 @@ fn plots(record: &DemoRecord) -> BTreeMap<usize, String> {
 }
 
 /// The verdict of one process in a word or two, with its expectation's mark.
-pub fn verdict_words(verdict: &RowVerdict) -> String {
+pub(crate) fn verdict_words(verdict: &RowVerdict) -> String {
     let mark = crate::report::units::expectation_mark(verdict.kind, verdict.expectation_met);
     if mark.is_empty() { verdict.kind.to_string() } else { format!("{} {mark}", verdict.kind) }
 }
@@ -357,7 +358,7 @@ fn results_table(record: &DemoRecord) -> String {
             chapter.client_per_request(),
             row.server.as_ref().map_or_else(|| "n/a".to_owned(), verdict_words),
             chapter.server_per_request(),
-            crate::report::dashboard::thousands(row.client_peak_connections),
+            crate::report::units::thousands(row.client_peak_connections),
             chapter.p99(),
         ]);
     }
@@ -377,7 +378,7 @@ fn results_table(record: &DemoRecord) -> String {
 }
 
 /// One line with a chapter's result: verdicts, growth per request, peak connections, p99.
-pub fn result_line(record: &ChapterRecord) -> String {
+pub(crate) fn result_line(record: &ChapterRecord) -> String {
     let row = record.row();
     let mut parts = vec![format!("client {} ({})", verdict_words(&row.client), record.client_per_request())];
     if let Some(server) = &row.server {

@@ -9,16 +9,16 @@ use std::io::Write;
 use super::story::{Chapter, Story};
 use super::{ChapterRecord, DemoRecord, DemoReport, verdict_words};
 use crate::compare::RowVerdict;
-use crate::heap::HeapGrowth;
-use crate::heap::go::GoProfiles;
 use crate::report::Exporter;
-use crate::report::dashboard::thousands;
+use crate::report::units::thousands;
 use crate::report::units::{human_bytes, signed_bytes};
-use crate::verdict::VerdictKind;
+use leaklab_engine::heap::HeapGrowth;
+use leaklab_engine::heap::go::GoProfiles;
+use leaklab_verdict::VerdictKind;
 
 /// `index.html`.
 #[derive(Debug)]
-pub struct DemoPage;
+pub(crate) struct DemoPage;
 
 impl Exporter<DemoReport> for DemoPage {
     fn export(&self, report: &DemoReport, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -212,7 +212,8 @@ fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>
     };
     html += &figure("requests", &requests, &detail);
     if crate::report::words::opened_streams(&run.summary) {
-        let peak = |process: Option<&crate::summary::ProcessSummary>| process.and_then(|p| p.streams).map(|s| s.peak);
+        let peak =
+            |process: Option<&leaklab_engine::summary::ProcessSummary>| process.and_then(|p| p.streams).map(|s| s.peak);
         let (client, server) = (peak(Some(&run.summary.client)), peak(run.summary.server.as_ref()));
         let value = [client, server].iter().flatten().map(|n| thousands(*n)).collect::<Vec<_>>().join(" · ");
         let per_request =
@@ -243,7 +244,7 @@ fn chapter_section(chapter: &Chapter, run: &ChapterRecord, plot: Option<&String>
     }
     match plot.and_then(|svg| inline_svg(svg, &format!("{}: memory and connections over time", chapter.name))) {
         Some(svg) => {
-            let dashed = if run.summary.kind == crate::summary::RunKind::Builtin {
+            let dashed = if run.summary.kind == leaklab_engine::summary::RunKind::Builtin {
                 "allocated"
             } else {
                 "allocated, or anonymous for the process leaklab did not write,"
@@ -374,7 +375,7 @@ fn heap_table(name: &str, growth: &HeapGrowth) -> String {
 }
 
 /// A heap stack in the words of the incident, for the stacks a leaked connection is made of.
-pub fn what_it_is(frames: &[String]) -> Option<&'static str> {
+pub(crate) fn what_it_is(frames: &[String]) -> Option<&'static str> {
     let innermost = frames.first()?;
     let anywhere = |needle: &str| frames.iter().any(|frame| frame.contains(needle));
     Some(if innermost.contains("FramedWrite") {
@@ -436,7 +437,7 @@ fn rules(story: &Story, record: &DemoRecord) -> String {
 }
 
 /// What a chapter measured, in a phrase for a rule's proof.
-pub fn proof(run: &ChapterRecord) -> String {
+pub(crate) fn proof(run: &ChapterRecord) -> String {
     let row = run.row();
     let mut text = format!("client {} {}", verdict_words(&row.client), run.client_per_request());
     if let Some(server) = &row.server {
@@ -453,7 +454,7 @@ pub fn proof(run: &ChapterRecord) -> String {
 }
 
 /// `1 connection`, `1,400 connections`.
-pub fn connections(n: u64) -> String {
+pub(crate) fn connections(n: u64) -> String {
     format!("{} connection{}", thousands(n), if n == 1 { "" } else { "s" })
 }
 
@@ -496,7 +497,7 @@ fn badge(verdict: &RowVerdict) -> String {
 }
 
 /// Microseconds as a reader says them: `0.3 ms`, `12 ms`, `1.2 s`.
-pub fn millis(micros: u64) -> String {
+pub(crate) fn millis(micros: u64) -> String {
     let (number, unit) = millis_parts(micros);
     format!("{number} {unit}")
 }
@@ -519,7 +520,7 @@ fn millis_parts(micros: u64) -> (String, &'static str) {
 }
 
 /// `4` as `Four`, for headings.
-pub fn count_word(n: usize) -> String {
+pub(crate) fn count_word(n: usize) -> String {
     const WORDS: [&str; 10] = ["No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine"];
     WORDS.get(n).map_or_else(|| n.to_string(), |word| (*word).to_owned())
 }
@@ -527,7 +528,7 @@ pub fn count_word(n: usize) -> String {
 /// An SVG file as an element to inline in HTML: no XML prolog, no namespace
 /// URL (HTML gives inline SVG its namespace), sized by CSS through its
 /// viewBox, labelled for screen readers. `None` if it is not an SVG.
-pub fn inline_svg(svg: &str, label: &str) -> Option<String> {
+pub(crate) fn inline_svg(svg: &str, label: &str) -> Option<String> {
     let start = svg.find("<svg")?;
     let tag_end = start + svg[start..].find('>')?;
     let tag = &svg[start..tag_end];
@@ -548,7 +549,7 @@ pub fn inline_svg(svg: &str, label: &str) -> Option<String> {
 }
 
 /// Text made safe for HTML content and attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -609,7 +610,7 @@ mod tests {
 
     #[test]
     fn a_go_clients_call_sites_are_tabled_with_their_lines() {
-        let html = call_sites_table(&crate::heap::go::example(120_000.0, 126_000.0));
+        let html = call_sites_table(&leaklab_engine::fixtures::go_profiles(120_000.0, 126_000.0));
         assert!(html.contains("<code>main.chargePayment</code></td><td><code>app_payments.go:14</code>"), "{html}");
         assert!(html.contains("120.0 KB per connection it kept open (its RSS: 126.0 KB"), "{html}");
     }

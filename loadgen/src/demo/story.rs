@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::scenario::{self, Catalog, Document, Opt, Overrides, RunPlan, ScenarioError, Value};
+use leaklab_engine::scenario::{self, Catalog, Document, Opt, Overrides, RunPlan, ScenarioError, Value};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,7 +45,7 @@ struct RuleFile {
 
 /// The story, ready to run.
 #[derive(Debug, Clone)]
-pub struct Story {
+pub(crate) struct Story {
     /// The file it came from.
     pub source: PathBuf,
     pub title: String,
@@ -57,7 +57,7 @@ pub struct Story {
 
 /// One chapter: a scenario and the words around it.
 #[derive(Debug, Clone)]
-pub struct Chapter {
+pub(crate) struct Chapter {
     /// 1-based, in the story's order.
     pub number: usize,
     /// The scenario's name (its file's stem).
@@ -78,7 +78,7 @@ pub struct Chapter {
 
 /// A rule of thumb and the chapters that measure it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub rule: String,
     pub why: String,
     /// Scenario names of chapters.
@@ -88,7 +88,7 @@ pub struct Rule {
 /// The story at `path`; each chapter's scenario is looked up in `catalog` and
 /// validated with the overrides it runs with (`fast` adds each chapter's `fast` table).
 /// Both profiles are validated, so a mistake in one shows whichever is run.
-pub fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, ScenarioError> {
+pub(crate) fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
     let document = Document::parse(path, &text)?;
     let file: StoryFile = document.read(path, document.table.clone())?;
@@ -187,7 +187,7 @@ pub fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, Scenari
 }
 
 /// `./demo/story.toml`, else the source tree's.
-pub fn default_path() -> PathBuf {
+pub(crate) fn default_path() -> PathBuf {
     let here = PathBuf::from("demo/story.toml");
     if here.is_file() { here } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/story.toml") }
 }

@@ -17,13 +17,13 @@ use std::collections::BTreeMap;
 
 use leaklab_probe::ProcessSnapshot;
 
-use crate::sample::{NetworkSample, Phase, Sample, SegmentSample};
+use leaklab_engine::sample::{NetworkSample, Phase, Sample, SegmentSample};
+use leaklab_engine::scenario::Segment;
 
 /// One segment's samples, each with its wall-clock time.
 #[derive(Debug, Clone, Copy)]
-pub struct Part<'a> {
-    /// `I/N`.
-    pub segment: &'a str,
+pub(crate) struct Part<'a> {
+    pub segment: Segment,
     pub samples: &'a [Sample],
 }
 
@@ -74,7 +74,7 @@ impl Part<'_> {
 
 /// The merged samples of `parts`, in wall-clock order, timed from the earliest sample of any of them.
 /// Every sample must have its wall-clock time; parts without samples are left out.
-pub fn align(parts: &[Part<'_>]) -> Vec<Sample> {
+pub(crate) fn align(parts: &[Part<'_>]) -> Vec<Sample> {
     let parts: Vec<Part<'_>> = parts.iter().copied().filter(|part| !part.samples.is_empty()).collect();
     let mut order: Vec<(usize, usize)> =
         parts.iter().enumerate().flat_map(|(p, part)| (0..part.samples.len()).map(move |i| (p, i))).collect();
@@ -87,7 +87,7 @@ pub fn align(parts: &[Part<'_>]) -> Vec<Sample> {
         .map(|(p, i)| {
             let own = &parts[p].samples[i];
             let time = parts[p].time(i);
-            let segments: BTreeMap<String, SegmentSample> = parts
+            let segments: BTreeMap<Segment, SegmentSample> = parts
                 .iter()
                 .enumerate()
                 .map(|(q, part)| {
@@ -96,7 +96,7 @@ pub fn align(parts: &[Part<'_>]) -> Vec<Sample> {
                     } else {
                         (part.requests_at(time), part.nearest(time).client)
                     };
-                    (part.segment.to_owned(), SegmentSample { requests_ok, requests_failed, client })
+                    (part.segment, SegmentSample { requests_ok, requests_failed, client })
                 })
                 .collect();
             let clients: Vec<ProcessSnapshot> = segments.values().map(|s| s.client).collect();

@@ -22,23 +22,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use leaklab_engine::halt::StopReason;
+use leaklab_engine::latency::histogram_log::{self, LatencyLog};
+use leaklab_engine::load::LoadReport;
+use leaklab_engine::run::RunOutcome;
+use leaklab_engine::run_dir::RunDir;
+use leaklab_engine::sample::Sample;
+use leaklab_engine::scenario::{Plan, RunPlan, Segment};
+use leaklab_engine::summary::record::{RecordedPlan, RunRecord};
+use leaklab_engine::summary::{BuiltinRun, RunFacts, SegmentSummary, Summary, TargetKind};
 
-pub use align::{Part, align};
-
-use crate::halt::StopReason;
-use crate::load::LoadReport;
-use crate::report::json::SamplesJsonl;
-use crate::report::{self, Output, Report, RunDir};
-use crate::run::{LATENCY_LOG, RunOutcome};
-use crate::sample::Sample;
-use crate::scenario::{Plan, RunPlan, Segment};
-use crate::stats::histogram_log;
-use crate::summary::record::{RUN_RECORD, RecordedPlan, RunRecord};
-use crate::summary::{Measured, RunFacts, SegmentSummary, Summary, TargetKind};
+pub(crate) use align::{Part, align};
 
 /// One segment's run directory, read.
 #[derive(Debug)]
-pub struct SegmentRun {
+pub(crate) struct SegmentRun {
     pub dir: PathBuf,
     pub segment: Segment,
     pub record: RunRecord,
@@ -50,31 +48,26 @@ pub struct SegmentRun {
 
 impl SegmentRun {
     /// Reads a finished segment's directory; an error names the directory or file and what is wrong.
-    pub fn read(dir: &Path) -> anyhow::Result<SegmentRun> {
+    pub(crate) fn read(dir: &Path) -> anyhow::Result<SegmentRun> {
         let shown = dir.display();
-        let record_path = dir.join(RUN_RECORD);
-        let text = std::fs::read_to_string(&record_path)
-            .with_context(|| format!("{shown}: not a run directory (no {RUN_RECORD})"))?;
-        let record: RunRecord =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", record_path.display()))?;
+        let run = RunDir::at(dir);
+        let record = run.read_record()?;
         let segment = match &record.plan {
-            RecordedPlan::Scenario { segment: Some(segment), .. } => Segment::parse(segment)
-                .map_err(|error| anyhow::anyhow!("{}: segment {error}", record_path.display()))?,
+            RecordedPlan::Scenario { segment: Some(segment), .. } => *segment,
             RecordedPlan::Scenario { segment: None, .. } => {
                 bail!("{shown}: not a segment: the run had no --segment, so it ran the whole scenario")
             }
-            RecordedPlan::Watch { .. } => bail!("{shown}: a watch, not a segment of a scenario"),
+            RecordedPlan::Watch(_) => bail!("{shown}: a watch, not a segment of a scenario"),
         };
-        let summary_path = dir.join("summary.json");
-        let summary_text = std::fs::read_to_string(&summary_path)
-            .with_context(|| format!("{shown}: no summary.json: the segment did not finish (`loadgen report` rebuilds it, without its latencies)"))?;
-        let summary: Summary =
-            serde_json::from_str(&summary_text).with_context(|| format!("parsing {}", summary_path.display()))?;
+        let summary = run.read_summary().with_context(|| {
+            format!("{shown}: no summary.json: the segment did not finish (`loadgen report` rebuilds it, without its latencies)")
+        })?;
+        let summary_path = run.file(RunDir::SUMMARY);
         if summary.requests.is_none() {
             bail!("{}: no request counts: not a run of the built-in client", summary_path.display());
         }
-        let samples_path = dir.join(&summary.samples.file);
-        let (samples, _) = crate::summary::record::read_samples(&samples_path)?;
+        let (samples, _) = run.read_samples()?;
+        let samples_path = run.file(RunDir::SAMPLES);
         if samples.is_empty() {
             bail!("{}: no samples", samples_path.display());
         }
@@ -85,15 +78,7 @@ impl SegmentRun {
                 line + 1
             );
         }
-        let log_path = dir.join(LATENCY_LOG);
-        let bytes = std::fs::read(&log_path).with_context(|| format!("reading {}", log_path.display()))?;
-        let latency = histogram_log::decode(&bytes)
-            .map_err(|error| anyhow::anyhow!("{}: {error}", log_path.display()))?
-            .into_iter()
-            .collect::<BTreeMap<String, Histogram<u64>>>();
-        if !latency.contains_key("sent") {
-            bail!("{}: no `sent` histogram: not a latency log of loadgen run", log_path.display());
-        }
+        let latency = run.read_latency()?;
         Ok(SegmentRun { dir: dir.to_owned(), segment, record, summary, samples, latency })
     }
 
@@ -103,7 +88,7 @@ impl SegmentRun {
             RecordedPlan::Scenario { scenario_file, scenario_text, overrides, .. } => {
                 Ok(Scenario { name: &self.summary.scenario, file: scenario_file, text: scenario_text, overrides })
             }
-            RecordedPlan::Watch { .. } => bail!("{}: a watch, not a segment of a scenario", self.dir.display()),
+            RecordedPlan::Watch(_) => bail!("{}: a watch, not a segment of a scenario", self.dir.display()),
         }
     }
 }
@@ -114,12 +99,12 @@ struct Scenario<'a> {
     name: &'a str,
     file: &'a Path,
     text: &'a str,
-    overrides: &'a crate::scenario::Overrides,
+    overrides: &'a leaklab_engine::scenario::Overrides,
 }
 
 /// Every segment of one scenario's split, in segment order, with the scenario's whole plan.
 #[derive(Debug)]
-pub struct Split {
+pub(crate) struct Split {
     pub plan: Plan,
     pub runs: Vec<SegmentRun>,
 }
@@ -127,7 +112,7 @@ pub struct Split {
 impl Split {
     /// Checks that `runs` are every segment, once each, of one scenario with the same settings, run
     /// against one target; an error names the directory that does not fit and why.
-    pub fn check(mut runs: Vec<SegmentRun>) -> anyhow::Result<Split> {
+    pub(crate) fn check(mut runs: Vec<SegmentRun>) -> anyhow::Result<Split> {
         let Some(first) = runs.first() else { bail!("no run directory to merge") };
         let scenario = first.scenario()?;
         let name = scenario.name;
@@ -184,30 +169,22 @@ impl Split {
     }
 
     /// The merged run: samples lined up, latencies and requests merged, the summary built and judged.
-    pub fn merge(&self) -> anyhow::Result<Merged> {
-        let parts: Vec<(String, &[Sample])> =
-            self.runs.iter().map(|run| (run.segment.to_string(), run.samples.as_slice())).collect();
+    pub(crate) fn merge(&self) -> anyhow::Result<Merged> {
         let parts: Vec<Part<'_>> =
-            parts.iter().map(|(segment, samples)| Part { segment: segment.as_str(), samples }).collect();
+            self.runs.iter().map(|run| Part { segment: run.segment, samples: run.samples.as_slice() }).collect();
         let samples = align(&parts);
         let load = self.load()?;
         let first = &self.runs[0].summary;
+        let started_at = self.runs.iter().map(|run| run.summary.started_at.clone()).min().unwrap_or_default();
         let facts = RunFacts {
-            started_at: self.runs.iter().map(|run| run.summary.started_at.clone()).min().unwrap_or_default(),
-            target: first.target.clone(),
-            samples_file: "samples.jsonl".to_owned(),
             sampling_busy: Duration::from_secs_f64(self.runs.iter().map(|run| run.summary.samples.busy_s).sum()),
-            notes: Vec::new(),
-            limits: first.limits,
-            stopped_by: load.stopped_by,
             stopped_at: self.runs.iter().find_map(|run| run.summary.stopped_at),
-            fault: None,
-            attack: None,
+            segments: self.runs.iter().map(segment_summary).collect(),
+            ..RunFacts::new(started_at, first.target.clone(), first.limits, load.stopped_by)
         };
-        let mut summary = Summary::build(Measured::Builtin { plan: &self.plan, load: Some(&load) }, &samples, facts);
-        summary.segments = self.runs.iter().map(segment_summary).collect();
+        let summary = Summary::build(&BuiltinRun { plan: &self.plan, load: Some(&load) }, &samples, facts);
         let started = UNIX_EPOCH + Duration::from_secs_f64(samples.first().and_then(|s| s.unix_time_s).unwrap_or(0.0));
-        Ok(Merged { report: Report { summary, samples }, load, started })
+        Ok(Merged { summary, samples, latency: load.latency_log(started) })
     }
 
     /// The segments' loads as one: requests and errors summed, latency histograms merged, the longest load.
@@ -218,7 +195,7 @@ impl Split {
             histogram_log::merge(each).map_err(|error| anyhow::anyhow!("merging the {tag} latencies: {error}"))
         };
         let latency_us = histogram("sent")?.ok_or_else(|| anyhow::anyhow!("a segment has no `sent` latencies"))?;
-        let requests: Vec<&crate::summary::Requests> =
+        let requests: Vec<&leaklab_engine::summary::Requests> =
             self.runs.iter().filter_map(|run| run.summary.requests.as_ref()).collect();
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
         for (kind, count) in requests.iter().filter_map(|r| r.errors.as_ref()).flatten() {
@@ -253,7 +230,7 @@ fn stopped_by(reasons: impl Iterator<Item = StopReason>) -> StopReason {
 fn segment_summary(run: &SegmentRun) -> SegmentSummary {
     let summary = &run.summary;
     SegmentSummary {
-        segment: run.segment.to_string(),
+        segment: run.segment,
         dir: run.dir.display().to_string(),
         started_at: summary.started_at.clone(),
         requests: summary.requests.clone().expect("read refuses a segment without request counts"),
@@ -266,24 +243,19 @@ fn segment_summary(run: &SegmentRun) -> SegmentSummary {
 
 /// A merged run, before it is written.
 #[derive(Debug)]
-pub struct Merged {
-    pub report: Report,
-    pub load: LoadReport,
-    /// Its first sample's wall-clock time.
-    pub started: SystemTime,
+pub(crate) struct Merged {
+    pub summary: Summary,
+    pub samples: Vec<Sample>,
+    pub latency: LatencyLog,
 }
 
-/// The files a merged run writes: its samples, then every run's outputs.
-const MERGED_OUTPUTS: [Output<Report>; 1] = [Output { file: "samples.jsonl", exporter: &SamplesJsonl }];
-
 impl Merged {
-    /// Writes the merged run into a new run directory under `reports_dir`, as a run would.
-    pub fn write(self, reports_dir: &Path) -> anyhow::Result<RunOutcome> {
-        let name = &self.report.summary.scenario;
-        let dir = RunDir::create(reports_dir, name, SystemTime::now())?;
-        let mut written = report::write_outputs(&MERGED_OUTPUTS, &self.report, &dir.path);
-        written.extend(report::write_outputs(&report::RUN_OUTPUTS, &self.report, &dir.path));
-        written.extend(crate::run::latency_log(&self.load, self.started, &dir.path));
-        Ok(RunOutcome { dir: dir.path, report: self.report, written })
+    /// Records the merged run in a new run directory under `reports_dir` (its `samples.jsonl`, as a run
+    /// records itself), for its outputs to be written as any run's.
+    pub(crate) fn write(self, reports_dir: &Path) -> anyhow::Result<RunOutcome> {
+        let dir = RunDir::create(reports_dir, &self.summary.scenario, SystemTime::now())?;
+        dir.write_samples(&self.samples)?;
+        let Merged { summary, samples, latency } = self;
+        Ok(RunOutcome { dir, summary, samples, latency: Some(latency), heap_profiled: false })
     }
 }

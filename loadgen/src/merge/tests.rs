@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use hdrhistogram::Histogram;
 
 use super::*;
-use crate::sample::Phase;
-use crate::scenario::{Opt, Overrides, Value};
-use crate::stats::Latency;
-use crate::summary::fixtures::scripted_report;
-use crate::summary::{Limits, TargetKind};
+use leaklab_engine::fixtures::scripted_report;
+use leaklab_engine::latency::Latency;
+use leaklab_engine::sample::Phase;
+use leaklab_engine::scenario::{Opt, Overrides, Value};
+use leaklab_engine::summary::{Limits, TargetKind};
 
 const SCENARIO: &str = "description = \"scripted leak\"\n[client]\npolicy = \"leak\"\n[load]\nrequests = 1100\n\
                         warmup_requests = 100\nrounds = 10\n[expect]\nclient = \"leak\"\nserver = \"leak\"\n";
@@ -30,7 +30,7 @@ fn segment(index: u32, count: u32, offset_s: f64) -> SegmentRun {
             scenario_file: PathBuf::from("scenarios/leak.toml"),
             scenario_text: SCENARIO.to_owned(),
             overrides: Overrides::default(),
-            segment: Some(format!("{index}/{count}")),
+            segment: Some(Segment { index, count }),
         },
         target: summary.target.clone(),
         limits: Limits { client_fds: None, server_fds: None },
@@ -55,7 +55,7 @@ fn check_error(runs: Vec<SegmentRun>) -> String {
 fn segments_at_the_same_instants_add_up_and_the_server_is_judged_against_every_request() {
     let merged = Split::check(vec![segment(2, 2, 0.0), segment(1, 2, 0.0)]).unwrap().merge().unwrap();
     let (one, samples_of_one) = scripted_report();
-    let (s, samples) = (&merged.report.summary, &merged.report.samples);
+    let (s, samples) = (&merged.summary, &merged.samples);
     assert_eq!(samples.len(), 2 * samples_of_one.len(), "one merged sample per sample of each segment");
     let settled = samples.iter().filter(|s| s.settled).count();
     assert_eq!(settled, samples_of_one.iter().filter(|s| s.settled).count(), "one checkpoint per round, not two");
@@ -64,20 +64,20 @@ fn segments_at_the_same_instants_add_up_and_the_server_is_judged_against_every_r
         assert_eq!(sample.requests(), 2 * own.requests());
         let allocated = |s: &Sample| s.client.jemalloc.unwrap().allocated_bytes;
         assert_eq!(allocated(sample), 2 * allocated(own));
-        assert_eq!(sample.segments.keys().collect::<Vec<_>>(), ["1/2", "2/2"]);
+        assert_eq!(sample.segments.keys().map(ToString::to_string).collect::<Vec<_>>(), ["1/2", "2/2"]);
     }
     assert_eq!(s.requests_done(), Some(2 * one.requests_done().unwrap()));
     assert_eq!(s.plan.as_ref().unwrap().segment, None, "the merged run is the whole scenario");
     assert_eq!(s.plan.as_ref().unwrap().max_requests, 1_100);
     // Twice the requests, twice the clients: the same slope per request.
-    let slope = |v: &crate::verdict::ProcessVerdict| v.slope_bytes_per_request.unwrap();
+    let slope = |v: &leaklab_verdict::ProcessVerdict| v.slope_bytes_per_request.unwrap();
     assert!((slope(&s.verdict.client) - slope(&one.verdict.client)).abs() < 1.0, "{}", slope(&s.verdict.client));
     // One server, each segment counting only its own requests: against all of them, half the slope.
     let server = slope(s.verdict.server.as_ref().unwrap());
     let per_segment = slope(one.verdict.server.as_ref().unwrap());
     assert!((server - per_segment / 2.0).abs() < 1.0, "{server} vs {per_segment}");
     assert_eq!(s.segments.len(), 2);
-    assert_eq!((s.segments[0].segment.as_str(), s.segments[0].dir.as_str()), ("1/2", "host-1"));
+    assert_eq!((s.segments[0].segment.to_string().as_str(), s.segments[0].dir.as_str()), ("1/2", "host-1"));
     assert_eq!(s.segments[1].client_verdict, one.verdict.client, "each segment keeps its own verdict");
 }
 
@@ -86,14 +86,17 @@ fn a_segment_between_samples_counts_its_requests_interpolated_and_the_phase_wait
     // The fixture samples every 0.3 s in its load; the second segment runs 0.15 s behind the first.
     let first = segment(1, 2, 0.0);
     let second = segment(2, 2, 0.15);
-    let parts = [Part { segment: "1/2", samples: &first.samples }, Part { segment: "2/2", samples: &second.samples }];
+    let parts = [
+        Part { segment: first.segment, samples: &first.samples },
+        Part { segment: second.segment, samples: &second.samples },
+    ];
     let merged = align(&parts);
     let at = |unix: f64| merged.iter().find(|s| (s.unix_time_s.unwrap() - unix).abs() < 1e-6).unwrap();
     let base = first.samples[0].unix_time_s.unwrap();
     // The second segment's sample at 0.8 + 0.15 s: the first had done 200 at 0.8 s and 300 at 1.1 s.
     let sample = at(base + 0.95);
-    assert_eq!(sample.segments["1/2"].requests_ok, 250);
-    assert_eq!(sample.segments["2/2"].requests_ok, 200);
+    assert_eq!(sample.segments[&first.segment].requests_ok, 250);
+    assert_eq!(sample.segments[&second.segment].requests_ok, 200);
     assert_eq!(sample.requests_ok, 450);
     // At 0.5 s the first segment's load begins, but the second is still warming up until 0.65 s.
     assert_eq!(at(base + 0.5).phase, Phase::Warmup);
@@ -123,9 +126,9 @@ fn merged_latencies_have_exactly_the_percentiles_of_one_histogram_of_every_value
         every.record(latency).unwrap();
     }
     let merged = Split::check(runs).unwrap().merge().unwrap();
-    assert_eq!(merged.report.summary.latency_us, Some(Latency::of(&every)));
-    assert_eq!(merged.load.latency_us, every, "bucket for bucket");
-    assert_eq!(merged.report.summary.latency_from_intended_us, None, "no segment measured it");
+    assert_eq!(merged.summary.latency_us, Some(Latency::of(&every)));
+    assert_eq!(merged.latency.sent, every, "bucket for bucket");
+    assert_eq!(merged.summary.latency_from_intended_us, None, "no segment measured it");
 }
 
 #[test]
@@ -167,7 +170,7 @@ fn what_is_not_every_segment_of_one_split_is_refused_naming_the_directory() {
 
 #[test]
 fn a_split_stopped_early_by_one_segment_says_why() {
-    use crate::halt::StopReason::*;
+    use leaklab_engine::halt::StopReason::*;
     assert_eq!(stopped_by([Requests, Interrupted, Requests].into_iter()), Interrupted);
     assert_eq!(stopped_by([Duration, Requests].into_iter()), Duration);
 }

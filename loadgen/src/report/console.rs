@@ -9,12 +9,12 @@ use super::lifecycle;
 use super::units::{bytes_per_request, expectation_mark, human_bytes, latencies, mib};
 use super::words::{self, measure, per};
 use crate::baseline::BaselineComparison;
-use crate::summary::{ProcessSummary, Summary, TargetKind};
-use crate::verdict::{Basis, ProcessVerdict, Quantity};
+use leaklab_engine::summary::{ProcessSummary, Summary, TargetKind};
+use leaklab_verdict::{Basis, ProcessVerdict, Quantity};
 
 /// A finished run as the console shows it.
 #[derive(Debug, Clone, Copy)]
-pub struct RunConsole<'a> {
+pub(crate) struct RunConsole<'a> {
     pub summary: &'a Summary,
     pub baseline: Option<&'a BaselineComparison>,
     /// The baseline the run was saved as, and where.
@@ -22,9 +22,16 @@ pub struct RunConsole<'a> {
     pub dir: &'a Path,
 }
 
+impl super::Reported {
+    /// What the console shows of the run, without a baseline.
+    pub(crate) fn console(&self) -> RunConsole<'_> {
+        RunConsole { summary: &self.report.summary, baseline: None, saved_as: None, dir: &self.dir }
+    }
+}
+
 /// The console text of a run.
 #[derive(Debug)]
-pub struct RunText;
+pub(crate) struct RunText;
 
 impl Exporter<RunConsole<'_>> for RunText {
     fn export(&self, run: &RunConsole<'_>, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -235,7 +242,7 @@ fn verdict(out: &mut dyn Write, name: &str, verdict: Option<&ProcessVerdict>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::fixtures::scripted_report;
+    use leaklab_engine::fixtures::scripted_report;
 
     #[test]
     fn the_console_shows_both_verdicts_and_where_the_report_is() {

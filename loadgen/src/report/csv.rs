@@ -15,7 +15,7 @@ use super::{Exporter, Report};
 
 /// Writes a run's samples as CSV (RFC 4180).
 #[derive(Debug)]
-pub struct SamplesCsv;
+pub(crate) struct SamplesCsv;
 
 impl Exporter<Report> for SamplesCsv {
     fn export(&self, report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -90,7 +90,7 @@ fn quote(cell: &str) -> String {
 mod tests {
     use super::*;
     use crate::report::to_string;
-    use crate::summary::fixtures::scripted_report;
+    use leaklab_engine::fixtures::scripted_report;
 
     #[test]
     fn one_row_per_sample_under_headers_with_units() {

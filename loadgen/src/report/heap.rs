@@ -10,21 +10,21 @@ use leaklab_probe::heap::Folded;
 
 use super::units::human_bytes;
 use super::{Exporter, Output};
-use crate::heap::{self, HeapReport, Process};
+use leaklab_engine::heap::{self, HeapReport, Process, ProfileMoment};
 
 /// The profiles both processes dumped at the end of the load, stacks named.
 #[derive(Debug, Clone, Default)]
-pub struct HeapProfiles {
+pub(crate) struct HeapProfiles {
     pub client: Option<Folded>,
     pub server: Option<Folded>,
 }
 
 impl HeapProfiles {
     /// The end profiles in a run directory; a missing or unreadable one is `None`.
-    pub fn read(dir: &Path) -> HeapProfiles {
+    pub(crate) fn read(dir: &Path) -> HeapProfiles {
         HeapProfiles {
-            client: heap::read(dir, heap::END, Process::Client),
-            server: heap::read(dir, heap::END, Process::Server),
+            client: heap::read(dir, ProfileMoment::End, Process::Client),
+            server: heap::read(dir, ProfileMoment::End, Process::Server),
         }
     }
 
@@ -36,7 +36,7 @@ impl HeapProfiles {
     }
 
     /// The files to write: a flame graph and a pprof file per profile present.
-    pub fn outputs(&self) -> Vec<Output<HeapProfiles>> {
+    pub(crate) fn outputs(&self) -> Vec<Output<HeapProfiles>> {
         let mut outputs = Vec::new();
         if self.client.is_some() {
             outputs.push(Output { file: "flamegraph.client.svg", exporter: &FlameGraph(Process::Client) });
@@ -52,7 +52,7 @@ impl HeapProfiles {
 
 /// A process's end profile as a flame graph of in-use memory.
 #[derive(Debug)]
-pub struct FlameGraph(pub Process);
+pub(crate) struct FlameGraph(pub Process);
 
 impl Exporter<HeapProfiles> for FlameGraph {
     fn export(&self, profiles: &HeapProfiles, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -80,7 +80,7 @@ impl Exporter<HeapProfiles> for FlameGraph {
 
 /// A process's end profile in pprof's format, gzipped, for `go tool pprof` and friends.
 #[derive(Debug)]
-pub struct Pprof(pub Process);
+pub(crate) struct Pprof(pub Process);
 
 impl Exporter<HeapProfiles> for Pprof {
     fn export(&self, profiles: &HeapProfiles, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -91,7 +91,7 @@ impl Exporter<HeapProfiles> for Pprof {
 }
 
 /// The "where the memory is" section of `report.md`, its heading at `level` (2: `##`).
-pub fn markdown(report: &HeapReport, level: usize) -> String {
+pub(crate) fn markdown(report: &HeapReport, level: usize) -> String {
     let (heading, subheading) = ("#".repeat(level), "#".repeat(level + 1));
     let mut out = format!(
         "{heading} Where the memory is\n\nThe allocation stacks whose in-use bytes grew most between the checkpoint after \
@@ -145,7 +145,7 @@ pub fn markdown(report: &HeapReport, level: usize) -> String {
 }
 
 /// "From the profile to the code": a Go process's profiles compared, as a markdown section at `level`.
-pub fn go_markdown(p: &crate::heap::go::GoProfiles, process: Process, level: usize) -> String {
+pub(crate) fn go_markdown(p: &leaklab_engine::heap::go::GoProfiles, process: Process, level: usize) -> String {
     let name = process.name();
     let heading = "#".repeat(level);
     let per = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), human_bytes);
@@ -228,7 +228,7 @@ pub fn go_markdown(p: &crate::heap::go::GoProfiles, process: Process, level: usi
 }
 
 /// Why the profile's bytes per connection and the RSS's differ, when they differ by more than 15%.
-fn resident_mismatch(p: &crate::heap::go::GoProfiles) -> Option<&'static str> {
+fn resident_mismatch(p: &leaklab_engine::heap::go::GoProfiles) -> Option<&'static str> {
     let ratio = p.rss_per_connection? / p.bytes_per_connection.filter(|b| *b > 0.0)?;
     if ratio < 0.85 {
         Some(
@@ -276,17 +276,19 @@ mod tests {
 
     #[test]
     fn the_profiles_bytes_per_connection_are_set_beside_the_rss_and_a_gap_is_explained() {
-        let close = go_markdown(&crate::heap::go::example(120_000.0, 126_000.0), Process::Server, 2);
+        let close = go_markdown(&leaklab_engine::fixtures::go_profiles(120_000.0, 126_000.0), Process::Server, 2);
         assert!(close.starts_with("## From the profile to the code: the server"), "{close}");
         assert!(
             close.contains("120.0 KB per connection the server kept open (100 connections); its RSS grew by 126.0 KB")
         );
         assert!(!close.contains("RSS grew less") && !close.contains("RSS grew more"), "{close}");
         assert!(
-            go_markdown(&crate::heap::go::example(110_000.0, 86_000.0), Process::Client, 2).contains("RSS grew less")
+            go_markdown(&leaklab_engine::fixtures::go_profiles(110_000.0, 86_000.0), Process::Client, 2)
+                .contains("RSS grew less")
         );
         assert!(
-            go_markdown(&crate::heap::go::example(110_000.0, 140_000.0), Process::Client, 2).contains("RSS grew more")
+            go_markdown(&leaklab_engine::fixtures::go_profiles(110_000.0, 140_000.0), Process::Client, 2)
+                .contains("RSS grew more")
         );
     }
 }

@@ -6,10 +6,10 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{Exporter, Report};
-use crate::summary::Summary;
+use leaklab_engine::summary::Summary;
 
 /// Writes the part of a document `D` that the function picks, as pretty JSON.
-pub struct Json<D: 'static, T: 'static>(pub fn(&D) -> &T);
+pub(crate) struct Json<D: 'static, T: 'static>(pub fn(&D) -> &T);
 
 impl<D, T> std::fmt::Debug for Json<D, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,26 +26,12 @@ impl<D, T: Serialize> Exporter<D> for Json<D, T> {
 }
 
 /// `summary.json`: the run's [`Summary`].
-pub const SUMMARY_JSON: Json<Report, Summary> = Json(|report| &report.summary);
-
-/// `samples.jsonl` of samples not recorded as they were taken (a merged run's): one JSON line each.
-#[derive(Debug)]
-pub struct SamplesJsonl;
-
-impl Exporter<Report> for SamplesJsonl {
-    fn export(&self, report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
-        for sample in &report.samples {
-            serde_json::to_writer(&mut *out, sample)?;
-            out.write_all(b"\n")?;
-        }
-        Ok(())
-    }
-}
+pub(crate) const SUMMARY_JSON: Json<Report, Summary> = Json(|report| &report.summary);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::fixtures::scripted_report;
+    use leaklab_engine::fixtures::scripted_report;
 
     #[test]
     fn the_file_reads_back_as_the_summary() {
@@ -53,7 +39,7 @@ mod tests {
         let report = Report { summary, samples };
         let text = crate::report::to_string(&SUMMARY_JSON, &report).unwrap();
         assert!(text.ends_with("}\n"));
-        let back: crate::summary::Summary = serde_json::from_str(&text).unwrap();
+        let back: leaklab_engine::summary::Summary = serde_json::from_str(&text).unwrap();
         assert_eq!(back, report.summary);
     }
 }

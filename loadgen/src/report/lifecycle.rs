@@ -3,27 +3,27 @@
 //! The console, `report.md` and the comparison all print these.
 
 use super::units::{human_bytes, signed_bytes};
-use crate::summary::Summary;
+use leaklab_engine::summary::Summary;
 
 /// One sentence per fact worth telling; empty when nothing happened to connections.
 /// Held streams that filled the server's limit, and the calls that then waited for a slot until their deadline.
 fn streams_at_the_limit(s: &Summary) -> Option<String> {
     let limit = s.plan.as_ref()?.max_concurrent_streams?;
     let held = s.client.streams.filter(|streams| streams.peak >= limit)?;
-    let waited = s.requests.as_ref()?.errors.as_ref()?.get(crate::load::errors::TIMEOUT_KIND).copied()?;
+    let waited = s.requests.as_ref()?.errors.as_ref()?.get(leaklab_engine::load::errors::TIMEOUT_KIND).copied()?;
     Some(format!(
         "Open streams levelled at the server's limit of {limit} concurrent streams per connection (client peak {}): \
          the held streams take every slot, so each new call waited for one until its deadline and failed \
          ({} × {waited}).",
         held.peak,
-        crate::load::errors::TIMEOUT_KIND
+        leaklab_engine::load::errors::TIMEOUT_KIND
     ))
 }
 
 /// What the scenario's attack did, and whether the well-behaved load noticed.
 fn attack(s: &Summary) -> Option<String> {
     let a = s.attack.as_ref()?;
-    let kind = a.kind.map_or("attack", crate::attack::AttackKind::name);
+    let kind = a.kind.map_or("attack", leaklab_engine::attack::AttackKind::name);
     let failed = s.requests.as_ref().map(|r| r.failed);
     let allowed = s.plan.as_ref().and_then(|p| p.max_failed_requests);
     let noticed = match (failed, allowed) {
@@ -46,7 +46,7 @@ fn attack(s: &Summary) -> Option<String> {
     ))
 }
 
-pub fn sentences(s: &Summary) -> Vec<String> {
+pub(crate) fn sentences(s: &Summary) -> Vec<String> {
     let l = &s.lifecycle;
     let mut out = Vec::new();
     out.extend(attack(s));
@@ -136,7 +136,7 @@ pub fn sentences(s: &Summary) -> Vec<String> {
 }
 
 /// The same facts in a few words, for a table cell: `GOAWAY max_idle × 4000 · TIME_WAIT peak 35`.
-pub fn brief(s: &Summary) -> String {
+pub(crate) fn brief(s: &Summary) -> String {
     let l = &s.lifecycle;
     let mut parts = Vec::new();
     if let Some(server) = l.server {
@@ -174,11 +174,11 @@ pub fn brief(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fault::FaultLog;
-    use crate::stats::Span;
-    use crate::summary::Attribution;
-    use crate::summary::fixtures::scripted_report;
+    use leaklab_engine::fault::FaultLog;
+    use leaklab_engine::fixtures::scripted_report;
+    use leaklab_engine::summary::Attribution;
     use leaklab_probe::control::ServerLifecycle;
+    use leaklab_verdict::stats::Span;
 
     #[test]
     fn nothing_to_tell_without_events() {

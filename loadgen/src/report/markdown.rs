@@ -6,12 +6,12 @@ use std::io::Write;
 use super::units::{bytes_per_request, expectation_mark, format_mib, human_bytes, latency};
 use super::words::{self, heading, measure, per, verdict_intro};
 use super::{Exporter, Report};
-use crate::heap::Process;
-use crate::stats::Span;
-use crate::summary::{ProcessSummary, Summary};
+use leaklab_engine::heap::Process;
+use leaklab_engine::summary::{ProcessSummary, Summary};
+use leaklab_verdict::stats::Span;
 
 #[derive(Debug)]
-pub struct Markdown;
+pub(crate) struct Markdown;
 
 impl Exporter<Report> for Markdown {
     fn export(&self, report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -268,7 +268,7 @@ fn render(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::fixtures::scripted_report;
+    use leaklab_engine::fixtures::scripted_report;
 
     #[test]
     fn report_shows_growth_and_notes() {

@@ -4,6 +4,7 @@
 //! Text is laid out with a font compiled into the binary (Ubuntu Light, from
 //! `epaint_default_fonts`), so drawing needs no system font library.
 
+use leaklab_engine::scenario::{PolicyName, Segment};
 use std::io::Write;
 use std::sync::Once;
 
@@ -18,8 +19,8 @@ use super::{Exporter, Report};
 use leaklab_probe::ProcessSnapshot;
 use leaklab_probe::procfs::RssParts;
 
-use crate::sample::{Phase, Sample};
-use crate::summary::{EventKind, Summary, TimelineEvent};
+use leaklab_engine::sample::{Phase, Sample};
+use leaklab_engine::summary::{EventKind, Summary, TimelineEvent};
 
 const WIDTH: u32 = 1200;
 const LEGEND_WIDTH: u32 = 240;
@@ -44,10 +45,10 @@ pub(crate) fn register_fonts() {
 
 /// Writes `memory.svg`.
 #[derive(Debug)]
-pub struct SvgPlot;
+pub(crate) struct SvgPlot;
 /// Writes `memory.png`.
 #[derive(Debug)]
-pub struct PngPlot;
+pub(crate) struct PngPlot;
 
 impl Exporter<Report> for SvgPlot {
     fn export(&self, report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -65,7 +66,7 @@ impl Exporter<Report> for PngPlot {
 
 /// What the plot says above its panels and marks on them; the samples give the lines.
 #[derive(Debug, Clone)]
-pub struct Header {
+pub(crate) struct Header {
     /// The big line: `leak: memory over time`.
     pub title: String,
     /// What ran, in one line.
@@ -103,7 +104,7 @@ impl Header {
 /// Whether open streams came within half of the server's stream limit: a limit far above them
 /// would only flatten their lines.
 fn streams_near(summary: &Summary, limit: u64) -> bool {
-    let peak = |streams: Option<crate::stats::Span>| streams.map_or(0, |s| s.peak);
+    let peak = |streams: Option<leaklab_verdict::stats::Span>| streams.map_or(0, |s| s.peak);
     2 * peak(summary.client.streams).max(summary.server.as_ref().map_or(0, |s| peak(s.streams))) >= limit
 }
 
@@ -294,8 +295,8 @@ fn draw<DB: DrawingBackend>(
     ];
     let mut connections = connections;
     // A merged run: each load generator's connections under their sum.
-    let segments: Vec<&String> =
-        samples.iter().find(|s| !s.segments.is_empty()).map_or(Vec::new(), |s| s.segments.keys().collect());
+    let segments: Vec<Segment> =
+        samples.iter().find(|s| !s.segments.is_empty()).map_or(Vec::new(), |s| s.segments.keys().copied().collect());
     if !segments.is_empty() {
         connections[0].label = format!("client connections, sum of {}", segments.len()).into();
     }
@@ -306,7 +307,9 @@ fn draw<DB: DrawingBackend>(
                 label: format!("client connections, segment {segment}").into(),
                 color: SEGMENT_COLORS[at % SEGMENT_COLORS.len()],
                 dashed: false,
-                points: series(samples, |s| s.segments.get(segment)?.client.open_connections().map(|open| open as f64)),
+                points: series(samples, |s| {
+                    s.segments.get(&segment)?.client.open_connections().map(|open| open as f64)
+                }),
             },
         );
     }
@@ -402,7 +405,7 @@ fn short_number(value: f64) -> String {
     if value.abs() >= 1e6 {
         format!("{value:.2e}")
     } else if value.fract() == 0.0 {
-        super::dashboard::thousands(value as u64)
+        super::units::thousands(value as u64)
     } else {
         format!("{value:.2}")
     }
@@ -412,12 +415,12 @@ fn headline(summary: &Summary) -> String {
     let Some(command) = &summary.command else {
         let mut line = format!(
             "{}{} · {} requests · {:.0} req/s · {} client connections opened · allocated: client {}, server {}",
-            summary.policy.as_deref().unwrap_or("?"),
+            summary.policy.map_or("?", PolicyName::name),
             summary
                 .plan
                 .as_ref()
                 .and_then(|plan| plan.other_transport())
-                .map(|transport| format!(" on {transport}"))
+                .map(|transport| format!(" on {}", transport.name()))
                 .unwrap_or_default(),
             summary.requests_done().unwrap_or(0),
             summary.throughput_rps.unwrap_or(0.0),
@@ -445,7 +448,7 @@ fn headline(summary: &Summary) -> String {
     };
     let requests = summary.requests_done().map(|n| format!(" · {n} requests reported")).unwrap_or_default();
     let ended = match (summary.stopped_by, command.exit_code) {
-        (crate::halt::StopReason::ProcessExited, Some(code)) => format!("exited with code {code}"),
+        (leaklab_engine::halt::StopReason::ProcessExited, Some(code)) => format!("exited with code {code}"),
         (reason, _) => words::stop_reason(reason).to_owned(),
     };
     format!("{what} · pid {} · {:.1} s watched{requests} · {ended}", command.pid, summary.load_duration_s)
@@ -453,15 +456,15 @@ fn headline(summary: &Summary) -> String {
 
 fn verdict_line(summary: &Summary) -> String {
     let verdict = &summary.verdict;
-    let one = |name: &str, v: &crate::verdict::ProcessVerdict| {
+    let one = |name: &str, v: &leaklab_verdict::ProcessVerdict| {
         // Words, not ✔/✖: the compiled-in font has no such glyphs.
         let met = if v.expectation_met == Some(true) { "met" } else { "NOT MET" };
         let expected = v.expected.map(|e| format!(" (expected {}: {met})", e.name()));
         // The headline says the built-in processes' figures are allocated bytes; RSS is the exception to name.
         let rss = match v.quantity {
-            crate::verdict::Quantity::AllocatedBytes => "",
-            crate::verdict::Quantity::RssBytes => "RSS ",
-            crate::verdict::Quantity::RssAnonBytes => "anonymous ",
+            leaklab_verdict::Quantity::AllocatedBytes => "",
+            leaklab_verdict::Quantity::RssBytes => "RSS ",
+            leaklab_verdict::Quantity::RssAnonBytes => "anonymous ",
         };
         format!("{name} {}, {rss}{} per {}{}", v.kind, words::slope(v), per(v.axis), expected.unwrap_or_default())
     };
@@ -661,7 +664,7 @@ fn legend<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::fixtures::scripted_report;
+    use leaklab_engine::fixtures::scripted_report;
 
     #[test]
     fn png_and_svg_are_drawn_with_their_legend_axes_and_verdict() {
@@ -703,18 +706,18 @@ mod tests {
     #[test]
     fn open_streams_are_drawn_under_the_servers_stream_limit() {
         let (mut summary, samples) = scripted_report();
-        summary.policy = Some("stream-leak".to_owned());
+        summary.policy = Some(PolicyName::StreamLeak);
         let svg =
             crate::report::to_string(&SvgPlot, &Report { summary: summary.clone(), samples: samples.clone() }).unwrap();
         assert!(svg.contains("client streams") && svg.contains("server streams"), "stream lines missing");
         assert!(!svg.contains("stream limit"), "a limit the server does not have");
         summary.plan.as_mut().expect("a built-in run's plan").max_concurrent_streams = Some(300);
-        summary.client.streams = Some(crate::stats::Span { start: 0, end: 300, peak: 300 });
+        summary.client.streams = Some(leaklab_verdict::stats::Span { start: 0, end: 300, peak: 300 });
         let svg =
             crate::report::to_string(&SvgPlot, &Report { summary: summary.clone(), samples: samples.clone() }).unwrap();
         assert!(svg.contains("stream limit (300)"), "the limit's line missing");
         summary.plan.as_mut().expect("a built-in run's plan").max_concurrent_streams = Some(1_000);
-        summary.client.streams = Some(crate::stats::Span { start: 0, end: 40, peak: 40 });
+        summary.client.streams = Some(leaklab_verdict::stats::Span { start: 0, end: 40, peak: 40 });
         let svg = crate::report::to_string(&SvgPlot, &Report { summary, samples }).unwrap();
         assert!(!svg.contains("stream limit"), "a limit far above the streams flattens them");
     }

@@ -4,20 +4,21 @@
 
 use super::units::{format_mib, human_bytes, signed_bytes};
 use crate::baseline::{BaselineComparison, Delta, Process};
-use crate::halt::{LimitHit, StopReason};
-use crate::summary::{AtStop, Note, Summary};
-use crate::verdict::{Axis, Basis, Count, ProcessVerdict, Quantity, Reason};
+use leaklab_engine::halt::{LimitHit, StopReason};
+use leaklab_engine::scenario::PolicyName;
+use leaklab_engine::summary::{AtStop, Note, Summary};
+use leaklab_verdict::{Axis, Basis, Count, ProcessVerdict, Quantity, Reason};
 
 /// A client's reported counter over the run: `5 → 485 (peak 485), +4.00 per request`.
-pub fn counter(c: &crate::summary::CounterSummary) -> String {
+pub(crate) fn counter(c: &leaklab_engine::summary::CounterSummary) -> String {
     let slope = c.per_request.map(|slope| format!(", {slope:+.2} per request")).unwrap_or_default();
     format!("{} → {} (peak {}){slope}", c.start, c.end, c.peak)
 }
 
 /// What the client's channelz service counted last, in its runtime's words: `channelz: 2,000 channels to
 /// 127.0.0.1:41234 (2,000 ready) are open, over 2,000 subchannels and 2,000 sockets`.
-pub fn channelz(s: &Summary) -> Option<String> {
-    use super::dashboard::thousands;
+pub(crate) fn channelz(s: &Summary) -> Option<String> {
+    use super::units::thousands;
     let channelz = s.client.channelz.as_ref()?;
     let Some(reading) = &channelz.last else {
         let why = channelz.first_error.as_deref().unwrap_or("no reading completed");
@@ -62,16 +63,16 @@ pub fn channelz(s: &Summary) -> Option<String> {
 /// Whether the run's requests were streams: the stream policies, or a foreign client that reports a
 /// `streams` counter. A unary call is open too, for the instant it is in flight, and would only add noise
 /// to the reports' tables.
-pub fn opened_streams(s: &crate::summary::Summary) -> bool {
-    s.policy.as_deref().is_some_and(|policy| policy.starts_with("stream-")) || s.client.counters.contains_key("streams")
+pub(crate) fn opened_streams(s: &leaklab_engine::summary::Summary) -> bool {
+    s.policy.is_some_and(PolicyName::streams) || s.client.counters.contains_key("streams")
 }
 
 /// Both ends' open streams: `client 0 → 4000 (peak 4000), +1.000/request; server …`.
-pub fn streams(s: &crate::summary::Summary) -> Option<String> {
+pub(crate) fn streams(s: &leaklab_engine::summary::Summary) -> Option<String> {
     if !opened_streams(s) {
         return None;
     }
-    let side = |name: &str, p: Option<&crate::summary::ProcessSummary>, slope: Option<f64>| {
+    let side = |name: &str, p: Option<&leaklab_engine::summary::ProcessSummary>, slope: Option<f64>| {
         let span = p?.streams?;
         let slope = slope.map(|slope| format!(", {slope:+.3}/request")).unwrap_or_default();
         Some(format!("{name} {} → {} (peak {}){slope}", span.start, span.end, span.peak))
@@ -84,7 +85,7 @@ pub fn streams(s: &crate::summary::Summary) -> Option<String> {
 }
 
 /// `request` or `s`: what a slope is per.
-pub fn per(axis: Axis) -> &'static str {
+pub(crate) fn per(axis: Axis) -> &'static str {
     match axis {
         Axis::Request => "request",
         Axis::Second => "s",
@@ -92,7 +93,7 @@ pub fn per(axis: Axis) -> &'static str {
 }
 
 /// What was judged, as the start of a sentence: `Allocated memory`, `RSS`.
-pub fn quantity(quantity: Quantity) -> &'static str {
+pub(crate) fn quantity(quantity: Quantity) -> &'static str {
     match quantity {
         Quantity::AllocatedBytes => "Allocated memory",
         Quantity::RssBytes => "RSS",
@@ -101,7 +102,7 @@ pub fn quantity(quantity: Quantity) -> &'static str {
 }
 
 /// What was judged, in a table: `allocated`, `RSS`.
-pub fn measure(quantity: Quantity) -> &'static str {
+pub(crate) fn measure(quantity: Quantity) -> &'static str {
     match quantity {
         Quantity::AllocatedBytes => "allocated",
         Quantity::RssBytes => "RSS",
@@ -110,7 +111,7 @@ pub fn measure(quantity: Quantity) -> &'static str {
 }
 
 /// One reason of `verdict`, in a sentence.
-pub fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
+pub(crate) fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
     let (what, per, b) = (quantity(verdict.quantity), per(verdict.axis), human_bytes);
     let tolerance = b(verdict.tolerance);
     let (steps, halves) = match verdict.basis {
@@ -200,7 +201,7 @@ pub fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
 
 /// A counter's name as a sentence starts it: `Open streams`, `Goroutines`.
 fn counter_label(name: &str) -> String {
-    use crate::sample::channelz;
+    use leaklab_engine::sample::channelz;
     match name {
         "streams" => "Open streams".to_owned(),
         channelz::CHANNELS => "Channels counted by channelz".to_owned(),
@@ -214,12 +215,12 @@ fn counter_label(name: &str) -> String {
 }
 
 /// Every reason of `verdict`, in order.
-pub fn reasons(verdict: &ProcessVerdict) -> Vec<String> {
+pub(crate) fn reasons(verdict: &ProcessVerdict) -> Vec<String> {
     verdict.reasons.iter().map(|r| reason(verdict, r)).collect()
 }
 
 /// The verdict's slope with its interval, on its axis: `+60.8 KB (+60.7 KB to +60.9 KB)`, or `n/a`.
-pub fn slope(verdict: &ProcessVerdict) -> String {
+pub(crate) fn slope(verdict: &ProcessVerdict) -> String {
     match verdict.trend {
         Some(trend) => {
             format!("{} ({} to {})", signed_bytes(trend.slope), signed_bytes(trend.ci_low), signed_bytes(trend.ci_high))
@@ -229,12 +230,12 @@ pub fn slope(verdict: &ProcessVerdict) -> String {
 }
 
 /// What ran, in a sentence: the built-in client's policy and load, or the foreign process watched.
-pub fn heading(s: &Summary) -> String {
+pub(crate) fn heading(s: &Summary) -> String {
     match (&s.plan, &s.command) {
         (Some(plan), _) => format!(
             "Policy `{}`{}, {} workers, {} requests ({} warm-up), started {}; the load stopped because {}.",
-            s.policy.as_deref().unwrap_or("?"),
-            plan.other_transport().map(|transport| format!(" on transport `{transport}`")).unwrap_or_default(),
+            s.policy.map_or("?", PolicyName::name),
+            plan.other_transport().map(|transport| format!(" on transport `{}`", transport.name())).unwrap_or_default(),
             plan.concurrency,
             s.requests_done().unwrap_or(0),
             s.requests.as_ref().and_then(|r| r.warmup).unwrap_or(0),
@@ -260,7 +261,7 @@ pub fn heading(s: &Summary) -> String {
 }
 
 /// How the points behind the verdict were taken.
-pub fn verdict_intro(s: &Summary) -> String {
+pub(crate) fn verdict_intro(s: &Summary) -> String {
     let v = &s.verdict.client;
     match v.basis {
         Basis::Checkpoints => format!(
@@ -286,7 +287,7 @@ pub fn verdict_intro(s: &Summary) -> String {
 }
 
 /// Why the load stopped, as the end of a sentence ("the load stopped because …").
-pub fn stop_reason(reason: StopReason) -> &'static str {
+pub(crate) fn stop_reason(reason: StopReason) -> &'static str {
     match reason {
         StopReason::Requests => "every planned request was sent",
         StopReason::Duration => "the planned duration ran out",
@@ -300,8 +301,8 @@ pub fn stop_reason(reason: StopReason) -> &'static str {
 
 /// Where the server's figures came from, as a phrase: "the toy server's side channel", "/proc of pid 4242",
 /// "its metrics endpoint http://…"; `None` when it was not measured.
-pub fn server_source(target: &crate::summary::TargetInfo) -> Option<String> {
-    use crate::summary::ServerSource;
+pub(crate) fn server_source(target: &leaklab_engine::summary::TargetInfo) -> Option<String> {
+    use leaklab_engine::summary::ServerSource;
     let scraped = target.server_metrics_url.as_ref().map(|url| format!(" (and metrics scraped from {url})"));
     Some(match target.server_measured_by? {
         ServerSource::SideChannel => "the toy server's own side channel".to_owned(),
@@ -352,7 +353,7 @@ fn stopped_at(stopped_by: StopReason, hit: &LimitHit, client: Option<AtStop>, se
 }
 
 /// One note of `summary`, in a sentence.
-pub fn note(summary: &Summary, note: &Note) -> String {
+pub(crate) fn note(summary: &Summary, note: &Note) -> String {
     match note {
         Note::LeakModel => "In Rust a dropped tonic Channel closes its connection, so `leak` leaks the way Rust code \
                             really does: each request's client goes into a per-request cache (a HashMap keyed by \
@@ -364,8 +365,8 @@ pub fn note(summary: &Summary, note: &Note) -> String {
         ),
         Note::ServerMisses { samples } => {
             let why = match summary.target.server_measured_by {
-                Some(crate::summary::ServerSource::Metrics) => "its metrics endpoint did not answer in time",
-                Some(crate::summary::ServerSource::Process) => "its process could not be read",
+                Some(leaklab_engine::summary::ServerSource::Metrics) => "its metrics endpoint did not answer in time",
+                Some(leaklab_engine::summary::ServerSource::Process) => "its process could not be read",
                 _ => "the server did not answer its side channel in time",
             };
             format!("{samples} samples lack server figures: {why}.")
@@ -397,6 +398,7 @@ pub fn note(summary: &Summary, note: &Note) -> String {
             "Heap profiling was on, but no pair of profiles could be read; see the run's stderr.".to_owned()
         }
         Note::ProfileFetchFailed { process, label, error } => {
+            let (process, label) = (process.name(), label.label());
             format!("The {process}'s {label} profile could not be fetched, so its profiles are not compared: {error}.")
         }
         Note::MalformedProgress { line, reason, lines } => format!(
@@ -423,17 +425,17 @@ pub fn note(summary: &Summary, note: &Note) -> String {
 }
 
 /// Every note of `summary`, in order.
-pub fn notes(summary: &Summary) -> Vec<String> {
+pub(crate) fn notes(summary: &Summary) -> Vec<String> {
     summary.notes.iter().map(|n| note(summary, n)).collect()
 }
 
 /// The sentence for the note that says where the load stopped at a limit, if it did.
-pub fn stop_note(summary: &Summary) -> Option<String> {
+pub(crate) fn stop_note(summary: &Summary) -> Option<String> {
     summary.notes.iter().find(|n| matches!(n, Note::StoppedAt { .. })).map(|n| note(summary, n))
 }
 
 /// One line per figure of a baseline comparison, for the console and `compare.md`.
-pub fn baseline_lines(comparison: &BaselineComparison) -> Vec<String> {
+pub(crate) fn baseline_lines(comparison: &BaselineComparison) -> Vec<String> {
     let bytes = |d: &Delta| {
         format!("{} → {} per request ({})", human_bytes(d.baseline), human_bytes(d.current), signed_bytes(d.change))
     };
@@ -469,7 +471,7 @@ pub fn baseline_lines(comparison: &BaselineComparison) -> Vec<String> {
 }
 
 /// Why a comparison failed its baseline, one sentence per slope that grew too much.
-pub fn regressions(comparison: &BaselineComparison) -> Vec<String> {
+pub(crate) fn regressions(comparison: &BaselineComparison) -> Vec<String> {
     comparison
         .regressions
         .iter()
@@ -492,7 +494,7 @@ pub fn regressions(comparison: &BaselineComparison) -> Vec<String> {
 }
 
 /// A merged run's load generator in one line: its requests, and its client judged on its own.
-pub fn segment(segment: &crate::summary::SegmentSummary) -> String {
+pub(crate) fn segment(segment: &leaklab_engine::summary::SegmentSummary) -> String {
     let verdict = &segment.client_verdict;
     format!(
         "segment {}: {} requests, {:.0} req/s; client {} — {} {} per {}",
@@ -509,7 +511,7 @@ pub fn segment(segment: &crate::summary::SegmentSummary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::fixtures::scripted_report;
+    use leaklab_engine::fixtures::scripted_report;
 
     #[test]
     fn a_leak_s_reasons_read_as_they_always_have() {
@@ -544,7 +546,7 @@ mod tests {
         let (mut summary, _) = scripted_report();
         summary.stopped_by = StopReason::Cap;
         summary.stopped_at = Some(LimitHit {
-            which: crate::halt::Limit::ClientRss,
+            which: leaklab_engine::halt::Limit::ClientRss,
             value: 315_000_000,
             limit: Some(300 << 20),
             requests: 8212,

@@ -1,0 +1,195 @@
+//! A Go process's own profiles (`[external] pprof`, `watch --pprof`): its
+//! `heap?gc=1` and `goroutine` profiles, fetched from `net/http/pprof` when
+//! warm-up ends and when the watch ends (by the run) and kept in the run
+//! directory as `pprof-<label>.<kind>.pb.gz` (`go tool pprof` reads them),
+//! diffed into what grew, where the service's code created it
+//! ([`super::sites`]), and how many goroutines each leaked connection keeps.
+
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::pprof::Profile;
+use super::sites::{self, OwnCode};
+use super::{Process, ProfileMoment};
+
+/// The profiles fetched, and the endpoint's path for each. Goroutines first: their count is divided by the
+/// connections of the sample just taken, and `heap?gc=1` runs a collection first that takes a while on a
+/// busy machine, during which a running load opens more connections.
+pub const KINDS: [(&str, &str); 2] = [("goroutine", "/goroutine"), ("heap", "/heap?gc=1")];
+/// Allocation sites listed.
+const TOP: usize = 8;
+/// Samples under the listed call sites below which their ranking is noise: a profile this coarse
+/// (Go's default `MemProfileRate`, one sample per 512 KiB) is reported as such.
+const MIN_SITE_SAMPLES: f64 = 100.0;
+
+/// The file a profile of `process` fetched at `moment` is kept in.
+pub fn file_name(process: Process, moment: ProfileMoment, kind: &str) -> String {
+    format!("pprof-{}-{}.{kind}.pb.gz", process.name(), moment.label())
+}
+
+/// What the profiles say, for the summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GoProfiles {
+    /// The pprof base URL they were fetched from.
+    pub url: String,
+    /// Bytes per heap-profile sample (the process's `runtime.MemProfileRate`; Go's default is 524288).
+    pub sample_period_bytes: Option<i64>,
+    /// TCP connections the process opened and kept between the two profiles (its ESTABLISHED sockets).
+    pub connections_grown: Option<i64>,
+    /// The process's RSS grown between the two profiles, as the samples read it.
+    pub rss_growth: Option<i64>,
+    /// `rss_growth` per connection grown: what `bytes_per_connection` is checked against.
+    pub rss_per_connection: Option<f64>,
+    /// In-use bytes and objects grown between the two heap profiles, over all stacks.
+    pub inuse_bytes_growth: i64,
+    pub inuse_objects_growth: i64,
+    /// `inuse_bytes_growth` per connection grown.
+    pub bytes_per_connection: Option<f64>,
+    /// What grew, by allocation site (the innermost frame), most bytes first.
+    pub growth: Vec<AllocationGrowth>,
+    /// Where in the process's own code what grew was allocated, most bytes first (see `heap::sites`).
+    pub call_sites: Vec<sites::CallSite>,
+    /// Own functions under which less was allocated (under 5% of the own-code growth, or under 32 samples'
+    /// worth): how many, and their bytes.
+    pub smaller_call_sites: u64,
+    pub smaller_call_sites_bytes: i64,
+    /// Heap-profile samples under the listed call sites (their objects divided by the sampling they stand for).
+    pub call_site_samples: f64,
+    /// Too few samples under the call sites to rank them: a finer `runtime.MemProfileRate` is needed.
+    pub too_coarse: bool,
+    /// Goroutines grown, by where they are parked, most first.
+    pub goroutines: Vec<GoroutineGrowth>,
+    /// All goroutines grown, per connection grown.
+    pub goroutines_per_connection: Option<f64>,
+}
+
+/// One allocation site's growth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AllocationGrowth {
+    pub function: String,
+    /// What the incident's profile called it, where known: "the connection's write buffer"…
+    pub known_as: Option<String>,
+    pub inuse_bytes_growth: i64,
+    pub inuse_objects_growth: i64,
+    /// Its share of all bytes grown.
+    pub share: f64,
+    pub bytes_per_connection: Option<f64>,
+}
+
+/// Goroutines grown where they are parked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GoroutineGrowth {
+    pub parked_in: String,
+    pub grown: i64,
+    pub per_connection: Option<f64>,
+}
+
+/// What the samples read of the process between the two profiles (the first and last loaded samples).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Measured {
+    pub connections_grown: Option<i64>,
+    pub rss_growth: Option<i64>,
+}
+
+/// The profiles kept in `dir` from `url`, compared (pure, apart from reading the files); `None` when a
+/// heap profile of either label is missing.
+pub fn build(dir: &Path, process: Process, url: &str, own: &OwnCode, measured: Measured) -> Option<GoProfiles> {
+    let read = |moment: ProfileMoment, kind: &str| {
+        let bytes = std::fs::read(dir.join(file_name(process, moment, kind))).ok()?;
+        Profile::decode(&bytes).ok()
+    };
+    let (base, end) = (read(ProfileMoment::Warmup, "heap")?, read(ProfileMoment::End, "heap")?);
+    let diff = sites::diff(&base, &end).ok()?;
+    let (bytes, objects) = (diff.index("inuse_space")?, diff.index("inuse_objects")?);
+    let (total_bytes, total_objects) = (diff.net(bytes), diff.net(objects));
+    let connections = measured.connections_grown.filter(|n| *n > 0);
+    let per_connection = |value: i64| connections.map(|n| value as f64 / n as f64);
+    let objects_top = diff.top(objects);
+    let growth = diff
+        .top(bytes)
+        .into_iter()
+        .filter(|row| row.flat > 0)
+        .take(TOP)
+        .map(|row| AllocationGrowth {
+            known_as: sites::known_allocation(&row.function).map(str::to_owned),
+            inuse_objects_growth: objects_top.iter().find(|o| o.function == row.function).map_or(0, |o| o.flat),
+            inuse_bytes_growth: row.flat,
+            share: if total_bytes > 0 { row.flat as f64 / total_bytes as f64 } else { 0.0 },
+            bytes_per_connection: per_connection(row.flat),
+            function: row.function,
+        })
+        .collect();
+    let found = sites::call_sites(&diff, own, base.period)?;
+    let period = base.period.max(1) as f64;
+    // A sample stands for `period` bytes; the listed sites' bytes over it is about how many samples they got.
+    let call_site_samples = found.sites.iter().map(|s| s.inuse_bytes_growth as f64 / period).sum::<f64>();
+    let goroutine_diff = read(ProfileMoment::Warmup, "goroutine")
+        .zip(read(ProfileMoment::End, "goroutine"))
+        .and_then(|(a, b)| sites::diff(&a, &b).ok());
+    let goroutines_total = goroutine_diff.as_ref().and_then(|d| Some(d.net(d.index("goroutine")?)));
+    let goroutines = goroutine_diff
+        .as_ref()
+        .and_then(sites::goroutines)
+        .unwrap_or_default()
+        .into_iter()
+        .take(TOP)
+        .map(|(parked_in, grown)| GoroutineGrowth { parked_in, grown, per_connection: per_connection(grown) })
+        .collect();
+    Some(GoProfiles {
+        url: url.to_owned(),
+        sample_period_bytes: (base.period > 0).then_some(base.period),
+        connections_grown: measured.connections_grown,
+        rss_growth: measured.rss_growth,
+        rss_per_connection: measured.rss_growth.and_then(per_connection),
+        inuse_bytes_growth: total_bytes,
+        inuse_objects_growth: total_objects,
+        bytes_per_connection: per_connection(total_bytes),
+        growth,
+        too_coarse: call_site_samples < MIN_SITE_SAMPLES,
+        call_site_samples,
+        call_sites: found.sites,
+        smaller_call_sites: found.smaller as u64,
+        smaller_call_sites_bytes: found.smaller_bytes,
+        goroutines,
+        goroutines_per_connection: goroutines_total.and_then(per_connection),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go-app");
+
+    #[test]
+    fn the_committed_profiles_read_as_a_run_would_keep_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for (label, fixture) in [(ProfileMoment::Warmup, "warmup"), (ProfileMoment::End, "end")] {
+            for (kind, _) in KINDS {
+                std::fs::copy(
+                    format!("{FIXTURES}/{kind}-{fixture}.pb.gz"),
+                    dir.path().join(file_name(Process::Client, label, kind)),
+                )
+                .unwrap();
+            }
+        }
+        let measured = Measured { connections_grown: Some(188), rss_growth: Some(188 * 100_000) };
+        let profiles =
+            build(dir.path(), Process::Client, "http://127.0.0.1:1/debug/pprof", &OwnCode::default(), measured)
+                .unwrap();
+        assert_eq!(profiles.sample_period_bytes, Some(1024));
+        assert_eq!(profiles.rss_per_connection, Some(100_000.0));
+        assert_eq!(profiles.call_sites.len(), 3);
+        assert!(!profiles.too_coarse, "{} samples", profiles.call_site_samples);
+        let write = &profiles.growth[0];
+        assert_eq!(write.known_as.as_deref(), Some("the connection's write buffer"));
+        // 64 KiB of write buffer per connection, as grpc-go 1.33 allocates it (bufio's default 32 KiB read).
+        let per = write.bytes_per_connection.unwrap();
+        assert!((per - 65_536.0).abs() < 0.15 * 65_536.0, "{per}");
+        let watcher = profiles.goroutines.iter().find(|g| g.parked_in.ends_with("(*ccBalancerWrapper).watcher"));
+        assert_eq!(watcher.and_then(|g| g.per_connection), Some(1.0));
+        assert!(build(dir.path(), Process::Server, "u", &OwnCode::default(), Measured::default()).is_none());
+    }
+}

@@ -1,0 +1,359 @@
+//! A foreign client's part of a run: the process leaklab did not write — a
+//! command it starts (an external scenario's, `loadgen watch -- CMD`) or one
+//! already running (`--pid`) — sampled from outside until it exits, the plan's
+//! duration passes, a cap is reached or the user stops. A command it started
+//! is stopped at the end (SIGTERM, then SIGKILL); a `--pid` is never touched.
+//!
+//! A command that prints `leaklab-progress ok=N failed=M` lines reports its
+//! requests, and is then judged per request.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use leaklab_probe::procfs::{self, FdLimits, Proc};
+
+use super::Sampling;
+use super::progress::CommandOutput;
+use super::server::ServerSide;
+use crate::halt::StopReason;
+use crate::heap::ProfileMoment;
+use crate::load::LoadCounters;
+use crate::run_dir::RunDir;
+use crate::sample::{ChannelzSummary, ChannelzWatch, ForeignMeasure, Phase, ProfileFailure, Recording, SocketWatch};
+use crate::scenario::{ForeignClient, ForeignPlan};
+use crate::summary::{CommandInfo, Note};
+
+/// In a pprof URL or a command: a free loopback port for the client's pprof server.
+const PPROF_ADDR: &str = "{pprof_addr}";
+/// In a channelz address or a command: a free loopback port for the client's channelz server.
+const CHANNELZ_ADDR: &str = "{channelz_addr}";
+
+/// How long a started command gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often the watch looks whether its process has exited.
+const EXIT_POLL: Duration = Duration::from_millis(20);
+
+/// How the foreign client's part ended.
+#[derive(Debug)]
+pub(super) struct Ended {
+    pub(super) stopped_by: StopReason,
+    pub(super) pid: u32,
+    pub(super) argv: Option<Vec<String>>,
+    pub(super) exit_code: Option<i32>,
+    pub(super) reported_progress: bool,
+    pub(super) tcp_states_at_end: BTreeMap<String, u64>,
+    pub(super) client_fds: Option<FdLimits>,
+    /// The pprof base URL profiles were fetched from, `{pprof_addr}` filled in.
+    pub(super) pprof: Option<String>,
+    /// What the client's channelz readings came to.
+    pub(super) channelz: Option<ChannelzSummary>,
+}
+
+impl Ended {
+    /// The process as the summary describes it.
+    pub(super) fn command(&self, plan: &ForeignPlan) -> CommandInfo {
+        let tcp_states = self.tcp_states_at_end.clone();
+        CommandInfo::of(plan, self.pid, self.argv.clone(), self.exit_code, self.reported_progress, tcp_states)
+    }
+}
+
+/// The loopback addresses leaklab fills into a command and the scenario's URLs: the server's `{addr}`, and
+/// free ports for the client's pprof and channelz servers when the scenario leaves them to leaklab.
+#[derive(Debug)]
+struct Addresses {
+    server: Option<String>,
+    pprof: Option<String>,
+    channelz: Option<String>,
+}
+
+impl Addresses {
+    fn find(plan: &ForeignPlan, server: Option<&str>) -> anyhow::Result<Addresses> {
+        Ok(Addresses {
+            server: server.map(str::to_owned),
+            pprof: free_port_for(plan.pprof.as_deref(), PPROF_ADDR)?,
+            channelz: free_port_for(plan.channelz.as_deref(), CHANNELZ_ADDR)?,
+        })
+    }
+
+    /// `text` with every placeholder that has an address filled in.
+    fn fill(&self, text: &str) -> String {
+        let filled = [("{addr}", &self.server), (PPROF_ADDR, &self.pprof), (CHANNELZ_ADDR, &self.channelz)];
+        filled.iter().fold(text.to_owned(), |text, (placeholder, value)| match value {
+            Some(value) => text.replace(placeholder, value),
+            None => text,
+        })
+    }
+}
+
+/// The process watched: found by its pid, or started from a command whose output is copied.
+#[derive(Debug)]
+struct Client {
+    pid: u32,
+    child: Option<Child>,
+    argv: Option<Vec<String>>,
+    output: Option<CommandOutput>,
+}
+
+impl Client {
+    fn start(
+        plan: &ForeignPlan,
+        addresses: &Addresses,
+        dir: &RunDir,
+        counters: &Arc<LoadCounters>,
+    ) -> anyhow::Result<Client> {
+        let argv = match &plan.client {
+            ForeignClient::Pid(pid) => {
+                if !Proc::Pid(*pid).is_running() {
+                    anyhow::bail!("--pid {pid}: no such process (or it has already exited)");
+                }
+                return Ok(Client { pid: *pid, child: None, argv: None, output: None });
+            }
+            ForeignClient::Command(argv) => argv.iter().map(|arg| addresses.fill(arg)).collect::<Vec<String>>(),
+        };
+        let (program, args) = argv.split_first().context("watch: no command given after --")?;
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("watch: cannot start {program:?}"))?;
+        let output = CommandOutput::copy(&mut child, &dir.file(RunDir::COMMAND_LOG), counters)?;
+        Ok(Client { pid: child.id(), child: Some(child), argv: Some(argv), output: Some(output) })
+    }
+
+    /// Stops a command still running (SIGTERM, then SIGKILL) or reaps one that exited; its exit code.
+    fn stop(&mut self, stopped_by: StopReason, exit_code: Option<i32>, notes: &mut Vec<Note>) -> Option<i32> {
+        let Some(child) = self.child.as_mut() else { return exit_code };
+        match exit_code {
+            Some(_) => exit_code,
+            None if stopped_by == StopReason::ProcessExited => child.wait().ok().and_then(|s| s.code()),
+            None => {
+                if let Err(error) = stop_child(child) {
+                    notes.push(Note::CommandStopFailed { error: error.to_string() });
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Starts (or finds) the process, samples it and the toy server until the watch ends, and stops what it started.
+pub(super) async fn run(
+    plan: &ForeignPlan,
+    server: &mut ServerSide,
+    sampling: &mut Sampling<'_>,
+    notes: &mut Vec<Note>,
+) -> anyhow::Result<(Recording, Ended)> {
+    let counters = Arc::new(LoadCounters::default());
+    let addresses = Addresses::find(plan, server.address())?;
+    let pprof = plan.pprof.as_deref().map(|url| addresses.fill(url));
+    let channelz = plan.channelz.as_deref().map(|address| addresses.fill(address));
+    let mut client = Client::start(plan, &addresses, sampling.dir, &counters)?;
+    let pid = client.pid;
+    let ports: Vec<u16> = server.address().and_then(address_port).into_iter().collect();
+    // leaklab's own connections to the process's pprof and channelz servers are not its connections.
+    let side_ports = [pprof.as_deref().and_then(url_port), channelz.as_deref().and_then(address_port)];
+    let side_ports = side_ports.into_iter().flatten().collect();
+    let sockets = Arc::new(
+        SocketWatch::start(ports, Some(pid), side_ports, plan.interval).context("watching the process's sockets")?,
+    );
+    let channelz = match &channelz {
+        Some(address) => Some(Arc::new(
+            ChannelzWatch::start(address, pid, plan.interval)
+                .with_context(|| format!("reading channelz at {address}"))?,
+        )),
+        None => None,
+    };
+    let measure = ForeignMeasure::new(pid, Arc::clone(&sockets), server.take_control(), channelz.clone())
+        .with_context(|| format!("reading process {pid}"))?;
+    let client_fds = procfs::fd_limits_of(Proc::Pid(pid)).ok();
+    let recorder = sampling.record(Box::new(measure), Arc::clone(&counters), Some(plan.interval), plan.caps)?;
+    let marker = recorder.marker();
+    let requests = || counters.ok() + counters.failed();
+    let (stopped_by, exit_code) = watch(plan, &mut client, &marker, &requests, pprof.as_deref(), sampling, notes).await;
+    let recording = tokio::task::spawn_blocking(move || recorder.finish_without_last_sample())
+        .await
+        .context("the sampling thread")?;
+    let exit_code = client.stop(stopped_by, exit_code, notes);
+    let reported_progress = match client.output.take() {
+        Some(output) => {
+            let (reported, malformed) = output.finish().await?;
+            notes.extend(malformed);
+            reported
+        }
+        None => false,
+    };
+    let tcp_states_at_end = sockets
+        .latest()
+        .process
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(state, count)| (state.name().to_owned(), count))
+        .collect();
+    let channelz = channelz.map(|channelz| channelz.summary());
+    let Client { argv, .. } = client;
+    let ended =
+        Ended { stopped_by, pid, argv, exit_code, reported_progress, tcp_states_at_end, client_fds, pprof, channelz };
+    Ok((recording, ended))
+}
+
+/// Marks warm-up, then the load, and waits through each until the process exits, the run is halted
+/// or the plan's time is up; the client's profiles are fetched as the warm-up and the watch end.
+/// Why the watch ended, and the command's exit code when it exited by itself.
+async fn watch(
+    plan: &ForeignPlan,
+    client: &mut Client,
+    marker: &crate::sample::Marker,
+    requests: &dyn Fn() -> u64,
+    pprof: Option<&str>,
+    sampling: &Sampling<'_>,
+    notes: &mut Vec<Note>,
+) -> (StopReason, Option<i32>) {
+    let started = Instant::now();
+    let end = started + plan.duration;
+    let mut exit_code = None;
+    let mut ended = None;
+    // The warm-up lasts its seconds and, when the plan counts one in requests, until the client reported them.
+    let warmed = |now: Instant| now >= end || (now >= started + plan.warmup && requests() >= plan.warmup_requests);
+    let measured = |now: Instant| now >= end;
+    for (phase, done) in [(Phase::Warmup, &warmed as &dyn Fn(Instant) -> bool), (Phase::Load, &measured)] {
+        if ended.is_some() {
+            break;
+        }
+        if phase == Phase::Load {
+            fetch_profiles(pprof, sampling, ProfileMoment::Warmup, notes).await;
+        }
+        marker.mark(phase);
+        ended = wait(client.pid, client.child.as_mut(), &mut exit_code, done, sampling).await;
+    }
+    // While the process still runs: one that has exited has no profile to give.
+    fetch_profiles(pprof, sampling, ProfileMoment::End, notes).await;
+    (ended.unwrap_or(StopReason::Duration), exit_code)
+}
+
+/// A free loopback `HOST:PORT` when `setting` holds `placeholder`.
+fn free_port_for(setting: Option<&str>, placeholder: &str) -> anyhow::Result<Option<String>> {
+    if !setting.is_some_and(|setting| setting.contains(placeholder)) {
+        return Ok(None);
+    }
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").with_context(|| format!("finding a free port for {placeholder}"))?;
+    Ok(Some(listener.local_addr().with_context(|| format!("finding a free port for {placeholder}"))?.to_string()))
+}
+
+/// The port of `HOST:PORT`.
+fn address_port(address: &str) -> Option<u16> {
+    address.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The port of `http://HOST:PORT/…`.
+fn url_port(url: &str) -> Option<u16> {
+    let authority = url.strip_prefix("http://")?.split('/').next()?;
+    address_port(authority)
+}
+
+/// Fetches the client's profiles for `moment` into the run directory (off the runtime: the GET blocks);
+/// what failed becomes a note.
+async fn fetch_profiles(pprof: Option<&str>, sampling: &Sampling<'_>, moment: ProfileMoment, notes: &mut Vec<Note>) {
+    let Some(url) = pprof else { return };
+    let (url, dir) = (url.to_owned(), sampling.dir.path.clone());
+    let process = crate::heap::Process::Client;
+    let errors = tokio::task::spawn_blocking(move || crate::sample::pprof::fetch(&url, &dir, process, moment))
+        .await
+        .unwrap_or_else(|error| vec![error.to_string()]);
+    let failures = errors.into_iter().map(|error| ProfileFailure { process, moment, error });
+    notes.extend(failures.map(super::profile_note));
+}
+
+/// Why a foreign run has no sample: its process was gone before the first one.
+pub(super) fn unsampled(ended: &Ended, dir: &RunDir) -> String {
+    let exit = ended.exit_code.map_or(String::new(), |code| format!(" with code {code}"));
+    let output = match ended.argv {
+        Some(_) => format!("; its output is in {}", dir.file(RunDir::COMMAND_LOG).display()),
+        None => String::new(),
+    };
+    format!("process {} exited{exit} before its first sample{output}", ended.pid)
+}
+
+/// Waits until `deadline`, or until the process exits or the run is halted
+/// (the user, a cap); `None` when the deadline came first.
+async fn wait(
+    pid: u32,
+    mut child: Option<&mut Child>,
+    exit_code: &mut Option<i32>,
+    done: &dyn Fn(Instant) -> bool,
+    sampling: &Sampling<'_>,
+) -> Option<StopReason> {
+    let mut halted = sampling.halt.subscribe();
+    loop {
+        if *halted.borrow() {
+            return Some(sampling.halt.stop_reason(StopReason::Duration));
+        }
+        if let Some(child) = child.as_deref_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            *exit_code = status.code();
+            return Some(StopReason::ProcessExited);
+        }
+        // A --pid that exited (or a zombie no one reaps).
+        if !Proc::Pid(pid).is_running() {
+            return Some(StopReason::ProcessExited);
+        }
+        if done(Instant::now()) {
+            return None;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(EXIT_POLL) => {}
+            _ = halted.changed() => {}
+        }
+    }
+}
+
+/// SIGTERM, a grace, then SIGKILL; always reaped.
+fn stop_child(child: &mut Child) -> std::io::Result<()> {
+    // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is involved.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait().map(drop)
+}
+
+/// A name for the run directory of a watch: the command's program name, or the process's `comm`.
+pub fn process_name(client: &ForeignClient) -> String {
+    let raw = match client {
+        ForeignClient::Command(argv) => argv.first().map_or_else(String::new, |program| {
+            Path::new(program).file_name().map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned())
+        }),
+        ForeignClient::Pid(pid) => std::fs::read_to_string(Proc::Pid(*pid).path("comm"))
+            .map(|comm| comm.trim().to_owned())
+            .unwrap_or_else(|_| pid.to_string()),
+    };
+    let clean: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if clean.is_empty() { "process".to_owned() } else { clean }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_safe_for_a_directory() {
+        let command = |program: &str| ForeignClient::Command(vec![program.to_owned()]);
+        assert_eq!(process_name(&command("target/peers/go-echo-client")), "go-echo-client");
+        assert_eq!(process_name(&command("/bin/my tool!")), "my_tool_");
+    }
+}

@@ -1,0 +1,135 @@
+//! The plan of a run whose client is a process leaklab did not write.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use leaklab_verdict::VerdictPlan;
+use serde::{Deserialize, Serialize};
+
+use super::plan::{CapsPlan, ServerPlan};
+
+/// A run whose client is a process leaklab did not write: a command it
+/// starts (an `[external]` scenario's, or `loadgen watch -- CMD`) or one
+/// already running (`loadgen watch --pid`), sampled from outside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForeignPlan {
+    /// The run directory's name under `reports/`: the scenario's name, or `watch-` and the process's.
+    pub name: String,
+    /// The scenario file it came from; `None` for `loadgen watch`.
+    pub source: Option<PathBuf>,
+    pub description: String,
+    pub client: ForeignClient,
+    /// The watch ends after this long (a started command is then stopped).
+    pub duration: Duration,
+    /// Samples from the first this-long are not judged: the process is still starting.
+    pub warmup: Duration,
+    /// Nor are samples before the client reported this many requests (answered and failed): a
+    /// garbage-collected runtime sizes its heap over its first thousands. 0: the warm-up is `warmup` alone.
+    pub warmup_requests: u64,
+    /// Time between two samples.
+    pub interval: Duration,
+    /// The toy server to start first, and watch too; `{addr}` in the command becomes its address.
+    pub server: Option<ServerPlan>,
+    pub verdict: VerdictPlan,
+    /// The command is stopped when either process reaches one; `None` for `loadgen watch`.
+    pub caps: Option<CapsPlan>,
+    /// A Go process's `net/http/pprof` base URL (`http://HOST:PORT/debug/pprof`): its heap and goroutine
+    /// profiles are fetched when warm-up ends and when the watch ends. `{pprof_addr}` in it and in the
+    /// command becomes a free loopback HOST:PORT.
+    pub pprof: Option<String>,
+    /// Function name prefixes of the client's own code, for its call sites; empty: the default rule.
+    pub own_code: Vec<String>,
+    /// The client's gRPC channelz service, `HOST:PORT`: its channels, subchannels and sockets are read
+    /// beside every sample. `{channelz_addr}` in it and in the command becomes a free loopback HOST:PORT.
+    pub channelz: Option<String>,
+}
+
+/// `loadgen watch`'s options: a process sampled from outside, without a server of leaklab's or caps,
+/// judged per request it reports or per second. `run.json` keeps them as they are here, so a watch
+/// rebuilt by `loadgen report` is the watch that ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchSpec {
+    /// The run directory's name: `watch-` and the process's.
+    pub name: String,
+    pub description: String,
+    pub client: ForeignClient,
+    /// The watch ends after this many seconds.
+    pub duration_s: f64,
+    /// Time between two samples, in milliseconds.
+    pub interval_ms: u64,
+    /// Samples from the first this-many seconds are not judged.
+    pub warmup_s: f64,
+    /// Nor are samples before the process reported this many requests. Absent in records written
+    /// before it was kept.
+    #[serde(default)]
+    pub warmup_requests: u64,
+    /// Growth at or below this is not a leak, per request (a process that reports its requests)…
+    pub tolerance_bytes_per_request: f64,
+    /// …or per second (one that does not).
+    pub tolerance_bytes_per_second: f64,
+    /// A Go process's `net/http/pprof` base URL.
+    #[serde(default)]
+    pub pprof: Option<String>,
+    /// Function name prefixes of the process's own code.
+    #[serde(default)]
+    pub own_code: Vec<String>,
+    /// The process's gRPC channelz service, `HOST:PORT`.
+    #[serde(default)]
+    pub channelz: Option<String>,
+}
+
+impl WatchSpec {
+    /// The foreign plan of this watch.
+    pub fn plan(&self) -> ForeignPlan {
+        ForeignPlan {
+            name: self.name.clone(),
+            source: None,
+            description: self.description.clone(),
+            client: self.client.clone(),
+            duration: Duration::from_secs_f64(self.duration_s),
+            warmup: Duration::from_secs_f64(self.warmup_s),
+            warmup_requests: self.warmup_requests,
+            interval: Duration::from_millis(self.interval_ms),
+            server: None,
+            verdict: VerdictPlan {
+                tolerance_bytes_per_request: self.tolerance_bytes_per_request,
+                tolerance_bytes_per_second: self.tolerance_bytes_per_second,
+                expect_client: None,
+                expect_server: None,
+                max_failed_requests: None,
+            },
+            caps: None,
+            pprof: self.pprof.clone(),
+            own_code: self.own_code.clone(),
+            channelz: self.channelz.clone(),
+        }
+    }
+
+    /// The options of the watch `plan` is.
+    pub fn of(plan: &ForeignPlan) -> WatchSpec {
+        WatchSpec {
+            name: plan.name.clone(),
+            description: plan.description.clone(),
+            client: plan.client.clone(),
+            duration_s: plan.duration.as_secs_f64(),
+            interval_ms: plan.interval.as_millis() as u64,
+            warmup_s: plan.warmup.as_secs_f64(),
+            warmup_requests: plan.warmup_requests,
+            tolerance_bytes_per_request: plan.verdict.tolerance_bytes_per_request,
+            tolerance_bytes_per_second: plan.verdict.tolerance_bytes_per_second,
+            pprof: plan.pprof.clone(),
+            own_code: plan.own_code.clone(),
+            channelz: plan.channelz.clone(),
+        }
+    }
+}
+
+/// The foreign client's process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForeignClient {
+    /// A command to start (argv), stopped at the end if it is still running.
+    Command(Vec<String>),
+    /// A running process, left running at the end.
+    Pid(u32),
+}

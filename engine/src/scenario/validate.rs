@@ -1,0 +1,773 @@
+//! A scenario file's values checked and turned into a plan. Each check names
+//! its key, the line that sets it, or the flag that set it instead.
+
+use leaklab_wire::Limits;
+use leaklab_wire::limits::Setting;
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::file::{
+    AttackSection, CallSection, CapsSection, ClientSection, ClientTlsSection, ExpectSection, FaultSection, LoadSection,
+    SamplingSection, ScenarioFile, ServerSection, ServerTlsSection, VerdictSection,
+};
+use super::plan::{
+    AttackKind, AttackSpec, Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive,
+    ClientPlan, ClientTlsPlan, DEFAULT_STREAM_INTERVAL, FaultPlan, Identity, KeepalivePolicy, LoadPlan,
+    MAX_STREAM_INTERVAL, Origin, Plan, RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins, Transport,
+    Trust,
+};
+use super::values::{PolicyName, format_duration};
+use super::{Document, MIN_ROUNDS, Opt, Overrides, ScenarioError, defaults};
+use super::{ForeignClient, ForeignPlan};
+use leaklab_verdict::VerdictPlan;
+
+/// Largest payload or response a scenario may ask for (the server's default max message size).
+const MAX_MESSAGE_BYTES: i64 = 4 << 20;
+/// The longest single load phase a scenario may ask for.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest idle spell between rounds: a run must stop by itself in reasonable time.
+const MAX_IDLE_BETWEEN_ROUNDS: Duration = Duration::from_secs(60);
+/// The longest an external client may run: it must stop by itself in reasonable time.
+const MAX_EXTERNAL_DURATION: Duration = Duration::from_secs(600);
+/// The longest an attack may run: the machine is shared.
+const MAX_ATTACK_DURATION: Duration = Duration::from_secs(60);
+/// The smallest RSS cap: below it a process could not even start its load.
+const MIN_RSS_CAP: u64 = 16 << 20;
+
+/// Turns a file's values into a plan, naming the key of the first bad one.
+pub(crate) struct Validator<'a> {
+    path: &'a Path,
+    document: &'a Document,
+    /// Keys whose value came from a command-line flag, and that flag.
+    overridden: Vec<(&'static str, String)>,
+    no_caps: bool,
+}
+
+impl<'a> Validator<'a> {
+    pub(crate) fn new(path: &'a Path, document: &'a Document, overrides: &Overrides) -> Self {
+        Self { path, document, overridden: overrides.keys(), no_caps: overrides.is_set(Opt::NoCaps) }
+    }
+
+    /// An error on `key`, pointing at the line that sets it, or at the flag when one did.
+    pub(crate) fn invalid(&self, key: &str, reason: impl fmt::Display) -> ScenarioError {
+        let flag = self.overridden.iter().find(|(overridden, _)| *overridden == key).map(|(_, flag)| flag);
+        ScenarioError::Invalid {
+            path: self.path.to_owned(),
+            line: if flag.is_some() { None } else { self.document.line(key) },
+            key: flag.map_or_else(|| key.to_owned(), |flag| format!("{key} (set by {flag})")),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Where `key`'s value came from, for an error found later: the flag that set it, or the file, line and key.
+    fn origin(&self, key: &str) -> String {
+        match self.overridden.iter().find(|(overridden, _)| *overridden == key) {
+            Some((_, flag)) => flag.clone(),
+            None => {
+                let line = self.document.line(key).map(|line| format!(":{line}")).unwrap_or_default();
+                format!("{}{line}: {key}", self.path.display())
+            }
+        }
+    }
+
+    /// `key` is set, in the file or by a flag.
+    fn is_set(&self, key: &str) -> bool {
+        self.document.line(key).is_some() || self.overridden.iter().any(|(overridden, _)| *overridden == key)
+    }
+
+    fn range(&self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> Result<i64, ScenarioError> {
+        let value = value.unwrap_or(default);
+        if value < min {
+            return Err(self.invalid(key, format!("must be at least {min}, got {value}")));
+        }
+        if value > max {
+            return Err(self.invalid(key, format!("must be at most {max}, got {value}")));
+        }
+        Ok(value)
+    }
+
+    /// `value` (or `default`), refused if it is zero or above `max`.
+    fn positive(
+        &self,
+        key: &str,
+        value: Option<Duration>,
+        default: Duration,
+        max: Duration,
+    ) -> Result<Duration, ScenarioError> {
+        let duration = value.unwrap_or(default);
+        if duration.is_zero() {
+            return Err(self.invalid(key, "must be longer than 0"));
+        }
+        self.at_most(key, duration, max)
+    }
+
+    fn at_most(&self, key: &str, duration: Duration, max: Duration) -> Result<Duration, ScenarioError> {
+        if duration > max {
+            return Err(self.invalid(key, format!("must be at most {}", format_duration(max))));
+        }
+        Ok(duration)
+    }
+
+    /// An optional duration that, when given, must be longer than 0.
+    fn optional(&self, key: &str, value: Option<Duration>) -> Result<Option<Duration>, ScenarioError> {
+        value.map(|duration| self.positive(key, Some(duration), duration, Duration::MAX)).transpose()
+    }
+
+    fn name(&self) -> String {
+        self.path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    fn description(&self, file: &ScenarioFile) -> Result<String, ScenarioError> {
+        match &file.description {
+            Some(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+            Some(_) => Err(self.invalid("description", "must not be empty")),
+            None => Err(self.invalid("description", "missing: say in one line what the scenario shows")),
+        }
+    }
+
+    /// A built-in scenario's plan.
+    pub(crate) fn plan(&self, file: ScenarioFile) -> Result<Plan, ScenarioError> {
+        let description = self.description(&file)?;
+        let policy = self.policy(&file.client)?;
+        let load = self.load(&file.load)?;
+        let sampling = self.sampling(&file.sampling)?;
+        let server = self.server(&file.server)?;
+        let verdict = self.verdict(&file.verdict, &file.expect)?;
+        let caps = if self.no_caps { CapsPlan::machine_guard() } else { self.caps(&file.caps)? };
+        let source_addresses = self.range("client.source_addresses", file.client.source_addresses, 0, 0, 253)? as u8;
+        let client = self.client(&file.client, policy, server.tls.as_ref())?;
+        if matches!(server.tls, Some(ServerTlsPlan::Files { .. })) && client.tls.is_none() {
+            return Err(self.invalid(
+                "server.tls.cert",
+                "the toy server serves TLS, and the client has none: add [client.tls] with the cacert that signed it",
+            ));
+        }
+        let fault = self.fault(&file.fault)?;
+        let attack = file.attack.as_ref().map(|attack| self.attack(attack)).transpose()?;
+        let call = file.call.as_ref().map(|call| self.call(call)).transpose()?;
+        if call.is_some() && policy.streams() {
+            return Err(self.invalid(
+                "call",
+                format!("policy {:?} streams the toy server's Echo/ServerStream: drop [call]", policy.name()),
+            ));
+        }
+        let largest = server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from);
+        if u64::from(load.request.response_bytes) > largest || load.request.payload.len() as u64 > largest {
+            return Err(
+                self.invalid("server.max_message_size", "is smaller than load.payload_bytes or load.response_bytes")
+            );
+        }
+        Ok(Plan {
+            name: self.name(),
+            source: self.path.to_owned(),
+            description,
+            policy,
+            load,
+            sampling,
+            server,
+            verdict,
+            caps,
+            source_addresses,
+            client,
+            fault,
+            call,
+            attack,
+            origin: Origin::default(),
+        })
+    }
+
+    fn attack(&self, attack: &AttackSection) -> Result<AttackSpec, ScenarioError> {
+        let kind = attack.kind.ok_or_else(|| {
+            let names: Vec<_> = AttackKind::ALL.iter().map(|kind| kind.name()).collect();
+            self.invalid("attack.kind", format!("missing: one of {}", names.join(", ")))
+        })?;
+        let bytes = |key: &str, value: Option<u64>, default: u32| -> Result<u32, ScenarioError> {
+            let bytes = value.unwrap_or(default.into());
+            u32::try_from(bytes)
+                .ok()
+                .filter(|bytes| *bytes > 0)
+                .ok_or_else(|| self.invalid(key, format!("must be between 1 byte and 4GiB, got {bytes} bytes")))
+        };
+        let response_bytes = bytes("attack.response_bytes", attack.response_bytes, 1 << 20)?;
+        let declared_bytes = bytes("attack.declared_bytes", attack.declared_bytes, 4 << 20)?;
+        let max_streams = match attack.max_streams {
+            Some(n) => self.range("attack.max_streams", Some(n), 1, 1, 1_000_000)? as u64,
+            None => AttackSpec::default_max_streams(kind, response_bytes, declared_bytes),
+        };
+        let streams_per_second = match attack.streams_per_second {
+            Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+                return Err(self.invalid("attack.streams_per_second", format!("must be a positive number, got {rate}")));
+            }
+            rate => rate,
+        };
+        let spec = AttackSpec {
+            kind,
+            connections: self.range("attack.connections", attack.connections, 20, 1, 1_000)? as u32,
+            max_streams,
+            streams_per_second,
+            response_bytes,
+            declared_bytes,
+            duration: self.positive("attack.duration", attack.duration, MAX_ATTACK_DURATION, MAX_ATTACK_DURATION)?,
+        };
+        AttackSpec::check_exposure(kind, max_streams, response_bytes, declared_bytes)
+            .map_err(|reason| self.invalid("attack.max_streams", reason))?;
+        Ok(spec)
+    }
+
+    /// An `[external]` scenario's plan: its command, run against the toy server and watched from outside.
+    pub(crate) fn external(&self, file: ScenarioFile) -> Result<ForeignPlan, ScenarioError> {
+        let description = self.description(&file)?;
+        for (section, why) in [
+            ("client", "an external scenario's client is its command, not a policy"),
+            ("load", "an external client runs its own load"),
+            ("fault", "faults are injected in front of the built-in client only"),
+            ("attack", "an attack runs beside the built-in client only"),
+        ] {
+            if let Some(key) = self.document.table.get(section).and_then(|t| t.as_table()).and_then(|t| t.keys().next())
+            {
+                return Err(self.invalid(&format!("{section}.{key}"), why));
+            }
+        }
+        if self.document.line("server.tls").is_some() {
+            return Err(self.invalid("server.tls", "an external client dials the toy server in plaintext"));
+        }
+        for key in ["cooldown", "heap_profile"] {
+            if self.document.line(&format!("sampling.{key}")).is_some() {
+                return Err(self.invalid(&format!("sampling.{key}"), "does not apply to an external client"));
+            }
+        }
+        let external = file.external.unwrap_or_default();
+        let command = match external.command {
+            Some(command) if command.first().is_some_and(|program| !program.trim().is_empty()) => command,
+            _ => {
+                return Err(self.invalid(
+                    "external.command",
+                    "missing: the client's argv, as an array; {addr} is replaced by the server's HOST:PORT",
+                ));
+            }
+        };
+        let duration =
+            self.positive("external.duration", external.duration, defaults::DURATION, MAX_EXTERNAL_DURATION)?;
+        let warmup = external.warmup.unwrap_or(defaults::FOREIGN_WARMUP);
+        if warmup >= duration {
+            return Err(self.invalid("external.warmup", "must be shorter than external.duration"));
+        }
+        Ok(ForeignPlan {
+            name: self.name(),
+            source: Some(self.path.to_owned()),
+            description,
+            client: ForeignClient::Command(command),
+            duration,
+            warmup,
+            warmup_requests: self.range("external.warmup_requests", external.warmup_requests, 0, 0, i64::MAX)? as u64,
+            interval: self.interval(&file.sampling)?,
+            server: Some(self.server(&file.server)?),
+            verdict: self.verdict(&file.verdict, &file.expect)?,
+            caps: Some(self.caps(&file.caps)?),
+            pprof: match external.pprof {
+                Some(url) if !url.starts_with("http://") => {
+                    return Err(self.invalid("external.pprof", "expected http://HOST:PORT/debug/pprof"));
+                }
+                pprof => pprof,
+            },
+            own_code: external.own_code.unwrap_or_default(),
+            channelz: match external.channelz {
+                Some(address) => Some(
+                    super::values::channelz_address(&address)
+                        .map_err(|reason| self.invalid("external.channelz", reason))?,
+                ),
+                None => None,
+            },
+        })
+    }
+
+    fn policy(&self, client: &ClientSection) -> Result<ChannelPolicy, ScenarioError> {
+        let Some(name) = client.policy else {
+            return Err(self.invalid(
+                "client.policy",
+                "missing: one of reused, leak, per-request-close, pool, stream-leak, stream-cancel",
+            ));
+        };
+        let policy = match name {
+            PolicyName::Reused => ChannelPolicy::Reused,
+            PolicyName::Leak => ChannelPolicy::Leak,
+            PolicyName::PerRequestClose => ChannelPolicy::PerRequestClose,
+            PolicyName::StreamLeak => ChannelPolicy::StreamLeak,
+            PolicyName::StreamCancel => ChannelPolicy::StreamCancel,
+            PolicyName::Pool => {
+                let Some(size) = client.pool_size else {
+                    return Err(
+                        self.invalid("client.pool_size", "missing: policy \"pool\" needs the number of channels")
+                    );
+                };
+                let size = self.range("client.pool_size", Some(size), 0, 1, 10_000)?;
+                ChannelPolicy::Pool { size: NonZeroUsize::new(size as usize).expect("checked at least 1") }
+            }
+        };
+        if client.pool_size.is_some() && name != PolicyName::Pool {
+            return Err(
+                self.invalid("client.pool_size", format!("only applies to policy \"pool\", not {:?}", name.name()))
+            );
+        }
+        Ok(policy)
+    }
+
+    fn load(&self, load: &LoadSection) -> Result<LoadPlan, ScenarioError> {
+        let concurrency = self.range("load.concurrency", load.concurrency, defaults::CONCURRENCY, 1, 10_000)?;
+        let requests = self.range("load.requests", load.requests, defaults::REQUESTS, 1, i64::MAX)?;
+        let max_duration = self.positive("load.duration", load.duration, defaults::DURATION, MAX_DURATION)?;
+        let rate_per_s = match load.rate {
+            None => None,
+            Some(rate) if rate.is_finite() && rate > 0.0 => Some(rate),
+            Some(rate) => {
+                return Err(
+                    self.invalid("load.rate", format!("must be a positive number of requests per second, got {rate}"))
+                );
+            }
+        };
+        let default_warmup = defaults::WARMUP_REQUESTS.min(requests / 2);
+        let warmup = self.range("load.warmup_requests", load.warmup_requests, default_warmup, 0, i64::MAX)?;
+        if warmup >= requests {
+            return Err(self.invalid(
+                "load.warmup_requests",
+                format!("({warmup}) must be less than load.requests ({requests}), or no request would be measured"),
+            ));
+        }
+        let measured = requests - warmup;
+        // Unset, rounds shrink to fit a tiny run (whose verdict then says it had too few);
+        // set, they must be enough to decide.
+        let rounds = match load.rounds {
+            None => defaults::ROUNDS.min(measured),
+            Some(rounds) => {
+                let rounds = self.range("load.rounds", Some(rounds), 0, MIN_ROUNDS.into(), 10_000)?;
+                if rounds > measured {
+                    return Err(self.invalid(
+                        "load.rounds",
+                        format!(
+                            "({rounds}) must not exceed the requests after warm-up ({measured}): \
+                             each round needs at least one request"
+                        ),
+                    ));
+                }
+                rounds
+            }
+        };
+        let payload_bytes =
+            self.range("load.payload_bytes", load.payload_bytes, defaults::PAYLOAD_BYTES, 0, MAX_MESSAGE_BYTES)?;
+        let response_bytes = self.range("load.response_bytes", load.response_bytes, 0, 0, MAX_MESSAGE_BYTES)?;
+        let delay_ms = self.range("load.delay_ms", load.delay_ms, 0, 0, 60_000)?;
+        let delay_every = self.range("load.delay_every", load.delay_every, 1, 1, i64::MAX)?;
+        if load.delay_every.is_some() && delay_ms == 0 {
+            return Err(self.invalid("load.delay_every", "needs load.delay_ms: there is no delay to spread"));
+        }
+        let request_timeout =
+            self.positive("load.request_timeout", load.request_timeout, defaults::REQUEST_TIMEOUT, Duration::MAX)?;
+        let idle = load.idle_between_rounds.unwrap_or(Duration::ZERO);
+        let idle_between_rounds = self.at_most("load.idle_between_rounds", idle, MAX_IDLE_BETWEEN_ROUNDS)?;
+        Ok(LoadPlan {
+            concurrency: NonZeroUsize::new(concurrency as usize).expect("checked at least 1"),
+            max_requests: NonZeroU64::new(requests as u64).expect("checked at least 1"),
+            max_duration,
+            rate_per_s,
+            warmup_requests: warmup as u64,
+            rounds: NonZeroU32::new(rounds as u32).expect("at least 1: measured requests are at least 1"),
+            request: RequestShape {
+                payload: Bytes::from(vec![b'x'; payload_bytes as usize]),
+                response_bytes: response_bytes as u32,
+                delay_ms: delay_ms as u32,
+                delay_every: delay_every as u64,
+            },
+            request_timeout,
+            idle_between_rounds,
+        })
+    }
+
+    /// A `[call]` section: the method's names checked, paths made absolute from the file's directory.
+    fn call(&self, call: &CallSection) -> Result<CallSpec, ScenarioError> {
+        for key in ["payload_bytes", "response_bytes", "delay_ms", "delay_every"] {
+            let key = format!("load.{key}");
+            if self.is_set(&key) {
+                return Err(
+                    self.invalid(&key, "shapes the toy server's Echo request; with [call] the request is call.data")
+                );
+            }
+        }
+        let Some(method) = call.method.as_deref() else {
+            return Err(self.invalid("call.method", "missing: the method to call, like package.Service/Method"));
+        };
+        let (service, method) = split_method(method).map_err(|reason| self.invalid("call.method", reason))?;
+        let base = self.path.parent().unwrap_or(Path::new(""));
+        let paths = |key: &str, paths: &Option<Vec<String>>| -> Result<Vec<std::path::PathBuf>, ScenarioError> {
+            let paths = paths.as_deref().unwrap_or_default();
+            if let Some(empty) = paths.iter().position(|path| path.trim().is_empty()) {
+                return Err(self.invalid(key, format!("entry {empty} is empty")));
+            }
+            Ok(paths.iter().map(|path| base.join(path)).collect())
+        };
+        let protos = paths("call.proto", &call.proto)?;
+        let import_paths = paths("call.import_paths", &call.import_paths)?;
+        if !import_paths.is_empty() && protos.is_empty() {
+            return Err(self.invalid("call.import_paths", "needs call.proto: reflection needs no import paths"));
+        }
+        let data = match (&call.data, &call.data_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid("call.data_file", "not with call.data: give one or the other"));
+            }
+            (Some(json), None) => CallData::Inline(json.clone()),
+            (None, Some(file)) if file.trim().is_empty() => {
+                return Err(self.invalid("call.data_file", "must not be empty"));
+            }
+            (None, Some(file)) => CallData::File(base.join(file)),
+            (None, None) => CallData::Inline("{}".to_owned()),
+        };
+        let stream_messages = call
+            .stream_messages
+            .map(|n| self.range("call.stream_messages", Some(n), 0, 1, i64::MAX))
+            .transpose()?
+            .map(|n| NonZeroU64::new(n as u64).expect("checked at least 1"));
+        let data_key = if call.data_file.is_some() { "call.data_file" } else { "call.data" };
+        Ok(CallSpec {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            protos,
+            import_paths,
+            data,
+            metadata: call.metadata.clone().unwrap_or_default(),
+            stream_messages,
+            origins: CallOrigins {
+                method: self.origin("call.method"),
+                proto: self.origin("call.proto"),
+                data: self.origin(data_key),
+                metadata: self.origin("call.metadata"),
+            },
+        })
+    }
+
+    fn interval(&self, sampling: &SamplingSection) -> Result<Duration, ScenarioError> {
+        let interval =
+            self.positive("sampling.interval", sampling.interval, defaults::SAMPLE_INTERVAL, Duration::MAX)?;
+        if interval < MIN_SAMPLE_INTERVAL {
+            return Err(
+                self.invalid("sampling.interval", format!("must be at least {}", format_duration(MIN_SAMPLE_INTERVAL)))
+            );
+        }
+        Ok(interval)
+    }
+
+    fn sampling(&self, sampling: &SamplingSection) -> Result<SamplingPlan, ScenarioError> {
+        let interval = self.interval(sampling)?;
+        let cooldown =
+            self.at_most("sampling.cooldown", sampling.cooldown.unwrap_or(defaults::COOLDOWN), MAX_DURATION)?;
+        Ok(SamplingPlan { interval: Some(interval), cooldown, heap_profile: sampling.heap_profile.unwrap_or(false) })
+    }
+
+    fn server(&self, server: &ServerSection) -> Result<ServerPlan, ScenarioError> {
+        let count = |key: &str, value: Option<i64>| -> Result<Option<u32>, ScenarioError> {
+            value.map(|v| self.range(key, Some(v), 0, 1, u32::MAX as i64).map(|v| v as u32)).transpose()
+        };
+        let keepalive = KeepalivePolicy {
+            max_connection_idle: self.optional("server.max_connection_idle", server.max_connection_idle)?,
+            max_connection_age: self.optional("server.max_connection_age", server.max_connection_age)?,
+            max_connection_age_grace: self
+                .optional("server.max_connection_age_grace", server.max_connection_age_grace)?,
+            keepalive_time: self.optional("server.keepalive_time", server.keepalive_time)?,
+            keepalive_timeout: self.optional("server.keepalive_timeout", server.keepalive_timeout)?,
+            min_ping_interval: self.optional("server.min_ping_interval", server.min_ping_interval)?,
+            permit_without_stream: server.permit_without_stream.unwrap_or(false),
+        };
+        if keepalive.keepalive_timeout.is_some() && keepalive.keepalive_time.is_none() {
+            return Err(self.invalid(
+                "server.keepalive_timeout",
+                "needs server.keepalive_time: without pings there is nothing to time out",
+            ));
+        }
+        if keepalive.max_connection_age_grace.is_some() && keepalive.max_connection_age.is_none() {
+            return Err(self.invalid(
+                "server.max_connection_age_grace",
+                "needs server.max_connection_age: the grace starts at the age limit",
+            ));
+        }
+        if server.permit_without_stream.is_some() && keepalive.min_ping_interval.is_none() {
+            return Err(self.invalid(
+                "server.permit_without_stream",
+                "needs server.min_ping_interval: without a ping policy there is nothing to permit",
+            ));
+        }
+        Ok(ServerPlan {
+            max_message_bytes: count("server.max_message_size", server.max_message_size)?,
+            limits: {
+                let d = Limits::default();
+                Limits {
+                    max_concurrent_streams: Setting::or_default(
+                        server.max_concurrent_streams,
+                        d.max_concurrent_streams,
+                    ),
+                    max_concurrent_streams_total: Setting::or_default(
+                        server.max_concurrent_streams_total,
+                        d.max_concurrent_streams_total,
+                    ),
+                    max_connections: Setting::or_default(server.max_connections, d.max_connections),
+                    request_timeout: Setting::or_default(server.request_timeout, d.request_timeout),
+                    max_incomplete_requests: Setting::or_default(
+                        server.max_incomplete_requests,
+                        d.max_incomplete_requests,
+                    ),
+                    unread_response_timeout: Setting::or_default(
+                        server.unread_response_timeout,
+                        d.unread_response_timeout,
+                    ),
+                    max_unread_response_bytes: Setting::or_default(
+                        server.max_unread_response_bytes,
+                        d.max_unread_response_bytes,
+                    ),
+                    max_unread_response_bytes_total: Setting::or_default(
+                        server.max_unread_response_bytes_total,
+                        d.max_unread_response_bytes_total,
+                    ),
+                    gather_messages: !server.trust_length_prefix.unwrap_or(false),
+                }
+            },
+            keepalive,
+            tls: server.tls.as_ref().map(|tls| self.server_tls(tls)).transpose()?,
+        })
+    }
+
+    /// A path of the scenario file, relative to its directory.
+    fn file_path(&self, path: &str) -> std::path::PathBuf {
+        self.path.parent().unwrap_or(Path::new("")).join(path)
+    }
+
+    fn server_tls(&self, tls: &ServerTlsSection) -> Result<ServerTlsPlan, ScenarioError> {
+        if tls.generate == Some(true) {
+            for (key, set) in [("cert", &tls.cert), ("key", &tls.key), ("client_ca", &tls.client_ca)] {
+                if set.is_some() {
+                    return Err(self.invalid(
+                        &format!("server.tls.{key}"),
+                        "not with server.tls.generate: the files are made at run time",
+                    ));
+                }
+            }
+            return Ok(ServerTlsPlan::Generated { client_auth: tls.client_auth.unwrap_or(false) });
+        }
+        if tls.client_auth.is_some() {
+            return Err(self.invalid(
+                "server.tls.client_auth",
+                "needs server.tls.generate; with files, client_ca requires client certificates",
+            ));
+        }
+        match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => Ok(ServerTlsPlan::Files {
+                cert: self.file_path(cert),
+                key: self.file_path(key),
+                client_ca: tls.client_ca.as_deref().map(|ca| self.file_path(ca)),
+            }),
+            (Some(_), None) => Err(self.invalid("server.tls.key", "missing: server.tls.cert needs its key")),
+            (None, _) => Err(self.invalid("server.tls.cert", "missing: give cert and key, or generate = true")),
+        }
+    }
+
+    /// The client's TLS: its own table, or the throwaway CA of a generated server TLS.
+    fn client_tls(
+        &self,
+        tls: Option<&ClientTlsSection>,
+        server: Option<&ServerTlsPlan>,
+    ) -> Result<Option<ClientTlsPlan>, ScenarioError> {
+        let generated = match server {
+            Some(ServerTlsPlan::Generated { client_auth }) => Some(*client_auth),
+            _ => None,
+        };
+        let section = match tls {
+            Some(section) if section.enabled == Some(false) => return Ok(None),
+            Some(section) => section.clone(),
+            None if generated.is_some() => ClientTlsSection::default(),
+            None => return Ok(None),
+        };
+        let insecure = section.insecure.unwrap_or(false);
+        let trust = match (&section.cacert, insecure, generated) {
+            (Some(_), true, _) => {
+                return Err(
+                    self.invalid("client.tls.insecure", "not with client.tls.cacert: insecure verifies nothing")
+                );
+            }
+            (Some(ca), false, _) => Trust::CaFile(self.file_path(ca)),
+            (None, true, _) => Trust::Insecure,
+            (None, false, Some(_)) => Trust::Generated,
+            (None, false, None) => Trust::MozillaRoots,
+        };
+        let identity = match (&section.cert, &section.key) {
+            (Some(cert), Some(key)) => Some(Identity::Files { cert: self.file_path(cert), key: self.file_path(key) }),
+            (Some(_), None) => {
+                let cert = self.origin("client.tls.cert");
+                return Err(self.invalid("client.tls.key", format!("missing: {cert} needs its key (--key)")));
+            }
+            (None, Some(_)) => {
+                let key = self.origin("client.tls.key");
+                return Err(
+                    self.invalid("client.tls.cert", format!("missing: {key} is the key of a certificate (--cert)"))
+                );
+            }
+            (None, None) if generated == Some(true) => Some(Identity::Generated),
+            (None, None) => None,
+        };
+        if section.cname.as_deref().is_some_and(|name| name.trim().is_empty()) {
+            return Err(self.invalid("client.tls.cname", "must not be empty"));
+        }
+        Ok(Some(ClientTlsPlan {
+            trust,
+            identity,
+            server_name: section.cname.clone(),
+            origins: TlsOrigins {
+                cacert: self.origin("client.tls.cacert"),
+                cert: self.origin("client.tls.cert"),
+                key: self.origin("client.tls.key"),
+                cname: self.origin("client.tls.cname"),
+            },
+        }))
+    }
+
+    fn client(
+        &self,
+        client: &ClientSection,
+        policy: ChannelPolicy,
+        server_tls: Option<&ServerTlsPlan>,
+    ) -> Result<ClientPlan, ScenarioError> {
+        let interval = self.optional("client.keepalive_interval", client.keepalive_interval)?;
+        let timeout = self.optional("client.keepalive_timeout", client.keepalive_timeout)?;
+        let keepalive = match interval {
+            Some(interval) => {
+                Some(ClientKeepalive { interval, timeout, while_idle: client.keepalive_while_idle.unwrap_or(false) })
+            }
+            None if timeout.is_some() => {
+                return Err(self.invalid(
+                    "client.keepalive_timeout",
+                    "needs client.keepalive_interval: without pings there is nothing to time out",
+                ));
+            }
+            None if client.keepalive_while_idle.is_some() => {
+                return Err(self.invalid(
+                    "client.keepalive_while_idle",
+                    "needs client.keepalive_interval: without pings there is nothing to send while idle",
+                ));
+            }
+            None => None,
+        };
+        let transport = client.transport.unwrap_or_default();
+        if transport == Transport::H2 && policy != ChannelPolicy::Reused {
+            return Err(self.invalid(
+                "client.transport",
+                format!(
+                    "\"h2\" carries one connection, so it only applies to policy \"reused\", not {:?}",
+                    policy.name()
+                ),
+            ));
+        }
+        if transport == Transport::H2 && keepalive.is_some() {
+            return Err(self.invalid(
+                "client.transport",
+                "\"h2\" sends no keepalive pings: drop client.keepalive_interval or use transport \"channel\"",
+            ));
+        }
+        if client.stream_interval.is_some() && !policy.streams() {
+            return Err(self.invalid(
+                "client.stream_interval",
+                format!("only applies to policies \"stream-leak\" and \"stream-cancel\", not {:?}", policy.name()),
+            ));
+        }
+        let stream_interval = self.positive(
+            "client.stream_interval",
+            client.stream_interval,
+            DEFAULT_STREAM_INTERVAL,
+            MAX_STREAM_INTERVAL,
+        )?;
+        Ok(ClientPlan {
+            connect_timeout: self.optional("client.connect_timeout", client.connect_timeout)?,
+            keepalive,
+            tcp_keepalive: self.optional("client.tcp_keepalive", client.tcp_keepalive)?,
+            transport,
+            tls: self.client_tls(client.tls.as_ref(), server_tls)?,
+            stream_interval,
+        })
+    }
+
+    fn fault(&self, fault: &FaultSection) -> Result<FaultPlan, ScenarioError> {
+        let blackhole_for = self.optional("fault.blackhole_for", fault.blackhole_for)?;
+        let blackhole = match (fault.blackhole_at, blackhole_for) {
+            (Some(at), duration) => Some(Blackhole { at, duration }),
+            (None, Some(_)) => {
+                return Err(
+                    self.invalid("fault.blackhole_for", "needs fault.blackhole_at: when does the blackhole start?")
+                );
+            }
+            (None, None) => None,
+        };
+        Ok(FaultPlan { blackhole, reset_at: fault.reset_at })
+    }
+
+    fn caps(&self, caps: &CapsSection) -> Result<CapsPlan, ScenarioError> {
+        let size = |key: &str, value: Option<u64>, default: u64| -> Result<Option<u64>, ScenarioError> {
+            let bytes = value.unwrap_or(default);
+            if bytes < MIN_RSS_CAP {
+                return Err(self.invalid(key, format!("must be at least 16MiB, got {bytes} bytes")));
+            }
+            Ok(Some(bytes))
+        };
+        Ok(CapsPlan {
+            client_rss_bytes: size("caps.client_rss", caps.client_rss, defaults::CAP_CLIENT_RSS)?,
+            server_rss_bytes: size("caps.server_rss", caps.server_rss, defaults::CAP_SERVER_RSS)?,
+            fds: Some(self.range("caps.fds", caps.fds, defaults::CAP_FDS, 64, i64::MAX)? as u64),
+        })
+    }
+
+    fn verdict(&self, verdict: &VerdictSection, expect: &ExpectSection) -> Result<VerdictPlan, ScenarioError> {
+        let tolerance = |key: &str, value: Option<f64>, default: f64, per: &str| match value {
+            None => Ok(default),
+            Some(bytes) if bytes.is_finite() && bytes > 0.0 => Ok(bytes),
+            Some(bytes) => Err(self.invalid(key, format!("must be a positive number of bytes per {per}, got {bytes}"))),
+        };
+        Ok(VerdictPlan {
+            tolerance_bytes_per_request: tolerance(
+                "verdict.tolerance",
+                verdict.tolerance,
+                defaults::TOLERANCE_BYTES_PER_REQUEST,
+                "request",
+            )?,
+            tolerance_bytes_per_second: tolerance(
+                "verdict.tolerance_per_second",
+                verdict.tolerance_per_second,
+                defaults::TOLERANCE_BYTES_PER_SECOND,
+                "second",
+            )?,
+            expect_client: expect.client,
+            expect_server: expect.server,
+            max_failed_requests: match expect.failed_requests {
+                Some(n) => Some(self.range("expect.failed_requests", Some(n), 0, 0, i64::MAX)? as u64),
+                None => None,
+            },
+        })
+    }
+}
+
+/// `package.Service/Method` or `package.Service.Method` as (`package.Service`, `Method`).
+fn split_method(text: &str) -> Result<(&str, &str), String> {
+    let text = text.trim().trim_start_matches('/');
+    let (service, method) = match text.split_once('/') {
+        Some(split) => split,
+        None => text.rsplit_once('.').ok_or_else(|| format!("{text:?} is not package.Service/Method"))?,
+    };
+    let identifier = |name: &str| {
+        !name.is_empty()
+            && name.split('.').all(|part| {
+                part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+    };
+    if !identifier(service) || !identifier(method) || method.contains('.') {
+        return Err(format!("{text:?} is not package.Service/Method"));
+    }
+    Ok((service, method))
+}

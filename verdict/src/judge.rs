@@ -1,0 +1,251 @@
+//! The judge: a [`Series`] and a tolerance in, a [`ProcessVerdict`] out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Axis, Basis, Count, MIN_ROUNDS, Point, ProcessVerdict, Reason, Recovery, Series, VerdictKind};
+use crate::Expectation;
+use crate::stats::trend::{SignTest, Trend, theil_sen};
+
+/// Fewest completed rounds a verdict is given on (with four checkpoints the
+/// interval spans every pairwise slope).
+pub const MIN_VERDICT_ROUNDS: u32 = 3;
+/// Fewest samples a verdict is given on: samples taken as a process runs are
+/// noisier than checkpoints at rest.
+pub const MIN_SAMPLES: u32 = 10;
+/// At most this many samples go into a slope: Theil–Sen compares every pair,
+/// and ten minutes of samples at 100 ms would be 18 million pairs.
+pub const MAX_POINTS: usize = 240;
+/// The most rounds "rounds to decide" will suggest; beyond it, more rounds will not help.
+const MAX_SUGGESTED_ROUNDS: u32 = 1_000;
+
+/// What a slope says against a tolerance, before any wording, in the order
+/// the rules apply. `early` and `late` are the slopes of the two halves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SlopeRule {
+    /// The whole interval is at or below the tolerance: no leak.
+    Within(Trend),
+    /// The first half grew, the second half is within the tolerance: bounded.
+    LevelledOff { early: Trend, late: Trend },
+    /// The whole interval is above the tolerance: a leak.
+    Above(Trend),
+    /// The second half's interval is above the tolerance: a leak that started late.
+    LateAbove(Trend),
+    /// The interval straddles the tolerance.
+    Undecided(Trend),
+}
+
+impl SlopeRule {
+    pub fn of(full: Trend, halves: Option<(Trend, Trend)>, tolerance: f64) -> SlopeRule {
+        match halves {
+            _ if full.ci_high <= tolerance => SlopeRule::Within(full),
+            Some((early, late)) if late.ci_high <= tolerance && early.slope > tolerance => {
+                SlopeRule::LevelledOff { early, late }
+            }
+            _ if full.ci_low > tolerance => SlopeRule::Above(full),
+            Some((_, late)) if late.ci_low > tolerance => SlopeRule::LateAbove(late),
+            _ => SlopeRule::Undecided(full),
+        }
+    }
+}
+
+/// The early and late halves' slopes, which share the middle point; `None` with fewer than four points.
+fn halves(points: &[(f64, f64)]) -> Option<(Trend, Trend)> {
+    if points.len() < 4 {
+        return None;
+    }
+    let middle = (points.len() - 1) / 2;
+    Some((theil_sen(&points[..=middle])?, theil_sen(&points[middle..])?))
+}
+
+/// Evenly spaced points of `points`, at most [`MAX_POINTS`], first and last kept.
+fn thin(points: &[Point]) -> Vec<Point> {
+    if points.len() <= MAX_POINTS {
+        return points.to_vec();
+    }
+    (0..MAX_POINTS).map(|i| points[i * (points.len() - 1) / (MAX_POINTS - 1)].clone()).collect()
+}
+
+/// Judges one process from `series`, by the rules in the module's documentation.
+pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> ProcessVerdict {
+    let points = match series.basis {
+        Basis::Checkpoints => series.points.clone(),
+        Basis::Samples => thin(&series.points),
+    };
+    let values: Option<Vec<(f64, f64)>> =
+        points.iter().map(|point| point.value.map(|value| (point.at, value as f64))).collect();
+    let full = values.as_deref().and_then(theil_sen);
+    let halves = values.as_deref().and_then(halves);
+    let connections = SignTest::of(&points.iter().filter_map(|p| p.connections).collect::<Vec<_>>());
+    let fds = SignTest::of(&points.iter().filter_map(|p| p.fds).collect::<Vec<_>>());
+    let counters = counter_tests(&points);
+    let risen_counter =
+        counters.iter().filter(|(_, test)| test.grows()).min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value));
+    let steps = points.len().saturating_sub(1) as u32;
+    let (have, need) = match series.basis {
+        Basis::Checkpoints => (steps, MIN_VERDICT_ROUNDS),
+        Basis::Samples => (points.len() as u32, MIN_SAMPLES),
+    };
+
+    let mut reasons = Vec::new();
+    let mut rounds_to_decide = None;
+    let kind = match full {
+        _ if have < need => {
+            reasons.push(Reason::TooFew { have, need });
+            VerdictKind::Inconclusive
+        }
+        None if values.is_none() => {
+            reasons.push(Reason::NoFigures);
+            VerdictKind::Inconclusive
+        }
+        None => {
+            reasons.push(Reason::NoSpread);
+            VerdictKind::Inconclusive
+        }
+        Some(full) => match SlopeRule::of(full, halves, tolerance) {
+            SlopeRule::Within(full) => {
+                reasons.push(Reason::Within { slope: full.slope, ci_high: full.ci_high });
+                VerdictKind::NoLeak
+            }
+            SlopeRule::LevelledOff { early, late } => {
+                reasons.push(Reason::LevelledOff {
+                    early_slope: early.slope,
+                    late_slope: late.slope,
+                    late_ci_high: late.ci_high,
+                });
+                VerdictKind::Bounded
+            }
+            SlopeRule::Above(full) => {
+                reasons.push(Reason::Above { slope: full.slope, ci_low: full.ci_low, ci_high: full.ci_high });
+                VerdictKind::Leak
+            }
+            SlopeRule::LateAbove(late) => {
+                reasons.push(Reason::LateAbove { slope: late.slope, ci_low: late.ci_low });
+                VerdictKind::Leak
+            }
+            SlopeRule::Undecided(_) if connections.grows() || fds.grows() => {
+                let (count, test) =
+                    if connections.grows() { (Count::Connections, connections) } else { (Count::Fds, fds) };
+                reasons.push(Reason::CountRose { count, increases: test.increases, steps, p_value: test.p_value });
+                VerdictKind::Leak
+            }
+            SlopeRule::Undecided(_) if risen_counter.is_some() => {
+                reasons.extend(risen_counter.map(|(name, test)| counter_rose(name, test)));
+                VerdictKind::Leak
+            }
+            SlopeRule::Undecided(full) => {
+                reasons.push(Reason::Straddles { ci_low: full.ci_low, ci_high: full.ci_high });
+                if series.basis == Basis::Checkpoints {
+                    rounds_to_decide = rounds_needed(&full, tolerance);
+                    reasons.push(match rounds_to_decide {
+                        Some(total) => Reason::RoundsToDecide { more: total.saturating_sub(steps), total },
+                        None => Reason::OnTheTolerance,
+                    });
+                }
+                VerdictKind::Inconclusive
+            }
+        },
+    };
+    if series.basis == Basis::Checkpoints && (MIN_VERDICT_ROUNDS..MIN_ROUNDS).contains(&steps) {
+        reasons.push(Reason::FewerRounds { rounds: steps, full: MIN_ROUNDS });
+    }
+    if kind != VerdictKind::Leak && connections.grows() {
+        reasons.push(Reason::ConnectionsRose { increases: connections.increases, steps });
+    }
+    for (name, test) in counters.iter().filter(|(_, test)| test.grows()) {
+        let rose = counter_rose(name, test);
+        if !reasons.contains(&rose) {
+            reasons.push(rose);
+        }
+    }
+    let cooldown = recovery(&series.points, series.after_cooldown.as_ref(), tolerance);
+    if let Some(cooldown) = cooldown {
+        reasons.push(if cooldown.returned_to_baseline {
+            Reason::Returned
+        } else {
+            Reason::Kept {
+                allocated_kept: cooldown
+                    .allocated_grown_bytes
+                    .zip(cooldown.allocated_returned_bytes)
+                    .map(|(g, r)| g - r),
+                allocated_grown: cooldown.allocated_grown_bytes,
+                connections_kept: cooldown.connections_grown - cooldown.connections_returned,
+                connections_grown: cooldown.connections_grown,
+            }
+        });
+    }
+    let per_request = |value: f64| (series.axis == Axis::Request).then_some(value);
+    ProcessVerdict {
+        kind,
+        quantity: series.quantity,
+        axis: series.axis,
+        basis: series.basis,
+        slope_bytes_per_request: full.and_then(|t| per_request(t.slope)),
+        ci_low: full.and_then(|t| per_request(t.ci_low)),
+        ci_high: full.and_then(|t| per_request(t.ci_high)),
+        trend: full,
+        tolerance,
+        rounds: (series.basis == Basis::Checkpoints).then_some(steps),
+        late: halves.map(|(_, late)| late),
+        connections,
+        fds,
+        counters,
+        rounds_to_decide,
+        cooldown,
+        expected,
+        expectation_met: expected.map(|expected| kind.meets(expected)),
+        reasons,
+        points: points.into_iter().chain(series.after_cooldown.clone()).collect(),
+    }
+}
+
+/// `steps` are the counter's own: a foreign client's counter may start after the first point.
+fn counter_rose(name: &str, test: &SignTest) -> Reason {
+    let steps = test.increases + test.decreases + test.unchanged;
+    Reason::CounterRose { name: name.to_owned(), increases: test.increases, steps, p_value: test.p_value }
+}
+
+/// The sign test of each counter over the points that carry it.
+fn counter_tests(points: &[Point]) -> BTreeMap<String, SignTest> {
+    let names: BTreeSet<&String> = points.iter().flat_map(|p| p.counters.keys()).collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let values: Vec<u64> = points.iter().filter_map(|p| p.counters.get(name).copied()).collect();
+            (name.clone(), SignTest::of(&values))
+        })
+        .collect()
+}
+
+/// About how many rounds in all would put the interval clear of the
+/// tolerance, if the slope and the noise stay as they are. With checkpoints
+/// evenly spaced, the interval's half-width shrinks like `n^(−3/2)`.
+fn rounds_needed(trend: &Trend, tolerance: f64) -> Option<u32> {
+    let n = f64::from(trend.points);
+    let (half_width, gap) = if trend.slope > tolerance {
+        (trend.slope - trend.ci_low, trend.slope - tolerance)
+    } else {
+        (trend.ci_high - trend.slope, tolerance - trend.slope)
+    };
+    if gap <= 0.0 || half_width <= 0.0 {
+        return None;
+    }
+    let points = (n * (half_width / gap).powf(2.0 / 3.0)).ceil();
+    let rounds = (points - 1.0).max(n);
+    (rounds <= f64::from(MAX_SUGGESTED_ROUNDS)).then_some(rounds as u32)
+}
+
+fn recovery(rounds: &[Point], end: Option<&Point>, tolerance: f64) -> Option<Recovery> {
+    let (first, last, end) = (rounds.first()?, rounds.last()?, end?);
+    let diff = |a: Option<u64>, b: Option<u64>| Some(a? as i64 - b? as i64);
+    let measured = (last.at - first.at).max(1.0);
+    let kept = diff(end.value, first.value);
+    Some(Recovery {
+        allocated_grown_bytes: diff(last.value, first.value),
+        allocated_returned_bytes: diff(last.value, end.value),
+        // A server read from its metrics endpoint counts no connections: nothing grew that leaklab saw.
+        connections_grown: diff(last.connections, first.connections).unwrap_or(0),
+        connections_returned: diff(last.connections, end.connections).unwrap_or(0),
+        returned_to_baseline: kept.is_none_or(|kept| kept as f64 / measured <= tolerance)
+            && end.connections.zip(first.connections).is_none_or(|(end, first)| end <= first),
+    })
+}

@@ -1,0 +1,18 @@
+//! What the toy server and the load generator share: the server's policy and
+//! limit types (the load generator writes them into the server's command
+//! line, the server enforces them), the reader of HTTP/2 frame headers (the
+//! server polices pings with it, the client watches for GOAWAYs), and TLS
+//! files read from PEM.
+//!
+//! - [`keepalive`]: grpc-go's keepalive parameters and ping policy, and the ping-strike rule;
+//! - [`limits`]: what one client may make the server hold, each limit on or `off`;
+//! - [`frames`]: an incremental reader of HTTP/2 frame headers on a raw byte stream;
+//! - [`tls`]: certificates and keys from PEM files, and the server's rustls configuration.
+
+pub mod frames;
+pub mod keepalive;
+pub mod limits;
+pub mod tls;
+
+pub use keepalive::KeepalivePolicy;
+pub use limits::Limits;
