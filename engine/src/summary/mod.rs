@@ -9,6 +9,7 @@
 
 mod build;
 mod kinds;
+mod sides;
 pub mod lifecycle;
 pub mod note;
 pub mod record;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use build::RunFacts;
 pub use kinds::{BuiltinRun, ClientRun, ForeignRun, Header};
+pub use sides::{GrowthPerRequest, Side, Sides};
 pub use lifecycle::{Attribution, EventKind, LifecycleSummary, TimelineEvent};
 pub use note::{AtStop, Note};
 

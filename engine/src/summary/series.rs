@@ -4,26 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use leaklab_probe::ProcessSnapshot;
 
+pub use super::sides::Side;
 use crate::sample::{LoadWindow, Phase, Sample};
 use leaklab_verdict::{Axis, Basis, Point, Quantity, Series};
-
-/// Which process of a sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Server,
-}
-
-impl Side {
-    pub fn of(self, sample: &Sample) -> Option<&ProcessSnapshot> {
-        match self {
-            Side::Client => Some(&sample.client),
-            Side::Server => sample.server.as_ref().map(|server| &server.process),
-        }
-    }
-}
 
 fn point(at: f64, sample: &Sample, side: Side, quantity: Quantity) -> Option<Point> {
     let process = side.of(sample)?;
