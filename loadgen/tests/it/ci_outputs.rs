@@ -9,33 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{LOADGEN, root, scenario, server_bin, small_scenario, text};
+use crate::common::{LOADGEN, python_json, root, scenario, schema_errors_against, server_bin, small_scenario, text};
 use leaklab_engine::http::HttpUrl;
 use leaklab_engine::latency::histogram_log;
 use serde_json::Value;
-
-/// The ci-tools venv's python, built by `make ci-tools` if missing.
-fn python() -> PathBuf {
-    crate::common::peer("target/ci-tools/python.stamp");
-    root().join("target/ci-tools/python/bin/python")
-}
-
-/// Runs `script` in the ci-tools venv with `args` and `stdin`; its stdout as JSON.
-fn python_json(script: &str, args: &[&Path], stdin: &str) -> Value {
-    let mut child = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 /// Every test case of a JUnit file as junitparser reads it, with the counts its suites declare.
 fn junit(path: &Path) -> Value {
@@ -58,14 +35,6 @@ print(json.dumps({"suites": suites, "cases": cases}))
 fn with_result<'a>(junit: &'a Value, kind: &str) -> Vec<&'a Value> {
     let cases = junit["cases"].as_array().unwrap();
     cases.iter().filter(|case| case["results"].as_array().unwrap().iter().any(|r| r["kind"] == kind)).collect()
-}
-
-/// The errors of `value` against the committed `schema/<file>`.
-fn schema_errors(file: &str, value: &Value) -> Vec<String> {
-    let path = root().join("schema").join(file);
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
-    validator.iter_errors(value).map(|error| format!("{error} at {}", error.instance_path())).collect()
 }
 
 fn read_json(path: &Path) -> Value {
@@ -113,7 +82,7 @@ fn compare_quick_writes_junit_and_tracker_files_their_consumers_read() {
     assert!(cases[2]["system_out"].as_str().unwrap().contains("run directory: "), "{junit}");
 
     let bmf = read_json(&bmf_path);
-    assert_eq!(schema_errors("bmf.schema.json", &bmf), Vec::<String>::new(), "{bmf}");
+    assert_eq!(schema_errors_against("bmf.schema.json", &bmf), Vec::<String>::new(), "{bmf}");
     for scenario in ["reused", "leak"] {
         for measure in ["client-bytes-per-request", "server-bytes-per-request"] {
             let metric = &bmf[scenario][measure];
@@ -128,7 +97,7 @@ fn compare_quick_writes_junit_and_tracker_files_their_consumers_read() {
     assert!(bmf["leak"]["client-bytes-per-request"]["lower_value"].as_f64().unwrap() > 10_000.0, "{bmf}");
 
     let gab = read_json(&gab_path);
-    assert_eq!(schema_errors("github-action-benchmark.schema.json", &gab), Vec::<String>::new(), "{gab}");
+    assert_eq!(schema_errors_against("github-action-benchmark.schema.json", &gab), Vec::<String>::new(), "{gab}");
     let per_request: Vec<&Value> = gab.as_array().unwrap().iter().filter(|b| b["unit"] == "bytes/request").collect();
     assert_eq!(per_request.len(), 4, "{gab}");
     assert!(per_request.iter().all(|b| b["range"].as_str().is_some_and(|r| r.starts_with("± "))), "{gab}");

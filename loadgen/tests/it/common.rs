@@ -104,12 +104,49 @@ pub fn summary(reports: &Path, name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
+/// The ci-tools venv's python (junitparser, prometheus_client, jsonschema), built by `make ci-tools` if missing.
+pub fn python() -> PathBuf {
+    peer("target/ci-tools/python.stamp");
+    root().join("target/ci-tools/python/bin/python")
+}
+
+/// Runs `script` in the ci-tools venv with `args` and `stdin`; its stdout as JSON.
+pub fn python_json(script: &str, args: &[&Path], stdin: &str) -> serde_json::Value {
+    let mut child = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `value` checked against the committed `schema/<file>` by python-jsonschema, the reference
+/// implementation of JSON Schema; the errors, each `message at /json/pointer`.
+pub fn schema_errors_against(file: &str, value: &serde_json::Value) -> Vec<String> {
+    const SCRIPT: &str = r#"
+import json, sys
+from jsonschema.validators import validator_for
+schema = json.load(open(sys.argv[1]))
+validator = validator_for(schema)(schema)
+validator.check_schema(schema)
+errors = validator.iter_errors(json.load(sys.stdin))
+print(json.dumps([e.message + " at /" + "/".join(str(p) for p in e.absolute_path) for e in errors]))
+"#;
+    let schema = root().join("schema").join(file);
+    let errors = python_json(SCRIPT, &[&schema], &value.to_string());
+    errors.as_array().unwrap().iter().map(|error| error.as_str().unwrap().to_owned()).collect()
+}
+
 /// `value` checked against the committed `schema/summary.schema.json`; the errors, if any.
 pub fn schema_errors(value: &serde_json::Value) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/summary.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the committed schema is a valid schema");
-    validator.iter_errors(value).map(|error| format!("{} at {}", error, error.instance_path())).collect()
+    schema_errors_against("summary.schema.json", value)
 }
 
 /// A process that is gone (or a zombie no one waits for: it holds nothing). Waits for it; the bound only

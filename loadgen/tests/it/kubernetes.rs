@@ -4,23 +4,33 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use crate::common::{LOADGEN, root};
-use yaml_rust2::{Yaml, YamlLoader};
+use crate::common::{LOADGEN, python_json, root};
+use serde_json::Value as Yaml;
 
-/// Every document of every manifest, with its file's name.
+/// Every document of every manifest, as PyYAML reads it (from `make ci-tools`), with its file's name.
 fn documents() -> Vec<(String, Yaml)> {
+    const SCRIPT: &str = r#"
+import json, sys, yaml
+print(json.dumps([[name, document] for name in sys.argv[1:] for document in yaml.safe_load_all(open(name))]))
+"#;
     let dir = root().join("deploy/kubernetes");
-    let mut documents = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|ext| ext != "yaml") {
-            continue;
-        }
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let parsed = YamlLoader::load_from_str(&text).unwrap_or_else(|error| panic!("{name}: {error}"));
-        documents.extend(parsed.into_iter().map(|document| (name.clone(), document)));
-    }
+    let mut manifests: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    manifests.sort();
+    let manifests: Vec<&std::path::Path> = manifests.iter().map(|path| path.as_path()).collect();
+    let read = python_json(SCRIPT, &manifests, "");
+    let documents: Vec<(String, Yaml)> = read
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| {
+            let name = std::path::Path::new(pair[0].as_str().unwrap()).file_name().unwrap();
+            (name.to_string_lossy().into_owned(), pair[1].clone())
+        })
+        .collect();
     assert!(documents.len() >= 5, "{documents:?}");
     documents
 }
@@ -33,7 +43,7 @@ fn find<'a>(documents: &'a [(String, Yaml)], kind: &str, name: &str) -> &'a Yaml
 }
 
 fn strings(list: &Yaml) -> Vec<String> {
-    list.as_vec()
+    list.as_array()
         .unwrap_or_else(|| panic!("not a list: {list:?}"))
         .iter()
         .map(|item| item.as_str().unwrap().to_owned())
@@ -99,14 +109,14 @@ fn the_segments_run_as_an_indexed_job_whose_pods_each_run_one_segment() {
     }
     // Every $(VAR) the arguments use is declared, for Kubernetes to expand.
     let declared: BTreeSet<&str> =
-        container["env"].as_vec().unwrap().iter().map(|env| env["name"].as_str().unwrap()).collect();
+        container["env"].as_array().unwrap().iter().map(|env| env["name"].as_str().unwrap()).collect();
     for arg in &args {
         for (at, _) in arg.match_indices("$(") {
             let name = &arg[at + 2..at + arg[at..].find(')').unwrap()];
             assert!(declared.contains(name), "{arg}: ${name} is not in the container's env");
         }
     }
-    let index = container["env"].as_vec().unwrap().iter().find(|env| env["name"].as_str() == Some("SEGMENT_INDEX"));
+    let index = container["env"].as_array().unwrap().iter().find(|env| env["name"].as_str() == Some("SEGMENT_INDEX"));
     assert_eq!(
         index.unwrap()["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
         Some("metadata.annotations['batch.kubernetes.io/job-completion-index']")
@@ -148,7 +158,7 @@ fn the_segments_load_the_toy_server_service_and_scrape_its_metrics_port() {
         strings(&find(&documents, "Job", "leaklab-segments")["spec"]["template"]["spec"]["containers"][0]["args"]);
     let service = find(&documents, "Service", "leaklab-server");
     let port = |name: &str| {
-        let ports = service["spec"]["ports"].as_vec().unwrap();
+        let ports = service["spec"]["ports"].as_array().unwrap();
         ports.iter().find(|p| p["name"].as_str() == Some(name)).unwrap()["port"].as_i64().unwrap()
     };
     assert_eq!(value(&args, "--target"), format!("leaklab-server:{}", port("grpc")));

@@ -11,12 +11,8 @@ const SCHEMA_LINE: &str = "#:schema ../schema/scenario.schema.json";
 
 /// A scenario file's values as JSON, checked against `schema/scenario.schema.json`; the errors, if any.
 fn schema_errors(text: &str) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/scenario.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the committed schema is a valid schema");
     let table: toml::Table = text.parse().expect("valid TOML");
-    let value = serde_json::to_value(table).unwrap();
-    validator.iter_errors(&value).map(|error| format!("{error} at {}", error.instance_path())).collect()
+    crate::common::schema_errors_against("scenario.schema.json", &serde_json::to_value(table).unwrap())
 }
 
 fn toml_files(dir: &Path) -> Vec<PathBuf> {
