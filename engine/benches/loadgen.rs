@@ -517,7 +517,7 @@ fn server_limits(runtime: &tokio::runtime::Runtime, server_bin: &Path, reports: 
         for defaults in [true, false] {
             let mut plan = plan(requests, false, Transport::Channel);
             if !defaults {
-                plan.server.limits = leaklab_server::Limits::unlimited();
+                plan.server.settings.limits = leaklab_wire::Limits::unlimited();
             }
             let outcome = runtime.block_on(execute(&plan, server_bin, reports));
             let (requests, rps, latency) = figures(&outcome);

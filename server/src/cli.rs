@@ -1,11 +1,12 @@
-//! Command-line flags of `leaklab-server`. Only clap lives here.
+//! Command-line flags of `leaklab-server`. Only clap lives here; the settings' flags come from
+//! `leaklab_wire::SERVER_OPTIONS`, which a scenario's `[server]` table reads too.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
-use leaklab_server::{KeepalivePolicy, Limits, ServerConfig};
-use leaklab_wire::limits::Setting;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser};
+use leaklab_server::ServerConfig;
+use leaklab_wire::settings::{Group, Kind, SERVER_OPTIONS, ServerSettings, Value};
 use leaklab_wire::tls::{self, TlsFiles};
 
 /// Where `--help` lists what one client may make the server hold.
@@ -30,78 +31,9 @@ pub(crate) struct Cli {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) preface_timeout: Duration,
 
-    /// Largest message in bytes the server accepts or sends.
-    #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) max_message_size: u32,
-
-    /// HTTP/2 max concurrent streams per connection, or `off` (tonic's default: no limit).
-    #[arg(long, default_value = "100", value_name = "N|off", help_heading = LIMITS)]
-    pub(crate) max_concurrent_streams: Setting<u32>,
-
-    /// Streams open at once over all connections; beyond it, a connection's new stream is reset unless
-    /// the connection holds less than its fair share (this bound over the connections with streams).
-    #[arg(long, default_value = "1000", value_name = "N|off", help_heading = LIMITS)]
-    pub(crate) max_concurrent_streams_total: Setting<u32>,
-
-    /// Connections open at once; beyond it, a new connection is closed as soon as it is accepted.
-    #[arg(long, default_value = "off", value_name = "N|off", help_heading = LIMITS)]
-    pub(crate) max_connections: Setting<u32>,
-
-    /// Reset a stream whose request has not arrived in full (END_STREAM) this long after its headers.
-    #[arg(long, default_value = "5s", value_name = "DURATION|off", help_heading = LIMITS)]
-    pub(crate) request_timeout: Setting<Duration>,
-
-    /// Requests still arriving, over all connections; beyond it, the oldest one of the connection holding the most is reset (a client with one slow request keeps it).
-    #[arg(long, default_value = "1000", value_name = "N|off", help_heading = LIMITS)]
-    pub(crate) max_incomplete_requests: Setting<u32>,
-
-    /// Reset a stream whose response has waited this long behind a closed flow-control window.
-    #[arg(long, default_value = "10s", value_name = "DURATION|off", help_heading = LIMITS)]
-    pub(crate) unread_response_timeout: Setting<Duration>,
-
-    /// Response bytes one connection may have waiting for flow-control window (each waiting response
-    /// counts 16 KiB more for its stream); beyond it, the connection's oldest waiting response is reset.
-    #[arg(long, default_value = "16777216", value_name = "BYTES|off", help_heading = LIMITS)]
-    pub(crate) max_unread_response_bytes: Setting<u64>,
-
-    /// The same bound over all connections; beyond it, the oldest waiting response anywhere is reset.
-    #[arg(long, default_value = "67108864", value_name = "BYTES|off", help_heading = LIMITS)]
-    pub(crate) max_unread_response_bytes_total: Setting<u64>,
-
-    /// Hand a request's bytes to the decoder as they come, which reserves the length a message's
-    /// prefix declares before its bytes arrive (tonic's way), instead of gathering each message first.
-    #[arg(long, help_heading = LIMITS)]
-    pub(crate) trust_length_prefix: bool,
-
-    /// GOAWAY and close a connection with no RPC in flight for this long, e.g. `2s`
-    /// (grpc-go's MaxConnectionIdle; default: never).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) max_connection_idle: Option<Duration>,
-
-    /// GOAWAY a connection this old, e.g. `30s` (grpc-go's MaxConnectionAge; default: never).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) max_connection_age: Option<Duration>,
-
-    /// Close a connection still open this long after its max-age GOAWAY (default: wait for its RPCs).
-    #[arg(long, value_parser = humantime::parse_duration, requires = "max_connection_age")]
-    pub(crate) max_connection_age_grace: Option<Duration>,
-
-    /// Ping a connection after this long without activity, e.g. `1s` (grpc-go's Time; default: never).
-    #[arg(long, alias = "http2-keepalive-interval", value_parser = humantime::parse_duration)]
-    pub(crate) keepalive_time: Option<Duration>,
-
-    /// Close a connection whose ping goes unanswered this long, e.g. `20s` (grpc-go's Timeout).
-    #[arg(long, alias = "http2-keepalive-timeout", value_parser = humantime::parse_duration, requires = "keepalive_time")]
-    pub(crate) keepalive_timeout: Option<Duration>,
-
-    /// Client pings closer than this are strikes; the third strike gets GOAWAY
-    /// ENHANCE_YOUR_CALM "too_many_pings" (grpc-go's MinTime; default: pings are not policed).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) min_ping_interval: Option<Duration>,
-
-    /// Let clients ping while no RPC is in flight (grpc-go's PermitWithoutStream).
-    #[arg(long, requires = "min_ping_interval")]
-    pub(crate) permit_without_stream: bool,
+    /// Every setting of `SERVER_OPTIONS`: largest message, limits, keepalive policy.
+    #[command(flatten)]
+    pub(crate) settings: SettingArgs,
 
     /// Serve TLS with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -150,35 +82,14 @@ impl Cli {
             }
             _ => None,
         };
+        let settings = self.settings.0;
         Ok(ServerConfig {
-            max_message_bytes: self.max_message_size as usize,
-            limits: self.limits(),
-            keepalive: KeepalivePolicy {
-                max_connection_idle: self.max_connection_idle,
-                max_connection_age: self.max_connection_age,
-                max_connection_age_grace: self.max_connection_age_grace,
-                keepalive_time: self.keepalive_time,
-                keepalive_timeout: self.keepalive_timeout,
-                min_ping_interval: self.min_ping_interval,
-                permit_without_stream: self.permit_without_stream,
-            },
+            max_message_bytes: settings.max_message_bytes as usize,
+            limits: settings.limits,
+            keepalive: settings.keepalive,
             preface_timeout: self.preface_timeout,
             tls,
         })
-    }
-
-    fn limits(&self) -> Limits {
-        Limits {
-            max_concurrent_streams: self.max_concurrent_streams.0,
-            max_concurrent_streams_total: self.max_concurrent_streams_total.0,
-            max_connections: self.max_connections.0,
-            request_timeout: self.request_timeout.0,
-            max_incomplete_requests: self.max_incomplete_requests.0,
-            unread_response_timeout: self.unread_response_timeout.0,
-            max_unread_response_bytes: self.max_unread_response_bytes.0,
-            max_unread_response_bytes_total: self.max_unread_response_bytes_total.0,
-            gather_messages: !self.trust_length_prefix,
-        }
     }
 
     /// Refuses a non-loopback --listen without --allow-remote.
@@ -192,6 +103,57 @@ impl Cli {
                 ));
             }
         }
+        Ok(())
+    }
+}
+
+/// The flags of `SERVER_OPTIONS`, one per row: its help, its value (or `off`), and the option it needs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SettingArgs(pub(crate) ServerSettings);
+
+impl Args for SettingArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        SERVER_OPTIONS.iter().fold(command, |command, option| {
+            let mut arg = Arg::new(option.name).long(option.flag()).help(option.doc);
+            if let Some(alias) = option.alias {
+                arg = arg.alias(alias);
+            }
+            if let Some((needed, _)) = option.needs {
+                arg = arg.requires(needed);
+            }
+            if option.group == Group::Limits {
+                arg = arg.help_heading(LIMITS);
+            }
+            // Each doc says the default: the settings start from theirs.
+            command.arg(match option.kind {
+                Kind::Switch => arg.action(ArgAction::SetTrue),
+                _ => arg.value_name(option.value_name()).value_parser(move |text: &str| option.parse(text)),
+            })
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+impl FromArgMatches for SettingArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut settings = ServerSettings::default();
+        for option in &SERVER_OPTIONS {
+            let value = match option.kind {
+                Kind::Switch => Some(Value::Switch(matches.get_flag(option.name))),
+                _ => matches.get_one::<Value>(option.name).copied(),
+            };
+            if let Some(value) = value {
+                option.set(&mut settings, value);
+            }
+        }
+        Ok(SettingArgs(settings))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
         Ok(())
     }
 }
@@ -210,6 +172,26 @@ mod tests {
     fn a_grace_needs_an_age() {
         let err = Cli::try_parse_from(["leaklab-server", "--max-connection-age-grace", "1s"]).unwrap_err();
         assert!(err.to_string().contains("--max-connection-age"), "{err}");
+    }
+
+    #[test]
+    fn every_setting_reads_back_from_the_arguments_a_run_hands_the_server() {
+        assert_eq!(Cli::try_parse_from(["leaklab-server"]).unwrap().settings.0, ServerSettings::default());
+        let mut changed = ServerSettings::default();
+        for option in &SERVER_OPTIONS {
+            let value = match (option.kind, option.get(&changed)) {
+                (Kind::Switch, Value::Switch(on)) => Value::Switch(!on),
+                (Kind::Duration, _) => Value::Duration(Duration::from_millis(1500)),
+                (Kind::Count, _) => Value::Number(9),
+                (_, Value::Off) => Value::Number(7),
+                _ => Value::Off,
+            };
+            option.set(&mut changed, value);
+        }
+        let args = changed.args();
+        let cli = Cli::try_parse_from(std::iter::once("leaklab-server".to_owned()).chain(args.clone()))
+            .unwrap_or_else(|error| panic!("{args:?}: {error}"));
+        assert_eq!(cli.settings.0, changed, "{args:?}");
     }
 
     #[test]
@@ -233,17 +215,9 @@ mod tests {
     }
 
     #[test]
-    fn the_limits_default_to_the_libraries_and_their_args_read_back() {
-        let cli = Cli::try_parse_from(["leaklab-server"]).unwrap();
-        assert_eq!(cli.limits(), Limits::default(), "the flags' defaults are the library's");
-        let mut limits = Limits::unlimited();
-        limits.request_timeout = Some(Duration::from_millis(1_500));
-        limits.max_connections = Some(7);
-        let args = limits.args();
-        let cli = Cli::try_parse_from(std::iter::once("leaklab-server".to_owned()).chain(args)).unwrap();
-        assert_eq!(cli.limits(), limits);
+    fn a_limit_of_zero_or_of_words_is_refused_naming_its_flag() {
         let err = Cli::try_parse_from(["leaklab-server", "--max-concurrent-streams", "0"]).unwrap_err();
-        assert!(err.to_string().contains("write `off` for no limit"), "{err}");
+        assert!(err.to_string().contains("write \"off\" for no limit"), "{err}");
         let err = Cli::try_parse_from(["leaklab-server", "--request-timeout", "soon"]).unwrap_err();
         assert!(err.to_string().contains("--request-timeout") && err.to_string().contains("not a duration"), "{err}");
     }
@@ -251,7 +225,11 @@ mod tests {
     #[test]
     fn durations_are_human() {
         let cli = Cli::try_parse_from(["leaklab-server", "--http2-keepalive-interval", "250ms"]).unwrap();
-        assert_eq!(cli.keepalive_time, Some(Duration::from_millis(250)), "the old flag name still works");
+        assert_eq!(
+            cli.settings.0.keepalive.keepalive_time,
+            Some(Duration::from_millis(250)),
+            "the old flag name still works"
+        );
         let cli = Cli::try_parse_from([
             "leaklab-server",
             "--max-connection-idle",

@@ -24,7 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use leaklab_wire::limits::{Limits, Setting, SettingValue};
+pub use leaklab_wire::limits::Limits;
 
 use crate::lifecycle::{Lifecycle, LimitHit};
 

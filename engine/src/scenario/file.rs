@@ -6,11 +6,13 @@
 //! rather than a type error; ranges and contradictions are checked when the
 //! file becomes a [`Plan`](super::Plan).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use leaklab_wire::limits::Setting;
-use schemars::JsonSchema;
+use leaklab_wire::settings::{Kind, SERVER_OPTIONS};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
+use serde_json::json;
 
 use super::defaults;
 use super::plan::{AttackKind, Transport};
@@ -224,82 +226,57 @@ pub struct SamplingSection {
     pub heap_profile: Option<bool>,
 }
 
-/// The server's connection policy follows grpc-go's `keepalive.ServerParameters` and `EnforcementPolicy`.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// The toy server's settings, one key per row of `leaklab_wire::SERVER_OPTIONS` (which `leaklab-server`'s
+/// flags come from too), and its TLS.
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct ServerSection {
-    /// Largest message the server accepts, in bytes. Default: 4 MiB.
-    #[schemars(range(min = 1, max = 4294967295u32))]
-    pub max_message_size: Option<i64>,
-    /// HTTP/2 streams a connection may have open at once, or `"off"`. Default: 100.
-    #[serde(default, deserialize_with = "values::limit")]
-    #[schemars(schema_with = "values::count_limit_schema")]
-    pub max_concurrent_streams: Option<Setting<u32>>,
-    /// Streams open at once over all connections, or `"off"`; beyond it, a connection's new stream is
-    /// reset unless the connection holds less than its fair share of them. Default: 1000.
-    #[serde(default, deserialize_with = "values::limit")]
-    #[schemars(schema_with = "values::count_limit_schema")]
-    pub max_concurrent_streams_total: Option<Setting<u32>>,
-    /// Connections open at once, or `"off"`; beyond it, a new connection is closed at once. Default: off.
-    #[serde(default, deserialize_with = "values::limit")]
-    #[schemars(schema_with = "values::count_limit_schema")]
-    pub max_connections: Option<Setting<u32>>,
-    /// A stream whose request has not arrived in full this long after its headers is reset, or `"off"`.
-    /// Default: 5s.
-    #[serde(default, deserialize_with = "values::limit")]
-    #[schemars(schema_with = "values::duration_limit_schema")]
-    pub request_timeout: Option<Setting<Duration>>,
-    /// Requests still arriving over all connections, or `"off"`; beyond it, the oldest is reset. Default: 1000.
-    #[serde(default, deserialize_with = "values::limit")]
-    #[schemars(schema_with = "values::count_limit_schema")]
-    pub max_incomplete_requests: Option<Setting<u32>>,
-    /// A response waiting this long behind a closed flow-control window is reset, or `"off"`. Default: 10s.
-    #[serde(default, deserialize_with = "values::limit")]
-    #[schemars(schema_with = "values::duration_limit_schema")]
-    pub unread_response_timeout: Option<Setting<Duration>>,
-    /// Response bytes one connection may have waiting for window (16 KiB more per response), or `"off"`;
-    /// beyond it, its oldest waiting response is reset. Default: 16 MiB.
-    #[serde(default, deserialize_with = "values::limit")]
-    #[schemars(schema_with = "values::size_limit_schema")]
-    pub max_unread_response_bytes: Option<Setting<u64>>,
-    /// The same bound over all connections, or `"off"`. Default: 64 MiB.
-    #[serde(default, deserialize_with = "values::limit")]
-    #[schemars(schema_with = "values::size_limit_schema")]
-    pub max_unread_response_bytes_total: Option<Setting<u64>>,
-    /// Reserve a request message's memory when its length prefix arrives, as tonic does, instead of as
-    /// its bytes arrive.
-    #[schemars(extend("default" = false))]
-    pub trust_length_prefix: Option<bool>,
-    /// A connection with no RPC in flight for this long gets GOAWAY and is closed. Default: never.
-    #[serde(default, deserialize_with = "values::duration")]
-    #[schemars(schema_with = "values::duration_schema")]
-    pub max_connection_idle: Option<Duration>,
-    /// GOAWAY at this age. Default: never.
-    #[serde(default, deserialize_with = "values::duration")]
-    #[schemars(schema_with = "values::duration_schema")]
-    pub max_connection_age: Option<Duration>,
-    /// A connection still open this long after its GOAWAY at `max_connection_age` is closed. Needs it.
-    #[serde(default, deserialize_with = "values::duration")]
-    #[schemars(schema_with = "values::duration_schema")]
-    pub max_connection_age_grace: Option<Duration>,
-    /// The server pings an inactive connection every this long. Default: never.
-    #[serde(default, deserialize_with = "values::duration")]
-    #[schemars(schema_with = "values::duration_schema")]
-    pub keepalive_time: Option<Duration>,
-    /// An unanswered server ping closes the connection after this long. Needs `keepalive_time`.
-    #[serde(default, deserialize_with = "values::duration")]
-    #[schemars(schema_with = "values::duration_schema")]
-    pub keepalive_timeout: Option<Duration>,
-    /// Client pings closer than this are strikes; the third gets GOAWAY `ENHANCE_YOUR_CALM` "too_many_pings".
-    /// Default: no ping policy.
-    #[serde(default, deserialize_with = "values::duration")]
-    #[schemars(schema_with = "values::duration_schema")]
-    pub min_ping_interval: Option<Duration>,
-    /// Allow client pings while no RPC is in flight. Needs `min_ping_interval`.
-    #[schemars(extend("default" = false))]
-    pub permit_without_stream: Option<bool>,
+    /// Every key but `tls`, as written: each is checked against its option when the plan is made, so that an
+    /// error names its key and line.
+    #[serde(flatten)]
+    pub settings: BTreeMap<String, toml::Value>,
     /// TLS on the toy server: from files, or made at run time (`generate`).
+    #[serde(default)]
     pub tls: Option<ServerTlsSection>,
+}
+
+/// The schema of `[server]`, from the options' table: each key's type by its kind, its doc, and `tls`.
+impl JsonSchema for ServerSection {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ServerSection".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let mut properties = serde_json::Map::new();
+        for option in &SERVER_OPTIONS {
+            let mut property = serde_json::Map::new();
+            property.insert("description".to_owned(), option.doc.into());
+            let kind = match option.kind {
+                Kind::Count => json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": u32::MAX }),
+                Kind::CountLimit => {
+                    json!({ "oneOf": [{ "type": "integer", "minimum": 1, "maximum": u32::MAX }, { "const": "off" }] })
+                }
+                Kind::SizeLimit => json!({ "type": ["string", "integer"], "format": "size", "minimum": 1 }),
+                Kind::DurationLimit | Kind::Duration => json!({ "type": "string", "format": "duration" }),
+                Kind::Switch => json!({ "type": "boolean", "default": false }),
+            };
+            property.extend(kind.as_object().into_iter().flatten().map(|(key, value)| (key.clone(), value.clone())));
+            properties.insert(option.name.to_owned(), property.into());
+        }
+        let tls = generator.subschema_for::<ServerTlsSection>();
+        let mut tls_property = serde_json::Map::new();
+        tls_property.insert(
+            "description".to_owned(),
+            "TLS on the toy server: from files, or made at run time (`generate`).".into(),
+        );
+        tls_property.extend(tls.as_object().into_iter().flatten().map(|(key, value)| (key.clone(), value.clone())));
+        properties.insert("tls".to_owned(), tls_property.into());
+        json_schema!({
+            "description": "The server's connection policy follows grpc-go's `keepalive.ServerParameters` and `EnforcementPolicy`.",
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

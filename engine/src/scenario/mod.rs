@@ -36,9 +36,9 @@ pub use leaklab_verdict::{Expectation, MIN_ROUNDS, VerdictPlan};
 pub use options::{Kind, OPTIONS, Opt, OptionSpec, Overrides, Value};
 pub use plan::{
     AttackKind, AttackSpec, Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive,
-    ClientPlan, ClientTlsPlan, DEFAULT_MAX_STREAMS, FaultPlan, Identity, KeepalivePolicy, LoadPlan, MAX_EXPOSURE,
-    Origin, Plan, QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan, Segment, ServerPlan,
-    ServerTlsPlan, TlsOrigins, Transport, Trust,
+    ClientPlan, ClientTlsPlan, DEFAULT_MAX_STREAMS, FaultPlan, Identity, LoadPlan, MAX_EXPOSURE, Origin, Plan,
+    QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan, Segment, ServerPlan, ServerTlsPlan,
+    TlsOrigins, Transport, Trust,
 };
 pub use values::{PolicyName, channelz_address, parse_duration, parse_size};
 

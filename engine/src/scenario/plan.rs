@@ -7,10 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-pub use leaklab_wire::KeepalivePolicy;
-use leaklab_wire::Limits;
+use leaklab_wire::ServerSettings;
 
-use super::values::{PolicyName, format_duration};
+use super::values::PolicyName;
 use leaklab_verdict::{VerdictPlan, named};
 
 /// Everything one run needs to know, decided before anything runs.
@@ -589,14 +588,11 @@ pub struct SamplingPlan {
     pub heap_profile: bool,
 }
 
-/// Flags for the server the run starts (ignored with `--target`).
+/// The server the run starts (ignored with `--target`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServerPlan {
-    pub max_message_bytes: Option<u32>,
-    /// What one client may make the server hold; the server's defaults unless the scenario says otherwise.
-    pub limits: Limits,
-    /// Idle and age limits, server pings, and the client ping policy.
-    pub keepalive: KeepalivePolicy,
+    /// Its largest message, limits and keepalive policy.
+    pub settings: ServerSettings,
     /// TLS, if any.
     pub tls: Option<ServerTlsPlan>,
 }
@@ -604,28 +600,7 @@ pub struct ServerPlan {
 impl ServerPlan {
     /// The `leaklab-server` arguments that apply this plan.
     pub fn args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        if let Some(bytes) = self.max_message_bytes {
-            args.extend(["--max-message-size".to_owned(), bytes.to_string()]);
-        }
-        args.extend(self.limits.args());
-        let policy = &self.keepalive;
-        let durations = [
-            ("--max-connection-idle", policy.max_connection_idle),
-            ("--max-connection-age", policy.max_connection_age),
-            ("--max-connection-age-grace", policy.max_connection_age_grace),
-            ("--keepalive-time", policy.keepalive_time),
-            ("--keepalive-timeout", policy.keepalive_timeout),
-            ("--min-ping-interval", policy.min_ping_interval),
-        ];
-        for (flag, value) in durations {
-            if let Some(duration) = value {
-                args.extend([flag.to_owned(), format_duration(duration)]);
-            }
-        }
-        if policy.permit_without_stream {
-            args.push("--permit-without-stream".to_owned());
-        }
+        let mut args = self.settings.args();
         // Generated files exist only once the run has its directory; the run adds their flags.
         if let Some(ServerTlsPlan::Files { cert, key, client_ca }) = &self.tls {
             args.extend(["--tls-cert".to_owned(), cert.display().to_string()]);

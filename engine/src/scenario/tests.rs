@@ -32,6 +32,31 @@ fn minimal_file_gets_small_safe_defaults() {
 }
 
 #[test]
+fn every_server_setting_is_read_from_its_key() {
+    use leaklab_wire::settings::{Kind, SERVER_OPTIONS, ServerSettings, Value};
+    let defaults = ServerSettings::default();
+    for option in &SERVER_OPTIONS {
+        let (written, value) = match (option.kind, option.get(&defaults)) {
+            (Kind::Switch, _) => ("true", Value::Switch(true)),
+            (Kind::Duration | Kind::DurationLimit, Value::Off) => {
+                ("\"1500ms\"", Value::Duration(Duration::from_millis(1500)))
+            }
+            (Kind::SizeLimit, Value::Off) => ("\"3MiB\"", Value::Number(3 << 20)),
+            (_, Value::Off) => ("7", Value::Number(7)),
+            (Kind::Count, _) => ("9000", Value::Number(9000)),
+            _ => ("\"off\"", Value::Off),
+        };
+        let needed = option.needs.map(|(needed, _)| format!("{needed} = \"1s\"\n")).unwrap_or_default();
+        let text = format!("{MINIMAL}[server]\n{needed}{} = {written}\n", option.name);
+        let plan = parse_text(&text).unwrap_or_else(|error| panic!("{text}: {error}"));
+        assert_eq!(option.get(&plan.server.settings), value, "{text}");
+        assert!(plan.server.args().contains(&format!("--{}", option.flag())), "{text}: {:?}", plan.server.args());
+    }
+    let err = parse_text(&format!("{MINIMAL}[server]\nmax_concurency_streams = 3\n")).unwrap_err();
+    assert!(err.starts_with("scenarios/t.toml:5: server.max_concurency_streams: unknown field"), "{err}");
+}
+
+#[test]
 fn unknown_key_names_file_line_and_key() {
     let err = parse_text("description = \"d\"\n[client]\npolicy = \"reused\"\n[load]\nconcurency = 3\n").unwrap_err();
     assert!(err.starts_with("scenarios/t.toml:5: load.concurency: unknown field `concurency`"), "{err}");

@@ -1,8 +1,6 @@
 //! A scenario file's values checked and turned into a plan. Each check names
 //! its key, the line that sets it, or the flag that set it instead.
 
-use leaklab_wire::Limits;
-use leaklab_wire::limits::Setting;
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::Path;
@@ -16,14 +14,14 @@ use super::file::{
 };
 use super::plan::{
     AttackKind, AttackSpec, Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive,
-    ClientPlan, ClientTlsPlan, DEFAULT_STREAM_INTERVAL, FaultPlan, Identity, KeepalivePolicy, LoadPlan,
-    MAX_STREAM_INTERVAL, Origin, Plan, RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins, Transport,
-    Trust,
+    ClientPlan, ClientTlsPlan, DEFAULT_STREAM_INTERVAL, FaultPlan, Identity, LoadPlan, MAX_STREAM_INTERVAL, Origin,
+    Plan, RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins, Transport, Trust,
 };
 use super::values::{PolicyName, format_duration};
 use super::{Document, MIN_ROUNDS, Opt, Overrides, ScenarioError, defaults};
 use super::{ForeignClient, ForeignPlan};
 use leaklab_verdict::VerdictPlan;
+use leaklab_wire::settings::{Kind, SERVER_OPTIONS, ServerSettings, Value};
 
 /// Largest payload or response a scenario may ask for (the server's default max message size).
 const MAX_MESSAGE_BYTES: i64 = 4 << 20;
@@ -156,7 +154,7 @@ impl<'a> Validator<'a> {
                 format!("policy {:?} streams the toy server's Echo/ServerStream: drop [call]", policy.name()),
             ));
         }
-        let largest = server.max_message_bytes.map_or(MAX_MESSAGE_BYTES as u64, u64::from);
+        let largest = u64::from(server.settings.max_message_bytes);
         if u64::from(load.request.response_bytes) > largest || load.request.payload.len() as u64 > largest {
             return Err(
                 self.invalid("server.max_message_size", "is smaller than load.payload_bytes or load.response_bytes")
@@ -466,75 +464,29 @@ impl<'a> Validator<'a> {
         Ok(SamplingPlan { interval: Some(interval), cooldown, heap_profile: sampling.heap_profile.unwrap_or(false) })
     }
 
+    /// The toy server's settings, each key read by its option of `SERVER_OPTIONS`, and its TLS.
     fn server(&self, server: &ServerSection) -> Result<ServerPlan, ScenarioError> {
-        let count = |key: &str, value: Option<i64>| -> Result<Option<u32>, ScenarioError> {
-            value.map(|v| self.range(key, Some(v), 0, 1, u32::MAX as i64).map(|v| v as u32)).transpose()
-        };
-        let keepalive = KeepalivePolicy {
-            max_connection_idle: self.optional("server.max_connection_idle", server.max_connection_idle)?,
-            max_connection_age: self.optional("server.max_connection_age", server.max_connection_age)?,
-            max_connection_age_grace: self
-                .optional("server.max_connection_age_grace", server.max_connection_age_grace)?,
-            keepalive_time: self.optional("server.keepalive_time", server.keepalive_time)?,
-            keepalive_timeout: self.optional("server.keepalive_timeout", server.keepalive_timeout)?,
-            min_ping_interval: self.optional("server.min_ping_interval", server.min_ping_interval)?,
-            permit_without_stream: server.permit_without_stream.unwrap_or(false),
-        };
-        if keepalive.keepalive_timeout.is_some() && keepalive.keepalive_time.is_none() {
-            return Err(self.invalid(
-                "server.keepalive_timeout",
-                "needs server.keepalive_time: without pings there is nothing to time out",
-            ));
+        let mut settings = ServerSettings::default();
+        for (name, written) in &server.settings {
+            let key = format!("server.{name}");
+            let Some(option) = SERVER_OPTIONS.iter().find(|option| option.name == name) else {
+                let known: Vec<String> = SERVER_OPTIONS.iter().map(|option| format!("`{}`", option.name)).collect();
+                return Err(
+                    self.invalid(&key, format!("unknown field `{name}`, expected one of {}, `tls`", known.join(", ")))
+                );
+            };
+            let value = match written {
+                toml::Value::Integer(number) => option.number(*number),
+                toml::Value::String(text) => option.parse(text),
+                toml::Value::Boolean(on) if option.kind == Kind::Switch => Ok(Value::Switch(*on)),
+                _ => Err(expected(option.kind).to_owned()),
+            };
+            option.set(&mut settings, value.map_err(|reason| self.invalid(&key, reason))?);
         }
-        if keepalive.max_connection_age_grace.is_some() && keepalive.max_connection_age.is_none() {
-            return Err(self.invalid(
-                "server.max_connection_age_grace",
-                "needs server.max_connection_age: the grace starts at the age limit",
-            ));
+        if let Some((option, needed, why)) = settings.unmet_need() {
+            return Err(self.invalid(&format!("server.{}", option.name), format!("needs server.{needed}: {why}")));
         }
-        if server.permit_without_stream.is_some() && keepalive.min_ping_interval.is_none() {
-            return Err(self.invalid(
-                "server.permit_without_stream",
-                "needs server.min_ping_interval: without a ping policy there is nothing to permit",
-            ));
-        }
-        Ok(ServerPlan {
-            max_message_bytes: count("server.max_message_size", server.max_message_size)?,
-            limits: {
-                let d = Limits::default();
-                Limits {
-                    max_concurrent_streams: Setting::or_default(
-                        server.max_concurrent_streams,
-                        d.max_concurrent_streams,
-                    ),
-                    max_concurrent_streams_total: Setting::or_default(
-                        server.max_concurrent_streams_total,
-                        d.max_concurrent_streams_total,
-                    ),
-                    max_connections: Setting::or_default(server.max_connections, d.max_connections),
-                    request_timeout: Setting::or_default(server.request_timeout, d.request_timeout),
-                    max_incomplete_requests: Setting::or_default(
-                        server.max_incomplete_requests,
-                        d.max_incomplete_requests,
-                    ),
-                    unread_response_timeout: Setting::or_default(
-                        server.unread_response_timeout,
-                        d.unread_response_timeout,
-                    ),
-                    max_unread_response_bytes: Setting::or_default(
-                        server.max_unread_response_bytes,
-                        d.max_unread_response_bytes,
-                    ),
-                    max_unread_response_bytes_total: Setting::or_default(
-                        server.max_unread_response_bytes_total,
-                        d.max_unread_response_bytes_total,
-                    ),
-                    gather_messages: !server.trust_length_prefix.unwrap_or(false),
-                }
-            },
-            keepalive,
-            tls: server.tls.as_ref().map(|tls| self.server_tls(tls)).transpose()?,
-        })
+        Ok(ServerPlan { settings, tls: server.tls.as_ref().map(|tls| self.server_tls(tls)).transpose()? })
     }
 
     /// A path of the scenario file, relative to its directory.
@@ -770,4 +722,16 @@ fn split_method(text: &str) -> Result<(&str, &str), String> {
         return Err(format!("{text:?} is not package.Service/Method"));
     }
     Ok((service, method))
+}
+
+/// What a `[server]` key of `kind` takes, for a value of another type.
+fn expected(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Count => "expected a whole number",
+        Kind::CountLimit | Kind::SizeLimit | Kind::DurationLimit => {
+            "expected a limit: a number, a string like \"5s\" or \"16MiB\", or \"off\""
+        }
+        Kind::Duration => "expected a duration like \"5s\"",
+        Kind::Switch => "expected true or false",
+    }
 }

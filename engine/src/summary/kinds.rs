@@ -224,7 +224,7 @@ impl PlanInfo {
             source_addresses: plan.source_addresses.into(),
             sample_interval_ms: plan.sampling.interval.map(|d| d.as_millis() as u64),
             cooldown_s: plan.sampling.cooldown.as_secs_f64(),
-            max_concurrent_streams: plan.server.limits.max_concurrent_streams.map(u64::from),
+            max_concurrent_streams: plan.server.settings.limits.max_concurrent_streams.map(u64::from),
             max_failed_requests: plan.verdict.max_failed_requests,
             segment: plan.origin.segment,
         }

@@ -9,11 +9,11 @@
 
 mod build;
 mod kinds;
-mod sides;
 pub mod lifecycle;
 pub mod note;
 pub mod record;
 pub mod series;
+mod sides;
 #[cfg(test)]
 mod tests;
 
@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 
 pub use build::RunFacts;
 pub use kinds::{BuiltinRun, ClientRun, ForeignRun, Header};
-pub use sides::{GrowthPerRequest, Side, Sides};
 pub use lifecycle::{Attribution, EventKind, LifecycleSummary, TimelineEvent};
 pub use note::{AtStop, Note};
+pub use sides::{GrowthPerRequest, Side, Sides};
 
 use crate::halt::{LimitHit, StopReason};
 use crate::heap::HeapReport;

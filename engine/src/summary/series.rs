@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-
 pub use super::sides::Side;
 use crate::sample::{LoadWindow, Phase, Sample};
 use leaklab_verdict::{Axis, Basis, Point, Quantity, Series};
