@@ -58,6 +58,14 @@ impl<T> Sides<T> {
     pub fn iter(&self) -> impl Iterator<Item = (Side, &T)> {
         self.each().into_iter().filter_map(|(side, figure)| Some((side, figure?)))
     }
+
+    /// The figure of `side`, if that process has it.
+    pub fn get(&self, side: Side) -> Option<&T> {
+        match side {
+            Side::Client => Some(&self.client),
+            Side::Server => self.server.as_ref(),
+        }
+    }
 }
 
 impl Summary {

@@ -8,7 +8,7 @@ use std::io::Write;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::CompareReport;
+use super::{CompareReport, RunRecord};
 use crate::report::Exporter;
 use crate::report::plot::{house_chart, png, svg};
 use crate::report::units::mib;
@@ -24,27 +24,21 @@ const UNLIMITED: RGBColor = RGBColor(214, 39, 40);
 pub(crate) const UNLIMITED_SUFFIX: &str = "-unlimited";
 
 /// An attack scenario and its `-unlimited` twin, both run in this comparison.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Pair<'a> {
-    pub limited: (&'a str, &'a [Sample]),
-    pub unlimited: (&'a str, &'a [Sample]),
+    pub limited: &'a RunRecord,
+    pub unlimited: &'a RunRecord,
 }
 
-/// The scenario of a run's label (`attack-slow-streams: NO LEAK, …`).
-fn scenario(label: &str) -> &str {
-    label.split_once(": ").map_or(label, |(name, _)| name)
-}
-
-/// Every `attack-…` scenario whose `-unlimited` twin ran too, in the order they ran.
-pub(crate) fn pairs(runs: &[(String, Vec<Sample>)]) -> Vec<Pair<'_>> {
+/// Every scenario that ran an attack and whose `-unlimited` twin (the same attack, its limits off) ran too,
+/// in the order they ran.
+pub(crate) fn pairs(runs: &[RunRecord]) -> Vec<Pair<'_>> {
     runs.iter()
-        .map(|(label, samples)| (scenario(label), samples))
-        .filter(|(name, _)| name.starts_with("attack-") && !name.ends_with(UNLIMITED_SUFFIX))
-        .filter_map(|(name, samples)| {
-            let twin = format!("{name}{UNLIMITED_SUFFIX}");
-            let (twin, twin_samples) =
-                runs.iter().map(|(label, samples)| (scenario(label), samples)).find(|(other, _)| *other == twin)?;
-            Some(Pair { limited: (name, samples), unlimited: (twin, twin_samples) })
+        .filter(|run| run.attack.is_some() && !run.scenario.ends_with(UNLIMITED_SUFFIX))
+        .filter_map(|limited| {
+            let twin = format!("{}{UNLIMITED_SUFFIX}", limited.scenario);
+            let unlimited = runs.iter().find(|run| run.scenario == twin && run.attack == limited.attack)?;
+            Some(Pair { limited, unlimited })
         })
         .collect()
 }
@@ -99,7 +93,7 @@ fn draw<DB: DrawingBackend>(
     let rows = body.split_evenly((pairs.len().max(1), 1));
     for (row, pair) in rows.iter().zip(pairs) {
         let lines = [(pair.limited, LIMITED), (pair.unlimited, UNLIMITED)]
-            .map(|((name, samples), color)| (name, server_allocated(samples), color));
+            .map(|(run, color)| (&run.scenario, server_allocated(&run.samples), color));
         let x_max = lines.iter().flat_map(|(_, points, _)| points.iter().map(|p| p.0)).fold(1.0f64, f64::max);
         let y_max = lines.iter().flat_map(|(_, points, _)| points.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.1;
         // Whole MiB on the axis, unless the row stays within a few.
@@ -118,18 +112,33 @@ fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leaklab_engine::attack::AttackKind;
     use leaklab_engine::fixtures::scripted_report;
+    use leaklab_verdict::VerdictKind;
+
+    fn run(scenario: &str, attack: Option<AttackKind>) -> RunRecord {
+        let (_, samples) = scripted_report();
+        RunRecord {
+            scenario: scenario.to_owned(),
+            attack,
+            client: VerdictKind::NoLeak,
+            client_bytes_per_request: Some(12.0),
+            samples,
+        }
+    }
 
     #[test]
     fn an_attack_is_paired_with_its_unlimited_twin_only_when_both_ran() {
-        let (_, samples) = scripted_report();
-        let runs: Vec<(String, Vec<Sample>)> = ["reused", "attack-a: NO LEAK", "attack-a-unlimited: LEAK", "attack-b"]
-            .into_iter()
-            .map(|name| (name.to_owned(), samples.clone()))
-            .collect();
+        let slow = Some(AttackKind::SlowStreams);
+        let runs = vec![
+            run("reused", None),
+            run("attack-a", slow),
+            run("attack-a-unlimited", slow),
+            run("attack-b", Some(AttackKind::RapidReset)),
+        ];
         let found = pairs(&runs);
         assert_eq!(found.len(), 1, "attack-b has no twin, reused is no attack");
-        assert_eq!((found[0].limited.0, found[0].unlimited.0), ("attack-a", "attack-a-unlimited"));
+        assert_eq!((&*found[0].limited.scenario, &*found[0].unlimited.scenario), ("attack-a", "attack-a-unlimited"));
         let comparison = crate::compare::Comparison {
             started_at: String::new(),
             quick: true,
@@ -144,5 +153,23 @@ mod tests {
         let mut png = Vec::new();
         AttacksPng.export(&report, &mut png).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+
+    #[test]
+    fn pairs_come_from_the_runs_attacks_not_from_their_names_or_legends() {
+        let slow = Some(AttackKind::SlowStreams);
+        // A scenario named like an attack that ran none is no attack; one that ran an attack is, whatever its name.
+        let runs = vec![
+            run("attack-lookalike", None),
+            run("attack-lookalike-unlimited", None),
+            run("flood", slow),
+            run("flood-unlimited", slow),
+        ];
+        let found = pairs(&runs);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((&*found[0].limited.scenario, &*found[0].unlimited.scenario), ("flood", "flood-unlimited"));
+        // A twin that ran another attack is not this one's twin.
+        let runs = vec![run("flood", slow), run("flood-unlimited", Some(AttackKind::RapidReset))];
+        assert!(pairs(&runs).is_empty());
     }
 }

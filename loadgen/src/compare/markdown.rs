@@ -1,10 +1,11 @@
 //! `compare.md`: one row per scenario, short enough to paste into a pull
 //! request; and the lines `loadgen compare` prints when it ends.
 
-use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{self, Write};
 
-use super::{CompareReport, Comparison, Row, RowVerdict};
+use super::attacks::Pair;
+use super::{CompareReport, Comparison, Row, RowVerdict, RunRecord};
+use crate::baseline::BaselineComparison;
 use crate::report::units::{expectation_mark, format_mib, signed_bytes, slope_with_interval};
 use crate::report::{Exporter, words};
 use leaklab_verdict::{Axis, Outcome};
@@ -15,8 +16,8 @@ pub(crate) struct CompareMarkdown;
 
 impl Exporter<CompareReport> for CompareMarkdown {
     fn export(&self, report: &CompareReport, out: &mut dyn Write) -> anyhow::Result<()> {
-        out.write_all(render(&report.comparison).as_bytes())?;
-        out.write_all(attacks(report).as_bytes())?;
+        render(out, &report.comparison)?;
+        attacks(out, report)?;
         Ok(())
     }
 }
@@ -35,145 +36,143 @@ impl Exporter<CompareReport> for CompareText {
         for skipped in &comparison.skipped {
             writeln!(out, "{}: skipped: {}", skipped.scenario, skipped.error)?;
         }
-        out.write_all(summary_lines(comparison).as_bytes())?;
+        summary_lines(out, comparison)?;
         writeln!(out, "comparison: {}", report.dir.join("compare.md").display())?;
         Ok(())
     }
 }
 
 /// The comparison as markdown.
-fn render(comparison: &Comparison) -> String {
-    let mut out = String::new();
+fn render(out: &mut dyn Write, comparison: &Comparison) -> io::Result<()> {
+    table(out, comparison)?;
+    if comparison.interrupted {
+        writeln!(out, "\nInterrupted: the scenarios after the last row did not run.")?;
+    }
+    baselines(out, comparison)?;
+    writeln!(
+        out,
+        "\nAllocated per request: Theil–Sen slope of jemalloc-allocated bytes over checkpoints taken at rest after \
+         each round. Connections Δ: open connections after the last round minus after warm-up (client / server). \
+         Each scenario's full report is in its run directory (see `compare.json`)."
+    )?;
+    if comparison.rows.iter().any(Row::external) {
+        writeln!(
+            out,
+            "\nExternal clients (marked †) are watched from outside: their client column is anonymous memory (the \
+             RSS without its file-backed pages) per request they reported (per second, `/s`, when they report none), over every sample after warm-up (no allocator to \
+             read, no checkpoints at rest), and the harness measures no latency for them. The server column is \
+             allocated bytes, as for the others."
+        )?;
+    }
+    Ok(())
+}
+
+/// The heading, and one row per scenario, those that did not run last.
+fn table(out: &mut dyn Write, comparison: &Comparison) -> io::Result<()> {
     let verdict_line = match comparison.outcome {
         Outcome::Met => "every expectation met ✔",
         Outcome::Contradicted => "an expectation is contradicted ✖",
         Outcome::Inconclusive => "no contradiction, but a verdict is inconclusive",
     };
     let profile = if comparison.quick { "quick profile" } else { "full profile" };
-    let _ = writeln!(out, "## leaklab comparison: {verdict_line}\n");
-    let _ = writeln!(out, "{} scenarios, {profile}, started {}.\n", comparison.rows.len(), comparison.started_at);
-    let _ = writeln!(
+    writeln!(out, "## leaklab comparison: {verdict_line}\n")?;
+    writeln!(out, "{} scenarios, {profile}, started {}.\n", comparison.rows.len(), comparison.started_at)?;
+    writeln!(
         out,
         "| scenario | requests | req/s | p50 / p99 | peak RSS client / server | client allocated per request (95% CI) | \
          server allocated per request (95% CI) | connections Δ | peak client connections | failed | connection events | \
          verdict client / server | expected | |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|");
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")?;
     for row in &comparison.rows {
-        let _ = writeln!(out, "{}", table_row(row));
+        writeln!(out, "{}", table_row(row))?;
     }
     let not_run = comparison.failures.iter().map(|f| (f, "could not run", "✖"));
     for (scenario, why, mark) in not_run.chain(comparison.skipped.iter().map(|s| (s, "skipped", ""))) {
-        let _ = writeln!(
+        writeln!(
             out,
             "| {} | {why}: {} | | | | | | | | | | | | {mark} |",
             scenario.scenario,
             scenario.error.replace('|', "\\|")
-        );
+        )?;
     }
-    if comparison.interrupted {
-        let _ = writeln!(out, "\nInterrupted: the scenarios after the last row did not run.");
-    }
-    let with_baseline: Vec<&Row> = comparison.rows.iter().filter(|r| r.baseline.is_some()).collect();
-    if let (Some(name), false) = (&comparison.baseline, with_baseline.is_empty()) {
-        let _ = writeln!(out, "\n### Against baseline `{name}`\n");
-        for row in with_baseline {
-            let baseline = row.baseline.as_ref().expect("filtered");
-            let mark = if baseline.regressed { "✖" } else { "✔" };
-            let _ = writeln!(out, "- **{}** {mark}: {}", row.scenario, words::baseline_lines(baseline).join("; "));
-            for reason in words::regressions(baseline) {
-                let _ = writeln!(out, "  - {reason}");
-            }
+    Ok(())
+}
+
+/// Each run beside its baseline, with the slopes that grew too much.
+fn baselines(out: &mut dyn Write, comparison: &Comparison) -> io::Result<()> {
+    let with_baseline: Vec<(&Row, &BaselineComparison)> =
+        comparison.rows.iter().filter_map(|row| Some((row, row.baseline.as_ref()?))).collect();
+    let Some(name) = comparison.baseline.as_ref().filter(|_| !with_baseline.is_empty()) else { return Ok(()) };
+    writeln!(out, "\n### Against baseline `{name}`\n")?;
+    for (row, baseline) in with_baseline {
+        let mark = if baseline.regressed { "✖" } else { "✔" };
+        writeln!(out, "- **{}** {mark}: {}", row.scenario, words::baseline_lines(baseline).join("; "))?;
+        for reason in words::regressions(baseline) {
+            writeln!(out, "  - {reason}")?;
         }
     }
-    let _ = writeln!(
-        out,
-        "\nAllocated per request: Theil–Sen slope of jemalloc-allocated bytes over checkpoints taken at rest after \
-         each round. Connections Δ: open connections after the last round minus after warm-up (client / server). \
-         Each scenario's full report is in its run directory (see `compare.json`)."
-    );
-    if comparison.rows.iter().any(Row::external) {
-        let _ = writeln!(
-            out,
-            "\nExternal clients (marked †) are watched from outside: their client column is anonymous memory (the \
-             RSS without its file-backed pages) per request they reported (per second, `/s`, when they report none), over every sample after warm-up (no allocator to \
-             read, no checkpoints at rest), and the harness measures no latency for them. The server column is \
-             allocated bytes, as for the others."
-        );
-    }
-    out
+    Ok(())
 }
 
 /// Each attack beside its `-unlimited` twin: the figure, and the server's peak and the good client's failures.
-fn attacks(report: &CompareReport) -> String {
+fn attacks(out: &mut dyn Write, report: &CompareReport) -> io::Result<()> {
     let pairs = super::attacks::pairs(&report.runs);
     if pairs.is_empty() {
-        return String::new();
+        return Ok(());
     }
-    let mut out = String::new();
-    let _ = writeln!(
+    writeln!(out, "\n### Attacks: the server with its limits and without\n")?;
+    writeln!(
         out,
-        "
-### Attacks: the server with its limits and without
-"
-    );
-    let _ = writeln!(
-        out,
-        "![The server's allocated memory under each attack, with its default limits and with them off](attacks.png)
-"
-    );
-    let _ = writeln!(out, "| attack | server peak allocated: limits on / off | good client failed: limits on / off |");
-    let _ = writeln!(out, "|---|---:|---:|");
-    let peak = |samples: &[leaklab_engine::sample::Sample]| {
-        let peak = samples.iter().filter_map(|s| s.server.as_ref()?.process.jemalloc.map(|j| j.allocated_bytes)).max();
+        "![The server's allocated memory under each attack, with its default limits and with them off](attacks.png)\n"
+    )?;
+    writeln!(out, "| attack | server peak allocated: limits on / off | good client failed: limits on / off |")?;
+    writeln!(out, "|---|---:|---:|")?;
+    let peak = |run: &RunRecord| {
+        let peak =
+            run.samples.iter().filter_map(|s| s.server.as_ref()?.process.jemalloc.map(|j| j.allocated_bytes)).max();
         peak.map_or_else(|| "—".to_owned(), format_mib)
     };
-    let failed = |name: &str| {
-        let row = report.comparison.rows.iter().find(|row| row.scenario == name);
+    let failed = |run: &RunRecord| {
+        let row = report.comparison.rows.iter().find(|row| row.scenario == run.scenario);
         row.and_then(|row| row.failed).map_or_else(|| "—".to_owned(), |failed| failed.to_string())
     };
-    for pair in pairs {
-        let (limited, unlimited) = (pair.limited, pair.unlimited);
-        let _ = writeln!(
+    for Pair { limited, unlimited } in pairs {
+        writeln!(
             out,
             "| {} | {} / {} | {} / {} |",
-            limited.0,
-            peak(limited.1),
-            peak(unlimited.1),
-            failed(limited.0),
-            failed(unlimited.0)
-        );
+            limited.scenario,
+            peak(limited),
+            peak(unlimited),
+            failed(limited),
+            failed(unlimited)
+        )?;
     }
-    out
+    Ok(())
 }
 
 /// One console line per scenario: its verdicts, expectations and mark.
-fn summary_lines(comparison: &Comparison) -> String {
+fn summary_lines(out: &mut dyn Write, comparison: &Comparison) -> io::Result<()> {
     let width = comparison.rows.iter().map(|r| r.scenario.len()).max().unwrap_or(0);
-    let mut out = String::new();
+    let verdict = |name: &str, v: Option<&RowVerdict>| match v {
+        Some(v) => format!(
+            "{name} {} (expected {}) {}",
+            v.kind,
+            v.expected.map_or("nothing", |e| e.name()),
+            expectation_mark(v.kind, v.expectation_met)
+        ),
+        None => format!("{name} not measured"),
+    };
     for row in &comparison.rows {
-        let verdict = |name: &str, v: Option<&RowVerdict>| match v {
-            Some(v) => format!(
-                "{name} {} (expected {}) {}",
-                v.kind,
-                v.expected.map_or("nothing", |e| e.name()),
-                expectation_mark(v.kind, v.expectation_met)
-            ),
-            None => format!("{name} not measured"),
-        };
-        let _ = writeln!(
-            out,
-            "{:width$}  {}; {}{}",
-            row.scenario,
-            verdict("client", Some(&row.client)),
-            verdict("server", row.server.as_ref()),
-            if row.baseline.as_ref().is_some_and(|b| b.regressed) { "; baseline regressed ✖" } else { "" }
-        );
+        let [client, server] = row.verdicts().each().map(|(side, v)| verdict(side.name(), v.copied()));
+        let regressed =
+            if row.baseline.as_ref().is_some_and(|b| b.regressed) { "; baseline regressed ✖" } else { "" };
+        writeln!(out, "{:width$}  {client}; {server}{regressed}", row.scenario)?;
     }
     for failure in &comparison.failures {
-        let _ = writeln!(out, "{:width$}  could not run ✖", failure.scenario);
+        writeln!(out, "{:width$}  could not run ✖", failure.scenario)?;
     }
-    out
+    Ok(())
 }
 
 fn table_row(row: &Row) -> String {
@@ -285,7 +284,9 @@ mod tests {
             interrupted: false,
             skipped: vec![],
         };
-        let text = render(&comparison);
+        let mut text = Vec::new();
+        render(&mut text, &comparison).unwrap();
+        let text = String::from_utf8(text).unwrap();
         assert!(text.starts_with("## leaklab comparison: an expectation is contradicted ✖"), "{text}");
         assert!(
             text.contains(

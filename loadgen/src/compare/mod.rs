@@ -9,6 +9,7 @@
 pub(crate) mod attacks;
 pub(crate) mod markdown;
 pub(crate) mod plot;
+pub(crate) mod record;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -21,14 +22,14 @@ use crate::baseline::{self, BaselineComparison};
 use crate::ci::{Entry, Results};
 use crate::live::metrics::LiveBoard;
 use crate::report::json::Json;
-use crate::report::units::bytes_per_request;
 use crate::report::{self, Output, Written};
 use leaklab_engine::run_dir::RunDir;
 use leaklab_engine::sample::Sample;
 use leaklab_engine::scenario::{ForeignClient, Opt, Overrides, Plan, RunPlan, Value};
-use leaklab_engine::summary::{RunKind, Summary};
+use leaklab_engine::summary::{RunKind, Sides, Summary};
 use leaklab_verdict::stats::trend::Trend;
 use leaklab_verdict::{Axis, Outcome, ProcessVerdict, Quantity, VerdictKind};
+pub(crate) use record::RunRecord;
 
 /// One scenario's line in the comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -142,6 +143,11 @@ impl Row {
         }
     }
 
+    /// Both processes' verdicts.
+    pub(crate) fn verdicts(&self) -> Sides<&RowVerdict> {
+        Sides { client: &self.client, server: self.server.as_ref() }
+    }
+
     /// An external client, watched from outside.
     pub(crate) fn external(&self) -> bool {
         self.kind != RunKind::Builtin
@@ -222,12 +228,13 @@ impl CompareOutcome {
     }
 }
 
-/// What the comparison's exporters read: the comparison, each built-in run's samples with its legend,
+/// What the comparison's exporters read: the comparison, each built-in run's record for the figures,
 /// and the directory the comparison is written to.
 #[derive(Debug, Clone)]
 pub(crate) struct CompareReport {
     pub comparison: Comparison,
-    pub runs: Vec<(String, Vec<Sample>)>,
+    /// Each built-in run, in the order they ran.
+    pub runs: Vec<RunRecord>,
     /// Each row's run summary, in the order of `comparison.rows`.
     pub summaries: Vec<Summary>,
     pub dir: PathBuf,
@@ -321,11 +328,8 @@ pub(crate) async fn execute(plans: &[RunPlan], options: CompareOptions) -> anyho
             _ => None,
         };
         interrupted |= finished.interrupted;
-        let row = Row::of(&finished.summary, &finished.dir, comparison);
-        if !row.external() {
-            runs.push((legend(&row), finished.samples));
-        }
-        rows.push(row);
+        rows.push(Row::of(&finished.summary, &finished.dir, comparison));
+        runs.extend(RunRecord::of(&finished.summary, finished.samples));
         summaries.push(finished.summary);
     }
     let outcome = Comparison::overall(&rows, &failures);
@@ -505,12 +509,6 @@ impl SamplesTail {
         }
         self.partial.drain(..complete);
     }
-}
-
-/// A scenario's legend in the overlay plot: its name, client verdict and slope.
-fn legend(row: &Row) -> String {
-    let slope = row.client.slope_bytes_per_request.map(|s| format!(", {}", bytes_per_request(Some(s))));
-    format!("{}: {}{}", row.scenario, row.client.kind, slope.unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use std::io::Write;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::CompareReport;
+use super::{CompareReport, RunRecord};
 use crate::report::Exporter;
 use crate::report::plot::{house_chart, png, svg};
-use crate::report::units::mib;
+use crate::report::units::{bytes_per_request, mib};
 use leaklab_engine::sample::{Phase, Sample};
 
 const WIDTH: u32 = 1200;
@@ -57,6 +57,12 @@ impl Exporter<CompareReport> for ComparePng {
     }
 }
 
+/// A run's legend: its scenario, its client's verdict and slope per request.
+fn legend(run: &RunRecord) -> String {
+    let slope = run.client_bytes_per_request.map(|slope| format!(", {}", bytes_per_request(Some(slope))));
+    format!("{}: {}{}", run.scenario, run.client, slope.unwrap_or_default())
+}
+
 /// A scenario's points until its load ended (the cool-down adds no requests).
 fn series(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec<(f64, f64)> {
     let end = samples.iter().position(|s| s.phase == Phase::Cooldown).map_or(samples.len(), |i| i + 1);
@@ -65,7 +71,7 @@ fn series(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec<(f6
 
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    runs: &[(String, Vec<Sample>)],
+    runs: &[RunRecord],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(HEADER);
@@ -81,17 +87,13 @@ fn draw<DB: DrawingBackend>(
         ("sans-serif", 15).into_font().color(&RGBColor(60, 60, 60)),
     ))?;
     let (upper, lower) = body.split_vertically((HEIGHT - HEADER) / 2);
-    let allocated: Vec<_> = runs
-        .iter()
-        .map(|(name, samples)| (name.as_str(), series(samples, |s| s.client.jemalloc.map(|j| mib(j.allocated_bytes)))))
-        .collect();
+    let legends: Vec<String> = runs.iter().map(legend).collect();
+    let lines = |value: &dyn Fn(&Sample) -> Option<f64>| -> Vec<_> {
+        legends.iter().zip(runs).map(|(legend, run)| (legend.as_str(), series(&run.samples, value))).collect()
+    };
+    let allocated = lines(&|s| s.client.jemalloc.map(|j| mib(j.allocated_bytes)));
     panel(&upper, "Client allocated memory (jemalloc)", "MiB", 1, &allocated)?;
-    let connections: Vec<_> = runs
-        .iter()
-        .map(|(name, samples)| {
-            (name.as_str(), series(samples, |s| s.client.open_connections().map(|open| open as f64)))
-        })
-        .collect();
+    let connections = lines(&|s| s.client.open_connections().map(|open| open as f64));
     panel(&lower, "Client open connections", "connections", 0, &connections)?;
     Ok(())
 }
@@ -127,7 +129,7 @@ mod tests {
     use super::*;
     use crate::compare::Comparison;
     use leaklab_engine::fixtures::scripted_report;
-    use leaklab_verdict::Outcome;
+    use leaklab_verdict::{Outcome, VerdictKind};
 
     fn report() -> CompareReport {
         let (_, samples) = scripted_report();
@@ -141,7 +143,14 @@ mod tests {
             interrupted: false,
             skipped: vec![],
         };
-        let runs = vec![("leak".to_owned(), samples.clone()), ("reused".to_owned(), samples)];
+        let run = |scenario: &str, client| RunRecord {
+            scenario: scenario.to_owned(),
+            attack: None,
+            client,
+            client_bytes_per_request: Some(60_000.0),
+            samples: samples.clone(),
+        };
+        let runs = vec![run("leak", VerdictKind::Leak), run("reused", VerdictKind::NoLeak)];
         CompareReport { comparison, runs, summaries: Vec::new(), dir: "reports/compare/x".into() }
     }
 
@@ -152,7 +161,8 @@ mod tests {
         ComparePng.export(&report, &mut png).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         let svg = crate::report::to_string(&CompareSvg, &report).unwrap();
-        assert!(svg.contains("reused") && svg.matches("leak").count() >= 2, "legend missing");
+        assert!(svg.contains("leak: LEAK, +60.0 KB/request"), "legend missing");
+        assert!(svg.contains("reused: NO LEAK, +60.0 KB/request"), "legend missing");
         assert!(svg.contains("requests completed"), "axis title missing");
     }
 

@@ -1,14 +1,14 @@
 //! `demo.md`: the page's story in markdown, for a repository or a CI summary.
 //! Plots are linked (each chapter's `memory.png` in its run directory), not inlined.
 
-use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{self, Write};
 
 use super::page::{count_word, proof};
-use super::story::Story;
-use super::{DemoRecord, DemoReport, verdict_words};
-use crate::report::Exporter;
+use super::story::{Chapter, Story};
+use super::{ChapterRecord, DemoRecord, DemoReport, verdict_words};
 use crate::report::units::thousands;
+use crate::report::{Exporter, heap};
+use leaklab_engine::summary::Side;
 
 /// `demo.md`.
 #[derive(Debug)]
@@ -16,8 +16,7 @@ pub(crate) struct DemoMarkdown;
 
 impl Exporter<DemoReport> for DemoMarkdown {
     fn export(&self, report: &DemoReport, out: &mut dyn Write) -> anyhow::Result<()> {
-        out.write_all(render(&report.story, &report.record).as_bytes())?;
-        Ok(())
+        Ok(render(out, &report.story, &report.record)?)
     }
 }
 
@@ -37,22 +36,37 @@ fn plot_link(run_dir: &str) -> String {
 }
 
 /// The story and its figures as markdown.
-fn render(story: &Story, record: &DemoRecord) -> String {
-    let mut md = format!(
-        "# {}\n\n_leaklab demo, measured {} on {}, {} profile, {:.0} s._\n\n{}\n\n",
+fn render(out: &mut dyn Write, story: &Story, record: &DemoRecord) -> io::Result<()> {
+    writeln!(
+        out,
+        "# {}\n\n_leaklab demo, measured {} on {}, {} profile, {:.0} s._\n\n{}\n",
         story.title,
         record.started_at,
         record.machine,
         if record.fast { "fast" } else { "full" },
         record.duration_s,
         story.intro
-    );
-    md += "| # | chapter | client per request | server per request | peak connections | p99 | verdict client / server |\n\
-           |---:|---|---:|---:|---:|---:|---|\n";
+    )?;
+    chapters_table(out, record)?;
+    for chapter in &story.chapters {
+        if let Some(run) = record.chapters.iter().find(|run| run.number == chapter.number) {
+            self::chapter(out, chapter, run)?;
+        }
+    }
+    rules(out, story, record)
+}
+
+/// Every chapter's figures and verdicts in one table, then the chapters that did not run.
+fn chapters_table(out: &mut dyn Write, record: &DemoRecord) -> io::Result<()> {
+    writeln!(
+        out,
+        "| # | chapter | client per request | server per request | peak connections | p99 | verdict client / server |\n\
+         |---:|---|---:|---:|---:|---:|---|"
+    )?;
     for run in &record.chapters {
         let row = run.row();
-        let _ = writeln!(
-            md,
+        writeln!(
+            out,
             "| {} | {} (`{}`) | {} | {} | {} | {} | {} / {} |",
             run.number,
             run.title,
@@ -63,62 +77,70 @@ fn render(story: &Story, record: &DemoRecord) -> String {
             run.p99(),
             verdict_words(&row.client),
             row.server.as_ref().map_or_else(|| "n/a".to_owned(), verdict_words),
-        );
+        )?;
     }
-    md += "\n";
+    writeln!(out)?;
     for skipped in &record.skipped {
-        let _ = writeln!(md, "Not run: `{}`: {}.\n", skipped.scenario, skipped.error);
+        writeln!(out, "Not run: `{}`: {}.\n", skipped.scenario, skipped.error)?;
     }
     for failure in &record.failures {
-        let _ = writeln!(md, "Failed: `{}`: {}.\n", failure.scenario, failure.error);
+        writeln!(out, "Failed: `{}`: {}.\n", failure.scenario, failure.error)?;
     }
-    for chapter in &story.chapters {
-        let Some(run) = record.chapters.iter().find(|run| run.number == chapter.number) else { continue };
-        let _ = write!(
-            md,
-            "## {}. {}\n\n**{}**\n\n{}\n\nMeasured: {}.\n\n",
-            chapter.number,
-            chapter.title,
-            chapter.lesson,
-            chapter.explain,
-            proof(run)
-        );
-        let events = run.events();
-        for event in &events {
-            let _ = writeln!(md, "- {event}");
-        }
-        if !events.is_empty() {
-            md += "\n";
-        }
-        let _ = writeln!(md, "![{} memory over time]({})\n", chapter.name, plot_link(&run.run_dir));
-        for (language, code) in [("rust", &chapter.rust), ("go", &chapter.go)] {
-            if let Some(code) = code {
-                let _ = writeln!(md, "```{language}\n{code}\n```\n");
-            }
-        }
-        if let Some(heap) = &run.summary.heap_profile {
-            // One level down: it is a part of the chapter here, not of a run's report.
-            md += &crate::report::heap::markdown(heap, 3);
-            md += "\n";
-        }
-        if let Some(profiles) = &run.summary.profiles {
-            md += &crate::report::heap::go_markdown(profiles, leaklab_engine::heap::Process::Client, 3);
-            md += "\n";
+    Ok(())
+}
+
+/// One chapter: its lesson, what it measured, its plot, its code, and where its memory is.
+fn chapter(out: &mut dyn Write, chapter: &Chapter, run: &ChapterRecord) -> io::Result<()> {
+    write!(
+        out,
+        "## {}. {}\n\n**{}**\n\n{}\n\nMeasured: {}.\n\n",
+        chapter.number,
+        chapter.title,
+        chapter.lesson,
+        chapter.explain,
+        proof(run)
+    )?;
+    let events = run.events();
+    for event in &events {
+        writeln!(out, "- {event}")?;
+    }
+    if !events.is_empty() {
+        writeln!(out)?;
+    }
+    writeln!(out, "![{} memory over time]({})\n", chapter.name, plot_link(&run.run_dir))?;
+    for (language, code) in [("rust", &chapter.rust), ("go", &chapter.go)] {
+        if let Some(code) = code {
+            writeln!(out, "```{language}\n{code}\n```\n")?;
         }
     }
-    if !story.rules.is_empty() {
-        md += &format!("## {} rules of thumb\n\n", count_word(story.rules.len()));
-        for (index, rule) in story.rules.iter().enumerate() {
-            let proofs: Vec<String> = rule
-                .proven_by
-                .iter()
-                .map(|name| match record.chapter(name) {
-                    Some(run) => format!("chapter {} (`{name}`): {}", run.number, proof(run)),
-                    None => format!("`{name}` (did not run)"),
-                })
-                .collect();
-            let _ = writeln!(md, "{}. **{}** {} Measured in {}.", index + 1, rule.rule, rule.why, proofs.join("; "));
-        }
+    // One level down: it is a part of the chapter here, not of a run's report.
+    if let Some(heap) = &run.summary.heap_profile {
+        heap::markdown(out, heap, 3)?;
+        writeln!(out)?;
     }
-    md
+    if let Some(profiles) = &run.summary.profiles {
+        heap::go_markdown(out, profiles, Side::Client, 3)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// The rules of thumb, each with the measurements of the chapters that prove it.
+fn rules(out: &mut dyn Write, story: &Story, record: &DemoRecord) -> io::Result<()> {
+    if story.rules.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "## {} rules of thumb\n", count_word(story.rules.len()))?;
+    for (index, rule) in story.rules.iter().enumerate() {
+        let proofs: Vec<String> = rule
+            .proven_by
+            .iter()
+            .map(|name| match record.chapter(name) {
+                Some(run) => format!("chapter {} (`{name}`): {}", run.number, proof(run)),
+                None => format!("`{name}` (did not run)"),
+            })
+            .collect();
+        writeln!(out, "{}. **{}** {} Measured in {}.", index + 1, rule.rule, rule.why, proofs.join("; "))?;
+    }
+    Ok(())
 }

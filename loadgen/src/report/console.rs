@@ -1,15 +1,15 @@
 //! What `loadgen run`, `watch` and `report` print when a run ends: its
 //! figures, its verdicts with their first reason, and where its report is.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::Path;
 
 use super::Exporter;
 use super::lifecycle;
-use super::units::{bytes_per_request, expectation_mark, human_bytes, latencies, mib};
+use super::units::{bytes_per_request, expectation_mark, latencies, mib};
 use super::words::{self, measure, per};
 use crate::baseline::BaselineComparison;
-use leaklab_engine::summary::{ProcessSummary, Summary, TargetKind};
+use leaklab_engine::summary::{GrowthPerRequest, ProcessSummary, Side, Sides, Summary, TargetKind};
 use leaklab_verdict::{Basis, ProcessVerdict, Quantity};
 
 /// A finished run as the console shows it.
@@ -37,123 +37,90 @@ impl Exporter<RunConsole<'_>> for RunText {
     fn export(&self, run: &RunConsole<'_>, out: &mut dyn Write) -> anyhow::Result<()> {
         let s = run.summary;
         writeln!(out, "{}", first_line(s))?;
-        let g = &s.growth;
-        // Anonymous memory is judged, and RSS quoted beside it: the slope a reader of `ps` would expect.
-        let judged = |quantity, allocated, rss: Option<f64>, anon| match quantity {
-            Quantity::AllocatedBytes => ("allocated".to_owned(), allocated),
-            Quantity::RssBytes => ("RSS".to_owned(), rss),
-            Quantity::RssAnonBytes => (format!("RSS {} · anonymous", bytes_per_request(rss)), anon),
-        };
-        let client_growth = judged(
-            s.verdict.client.quantity,
-            g.client_allocated_bytes_per_request,
-            g.client_rss_bytes_per_request,
-            g.client_rss_anon_bytes_per_request,
-        );
-        process(out, "client", Some(&s.client), client_growth, g.client_connections_per_request)?;
-        for (name, counter) in &s.client.counters {
-            writeln!(out, "  client counter {name}: {}", words::counter(counter))?;
-        }
-        if let Some(channelz) = words::channelz(s) {
-            writeln!(out, "  client {channelz}")?;
-        }
-        if s.target.address.is_some() {
-            let quantity = s.verdict.server.as_ref().map_or(Quantity::AllocatedBytes, |v| v.quantity);
-            let server_growth = judged(
-                quantity,
-                g.server_allocated_bytes_per_request,
-                g.server_rss_bytes_per_request,
-                g.server_rss_anon_bytes_per_request,
-            );
-            process(out, "server", s.server.as_ref(), server_growth, g.server_connections_per_request)?;
-        }
-        if let Some(streams) = words::streams(s) {
-            writeln!(out, "  open streams: {streams}")?;
-        }
-        if let Some(source) = words::server_source(&s.target).filter(|_| s.target.kind == TargetKind::External) {
-            writeln!(out, "  server measured from {source}")?;
-        }
-        if let Some(url) = &s.target.server_metrics_url {
-            for (name, span) in &s.server_metrics {
-                writeln!(out, "  server metric {name}: {} → {} (peak {}) at {url}", span.start, span.end, span.peak)?;
-            }
-        }
-        for (kind, count) in s.requests.as_ref().and_then(|r| r.errors.as_ref()).into_iter().flatten() {
-            writeln!(out, "  errors: {kind} × {count}")?;
-        }
+        processes(out, s)?;
+        other_figures(out, s)?;
         for sentence in lifecycle::sentences(s) {
             writeln!(out, "  {sentence}")?;
         }
-        if let Some(heap) = &s.heap_profile {
-            for (name, growth) in [("client", &heap.client), ("server", &heap.server)] {
-                let Some(growth) = growth else { continue };
-                let coverage =
-                    growth.coverage.map(|c| format!(", {:.0}% of the allocator's", c * 100.0)).unwrap_or_default();
-                writeln!(
-                    out,
-                    "  heap profile, {name}: {} of growth{coverage}; top stacks:",
-                    human_bytes(growth.profiled_growth_bytes)
-                )?;
-                for stack in growth.top.iter().take(3) {
-                    let frame = stack.frames.first().map_or("", String::as_str);
-                    writeln!(out, "    {} ({:.0}%) {frame}", human_bytes(stack.bytes), stack.share * 100.0)?;
-                }
-                for site in &growth.call_sites {
-                    writeln!(
-                        out,
-                        "    own call site: {}, {} ({:.0}%)",
-                        site.function,
-                        human_bytes(site.bytes),
-                        site.share * 100.0
-                    )?;
-                }
-            }
+        super::heap::console(out, s)?;
+        for (side, verdict) in Sides::of(&s.verdict).iter() {
+            self::verdict(out, side, verdict)?;
         }
-        for (profiles, name) in [(&s.profiles, "client"), (&s.server_profiles, "server")] {
-            let Some(profiles) = profiles else { continue };
-            let per = profiles.bytes_per_connection.map(|b| {
-                let rss = profiles.rss_per_connection.map(|r| format!(" (RSS {})", human_bytes(r))).unwrap_or_default();
-                format!(", {} per connection{rss}", human_bytes(b))
-            });
-            writeln!(
-                out,
-                "  profiles, {name}: {} grew{}; its own call sites:",
-                human_bytes(profiles.inuse_bytes_growth as f64),
-                per.unwrap_or_default()
-            )?;
-            for site in &profiles.call_sites {
-                let file = site.file_name();
-                writeln!(out, "    {} at {file}:{}, {} objects", site.function, site.line, site.inuse_objects_growth)?;
-            }
-            if profiles.call_sites.is_empty() {
-                writeln!(out, "    none: no function of its own holds any of the growth")?;
-            }
-        }
-        verdict(out, "client", Some(&s.verdict.client))?;
-        verdict(out, "server", s.verdict.server.as_ref())?;
         for segment in &s.segments {
             writeln!(out, "  {} ({})", words::segment(segment), segment.dir)?;
         }
         if let Some(note) = words::stop_note(s) {
             writeln!(out, "  {note}")?;
         }
-        if let Some((name, path)) = run.saved_as {
-            writeln!(out, "  baseline {name:?} saved: {}", path.display())?;
-        }
-        if let Some(baseline) = run.baseline {
-            writeln!(
-                out,
-                "  baseline {:?}: {}",
-                baseline.name,
-                if baseline.regressed { "✖ regressed" } else { "✔ held" }
-            )?;
-            for line in words::baseline_lines(baseline).into_iter().chain(words::regressions(baseline)) {
-                writeln!(out, "    {line}")?;
-            }
-        }
+        baseline(out, run)?;
         writeln!(out, "report: {}", run.dir.display())?;
         Ok(())
     }
+}
+
+/// Each process's growth, connections and RSS; the client's counters and channelz under its line. The
+/// server's line only when there was a server to load.
+fn processes(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    let growth = s.growth.per_request();
+    let client = &growth.client;
+    process(out, Side::Client, Some(&s.client), judged(s.verdict.client.quantity, client), client.connections)?;
+    for (name, counter) in &s.client.counters {
+        writeln!(out, "  client counter {name}: {}", words::counter(counter))?;
+    }
+    if let Some(channelz) = words::channelz(s) {
+        writeln!(out, "  client {channelz}")?;
+    }
+    // A watch loads no server.
+    let Some(server) = growth.server.as_ref().filter(|_| s.target.address.is_some()) else { return Ok(()) };
+    let quantity = s.verdict.server.as_ref().map_or(Quantity::AllocatedBytes, |v| v.quantity);
+    process(out, Side::Server, s.server.as_ref(), judged(quantity, server), server.connections)
+}
+
+/// What grew per request, by what the verdict judged: anonymous memory is judged, and RSS quoted beside it
+/// (the slope a reader of `ps` would expect).
+fn judged(quantity: Quantity, growth: &GrowthPerRequest) -> (String, Option<f64>) {
+    match quantity {
+        Quantity::AllocatedBytes => ("allocated".to_owned(), growth.allocated_bytes),
+        Quantity::RssBytes => ("RSS".to_owned(), growth.rss_bytes),
+        Quantity::RssAnonBytes => {
+            (format!("RSS {} · anonymous", bytes_per_request(growth.rss_bytes)), growth.rss_anon_bytes)
+        }
+    }
+}
+
+/// Both ends' open streams, where the server's figures came from, its scraped metrics, and the failed
+/// requests by kind.
+fn other_figures(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    if let Some(streams) = words::streams(s) {
+        writeln!(out, "  open streams: {streams}")?;
+    }
+    if let Some(source) = words::server_source(&s.target).filter(|_| s.target.kind == TargetKind::External) {
+        writeln!(out, "  server measured from {source}")?;
+    }
+    if let Some(url) = &s.target.server_metrics_url {
+        for (name, span) in &s.server_metrics {
+            writeln!(out, "  server metric {name}: {} → {} (peak {}) at {url}", span.start, span.end, span.peak)?;
+        }
+    }
+    for (kind, count) in s.requests.as_ref().and_then(|r| r.errors.as_ref()).into_iter().flatten() {
+        writeln!(out, "  errors: {kind} × {count}")?;
+    }
+    Ok(())
+}
+
+/// The baseline the run was saved as, and how it compares with the one it was compared with.
+fn baseline(out: &mut dyn Write, run: &RunConsole<'_>) -> io::Result<()> {
+    if let Some((name, path)) = run.saved_as {
+        writeln!(out, "  baseline {name:?} saved: {}", path.display())?;
+    }
+    if let Some(baseline) = run.baseline {
+        let held = if baseline.regressed { "✖ regressed" } else { "✔ held" };
+        writeln!(out, "  baseline {:?}: {held}", baseline.name)?;
+        for line in words::baseline_lines(baseline).into_iter().chain(words::regressions(baseline)) {
+            writeln!(out, "    {line}")?;
+        }
+    }
+    Ok(())
 }
 
 fn first_line(s: &Summary) -> String {
@@ -185,11 +152,12 @@ fn first_line(s: &Summary) -> String {
 
 fn process(
     out: &mut dyn Write,
-    name: &str,
+    side: Side,
     process: Option<&ProcessSummary>,
     (measured, growth): (String, Option<f64>),
     connections: Option<f64>,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
+    let name = side.name();
     let Some(process) = process else {
         return writeln!(out, "  {name}: not measured (--target without --server-pid or --server-metrics)");
     };
@@ -213,8 +181,7 @@ fn process(
     }
 }
 
-fn verdict(out: &mut dyn Write, name: &str, verdict: Option<&ProcessVerdict>) -> std::io::Result<()> {
-    let Some(verdict) = verdict else { return Ok(()) };
+fn verdict(out: &mut dyn Write, side: Side, verdict: &ProcessVerdict) -> io::Result<()> {
     let expected = match verdict.expected {
         Some(expected) => {
             format!(", expected {} {}", expected.name(), expectation_mark(verdict.kind, verdict.expectation_met))
@@ -227,7 +194,8 @@ fn verdict(out: &mut dyn Write, name: &str, verdict: Option<&ProcessVerdict>) ->
     };
     writeln!(
         out,
-        "  verdict {name}: {} — {} {} per {} over {over}{expected}",
+        "  verdict {}: {} — {} {} per {} over {over}{expected}",
+        side.name(),
         verdict.kind,
         measure(verdict.quantity),
         words::slope(verdict),
@@ -256,5 +224,23 @@ mod tests {
         );
         assert!(text.contains("    Allocated memory grew by 60.0 KB per request"), "{text}");
         assert!(text.ends_with("report: reports/leak/x\n"), "{text}");
+    }
+
+    #[test]
+    fn a_server_not_measured_is_said_so_and_a_watch_has_no_server_line() {
+        let (mut summary, _) = scripted_report();
+        summary.server = None;
+        summary.verdict.server = None;
+        let run = RunConsole { summary: &summary, baseline: None, saved_as: None, dir: Path::new("x") };
+        let text = crate::report::to_string(&RunText, &run).unwrap();
+        assert!(
+            text.contains("  server: not measured (--target without --server-pid or --server-metrics)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("verdict server"), "{text}");
+        summary.target.address = None;
+        let run = RunConsole { summary: &summary, baseline: None, saved_as: None, dir: Path::new("x") };
+        let text = crate::report::to_string(&RunText, &run).unwrap();
+        assert!(!text.contains("  server"), "{text}");
     }
 }

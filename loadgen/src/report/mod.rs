@@ -9,16 +9,18 @@
 //! The engine leaves a run's directory with what it recorded (`run.json`,
 //! `samples.jsonl`, the processes' logs); [`write_run`] adds [`RUN_OUTPUTS`]
 //! from its summary, its latency histograms, and with `--heap-profile` the
-//! [heap profiles](heap). What CI systems read (JUnit, benchmark trackers) is
+//! [heap profiles](profiles). What CI systems read (JUnit, benchmark trackers) is
 //! written where the command line says (the `ci` module).
 
 pub(crate) mod console;
 pub(crate) mod csv;
 pub(crate) mod heap;
+pub(crate) mod html;
 pub(crate) mod json;
 pub(crate) mod lifecycle;
 pub(crate) mod markdown;
 pub(crate) mod plot;
+pub(crate) mod profiles;
 pub(crate) mod units;
 pub(crate) mod words;
 
@@ -83,7 +85,7 @@ pub(crate) fn write_run(outcome: RunOutcome) -> Reported {
         write_file(&LatencyHlog, latency, &dir.file(RunDir::LATENCY_LOG), &mut written);
     }
     if heap_profiled {
-        let profiles = heap::HeapProfiles::read(&dir.path);
+        let profiles = profiles::HeapProfiles::read(&dir.path);
         written.extend(write_outputs(&profiles.outputs(), &profiles, &dir.path));
     }
     Reported { dir: dir.path, report, written }

@@ -6,7 +6,7 @@ use super::units::{format_mib, human_bytes, signed_bytes};
 use crate::baseline::{BaselineComparison, Delta, Process};
 use leaklab_engine::halt::{LimitHit, StopReason};
 use leaklab_engine::scenario::PolicyName;
-use leaklab_engine::summary::{AtStop, Note, Summary};
+use leaklab_engine::summary::{AtStop, Note, Sides, Summary};
 use leaklab_verdict::{Axis, Basis, Count, ProcessVerdict, Quantity, Reason};
 
 /// A client's reported counter over the run: `5 → 485 (peak 485), +4.00 per request`.
@@ -63,25 +63,27 @@ pub(crate) fn channelz(s: &Summary) -> Option<String> {
 /// Whether the run's requests were streams: the stream policies, or a foreign client that reports a
 /// `streams` counter. A unary call is open too, for the instant it is in flight, and would only add noise
 /// to the reports' tables.
-pub(crate) fn opened_streams(s: &leaklab_engine::summary::Summary) -> bool {
+pub(crate) fn opened_streams(s: &Summary) -> bool {
     s.policy.is_some_and(PolicyName::streams) || s.client.counters.contains_key("streams")
 }
 
 /// Both ends' open streams: `client 0 → 4000 (peak 4000), +1.000/request; server …`.
-pub(crate) fn streams(s: &leaklab_engine::summary::Summary) -> Option<String> {
+pub(crate) fn streams(s: &Summary) -> Option<String> {
     if !opened_streams(s) {
         return None;
     }
-    let side = |name: &str, p: Option<&leaklab_engine::summary::ProcessSummary>, slope: Option<f64>| {
-        let span = p?.streams?;
-        let slope = slope.map(|slope| format!(", {slope:+.3}/request")).unwrap_or_default();
-        Some(format!("{name} {} → {} (peak {}){slope}", span.start, span.end, span.peak))
-    };
-    let sides = [
-        side("client", Some(&s.client), s.growth.client_streams_per_request),
-        side("server", s.server.as_ref(), s.growth.server_streams_per_request),
-    ];
-    Some(sides.into_iter().flatten().collect::<Vec<_>>().join("; "))
+    let growth = s.growth.per_request();
+    let sides: Vec<String> = s
+        .processes()
+        .iter()
+        .filter_map(|(side, process)| {
+            let span = process.streams?;
+            let slope = growth.get(side).and_then(|g| g.streams);
+            let slope = slope.map(|slope| format!(", {slope:+.3}/request")).unwrap_or_default();
+            Some(format!("{} {} → {} (peak {}){slope}", side.name(), span.start, span.end, span.peak))
+        })
+        .collect();
+    Some(sides.join("; "))
 }
 
 /// `request` or `s`: what a slope is per.
@@ -455,17 +457,10 @@ pub(crate) fn baseline_lines(comparison: &BaselineComparison) -> Vec<String> {
     if let Some(p) = &comparison.latency_p99_us {
         lines.push(format!("p99 latency: {:.0} → {:.0} µs ({})", p.baseline, p.current, percent(p)));
     }
-    let peaks =
-        [("client", Some(&comparison.client_peak_rss_bytes)), ("server", comparison.server_peak_rss_bytes.as_ref())];
-    for (name, delta) in peaks {
-        if let Some(r) = delta {
-            lines.push(format!(
-                "{name} peak RSS: {} → {} ({})",
-                human_bytes(r.baseline),
-                human_bytes(r.current),
-                percent(r)
-            ));
-        }
+    let peaks = Sides { client: &comparison.client_peak_rss_bytes, server: comparison.server_peak_rss_bytes.as_ref() };
+    for (side, r) in peaks.iter() {
+        let (baseline, current) = (human_bytes(r.baseline), human_bytes(r.current));
+        lines.push(format!("{} peak RSS: {baseline} → {current} ({})", side.name(), percent(r)));
     }
     lines
 }
@@ -561,5 +556,17 @@ mod tests {
             "Stopped at cap: client_rss, at 300.4 MiB after 8212 requests (cap 300.0 MiB). At that point: client RSS \
              300.4 MiB, 8212 connections open; server RSS 200.0 MiB, 8212 connections."
         );
+    }
+
+    #[test]
+    fn open_streams_read_for_each_process_that_counted_them() {
+        let (mut summary, _) = scripted_report();
+        assert_eq!(streams(&summary), None, "a unary policy's streams are noise");
+        summary.policy = Some(PolicyName::StreamLeak);
+        summary.client.streams = Some(leaklab_verdict::stats::Span { start: 0, end: 1000, peak: 1000 });
+        summary.growth.client_streams_per_request = Some(1.0);
+        assert_eq!(streams(&summary).unwrap(), "client 0 → 1000 (peak 1000), +1.000/request");
+        summary.server.as_mut().unwrap().streams = Some(leaklab_verdict::stats::Span { start: 0, end: 4, peak: 9 });
+        assert_eq!(streams(&summary).unwrap(), "client 0 → 1000 (peak 1000), +1.000/request; server 0 → 4 (peak 9)");
     }
 }
