@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 /// One way of abusing a gRPC server.
 pub use crate::scenario::AttackKind;
+use crate::scenario::{AttackError, AttackSpec};
 
 /// An attack, bounded in time and in streams.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,8 +61,26 @@ impl AttackPlan {
         )
     }
 
+    /// The attack without its target and good client.
+    pub fn spec(&self) -> AttackSpec {
+        AttackSpec {
+            kind: self.kind,
+            connections: self.connections,
+            max_streams: self.max_streams,
+            streams_per_second: self.streams_per_second,
+            response_bytes: self.response_bytes,
+            declared_bytes: self.declared_bytes,
+            duration: self.duration,
+        }
+    }
+
+    /// The bounds every attack keeps (see [`AttackSpec::check`]).
+    pub fn check(&self) -> Result<(), AttackError> {
+        self.spec().check()
+    }
+
     /// A scenario's attack on `target`, without a good client of its own: the load is the well-behaved client.
-    pub fn of(spec: &crate::scenario::AttackSpec, target: SocketAddr) -> AttackPlan {
+    pub fn of(spec: &AttackSpec, target: SocketAddr) -> AttackPlan {
         AttackPlan {
             kind: spec.kind,
             target,
@@ -223,7 +242,7 @@ pub async fn run(plan: &AttackPlan) -> Result<AttackReport, String> {
 /// Runs the attack until `stop` turns `true` or its duration ends, and reports it.
 pub async fn run_until(plan: &AttackPlan, stop: tokio::sync::watch::Receiver<bool>) -> Result<AttackReport, String> {
     check_target(plan.target)?;
-    plan.check_exposure()?;
+    plan.check().map_err(|error| format!("{}: {}", error.field, error.reason))?;
     let ends = Deadline { at: Instant::now() + plan.duration, stop };
     let connections = plan.connections.max(1);
     let per_connection = plan.max_streams.div_ceil(u64::from(connections));

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     }
     let ended = match cli.command {
         cli::Command::Attack(args) => attack(&args),
-        cli::Command::List(args) => list(&Catalog::locate(args.scenarios_dir)),
+        cli::Command::List(args) => list(&Catalog::locate(args.scenarios.path)),
         cli::Command::Schema(args) => Ok(print(&args.text())),
         cli::Command::Run(args) => run_scenario(&args),
         cli::Command::Watch(args) => watch_process(&args),
@@ -115,7 +115,7 @@ fn merge_segments(args: &cli::MergeArgs) -> Result<u8, Failure> {
     let runs: Vec<merge::SegmentRun> =
         args.dirs.iter().map(|dir| merge::SegmentRun::read(dir)).collect::<anyhow::Result<_>>().map_err(usage)?;
     let merged = merge::Split::check(runs).and_then(|split| split.merge()).map_err(usage)?;
-    let merged = merged.write(&args.reports_dir).map_err(failed)?;
+    let merged = merged.write(&args.reports.path).map_err(failed)?;
     let mut reported = report::write_run(merged);
     reported.written.extend(args.ci.files().write(&reported.results("merge", None)));
     Ok(finish(&reported, reported.console(), false))

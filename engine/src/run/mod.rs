@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use anyhow::Context;
 use leaklab_probe::procfs;
 use tokio::sync::watch;
 
@@ -36,7 +37,9 @@ use crate::heap;
 use crate::latency::histogram_log::LatencyLog;
 use crate::load::LoadCounters;
 use crate::run_dir::{self, RunDir};
-use crate::sample::{Guard, Measure, Observer, ProfileFailure, Recorder, RecorderSetup, Recording, Sample};
+use crate::sample::{
+    Guard, Measure, MetricsEndpoint, Observer, ProfileFailure, Recorder, RecorderSetup, Recording, Sample, ScrapeError,
+};
 use crate::scenario::{CapsPlan, RunPlan};
 use crate::summary::record::{RecordedPlan, RunRecord};
 use crate::summary::series::{self, Side};
@@ -44,7 +47,7 @@ use crate::summary::{BuiltinRun, ClientRun, ForeignRun, Note, RunFacts, Summary}
 use server::ServerSide;
 
 /// Which server the run loads.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetChoice {
     /// Start this `leaklab-server` binary on a free loopback port and measure it.
     Spawn { server_bin: PathBuf },
@@ -73,6 +76,54 @@ pub struct ServerPprof {
     pub url: String,
     /// Function name prefixes; empty: the default rule (see [`crate::heap::sites::OwnCode`]).
     pub own_code: Vec<String>,
+}
+
+impl TargetChoice {
+    /// The toy server at `server_bin`, or the `leaklab-server` beside this program.
+    pub fn spawn(server_bin: Option<PathBuf>) -> anyhow::Result<TargetChoice> {
+        let server_bin = match server_bin {
+            Some(path) => path,
+            None => std::env::current_exe().context("locating this binary")?.with_file_name("leaklab-server"),
+        };
+        Ok(TargetChoice::Spawn { server_bin })
+    }
+
+    /// What can be checked before anything runs: the server binary is there; a server already running is
+    /// at HOST:PORT, its process is there, and its metrics endpoint answers with what measures it. An
+    /// error names the flag.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let (authority, server_pid, server_metrics) = match self {
+            TargetChoice::Spawn { server_bin } if !server_bin.is_file() => anyhow::bail!(
+                "the server binary {} does not exist: build it with `cargo build --release -p leaklab-server`, \
+                 pass --server-bin PATH, or load a running server with --target HOST:PORT",
+                server_bin.display()
+            ),
+            TargetChoice::Spawn { .. } => return Ok(()),
+            TargetChoice::External { authority, server_pid, server_metrics, .. } => {
+                (authority, server_pid, server_metrics)
+            }
+        };
+        if authority.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+            anyhow::bail!("--target {authority:?}: expected HOST:PORT, like 127.0.0.1:50051");
+        }
+        if let Some(pid) = server_pid
+            && !procfs::Proc::Pid(*pid).is_running()
+        {
+            anyhow::bail!("--server-pid {pid}: no such process");
+        }
+        if let Some(metrics) = server_metrics {
+            // One scrape now, so that an endpoint that cannot measure the server stops the run before it starts.
+            MetricsEndpoint::open(&metrics.url, &metrics.named, server_pid.is_none()).map_err(
+                |error| match &error {
+                    ScrapeError::Missing { name, .. } if metrics.named.contains(name) => {
+                        anyhow::anyhow!("--server-metric {name}: {error}")
+                    }
+                    _ => anyhow::anyhow!("--server-metrics {error}"),
+                },
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// How to run a plan (everything that is not part of it).

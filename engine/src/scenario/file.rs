@@ -14,8 +14,9 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::attack::AttackKind;
+use super::client::Transport;
 use super::defaults;
-use super::plan::{AttackKind, Transport};
 use super::values::{self, Argv, PolicyName, format_duration};
 use leaklab_verdict::Expectation;
 

@@ -44,6 +44,22 @@ pub struct ForeignPlan {
     pub channelz: Option<String>,
 }
 
+impl ForeignPlan {
+    /// What a watch and an external scenario are both checked for: the warm-up ends before the watch,
+    /// and own code names the packages of a pprof endpoint. An error is the field at fault and why; the
+    /// fields it names are written by `name` (a flag, or a scenario key).
+    pub fn check(&self, name: &dyn Fn(&str) -> String) -> Result<(), (&'static str, String)> {
+        if self.warmup >= self.duration {
+            let duration = humantime::format_duration(self.duration);
+            return Err(("warmup", format!("must be shorter than {} ({duration})", name("duration"))));
+        }
+        if !self.own_code.is_empty() && self.pprof.is_none() {
+            return Err(("own_code", format!("needs {}: it names the packages of its profiles", name("pprof"))));
+        }
+        Ok(())
+    }
+}
+
 /// `loadgen watch`'s options: a process sampled from outside, without a server of leaklab's or caps,
 /// judged per request it reports or per second. `run.json` keeps them as they are here, so a watch
 /// rebuilt by `loadgen report` is the watch that ran.

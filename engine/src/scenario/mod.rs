@@ -13,7 +13,9 @@
 //! - [`catalog`]: where scenarios are found by name;
 //! - [`reference`]: the schema and the reference page.
 
+mod attack;
 mod catalog;
+mod client;
 mod document;
 pub mod file;
 mod foreign;
@@ -29,18 +31,21 @@ mod tests;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+pub use attack::{
+    AttackError, AttackKind, AttackSpec, DEFAULT_MAX_STREAMS, MAX_CONNECTIONS, MAX_DURATION as MAX_ATTACK_DURATION,
+    MAX_EXPOSURE, MAX_STREAMS,
+};
 pub use catalog::{Catalog, Entry};
+pub use client::{ClientKeepalive, ClientPlan, ClientTlsPlan, Identity, TlsOrigins, Transport, Trust};
 pub use document::Document;
 pub use foreign::{ForeignClient, ForeignPlan, WatchSpec};
 pub use leaklab_verdict::{Expectation, MIN_ROUNDS, VerdictPlan};
 pub use options::{Kind, OPTIONS, Opt, OptionSpec, Overrides, Value};
 pub use plan::{
-    AttackKind, AttackSpec, Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive,
-    ClientPlan, ClientTlsPlan, DEFAULT_MAX_STREAMS, FaultPlan, Identity, LoadPlan, MAX_EXPOSURE, Origin, Plan,
+    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, FaultPlan, LoadPlan, Origin, Plan,
     QUICK_COOLDOWN, QUICK_MEASURED_REQUESTS, RequestShape, SamplingPlan, Segment, ServerPlan, ServerTlsPlan,
-    TlsOrigins, Transport, Trust,
 };
-pub use values::{PolicyName, channelz_address, parse_duration, parse_size};
+pub use values::{PolicyName, channelz_address, parse_duration, parse_size, pprof_url};
 
 /// Defaults for keys a scenario file leaves out. Small on purpose: a run
 /// with no settings must be safe on a laptop.

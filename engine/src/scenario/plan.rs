@@ -10,7 +10,10 @@ use bytes::Bytes;
 use leaklab_wire::ServerSettings;
 
 use super::values::PolicyName;
-use leaklab_verdict::{VerdictPlan, named};
+use leaklab_verdict::VerdictPlan;
+
+use super::attack::AttackSpec;
+use super::client::ClientPlan;
 
 /// Everything one run needs to know, decided before anything runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,121 +120,6 @@ impl<'de> serde::Deserialize<'de> for Segment {
     }
 }
 
-/// The client's connection options, as tonic's `Endpoint` takes them. `None`: tonic's default.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientPlan {
-    /// Dialling a connection fails after this long.
-    pub connect_timeout: Option<Duration>,
-    /// HTTP/2 keepalive pings, if any.
-    pub keepalive: Option<ClientKeepalive>,
-    /// SO_KEEPALIVE with this idle time.
-    pub tcp_keepalive: Option<Duration>,
-    /// What carries the calls: tonic's `Channel`, or the tonic client straight on one h2 connection.
-    pub transport: Transport,
-    /// TLS on every connection; `None`: plaintext.
-    pub tls: Option<ClientTlsPlan>,
-    /// The stream policies: how often the server sends on each open stream.
-    pub stream_interval: Duration,
-}
-
-/// `client.stream_interval`'s default. Held streams a second apart buffer a small unread DATA frame each per
-/// second on the client, and after about 16,000 of them (3,550 streams in 9 s) h2's budget for small frames
-/// tears the whole connection down with GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames".
-pub(super) const DEFAULT_STREAM_INTERVAL: Duration = Duration::from_secs(30);
-/// The longest pause between two messages the toy server accepts (its `MAX_DELAY_MS`).
-pub(super) const MAX_STREAM_INTERVAL: Duration = Duration::from_secs(60);
-
-impl Default for ClientPlan {
-    fn default() -> Self {
-        Self {
-            connect_timeout: None,
-            keepalive: None,
-            tcp_keepalive: None,
-            transport: Transport::default(),
-            tls: None,
-            stream_interval: DEFAULT_STREAM_INTERVAL,
-        }
-    }
-}
-
-/// The client's TLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientTlsPlan {
-    /// What the server's certificate is verified against.
-    pub trust: Trust,
-    /// The certificate the client presents, if any (mutual TLS).
-    pub identity: Option<Identity>,
-    /// The name the server's certificate must be valid for; `None`: the target's host.
-    pub server_name: Option<String>,
-    /// What an error about each file names: the flag, or the file, line and key.
-    pub origins: TlsOrigins,
-}
-
-/// What a client verifies the server's certificate against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trust {
-    /// The CA certificates in this PEM file.
-    CaFile(std::path::PathBuf),
-    /// The Mozilla root program's CAs (webpki-roots).
-    MozillaRoots,
-    /// The throwaway CA of `[server.tls] generate`.
-    Generated,
-    /// Nothing: any certificate is accepted (`insecure`).
-    Insecure,
-}
-
-/// A certificate and key the client presents.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    Files {
-        cert: std::path::PathBuf,
-        key: std::path::PathBuf,
-    },
-    /// Signed by the throwaway CA of `[server.tls] generate`.
-    Generated,
-}
-
-/// Where each TLS key was set, for errors found when the files are read.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TlsOrigins {
-    pub cacert: String,
-    pub cert: String,
-    pub key: String,
-    pub cname: String,
-}
-
-/// The toy server's TLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerTlsPlan {
-    /// From PEM files; with `client_ca`, client certificates are required.
-    Files { cert: std::path::PathBuf, key: std::path::PathBuf, client_ca: Option<std::path::PathBuf> },
-    /// Made at run time by a throwaway CA; with `client_auth`, client certificates are required.
-    Generated { client_auth: bool },
-}
-
-named! {
-    /// What carries a client's calls.
-    #[derive(Default)]
-    pub enum Transport, "transport" {
-        /// tonic's `Channel`, as a Rust client is written: tower's buffer, reconnect, hyper's HTTP/2 client.
-        #[default]
-        Channel = "channel",
-        /// tonic's generated client and codec straight on one `h2` connection, never redialled and without
-        /// keepalive pings: the lean path for measuring how hard a server can be pushed (`reused` only).
-        H2 = "h2",
-    }
-}
-
-/// HTTP/2 keepalive of the client (tonic's `http2_keep_alive_interval` and friends).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientKeepalive {
-    pub interval: Duration,
-    /// A ping unanswered this long closes the connection (tonic's default: 20 s).
-    pub timeout: Option<Duration>,
-    /// Ping with no call in flight too.
-    pub while_idle: bool,
-}
-
 /// Faults a loopback proxy between client and server injects, timed from the start of the load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FaultPlan {
@@ -265,109 +153,6 @@ pub struct CapsPlan {
     pub server_rss_bytes: Option<u64>,
     /// Open file descriptors of either process (each connection holds one).
     pub fds: Option<u64>,
-}
-
-/// What an abusive client does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttackKind {
-    /// Streams whose headers are sent and whose request never is.
-    SlowStreams,
-    /// Calls asking for large responses on streams whose flow-control window is zero, never read.
-    UnreadResponses,
-    /// Streams that declare a message near the server's maximum and send a few bytes of it.
-    DeclaredSize,
-    /// A HEADERS frame without END_HEADERS on each connection, its CONTINUATION never sent.
-    HeldHeaders,
-    /// Streams opened and at once reset (CVE-2023-44487), which h2 sheds with GOAWAY.
-    RapidReset,
-}
-
-impl AttackKind {
-    pub const ALL: [AttackKind; 5] = [
-        AttackKind::SlowStreams,
-        AttackKind::UnreadResponses,
-        AttackKind::DeclaredSize,
-        AttackKind::HeldHeaders,
-        AttackKind::RapidReset,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            AttackKind::SlowStreams => "slow-streams",
-            AttackKind::UnreadResponses => "unread-responses",
-            AttackKind::DeclaredSize => "declared-size",
-            AttackKind::HeldHeaders => "held-headers",
-            AttackKind::RapidReset => "rapid-reset",
-        }
-    }
-}
-
-/// The most memory an attack may ask a server without limits to hold: streams held × the bytes
-/// each asks for. Far below this machine's memory, far above the limits' bounds.
-pub const MAX_EXPOSURE: u64 = 4 << 30;
-
-/// The most streams an attack holds at once when it does not say.
-pub const DEFAULT_MAX_STREAMS: u64 = 20_000;
-
-/// A scenario's `[attack]`: what `loadgen attack` runs beside the load, on the run's server.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttackSpec {
-    pub kind: AttackKind,
-    /// Connections kept open, each dialled again when the server ends it.
-    pub connections: u32,
-    /// Streams held open at once over all connections.
-    pub max_streams: u64,
-    /// New streams per second over all connections; `None`: as fast as the server takes them.
-    pub streams_per_second: Option<f64>,
-    pub response_bytes: u32,
-    pub declared_bytes: u32,
-    /// The longest it runs; it stops when the load ends.
-    pub duration: Duration,
-}
-
-impl AttackSpec {
-    /// The bytes one held stream asks the server to hold, beyond the stream itself.
-    fn bytes_per_stream(kind: AttackKind, response_bytes: u32, declared_bytes: u32) -> u64 {
-        match kind {
-            AttackKind::UnreadResponses => response_bytes.into(),
-            AttackKind::DeclaredSize => declared_bytes.into(),
-            _ => 0,
-        }
-    }
-
-    /// [`DEFAULT_MAX_STREAMS`], or fewer where each stream asks for so much that they would pass
-    /// [`MAX_EXPOSURE`].
-    pub fn default_max_streams(kind: AttackKind, response_bytes: u32, declared_bytes: u32) -> u64 {
-        match Self::bytes_per_stream(kind, response_bytes, declared_bytes) {
-            0 => DEFAULT_MAX_STREAMS,
-            bytes => (MAX_EXPOSURE / bytes).clamp(1, DEFAULT_MAX_STREAMS),
-        }
-    }
-
-    /// Fails when `max_streams` held could ask a server without limits for more than [`MAX_EXPOSURE`].
-    pub fn check_exposure(
-        kind: AttackKind,
-        max_streams: u64,
-        response_bytes: u32,
-        declared_bytes: u32,
-    ) -> Result<(), String> {
-        let per_stream = Self::bytes_per_stream(kind, response_bytes, declared_bytes);
-        let exposure = max_streams.saturating_mul(per_stream);
-        if exposure > MAX_EXPOSURE {
-            let what = match kind {
-                AttackKind::UnreadResponses => "response_bytes",
-                _ => "declared_bytes",
-            };
-            return Err(format!(
-                "max_streams {max_streams} × {what} {per_stream} = {} MiB: more than the {} MiB an attack may ask a \
-                 server to hold; lower either",
-                exposure >> 20,
-                MAX_EXPOSURE >> 20
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Requests after warm-up in the quick profile of `loadgen compare --quick`.
@@ -586,6 +371,15 @@ pub struct SamplingPlan {
     pub cooldown: Duration,
     /// Dump both processes' heap profiles after warm-up and at the end of the load.
     pub heap_profile: bool,
+}
+
+/// The toy server's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerTlsPlan {
+    /// From PEM files; with `client_ca`, client certificates are required.
+    Files { cert: std::path::PathBuf, key: std::path::PathBuf, client_ca: Option<std::path::PathBuf> },
+    /// Made at run time by a throwaway CA; with `client_auth`, client certificates are required.
+    Generated { client_auth: bool },
 }
 
 /// The server the run starts (ignored with `--target`).

@@ -8,14 +8,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::attack::{AttackKind, AttackSpec};
+use super::client::{
+    ClientKeepalive, ClientPlan, ClientTlsPlan, DEFAULT_STREAM_INTERVAL, Identity, MAX_STREAM_INTERVAL, TlsOrigins,
+    Transport, Trust,
+};
 use super::file::{
     AttackSection, CallSection, CapsSection, ClientSection, ClientTlsSection, ExpectSection, FaultSection, LoadSection,
     SamplingSection, ScenarioFile, ServerSection, ServerTlsSection, VerdictSection,
 };
 use super::plan::{
-    AttackKind, AttackSpec, Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, ClientKeepalive,
-    ClientPlan, ClientTlsPlan, DEFAULT_STREAM_INTERVAL, FaultPlan, Identity, LoadPlan, MAX_STREAM_INTERVAL, Origin,
-    Plan, RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan, TlsOrigins, Transport, Trust,
+    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, FaultPlan, LoadPlan, Origin, Plan,
+    RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan,
 };
 use super::values::{PolicyName, format_duration};
 use super::{Document, MIN_ROUNDS, Opt, Overrides, ScenarioError, defaults};
@@ -33,7 +37,7 @@ const MAX_IDLE_BETWEEN_ROUNDS: Duration = Duration::from_secs(60);
 /// The longest an external client may run: it must stop by itself in reasonable time.
 const MAX_EXTERNAL_DURATION: Duration = Duration::from_secs(600);
 /// The longest an attack may run: the machine is shared.
-const MAX_ATTACK_DURATION: Duration = Duration::from_secs(60);
+use super::attack::MAX_DURATION as MAX_ATTACK_DURATION;
 /// The smallest RSS cap: below it a process could not even start its load.
 const MIN_RSS_CAP: u64 = 16 << 20;
 
@@ -186,34 +190,27 @@ impl<'a> Validator<'a> {
         })?;
         let bytes = |key: &str, value: Option<u64>, default: u32| -> Result<u32, ScenarioError> {
             let bytes = value.unwrap_or(default.into());
-            u32::try_from(bytes)
-                .ok()
-                .filter(|bytes| *bytes > 0)
-                .ok_or_else(|| self.invalid(key, format!("must be between 1 byte and 4GiB, got {bytes} bytes")))
+            u32::try_from(bytes).map_err(|_| self.invalid(key, format!("must be at most 4GiB, got {bytes} bytes")))
+        };
+        let count = |key: &str, value: i64| -> Result<u64, ScenarioError> {
+            u64::try_from(value).map_err(|_| self.invalid(key, format!("must be at least 1, got {value}")))
         };
         let response_bytes = bytes("attack.response_bytes", attack.response_bytes, 1 << 20)?;
         let declared_bytes = bytes("attack.declared_bytes", attack.declared_bytes, 4 << 20)?;
-        let max_streams = match attack.max_streams {
-            Some(n) => self.range("attack.max_streams", Some(n), 1, 1, 1_000_000)? as u64,
-            None => AttackSpec::default_max_streams(kind, response_bytes, declared_bytes),
-        };
-        let streams_per_second = match attack.streams_per_second {
-            Some(rate) if !(rate.is_finite() && rate > 0.0) => {
-                return Err(self.invalid("attack.streams_per_second", format!("must be a positive number, got {rate}")));
-            }
-            rate => rate,
-        };
         let spec = AttackSpec {
             kind,
-            connections: self.range("attack.connections", attack.connections, 20, 1, 1_000)? as u32,
-            max_streams,
-            streams_per_second,
+            connections: u32::try_from(count("attack.connections", attack.connections.unwrap_or(20))?)
+                .unwrap_or(u32::MAX),
+            max_streams: match attack.max_streams {
+                Some(n) => count("attack.max_streams", n)?,
+                None => AttackSpec::default_max_streams(kind, response_bytes, declared_bytes),
+            },
+            streams_per_second: attack.streams_per_second,
             response_bytes,
             declared_bytes,
-            duration: self.positive("attack.duration", attack.duration, MAX_ATTACK_DURATION, MAX_ATTACK_DURATION)?,
+            duration: attack.duration.unwrap_or(MAX_ATTACK_DURATION),
         };
-        AttackSpec::check_exposure(kind, max_streams, response_bytes, declared_bytes)
-            .map_err(|reason| self.invalid("attack.max_streams", reason))?;
+        spec.check().map_err(|error| self.invalid(&format!("attack.{}", error.field), error.reason))?;
         Ok(spec)
     }
 
@@ -252,10 +249,7 @@ impl<'a> Validator<'a> {
         let duration =
             self.positive("external.duration", external.duration, defaults::DURATION, MAX_EXTERNAL_DURATION)?;
         let warmup = external.warmup.unwrap_or(defaults::FOREIGN_WARMUP);
-        if warmup >= duration {
-            return Err(self.invalid("external.warmup", "must be shorter than external.duration"));
-        }
-        Ok(ForeignPlan {
+        let plan = ForeignPlan {
             name: self.name(),
             source: Some(self.path.to_owned()),
             description,
@@ -268,10 +262,10 @@ impl<'a> Validator<'a> {
             verdict: self.verdict(&file.verdict, &file.expect)?,
             caps: Some(self.caps(&file.caps)?),
             pprof: match external.pprof {
-                Some(url) if !url.starts_with("http://") => {
-                    return Err(self.invalid("external.pprof", "expected http://HOST:PORT/debug/pprof"));
+                Some(url) => {
+                    Some(super::values::pprof_url(&url).map_err(|reason| self.invalid("external.pprof", reason))?)
                 }
-                pprof => pprof,
+                None => None,
             },
             own_code: external.own_code.unwrap_or_default(),
             channelz: match external.channelz {
@@ -281,7 +275,11 @@ impl<'a> Validator<'a> {
                 ),
                 None => None,
             },
-        })
+        };
+        // What a watch is checked for too, worded with the scenario's keys.
+        plan.check(&|field| format!("external.{field}"))
+            .map_err(|(field, reason)| self.invalid(&format!("external.{field}"), reason))?;
+        Ok(plan)
     }
 
     fn policy(&self, client: &ClientSection) -> Result<ChannelPolicy, ScenarioError> {

@@ -9,6 +9,15 @@ pub use leaklab_wire::values::{format_duration, parse_duration, parse_size};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
 
+/// A Go process's `net/http/pprof` base URL: `http://HOST:PORT/debug/pprof`, `{pprof_addr}` allowed for
+/// the port of a command leaklab starts.
+pub fn pprof_url(text: &str) -> Result<String, String> {
+    match text.trim() {
+        url if url.starts_with("http://") => Ok(url.to_owned()),
+        _ => Err("expected http://HOST:PORT/debug/pprof".to_owned()),
+    }
+}
+
 /// Where a client serves channelz: `HOST:PORT`, or `{channelz_addr}` for a free loopback port that
 /// leaklab picks and puts into the client's command too.
 pub fn channelz_address(text: &str) -> Result<String, String> {
