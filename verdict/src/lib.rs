@@ -329,15 +329,6 @@ impl Verdicts {
             })
         }))
     }
-
-    /// `true` when every expectation is met, `false` when one is not (or
-    /// cannot be judged), `null` when the scenario sets none.
-    pub fn expectation_met(&self, plan: &VerdictPlan) -> Option<bool> {
-        if plan.expect_client.is_none() && plan.expect_server.is_none() {
-            return None;
-        }
-        Some(self.outcome(plan) == Outcome::Met)
-    }
 }
 
 /// What [`named!`] expands to needs, wherever it is used.

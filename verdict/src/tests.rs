@@ -249,13 +249,10 @@ fn outcome_is_contradicted_before_inconclusive_before_met() {
     };
 
     assert_eq!(verdicts(&flat, &flat).outcome(&both), Outcome::Met);
-    assert_eq!(verdicts(&flat, &flat).expectation_met(&both), Some(true));
     assert_eq!(verdicts(&short, &leak).outcome(&both), Outcome::Contradicted);
     assert_eq!(verdicts(&flat, &short).outcome(&both), Outcome::Inconclusive);
-    assert_eq!(verdicts(&flat, &short).expectation_met(&both), Some(false));
     // Without expectations nothing can be contradicted.
     assert_eq!(verdicts(&leak, &short).outcome(&plan(None, None)), Outcome::Met);
-    assert_eq!(verdicts(&leak, &short).expectation_met(&plan(None, None)), None);
     // An expectation on a server that was not measured cannot be met.
     let unmeasured = Verdicts { client: flat.clone(), server: None, confidence: CONFIDENCE };
     assert_eq!(unmeasured.outcome(&both), Outcome::Inconclusive);

@@ -245,11 +245,6 @@ impl Profile {
             samples,
         })
     }
-
-    /// The index of the sample type named `name`, like pprof's `-sample_index`.
-    pub fn sample_index(&self, name: &str) -> Option<usize> {
-        self.sample_types.iter().position(|(kind, _)| kind == name)
-    }
 }
 
 #[cfg(test)]

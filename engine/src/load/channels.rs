@@ -191,14 +191,6 @@ impl Channels {
         &self.streams
     }
 
-    /// Channels leaked so far (always 0 except for `leak`).
-    pub fn leaked(&self) -> usize {
-        match &self.kind {
-            Kind::Leak(cache) => cache.lock().map(|cache| cache.len()).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
     pub fn worker_clients(&self) -> WorkerClients {
         match &self.kind {
             Kind::Shared(clients) => WorkerClients::Shared(clients.clone()),

@@ -161,9 +161,6 @@ pub const QUICK_MEASURED_REQUESTS: u64 = 3_200;
 pub const QUICK_COOLDOWN: Duration = Duration::from_secs(1);
 
 impl Plan {
-    /// The quick profile: at most [`QUICK_MEASURED_REQUESTS`] after warm-up,
-    /// in the same rounds, and a cool-down of at most [`QUICK_COOLDOWN`]. The
-    /// result is as valid as `self` (rounds never exceed the measured requests).
     /// This plan's share as `segment`: its part of the requests, the warm-up, the workers and the rate,
     /// with the same rounds, so that the checkpoints of every segment fall at the same fractions of the load.
     pub fn segment(mut self, segment: Segment) -> Result<Plan, String> {
@@ -188,6 +185,9 @@ impl Plan {
         Ok(self)
     }
 
+    /// The quick profile: at most [`QUICK_MEASURED_REQUESTS`] after warm-up,
+    /// in the same rounds, and a cool-down of at most [`QUICK_COOLDOWN`]. The
+    /// result is as valid as `self` (rounds never exceed the measured requests).
     pub fn quick(mut self) -> Plan {
         let measured = self.load.measured_requests().min(QUICK_MEASURED_REQUESTS);
         self.load.max_requests = NonZeroU64::new(self.load.warmup_requests + measured).expect("measured is at least 1");

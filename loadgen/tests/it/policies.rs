@@ -135,7 +135,6 @@ async fn pool_opens_exactly_its_size() {
 async fn leak_keeps_one_more_connection_per_request() {
     let server = start_server().await;
     let (channels, report) = run(&server, "policy = \"leak\"", 40).await;
-    assert_eq!(channels.leaked(), 40);
     let client = channels.connections().counts();
     assert_eq!((client.opened, client.open), (40, 40), "client: {client:?}");
     // Every call was answered, so the server accepted all 40, and nothing closed them.
@@ -153,7 +152,6 @@ async fn leak_keeps_one_more_connection_per_request() {
 async fn per_request_close_returns_to_baseline() {
     let server = start_server().await;
     let (channels, report) = run(&server, "policy = \"per-request-close\"", 40).await;
-    assert_eq!(channels.leaked(), 0);
     assert_eq!(channels.connections().counts().opened, 40);
     eventually("the client closed every connection", || channels.connections().counts().open == 0).await;
     eventually("the server saw every connection close", || server.metrics.connections.counts().open == 0).await;

@@ -1,33 +1,26 @@
 //! A scenario file's values checked and turned into a plan. Each check names
 //! its key, the line that sets it, or the flag that set it instead.
 
+mod call;
+mod peers;
+
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use leaklab_verdict::VerdictPlan;
 
-use super::attack::{AttackKind, AttackSpec};
-use super::client::{
-    ClientKeepalive, ClientPlan, ClientTlsPlan, DEFAULT_STREAM_INTERVAL, Identity, MAX_STREAM_INTERVAL, TlsOrigins,
-    Transport, Trust,
-};
 use super::file::{
-    AttackSection, CallSection, CapsSection, ClientSection, ClientTlsSection, ExpectSection, FaultSection, LoadSection,
-    SamplingSection, ScenarioFile, ServerSection, ServerTlsSection, VerdictSection,
+    CapsSection, ClientSection, ExpectSection, FaultSection, LoadSection, SamplingSection, ScenarioFile, VerdictSection,
 };
 use super::plan::{
-    Blackhole, CallData, CallOrigins, CallSpec, CapsPlan, ChannelPolicy, FaultPlan, LoadPlan, Origin, Plan,
-    RequestShape, SamplingPlan, ServerPlan, ServerTlsPlan,
+    Blackhole, CapsPlan, ChannelPolicy, FaultPlan, LoadPlan, Origin, Plan, RequestShape, SamplingPlan, ServerTlsPlan,
 };
 use super::values::{PolicyName, format_duration};
-use super::{Document, MIN_ROUNDS, Opt, Overrides, ScenarioError, defaults};
-use super::{ForeignClient, ForeignPlan};
-use leaklab_verdict::VerdictPlan;
-use leaklab_wire::settings::{Kind, SERVER_OPTIONS, ServerSettings, Value};
+use super::{Document, ForeignClient, ForeignPlan, MIN_ROUNDS, Opt, Overrides, ScenarioError, defaults};
 
-/// Largest payload or response a scenario may ask for (the server's default max message size).
 const MAX_MESSAGE_BYTES: i64 = 4 << 20;
 /// The longest single load phase a scenario may ask for.
 const MAX_DURATION: Duration = Duration::from_secs(3600);
@@ -37,7 +30,6 @@ const MAX_IDLE_BETWEEN_ROUNDS: Duration = Duration::from_secs(60);
 /// The longest an external client may run: it must stop by itself in reasonable time.
 const MAX_EXTERNAL_DURATION: Duration = Duration::from_secs(600);
 /// The longest an attack may run: the machine is shared.
-use super::attack::MAX_DURATION as MAX_ATTACK_DURATION;
 /// The smallest RSS cap: below it a process could not even start its load.
 const MIN_RSS_CAP: u64 = 16 << 20;
 
@@ -181,37 +173,6 @@ impl<'a> Validator<'a> {
             attack,
             origin: Origin::default(),
         })
-    }
-
-    fn attack(&self, attack: &AttackSection) -> Result<AttackSpec, ScenarioError> {
-        let kind = attack.kind.ok_or_else(|| {
-            let names: Vec<_> = AttackKind::ALL.iter().map(|kind| kind.name()).collect();
-            self.invalid("attack.kind", format!("missing: one of {}", names.join(", ")))
-        })?;
-        let bytes = |key: &str, value: Option<u64>, default: u32| -> Result<u32, ScenarioError> {
-            let bytes = value.unwrap_or(default.into());
-            u32::try_from(bytes).map_err(|_| self.invalid(key, format!("must be at most 4GiB, got {bytes} bytes")))
-        };
-        let count = |key: &str, value: i64| -> Result<u64, ScenarioError> {
-            u64::try_from(value).map_err(|_| self.invalid(key, format!("must be at least 1, got {value}")))
-        };
-        let response_bytes = bytes("attack.response_bytes", attack.response_bytes, 1 << 20)?;
-        let declared_bytes = bytes("attack.declared_bytes", attack.declared_bytes, 4 << 20)?;
-        let spec = AttackSpec {
-            kind,
-            connections: u32::try_from(count("attack.connections", attack.connections.unwrap_or(20))?)
-                .unwrap_or(u32::MAX),
-            max_streams: match attack.max_streams {
-                Some(n) => count("attack.max_streams", n)?,
-                None => AttackSpec::default_max_streams(kind, response_bytes, declared_bytes),
-            },
-            streams_per_second: attack.streams_per_second,
-            response_bytes,
-            declared_bytes,
-            duration: attack.duration.unwrap_or(MAX_ATTACK_DURATION),
-        };
-        spec.check().map_err(|error| self.invalid(&format!("attack.{}", error.field), error.reason))?;
-        Ok(spec)
     }
 
     /// An `[external]` scenario's plan: its command, run against the toy server and watched from outside.
@@ -384,66 +345,6 @@ impl<'a> Validator<'a> {
     }
 
     /// A `[call]` section: the method's names checked, paths made absolute from the file's directory.
-    fn call(&self, call: &CallSection) -> Result<CallSpec, ScenarioError> {
-        for key in ["payload_bytes", "response_bytes", "delay_ms", "delay_every"] {
-            let key = format!("load.{key}");
-            if self.is_set(&key) {
-                return Err(
-                    self.invalid(&key, "shapes the toy server's Echo request; with [call] the request is call.data")
-                );
-            }
-        }
-        let Some(method) = call.method.as_deref() else {
-            return Err(self.invalid("call.method", "missing: the method to call, like package.Service/Method"));
-        };
-        let (service, method) = split_method(method).map_err(|reason| self.invalid("call.method", reason))?;
-        let base = self.path.parent().unwrap_or(Path::new(""));
-        let paths = |key: &str, paths: &Option<Vec<String>>| -> Result<Vec<std::path::PathBuf>, ScenarioError> {
-            let paths = paths.as_deref().unwrap_or_default();
-            if let Some(empty) = paths.iter().position(|path| path.trim().is_empty()) {
-                return Err(self.invalid(key, format!("entry {empty} is empty")));
-            }
-            Ok(paths.iter().map(|path| base.join(path)).collect())
-        };
-        let protos = paths("call.proto", &call.proto)?;
-        let import_paths = paths("call.import_paths", &call.import_paths)?;
-        if !import_paths.is_empty() && protos.is_empty() {
-            return Err(self.invalid("call.import_paths", "needs call.proto: reflection needs no import paths"));
-        }
-        let data = match (&call.data, &call.data_file) {
-            (Some(_), Some(_)) => {
-                return Err(self.invalid("call.data_file", "not with call.data: give one or the other"));
-            }
-            (Some(json), None) => CallData::Inline(json.clone()),
-            (None, Some(file)) if file.trim().is_empty() => {
-                return Err(self.invalid("call.data_file", "must not be empty"));
-            }
-            (None, Some(file)) => CallData::File(base.join(file)),
-            (None, None) => CallData::Inline("{}".to_owned()),
-        };
-        let stream_messages = call
-            .stream_messages
-            .map(|n| self.range("call.stream_messages", Some(n), 0, 1, i64::MAX))
-            .transpose()?
-            .map(|n| NonZeroU64::new(n as u64).expect("checked at least 1"));
-        let data_key = if call.data_file.is_some() { "call.data_file" } else { "call.data" };
-        Ok(CallSpec {
-            service: service.to_owned(),
-            method: method.to_owned(),
-            protos,
-            import_paths,
-            data,
-            metadata: call.metadata.clone().unwrap_or_default(),
-            stream_messages,
-            origins: CallOrigins {
-                method: self.origin("call.method"),
-                proto: self.origin("call.proto"),
-                data: self.origin(data_key),
-                metadata: self.origin("call.metadata"),
-            },
-        })
-    }
-
     fn interval(&self, sampling: &SamplingSection) -> Result<Duration, ScenarioError> {
         let interval =
             self.positive("sampling.interval", sampling.interval, defaults::SAMPLE_INTERVAL, Duration::MAX)?;
@@ -462,186 +363,9 @@ impl<'a> Validator<'a> {
         Ok(SamplingPlan { interval: Some(interval), cooldown, heap_profile: sampling.heap_profile.unwrap_or(false) })
     }
 
-    /// The toy server's settings, each key read by its option of `SERVER_OPTIONS`, and its TLS.
-    fn server(&self, server: &ServerSection) -> Result<ServerPlan, ScenarioError> {
-        let mut settings = ServerSettings::default();
-        for (name, written) in &server.settings {
-            let key = format!("server.{name}");
-            let Some(option) = SERVER_OPTIONS.iter().find(|option| option.name == name) else {
-                let known: Vec<String> = SERVER_OPTIONS.iter().map(|option| format!("`{}`", option.name)).collect();
-                return Err(
-                    self.invalid(&key, format!("unknown field `{name}`, expected one of {}, `tls`", known.join(", ")))
-                );
-            };
-            let value = match written {
-                toml::Value::Integer(number) => option.number(*number),
-                toml::Value::String(text) => option.parse(text),
-                toml::Value::Boolean(on) if option.kind == Kind::Switch => Ok(Value::Switch(*on)),
-                _ => Err(expected(option.kind).to_owned()),
-            };
-            option.set(&mut settings, value.map_err(|reason| self.invalid(&key, reason))?);
-        }
-        if let Some((option, needed, why)) = settings.unmet_need() {
-            return Err(self.invalid(&format!("server.{}", option.name), format!("needs server.{needed}: {why}")));
-        }
-        Ok(ServerPlan { settings, tls: server.tls.as_ref().map(|tls| self.server_tls(tls)).transpose()? })
-    }
-
     /// A path of the scenario file, relative to its directory.
     fn file_path(&self, path: &str) -> std::path::PathBuf {
         self.path.parent().unwrap_or(Path::new("")).join(path)
-    }
-
-    fn server_tls(&self, tls: &ServerTlsSection) -> Result<ServerTlsPlan, ScenarioError> {
-        if tls.generate == Some(true) {
-            for (key, set) in [("cert", &tls.cert), ("key", &tls.key), ("client_ca", &tls.client_ca)] {
-                if set.is_some() {
-                    return Err(self.invalid(
-                        &format!("server.tls.{key}"),
-                        "not with server.tls.generate: the files are made at run time",
-                    ));
-                }
-            }
-            return Ok(ServerTlsPlan::Generated { client_auth: tls.client_auth.unwrap_or(false) });
-        }
-        if tls.client_auth.is_some() {
-            return Err(self.invalid(
-                "server.tls.client_auth",
-                "needs server.tls.generate; with files, client_ca requires client certificates",
-            ));
-        }
-        match (&tls.cert, &tls.key) {
-            (Some(cert), Some(key)) => Ok(ServerTlsPlan::Files {
-                cert: self.file_path(cert),
-                key: self.file_path(key),
-                client_ca: tls.client_ca.as_deref().map(|ca| self.file_path(ca)),
-            }),
-            (Some(_), None) => Err(self.invalid("server.tls.key", "missing: server.tls.cert needs its key")),
-            (None, _) => Err(self.invalid("server.tls.cert", "missing: give cert and key, or generate = true")),
-        }
-    }
-
-    /// The client's TLS: its own table, or the throwaway CA of a generated server TLS.
-    fn client_tls(
-        &self,
-        tls: Option<&ClientTlsSection>,
-        server: Option<&ServerTlsPlan>,
-    ) -> Result<Option<ClientTlsPlan>, ScenarioError> {
-        let generated = match server {
-            Some(ServerTlsPlan::Generated { client_auth }) => Some(*client_auth),
-            _ => None,
-        };
-        let section = match tls {
-            Some(section) if section.enabled == Some(false) => return Ok(None),
-            Some(section) => section.clone(),
-            None if generated.is_some() => ClientTlsSection::default(),
-            None => return Ok(None),
-        };
-        let insecure = section.insecure.unwrap_or(false);
-        let trust = match (&section.cacert, insecure, generated) {
-            (Some(_), true, _) => {
-                return Err(
-                    self.invalid("client.tls.insecure", "not with client.tls.cacert: insecure verifies nothing")
-                );
-            }
-            (Some(ca), false, _) => Trust::CaFile(self.file_path(ca)),
-            (None, true, _) => Trust::Insecure,
-            (None, false, Some(_)) => Trust::Generated,
-            (None, false, None) => Trust::MozillaRoots,
-        };
-        let identity = match (&section.cert, &section.key) {
-            (Some(cert), Some(key)) => Some(Identity::Files { cert: self.file_path(cert), key: self.file_path(key) }),
-            (Some(_), None) => {
-                let cert = self.origin("client.tls.cert");
-                return Err(self.invalid("client.tls.key", format!("missing: {cert} needs its key (--key)")));
-            }
-            (None, Some(_)) => {
-                let key = self.origin("client.tls.key");
-                return Err(
-                    self.invalid("client.tls.cert", format!("missing: {key} is the key of a certificate (--cert)"))
-                );
-            }
-            (None, None) if generated == Some(true) => Some(Identity::Generated),
-            (None, None) => None,
-        };
-        if section.cname.as_deref().is_some_and(|name| name.trim().is_empty()) {
-            return Err(self.invalid("client.tls.cname", "must not be empty"));
-        }
-        Ok(Some(ClientTlsPlan {
-            trust,
-            identity,
-            server_name: section.cname.clone(),
-            origins: TlsOrigins {
-                cacert: self.origin("client.tls.cacert"),
-                cert: self.origin("client.tls.cert"),
-                key: self.origin("client.tls.key"),
-                cname: self.origin("client.tls.cname"),
-            },
-        }))
-    }
-
-    fn client(
-        &self,
-        client: &ClientSection,
-        policy: ChannelPolicy,
-        server_tls: Option<&ServerTlsPlan>,
-    ) -> Result<ClientPlan, ScenarioError> {
-        let interval = self.optional("client.keepalive_interval", client.keepalive_interval)?;
-        let timeout = self.optional("client.keepalive_timeout", client.keepalive_timeout)?;
-        let keepalive = match interval {
-            Some(interval) => {
-                Some(ClientKeepalive { interval, timeout, while_idle: client.keepalive_while_idle.unwrap_or(false) })
-            }
-            None if timeout.is_some() => {
-                return Err(self.invalid(
-                    "client.keepalive_timeout",
-                    "needs client.keepalive_interval: without pings there is nothing to time out",
-                ));
-            }
-            None if client.keepalive_while_idle.is_some() => {
-                return Err(self.invalid(
-                    "client.keepalive_while_idle",
-                    "needs client.keepalive_interval: without pings there is nothing to send while idle",
-                ));
-            }
-            None => None,
-        };
-        let transport = client.transport.unwrap_or_default();
-        if transport == Transport::H2 && policy != ChannelPolicy::Reused {
-            return Err(self.invalid(
-                "client.transport",
-                format!(
-                    "\"h2\" carries one connection, so it only applies to policy \"reused\", not {:?}",
-                    policy.name()
-                ),
-            ));
-        }
-        if transport == Transport::H2 && keepalive.is_some() {
-            return Err(self.invalid(
-                "client.transport",
-                "\"h2\" sends no keepalive pings: drop client.keepalive_interval or use transport \"channel\"",
-            ));
-        }
-        if client.stream_interval.is_some() && !policy.streams() {
-            return Err(self.invalid(
-                "client.stream_interval",
-                format!("only applies to policies \"stream-leak\" and \"stream-cancel\", not {:?}", policy.name()),
-            ));
-        }
-        let stream_interval = self.positive(
-            "client.stream_interval",
-            client.stream_interval,
-            DEFAULT_STREAM_INTERVAL,
-            MAX_STREAM_INTERVAL,
-        )?;
-        Ok(ClientPlan {
-            connect_timeout: self.optional("client.connect_timeout", client.connect_timeout)?,
-            keepalive,
-            tcp_keepalive: self.optional("client.tcp_keepalive", client.tcp_keepalive)?,
-            transport,
-            tls: self.client_tls(client.tls.as_ref(), server_tls)?,
-            stream_interval,
-        })
     }
 
     fn fault(&self, fault: &FaultSection) -> Result<FaultPlan, ScenarioError> {
@@ -699,37 +423,5 @@ impl<'a> Validator<'a> {
                 None => None,
             },
         })
-    }
-}
-
-/// `package.Service/Method` or `package.Service.Method` as (`package.Service`, `Method`).
-fn split_method(text: &str) -> Result<(&str, &str), String> {
-    let text = text.trim().trim_start_matches('/');
-    let (service, method) = match text.split_once('/') {
-        Some(split) => split,
-        None => text.rsplit_once('.').ok_or_else(|| format!("{text:?} is not package.Service/Method"))?,
-    };
-    let identifier = |name: &str| {
-        !name.is_empty()
-            && name.split('.').all(|part| {
-                part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            })
-    };
-    if !identifier(service) || !identifier(method) || method.contains('.') {
-        return Err(format!("{text:?} is not package.Service/Method"));
-    }
-    Ok((service, method))
-}
-
-/// What a `[server]` key of `kind` takes, for a value of another type.
-fn expected(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Count => "expected a whole number",
-        Kind::CountLimit | Kind::SizeLimit | Kind::DurationLimit => {
-            "expected a limit: a number, a string like \"5s\" or \"16MiB\", or \"off\""
-        }
-        Kind::Duration => "expected a duration like \"5s\"",
-        Kind::Switch => "expected true or false",
     }
 }
