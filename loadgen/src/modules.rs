@@ -19,7 +19,7 @@ const ALLOWED: [(&str, &[&str]); 7] = [
 
 /// Crates of the command line's side: the engine returns results and never writes outputs or shows
 /// anything, so it needs none of them.
-const COMMAND_LINE: [&str; 6] = ["clap", "plotters", "indicatif", "console", "inferno", "image"];
+const COMMAND_LINE: [&str; 6] = ["clap", "plotters", "indicatif", "console", "inferno", "png"];
 
 /// What the verdict crate may use: it is pure, so that tests anywhere can depend on it.
 const PURE: [&str; 2] = ["schemars", "serde"];

@@ -82,7 +82,6 @@ pub(crate) fn svg(size: (u32, u32), out: &mut dyn Write, draw: &DrawSvg<'_>) -> 
 
 /// Draws with `draw` on an RGB canvas of `size` and writes it to `out` as a PNG.
 pub(crate) fn png(size: (u32, u32), out: &mut dyn Write, draw: &DrawPng<'_>) -> anyhow::Result<()> {
-    use image::ImageEncoder;
     register_fonts();
     let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
     {
@@ -90,7 +89,11 @@ pub(crate) fn png(size: (u32, u32), out: &mut dyn Write, draw: &DrawPng<'_>) -> 
         draw(&root).map_err(|error| anyhow::anyhow!("drawing the PNG plot: {error}"))?;
         root.present().map_err(|error| anyhow::anyhow!("finishing the PNG plot: {error}"))?;
     }
-    image::codecs::png::PngEncoder::new(out).write_image(&pixels, size.0, size.1, image::ColorType::Rgb8)?;
+    let mut encoder = png::Encoder::new(out, size.0, size.1);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
+    encoder.write_header()?.write_image_data(&pixels)?;
     Ok(())
 }
 
