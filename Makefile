@@ -48,9 +48,15 @@ list: build
 netns-split: build
 	scripts/netns-split.sh $(ARGS)
 
-# The end-to-end tests start the real server binary, so it is built first (same profile).
+# The end-to-end tests start the real server binary, so it is built first (same profile). cargo-nextest
+# runs each test in a process of its own; where it is not installed, cargo test runs the same tests.
 test: build
-	$(CARGO) nextest run --release --workspace
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		echo "$(CARGO) nextest run --release --workspace"; $(CARGO) nextest run --release --workspace; \
+	else \
+		echo "make test: cargo-nextest is not installed (cargo install cargo-nextest --locked); running cargo test"; \
+		$(CARGO) test --release --workspace; \
+	fi
 
 # Side by side with h2load and the grpc-go peer (make peers installs h2load too).
 bench: build peers
