@@ -74,8 +74,19 @@ impl Ending {
     }
 }
 
+/// An error that ends the program, with the exit code it ends with.
+pub(crate) type Failure = (u8, anyhow::Error);
+
+pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    (USAGE, error.into())
+}
+
+pub(crate) fn failed(error: impl Into<anyhow::Error>) -> Failure {
+    (FAILED, error.into())
+}
+
 /// The exit code of a run that failed before its report (the server did not start…).
-pub(crate) fn failed(bisect: bool) -> u8 {
+pub(crate) fn run_failed(bisect: bool) -> u8 {
     if bisect { BISECT_SKIP } else { FAILED }
 }
 

@@ -12,18 +12,19 @@ mod merge;
 mod modules;
 mod report;
 mod session;
+mod terminal;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use exit::{Failure, failed, usage};
 use leaklab_engine::call::ResolveError;
 use leaklab_engine::run;
 use leaklab_engine::run_dir::RunDir;
 use leaklab_engine::scenario::Catalog;
-use report::console::{RunConsole, RunText};
-use report::{Exporter, Reported};
+use report::console::RunConsole;
 use session::Session;
+use terminal::{errors, finish, print, print_and_report};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -32,17 +33,6 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// `--heap-profile` switches it on (see `leaklab_probe::heap`).
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: leaklab_probe::MallocConf = leaklab_probe::MallocConf(leaklab_probe::heap::MALLOC_CONF.as_ptr());
-
-/// An error that ends the program, with the exit code it ends with.
-type Failure = (u8, anyhow::Error);
-
-fn usage(error: impl Into<anyhow::Error>) -> Failure {
-    (exit::USAGE, error.into())
-}
-
-fn failed(error: impl Into<anyhow::Error>) -> Failure {
-    (exit::FAILED, error.into())
-}
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -71,12 +61,12 @@ fn main() -> ExitCode {
 fn run_scenario(args: &cli::RunArgs) -> Result<u8, Failure> {
     let plan = args.plan().map_err(usage)?;
     let baselines = args.baselines(&plan).map_err(usage)?;
-    let session = session(&args.ci)?;
+    let session = Session::serving(args.ci.metrics_listen)?;
     let options = args.options(&session, plan.name()).map_err(usage)?;
     let bisect = args.verdict.bisect;
     let outcome = session.runtime.block_on(run::execute(&plan, options)).map_err(|error| {
         // A method that could not be made callable is the command line's mistake, found before anything ran.
-        let code = if error.is::<ResolveError>() { exit::USAGE } else { exit::failed(bisect) };
+        let code = if error.is::<ResolveError>() { exit::USAGE } else { exit::run_failed(bisect) };
         errors(&args.ci.files.files().write_unjudged("run", plan.name(), &error).errors);
         (code, error)
     })?;
@@ -91,7 +81,7 @@ fn run_scenario(args: &cli::RunArgs) -> Result<u8, Failure> {
 /// process → samples → verdict → outputs → CI files → console → exit code.
 fn watch_process(args: &cli::WatchArgs) -> Result<u8, Failure> {
     let plan = args.plan().map_err(usage)?;
-    let session = session(&args.ci)?;
+    let session = Session::serving(args.ci.metrics_listen)?;
     // A --pid that is not there or a command that cannot start is the command line's mistake.
     let outcome = session.runtime.block_on(run::execute(&plan, args.options(&session, plan.name()))).map_err(usage)?;
     let mut reported = report::write_run(outcome);
@@ -101,10 +91,7 @@ fn watch_process(args: &cli::WatchArgs) -> Result<u8, Failure> {
 
 /// run directory → summary (its own, or rebuilt from samples) → outputs written again → exit code.
 fn report_again(dir: &std::path::Path) -> Result<u8, Failure> {
-    let (summary, samples) = RunDir::at(dir).rebuild().map_err(failed)?;
-    let report = report::Report { summary, samples };
-    let written = report::write_outputs(&report::RUN_OUTPUTS, &report, dir);
-    let reported = Reported { dir: dir.to_owned(), report, written };
+    let reported = report::write_again(dir, RunDir::at(dir).rebuild().map_err(failed)?);
     // It writes a report again; it does not judge the run: only an output it could not write fails it.
     finish(&reported, reported.console(), false);
     Ok(if reported.written.errors.is_empty() { exit::OK } else { exit::FAILED })
@@ -121,35 +108,25 @@ fn merge_segments(args: &cli::MergeArgs) -> Result<u8, Failure> {
     Ok(finish(&reported, reported.console(), false))
 }
 
-/// Prints a finished run and picks its exit code.
-fn finish(reported: &Reported, console: RunConsole<'_>, bisect: bool) -> u8 {
-    print_with(&RunText, &console);
-    errors(&reported.written.errors);
-    let regressed = console.baseline.is_some_and(|b| b.regressed);
-    exit::Ending::of_run(console.summary, regressed, !reported.written.errors.is_empty()).code(bisect)
-}
-
 /// every scenario → plans → each run in its own process → comparison → CI files → exit code.
 fn compare_scenarios(args: &cli::CompareArgs) -> Result<u8, Failure> {
     let plans = args.plans().map_err(usage)?;
-    let session = session(&args.ci)?;
+    let session = Session::serving(args.ci.metrics_listen)?;
     let options = args.options(&session).map_err(usage)?;
     let mut outcome = session.runtime.block_on(compare::execute(&plans, options)).map_err(failed)?;
     outcome.written.extend(args.ci.files.files().write(&outcome.report.results()));
-    print_with(&compare::markdown::CompareText, &outcome.report);
-    errors(&outcome.written.errors);
+    print_and_report(&compare::markdown::CompareText, &outcome.report, &outcome.written);
     Ok(outcome.ending().code(args.verdict.bisect))
 }
 
 /// story → chapters run in order with the live view → page → CI files → exit code.
 fn tell_the_story(args: &cli::DemoArgs) -> Result<u8, Failure> {
     let story = args.story().map_err(usage)?;
-    let session = session(&args.ci)?;
+    let session = Session::serving(args.ci.metrics_listen)?;
     let options = args.options(&session).map_err(usage)?;
     let mut outcome = session.runtime.block_on(demo::execute(&story, options)).map_err(failed)?;
     outcome.written.extend(args.ci.files.files().write(&outcome.report.results()));
-    print_with(&demo::DemoText, &outcome.report);
-    errors(&outcome.written.errors);
+    print_and_report(&demo::DemoText, &outcome.report, &outcome.written);
     Ok(outcome.ending().code(false))
 }
 
@@ -158,40 +135,13 @@ fn attack(args: &cli::AttackArgs) -> Result<u8, Failure> {
     let plan = args.plan().map_err(usage)?;
     // Ctrl-C or SIGTERM ends it early, with its report: that is how a run stops its scenario's attack.
     let session = tokio::runtime::Runtime::new().and_then(|runtime| Session::on(runtime, None)).map_err(failed)?;
-    let report = session
-        .runtime
-        .block_on(leaklab_engine::attack::run_until(&plan, session.stop))
-        .map_err(|error| failed(anyhow::Error::msg(error)))?;
+    let attacked = session.runtime.block_on(leaklab_engine::attack::run_until(&plan, session.stop));
+    let report = attacked.map_err(|error| failed(anyhow::Error::msg(error)))?;
     let json = serde_json::to_string_pretty(&report).map_err(failed)?;
     Ok(print(&format!("{json}\n")))
-}
-
-/// The runtime and stop flag of a command that runs, with the live board `--metrics-listen` asks for.
-fn session(ci: &cli::CiArgs) -> Result<Session, Failure> {
-    let live = ci.metrics_listen.map(live::metrics::LiveBoard::serve).transpose().map_err(usage)?;
-    Session::start(live).map_err(failed)
 }
 
 fn list(catalog: &Catalog) -> Result<u8, Failure> {
     let empty = || usage(anyhow::anyhow!("no scenario files (*.toml) in {}", catalog.dir.display()));
     Ok(print(&catalog.listing().ok_or_else(empty)?))
-}
-
-fn print(text: &str) -> u8 {
-    print!("{text}");
-    exit::OK
-}
-
-/// Writes `document` to stdout with `exporter`.
-fn print_with<D: ?Sized>(exporter: &dyn Exporter<D>, document: &D) {
-    let mut stdout = std::io::stdout().lock();
-    if let Err(error) = exporter.export(document, &mut stdout).and_then(|()| Ok(stdout.flush()?)) {
-        eprintln!("Error: writing to stdout: {error:#}");
-    }
-}
-
-fn errors(errors: &[anyhow::Error]) {
-    for error in errors {
-        eprintln!("Error: {error:#}");
-    }
 }

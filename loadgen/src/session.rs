@@ -18,6 +18,13 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// The session of a command that runs scenarios: the run's one-thread runtime, and the live board
+    /// served at `metrics_listen` (`--metrics-listen`) when there is one.
+    pub(crate) fn serving(metrics_listen: Option<std::net::SocketAddr>) -> Result<Session, exit::Failure> {
+        let live = metrics_listen.map(LiveBoard::serve).transpose().map_err(exit::usage)?;
+        Session::start(live).map_err(exit::failed)
+    }
+
     /// The run's one-thread runtime (see [`run::runtime`]), stopped by signals, with `live`.
     pub(crate) fn start(live: Option<LiveBoard>) -> std::io::Result<Session> {
         Self::on(run::runtime()?, live)

@@ -91,6 +91,13 @@ pub(crate) fn write_run(outcome: RunOutcome) -> Reported {
     Reported { dir: dir.path, report, written }
 }
 
+/// Writes the outputs of the run in `dir` again from its summary and samples (`loadgen report`).
+pub(crate) fn write_again(dir: &Path, (summary, samples): (Summary, Vec<Sample>)) -> Reported {
+    let report = Report { summary, samples };
+    let written = write_outputs(&RUN_OUTPUTS, &report, dir);
+    Reported { dir: dir.to_owned(), report, written }
+}
+
 /// `latency.hlog`: HdrHistogram's interval log, so that the runs of several hosts merge exactly.
 #[derive(Debug)]
 struct LatencyHlog;
