@@ -88,6 +88,32 @@ fn main() {
     runtime.block_on(execute(&plan(scaled(ROUND_REQUESTS), true, Transport::Channel), &server_bin, reports.path()));
 
     // 1. Throughput and the cost of sampling, alternating, on each transport.
+    let channel_unsampled = throughput(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
+
+    // 1b. Any method: the dynamic path (descriptors from a .proto, JSON data) beside the compiled Echo,
+    // plaintext and over TLS, alternating.
+    dynamic_path(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
+
+    // 1c. What the server's default limits cost `reused`, alternating with every limit off.
+    server_limits(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
+
+    // 2. The load generator's own memory over a long run, on the `loadgen` binary.
+    loadgen_memory(&server_bin, reports.path(), scaled(LONG_REQUESTS));
+
+    // 3. Open-loop accuracy, at a quarter of the closed-loop throughput measured above.
+    open_loop(&runtime, &server_bin, reports.path(), channel_unsampled);
+
+    // 4. Coordinated omission, on the shipped `stall` scenario.
+    coordinated_omission(&runtime, &server_bin, reports.path());
+
+    // 5. The sampler at scale, on the `loadgen` binary: the run samples itself, and its own process
+    // must hold 18,000 connections without anything else in it.
+    sampler_at_scale(&server_bin, reports.path());
+}
+
+/// Section 1: `reused` on each transport, sampled every 100 ms and not, in alternating rounds; the
+/// medians give what sampling costs. Returns the `Channel` transport's median req/s without sampling.
+fn throughput(runtime: &tokio::runtime::Runtime, server_bin: &Path, reports: &Path, requests: u64) -> f64 {
     println!("| round | transport | sampling | requests | req/s | p50 µs | p99 µs |");
     println!("|---:|---|---|---:|---:|---:|---:|");
     let transports = [Transport::Channel, Transport::H2];
@@ -96,14 +122,14 @@ fn main() {
     for round in 1..=ROUNDS {
         for (transport, (with_sampling, without, busy_share)) in transports.iter().zip(&mut measured) {
             for sampled in [true, false] {
-                let plan = plan(scaled(ROUND_REQUESTS), sampled, *transport);
-                let outcome = runtime.block_on(execute(&plan, &server_bin, reports.path()));
-                let (requests, rps, latency) = figures(&outcome);
+                let plan = plan(requests, sampled, *transport);
+                let outcome = runtime.block_on(execute(&plan, server_bin, reports));
+                let (answered, rps, latency) = figures(&outcome);
                 println!(
                     "| {round} | {} | {} | {} | {rps:.0} | {} | {} |",
                     transport.name(),
                     if sampled { "100 ms" } else { "off" },
-                    requests,
+                    answered,
                     latency.p50,
                     latency.p99
                 );
@@ -135,30 +161,24 @@ fn main() {
         );
     }
     println!();
+    channel_unsampled
+}
 
-    // 1b. Any method: the dynamic path (descriptors from a .proto, JSON data) beside the compiled Echo,
-    // plaintext and over TLS, alternating.
-    dynamic_path(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
-
-    // 1c. What the server's default limits cost `reused`, alternating with every limit off.
-    server_limits(&runtime, &server_bin, reports.path(), scaled(ROUND_REQUESTS));
-
-    // 2. The load generator's own memory over a long run. This runs the real
-    // `loadgen` binary: in this process, allocator pages freed by the rounds
-    // above would be returned during the run and read as the load generator
-    // shrinking.
-    let requests = scaled(LONG_REQUESTS);
-    let scenario = reports.path().join("long.toml");
+/// Section 2: the load generator's own memory over a long run. This runs the real `loadgen` binary: in
+/// this process, allocator pages freed by the rounds before would be returned during the run and read
+/// as the load generator shrinking.
+fn loadgen_memory(server_bin: &Path, reports: &Path, requests: u64) {
+    let scenario = reports.join("long.toml");
     std::fs::write(&scenario, plan_text(requests, Transport::Channel)).expect("writing the long scenario");
     let status = std::process::Command::new(server_bin.with_file_name("loadgen"))
         .args(["run", "--quiet", "--reports-dir"])
-        .arg(reports.path())
+        .arg(reports)
         .arg(&scenario)
         .stdout(std::process::Stdio::null())
         .status()
         .expect("running target/release/loadgen");
     assert!(status.success(), "loadgen run failed: {status}");
-    let run_dir = reports.path().join("long/latest");
+    let run_dir = reports.join("long/latest");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json"))
             .expect("JSON");
@@ -191,13 +211,15 @@ fn main() {
         "loadgen allocated (jemalloc) per request after warm-up: {:+.3} B\n",
         summary["growth"]["client_allocated_bytes_per_request"].as_f64().unwrap_or(f64::NAN)
     );
+}
 
-    // 3. Open-loop accuracy, at a quarter of the closed-loop throughput measured above.
-    let target = (channel_unsampled / 4.0 / 1000.0).round().max(1.0) * 1000.0;
+/// Section 3: open-loop accuracy, at a quarter of `closed_loop_rps`: the rate achieved against the target.
+fn open_loop(runtime: &tokio::runtime::Runtime, server_bin: &Path, reports: &Path, closed_loop_rps: f64) {
+    let target = (closed_loop_rps / 4.0 / 1000.0).round().max(1.0) * 1000.0;
     let mut open = plan((target * 5.0) as u64, true, Transport::Channel);
     open.load.rate_per_s = Some(target);
     open.load.concurrency = std::num::NonZeroUsize::new(16).expect("16 > 0");
-    let outcome = runtime.block_on(execute(&open, &server_bin, reports.path()));
+    let outcome = runtime.block_on(execute(&open, server_bin, reports));
     // Between periodic samples inside a round (checkpoint pauses and each round's start-up left out).
     let (mut requests, mut seconds) = (0.0, 0.0);
     for pair in outcome.samples.windows(2) {
@@ -215,14 +237,17 @@ fn main() {
         (steady - target) / target * 100.0,
         (overall - target) / target * 100.0
     );
+}
 
-    // 4. Coordinated omission, on the shipped `stall` scenario.
+/// Section 4: coordinated omission, on the shipped `stall` scenario: its latency measured from each
+/// request's send and from its intended send time, side by side.
+fn coordinated_omission(runtime: &tokio::runtime::Runtime, server_bin: &Path, reports: &Path) {
     let stall =
         scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/stall.toml"), &Overrides::default())
             .ok()
             .and_then(RunPlan::builtin)
             .expect("scenarios/stall.toml is a valid built-in scenario");
-    let outcome = runtime.block_on(execute(&stall, &server_bin, reports.path()));
+    let outcome = runtime.block_on(execute(&stall, server_bin, reports));
     let s = &outcome.summary;
     println!("`stall` ({}): latency in µs", s.description);
     println!("| measured from | p50 | p90 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|");
@@ -236,10 +261,6 @@ fn main() {
         row("the intended send time", intended);
     }
     println!();
-
-    // 5. The sampler at scale, on the `loadgen` binary: the run samples itself, and its own process
-    // must hold 18,000 connections without anything else in it.
-    sampler_at_scale(&server_bin, reports.path());
 }
 
 /// `loadgen run leak --no-caps --requests 18000 --rate 1500`: the largest gap between two samples of

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use leaklab_engine::summary::Summary;
+use leaklab_engine::summary::{Side, Summary};
 
 /// A baseline that cannot be saved or read, with the path to blame.
 #[derive(Debug, thiserror::Error)]
@@ -117,20 +117,44 @@ impl Delta {
     }
 }
 
-/// Which process a slope is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Process {
-    Client,
-    Server,
-}
-
 /// A process whose bytes per request grew beyond the tolerance.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub(crate) struct Regression {
-    pub process: Process,
+    #[serde(with = "stored_side")]
+    #[schemars(with = "stored_side::Process")]
+    pub process: Side,
     /// Its slope in the baseline and now, bytes per request.
     pub bytes_per_request: Delta,
+}
+
+/// [`Side`] as stored baselines and comparisons name it, `client` or `server`: they are read back.
+mod stored_side {
+    use leaklab_engine::summary::Side;
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Which process a slope is of.
+    #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub(super) enum Process {
+        Client,
+        Server,
+    }
+
+    pub(super) fn serialize<S: Serializer>(side: &Side, serializer: S) -> Result<S::Ok, S::Error> {
+        let process = match side {
+            Side::Client => Process::Client,
+            Side::Server => Process::Server,
+        };
+        process.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Side, D::Error> {
+        Ok(match Process::deserialize(deserializer)? {
+            Process::Client => Side::Client,
+            Process::Server => Side::Server,
+        })
+    }
 }
 
 /// A run set beside a baseline of the same scenario.
@@ -171,7 +195,7 @@ pub(crate) fn compare(name: &str, baseline: &Summary, current: &Summary) -> Base
         baseline.verdict.server.as_ref().and_then(|v| v.slope_bytes_per_request),
         current.verdict.server.as_ref().and_then(|v| v.slope_bytes_per_request),
     );
-    let regressions: Vec<Regression> = [(Process::Client, client), (Process::Server, server)]
+    let regressions: Vec<Regression> = [(Side::Client, client), (Side::Server, server)]
         .into_iter()
         .filter_map(|(process, delta)| {
             delta.filter(|d| d.change > tolerance).map(|bytes_per_request| Regression { process, bytes_per_request })
@@ -235,7 +259,7 @@ mod tests {
         let comparison = compare("main", &baseline, &current);
         assert!(comparison.regressed);
         assert_eq!(comparison.regressions.len(), 1, "{:?}", comparison.regressions);
-        assert_eq!(comparison.regressions[0].process, Process::Client);
+        assert_eq!(comparison.regressions[0].process, Side::Client);
         assert_eq!(comparison.regressions[0].bytes_per_request.change, 1_000.0);
         assert_eq!(current.outcome, leaklab_verdict::Outcome::Met);
         assert_eq!(
@@ -246,6 +270,23 @@ mod tests {
 
         current.verdict.client.slope_bytes_per_request = Some(slope + 100.0);
         assert!(!compare("main", &baseline, &current).regressed, "100 B is within the 256 B tolerance");
+    }
+
+    #[test]
+    fn a_regression_names_its_process_as_stored_baselines_do() {
+        let (baseline, _) = scripted_report();
+        let mut current = baseline.clone();
+        for verdict in [Some(&mut current.verdict.client), current.verdict.server.as_mut()].into_iter().flatten() {
+            verdict.slope_bytes_per_request = verdict.slope_bytes_per_request.map(|slope| slope + 1_000.0);
+        }
+        let comparison = compare("main", &baseline, &current);
+        let json = serde_json::to_value(&comparison).unwrap();
+        let processes: Vec<&str> =
+            json["regressions"].as_array().unwrap().iter().map(|r| r["process"].as_str().unwrap()).collect();
+        assert_eq!(processes, ["client", "server"]);
+        let read: BaselineComparison = serde_json::from_value(json).unwrap();
+        assert_eq!(read, comparison);
+        assert_eq!(read.regressions[1].process, Side::Server);
     }
 
     #[test]

@@ -67,112 +67,12 @@ fn thin(points: &[Point]) -> Vec<Point> {
 
 /// Judges one process from `series`, by the rules in the module's documentation.
 pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> ProcessVerdict {
-    let points = match series.basis {
-        Basis::Checkpoints => series.points.clone(),
-        Basis::Samples => thin(&series.points),
-    };
-    let values: Option<Vec<(f64, f64)>> =
-        points.iter().map(|point| point.value.map(|value| (point.at, value as f64))).collect();
-    let full = values.as_deref().and_then(theil_sen);
-    let halves = values.as_deref().and_then(halves);
-    let connections = SignTest::of(&points.iter().filter_map(|p| p.connections).collect::<Vec<_>>());
-    let fds = SignTest::of(&points.iter().filter_map(|p| p.fds).collect::<Vec<_>>());
-    let counters = counter_tests(&points);
-    let risen_counter =
-        counters.iter().filter(|(_, test)| test.grows()).min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value));
-    let steps = points.len().saturating_sub(1) as u32;
-    let (have, need) = match series.basis {
-        Basis::Checkpoints => (steps, MIN_VERDICT_ROUNDS),
-        Basis::Samples => (points.len() as u32, MIN_SAMPLES),
-    };
-
-    let mut reasons = Vec::new();
-    let mut rounds_to_decide = None;
-    let kind = match full {
-        _ if have < need => {
-            reasons.push(Reason::TooFew { have, need });
-            VerdictKind::Inconclusive
-        }
-        None if values.is_none() => {
-            reasons.push(Reason::NoFigures);
-            VerdictKind::Inconclusive
-        }
-        None => {
-            reasons.push(Reason::NoSpread);
-            VerdictKind::Inconclusive
-        }
-        Some(full) => match SlopeRule::of(full, halves, tolerance) {
-            SlopeRule::Within(full) => {
-                reasons.push(Reason::Within { slope: full.slope, ci_high: full.ci_high });
-                VerdictKind::NoLeak
-            }
-            SlopeRule::LevelledOff { early, late } => {
-                reasons.push(Reason::LevelledOff {
-                    early_slope: early.slope,
-                    late_slope: late.slope,
-                    late_ci_high: late.ci_high,
-                });
-                VerdictKind::Bounded
-            }
-            SlopeRule::Above(full) => {
-                reasons.push(Reason::Above { slope: full.slope, ci_low: full.ci_low, ci_high: full.ci_high });
-                VerdictKind::Leak
-            }
-            SlopeRule::LateAbove(late) => {
-                reasons.push(Reason::LateAbove { slope: late.slope, ci_low: late.ci_low });
-                VerdictKind::Leak
-            }
-            SlopeRule::Undecided(_) if connections.grows() || fds.grows() => {
-                let (count, test) =
-                    if connections.grows() { (Count::Connections, connections) } else { (Count::Fds, fds) };
-                reasons.push(Reason::CountRose { count, increases: test.increases, steps, p_value: test.p_value });
-                VerdictKind::Leak
-            }
-            SlopeRule::Undecided(_) if risen_counter.is_some() => {
-                reasons.extend(risen_counter.map(|(name, test)| counter_rose(name, test)));
-                VerdictKind::Leak
-            }
-            SlopeRule::Undecided(full) => {
-                reasons.push(Reason::Straddles { ci_low: full.ci_low, ci_high: full.ci_high });
-                if series.basis == Basis::Checkpoints {
-                    rounds_to_decide = rounds_needed(&full, tolerance);
-                    reasons.push(match rounds_to_decide {
-                        Some(total) => Reason::RoundsToDecide { more: total.saturating_sub(steps), total },
-                        None => Reason::OnTheTolerance,
-                    });
-                }
-                VerdictKind::Inconclusive
-            }
-        },
-    };
-    if series.basis == Basis::Checkpoints && (MIN_VERDICT_ROUNDS..MIN_ROUNDS).contains(&steps) {
-        reasons.push(Reason::FewerRounds { rounds: steps, full: MIN_ROUNDS });
-    }
-    if kind != VerdictKind::Leak && connections.grows() {
-        reasons.push(Reason::ConnectionsRose { increases: connections.increases, steps });
-    }
-    for (name, test) in counters.iter().filter(|(_, test)| test.grows()) {
-        let rose = counter_rose(name, test);
-        if !reasons.contains(&rose) {
-            reasons.push(rose);
-        }
-    }
+    let evidence = Evidence::of(series);
+    let Decision { kind, mut reasons, rounds_to_decide } = decide(series, &evidence, tolerance);
+    remarks(series, &evidence, kind, &mut reasons);
     let cooldown = recovery(&series.points, series.after_cooldown.as_ref(), tolerance);
-    if let Some(cooldown) = cooldown {
-        reasons.push(if cooldown.returned_to_baseline {
-            Reason::Returned
-        } else {
-            Reason::Kept {
-                allocated_kept: cooldown
-                    .allocated_grown_bytes
-                    .zip(cooldown.allocated_returned_bytes)
-                    .map(|(g, r)| g - r),
-                allocated_grown: cooldown.allocated_grown_bytes,
-                connections_kept: cooldown.connections_grown - cooldown.connections_returned,
-                connections_grown: cooldown.connections_grown,
-            }
-        });
-    }
+    reasons.extend(cooldown.as_ref().map(cooldown_reason));
+    let Evidence { points, full, halves, connections, fds, counters, steps, .. } = evidence;
     let per_request = |value: f64| (series.axis == Axis::Request).then_some(value);
     ProcessVerdict {
         kind,
@@ -195,6 +95,159 @@ pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> 
         expectation_met: expected.map(|expected| kind.meets(expected)),
         reasons,
         points: points.into_iter().chain(series.after_cooldown.clone()).collect(),
+    }
+}
+
+/// What the rules read of a series: the points judged and their statistics.
+#[derive(Debug)]
+struct Evidence {
+    /// The checkpoints, or the samples thinned to at most [`MAX_POINTS`].
+    points: Vec<Point>,
+    /// Whether every point has a figure for the quantity.
+    has_figures: bool,
+    /// The slope over all points, and over each half.
+    full: Option<Trend>,
+    halves: Option<(Trend, Trend)>,
+    connections: SignTest,
+    fds: SignTest,
+    counters: BTreeMap<String, SignTest>,
+    /// Steps between points: with checkpoints, the rounds completed.
+    steps: u32,
+}
+
+impl Evidence {
+    fn of(series: &Series) -> Evidence {
+        let points = match series.basis {
+            Basis::Checkpoints => series.points.clone(),
+            Basis::Samples => thin(&series.points),
+        };
+        let values: Option<Vec<(f64, f64)>> =
+            points.iter().map(|point| point.value.map(|value| (point.at, value as f64))).collect();
+        Evidence {
+            has_figures: values.is_some(),
+            full: values.as_deref().and_then(theil_sen),
+            halves: values.as_deref().and_then(halves),
+            connections: SignTest::of(&points.iter().filter_map(|p| p.connections).collect::<Vec<_>>()),
+            fds: SignTest::of(&points.iter().filter_map(|p| p.fds).collect::<Vec<_>>()),
+            counters: counter_tests(&points),
+            steps: points.len().saturating_sub(1) as u32,
+            points,
+        }
+    }
+}
+
+/// A verdict's kind and the reasons for it; for an undecided slope at checkpoints, the rounds that
+/// would decide it.
+#[derive(Debug)]
+struct Decision {
+    kind: VerdictKind,
+    reasons: Vec<Reason>,
+    rounds_to_decide: Option<u32>,
+}
+
+impl Decision {
+    fn of(kind: VerdictKind, reason: Reason) -> Decision {
+        Decision { kind, reasons: vec![reason], rounds_to_decide: None }
+    }
+}
+
+/// The rules in order: enough points (1), the slope against the tolerance (2–4), then for a slope that
+/// straddles it the counts (5), and otherwise how many rounds would decide (6).
+fn decide(series: &Series, evidence: &Evidence, tolerance: f64) -> Decision {
+    let full = match judgeable(series, evidence) {
+        Ok(full) => full,
+        Err(reason) => return Decision::of(VerdictKind::Inconclusive, reason),
+    };
+    match SlopeRule::of(full, evidence.halves, tolerance) {
+        SlopeRule::Within(full) => {
+            Decision::of(VerdictKind::NoLeak, Reason::Within { slope: full.slope, ci_high: full.ci_high })
+        }
+        SlopeRule::LevelledOff { early, late } => Decision::of(
+            VerdictKind::Bounded,
+            Reason::LevelledOff { early_slope: early.slope, late_slope: late.slope, late_ci_high: late.ci_high },
+        ),
+        SlopeRule::Above(full) => Decision::of(
+            VerdictKind::Leak,
+            Reason::Above { slope: full.slope, ci_low: full.ci_low, ci_high: full.ci_high },
+        ),
+        SlopeRule::LateAbove(late) => {
+            Decision::of(VerdictKind::Leak, Reason::LateAbove { slope: late.slope, ci_low: late.ci_low })
+        }
+        SlopeRule::Undecided(full) => match count_rose(evidence) {
+            Some(reason) => Decision::of(VerdictKind::Leak, reason),
+            None => undecided(series, evidence, full, tolerance),
+        },
+    }
+}
+
+/// Rule 1: the slope over all points, or why there is none to judge.
+fn judgeable(series: &Series, evidence: &Evidence) -> Result<Trend, Reason> {
+    let (have, need) = match series.basis {
+        Basis::Checkpoints => (evidence.steps, MIN_VERDICT_ROUNDS),
+        Basis::Samples => (evidence.points.len() as u32, MIN_SAMPLES),
+    };
+    match evidence.full {
+        _ if have < need => Err(Reason::TooFew { have, need }),
+        None if !evidence.has_figures => Err(Reason::NoFigures),
+        None => Err(Reason::NoSpread),
+        Some(full) => Ok(full),
+    }
+}
+
+/// Rule 5: open connections or fds that rose, or else the counter that rose most surely.
+fn count_rose(evidence: &Evidence) -> Option<Reason> {
+    let Evidence { connections, fds, steps, .. } = *evidence;
+    if connections.grows() || fds.grows() {
+        let (count, test) = if connections.grows() { (Count::Connections, connections) } else { (Count::Fds, fds) };
+        return Some(Reason::CountRose { count, increases: test.increases, steps, p_value: test.p_value });
+    }
+    let counters = evidence.counters.iter().filter(|(_, test)| test.grows());
+    let risen = counters.min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value));
+    risen.map(|(name, test)| counter_rose(name, test))
+}
+
+/// Rule 6: the interval straddles the tolerance; at checkpoints, about how many rounds would decide.
+fn undecided(series: &Series, evidence: &Evidence, full: Trend, tolerance: f64) -> Decision {
+    let mut reasons = vec![Reason::Straddles { ci_low: full.ci_low, ci_high: full.ci_high }];
+    let mut rounds_to_decide = None;
+    if series.basis == Basis::Checkpoints {
+        rounds_to_decide = rounds_needed(&full, tolerance);
+        reasons.push(match rounds_to_decide {
+            Some(total) => Reason::RoundsToDecide { more: total.saturating_sub(evidence.steps), total },
+            None => Reason::OnTheTolerance,
+        });
+    }
+    Decision { kind: VerdictKind::Inconclusive, reasons, rounds_to_decide }
+}
+
+/// What is reported beside the verdict: a run judged on fewer rounds than planned, and connections or
+/// counters that rose without deciding it.
+fn remarks(series: &Series, evidence: &Evidence, kind: VerdictKind, reasons: &mut Vec<Reason>) {
+    let Evidence { connections, steps, .. } = *evidence;
+    if series.basis == Basis::Checkpoints && (MIN_VERDICT_ROUNDS..MIN_ROUNDS).contains(&steps) {
+        reasons.push(Reason::FewerRounds { rounds: steps, full: MIN_ROUNDS });
+    }
+    if kind != VerdictKind::Leak && connections.grows() {
+        reasons.push(Reason::ConnectionsRose { increases: connections.increases, steps });
+    }
+    for (name, test) in evidence.counters.iter().filter(|(_, test)| test.grows()) {
+        let rose = counter_rose(name, test);
+        if !reasons.contains(&rose) {
+            reasons.push(rose);
+        }
+    }
+}
+
+/// The cool-down check, beside the verdict: did the process give back what the rounds took?
+fn cooldown_reason(cooldown: &Recovery) -> Reason {
+    if cooldown.returned_to_baseline {
+        return Reason::Returned;
+    }
+    Reason::Kept {
+        allocated_kept: cooldown.allocated_grown_bytes.zip(cooldown.allocated_returned_bytes).map(|(g, r)| g - r),
+        allocated_grown: cooldown.allocated_grown_bytes,
+        connections_kept: cooldown.connections_grown - cooldown.connections_returned,
+        connections_grown: cooldown.connections_grown,
     }
 }
 

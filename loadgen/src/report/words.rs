@@ -3,7 +3,7 @@
 //! words these the same way, from here.
 
 use super::units::{format_mib, human_bytes, signed_bytes};
-use crate::baseline::{BaselineComparison, Delta, Process};
+use crate::baseline::{BaselineComparison, Delta};
 use leaklab_engine::halt::{LimitHit, StopReason};
 use leaklab_engine::scenario::PolicyName;
 use leaklab_engine::summary::{AtStop, Note, Sides, Summary};
@@ -474,10 +474,7 @@ pub(crate) fn regressions(comparison: &BaselineComparison) -> Vec<String> {
             let delta = regression.bytes_per_request;
             format!(
                 "The {} keeps {} more per request than in baseline {:?} ({} → {}), beyond the tolerance of {}.",
-                match regression.process {
-                    Process::Client => "client",
-                    Process::Server => "server",
-                },
+                regression.process.name(),
                 human_bytes(delta.change),
                 comparison.name,
                 human_bytes(delta.baseline),
