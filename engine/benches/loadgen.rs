@@ -377,7 +377,7 @@ fn compare_with_h2load(server_bin: &Path, dir: &Path, requests: u64) {
     }
     println!("{table}");
     let generated = format!(
-        "Measured by `make bench` (loadgen/benches/loadgen.rs) on {}; the cores are shared by the client and the \
+        "Measured by `make bench` (engine/benches/loadgen.rs) on {}; the cores are shared by the client and the \
          server, over loopback.\n\n## The load generator beside h2load and grpc-go\n\n{table}",
         machine_description(),
     );

@@ -164,6 +164,139 @@ fn top_level_modules_import_each_other_without_a_cycle() {
     }
 }
 
+/// The most lines a source file may have, and a function outside the tests: past them, a file or a
+/// function holds more than one screenful of responsibilities and splits.
+const MOST_FILE_LINES: usize = 600;
+const MOST_FUNCTION_LINES: usize = 100;
+
+/// Every Rust file of the workspace's crates: sources, benches and tests.
+fn workspace_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for (dir, _) in ALLOWED {
+        for part in ["src", "benches", "tests"] {
+            let path = root().join(dir).join(part);
+            if path.is_dir() {
+                files.extend(files_of(&path));
+            }
+        }
+    }
+    files
+}
+
+/// Each function of `text` before its tests (`#[cfg(test)]`), as (lines, first line, name): from its `fn`
+/// line to the brace that closes it, braces in strings, characters and comments left out.
+fn functions(text: &str) -> Vec<(usize, usize, String)> {
+    let lines: Vec<&str> = text.lines().take_while(|line| line.trim() != "#[cfg(test)]").collect();
+    let mut found = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let Some(name) = fn_name(line) else { continue };
+        let mut depth = 0i64;
+        let mut opened = false;
+        for (at, code) in lines[start..].iter().map(|line| code_of(line)).enumerate() {
+            if !opened && code.contains(';') && !code.contains('{') {
+                break;
+            }
+            for c in code.chars() {
+                match c {
+                    '{' => (depth, opened) = (depth + 1, true),
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if opened && depth <= 0 {
+                found.push((at + 1, start + 1, name));
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// The name a line declares a function by, if it does.
+fn fn_name(line: &str) -> Option<String> {
+    let mut words = line.trim_start().split_whitespace();
+    let mut word = words.next()?;
+    while ["pub", "pub(crate)", "pub(super)", "async", "const", "unsafe", "extern"].contains(&word)
+        || word.starts_with("pub(")
+    {
+        word = words.next()?;
+    }
+    (word == "fn").then(|| words.next()).flatten().map(|name| name.split(['<', '(']).next().unwrap_or(name).to_owned())
+}
+
+/// A line without its strings, characters and comment.
+fn code_of(line: &str) -> String {
+    let mut code = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                while let Some(s) = chars.next() {
+                    match s {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '\'' if chars.clone().nth(1) == Some('\'') || chars.peek() == Some(&'\\') => {
+                while let Some(s) = chars.next() {
+                    match s {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '\'' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => break,
+            _ => code.push(c),
+        }
+    }
+    code
+}
+
+/// No file outgrows [`MOST_FILE_LINES`] nor function [`MOST_FUNCTION_LINES`]. With `--nocapture` it
+/// prints the longest ten of each: `cargo test -p leaklab-loadgen --bin loadgen sizes -- --nocapture`.
+#[test]
+fn no_file_or_function_outgrows_a_screenful_sizes() {
+    let mut files = Vec::new();
+    let mut functions_found = Vec::new();
+    for file in workspace_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let shown = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
+        for (lines, line, name) in functions(&text) {
+            functions_found.push((lines, format!("{shown}:{line} {name}")));
+        }
+        files.push((text.lines().count(), shown));
+    }
+    files.sort_by(|a, b| b.cmp(a));
+    functions_found.sort_by(|a, b| b.cmp(a));
+    assert!(functions_found.len() > 1_000, "the sources were not read: {} functions", functions_found.len());
+    for (title, list) in [("files", &files), ("functions", &functions_found)] {
+        eprintln!("longest {title}:");
+        list.iter().take(10).for_each(|(lines, place)| eprintln!("{lines:>6}  {place}"));
+    }
+    let long_files: Vec<_> = files.iter().filter(|(lines, _)| *lines > MOST_FILE_LINES).collect();
+    assert!(long_files.is_empty(), "over {MOST_FILE_LINES} lines: {long_files:?}");
+    let long_functions: Vec<_> = functions_found.iter().filter(|(lines, _)| *lines > MOST_FUNCTION_LINES).collect();
+    assert!(long_functions.is_empty(), "functions over {MOST_FUNCTION_LINES} lines: {long_functions:?}");
+}
+
+#[test]
+fn a_function_is_measured_from_its_fn_to_its_closing_brace() {
+    let text = "pub(crate) async fn first<T>(x: T) {\n    let s = \"}}\"; // }\n    if x { '{' }\n}\nfn second();\n\
+                #[cfg(test)]\nfn third() {\n}\n";
+    assert_eq!(
+        functions(text),
+        vec![(4, 1, "first".to_owned())],
+        "the declaration alone and the tests are not counted"
+    );
+}
+
 #[test]
 fn the_reader_finds_paths_and_groups_and_the_search_finds_a_cycle() {
     let text =
