@@ -120,41 +120,10 @@ impl Delta {
 /// A process whose bytes per request grew beyond the tolerance.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub(crate) struct Regression {
-    #[serde(with = "stored_side")]
-    #[schemars(with = "stored_side::Process")]
+    /// `client` or `server`.
     pub process: Side,
     /// Its slope in the baseline and now, bytes per request.
     pub bytes_per_request: Delta,
-}
-
-/// [`Side`] as stored baselines and comparisons name it, `client` or `server`: they are read back.
-mod stored_side {
-    use leaklab_engine::summary::Side;
-    use schemars::JsonSchema;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    /// Which process a slope is of.
-    #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub(super) enum Process {
-        Client,
-        Server,
-    }
-
-    pub(super) fn serialize<S: Serializer>(side: &Side, serializer: S) -> Result<S::Ok, S::Error> {
-        let process = match side {
-            Side::Client => Process::Client,
-            Side::Server => Process::Server,
-        };
-        process.serialize(serializer)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Side, D::Error> {
-        Ok(match Process::deserialize(deserializer)? {
-            Process::Client => Side::Client,
-            Process::Server => Side::Server,
-        })
-    }
 }
 
 /// A run set beside a baseline of the same scenario.

@@ -66,6 +66,24 @@ pub use expect::{Expectation, MIN_ROUNDS, VerdictPlan};
 pub use judge::{MAX_POINTS, MIN_SAMPLES, MIN_VERDICT_ROUNDS, SlopeRule, judge};
 use stats::trend::{SignTest, Trend};
 
+/// Which process of a run: the client (the load generator, or the process watched) or the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    /// `client` or `server`, as reports and files name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+}
+
 /// What the memory of one process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

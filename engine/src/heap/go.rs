@@ -10,9 +10,10 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::ProfileMoment;
 use super::pprof::Profile;
 use super::sites::{self, OwnCode};
-use super::{Process, ProfileMoment};
+use leaklab_verdict::Side;
 
 /// The profiles fetched, and the endpoint's path for each. Goroutines first: their count is divided by the
 /// connections of the sample just taken, and `heap?gc=1` runs a collection first that takes a while on a
@@ -25,7 +26,7 @@ const TOP: usize = 8;
 const MIN_SITE_SAMPLES: f64 = 100.0;
 
 /// The file a profile of `process` fetched at `moment` is kept in.
-pub fn file_name(process: Process, moment: ProfileMoment, kind: &str) -> String {
+pub fn file_name(process: Side, moment: ProfileMoment, kind: &str) -> String {
     format!("pprof-{}-{}.{kind}.pb.gz", process.name(), moment.label())
 }
 
@@ -95,7 +96,7 @@ pub struct Measured {
 
 /// The profiles kept in `dir` from `url`, compared (pure, apart from reading the files); `None` when a
 /// heap profile of either label is missing.
-pub fn build(dir: &Path, process: Process, url: &str, own: &OwnCode, measured: Measured) -> Option<GoProfiles> {
+pub fn build(dir: &Path, process: Side, url: &str, own: &OwnCode, measured: Measured) -> Option<GoProfiles> {
     let read = |moment: ProfileMoment, kind: &str| {
         let bytes = std::fs::read(dir.join(file_name(process, moment, kind))).ok()?;
         Profile::decode(&bytes).ok()
@@ -170,15 +171,14 @@ mod tests {
             for (kind, _) in KINDS {
                 std::fs::copy(
                     format!("{FIXTURES}/{kind}-{fixture}.pb.gz"),
-                    dir.path().join(file_name(Process::Client, label, kind)),
+                    dir.path().join(file_name(Side::Client, label, kind)),
                 )
                 .unwrap();
             }
         }
         let measured = Measured { connections_grown: Some(188), rss_growth: Some(188 * 100_000) };
         let profiles =
-            build(dir.path(), Process::Client, "http://127.0.0.1:1/debug/pprof", &OwnCode::default(), measured)
-                .unwrap();
+            build(dir.path(), Side::Client, "http://127.0.0.1:1/debug/pprof", &OwnCode::default(), measured).unwrap();
         assert_eq!(profiles.sample_period_bytes, Some(1024));
         assert_eq!(profiles.rss_per_connection, Some(100_000.0));
         assert_eq!(profiles.call_sites.len(), 3);
@@ -190,6 +190,6 @@ mod tests {
         assert!((per - 65_536.0).abs() < 0.15 * 65_536.0, "{per}");
         let watcher = profiles.goroutines.iter().find(|g| g.parked_in.ends_with("(*ccBalancerWrapper).watcher"));
         assert_eq!(watcher.and_then(|g| g.per_connection), Some(1.0));
-        assert!(build(dir.path(), Process::Server, "u", &OwnCode::default(), Measured::default()).is_none());
+        assert!(build(dir.path(), Side::Server, "u", &OwnCode::default(), Measured::default()).is_none());
     }
 }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use leaklab_probe::heap::Folded;
+use leaklab_verdict::Side;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -91,32 +92,13 @@ pub struct HeapReport {
     pub server: Option<HeapGrowth>,
 }
 
-/// Which process a profile is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Process {
-    /// The load generator.
-    Client,
-    /// The toy server.
-    Server,
-}
-
-impl Process {
-    pub fn name(self) -> &'static str {
-        match self {
-            Process::Client => "client",
-            Process::Server => "server",
-        }
-    }
-}
-
 /// The file a process's dump at `moment` goes to.
-pub fn dump_name(moment: ProfileMoment, process: Process) -> String {
+pub fn dump_name(moment: ProfileMoment, process: Side) -> String {
     format!("heap-{}.{}.heap", moment.label(), process.name())
 }
 
 /// The profile `process` dumped at `moment` into `dir`, its stacks named; `None` if it is missing or unreadable.
-pub fn read(dir: &Path, moment: ProfileMoment, process: Process) -> Option<Folded> {
+pub fn read(dir: &Path, moment: ProfileMoment, process: Side) -> Option<Folded> {
     leaklab_probe::heap::read_dump(&dir.join(dump_name(moment, process))).ok()
 }
 
@@ -124,10 +106,9 @@ pub fn read(dir: &Path, moment: ProfileMoment, process: Process) -> Option<Folde
 /// growth; `measured` is each process's allocated growth between the same
 /// two checkpoints, as the verdict measured it.
 pub fn build(dir: &Path, measured: [Option<f64>; 2]) -> Option<HeapReport> {
-    let [client, server] =
-        [(Process::Client, measured[0]), (Process::Server, measured[1])].map(|(process, measured)| {
-            Some(rank(&read(dir, ProfileMoment::Warmup, process)?, &read(dir, ProfileMoment::End, process)?, measured))
-        });
+    let [client, server] = [(Side::Client, measured[0]), (Side::Server, measured[1])].map(|(process, measured)| {
+        Some(rank(&read(dir, ProfileMoment::Warmup, process)?, &read(dir, ProfileMoment::End, process)?, measured))
+    });
     (client.is_some() || server.is_some()).then_some(HeapReport { client, server })
 }
 

@@ -262,7 +262,7 @@ fn url_port(url: &str) -> Option<u16> {
 async fn fetch_profiles(pprof: Option<&str>, sampling: &Sampling<'_>, moment: ProfileMoment, notes: &mut Vec<Note>) {
     let Some(url) = pprof else { return };
     let (url, dir) = (url.to_owned(), sampling.dir.path.clone());
-    let process = crate::heap::Process::Client;
+    let process = leaklab_verdict::Side::Client;
     let errors = tokio::task::spawn_blocking(move || crate::sample::pprof::fetch(&url, &dir, process, moment))
         .await
         .unwrap_or_else(|error| vec![error.to_string()]);

@@ -343,14 +343,14 @@ impl Driven<'_> {
                 if let Some(url) = &ended.pprof {
                     let own = heap::sites::OwnCode::prefixes(plan.own_code.clone());
                     let window = profiled_window(samples, Side::Client);
-                    facts.profiles = heap::go::build(&dir.path, heap::Process::Client, url, &own, window);
+                    facts.profiles = heap::go::build(&dir.path, Side::Client, url, &own, window);
                 }
             }
         }
         if let Some(pprof) = server_pprof {
             let own = heap::sites::OwnCode::prefixes(pprof.own_code.clone());
             let window = profiled_window(samples, Side::Server);
-            facts.server_profiles = heap::go::build(&dir.path, heap::Process::Server, &pprof.url, &own, window);
+            facts.server_profiles = heap::go::build(&dir.path, Side::Server, &pprof.url, &own, window);
         }
         facts
     }
@@ -377,8 +377,8 @@ impl Driven<'_> {
 fn profiled_window(samples: &[Sample], side: Side) -> heap::go::Measured {
     let Some(window) = crate::sample::LoadWindow::find(samples) else { return heap::go::Measured::default() };
     heap::go::Measured {
-        connections_grown: window.growth(samples, |s| side.of(s)?.open_connections()),
-        rss_growth: window.growth(samples, |s| Some(side.of(s)?.rss_bytes)),
+        connections_grown: window.growth(samples, |s| s.process(side)?.open_connections()),
+        rss_growth: window.growth(samples, |s| Some(s.process(side)?.rss_bytes)),
     }
 }
 

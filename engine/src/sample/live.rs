@@ -15,6 +15,7 @@ use leaklab_probe::{Connections, ProcessSnapshot, SnapshotReader};
 use super::{Measure, MetricsEndpoint, NetworkSample, Phase, ProfileFailure, SocketWatch};
 use crate::heap::{self, ProfileMoment};
 use crate::target::ServerControl;
+use leaklab_verdict::Side;
 
 /// Reads the connection events the client's channels saw: reconnects, and GOAWAYs by reason.
 pub type ClientEventsProbe = Box<dyn FnMut() -> (u64, BTreeMap<String, u64>) + Send>;
@@ -184,19 +185,19 @@ impl Measure for LiveMeasure {
         let label = moment.label();
         if let Some(dir) = &self.heap_dumps {
             // Raw dumps only: naming their stacks allocates, and waits until after the run.
-            let client = dir.join(heap::dump_name(moment, heap::Process::Client));
+            let client = dir.join(heap::dump_name(moment, Side::Client));
             if let Err(error) = leaklab_probe::heap::dump(&client) {
                 eprintln!("loadgen: heap profile {label} of the load generator: {error}");
             }
             if let Some(server) = self.server.as_mut() {
-                let path = dir.join(heap::dump_name(moment, heap::Process::Server));
+                let path = dir.join(heap::dump_name(moment, Side::Server));
                 if let Err(error) = server.heap_dump(&path) {
                     eprintln!("loadgen: heap profile {label} of the server: {error}");
                 }
             }
         }
         let Some((url, dir)) = &self.server_pprof else { return Vec::new() };
-        let process = heap::Process::Server;
+        let process = Side::Server;
         let failed = super::pprof::fetch(url, dir, process, moment);
         failed.into_iter().map(|error| ProfileFailure { process, moment, error }).collect()
     }

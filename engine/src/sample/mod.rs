@@ -154,7 +154,7 @@ impl Sample {
 /// A profile that could not be fetched or kept at a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileFailure {
-    pub process: crate::heap::Process,
+    pub process: leaklab_verdict::Side,
     pub moment: crate::heap::ProfileMoment,
     pub error: String,
 }

@@ -4,15 +4,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::heap::{Process, ProfileMoment, go};
+use crate::heap::{ProfileMoment, go};
 use crate::http::HttpUrl;
+use leaklab_verdict::Side;
 
 /// A heap profile asks for a garbage collection first, which takes a while in a large heap.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Fetches both profiles of `process` from `base` (`http://HOST:PORT/debug/pprof`) into `dir`; what
 /// could not be fetched, as one line per profile.
-pub fn fetch(base: &str, dir: &Path, process: Process, moment: ProfileMoment) -> Vec<String> {
+pub fn fetch(base: &str, dir: &Path, process: Side, moment: ProfileMoment) -> Vec<String> {
     // `…/debug/pprof/`, as a browser shows the index, would ask for `…/pprof//heap`: a redirect.
     let url = match HttpUrl::parse(base.trim_end_matches('/'), "/debug/pprof", "http://127.0.0.1:6060/debug/pprof") {
         Ok(url) => url,
@@ -49,7 +50,7 @@ mod tests {
             vec![crate::http::tests::ok(b"<html>"), b"HTTP/1.1 404 Not Found\r\n\r\n".to_vec()],
             "/debug/pprof",
         );
-        let errors = fetch(&format!("{url}/"), dir.path(), Process::Client, ProfileMoment::Warmup);
+        let errors = fetch(&format!("{url}/"), dir.path(), Side::Client, ProfileMoment::Warmup);
         assert_eq!(errors.len(), 2, "{errors:?}");
         // The goroutine profile is asked for first (see go::KINDS).
         assert!(errors[0].starts_with(&format!("{url}/goroutine: not a pprof profile")), "{errors:?}");
@@ -57,7 +58,7 @@ mod tests {
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing kept");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let errors =
-            fetch(&format!("http://127.0.0.1:{port}/debug/pprof"), dir.path(), Process::Server, ProfileMoment::End);
+            fetch(&format!("http://127.0.0.1:{port}/debug/pprof"), dir.path(), Side::Server, ProfileMoment::End);
         assert!(errors.iter().all(|e| e.contains("refused")), "{errors:?}");
     }
 }

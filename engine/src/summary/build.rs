@@ -188,7 +188,7 @@ impl Growth {
     /// Growth per request over `window`; the request count only when the run has request counts.
     fn of(samples: &[Sample], window: Option<LoadWindow>, counted: bool) -> Growth {
         let per_request = |value: &dyn Fn(&ProcessSnapshot) -> Option<u64>, side: Side| {
-            window.and_then(|w| w.growth_per_request(samples, |s| value(side.of(s)?)))
+            window.and_then(|w| w.growth_per_request(samples, |s| value(s.process(side)?)))
         };
         let both = |value: &dyn Fn(&ProcessSnapshot) -> Option<u64>| {
             [per_request(value, Side::Client), per_request(value, Side::Server)]

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use leaklab_verdict::Axis;
 
-use crate::heap::{Process, ProfileMoment};
+use crate::heap::ProfileMoment;
+use leaklab_verdict::Side;
 
 /// A process's memory and connections when the load stopped at a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -51,7 +52,7 @@ pub enum Note {
     ProfileFetchFailed {
         #[serde(default = "client")]
         #[schemars(with = "String")]
-        process: Process,
+        process: Side,
         #[schemars(with = "String")]
         label: ProfileMoment,
         error: String,
@@ -70,6 +71,6 @@ pub enum Note {
 }
 
 /// The process of a note written before notes named it.
-fn client() -> Process {
-    Process::Client
+fn client() -> Side {
+    Side::Client
 }

@@ -9,7 +9,7 @@ use crate::sample::{LoadWindow, Phase, Sample};
 use leaklab_verdict::{Axis, Basis, Point, Quantity, Series};
 
 fn point(at: f64, sample: &Sample, side: Side, quantity: Quantity) -> Option<Point> {
-    let process = side.of(sample)?;
+    let process = sample.process(side)?;
     let mut counters: BTreeMap<String, u64> =
         process.streams.map(|open| ("streams".to_owned(), open)).into_iter().collect();
     if side == Side::Client {
@@ -33,7 +33,7 @@ fn point(at: f64, sample: &Sample, side: Side, quantity: Quantity) -> Option<Poi
 /// window, and the last sample when it is a settled one after the window.
 pub fn checkpoints(samples: &[Sample], side: Side) -> Series {
     // A server leaklab did not start (`--server-pid`) has no allocator it can read: its memory is judged from outside.
-    let unreadable = samples.iter().filter_map(|s| side.of(s)).any(|process| process.jemalloc.is_none());
+    let unreadable = samples.iter().filter_map(|s| s.process(side)).any(|process| process.jemalloc.is_none());
     let quantity = if unreadable { from_outside(samples, side) } else { Quantity::AllocatedBytes };
     let mut series =
         Series { quantity, axis: Axis::Request, basis: Basis::Checkpoints, points: Vec::new(), after_cooldown: None };
@@ -65,7 +65,7 @@ pub fn foreign_axis(samples: &[Sample]) -> Axis {
 /// What a process whose allocator leaklab cannot read is judged on: its anonymous memory where every
 /// sample has it, else its RSS.
 fn from_outside(samples: &[Sample], side: Side) -> Quantity {
-    let split = samples.iter().filter_map(|s| side.of(s)).all(|process| process.rss_parts.is_some());
+    let split = samples.iter().filter_map(|s| s.process(side)).all(|process| process.rss_parts.is_some());
     if split { Quantity::RssAnonBytes } else { Quantity::RssBytes }
 }
 
@@ -92,7 +92,7 @@ pub fn checkpoint_growth(samples: &[Sample], side: Side) -> Option<f64> {
         samples
             .iter()
             .find(|s| s.settled && s.phase == phase)
-            .and_then(|s| side.of(s)?.jemalloc)
+            .and_then(|s| s.process(side)?.jemalloc)
             .map(|j| j.allocated_bytes)
     };
     Some(at(Phase::Cooldown)? as f64 - at(Phase::Load)? as f64)

@@ -8,27 +8,14 @@ use leaklab_verdict::{ProcessVerdict, Verdicts};
 use super::{Growth, ProcessSummary, Summary};
 use crate::sample::Sample;
 
-/// Which process of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Side {
-    Client,
-    Server,
-}
+pub use leaklab_verdict::Side;
 
-impl Side {
-    /// `client` or `server`, as reports name them.
-    pub fn name(self) -> &'static str {
-        match self {
-            Side::Client => "client",
-            Side::Server => "server",
-        }
-    }
-
-    /// This process in `sample`; the server only when it was measured then.
-    pub fn of(self, sample: &Sample) -> Option<&ProcessSnapshot> {
-        match self {
-            Side::Client => Some(&sample.client),
-            Side::Server => sample.server.as_ref().map(|server| &server.process),
+impl Sample {
+    /// The `side` process in this sample; the server only when it was measured then.
+    pub fn process(&self, side: Side) -> Option<&ProcessSnapshot> {
+        match side {
+            Side::Client => Some(&self.client),
+            Side::Server => self.server.as_ref().map(|server| &server.process),
         }
     }
 }

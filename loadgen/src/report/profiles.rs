@@ -9,7 +9,8 @@ use std::path::Path;
 use leaklab_probe::heap::Folded;
 
 use super::{Exporter, Output};
-use leaklab_engine::heap::{self, Process, ProfileMoment};
+use leaklab_engine::heap::{self, ProfileMoment};
+use leaklab_engine::summary::Side;
 
 /// The profiles both processes dumped at the end of the load, stacks named.
 #[derive(Debug, Clone, Default)]
@@ -22,15 +23,15 @@ impl HeapProfiles {
     /// The end profiles in a run directory; a missing or unreadable one is `None`.
     pub(crate) fn read(dir: &Path) -> HeapProfiles {
         HeapProfiles {
-            client: heap::read(dir, ProfileMoment::End, Process::Client),
-            server: heap::read(dir, ProfileMoment::End, Process::Server),
+            client: heap::read(dir, ProfileMoment::End, Side::Client),
+            server: heap::read(dir, ProfileMoment::End, Side::Server),
         }
     }
 
-    fn of(&self, process: Process) -> Option<&Folded> {
+    fn of(&self, process: Side) -> Option<&Folded> {
         match process {
-            Process::Client => self.client.as_ref(),
-            Process::Server => self.server.as_ref(),
+            Side::Client => self.client.as_ref(),
+            Side::Server => self.server.as_ref(),
         }
     }
 
@@ -38,12 +39,12 @@ impl HeapProfiles {
     pub(crate) fn outputs(&self) -> Vec<Output<HeapProfiles>> {
         let mut outputs = Vec::new();
         if self.client.is_some() {
-            outputs.push(Output { file: "flamegraph.client.svg", exporter: &FlameGraph(Process::Client) });
-            outputs.push(Output { file: "heap.pb.gz", exporter: &Pprof(Process::Client) });
+            outputs.push(Output { file: "flamegraph.client.svg", exporter: &FlameGraph(Side::Client) });
+            outputs.push(Output { file: "heap.pb.gz", exporter: &Pprof(Side::Client) });
         }
         if self.server.is_some() {
-            outputs.push(Output { file: "flamegraph.server.svg", exporter: &FlameGraph(Process::Server) });
-            outputs.push(Output { file: "heap.server.pb.gz", exporter: &Pprof(Process::Server) });
+            outputs.push(Output { file: "flamegraph.server.svg", exporter: &FlameGraph(Side::Server) });
+            outputs.push(Output { file: "heap.server.pb.gz", exporter: &Pprof(Side::Server) });
         }
         outputs
     }
@@ -51,7 +52,7 @@ impl HeapProfiles {
 
 /// A process's end profile as a flame graph of in-use memory.
 #[derive(Debug)]
-pub(crate) struct FlameGraph(pub Process);
+pub(crate) struct FlameGraph(pub Side);
 
 impl Exporter<HeapProfiles> for FlameGraph {
     fn export(&self, profiles: &HeapProfiles, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -79,7 +80,7 @@ impl Exporter<HeapProfiles> for FlameGraph {
 
 /// A process's end profile in pprof's format, gzipped, for `go tool pprof` and friends.
 #[derive(Debug)]
-pub(crate) struct Pprof(pub Process);
+pub(crate) struct Pprof(pub Side);
 
 impl Exporter<HeapProfiles> for Pprof {
     fn export(&self, profiles: &HeapProfiles, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -108,12 +109,12 @@ mod tests {
         let profiles = profiles();
         let files: Vec<&str> = profiles.outputs().iter().map(|output| output.file).collect();
         assert_eq!(files, ["flamegraph.client.svg", "heap.pb.gz"]);
-        let svg = crate::report::to_string(&FlameGraph(Process::Client), &profiles).unwrap();
+        let svg = crate::report::to_string(&FlameGraph(Side::Client), &profiles).unwrap();
         assert!(svg.contains("<svg") && svg.contains("FramedWrite"));
         let mut gzipped = Vec::new();
-        Pprof(Process::Client).export(&profiles, &mut gzipped).unwrap();
+        Pprof(Side::Client).export(&profiles, &mut gzipped).unwrap();
         let samples = heap::pprof::decode(&gzipped).unwrap();
         assert!(samples.iter().any(|(bytes, frames)| *bytes == 4096 && frames[0] == "h2::codec::FramedWrite::new"));
-        assert!(FlameGraph(Process::Server).export(&profiles, &mut Vec::new()).is_err(), "no server profile");
+        assert!(FlameGraph(Side::Server).export(&profiles, &mut Vec::new()).is_err(), "no server profile");
     }
 }

@@ -101,11 +101,13 @@ pub(super) fn memory(samples: &[Sample]) -> Vec<Line> {
             side,
             format!("{name} RSS"),
             false,
-            series(samples, |s| Some(mib(side.of(s)?.rss_bytes))),
+            series(samples, |s| Some(mib(s.process(side)?.rss_bytes))),
         ));
-        let split = samples.iter().filter_map(|s| side.of(s)).any(|p| p.jemalloc.is_none() && p.rss_parts.is_some());
+        let split =
+            samples.iter().filter_map(|s| s.process(side)).any(|p| p.jemalloc.is_none() && p.rss_parts.is_some());
         if split {
-            let part = |pick: fn(&RssParts) -> u64| series(samples, |s| side.of(s)?.rss_parts.map(|p| mib(pick(&p))));
+            let part =
+                |pick: fn(&RssParts) -> u64| series(samples, |s| s.process(side)?.rss_parts.map(|p| mib(pick(&p))));
             lines.push(Line::own(side, format!("{name} anonymous (RssAnon)"), true, part(|p| p.anon_bytes)));
             let file = match side {
                 Side::Client => CLIENT_FILE,
@@ -119,7 +121,7 @@ pub(super) fn memory(samples: &[Sample]) -> Vec<Line> {
                 part(|p| p.file_bytes),
             ));
         } else {
-            let allocated = series(samples, |s| side.of(s)?.jemalloc.map(|j| mib(j.allocated_bytes)));
+            let allocated = series(samples, |s| s.process(side)?.jemalloc.map(|j| mib(j.allocated_bytes)));
             lines.push(Line::own(side, format!("{name} allocated (jemalloc)"), true, allocated));
         }
     }
@@ -138,7 +140,7 @@ pub(super) fn connections(samples: &[Sample], time_wait: bool) -> Vec<Line> {
             Side::Client if !segments.is_empty() => format!("client connections, sum of {}", segments.len()),
             _ => format!("{name} connections"),
         };
-        let open = series(samples, |s| side.of(s)?.open_connections().map(|open| open as f64));
+        let open = series(samples, |s| s.process(side)?.open_connections().map(|open| open as f64));
         lines.push(Line::own(side, label, false, open));
         if side == Side::Client {
             lines.extend(segments.iter().enumerate().map(|(at, segment)| segment_line(samples, at, *segment)));
@@ -147,7 +149,7 @@ pub(super) fn connections(samples: &[Sample], time_wait: bool) -> Vec<Line> {
             side,
             format!("{name} fds"),
             true,
-            series(samples, |s| side.of(s)?.fds.map(|fds| fds as f64)),
+            series(samples, |s| s.process(side)?.fds.map(|fds| fds as f64)),
         ));
     }
     // TIME_WAIT only where there is some: per-request-close leaves one per request.
@@ -180,7 +182,7 @@ pub(super) fn streams(samples: &[Sample], limit: Option<u64>) -> Vec<Line> {
             Side::Server => SERVER_STREAMS,
         };
         // Dashed on the server's side: both ends count the same streams, and one line would hide the other.
-        let points = series(samples, |s| side.of(s)?.streams.map(|n| n as f64));
+        let points = series(samples, |s| s.process(side)?.streams.map(|n| n as f64));
         lines.push(Line::thin(Some(side), format!("{} streams", side.name()), color, side == Side::Server, points));
     }
     if let Some(limit) = limit {
