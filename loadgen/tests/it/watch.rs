@@ -202,5 +202,6 @@ fn a_profile_url_that_does_not_answer_is_a_note_and_the_report_is_written() {
 
     let output = watch(&["--pprof", "localhost:6060", "--", "true"], dir.path());
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    assert!(text(&output).contains("--pprof \"localhost:6060\": expected http://HOST:PORT/debug/pprof"));
+    let said = text(&output);
+    assert!(said.contains("'localhost:6060' for '--pprof <URL>': expected http://HOST:PORT/debug/pprof"), "{said}");
 }
