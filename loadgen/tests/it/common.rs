@@ -101,7 +101,13 @@ pub fn text(output: &Output) -> String {
 /// The `summary.json` of the latest run of `name` under `reports`.
 pub fn summary(reports: &Path, name: &str) -> serde_json::Value {
     let path = reports.join(name).join("latest").join("summary.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        let runs: Vec<String> = std::fs::read_dir(reports)
+            .map(|dir| dir.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        panic!("{}: {e}; {} holds {runs:?}", path.display(), reports.display())
+    });
+    serde_json::from_str(&text).unwrap()
 }
 
 /// The ci-tools venv's python (junitparser, prometheus_client, jsonschema), built by `make ci-tools` if missing.
