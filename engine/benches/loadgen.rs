@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use leaklab_engine::run::{self, RunOptions, RunOutcome, TargetChoice};
+use leaklab_engine::run_dir::RunDir;
 use leaklab_engine::sample::{Phase, Sample};
 use leaklab_engine::scenario::{self, Overrides, Plan, RunPlan, Transport};
 use leaklab_probe::procfs::machine_description;
@@ -178,15 +179,7 @@ fn loadgen_memory(server_bin: &Path, reports: &Path, requests: u64) {
         .status()
         .expect("running target/release/loadgen");
     assert!(status.success(), "loadgen run failed: {status}");
-    let run_dir = reports.join("long/latest");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json"))
-            .expect("JSON");
-    let samples: Vec<Sample> = std::fs::read_to_string(run_dir.join("samples.jsonl"))
-        .expect("samples.jsonl")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a sample"))
-        .collect();
+    let (summary, samples) = RunDir::at(reports.join("long/latest")).read_finished().expect("the long run's results");
     let after_warmup = samples.iter().find(|s| s.phase == Phase::Load).expect("a load sample").client.rss_bytes;
     let loaded: Vec<u64> = samples.iter().filter(|s| s.phase == Phase::Load).map(|s| s.client.rss_bytes).collect();
     let at_end = samples.iter().find(|s| s.phase == Phase::Cooldown).expect("a load-end sample").client.rss_bytes;
@@ -196,9 +189,9 @@ fn loadgen_memory(server_bin: &Path, reports: &Path, requests: u64) {
     println!(
         "`loadgen run`, {} requests in {:.1} s ({:.0} req/s), sampling every 100 ms: loadgen RSS after warm-up {:.1} MiB; \
          during the load between {:.1} ({:+.2}) and {:.1} MiB ({:+.2}); at load end {:.1} MiB ({:+.2})",
-        summary["requests"]["ok"],
-        summary["load_duration_s"].as_f64().unwrap_or(0.0),
-        summary["throughput_rps"].as_f64().unwrap_or(0.0),
+        summary.requests.as_ref().map_or(0, |requests| requests.ok),
+        summary.load_duration_s,
+        summary.throughput_rps.unwrap_or(0.0),
         mib(after_warmup),
         mib(lowest),
         delta(lowest),
@@ -209,7 +202,7 @@ fn loadgen_memory(server_bin: &Path, reports: &Path, requests: u64) {
     );
     println!(
         "loadgen allocated (jemalloc) per request after warm-up: {:+.3} B\n",
-        summary["growth"]["client_allocated_bytes_per_request"].as_f64().unwrap_or(f64::NAN)
+        summary.growth.client_allocated_bytes_per_request.unwrap_or(f64::NAN)
     );
 }
 
@@ -275,14 +268,7 @@ fn sampler_at_scale(server_bin: &Path, reports: &Path) {
         .status()
         .expect("running target/release/loadgen");
     assert!(status.code().is_some_and(|code| code == 0 || code == 3), "loadgen run leak failed: {status}");
-    let dir = reports.join("leak/latest");
-    let samples: Vec<Sample> = std::fs::read_to_string(dir.join("samples.jsonl"))
-        .expect("samples.jsonl")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a sample"))
-        .collect();
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary.json")).expect("JSON");
+    let (summary, samples) = RunDir::at(reports.join("leak/latest")).read_finished().expect("the leak run's results");
     let loaded = |s: &Sample| matches!(s.phase, Phase::Warmup | Phase::Load);
     let (gap, at, connections) = samples
         .windows(2)
@@ -291,16 +277,16 @@ fn sampler_at_scale(server_bin: &Path, reports: &Path) {
             (pair[1].elapsed_s - pair[0].elapsed_s, pair[0].elapsed_s, pair[1].client.open_connections().unwrap_or(0))
         })
         .fold((0.0, 0.0, 0), |largest, gap| if gap.0 > largest.0 { gap } else { largest });
-    let interval_s = summary["plan"]["sample_interval_ms"].as_f64().unwrap_or(100.0) / 1000.0;
+    let interval_s = summary.plan.as_ref().and_then(|plan| plan.sample_interval_ms).unwrap_or(100) as f64 / 1000.0;
     let run_s = samples.last().map_or(1.0, |s| s.elapsed_s);
-    let busy_s = summary["samples"]["busy_s"].as_f64().unwrap_or(0.0);
+    let busy_s = summary.samples.busy_s;
     println!(
         "sampler at scale: `loadgen run leak --no-caps --requests {REQUESTS} --rate 1500`, {} samples, peak {} client \
          connections: largest gap between two samples of the load {gap:.3} s ({:.1}× the {:.0} ms interval) at {at:.1} s \
          with {connections} connections; the sampler and the socket counts beside it were busy {busy_s:.2} s of the \
          {run_s:.1} s run, {:.2}% of the {} cores",
         samples.len(),
-        summary["client"]["connections"]["peak"],
+        summary.client.connections.as_ref().map_or(0, |connections| connections.peak),
         gap / interval_s,
         interval_s * 1000.0,
         busy_s / (run_s * cores() as f64) * 100.0,
