@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -159,7 +159,6 @@ impl RunDir {
             notes.push(Note::CutLines { lines: cut as u64 });
         }
         let facts = RunFacts {
-            sampling_busy: Duration::ZERO,
             notes,
             ..RunFacts::new(record.started_at, record.target, record.limits, StopReason::Unfinished)
         };
@@ -191,7 +190,7 @@ fn point_latest(parent: &Path, name: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn runs_get_timestamped_dirs_and_latest_follows() {

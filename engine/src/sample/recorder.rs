@@ -308,20 +308,11 @@ mod tests {
     use super::*;
     use crate::halt::Limit;
     use crate::sample::ScriptedMeasure;
-    use leaklab_probe::{Connections, ProcessSnapshot};
+    use leaklab_probe::ProcessSnapshot;
     use std::sync::Mutex;
 
     fn snapshot(rss_bytes: u64) -> ProcessSnapshot {
-        ProcessSnapshot {
-            pid: Some(1),
-            rss_bytes,
-            rss_parts: None,
-            fds: Some(3),
-            threads: Some(1),
-            jemalloc: None,
-            connections: Some(Connections::default()),
-            streams: None,
-        }
+        crate::sample::window::tests::sample(0.0, Phase::Load, 0, rss_bytes).client
     }
 
     /// No caps, no observer, fresh counters.

@@ -17,7 +17,6 @@ const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 920;
 const HEADER: u32 = 70;
 const LEGEND_WIDTH: u32 = 330;
-/// Tableau 10: distinct for the eye and in grey print.
 /// Tableau's ten, then six darker ones, so the shipped scenarios never share a colour.
 const PALETTE: [RGBColor; 16] = [
     RGBColor(31, 119, 180),
