@@ -214,7 +214,7 @@ fn functions(text: &str) -> Vec<(usize, usize, String)> {
 
 /// The name a line declares a function by, if it does.
 fn fn_name(line: &str) -> Option<String> {
-    let mut words = line.trim_start().split_whitespace();
+    let mut words = line.split_whitespace();
     let mut word = words.next()?;
     while ["pub", "pub(crate)", "pub(super)", "async", "const", "unsafe", "extern"].contains(&word)
         || word.starts_with("pub(")
