@@ -31,6 +31,7 @@ pub fn snapshot(allocated: u64, connections: u64) -> ProcessSnapshot {
         }),
         connections: Some(Connections { open: connections, opened: Some(connections), closed: Some(0) }),
         streams: None,
+        runtime_heap: None,
     }
 }
 

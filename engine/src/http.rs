@@ -75,10 +75,29 @@ impl HttpUrl {
             self.path, self.host
         );
         stream.write_all(request.as_bytes()).map_err(io)?;
+        // Read to the end, or to the Content-Length: some servers (Node's inspector) keep the connection
+        // open whatever the request asked.
         let mut response = Vec::new();
-        stream.take(MAX_BODY + 1).read_to_end(&mut response).map_err(io)?;
+        let mut buffer = [0u8; 16 << 10];
+        while (response.len() as u64) <= MAX_BODY && !complete(&response) {
+            match stream.read(&mut buffer).map_err(io)? {
+                0 => break,
+                read => response.extend_from_slice(&buffer[..read]),
+            }
+        }
         body(&response).map_err(|reason| HttpError::Http { url: url.clone(), reason })
     }
+}
+
+/// Whether `response` holds its head and the whole body its `Content-Length` announces.
+fn complete(response: &[u8]) -> bool {
+    let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&response[..split]);
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+    });
+    length.is_some_and(|length| response.len() - (split + 4) >= length)
 }
 
 /// The body of a 200 response, de-chunked; else what came instead.
@@ -155,6 +174,24 @@ pub(crate) mod tests {
         let url = HttpUrl::parse(&url, "/", "").unwrap();
         assert_eq!(url.get("", "*/*", Duration::from_secs(5)).unwrap(), b"\x1f\x8b\x00\r\n");
         assert_eq!(url.get("", "*/*", Duration::from_secs(5)).unwrap(), [0, 255, 13, 10]);
+    }
+
+    #[test]
+    fn an_answer_with_its_length_is_read_though_the_server_keeps_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/json/list", listener.local_addr().unwrap());
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.read(&mut [0u8; 1024]);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n[42]");
+            // Held open until the test is done, as Node's inspector holds it.
+            let _ = wait.recv();
+        });
+        // A read to the end would wait out the timeout and fail.
+        let body = HttpUrl::parse(&url, "/", "").unwrap().get("", "*/*", Duration::from_secs(60)).unwrap();
+        assert_eq!(body, b"[42]");
+        drop(done);
     }
 
     #[test]

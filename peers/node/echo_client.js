@@ -11,14 +11,17 @@
 // It prints `leaklab-progress ok=N failed=M handles=H` once a second on stdout, which
 // `loadgen watch` reads to count requests: H is the event loop's active handles and
 // requests (process.getActiveResourcesInfo()), and the stream modes add `streams=N`,
-// the calls held open. Run under `node --expose-gc`, it collects garbage before each line, so
-// that what stays resident is what the client holds. The proto is loaded at run time by
+// the calls held open. It never collects its own garbage: leaklab reads what V8 keeps alive
+// through its inspector. With --report-live-heap (under `node --expose-gc`) it collects before
+// each line and adds `live_heap=BYTES`, V8's used heap then: the process's own view, for the
+// tests that compare it with leaklab's. The proto is loaded at run time by
 // @grpc/proto-loader. With --channelz-listen it serves gRPC's channelz service (grpc-js's own)
 // on a side port, so that leaklab counts its channels, subchannels and sockets as grpc-js does;
 // grpc-js keeps that bookkeeping whether or not it is served.
 'use strict';
 
 const path = require('node:path');
+const v8 = require('node:v8');
 const { parseArgs } = require('node:util');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -36,6 +39,7 @@ function options() {
       'stream-interval': { type: 'string', default: '30' },
       proto: { type: 'string', default: path.join(__dirname, 'echo.proto') },
       'channelz-listen': { type: 'string' },
+      'report-live-heap': { type: 'boolean', default: false },
     },
   });
   const numbers = { requests: Number(values.requests), rate: Number(values.rate), hold: Number(values.hold) };
@@ -55,7 +59,10 @@ function options() {
   if (listen !== undefined && !/^(127\.0\.0\.1|localhost|\[::1\]):\d+$/.test(listen)) {
     throw new Error(`--channelz-listen: ${listen} is not a loopback host:port`);
   }
-  return { ...values, ...numbers };
+  if (values['report-live-heap'] && typeof global.gc !== 'function') {
+    throw new Error('--report-live-heap: run under node --expose-gc');
+  }
+  return { ...values, ...numbers, reportLiveHeap: values['report-live-heap'] };
 }
 
 // Serves channelz on `listen` until the process exits.
@@ -129,12 +136,14 @@ async function main() {
     });
 
   const progress = () => {
-    // Under `node --expose-gc`, collect before each line: V8 grows its heap in steps while garbage piles
-    // up between major collections, which on a reused client looks like a leak for thousands of requests.
-    if (typeof global.gc === 'function') global.gc();
+    let live = '';
+    if (args.reportLiveHeap) {
+      global.gc();
+      live = ` live_heap=${v8.getHeapStatistics().used_heap_size}`;
+    }
     const handles = process.getActiveResourcesInfo().length;
     const held = streams ? ` streams=${kept.length}` : '';
-    console.log(`leaklab-progress ok=${counts.ok} failed=${counts.failed} handles=${handles}${held}`);
+    console.log(`leaklab-progress ok=${counts.ok} failed=${counts.failed} handles=${handles}${held}${live}`);
   };
   const reporter = setInterval(progress, 1000);
 

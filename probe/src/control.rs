@@ -148,6 +148,7 @@ mod tests {
                 jemalloc: None,
                 connections: Some(ConnectionCounts { open: 1, opened: 2, closed: 1 }.into()),
                 streams: Some(4),
+                runtime_heap: None,
             },
             requests_served: Some(10),
             requests_failed: Some(1),

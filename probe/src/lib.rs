@@ -28,7 +28,7 @@ pub mod sockdiag;
 
 pub use connections::{ConnectionCounter, ConnectionCounts, Counted, OpenStream, StreamCounter};
 pub use jemalloc::{JemallocReader, JemallocStats};
-pub use snapshot::{Connections, ProcessSnapshot, SnapshotReader};
+pub use snapshot::{Connections, GcRuntime, ProcessSnapshot, RuntimeHeap, SnapshotReader};
 
 /// A C string pointer that may live in a `static`: the `malloc_conf` both
 /// binaries export for jemalloc to read at start.

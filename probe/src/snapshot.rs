@@ -34,6 +34,39 @@ pub struct ProcessSnapshot {
     /// toy server, its RPCs in flight. `null` for a process that does not count them for leaklab.
     #[serde(default)]
     pub streams: Option<u64>,
+    /// A garbage-collected runtime's own account of its heap (the JVM, V8), read right after leaklab asked
+    /// it to collect; absent in every sample but those that took a fresh reading, and for other processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_heap: Option<RuntimeHeap>,
+}
+
+/// A garbage-collected runtime, as leaklab reads its heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GcRuntime {
+    /// HotSpot (OpenJDK): read through its attach interface, as `jcmd` reads it.
+    Jvm,
+    /// Node's V8: read through its inspector protocol.
+    V8,
+}
+
+impl GcRuntime {
+    pub fn name(self) -> &'static str {
+        match self {
+            GcRuntime::Jvm => "jvm",
+            GcRuntime::V8 => "v8",
+        }
+    }
+}
+
+/// What a garbage-collected runtime says of its heap just after a full collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RuntimeHeap {
+    pub runtime: GcRuntime,
+    /// Bytes of the heap still used after the collection: what the program keeps alive.
+    pub live_bytes: u64,
+    /// Bytes the runtime holds for its heap (committed), used or not.
+    pub committed_bytes: u64,
 }
 
 impl ProcessSnapshot {
@@ -74,6 +107,8 @@ impl ProcessSnapshot {
                 closed: sum(|p| p.connections?.closed),
             }),
             streams: sum(|p| p.streams),
+            // Each process's runtime reads its heap at its own moments: there is no sum of one instant.
+            runtime_heap: None,
         })
     }
 }
@@ -161,6 +196,7 @@ impl SnapshotReader {
             jemalloc: self.jemalloc.as_ref().and_then(|reader| reader.read().ok()),
             connections: Some(self.connections.counts().into()),
             streams: self.streams.as_ref().map(StreamCounter::open_now),
+            runtime_heap: None,
         })
     }
 }
@@ -193,6 +229,7 @@ mod tests {
             jemalloc: Some(JemallocStats { allocated_bytes, ..Default::default() }),
             connections: Some(Connections { open, opened: Some(open + 1), closed: Some(1) }),
             streams: None,
+            runtime_heap: None,
         };
         let total = ProcessSnapshot::total(&[process(100, Some(3), 10, 2), process(50, None, 5, 4)]).unwrap();
         assert_eq!((total.pid, total.rss_bytes, total.fds, total.threads), (None, 150, None, Some(4)));

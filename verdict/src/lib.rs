@@ -133,6 +133,9 @@ pub enum Quantity {
     /// Anonymous resident bytes (`RssAnon`): a foreign process's heap and stacks, without the file-backed
     /// pages (the program, shared libraries) that come and go without leaking.
     RssAnonBytes,
+    /// Bytes a garbage-collected runtime (the JVM, V8) still used after a full collection: what the program
+    /// keeps alive. Its RSS grows in steps as the runtime sizes its heap, leak or no leak.
+    LiveHeapBytes,
 }
 
 /// What growth is counted against.
@@ -254,8 +257,9 @@ pub enum Reason {
 pub struct ProcessVerdict {
     /// `leak`, `no-leak`, `bounded` or `inconclusive`.
     pub kind: VerdictKind,
-    /// What was judged: `allocated_bytes` (jemalloc, for leaklab's own processes), `rss_anon_bytes` (a foreign
-    /// process), or `rss_bytes` (a foreign process on a kernel whose `/proc/PID/status` has no `RssAnon`).
+    /// What was judged: `allocated_bytes` (jemalloc, for leaklab's own processes), `live_heap_bytes` (a
+    /// foreign JVM or Node process, after a full collection), `rss_anon_bytes` (any other foreign process),
+    /// or `rss_bytes` (a foreign process on a kernel whose `/proc/PID/status` has no `RssAnon`).
     pub quantity: Quantity,
     /// What growth is counted against: `request` or `second`.
     pub axis: Axis,

@@ -5,7 +5,8 @@
 //! is stopped at the end (SIGTERM, then SIGKILL); a `--pid` is never touched.
 //!
 //! A command that prints `leaklab-progress ok=N failed=M` lines reports its
-//! requests, and is then judged per request.
+//! requests, and is then judged per request. A garbage-collected runtime's
+//! heap is read after a full collection twice a second, beside the sampler.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,9 +24,13 @@ use crate::halt::StopReason;
 use crate::heap::ProfileMoment;
 use crate::load::LoadCounters;
 use crate::run_dir::RunDir;
+use crate::sample::runtime::jvm::JvmAttach;
+use crate::sample::runtime::v8::{self, V8Inspector};
+use crate::sample::runtime::{HeapReader, HeapWatch, HeapWatchSummary};
 use crate::sample::{ChannelzSummary, ChannelzWatch, ForeignMeasure, Phase, ProfileFailure, Recording, SocketWatch};
-use crate::scenario::{ForeignClient, ForeignPlan};
+use crate::scenario::{ForeignClient, ForeignPlan, RuntimeChoice};
 use crate::summary::{CommandInfo, Note};
+use leaklab_probe::GcRuntime;
 
 /// In a pprof URL or a command: a free loopback port for the client's pprof server.
 const PPROF_ADDR: &str = "{pprof_addr}";
@@ -36,6 +41,9 @@ const CHANNELZ_ADDR: &str = "{channelz_addr}";
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often the watch looks whether its process has exited.
 const EXIT_POLL: Duration = Duration::from_millis(20);
+/// How often a garbage-collected runtime is asked to collect and its heap read: often enough for the
+/// ten points a verdict needs in a few seconds of load, rarely enough that its pauses stay small.
+const HEAP_PERIOD: Duration = Duration::from_millis(500);
 
 /// How the foreign client's part ended.
 #[derive(Debug)]
@@ -51,6 +59,8 @@ pub(super) struct Ended {
     pub(super) pprof: Option<String>,
     /// What the client's channelz readings came to.
     pub(super) channelz: Option<ChannelzSummary>,
+    /// How the readings of the client's runtime heap went.
+    pub(super) runtime_heap: Option<HeapWatchSummary>,
 }
 
 impl Ended {
@@ -68,14 +78,21 @@ struct Addresses {
     server: Option<String>,
     pprof: Option<String>,
     channelz: Option<String>,
+    /// Where a Node command's inspector listens (`--inspect` in its `NODE_OPTIONS`), for its heap readings.
+    inspector: Option<String>,
 }
 
 impl Addresses {
     fn find(plan: &ForeignPlan, server: Option<&str>) -> anyhow::Result<Addresses> {
+        let node = match &plan.client {
+            ForeignClient::Command(argv) => argv.first().and_then(|program| plan.runtime.of_program(program)),
+            ForeignClient::Pid(_) => None,
+        } == Some(GcRuntime::V8);
         Ok(Addresses {
             server: server.map(str::to_owned),
             pprof: free_port_for(plan.pprof.as_deref(), PPROF_ADDR)?,
             channelz: free_port_for(plan.channelz.as_deref(), CHANNELZ_ADDR)?,
+            inspector: if node { Some(free_port("the inspector")?) } else { None },
         })
     }
 
@@ -115,7 +132,13 @@ impl Client {
             ForeignClient::Command(argv) => argv.iter().map(|arg| addresses.fill(arg)).collect::<Vec<String>>(),
         };
         let (program, args) = argv.split_first().context("watch: no command given after --")?;
-        let mut child = std::process::Command::new(program)
+        let mut command = std::process::Command::new(program);
+        if let Some(inspector) = &addresses.inspector {
+            // Added to the user's own NODE_OPTIONS; Node reads them before the script's flags.
+            let user = std::env::var("NODE_OPTIONS").unwrap_or_default();
+            command.env("NODE_OPTIONS", format!("{user} --inspect={inspector}").trim_start());
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -156,8 +179,18 @@ pub(super) async fn run(
     let mut client = Client::start(plan, &addresses, sampling.dir, &counters)?;
     let pid = client.pid;
     let ports: Vec<u16> = server.address().and_then(address_port).into_iter().collect();
-    // leaklab's own connections to the process's pprof and channelz servers are not its connections.
-    let side_ports = [pprof.as_deref().and_then(url_port), channelz.as_deref().and_then(address_port)];
+    // leaklab's own connections to the process's pprof, channelz and inspector servers are not its
+    // connections; a running Node process opens its inspector at the default address when asked.
+    let inspector = match (&addresses.inspector, &plan.client) {
+        (Some(address), _) => Some(address.as_str()),
+        (None, ForeignClient::Pid(_)) => Some(v8::DEFAULT_ADDRESS),
+        (None, ForeignClient::Command(_)) => None,
+    };
+    let side_ports = [
+        pprof.as_deref().and_then(url_port),
+        channelz.as_deref().and_then(address_port),
+        inspector.and_then(address_port),
+    ];
     let side_ports = side_ports.into_iter().flatten().collect();
     let sockets = Arc::new(
         SocketWatch::start(ports, Some(pid), side_ports, plan.interval).context("watching the process's sockets")?,
@@ -169,7 +202,17 @@ pub(super) async fn run(
         )),
         None => None,
     };
-    let measure = ForeignMeasure::new(pid, Arc::clone(&sockets), server.take_control(), channelz.clone())
+    let heap = match plan.runtime {
+        RuntimeChoice::None => None,
+        choice => Some(Arc::new(
+            HeapWatch::start(pid, HEAP_PERIOD, {
+                let (inspector, started) = (addresses.inspector.clone(), client.child.is_some());
+                move || heap_reader(choice, pid, started, inspector.clone())
+            })
+            .context("reading the heap")?,
+        )),
+    };
+    let measure = ForeignMeasure::new(pid, Arc::clone(&sockets), server.take_control(), channelz.clone(), heap.clone())
         .with_context(|| format!("reading process {pid}"))?;
     let client_fds = procfs::fd_limits_of(Proc::Pid(pid)).ok();
     let recorder = sampling.record(Box::new(measure), Arc::clone(&counters), Some(plan.interval), plan.caps)?;
@@ -196,9 +239,21 @@ pub(super) async fn run(
         .map(|(state, count)| (state.name().to_owned(), count))
         .collect();
     let channelz = channelz.map(|channelz| channelz.summary());
+    // A process that is no runtime of ours was never read: nothing to say of it.
+    let runtime_heap = heap.map(|heap| heap.summary()).filter(|summary| summary.runtime.is_some());
     let Client { argv, .. } = client;
-    let ended =
-        Ended { stopped_by, pid, argv, exit_code, reported_progress, tcp_states_at_end, client_fds, pprof, channelz };
+    let ended = Ended {
+        stopped_by,
+        pid,
+        argv,
+        exit_code,
+        reported_progress,
+        tcp_states_at_end,
+        client_fds,
+        pprof,
+        channelz,
+        runtime_heap,
+    };
     Ok((recording, ended))
 }
 
@@ -236,14 +291,38 @@ async fn watch(
     (ended.unwrap_or(StopReason::Duration), exit_code)
 }
 
+/// The reader of process `pid`'s heap, once it is known to be a runtime leaklab reads: a command leaklab
+/// `started` is Node's only with the `inspector` it was given (a script that runs node has none); a
+/// running process is asked to open its own.
+fn heap_reader(
+    choice: RuntimeChoice,
+    pid: u32,
+    started: bool,
+    inspector: Option<String>,
+) -> Option<Box<dyn HeapReader>> {
+    match choice.of_process(pid)? {
+        GcRuntime::Jvm => Some(Box::new(JvmAttach::new(pid))),
+        GcRuntime::V8 => match (started, inspector) {
+            (_, Some(address)) => Some(Box::new(V8Inspector::started(pid, address))),
+            (false, None) => Some(Box::new(V8Inspector::running(pid))),
+            (true, None) => None,
+        },
+    }
+}
+
 /// A free loopback `HOST:PORT` when `setting` holds `placeholder`.
 fn free_port_for(setting: Option<&str>, placeholder: &str) -> anyhow::Result<Option<String>> {
-    if !setting.is_some_and(|setting| setting.contains(placeholder)) {
-        return Ok(None);
+    match setting.is_some_and(|setting| setting.contains(placeholder)) {
+        true => free_port(placeholder).map(Some),
+        false => Ok(None),
     }
+}
+
+/// A free loopback `HOST:PORT` for `what`.
+fn free_port(what: &str) -> anyhow::Result<String> {
     let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").with_context(|| format!("finding a free port for {placeholder}"))?;
-    Ok(Some(listener.local_addr().with_context(|| format!("finding a free port for {placeholder}"))?.to_string()))
+        std::net::TcpListener::bind("127.0.0.1:0").with_context(|| format!("finding a free port for {what}"))?;
+    Ok(listener.local_addr().with_context(|| format!("finding a free port for {what}"))?.to_string())
 }
 
 /// The port of `HOST:PORT`.
@@ -311,6 +390,17 @@ async fn wait(
             () = tokio::time::sleep(EXIT_POLL) => {}
             _ = halted.changed() => {}
         }
+    }
+}
+
+/// What a reader should know of a runtime's heap readings: that there were none, or that some failed.
+pub(super) fn runtime_heap_note(readings: &HeapWatchSummary) -> Option<Note> {
+    let runtime = readings.runtime?.name().to_owned();
+    let error = readings.error.clone().unwrap_or_else(|| "no reading was taken before the process ended".to_owned());
+    match readings.readings {
+        0 => Some(Note::RuntimeHeapUnread { runtime, error }),
+        _ if readings.failures > 0 => Some(Note::RuntimeHeapFailures { runtime, failures: readings.failures, error }),
+        _ => None,
     }
 }
 

@@ -340,6 +340,8 @@ impl Driven<'_> {
             }
             Driven::Foreign { plan, ended, .. } => {
                 facts.channelz = ended.channelz.clone();
+                facts.runtime_heap = ended.runtime_heap.clone();
+                facts.notes.extend(ended.runtime_heap.as_ref().and_then(foreign::runtime_heap_note));
                 if let Some(url) = &ended.pprof {
                     let own = heap::sites::OwnCode::prefixes(plan.own_code.clone());
                     let window = profiled_window(samples, Side::Client);

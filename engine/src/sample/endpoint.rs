@@ -74,6 +74,7 @@ impl Scrape {
                 closed: self.get(names::CONNECTIONS_CLOSED),
             }),
             streams: self.get(names::STREAMS_OPEN),
+            runtime_heap: None,
         })
     }
 }

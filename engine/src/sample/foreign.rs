@@ -2,7 +2,9 @@
 //! threads from `/proc` files opened once, its fds from `/proc/<pid>/fd`, its
 //! connections from the kernel's socket table (beside the sampler), and the
 //! toy server over its side channel when the run started one; with a channelz
-//! service, its channels as its gRPC runtime counts them. It has no
+//! service, its channels as its gRPC runtime counts them; for a garbage-
+//! collected runtime, its live heap as the runtime reads it after a full
+//! collection ([`HeapWatch`], beside the sampler). It has no
 //! allocator leaklab can read and cannot be brought to rest, so its samples
 //! are never checkpoints.
 
@@ -14,6 +16,7 @@ use leaklab_probe::control::ServerStats;
 use leaklab_probe::procfs::{self, Proc, ProcError, ProcFiles};
 use leaklab_probe::{Connections, ProcessSnapshot};
 
+use super::runtime::HeapWatch;
 use super::{ChannelzWatch, Measure, NetworkSample, SocketWatch};
 use crate::target::ServerControl;
 
@@ -25,19 +28,22 @@ pub struct ForeignMeasure {
     sockets: Arc<SocketWatch>,
     server: Option<ServerControl>,
     channelz: Option<Arc<ChannelzWatch>>,
+    heap: Option<Arc<HeapWatch>>,
 }
 
 impl ForeignMeasure {
     /// `sockets` counts `pid`'s connections (and TIME_WAIT towards the toy server's port, when there is one);
     /// the run keeps a handle too, for the process's sockets by state at the end. `channelz` reads its
-    /// channelz service, whose counts every sample carries as counters.
+    /// channelz service, whose counts every sample carries as counters. `heap` reads its runtime's heap:
+    /// a sample carries a reading when it is fresh.
     pub fn new(
         pid: u32,
         sockets: Arc<SocketWatch>,
         server: Option<ServerControl>,
         channelz: Option<Arc<ChannelzWatch>>,
+        heap: Option<Arc<HeapWatch>>,
     ) -> Result<Self, ProcError> {
-        Ok(Self { pid, files: ProcFiles::open(Proc::Pid(pid))?, sockets, server, channelz })
+        Ok(Self { pid, files: ProcFiles::open(Proc::Pid(pid))?, sockets, server, channelz, heap })
     }
 }
 
@@ -52,6 +58,7 @@ impl Measure for ForeignMeasure {
             jemalloc: None,
             connections: Some(Connections::open_only(self.sockets.latest().established().unwrap_or(0))),
             streams: None,
+            runtime_heap: self.heap.as_ref().and_then(|heap| heap.take_fresh()),
         };
         // Read as it exits, its figures are zeros (the kernel frees its memory before it turns zombie):
         // that is its end, not its memory. A live process always has pages resident.

@@ -143,6 +143,7 @@ impl Measure for LiveMeasure {
                 jemalloc: None,
                 connections: Some(Connections::open_only(established?)),
                 streams: None,
+                runtime_heap: None,
             };
             return Some(from_outside(process));
         }

@@ -23,6 +23,7 @@ mod foreign;
 mod live;
 pub mod pprof;
 mod recorder;
+pub mod runtime;
 mod side;
 mod sockets;
 pub(crate) mod window;

@@ -71,6 +71,7 @@ pub(crate) mod tests {
                 jemalloc: None,
                 connections: Some(Connections::default()),
                 streams: None,
+                runtime_heap: None,
             },
             server: None,
             network: Default::default(),

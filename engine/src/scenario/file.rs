@@ -17,6 +17,7 @@ use serde_json::json;
 use super::attack::AttackKind;
 use super::client::Transport;
 use super::defaults;
+use super::foreign::RuntimeChoice;
 use super::values::{self, Argv, PolicyName, format_duration};
 use leaklab_verdict::Expectation;
 
@@ -423,4 +424,10 @@ pub struct ExternalSection {
     /// `channelz_channels`, `channelz_subchannels` and `channelz_sockets`. `{channelz_addr}` here and in
     /// `command` becomes a free loopback HOST:PORT.
     pub channelz: Option<String>,
+    /// Whose garbage-collected heap is read and judged: `auto` (a `java` or `node` process, recognised
+    /// from its executable), `jvm`, `v8`, or `none` (anonymous RSS, as for any process). A runtime's
+    /// heap is read after a full collection leaklab asks for twice a second; the verdict judges what
+    /// stays alive.
+    #[schemars(extend("enum" = RuntimeChoice::NAMES, "default" = "auto"))]
+    pub runtime: Option<String>,
 }

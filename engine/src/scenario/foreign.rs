@@ -1,12 +1,14 @@
 //! The plan of a run whose client is a process leaklab did not write.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use leaklab_verdict::VerdictPlan;
 use serde::{Deserialize, Serialize};
 
 use super::plan::{CapsPlan, ServerPlan};
+use leaklab_probe::GcRuntime;
+use leaklab_probe::procfs::Proc;
 
 /// A run whose client is a process leaklab did not write: a command it
 /// starts (an `[external]` scenario's, or `loadgen watch -- CMD`) or one
@@ -42,6 +44,9 @@ pub struct ForeignPlan {
     /// The client's gRPC channelz service, `HOST:PORT`: its channels, subchannels and sockets are read
     /// beside every sample. `{channelz_addr}` in it and in the command becomes a free loopback HOST:PORT.
     pub channelz: Option<String>,
+    /// Whose garbage-collected heap to read after a collection, and judge: the runtime the command or
+    /// process is (`auto`), a named one, or none.
+    pub runtime: RuntimeChoice,
 }
 
 impl ForeignPlan {
@@ -92,6 +97,10 @@ pub struct WatchSpec {
     /// The process's gRPC channelz service, `HOST:PORT`.
     #[serde(default)]
     pub channelz: Option<String>,
+    /// Whose garbage-collected heap to read (`auto`, `jvm`, `v8`, `none`). Absent in records written before
+    /// it was kept: `auto`.
+    #[serde(default)]
+    pub runtime: RuntimeChoice,
 }
 
 impl WatchSpec {
@@ -118,6 +127,7 @@ impl WatchSpec {
             pprof: self.pprof.clone(),
             own_code: self.own_code.clone(),
             channelz: self.channelz.clone(),
+            runtime: self.runtime,
         }
     }
 
@@ -136,6 +146,7 @@ impl WatchSpec {
             pprof: plan.pprof.clone(),
             own_code: plan.own_code.clone(),
             channelz: plan.channelz.clone(),
+            runtime: plan.runtime,
         }
     }
 }
@@ -148,4 +159,71 @@ pub enum ForeignClient {
     Command(Vec<String>),
     /// A running process, left running at the end.
     Pid(u32),
+}
+
+/// Which runtime's heap to read: the one the command or process is (`auto`), a named one, or none (judge
+/// anonymous RSS as for any process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeChoice {
+    #[default]
+    Auto,
+    Jvm,
+    V8,
+    None,
+}
+
+impl RuntimeChoice {
+    pub const NAMES: [&'static str; 4] = ["auto", "jvm", "v8", "none"];
+
+    pub fn parse(name: &str) -> Option<RuntimeChoice> {
+        match name {
+            "auto" => Some(RuntimeChoice::Auto),
+            "jvm" | "java" => Some(RuntimeChoice::Jvm),
+            "v8" | "node" => Some(RuntimeChoice::V8),
+            "none" => Some(RuntimeChoice::None),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeChoice::Auto => "auto",
+            RuntimeChoice::Jvm => "jvm",
+            RuntimeChoice::V8 => "v8",
+            RuntimeChoice::None => "none",
+        }
+    }
+
+    /// The runtime of a command about to start, from its program's name; `None` when it is not known
+    /// yet (a script may still `exec` one: the process tells later).
+    pub fn of_program(self, program: &str) -> Option<GcRuntime> {
+        match self {
+            RuntimeChoice::Auto => runtime_of_name(program),
+            RuntimeChoice::Jvm => Some(GcRuntime::Jvm),
+            RuntimeChoice::V8 => Some(GcRuntime::V8),
+            RuntimeChoice::None => None,
+        }
+    }
+
+    /// The runtime of a running process: the one chosen, or the one its executable is.
+    pub fn of_process(self, pid: u32) -> Option<GcRuntime> {
+        match self {
+            RuntimeChoice::Auto => {
+                let exe = std::fs::read_link(Proc::Pid(pid).path("exe")).ok()?;
+                runtime_of_name(&exe.to_string_lossy())
+            }
+            other => other.of_program(""),
+        }
+    }
+}
+
+/// `java` is a JVM, `node` or `nodejs` V8, by the file name of a path.
+fn runtime_of_name(path: &str) -> Option<GcRuntime> {
+    let name = Path::new(path).file_name()?.to_string_lossy();
+    match name.as_ref() {
+        "java" => Some(GcRuntime::Jvm),
+        "node" | "nodejs" => Some(GcRuntime::V8),
+        _ => None,
+    }
 }

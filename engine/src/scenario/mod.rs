@@ -38,7 +38,7 @@ pub use attack::{
 pub use catalog::{Catalog, Entry};
 pub use client::{ClientKeepalive, ClientPlan, ClientTlsPlan, Identity, TlsOrigins, Transport, Trust};
 pub use document::Document;
-pub use foreign::{ForeignClient, ForeignPlan, WatchSpec};
+pub use foreign::{ForeignClient, ForeignPlan, RuntimeChoice, WatchSpec};
 pub use leaklab_verdict::{Expectation, MIN_ROUNDS, VerdictPlan};
 pub use options::{Kind, OPTIONS, Opt, OptionSpec, Overrides, Value};
 pub use plan::{

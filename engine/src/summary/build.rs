@@ -21,6 +21,7 @@ use crate::fault::FaultLog;
 use crate::halt::{LimitHit, StopReason};
 use crate::heap::HeapReport;
 use crate::heap::go::GoProfiles;
+use crate::sample::runtime::HeapWatchSummary;
 use crate::sample::{ChannelzSummary, LoadWindow, Phase, SAMPLES_FILE, Sample};
 use crate::scenario::PolicyName;
 
@@ -49,6 +50,8 @@ pub struct RunFacts {
     pub server_profiles: Option<GoProfiles>,
     /// What the client's channelz service counted.
     pub channelz: Option<ChannelzSummary>,
+    /// How the client's runtime heap readings went.
+    pub runtime_heap: Option<HeapWatchSummary>,
     /// The load generators a merged run was split over.
     pub segments: Vec<SegmentSummary>,
 }
@@ -70,6 +73,7 @@ impl RunFacts {
             profiles: None,
             server_profiles: None,
             channelz: None,
+            runtime_heap: None,
             segments: Vec::new(),
         }
     }
@@ -113,6 +117,7 @@ impl Summary {
             client: ProcessSummary {
                 counters: counter_summaries(samples),
                 channelz: facts.channelz,
+                runtime_heap: facts.runtime_heap,
                 ..ProcessSummary::of(samples.iter().map(|s| &s.client)).expect("a run has at least one sample")
             },
             server: ProcessSummary::of(samples.iter().filter_map(|s| s.server.as_ref().map(|server| &server.process))),
@@ -278,6 +283,9 @@ impl ProcessSummary {
             streams: span(&|s| s.streams),
             counters: BTreeMap::new(),
             channelz: None,
+            live_heap_bytes: span(&|s| s.runtime_heap.map(|heap| heap.live_bytes)),
+            heap_committed_bytes: span(&|s| s.runtime_heap.map(|heap| heap.committed_bytes)),
+            runtime_heap: None,
         })
     }
 }

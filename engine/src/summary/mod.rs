@@ -335,6 +335,17 @@ pub struct ProcessSummary {
     /// runtime's channelz service counted them last, and how the readings went; `null` without.
     #[serde(default)]
     pub channelz: Option<crate::sample::ChannelzSummary>,
+    /// Bytes a garbage-collected runtime (the JVM, V8) still used after each full collection leaklab asked
+    /// for: what the process keeps alive, and what its verdict judges. `null` for other processes.
+    #[serde(default)]
+    pub live_heap_bytes: Option<Span>,
+    /// Bytes that runtime held for its heap (committed) at those readings; `null` as above.
+    #[serde(default)]
+    pub heap_committed_bytes: Option<Span>,
+    /// How the readings of that runtime's heap went: the runtime, how many, what failed, what they cost it.
+    /// `null` when no runtime's heap was read.
+    #[serde(default)]
+    pub runtime_heap: Option<crate::sample::runtime::HeapWatchSummary>,
 }
 
 /// One load generator of a merged run (`loadgen merge`).

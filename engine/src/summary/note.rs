@@ -68,6 +68,11 @@ pub enum Note {
     JudgedOnSamples { axis: Axis, warmup_s: f64 },
     /// The watched command could not be stopped cleanly.
     CommandStopFailed { error: String },
+    /// The process is a garbage-collected runtime (`jvm`, `v8`) whose heap could not be read: its
+    /// anonymous memory was judged instead. Why the last attempt failed.
+    RuntimeHeapUnread { runtime: String, error: String },
+    /// Reading the runtime's heap failed this many times after it had worked; the last failure.
+    RuntimeHeapFailures { runtime: String, failures: u64, error: String },
 }
 
 /// The process of a note written before notes named it.

@@ -83,7 +83,7 @@ impl RecordedPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::ForeignClient;
+    use crate::scenario::{ForeignClient, RuntimeChoice};
 
     #[test]
     fn a_watch_comes_back_from_its_record_with_every_option() {
@@ -100,6 +100,7 @@ mod tests {
             pprof: Some("http://{pprof_addr}/debug/pprof".to_owned()),
             own_code: vec!["main.".to_owned()],
             channelz: Some("{channelz_addr}".to_owned()),
+            runtime: RuntimeChoice::Jvm,
         };
         let recorded = RecordedPlan::of(&RunPlan::Foreign(Box::new(watch.plan())));
         let text = serde_json::to_string(&recorded).unwrap();

@@ -22,6 +22,7 @@ fn point(at: f64, sample: &Sample, side: Side, quantity: Quantity) -> Option<Poi
             Quantity::AllocatedBytes => process.jemalloc.map(|j| j.allocated_bytes),
             Quantity::RssBytes => Some(process.rss_bytes),
             Quantity::RssAnonBytes => process.rss_parts.map(|p| p.anon_bytes),
+            Quantity::LiveHeapBytes => process.runtime_heap.map(|heap| heap.live_bytes),
         },
         connections: process.open_connections(),
         fds: process.fds,
@@ -69,10 +70,13 @@ fn from_outside(samples: &[Sample], side: Side) -> Quantity {
     if split { Quantity::RssAnonBytes } else { Quantity::RssBytes }
 }
 
-/// A foreign run's samples after warm-up for `side`: the client's anonymous
-/// memory (its allocator cannot be read), the toy server's allocated bytes.
+/// A foreign run's samples after warm-up for `side`: for the client, its live heap where its runtime's
+/// was read (the samples that carry a reading), else its anonymous memory (its allocator cannot be
+/// read); the toy server's allocated bytes.
 pub fn sampled(samples: &[Sample], side: Side, axis: Axis) -> Series {
+    let loaded = || samples.iter().filter(|s| s.phase == Phase::Load);
     let quantity = match side {
+        Side::Client if loaded().any(|s| s.client.runtime_heap.is_some()) => Quantity::LiveHeapBytes,
         Side::Client => from_outside(samples, side),
         Side::Server => Quantity::AllocatedBytes,
     };
@@ -80,8 +84,8 @@ pub fn sampled(samples: &[Sample], side: Side, axis: Axis) -> Series {
         Axis::Request => s.requests() as f64,
         Axis::Second => s.elapsed_s,
     };
-    let points =
-        samples.iter().filter(|s| s.phase == Phase::Load).filter_map(|s| point(at(s), s, side, quantity)).collect();
+    let read = |s: &&Sample| quantity != Quantity::LiveHeapBytes || s.client.runtime_heap.is_some();
+    let points = loaded().filter(read).filter_map(|s| point(at(s), s, side, quantity)).collect();
     Series { quantity, axis, basis: Basis::Samples, points, after_cooldown: None }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use leaklab_engine::run::{RunOptions, process_name};
-use leaklab_engine::scenario::{self, ForeignClient, RunPlan, WatchSpec};
+use leaklab_engine::scenario::{self, ForeignClient, RunPlan, RuntimeChoice, WatchSpec};
 
 use super::{CiArgs, Dashboard, OwnCode, ReportsDir};
 use crate::live::progress::View;
@@ -64,6 +64,11 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_name = "ADDR", value_parser = scenario::channelz_address)]
     pub(crate) channelz: Option<String>,
 
+    /// Whose garbage-collected heap to read after a full collection, and judge: auto (a java or node
+    /// process, from its executable), jvm, v8, or none (anonymous RSS, as for any process).
+    #[arg(long, value_name = "RUNTIME", default_value = "auto", value_parser = runtime_choice)]
+    pub(crate) runtime: RuntimeChoice,
+
     #[command(flatten)]
     pub(crate) ci: CiArgs,
 
@@ -109,6 +114,7 @@ impl WatchArgs {
             pprof: self.pprof.clone(),
             own_code: self.own_code.prefixes.clone(),
             channelz: self.channelz.clone(),
+            runtime: self.runtime,
         };
         let plan = watch.plan();
         let flag = |field: &str| format!("--{}", field.replace('_', "-"));
@@ -122,4 +128,8 @@ impl WatchArgs {
         let (stop, reports_dir) = (session.stop.clone(), self.reports.path.clone());
         RunOptions { target: None, reports_dir, stop, observer, start_at: None }
     }
+}
+
+fn runtime_choice(name: &str) -> Result<RuntimeChoice, String> {
+    RuntimeChoice::parse(name).ok_or_else(|| format!("{name:?} is not one of {}", RuntimeChoice::NAMES.join(", ")))
 }

@@ -531,6 +531,7 @@ mod tests {
             pprof: None,
             own_code: Vec::new(),
             channelz: None,
+            runtime: Default::default(),
         };
         RunPlan::Foreign(Box::new(watch.plan()))
     }

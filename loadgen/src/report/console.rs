@@ -63,7 +63,7 @@ impl Exporter<RunConsole<'_>> for RunText {
 fn processes(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     let growth = s.growth.per_request();
     let client = &growth.client;
-    process(out, Side::Client, Some(&s.client), judged(s.verdict.client.quantity, client), client.connections)?;
+    process(out, Side::Client, Some(&s.client), judged(Some(&s.verdict.client), client), client.connections)?;
     for (name, counter) in &s.client.counters {
         writeln!(out, "  client counter {name}: {}", words::counter(counter))?;
     }
@@ -72,19 +72,23 @@ fn processes(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     }
     // A watch loads no server.
     let Some(server) = growth.server.as_ref().filter(|_| s.target.address.is_some()) else { return Ok(()) };
-    let quantity = s.verdict.server.as_ref().map_or(Quantity::AllocatedBytes, |v| v.quantity);
-    process(out, Side::Server, s.server.as_ref(), judged(quantity, server), server.connections)
+    process(out, Side::Server, s.server.as_ref(), judged(s.verdict.server.as_ref(), server), server.connections)
 }
 
 /// What grew per request, by what the verdict judged: anonymous memory is judged, and RSS quoted beside it
-/// (the slope a reader of `ps` would expect).
-fn judged(quantity: Quantity, growth: &GrowthPerRequest) -> (String, Option<f64>) {
-    match quantity {
+/// (the slope a reader of `ps` would expect); a runtime's live heap is judged on the points it was read
+/// at, anonymous memory quoted beside it.
+fn judged(verdict: Option<&ProcessVerdict>, growth: &GrowthPerRequest) -> (String, Option<f64>) {
+    match verdict.map_or(Quantity::AllocatedBytes, |verdict| verdict.quantity) {
         Quantity::AllocatedBytes => ("allocated".to_owned(), growth.allocated_bytes),
         Quantity::RssBytes => ("RSS".to_owned(), growth.rss_bytes),
         Quantity::RssAnonBytes => {
             (format!("RSS {} · anonymous", bytes_per_request(growth.rss_bytes)), growth.rss_anon_bytes)
         }
+        Quantity::LiveHeapBytes => (
+            format!("anonymous {} · live heap", bytes_per_request(growth.rss_anon_bytes)),
+            verdict.and_then(|verdict| verdict.slope_bytes_per_request),
+        ),
     }
 }
 

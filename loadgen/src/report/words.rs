@@ -100,6 +100,7 @@ pub(crate) fn quantity(quantity: Quantity) -> &'static str {
         Quantity::AllocatedBytes => "Allocated memory",
         Quantity::RssBytes => "RSS",
         Quantity::RssAnonBytes => "Anonymous memory",
+        Quantity::LiveHeapBytes => "Live heap after a full collection",
     }
 }
 
@@ -109,6 +110,7 @@ pub(crate) fn measure(quantity: Quantity) -> &'static str {
         Quantity::AllocatedBytes => "allocated",
         Quantity::RssBytes => "RSS",
         Quantity::RssAnonBytes => "anonymous RSS",
+        Quantity::LiveHeapBytes => "live heap",
     }
 }
 
@@ -135,6 +137,7 @@ pub(crate) fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
             Quantity::RssBytes | Quantity::RssAnonBytes => {
                 "No RSS figures: the process's memory could not be read.".to_owned()
             }
+            Quantity::LiveHeapBytes => "No heap figures: the runtime's heap could not be read.".to_owned(),
         },
         Reason::NoSpread => match verdict.axis {
             Axis::Request => "The request count never changed across the points: there is no slope to measure.",
@@ -423,6 +426,14 @@ pub(crate) fn note(summary: &Summary, note: &Note) -> String {
              requests, and its allocator cannot be read."
         ),
         Note::CommandStopFailed { error } => format!("Stopping the watched command failed: {error}."),
+        Note::RuntimeHeapUnread { runtime, error } => format!(
+            "The process is a {runtime} runtime, but its heap could not be read ({error}): its anonymous memory \
+             was judged instead, which grows in steps as the runtime sizes its heap, leak or not."
+        ),
+        Note::RuntimeHeapFailures { runtime, failures, error } => format!(
+            "Reading the {runtime} heap failed {failures} time(s) after it had worked (last: {error}); the \
+             verdict judged the readings that came."
+        ),
     }
 }
 

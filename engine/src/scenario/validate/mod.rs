@@ -19,7 +19,7 @@ use super::plan::{
     Blackhole, CapsPlan, ChannelPolicy, FaultPlan, LoadPlan, Origin, Plan, RequestShape, SamplingPlan, ServerTlsPlan,
 };
 use super::values::{PolicyName, format_duration};
-use super::{Document, ForeignClient, ForeignPlan, MIN_ROUNDS, Opt, Overrides, ScenarioError, defaults};
+use super::{Document, ForeignClient, ForeignPlan, MIN_ROUNDS, Opt, Overrides, RuntimeChoice, ScenarioError, defaults};
 
 const MAX_MESSAGE_BYTES: i64 = 4 << 20;
 /// The longest single load phase a scenario may ask for.
@@ -235,6 +235,15 @@ impl<'a> Validator<'a> {
                         .map_err(|reason| self.invalid("external.channelz", reason))?,
                 ),
                 None => None,
+            },
+            runtime: match external.runtime {
+                Some(name) => RuntimeChoice::parse(&name).ok_or_else(|| {
+                    self.invalid(
+                        "external.runtime",
+                        format!("{name:?} is not one of {}", RuntimeChoice::NAMES.join(", ")),
+                    )
+                })?,
+                None => RuntimeChoice::Auto,
             },
         };
         // What a watch is checked for too, worded with the scenario's keys.

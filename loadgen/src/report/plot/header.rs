@@ -109,6 +109,7 @@ fn verdict_line(summary: &Summary) -> String {
             Quantity::AllocatedBytes => "",
             Quantity::RssBytes => "RSS ",
             Quantity::RssAnonBytes => "anonymous ",
+            Quantity::LiveHeapBytes => "live heap ",
         };
         format!("{name} {}, {rss}{} per {}{}", v.kind, words::slope(v), per(v.axis), expected.unwrap_or_default())
     };

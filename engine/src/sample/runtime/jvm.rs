@@ -1,0 +1,241 @@
+//! A HotSpot JVM's heap, through its attach interface (what `jcmd` speaks):
+//! a UNIX socket `/tmp/.java_pid<PID>` the JVM opens when it receives SIGQUIT
+//! and finds a file `.attach_pid<PID>` in its working directory or `/tmp`.
+//! A request is the protocol version, the command and three arguments, each
+//! NUL-terminated; the answer is a result code on its first line, then the
+//! command's output, then the JVM closes the socket.
+//!
+//! SIGQUIT kills a process that is not a JVM, or one too young to have its
+//! handler installed, so leaklab sends it only to a process whose executable is
+//! `java` (or that the user named a JVM) once its performance-data file has
+//! existed for a while: HotSpot writes that file during start-up, just
+//! before it installs the handler.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use leaklab_probe::procfs::Proc;
+use leaklab_probe::{GcRuntime, RuntimeHeap};
+
+use super::HeapReader;
+
+/// How long the JVM gets to open its socket after SIGQUIT (as jattach waits).
+const LISTENER_START: Duration = Duration::from_secs(6);
+/// How long one command may take: a full collection of a large heap included.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a JVM's performance-data file must have been seen before SIGQUIT is safe to send.
+const STARTED_FOR: Duration = Duration::from_secs(1);
+
+/// One JVM, attached to on first use.
+#[derive(Debug)]
+pub struct JvmAttach {
+    pid: u32,
+    /// The JVM's own pid (inside its pid namespace), which names its files.
+    ns_pid: u32,
+    /// Its `/tmp`, seen through its mount namespace.
+    tmp: PathBuf,
+    /// When its performance-data file was first seen.
+    perf_data_seen: Option<Instant>,
+    /// Why its listener did not start: it is not asked again (each SIGQUIT would print a thread dump).
+    refused: Option<String>,
+}
+
+impl JvmAttach {
+    pub fn new(pid: u32) -> JvmAttach {
+        let (ns_pid, tmp) = (ns_pid(pid).unwrap_or(pid), Proc::Pid(pid).path("root/tmp"));
+        JvmAttach { pid, ns_pid, tmp, perf_data_seen: None, refused: None }
+    }
+
+    /// Runs a diagnostic command (`GC.run`, `GC.heap_info`, …) as `jcmd PID COMMAND` would; its output.
+    pub fn jcmd(&mut self, command: &str) -> Result<String, String> {
+        let socket = self.tmp.join(format!(".java_pid{}", self.ns_pid));
+        if let Some(refused) = &self.refused {
+            return Err(refused.clone());
+        }
+        if !is_socket(&socket) {
+            self.start_listener(&socket)?;
+        }
+        let fail = |what: &str, error: std::io::Error| format!("jcmd {command}: {what} {}: {error}", socket.display());
+        let mut stream = UnixStream::connect(&socket).map_err(|e| fail("cannot connect to", e))?;
+        stream.set_read_timeout(Some(COMMAND_TIMEOUT)).map_err(|e| fail("cannot time", e))?;
+        stream.set_write_timeout(Some(COMMAND_TIMEOUT)).map_err(|e| fail("cannot time", e))?;
+        stream.write_all(&request(command)).map_err(|e| fail("cannot write to", e))?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).map_err(|e| fail("no answer on", e))?;
+        let answer = String::from_utf8_lossy(&answer);
+        let (code, output) = answer.split_once('\n').unwrap_or((&answer, ""));
+        match code.trim() {
+            "0" => Ok(output.to_owned()),
+            _ => Err(format!("jcmd {command}: the JVM answered {:?}", answer.trim())),
+        }
+    }
+
+    /// Has the JVM open its attach socket: the trigger file, SIGQUIT, and a wait for the socket.
+    fn start_listener(&mut self, socket: &std::path::Path) -> Result<(), String> {
+        let seen = match self.perf_data_seen {
+            Some(seen) => seen,
+            None if has_perf_data(&self.tmp, self.ns_pid) => *self.perf_data_seen.insert(Instant::now()),
+            None => {
+                return Err(format!(
+                    "process {} has no HotSpot performance data in {}/hsperfdata_*: not a HotSpot JVM, still \
+                     starting, or run with -XX:-UsePerfData",
+                    self.pid,
+                    self.tmp.display()
+                ));
+            }
+        };
+        if seen.elapsed() < STARTED_FOR {
+            return Err(format!("process {}: the JVM is still starting", self.pid));
+        }
+        let trigger = self.trigger_file()?;
+        // SAFETY: kill(2) on a pid; no memory is involved.
+        let sent = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGQUIT) };
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        while sent == 0 && !is_socket(socket) && started.elapsed() < LISTENER_START {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+        let _ = std::fs::remove_file(&trigger);
+        if is_socket(socket) {
+            Ok(())
+        } else {
+            Err(self
+                .refused
+                .insert(format!(
+                    "process {}: the JVM did not open its attach socket {} within {} s (started with \
+                 -XX:+DisableAttachMechanism?)",
+                    self.pid,
+                    socket.display(),
+                    LISTENER_START.as_secs()
+                ))
+                .clone())
+        }
+    }
+
+    /// Creates `.attach_pid<PID>` where the JVM looks for it: its working directory, else its `/tmp`. The
+    /// path returned is the file's own, not through `/proc/PID`, so that it can be removed after the JVM
+    /// has exited.
+    fn trigger_file(&self) -> Result<PathBuf, String> {
+        let name = format!(".attach_pid{}", self.ns_pid);
+        let cwd = Proc::Pid(self.pid).path("cwd").join(&name);
+        let tmp = self.tmp.join(&name);
+        let created = match std::fs::File::create(&cwd) {
+            Ok(_) => cwd,
+            Err(_) => std::fs::File::create(&tmp)
+                .map(|_| tmp)
+                .map_err(|error| format!("cannot create {name} in the JVM's directory or /tmp: {error}"))?,
+        };
+        Ok(std::fs::canonicalize(&created).unwrap_or(created))
+    }
+}
+
+impl HeapReader for JvmAttach {
+    fn runtime(&self) -> GcRuntime {
+        GcRuntime::Jvm
+    }
+
+    fn collect_and_read(&mut self) -> Result<RuntimeHeap, String> {
+        self.jcmd("GC.run")?;
+        let info = self.jcmd("GC.heap_info")?;
+        let (live_bytes, committed_bytes) = heap_info(&info).ok_or_else(|| {
+            let first = info.lines().find(|line| !line.trim().is_empty()).unwrap_or("(nothing)");
+            format!("jcmd GC.heap_info: no heap totals in its output, which begins {:?}", first.trim())
+        })?;
+        Ok(RuntimeHeap { runtime: GcRuntime::Jvm, live_bytes, committed_bytes })
+    }
+}
+
+/// The request for one `jcmd` command: protocol 1, `jcmd`, the command line, two empty arguments.
+fn request(command: &str) -> Vec<u8> {
+    [b"1\0jcmd\0".as_slice(), command.as_bytes(), b"\0\0\0"].concat()
+}
+
+/// Used and committed bytes of the Java heap from `GC.heap_info`: the sum of its generations' `total …,
+/// used …` lines (G1, Parallel, Serial), or ZGC's `used …, capacity …`. Metaspace is native memory, not heap.
+pub fn heap_info(text: &str) -> Option<(u64, u64)> {
+    let mut sums = None;
+    for line in text.lines() {
+        let line = line.trim();
+        let words = || line.split([' ', ',']).filter(|word| !word.is_empty());
+        let after = |key: &str| words().skip_while(|word| *word != key).nth(1).and_then(size);
+        let pair = if line.starts_with("ZHeap") {
+            after("used").zip(after("capacity"))
+        } else if line.starts_with("Metaspace") || line.starts_with("class space") {
+            None
+        } else {
+            after("used").zip(after("total"))
+        };
+        if let Some((used, committed)) = pair {
+            let (u, c) = sums.get_or_insert((0, 0));
+            *u += used;
+            *c += committed;
+        }
+    }
+    sums
+}
+
+/// `20393K`, `8M`, `1G` as bytes.
+fn size(word: &str) -> Option<u64> {
+    let unit = match word.chars().last()? {
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        _ => return None,
+    };
+    word[..word.len() - 1].parse::<u64>().ok().map(|n| n * unit)
+}
+
+fn is_socket(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Whether some `hsperfdata_<user>/<PID>` exists in `tmp`.
+fn has_perf_data(tmp: &std::path::Path, ns_pid: u32) -> bool {
+    let Ok(dirs) = std::fs::read_dir(tmp) else { return false };
+    dirs.flatten()
+        .filter(|dir| dir.file_name().to_string_lossy().starts_with("hsperfdata_"))
+        .any(|dir| dir.path().join(ns_pid.to_string()).is_file())
+}
+
+/// The process's pid in its own pid namespace (the last of `NSpid` in its status).
+fn ns_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(Proc::Pid(pid).path("status")).ok()?;
+    let line = status.lines().find_map(|line| line.strip_prefix("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_info_of_each_collector_sums_its_generations_and_skips_metaspace() {
+        let g1 = " garbage-first heap   total 258048K, used 20393K [0x0000000708e00000, 0x0000000800000000)\n  \
+                  region size 2048K, 10 young (20480K), 2 survivors (4096K)\n Metaspace       used 6571K, \
+                  committed 6784K, reserved 1114112K\n  class space    used 596K, committed 704K, reserved 1048576K\n";
+        assert_eq!(heap_info(g1), Some((20393 << 10, 258048 << 10)));
+        let parallel = " PSYoungGen      total 76288K, used 3932K [0x1, 0x2, 0x3)\n  eden space 65536K, 6% used \
+                        [0x1,0x2,0x3)\n ParOldGen       total 175104K, used 100K [0x1, 0x2, 0x3)\n  object space \
+                        175104K, 0% used [0x1,0x2,0x3)\n Metaspace       used 900K, committed 1024K, reserved 1056768K\n";
+        assert_eq!(heap_info(parallel), Some(((3932 + 100) << 10, (76288 + 175104) << 10)));
+        let z = " ZHeap           used 8M, capacity 256M, max capacity 4096M\n Metaspace       used 6M, committed 7M\n";
+        assert_eq!(heap_info(z), Some((8 << 20, 256 << 20)));
+        assert_eq!(heap_info("Metaspace used 1K, committed 2K\n"), None);
+    }
+
+    #[test]
+    fn a_request_is_the_protocol_the_command_and_empty_arguments() {
+        assert_eq!(request("GC.run"), b"1\0jcmd\0GC.run\0\0\0");
+    }
+
+    #[test]
+    fn a_process_without_performance_data_is_never_sent_sigquit() {
+        // This test process is no JVM: the attach must refuse before any signal (SIGQUIT would end it).
+        let error = JvmAttach::new(std::process::id()).jcmd("GC.run").unwrap_err();
+        assert!(error.contains("no HotSpot performance data"), "{error}");
+    }
+}
