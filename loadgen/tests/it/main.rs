@@ -16,6 +16,7 @@ mod kubernetes;
 mod merge;
 mod own_service;
 mod policies;
+mod runtimes;
 mod scenarios;
 mod tls;
 mod watch;

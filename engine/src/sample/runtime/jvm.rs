@@ -238,4 +238,34 @@ mod tests {
         let error = JvmAttach::new(std::process::id()).jcmd("GC.run").unwrap_err();
         assert!(error.contains("no HotSpot performance data"), "{error}");
     }
+
+    /// A scripted JVM: an attach socket in a directory of the test's, answering each command from a table.
+    fn scripted(answers: Vec<(&'static str, &'static str)>) -> (tempfile::TempDir, JvmAttach) {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let pid = std::process::id();
+        let listener = UnixListener::bind(dir.path().join(format!(".java_pid{pid}"))).unwrap();
+        std::thread::spawn(move || {
+            for (expected, answer) in answers {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = vec![0u8; request(expected).len()];
+                stream.read_exact(&mut request).unwrap();
+                assert_eq!(request, self::request(expected));
+                stream.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        let jvm = JvmAttach { pid, ns_pid: pid, tmp: dir.path().to_owned(), perf_data_seen: None, refused: None };
+        (dir, jvm)
+    }
+
+    #[test]
+    fn a_reading_is_a_collection_then_the_heap_info_and_a_refusal_names_the_answer() {
+        let info = "0\n garbage-first heap   total 65536K, used 2048K [0x1, 0x2)\n Metaspace used 1K, committed 2K\n";
+        let (_dir, mut jvm) =
+            scripted(vec![("GC.run", "0\n"), ("GC.heap_info", info), ("GC.run", "101\nNo such command\n")]);
+        let heap = jvm.collect_and_read().unwrap();
+        assert_eq!(heap, RuntimeHeap { runtime: GcRuntime::Jvm, live_bytes: 2048 << 10, committed_bytes: 65536 << 10 });
+        let error = jvm.collect_and_read().unwrap_err();
+        assert!(error.starts_with("jcmd GC.run: the JVM answered") && error.contains("No such command"), "{error}");
+    }
 }
