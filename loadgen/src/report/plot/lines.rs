@@ -8,6 +8,7 @@ use plotters::prelude::*;
 use leaklab_engine::sample::Sample;
 use leaklab_engine::scenario::Segment;
 use leaklab_engine::summary::Side;
+use leaklab_probe::RuntimeHeap;
 use leaklab_probe::procfs::RssParts;
 
 use crate::report::units::{mib, thousands};
@@ -20,6 +21,9 @@ const SERVER_STREAMS: RGBColor = RGBColor(188, 189, 34);
 /// Lighter tones of the client's and the server's colors, for their file-backed pages.
 const CLIENT_FILE: RGBColor = RGBColor(140, 190, 225);
 const SERVER_FILE: RGBColor = RGBColor(240, 170, 110);
+/// A garbage-collected runtime's heap: what it keeps alive (judged), and what it holds for it.
+const LIVE_HEAP: RGBColor = RGBColor(44, 160, 44);
+const HEAP_COMMITTED: RGBColor = RGBColor(150, 210, 150);
 
 /// Colors for the load generators of a merged run, in turn: apart from the client's blue and the metrics'.
 const SEGMENT_COLORS: [RGBColor; 4] =
@@ -92,7 +96,8 @@ fn series(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec<(f6
 
 /// Each process's RSS and allocated memory. A process whose allocator leaklab cannot read is judged on its
 /// anonymous memory: it shows that, and the file-backed pages that make up the rest of its RSS, beside its
-/// RSS, whose parts they are.
+/// RSS, whose parts they are. A garbage-collected runtime is judged on its live heap: it shows that, and
+/// the heap the runtime holds, at each reading.
 pub(super) fn memory(samples: &[Sample]) -> Vec<Line> {
     let mut lines = Vec::new();
     for side in [Side::Client, Side::Server] {
@@ -120,6 +125,16 @@ pub(super) fn memory(samples: &[Sample]) -> Vec<Line> {
                 false,
                 part(|p| p.file_bytes),
             ));
+            let heap = |pick: fn(&RuntimeHeap) -> u64| {
+                series(samples, |s| s.process(side)?.runtime_heap.map(|heap| mib(pick(&heap))))
+            };
+            let live = heap(|heap| heap.live_bytes);
+            if !live.is_empty() {
+                let committed = heap(|heap| heap.committed_bytes);
+                lines.push(Line::thin(Some(side), format!("{name} heap committed"), HEAP_COMMITTED, true, committed));
+                let label = format!("{name} live heap (after full GC)");
+                lines.push(Line { weight: Weight::Own, ..Line::thin(Some(side), label, LIVE_HEAP, false, live) });
+            }
         } else {
             let allocated = series(samples, |s| s.process(side)?.jemalloc.map(|j| mib(j.allocated_bytes)));
             lines.push(Line::own(side, format!("{name} allocated (jemalloc)"), true, allocated));

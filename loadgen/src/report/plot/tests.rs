@@ -137,6 +137,32 @@ fn a_process_without_an_allocator_shows_the_parts_of_its_rss_instead() {
 }
 
 #[test]
+fn a_runtime_s_live_heap_is_drawn_at_its_readings_beside_the_parts_of_its_rss() {
+    use leaklab_probe::{GcRuntime, RuntimeHeap};
+    let (_, samples) = scripted_report_with(|samples| {
+        for (at, sample) in samples.iter_mut().enumerate() {
+            sample.client.jemalloc = None;
+            let rss = sample.client.rss_bytes;
+            sample.client.rss_parts =
+                Some(leaklab_probe::procfs::RssParts { anon_bytes: rss / 2, file_bytes: rss / 2, shmem_bytes: 0 });
+            // A reading every third sample, as a heap watch slower than the sampler gives them.
+            sample.client.runtime_heap = (at % 3 == 0).then_some(RuntimeHeap {
+                runtime: GcRuntime::Jvm,
+                live_bytes: 8 << 20,
+                committed_bytes: 64 << 20,
+            });
+        }
+    });
+    let memory = lines::memory(&samples);
+    let live = line(&memory, "client live heap (after full GC)");
+    assert_eq!((live.process, live.weight, live.dashed), (Some(Side::Client), Weight::Own, false));
+    assert_eq!(live.points.len(), samples.len().div_ceil(3), "one point per reading, none between");
+    assert!(live.points.iter().all(|&(_, mib)| mib == 8.0), "{:?}", live.points);
+    assert!(line(&memory, "client heap committed").dashed);
+    assert!(!memory.iter().any(|line| line.label.starts_with("server") && line.label.contains("heap")));
+}
+
+#[test]
 fn a_merged_run_s_load_generators_are_drawn_under_their_sum() {
     let (_, samples) = scripted_report_with(|samples| {
         for sample in samples.iter_mut() {
