@@ -12,6 +12,7 @@
 //! end profiles as `heap.pb.gz` and as flame graphs.
 
 pub mod go;
+pub mod orphans;
 pub mod pprof;
 pub mod sites;
 

@@ -60,9 +60,11 @@ impl LoadCounters {
     }
 
     /// Keeps the counters a foreign client reported on its last progress line.
+    /// Reports `counters`; each keeps its last value until reported again (a progress line's, grpc-java's
+    /// orphan count read from the same output).
     pub fn report(&self, counters: BTreeMap<String, u64>) {
         if let Ok(mut reported) = self.reported.lock() {
-            *reported = counters;
+            reported.extend(counters);
         }
     }
 

@@ -22,6 +22,7 @@ use super::progress::CommandOutput;
 use super::server::ServerSide;
 use crate::halt::StopReason;
 use crate::heap::ProfileMoment;
+use crate::heap::orphans::OrphanReport;
 use crate::load::LoadCounters;
 use crate::run_dir::RunDir;
 use crate::sample::runtime::jvm::JvmAttach;
@@ -61,6 +62,8 @@ pub(super) struct Ended {
     pub(super) channelz: Option<ChannelzSummary>,
     /// How the readings of the client's runtime heap went.
     pub(super) runtime_heap: Option<HeapWatchSummary>,
+    /// grpc-java's reports of the channels the client dropped without `shutdown()`.
+    pub(super) orphans: Option<OrphanReport>,
 }
 
 impl Ended {
@@ -223,13 +226,13 @@ pub(super) async fn run(
         .await
         .context("the sampling thread")?;
     let exit_code = client.stop(stopped_by, exit_code, notes);
-    let reported_progress = match client.output.take() {
+    let (reported_progress, orphans) = match client.output.take() {
         Some(output) => {
-            let (reported, malformed) = output.finish().await?;
+            let (reported, malformed, orphans) = output.finish().await?;
             notes.extend(malformed);
-            reported
+            (reported, orphans)
         }
-        None => false,
+        None => (false, None),
     };
     let tcp_states_at_end = sockets
         .latest()
@@ -253,6 +256,7 @@ pub(super) async fn run(
         pprof,
         channelz,
         runtime_heap,
+        orphans,
     };
     Ok((recording, ended))
 }

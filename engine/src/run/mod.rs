@@ -341,6 +341,7 @@ impl Driven<'_> {
             Driven::Foreign { plan, ended, .. } => {
                 facts.channelz = ended.channelz.clone();
                 facts.runtime_heap = ended.runtime_heap.clone();
+                facts.orphaned_channels = ended.orphans.clone();
                 facts.notes.extend(ended.runtime_heap.as_ref().and_then(foreign::runtime_heap_note));
                 if let Some(url) = &ended.pprof {
                     let own = heap::sites::OwnCode::prefixes(plan.own_code.clone());

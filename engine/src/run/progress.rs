@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::heap::orphans::{ORPHANED_CHANNELS, OrphanLog, OrphanReport};
 use crate::load::LoadCounters;
 use crate::summary::Note;
 
@@ -70,12 +71,15 @@ struct Malformed {
 }
 
 /// A started command's stdout and stderr, copied into `command.log` as they come by a thread each, with
-/// its progress lines read into the counters on the way.
+/// its progress lines read into the counters on the way, and grpc-java's reports of orphaned channels
+/// counted (the counter `orphaned_channels`).
 #[derive(Debug)]
 pub(super) struct CommandOutput {
     copies: Vec<std::thread::JoinHandle<()>>,
     reported: Arc<AtomicBool>,
     malformed: Arc<Mutex<Malformed>>,
+    /// Each stream's orphan reports.
+    orphans: Vec<Arc<Mutex<OrphanLog>>>,
 }
 
 impl CommandOutput {
@@ -92,11 +96,16 @@ impl CommandOutput {
         .collect();
         let (reported, malformed) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Malformed::default())));
         let mut copies = Vec::new();
-        for output in outputs {
+        let orphans: Vec<Arc<Mutex<OrphanLog>>> = outputs.iter().map(|_| Arc::default()).collect();
+        for (output, orphan_log) in outputs.into_iter().zip(&orphans) {
             let (file, counters, reported) = (Arc::clone(&file), Arc::clone(counters), Arc::clone(&reported));
-            let malformed = Arc::clone(&malformed);
+            let (malformed, orphan_log, every_log) = (Arc::clone(&malformed), Arc::clone(orphan_log), orphans.clone());
             let copy = move || {
                 for line in BufReader::new(output).lines().map_while(Result::ok) {
+                    if orphan_log.lock().is_ok_and(|mut log| log.read(&line)) {
+                        let total = every_log.iter().filter_map(|log| Some(log.lock().ok()?.reported)).sum();
+                        counters.report(BTreeMap::from([(ORPHANED_CHANNELS.to_owned(), total)]));
+                    }
                     match parse_progress(&line) {
                         Some(Ok(progress)) => {
                             counters.store(progress.ok, progress.failed);
@@ -119,14 +128,14 @@ impl CommandOutput {
             };
             copies.push(std::thread::Builder::new().name("command-output".into()).spawn(copy)?);
         }
-        Ok(CommandOutput { copies, reported, malformed })
+        Ok(CommandOutput { copies, reported, malformed, orphans })
     }
 
     /// Waits (briefly, off the runtime) until the copying threads have written all the command's output:
     /// a command that ended before its first sample is reported with what it said. A grandchild holding
     /// the pipes open would keep them going; it is not waited for. Whether the command reported its
-    /// progress, and the note for its malformed progress lines, if any.
-    pub(super) async fn finish(self) -> anyhow::Result<(bool, Option<Note>)> {
+    /// progress, the note for its malformed progress lines, if any, and grpc-java's orphan reports.
+    pub(super) async fn finish(self) -> anyhow::Result<(bool, Option<Note>, Option<OrphanReport>)> {
         let copies = self.copies;
         tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + OUTPUT_DRAIN;
@@ -140,7 +149,16 @@ impl CommandOutput {
             let (line, reason) = malformed.first.clone()?;
             Some(Note::MalformedProgress { line, reason, lines: malformed.lines })
         });
-        Ok((self.reported.load(Ordering::Relaxed), malformed))
+        let logs: Vec<OrphanLog> = self
+            .orphans
+            .iter()
+            .filter_map(|log| log.lock().ok().map(|mut log| std::mem::take(&mut *log)))
+            .map(|mut log| {
+                log.finish();
+                log
+            })
+            .collect();
+        Ok((self.reported.load(Ordering::Relaxed), malformed, OrphanReport::of(&logs)))
     }
 }
 

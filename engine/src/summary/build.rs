@@ -21,6 +21,7 @@ use crate::fault::FaultLog;
 use crate::halt::{LimitHit, StopReason};
 use crate::heap::HeapReport;
 use crate::heap::go::GoProfiles;
+use crate::heap::orphans::OrphanReport;
 use crate::sample::runtime::HeapWatchSummary;
 use crate::sample::{ChannelzSummary, LoadWindow, Phase, SAMPLES_FILE, Sample};
 use crate::scenario::PolicyName;
@@ -52,6 +53,8 @@ pub struct RunFacts {
     pub channelz: Option<ChannelzSummary>,
     /// How the client's runtime heap readings went.
     pub runtime_heap: Option<HeapWatchSummary>,
+    /// grpc-java's reports of the client's orphaned channels.
+    pub orphaned_channels: Option<OrphanReport>,
     /// The load generators a merged run was split over.
     pub segments: Vec<SegmentSummary>,
 }
@@ -74,6 +77,7 @@ impl RunFacts {
             server_profiles: None,
             channelz: None,
             runtime_heap: None,
+            orphaned_channels: None,
             segments: Vec::new(),
         }
     }
@@ -118,6 +122,7 @@ impl Summary {
                 counters: counter_summaries(samples),
                 channelz: facts.channelz,
                 runtime_heap: facts.runtime_heap,
+                orphaned_channels: facts.orphaned_channels,
                 ..ProcessSummary::of(samples.iter().map(|s| &s.client)).expect("a run has at least one sample")
             },
             server: ProcessSummary::of(samples.iter().filter_map(|s| s.server.as_ref().map(|server| &server.process))),
@@ -286,6 +291,7 @@ impl ProcessSummary {
             live_heap_bytes: span(&|s| s.runtime_heap.map(|heap| heap.live_bytes)),
             heap_committed_bytes: span(&|s| s.runtime_heap.map(|heap| heap.committed_bytes)),
             runtime_heap: None,
+            orphaned_channels: None,
         })
     }
 }

@@ -346,6 +346,11 @@ pub struct ProcessSummary {
     /// `null` when no runtime's heap was read.
     #[serde(default)]
     pub runtime_heap: Option<crate::sample::runtime::HeapWatchSummary>,
+    /// grpc-java's own reports of channels dropped without `shutdown()` (its `*~*~*~ Channel … was not
+    /// shutdown properly!!!` warnings on the command's output), with the service's code that asked for
+    /// them; `null` when there were none. The count is also the counter `orphaned_channels`.
+    #[serde(default)]
+    pub orphaned_channels: Option<crate::heap::orphans::OrphanReport>,
 }
 
 /// One load generator of a merged run (`loadgen merge`).

@@ -70,6 +70,7 @@ fn processes(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     if let Some(channelz) = words::channelz(s) {
         writeln!(out, "  client {channelz}")?;
     }
+    super::orphans::console(out, s)?;
     // A watch loads no server.
     let Some(server) = growth.server.as_ref().filter(|_| s.target.address.is_some()) else { return Ok(()) };
     process(out, Side::Server, s.server.as_ref(), judged(s.verdict.server.as_ref(), server), server.connections)

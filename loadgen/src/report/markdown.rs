@@ -184,6 +184,7 @@ fn process_extras(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     if let Some(channelz) = words::channelz(s) {
         writeln!(out, "\nThe client's {channelz}.")?;
     }
+    super::orphans::markdown(out, s)?;
     if let Some(command) = s.command.as_ref().filter(|c| !c.tcp_states_at_end.is_empty()) {
         let states: Vec<String> = command.tcp_states_at_end.iter().map(|(state, n)| format!("{state} {n}")).collect();
         writeln!(out, "\nThe client's TCP sockets at the end, by state: {}.", states.join(", "))?;

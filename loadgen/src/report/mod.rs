@@ -19,6 +19,7 @@ pub(crate) mod html;
 pub(crate) mod json;
 pub(crate) mod lifecycle;
 pub(crate) mod markdown;
+pub(crate) mod orphans;
 pub(crate) mod plot;
 pub(crate) mod profiles;
 pub(crate) mod units;

@@ -1,0 +1,252 @@
+//! grpc-java's own count of the incident's bug. A `ManagedChannel` dropped
+//! without `shutdown()` is reported by `ManagedChannelOrphanWrapper`, at
+//! SEVERE, once a collection has freed its wrapper and the next channel is
+//! built:
+//!
+//! ```text
+//! SEVERE: *~*~*~ Channel ManagedChannelImpl{logId=43, target=127.0.0.1:50051} was not shutdown properly!!! ~*~*~*
+//!     Make sure to call shutdown()/shutdownNow() and wait until awaitTermination() returns true.
+//! java.lang.RuntimeException: ManagedChannel allocation site
+//!     at io.grpc.internal.ManagedChannelOrphanWrapper$ManagedChannelReference.<init>(ManagedChannelOrphanWrapper.java:93)
+//!     at io.grpc.internal.ManagedChannelImplBuilder.build(ManagedChannelImplBuilder.java:625)
+//!     at com.example.Clients.newChannel(Clients.java:80)
+//!     at com.example.Orders.place(Orders.java:42)
+//! ```
+//!
+//! [`OrphanLog`] reads those from a command's output, line by line, counting
+//! them (the counter `orphaned_channels`) and keeping each allocation stack;
+//! [`call_sites`] groups the stacks by the service's own code that asked for
+//! the channel.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The counter the orphan reports become.
+pub const ORPHANED_CHANNELS: &str = "orphaned_channels";
+
+/// The warning's words, as grpc-java 1.x logs them.
+const WARNING: &str = "was not shutdown properly!!!";
+const ALLOCATION_SITE: &str = "ManagedChannel allocation site";
+
+/// Packages whose frames are never the service's own: the JDK, gRPC and what it is built on.
+const LIBRARIES: [&str; 10] =
+    ["java.", "javax.", "jdk.", "sun.", "com.sun.", "io.grpc.", "io.netty.", "com.google.", "io.perfmark.", "kotlin."];
+
+/// One frame of a Java stack: `com.example.Orders.place(Orders.java:42)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Frame {
+    /// Class and method, `com.example.Orders.place`.
+    pub function: String,
+    pub file: String,
+    /// 0 when the frame has no line (`Native Method`, `Unknown Source`).
+    pub line: i64,
+}
+
+impl Frame {
+    /// A `\tat …` line of a stack trace.
+    pub fn parse(line: &str) -> Option<Frame> {
+        let rest = line.trim_start().strip_prefix("at ")?;
+        let (function, place) = rest.split_once('(')?;
+        // A module prefix (`java.base/`) is not part of the class.
+        let function = function.rsplit_once('/').map_or(function, |(_, function)| function);
+        let place = place.strip_suffix(')')?;
+        let (file, line) = match place.rsplit_once(':') {
+            Some((file, line)) => (file, line.parse().unwrap_or(0)),
+            None => (place, 0),
+        };
+        Some(Frame { function: function.to_owned(), file: file.to_owned(), line })
+    }
+
+    fn own(&self) -> bool {
+        !LIBRARIES.iter().any(|library| self.function.starts_with(library))
+    }
+}
+
+/// Where one output stream is in a report.
+#[derive(Debug, Default)]
+enum Reading {
+    #[default]
+    Outside,
+    /// After the warning, before its stack.
+    Warned,
+    /// In the allocation stack.
+    Stack(Vec<Frame>),
+}
+
+/// The orphan reports read from one output stream so far.
+#[derive(Debug, Default)]
+pub struct OrphanLog {
+    reading: Reading,
+    /// Reports seen.
+    pub reported: u64,
+    /// Each report's allocation stack, innermost frame first.
+    pub stacks: Vec<Vec<Frame>>,
+}
+
+impl OrphanLog {
+    /// Reads the next line of the stream; true when it was a report (the count grew).
+    pub fn read(&mut self, line: &str) -> bool {
+        if line.contains(WARNING) {
+            self.finish();
+            self.reported += 1;
+            self.reading = Reading::Warned;
+            return true;
+        }
+        match &mut self.reading {
+            Reading::Warned if line.contains(ALLOCATION_SITE) => self.reading = Reading::Stack(Vec::new()),
+            Reading::Stack(frames) => match Frame::parse(line) {
+                Some(frame) => frames.push(frame),
+                None => self.finish(),
+            },
+            _ => {}
+        }
+        false
+    }
+
+    /// Ends the stack being read, if any (at the end of the output too).
+    pub fn finish(&mut self) {
+        if let Reading::Stack(frames) = std::mem::take(&mut self.reading)
+            && !frames.is_empty()
+        {
+            self.stacks.push(frames);
+        }
+    }
+}
+
+/// What grpc-java reported of the channels a process dropped without `shutdown()`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrphanReport {
+    /// Channels reported. grpc-java reports one only after a collection has freed its wrapper and the
+    /// next channel is built: channels dropped at the end are never reported.
+    pub reported: u64,
+    /// The service's code that asked for them, most channels first.
+    pub call_sites: Vec<OrphanSite>,
+}
+
+impl OrphanReport {
+    /// The report of `logs` (one per output stream); `None` when none had a report.
+    pub fn of(logs: &[OrphanLog]) -> Option<OrphanReport> {
+        let reported = logs.iter().map(|log| log.reported).sum();
+        let stacks: Vec<Vec<Frame>> = logs.iter().flat_map(|log| log.stacks.iter().cloned()).collect();
+        (reported > 0).then(|| OrphanReport { reported, call_sites: call_sites(&stacks) })
+    }
+}
+
+/// The service's code that asked for orphaned channels, and how many.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrphanSite {
+    /// Class and method, `com.example.Orders.place`.
+    pub function: String,
+    pub file: String,
+    pub line: i64,
+    /// Orphaned channels whose allocation went through it.
+    pub channels: u64,
+    /// Their share of the stacks read.
+    pub share: f64,
+}
+
+/// Groups `stacks` by the service's own frame that asked for the channel, most channels first. That is
+/// the innermost own frame, unless it is a helper: a function that different own functions call to make
+/// channels (`newChannel()` called from `Orders.place` and `Payments.charge`). The handlers that call a
+/// helper are the sites, not the helper, which every caller shares, leaking or not.
+pub fn call_sites(stacks: &[Vec<Frame>]) -> Vec<OrphanSite> {
+    let own: Vec<Vec<&Frame>> = stacks.iter().map(|stack| stack.iter().filter(|f| f.own()).collect()).collect();
+    let mut callers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for frames in &own {
+        for pair in frames.windows(2) {
+            callers.entry(pair[0].function.as_str()).or_default().insert(pair[1].function.as_str());
+        }
+    }
+    let helper = |frame: &Frame| callers.get(frame.function.as_str()).is_some_and(|callers| callers.len() > 1);
+    let mut counts: BTreeMap<&Frame, u64> = BTreeMap::new();
+    for frames in &own {
+        // The innermost own frame that is no helper; the outermost when every one is.
+        if let Some(site) = frames.iter().find(|frame| !helper(frame)).or(frames.last()) {
+            *counts.entry(site).or_default() += 1;
+        }
+    }
+    let total = stacks.len().max(1) as f64;
+    let mut sites: Vec<OrphanSite> = counts
+        .into_iter()
+        .map(|(frame, channels)| OrphanSite {
+            function: frame.function.clone(),
+            file: frame.file.clone(),
+            line: frame.line,
+            channels,
+            share: channels as f64 / total,
+        })
+        .collect();
+    sites.sort_by(|a, b| b.channels.cmp(&a.channels).then(a.function.cmp(&b.function)));
+    sites
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(frames: &[&str]) -> String {
+        let stack: String = frames.iter().map(|frame| format!("\tat {frame}\n")).collect();
+        format!(
+            "Dec 07, 2026 5:21:53 PM io.grpc.internal.ManagedChannelOrphanWrapper$ManagedChannelReference cleanQueue\n\
+             SEVERE: *~*~*~ Channel ManagedChannelImpl{{logId=43, target=127.0.0.1:1}} was not shutdown properly!!! ~*~*~*\n    \
+             Make sure to call shutdown()/shutdownNow() and wait until awaitTermination() returns true.\n\
+             java.lang.RuntimeException: ManagedChannel allocation site\n\
+             \tat io.grpc.internal.ManagedChannelOrphanWrapper$ManagedChannelReference.<init>(ManagedChannelOrphanWrapper.java:93)\n\
+             \tat io.grpc.internal.ManagedChannelImplBuilder.build(ManagedChannelImplBuilder.java:625)\n{stack}\n"
+        )
+    }
+
+    fn read(text: &str) -> OrphanLog {
+        let mut log = OrphanLog::default();
+        text.lines().for_each(|line| drop(log.read(line)));
+        log.finish();
+        log
+    }
+
+    #[test]
+    fn each_report_is_counted_and_its_stack_kept_whatever_comes_between() {
+        let text = [
+            report(&["EchoClient.newChannel(EchoClient.java:280)", "EchoClient.leakOne(EchoClient.java:320)"]),
+            "leaklab-progress ok=100 failed=0\n".to_owned(),
+            report(&["java.base/java.lang.Thread.run(Thread.java:833)"]),
+            // A report cut short by the end of the output still counts.
+            "SEVERE: *~*~*~ Channel ManagedChannelImpl{logId=9, target=x} was not shutdown properly!!! ~*~*~*\n"
+                .to_owned(),
+        ]
+        .concat();
+        let log = read(&text);
+        assert_eq!(log.reported, 3);
+        assert_eq!(log.stacks.len(), 2);
+        assert_eq!(
+            log.stacks[0][2],
+            Frame { function: "EchoClient.newChannel".into(), file: "EchoClient.java".into(), line: 280 }
+        );
+        assert_eq!(log.stacks[1][2].function, "java.lang.Thread.run", "the module prefix is not the class's");
+    }
+
+    #[test]
+    fn a_shared_helper_gives_way_to_its_callers_ranked() {
+        let stack = |handler: &str| {
+            report(&["com.shop.Clients.newChannel(Clients.java:80)", handler, "com.shop.Main.main(Main.java:9)"])
+        };
+        let text = [
+            stack("com.shop.Orders.place(Orders.java:42)"),
+            stack("com.shop.Orders.place(Orders.java:42)"),
+            stack("com.shop.Orders.place(Orders.java:42)"),
+            stack("com.shop.Payments.charge(Payments.java:17)"),
+        ]
+        .concat();
+        let sites = call_sites(&read(&text).stacks);
+        let named: Vec<(&str, i64, u64)> = sites.iter().map(|s| (s.function.as_str(), s.line, s.channels)).collect();
+        assert_eq!(named, [("com.shop.Orders.place", 42, 3), ("com.shop.Payments.charge", 17, 1)]);
+        assert_eq!(sites[0].share, 0.75);
+        // With one caller, the function that made the channel is the site.
+        let single = call_sites(&read(&stack("com.shop.Orders.place(Orders.java:42)")).stacks);
+        assert_eq!(
+            (single[0].function.as_str(), single[0].file.as_str(), single[0].line),
+            ("com.shop.Clients.newChannel", "Clients.java", 80)
+        );
+    }
+}
