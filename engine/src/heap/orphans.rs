@@ -200,7 +200,9 @@ mod tests {
 
     fn read(text: &str) -> OrphanLog {
         let mut log = OrphanLog::default();
-        text.lines().for_each(|line| drop(log.read(line)));
+        for line in text.lines() {
+            log.read(line);
+        }
         log.finish();
         log
     }
