@@ -37,8 +37,9 @@ use leaklab_verdict::stats::Span;
 use leaklab_verdict::{Outcome, Verdicts};
 
 /// Bumped when a field changes meaning or disappears; the README says what changed in each version
-/// (5: a process leaklab did not write is judged on its anonymous memory).
-pub const SCHEMA_VERSION: u32 = 5;
+/// (5: a process leaklab did not write is judged on its anonymous memory; 6: a JVM or Node process on
+/// the heap it keeps alive).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Everything one run measured, as written to `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

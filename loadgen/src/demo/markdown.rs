@@ -108,7 +108,7 @@ fn chapter(out: &mut dyn Write, chapter: &Chapter, run: &ChapterRecord) -> io::R
         writeln!(out)?;
     }
     writeln!(out, "![{} memory over time]({})\n", chapter.name, plot_link(&run.run_dir))?;
-    for (language, code) in [("rust", &chapter.rust), ("go", &chapter.go)] {
+    for (language, code) in [("rust", &chapter.rust), ("go", &chapter.go), ("java", &chapter.java)] {
         if let Some(code) = code {
             writeln!(out, "```{language}\n{code}\n```\n")?;
         }

@@ -28,6 +28,7 @@ struct ChapterFile {
     explain: String,
     rust: Option<String>,
     go: Option<String>,
+    java: Option<String>,
     #[serde(default)]
     heap_profile: bool,
     /// The `loadgen run` options the chapter takes under `--fast`, by flag name (`warmup_requests = 50`).
@@ -74,6 +75,7 @@ pub(crate) struct Chapter {
     /// The client code the scenario models.
     pub rust: Option<String>,
     pub go: Option<String>,
+    pub java: Option<String>,
 }
 
 /// A rule of thumb and the chapters that measure it.
@@ -151,6 +153,7 @@ pub(crate) fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, 
             explain: chapter.explain.trim().to_owned(),
             rust: chapter.rust.map(|code| code.trim_matches('\n').to_owned()).filter(|code| !code.is_empty()),
             go: chapter.go.map(|code| code.trim_matches('\n').to_owned()).filter(|code| !code.is_empty()),
+            java: chapter.java.map(|code| code.trim_matches('\n').to_owned()).filter(|code| !code.is_empty()),
         });
     }
     let mut rules = Vec::new();
@@ -228,7 +231,8 @@ mod tests {
                     "stream-leak",
                     "recommended",
                     "go-leak",
-                    "go-app-leak"
+                    "go-app-leak",
+                    "java-leak"
                 ]
             );
             assert_eq!(story.rules.len(), 5, "the four rules of thumb, and one for streams");

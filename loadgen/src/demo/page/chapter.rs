@@ -135,12 +135,14 @@ fn plot(out: &mut dyn Write, chapter: &Chapter, run: &ChapterRecord, plot: Optio
     )
 }
 
-/// The client code the chapter models, in Rust and in Go.
+/// The client code the chapter models, in Rust, Go and Java.
 fn code(out: &mut dyn Write, chapter: &Chapter) -> io::Result<()> {
-    let code: Vec<(&str, &String)> = [("Rust (tonic)", chapter.rust.as_ref()), ("Go (grpc-go)", chapter.go.as_ref())]
-        .into_iter()
-        .filter_map(|(label, code)| Some((label, code?)))
-        .collect();
+    let languages = [
+        ("Rust (tonic)", chapter.rust.as_ref()),
+        ("Go (grpc-go)", chapter.go.as_ref()),
+        ("Java (grpc-java)", chapter.java.as_ref()),
+    ];
+    let code: Vec<(&str, &String)> = languages.into_iter().filter_map(|(label, code)| Some((label, code?))).collect();
     if code.is_empty() {
         return Ok(());
     }
