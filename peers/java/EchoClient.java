@@ -13,7 +13,7 @@
 // count requests; the stream modes add `streams=N`, the calls held open. The JVM's threads are OS
 // threads, which leaklab counts from outside, so no thread counter is printed. The client never calls
 // System.gc() itself: leaklab judges the JVM from outside, collections and all. Only with
-// --report-live-heap does it collect before each line and add `live_heap=BYTES`, the heap in use after
+// --report-live-heap does it collect before each line and add `live_heap_bytes=BYTES`, the heap in use after
 // that collection (MemoryMXBean), so that a test can compare the outside view with the inside one.
 //
 // No generated code: the two methods of proto/leaklab/v1/echo.proto are called with a pass-through
@@ -395,7 +395,7 @@ public final class EchoClient {
         if (args.reportLiveHeap) {
             // Only in this mode: the process measuring itself after a full collection.
             System.gc();
-            line.append(" live_heap=").append(ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed());
+            line.append(" live_heap_bytes=").append(ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed());
         }
         System.out.println(line);
         System.out.flush();

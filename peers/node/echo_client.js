@@ -13,7 +13,7 @@
 // requests (process.getActiveResourcesInfo()), and the stream modes add `streams=N`,
 // the calls held open. It never collects its own garbage: leaklab reads what V8 keeps alive
 // through its inspector. With --report-live-heap (under `node --expose-gc`) it collects before
-// each line and adds `live_heap=BYTES`, V8's used heap then: the process's own view, for the
+// each line and adds `live_heap_bytes=BYTES`, V8's used heap then: the process's own view, for the
 // tests that compare it with leaklab's. The proto is loaded at run time by
 // @grpc/proto-loader. With --channelz-listen it serves gRPC's channelz service (grpc-js's own)
 // on a side port, so that leaklab counts its channels, subchannels and sockets as grpc-js does;
@@ -139,7 +139,7 @@ async function main() {
     let live = '';
     if (args.reportLiveHeap) {
       global.gc();
-      live = ` live_heap=${v8.getHeapStatistics().used_heap_size}`;
+      live = ` live_heap_bytes=${v8.getHeapStatistics().used_heap_size}`;
     }
     const handles = process.getActiveResourcesInfo().length;
     const held = streams ? ` streams=${kept.length}` : '';

@@ -17,6 +17,10 @@ pub const MIN_SAMPLES: u32 = 10;
 pub const MAX_POINTS: usize = 240;
 /// The most rounds "rounds to decide" will suggest; beyond it, more rounds will not help.
 const MAX_SUGGESTED_ROUNDS: u32 = 1_000;
+/// Rule 7: a count held that climbs by at least this many per request, over all the points and the late
+/// half, decides a leak. A leaked channel keeps one connection; a bounded pool or a reaped connection
+/// levels off, and a count that only some requests leave behind climbs by less.
+pub(crate) const DECIDING_COUNT_PER_REQUEST: f64 = 0.5;
 
 /// What a slope says against a tolerance, before any wording, in the order
 /// the rules apply. `early` and `late` are the slopes of the two halves.
@@ -160,12 +164,16 @@ fn decide(series: &Series, evidence: &Evidence, tolerance: f64) -> Decision {
     };
     match SlopeRule::of(full, evidence.halves, tolerance) {
         SlopeRule::Within(full) => {
-            Decision::of(VerdictKind::NoLeak, Reason::Within { slope: full.slope, ci_high: full.ci_high })
+            count_decides(series, evidence, || Reason::Within { slope: full.slope, ci_high: full.ci_high })
+                .unwrap_or_else(|| {
+                    Decision::of(VerdictKind::NoLeak, Reason::Within { slope: full.slope, ci_high: full.ci_high })
+                })
         }
-        SlopeRule::LevelledOff { early, late } => Decision::of(
-            VerdictKind::Bounded,
-            Reason::LevelledOff { early_slope: early.slope, late_slope: late.slope, late_ci_high: late.ci_high },
-        ),
+        SlopeRule::LevelledOff { early, late } => {
+            let levelled =
+                || Reason::LevelledOff { early_slope: early.slope, late_slope: late.slope, late_ci_high: late.ci_high };
+            count_decides(series, evidence, levelled).unwrap_or_else(|| Decision::of(VerdictKind::Bounded, levelled()))
+        }
         SlopeRule::Above(full) => Decision::of(
             VerdictKind::Leak,
             Reason::Above { slope: full.slope, ci_low: full.ci_low, ci_high: full.ci_high },
@@ -204,6 +212,36 @@ fn count_rose(evidence: &Evidence) -> Option<Reason> {
     let counters = evidence.counters.iter().filter(|(_, test)| test.grows());
     let risen = counters.min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value));
     risen.map(|(name, test)| counter_rose(name, test))
+}
+
+/// Rule 7: a leak decided by a count of things held that climbs by about one per request and stays
+/// climbing (see [`DECIDING_COUNT_PER_REQUEST`]), whatever the memory said (`memory`, kept as a reason
+/// after it). Counts of bytes (`*_bytes`) are not counts of things held.
+fn count_decides(series: &Series, evidence: &Evidence, memory: impl Fn() -> Reason) -> Option<Decision> {
+    if series.axis != Axis::Request {
+        return None;
+    }
+    let count = |value: &dyn Fn(&Point) -> Option<u64>| -> Vec<(f64, f64)> {
+        evidence.points.iter().filter_map(|p| Some((p.at, value(p)? as f64))).collect()
+    };
+    let mut counts = vec![("connections".to_owned(), evidence.connections, count(&|p| p.connections))];
+    for (name, test) in evidence.counters.iter().filter(|(name, _)| !name.ends_with("_bytes")) {
+        counts.push((name.clone(), *test, count(&|p| p.counters.get(name).copied())));
+    }
+    let deciding = counts.into_iter().filter(|(_, test, _)| test.grows()).filter_map(|(name, _, values)| {
+        let (full, (_, late)) = (theil_sen(&values)?, halves(&values)?);
+        let decides = full.slope >= DECIDING_COUNT_PER_REQUEST && late.slope >= DECIDING_COUNT_PER_REQUEST;
+        decides.then_some(Reason::CountDecided { name, per_request: full.slope, late_per_request: late.slope })
+    });
+    let steepest = deciding.max_by(|a, b| slope_of(a).total_cmp(&slope_of(b)))?;
+    Some(Decision { kind: VerdictKind::Leak, reasons: vec![steepest, memory()], rounds_to_decide: None })
+}
+
+fn slope_of(reason: &Reason) -> f64 {
+    match reason {
+        Reason::CountDecided { per_request, .. } => *per_request,
+        _ => 0.0,
+    }
 }
 
 /// Rule 6: the interval straddles the tolerance; at checkpoints, about how many rounds would decide.

@@ -39,10 +39,16 @@
 //! 5. open connections, fds, or a counter the points carry (open streams,
 //!    a foreign client's goroutines, …) rose in more steps than chance allows
 //!    (sign test, p < 0.05): **LEAK**, since each thing counted holds memory;
-//! 6. otherwise **INCONCLUSIVE**, with an estimate of how many rounds would decide.
+//! 6. otherwise **INCONCLUSIVE**, with an estimate of how many rounds would decide;
+//! 7. where rules 2 and 3 said NO LEAK or BOUNDED on a per-request axis, open
+//!    connections or a counter (not one of bytes, `*_bytes`) that rose in more
+//!    steps than chance allows by at least half a thing per request, over all
+//!    the points and over the late half, makes it a **LEAK** whatever the
+//!    memory did: a leaked channel keeps its connection, a goroutine, a report
+//!    of an orphaned channel, however little memory the runtime shows for it.
 //!
-//! A counter that rose while memory decided NO LEAK or BOUNDED is reported
-//! beside the verdict: counters must be levels (things held now), not totals.
+//! A counter that rose while memory decided NO LEAK or BOUNDED is otherwise
+//! reported beside the verdict: counters must be levels (things held now), not totals.
 //!
 //! The cool-down check is reported beside the verdict, not folded into it:
 //! after the load stopped, did the process give back what the rounds took?
@@ -246,6 +252,10 @@ pub enum Reason {
     FewerRounds { rounds: u32, full: u32 },
     /// Open connections rose in most steps, though the memory did not decide a leak.
     ConnectionsRose { increases: u32, steps: u32 },
+    /// Rule 7: a count of things held (`connections`, or a counter: `goroutines`, `orphaned_channels`, …)
+    /// climbed by about one or more per request over all the points and over the late half, and rose in
+    /// more steps than chance allows: a leak whatever the memory did. Its slopes, per request.
+    CountDecided { name: String, per_request: f64, late_per_request: f64 },
     /// After the load, the process returned to where the rounds started.
     Returned,
     /// After the load, the process kept part of what the rounds took.

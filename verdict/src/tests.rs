@@ -206,6 +206,45 @@ fn a_counter_that_rose_beside_flat_memory_is_noted_not_decisive() {
 }
 
 #[test]
+fn a_count_held_that_climbs_one_per_request_decides_a_leak_whatever_the_memory_says() {
+    // A leaked channel per request whose memory the runtime hides: flat bytes, one more connection per request.
+    let verdict = judge(&series(8, |_| 1e6, |i| i * ROUND), TOLERANCE, None);
+    assert_eq!(verdict.kind, VerdictKind::Leak, "{verdict:#?}");
+    assert!(
+        matches!(&verdict.reasons[0], Reason::CountDecided { name, per_request, late_per_request }
+            if name == "connections" && (*per_request - 1.0).abs() < 1e-9 && (*late_per_request - 1.0).abs() < 1e-9),
+        "{:?}",
+        verdict.reasons
+    );
+    assert!(
+        matches!(verdict.reasons[1], Reason::Within { .. }),
+        "the memory's own finding follows: {:?}",
+        verdict.reasons
+    );
+    // The steepest count decides: four goroutines per leaked connection.
+    let goroutines =
+        judge(&counting(series(8, |_| 1e6, |i| i * ROUND), "goroutines", |i| 4 * i * ROUND), TOLERANCE, None);
+    assert!(
+        matches!(&goroutines.reasons[0], Reason::CountDecided { name, .. } if name == "goroutines"),
+        "{:?}",
+        goroutines.reasons
+    );
+
+    // Not deciding: a count of bytes, a pool that filled up and stayed, a count only some requests leave.
+    for (name, count) in [
+        ("live_heap_bytes", &(|i: u64| 1_000 * i * ROUND) as &dyn Fn(u64) -> u64),
+        ("pooled", &|i: u64| (i * ROUND).min(3 * ROUND)),
+        ("retries", &|i: u64| i * ROUND / 4),
+    ] {
+        let verdict = judge(&counting(series(8, |_| 1e6, |_| 1), name, count), TOLERANCE, None);
+        assert_eq!(verdict.kind, VerdictKind::NoLeak, "{name}: {:?}", verdict.reasons);
+    }
+    // Per second, a count has no per-request rate to judge.
+    let per_second = sampled(20.0, 0.0, |_| 1e6, |t| (t * 100.0) as u64);
+    assert!(!judge(&per_second, TOLERANCE, None).reasons.iter().any(|r| matches!(r, Reason::CountDecided { .. })));
+}
+
+#[test]
 fn the_cooldown_check_sees_what_was_given_back() {
     let mut kept = series(8, |i| 20e6 + 60_000.0 * (i * ROUND) as f64, |i| i * ROUND);
     let last = kept.points.last().unwrap().clone();

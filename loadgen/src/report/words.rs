@@ -194,6 +194,12 @@ pub(crate) fn reason(verdict: &ProcessVerdict, reason: &Reason) -> String {
         Reason::ConnectionsRose { increases, steps: n } => {
             format!("Open connections rose in {increases} of {n} {steps}.")
         }
+        Reason::CountDecided { name, per_request, late_per_request } => format!(
+            "{} climbed by {per_request:.2} per request ({late_per_request:.2} over the {}) and stayed: each one held \
+             is leaked, whatever the memory did.",
+            counter_label(&name),
+            halves.1
+        ),
         Reason::Returned => "After the load, the process returned to where the rounds started.".to_owned(),
         Reason::Kept { allocated_kept, allocated_grown, connections_kept, connections_grown } => format!(
             "After the load, the process kept {} of the {} it took, and {connections_kept} of {connections_grown} \
@@ -209,6 +215,8 @@ fn counter_label(name: &str) -> String {
     use leaklab_engine::sample::channelz;
     match name {
         "streams" => "Open streams".to_owned(),
+        "connections" => "Open connections".to_owned(),
+        leaklab_engine::heap::orphans::ORPHANED_CHANNELS => "Channels grpc-java reported orphaned".to_owned(),
         channelz::CHANNELS => "Channels counted by channelz".to_owned(),
         channelz::SUBCHANNELS => "Subchannels counted by channelz".to_owned(),
         channelz::SOCKETS => "Sockets counted by channelz".to_owned(),

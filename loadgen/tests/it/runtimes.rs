@@ -1,7 +1,7 @@
 //! Garbage-collected runtimes judged on the heap they keep alive: the Java
 //! and Node peers, watched with no flag but the command, against the toy
 //! server. Each peer also measures itself (`--report-live-heap`: its heap
-//! after its own full collection, as the counter `live_heap`), and leaklab's
+//! after its own full collection, as the counter `live_heap_bytes`), and leaklab's
 //! per-request figure, read from outside, must agree with it.
 
 use std::path::Path;
@@ -45,7 +45,7 @@ fn judged_as_it_measures_itself(s: &serde_json::Value, kind: &str) {
     assert_eq!(verdict["kind"], kind, "{verdict}");
     assert_eq!(s["requests"]["failed"], 0, "{}", s["requests"]);
     let outside = verdict["slope_bytes_per_request"].as_f64().unwrap();
-    let inside = s["client"]["counters"]["live_heap"]["per_request"].as_f64().unwrap();
+    let inside = s["client"]["counters"]["live_heap_bytes"]["per_request"].as_f64().unwrap();
     let allowed = (0.2 * inside.abs()).max(512.0);
     assert!((outside - inside).abs() <= allowed, "leaklab {outside} B/request, the process {inside}: {verdict}");
     assert!(s["client"]["runtime_heap"]["readings"].as_u64().unwrap() >= 10, "{}", s["client"]["runtime_heap"]);
