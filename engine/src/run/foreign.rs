@@ -186,7 +186,10 @@ pub(super) async fn run(
     // connections; a running Node process opens its inspector at the default address when asked.
     let inspector = match (&addresses.inspector, &plan.client) {
         (Some(address), _) => Some(address.as_str()),
-        (None, ForeignClient::Pid(_)) => Some(v8::DEFAULT_ADDRESS),
+        (None, ForeignClient::Pid(_)) if plan.runtime.of_process(pid) == Some(GcRuntime::V8) => {
+            Some(v8::DEFAULT_ADDRESS)
+        }
+        (None, ForeignClient::Pid(_)) => None,
         (None, ForeignClient::Command(_)) => None,
     };
     let side_ports = [
