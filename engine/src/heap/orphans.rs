@@ -81,8 +81,9 @@ pub struct OrphanLog {
     reading: Reading,
     /// Reports seen.
     pub reported: u64,
-    /// Each report's allocation stack, innermost frame first.
-    pub stacks: Vec<Vec<Frame>>,
+    /// Each distinct allocation stack (innermost frame first) and how many reports had it: a leak
+    /// reports the same few stacks over and over, so what is kept stays small however long it runs.
+    pub stacks: BTreeMap<Vec<Frame>, u64>,
 }
 
 impl OrphanLog {
@@ -110,7 +111,7 @@ impl OrphanLog {
         if let Reading::Stack(frames) = std::mem::take(&mut self.reading)
             && !frames.is_empty()
         {
-            self.stacks.push(frames);
+            *self.stacks.entry(frames).or_default() += 1;
         }
     }
 }
@@ -129,7 +130,10 @@ impl OrphanReport {
     /// The report of `logs` (one per output stream); `None` when none had a report.
     pub fn of(logs: &[OrphanLog]) -> Option<OrphanReport> {
         let reported = logs.iter().map(|log| log.reported).sum();
-        let stacks: Vec<Vec<Frame>> = logs.iter().flat_map(|log| log.stacks.iter().cloned()).collect();
+        let mut stacks: BTreeMap<Vec<Frame>, u64> = BTreeMap::new();
+        for (stack, count) in logs.iter().flat_map(|log| &log.stacks) {
+            *stacks.entry(stack.clone()).or_default() += count;
+        }
         (reported > 0).then(|| OrphanReport { reported, call_sites: call_sites(&stacks) })
     }
 }
@@ -151,23 +155,24 @@ pub struct OrphanSite {
 /// the innermost own frame, unless it is a helper: a function that different own functions call to make
 /// channels (`newChannel()` called from `Orders.place` and `Payments.charge`). The handlers that call a
 /// helper are the sites, not the helper, which every caller shares, leaking or not.
-pub fn call_sites(stacks: &[Vec<Frame>]) -> Vec<OrphanSite> {
-    let own: Vec<Vec<&Frame>> = stacks.iter().map(|stack| stack.iter().filter(|f| f.own()).collect()).collect();
+pub fn call_sites(stacks: &BTreeMap<Vec<Frame>, u64>) -> Vec<OrphanSite> {
+    let own: Vec<(Vec<&Frame>, u64)> =
+        stacks.iter().map(|(stack, count)| (stack.iter().filter(|f| f.own()).collect(), *count)).collect();
     let mut callers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for frames in &own {
+    for (frames, _) in &own {
         for pair in frames.windows(2) {
             callers.entry(pair[0].function.as_str()).or_default().insert(pair[1].function.as_str());
         }
     }
     let helper = |frame: &Frame| callers.get(frame.function.as_str()).is_some_and(|callers| callers.len() > 1);
     let mut counts: BTreeMap<&Frame, u64> = BTreeMap::new();
-    for frames in &own {
+    for (frames, count) in &own {
         // The innermost own frame that is no helper; the outermost when every one is.
         if let Some(site) = frames.iter().find(|frame| !helper(frame)).or(frames.last()) {
-            *counts.entry(site).or_default() += 1;
+            *counts.entry(site).or_default() += count;
         }
     }
-    let total = stacks.len().max(1) as f64;
+    let total = stacks.values().sum::<u64>().max(1) as f64;
     let mut sites: Vec<OrphanSite> = counts
         .into_iter()
         .map(|(frame, channels)| OrphanSite {
@@ -220,12 +225,14 @@ mod tests {
         .concat();
         let log = read(&text);
         assert_eq!(log.reported, 3);
-        assert_eq!(log.stacks.len(), 2);
+        let stacks: Vec<&Vec<Frame>> = log.stacks.keys().collect();
+        assert_eq!(stacks.len(), 2);
+        assert_eq!(log.stacks.values().sum::<u64>(), 2);
         assert_eq!(
-            log.stacks[0][2],
+            stacks[0][2],
             Frame { function: "EchoClient.newChannel".into(), file: "EchoClient.java".into(), line: 280 }
         );
-        assert_eq!(log.stacks[1][2].function, "java.lang.Thread.run", "the module prefix is not the class's");
+        assert_eq!(stacks[1][2].function, "java.lang.Thread.run", "the module prefix is not the class's");
     }
 
     #[test]
