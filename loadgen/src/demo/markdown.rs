@@ -122,7 +122,7 @@ fn chapter(out: &mut dyn Write, chapter: &Chapter, run: &ChapterRecord) -> io::R
         heap::go_markdown(out, profiles, Side::Client, 3)?;
         writeln!(out)?;
     }
-    Ok(())
+    crate::report::orphans::markdown(out, &run.summary)
 }
 
 /// The rules of thumb, each with the measurements of the chapters that prove it.

@@ -60,3 +60,76 @@ pub(crate) fn markdown(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The demo page's section: the sentence and every site in a table.
+pub(crate) fn html(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    use super::html::escape;
+    let (Some(sentence), Some(report)) = (sentence(s), s.client.orphaned_channels.as_ref()) else { return Ok(()) };
+    write!(
+        out,
+        "<h3>The runtime's own words</h3>\n<p>{}. The service's code that asked for them:</p>\n<table>\n<thead><tr>\
+         <th>function</th><th>at</th><th class=\"n\">channels</th><th class=\"n\">share</th></tr></thead>\n<tbody>\n",
+        escape(&sentence)
+    )?;
+    for site in &report.call_sites {
+        writeln!(
+            out,
+            "<tr><td><code>{}</code></td><td><code>{}:{}</code></td><td class=\"n\">{}</td><td class=\"n\">{:.0}%</td></tr>",
+            escape(&site.function),
+            escape(&site.file),
+            site.line,
+            thousands(site.channels),
+            site.share * 100.0
+        )?;
+    }
+    writeln!(out, "</tbody>\n</table>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leaklab_engine::fixtures::scripted_report;
+    use leaklab_engine::heap::orphans::OrphanSite;
+
+    #[test]
+    fn the_reports_are_told_against_the_connections_with_their_sites() {
+        let (mut s, _) = scripted_report();
+        let text = |s: &Summary, write: fn(&mut dyn Write, &Summary) -> io::Result<()>| {
+            let mut out = Vec::new();
+            write(&mut out, s).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(text(&s, markdown), "", "nothing without reports");
+        let site = |function: &str, line, channels, share| OrphanSite {
+            function: function.into(),
+            file: "Orders.java".into(),
+            line,
+            channels,
+            share,
+        };
+        s.client.orphaned_channels = Some(OrphanReport {
+            reported: 2841,
+            call_sites: vec![
+                site("com.shop.Orders.place", 42, 2100, 0.74),
+                site("com.shop.Orders.refund", 77, 741, 0.26),
+            ],
+        });
+        let grown = s.client.connections.map(|c| c.end - c.start).unwrap();
+        let markdown = text(&s, markdown);
+        assert!(
+            markdown.contains(&format!(
+                "reported 2,841 channels dropped without shutdown() by the end, against {} connections",
+                thousands(grown)
+            )),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| `com.shop.Orders.place` | Orders.java:42 | 2,100 | 74% |"), "{markdown}");
+        let console = text(&s, console);
+        assert!(console.contains("    com.shop.Orders.refund (Orders.java:77) 741 channels, 26%"), "{console}");
+        let html = text(&s, html);
+        assert!(
+            html.contains("<td><code>Orders.java:42</code></td>") && html.contains("only once a collection"),
+            "{html}"
+        );
+    }
+}

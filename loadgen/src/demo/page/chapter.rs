@@ -39,6 +39,7 @@ pub(super) fn section(
     if let Some(profiles) = &run.summary.profiles {
         heap::go_html(out, profiles)?;
     }
+    crate::report::orphans::html(out, &run.summary)?;
     writeln!(out, "</section>")
 }
 
@@ -126,11 +127,15 @@ fn plot(out: &mut dyn Write, chapter: &Chapter, run: &ChapterRecord, plot: Optio
     } else {
         "allocated, or anonymous for the process leaklab did not write,"
     };
+    let live = match run.summary.client.live_heap_bytes {
+        Some(_) => "; the client's live heap after each full collection, what its verdict judges, in green",
+        None => "",
+    };
     let below = if words::opened_streams(&run.summary) { "open connections and streams" } else { "open connections" };
     write!(
         out,
         "<figure class=\"plot\">\n{svg}\n<figcaption>Memory of the client (blue) and the server (orange) over time, \
-         resident (solid) and {dashed} (dashed); {below} below. Full report: <code>{run_dir}</code></figcaption>\n\
+         resident (solid) and {dashed} (dashed){live}; {below} below. Full report: <code>{run_dir}</code></figcaption>\n\
          </figure>\n"
     )
 }
