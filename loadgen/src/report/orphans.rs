@@ -21,9 +21,14 @@ pub(crate) fn sentence(s: &Summary) -> Option<String> {
     ))
 }
 
+/// The sentence and the report it tells, when grpc-java reported any channel.
+fn told(s: &Summary) -> Option<(String, &OrphanReport)> {
+    Some((sentence(s)?, s.client.orphaned_channels.as_ref()?))
+}
+
 /// The console's lines: the sentence, then the first three sites.
 pub(crate) fn console(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
-    let (Some(sentence), Some(report)) = (sentence(s), s.client.orphaned_channels.as_ref()) else { return Ok(()) };
+    let Some((sentence, report)) = told(s) else { return Ok(()) };
     writeln!(out, "  client orphaned channels: {sentence}.")?;
     for site in report.call_sites.iter().take(3) {
         let share = site.share * 100.0;
@@ -41,13 +46,10 @@ pub(crate) fn console(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
 
 /// The report's section: the sentence and every site in a table.
 pub(crate) fn markdown(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
-    let (Some(sentence), Some(OrphanReport { call_sites, .. })) = (sentence(s), s.client.orphaned_channels.as_ref())
-    else {
-        return Ok(());
-    };
+    let Some((sentence, report)) = told(s) else { return Ok(()) };
     writeln!(out, "\n{sentence}. The service's code that asked for them:\n")?;
     writeln!(out, "| function | file:line | channels | share |\n|---|---|---:|---:|")?;
-    for site in call_sites {
+    for site in &report.call_sites {
         let share = site.share * 100.0;
         writeln!(
             out,
@@ -64,7 +66,7 @@ pub(crate) fn markdown(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
 /// The demo page's section: the sentence and every site in a table.
 pub(crate) fn html(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     use super::html::escape;
-    let (Some(sentence), Some(report)) = (sentence(s), s.client.orphaned_channels.as_ref()) else { return Ok(()) };
+    let Some((sentence, report)) = told(s) else { return Ok(()) };
     write!(
         out,
         "<h3>The runtime's own words</h3>\n<p>{}. The service's code that asked for them:</p>\n<table>\n<thead><tr>\
