@@ -424,6 +424,12 @@ pub(crate) fn note(summary: &Summary, note: &Note) -> String {
         Note::CutLines { lines } => {
             format!("{lines} line(s) at the end of samples.jsonl were cut short and are left out.")
         }
+        Note::JudgedOnSamples { warmup_s, .. } if summary.verdict.client.quantity == Quantity::LiveHeapBytes => {
+            format!(
+                "Judged on the live heap the runtime reported after each full collection leaklab asked for, twice a \
+             second, after the first {warmup_s} s: its RSS grows in steps as the runtime sizes its heap, leak or not."
+            )
+        }
         Note::JudgedOnSamples { axis: Axis::Request, warmup_s } => format!(
             "Judged per request the command reported, on every sample after the first {warmup_s} s: a process the \
              harness did not write has no checkpoints at rest, and its allocator cannot be read, so its RSS is what \

@@ -64,6 +64,8 @@ fn a_grpc_java_client_is_judged_on_what_its_jvm_keeps_alive() {
         let s = watch(dir.path(), "watch-echo-client", &[&command[..], &["--report-live-heap"]].concat(), &[]);
         assert_eq!(s["client"]["runtime_heap"]["runtime"], "jvm", "{}", s["client"]);
         judged_as_it_measures_itself(&s, kind);
+        let report = std::fs::read_to_string(dir.path().join("watch-echo-client/latest/report.md")).unwrap();
+        assert!(report.contains("Judged on the live heap the runtime reported"), "{report}");
     }
 }
 
