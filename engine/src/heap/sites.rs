@@ -12,7 +12,7 @@
 //!
 //! Pure: profiles in, tables out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::bail;
 
@@ -187,11 +187,24 @@ pub fn call_sites(diff: &Diff, own: &OwnCode, period: i64) -> Option<CallSites> 
     /// Bytes and objects grown under one line of a function.
     type ByLine = BTreeMap<i64, (i64, i64)>;
     let mut sites: BTreeMap<&str, (&str, ByLine)> = BTreeMap::new();
+    // Who calls each own function, over every stack: one that several own functions call is a helper.
+    let mut callers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (frames, _) in &diff.stacks {
+        let physical: Vec<&Frame> = frames.iter().filter(|f| own.owns(&f.function) && !f.inlined).collect();
+        for pair in physical.windows(2) {
+            callers.entry(pair[0].function.as_str()).or_default().insert(pair[1].function.as_str());
+        }
+    }
+    let helper = |frame: &Frame| callers.get(frame.function.as_str()).is_some_and(|callers| callers.len() > 1);
     for (frames, values) in &diff.stacks {
         let Some(at) = frames.iter().position(|frame| own.owns(&frame.function)) else { continue };
         // An own function inlined into another own one is a line of that one, not a call site of its own.
         let physical = frames[at..].iter().take_while(|f| own.owns(&f.function)).find(|f| !f.inlined);
-        let frame = physical.unwrap_or(&frames[at]);
+        let innermost = physical.unwrap_or(&frames[at]);
+        // A helper that several handlers call to make their clients is not the site: the handler is (as
+        // for grpc-java's orphaned channels, see `orphans::call_sites`).
+        let caller = frames[at..].iter().filter(|f| own.owns(&f.function) && !f.inlined).find(|f| !helper(f));
+        let frame = if helper(innermost) { caller.unwrap_or(innermost) } else { innermost };
         let (_, lines) = sites.entry(&frame.function).or_insert((&frame.file, BTreeMap::new()));
         let line = lines.entry(frame.line).or_default();
         line.0 += values[bytes];
@@ -362,6 +375,36 @@ mod tests {
         assert_eq!(named.sites.iter().map(|s| &s.function).collect::<Vec<_>>(), names);
         let other = call_sites(&heap_diff(), &OwnCode::prefixes(vec!["example.com/shop".to_owned()]), 1024).unwrap();
         assert!(other.sites.is_empty() && other.smaller == 0, "{other:?}");
+    }
+
+    #[test]
+    fn a_helper_that_several_handlers_call_to_dial_gives_way_to_the_handlers() {
+        let frame = |function: &str, line| Frame {
+            function: function.into(),
+            file: "app.go".into(),
+            line,
+            inlined: false,
+            address: line as u64,
+        };
+        let stack = |handler: &str, line, objects: i64| {
+            let frames = vec![
+                frame("google.golang.org/grpc.Dial", 1),
+                frame("main.newClient", 30),
+                frame(handler, line),
+                frame("main.serve", 90),
+            ];
+            (frames, vec![objects, objects * 1024])
+        };
+        let diff = Diff {
+            sample_types: vec!["inuse_objects".into(), "inuse_space".into()],
+            stacks: vec![stack("main.placeOrder", 12, 300), stack("main.chargePayment", 40, 100)],
+        };
+        let found = call_sites(&diff, &OwnCode::default(), 1).unwrap();
+        let named: Vec<(&str, i64)> = found.sites.iter().map(|s| (s.function.as_str(), s.line)).collect();
+        assert_eq!(named, [("main.placeOrder", 12), ("main.chargePayment", 40)], "{found:#?}");
+        // With one caller, the function that dials is the site.
+        let single = Diff { stacks: vec![stack("main.placeOrder", 12, 300)], ..diff };
+        assert_eq!(call_sites(&single, &OwnCode::default(), 1).unwrap().sites[0].function, "main.newClient");
     }
 
     #[test]
