@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use leaklab_engine::heap::orphans::OrphanReport;
+use leaklab_engine::heap::orphans::{OrphanReport, OrphanSite};
 use leaklab_engine::summary::Summary;
 
 use super::units::thousands;
@@ -26,20 +26,18 @@ fn told(s: &Summary) -> Option<(String, &OrphanReport)> {
     Some((sentence(s)?, s.client.orphaned_channels.as_ref()?))
 }
 
+/// A site as every rendering shows it: its function, `file:line`, channels and share.
+fn cells(site: &OrphanSite) -> [String; 4] {
+    let at = format!("{}:{}", site.file, site.line);
+    [site.function.clone(), at, thousands(site.channels), format!("{:.0}%", site.share * 100.0)]
+}
+
 /// The console's lines: the sentence, then the first three sites.
 pub(crate) fn console(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     let Some((sentence, report)) = told(s) else { return Ok(()) };
     writeln!(out, "  client orphaned channels: {sentence}.")?;
-    for site in report.call_sites.iter().take(3) {
-        let share = site.share * 100.0;
-        writeln!(
-            out,
-            "    {} ({}:{}) {} channels, {share:.0}%",
-            site.function,
-            site.file,
-            site.line,
-            thousands(site.channels)
-        )?;
+    for [function, at, channels, share] in report.call_sites.iter().take(3).map(cells) {
+        writeln!(out, "    {function} ({at}) {channels} channels, {share}")?;
     }
     Ok(())
 }
@@ -49,16 +47,8 @@ pub(crate) fn markdown(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     let Some((sentence, report)) = told(s) else { return Ok(()) };
     writeln!(out, "\n{sentence}. The service's code that asked for them:\n")?;
     writeln!(out, "| function | file:line | channels | share |\n|---|---|---:|---:|")?;
-    for site in &report.call_sites {
-        let share = site.share * 100.0;
-        writeln!(
-            out,
-            "| `{}` | {}:{} | {} | {share:.0}% |",
-            site.function,
-            site.file,
-            site.line,
-            thousands(site.channels)
-        )?;
+    for [function, at, channels, share] in report.call_sites.iter().map(cells) {
+        writeln!(out, "| `{function}` | {at} | {channels} | {share} |")?;
     }
     Ok(())
 }
@@ -73,15 +63,12 @@ pub(crate) fn html(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
          <th>function</th><th>at</th><th class=\"n\">channels</th><th class=\"n\">share</th></tr></thead>\n<tbody>\n",
         escape(&sentence)
     )?;
-    for site in &report.call_sites {
+    for [function, at, channels, share] in report.call_sites.iter().map(cells) {
+        let (function, at) = (escape(&function), escape(&at));
         writeln!(
             out,
-            "<tr><td><code>{}</code></td><td><code>{}:{}</code></td><td class=\"n\">{}</td><td class=\"n\">{:.0}%</td></tr>",
-            escape(&site.function),
-            escape(&site.file),
-            site.line,
-            thousands(site.channels),
-            site.share * 100.0
+            "<tr><td><code>{function}</code></td><td><code>{at}</code></td><td class=\"n\">{channels}</td>\
+             <td class=\"n\">{share}</td></tr>"
         )?;
     }
     writeln!(out, "</tbody>\n</table>")
@@ -91,7 +78,6 @@ pub(crate) fn html(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
 mod tests {
     use super::*;
     use leaklab_engine::fixtures::scripted_report;
-    use leaklab_engine::heap::orphans::OrphanSite;
 
     #[test]
     fn the_reports_are_told_against_the_connections_with_their_sites() {

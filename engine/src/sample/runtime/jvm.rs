@@ -222,6 +222,10 @@ mod tests {
                         [0x1,0x2,0x3)\n ParOldGen       total 175104K, used 100K [0x1, 0x2, 0x3)\n  object space \
                         175104K, 0% used [0x1,0x2,0x3)\n Metaspace       used 900K, committed 1024K, reserved 1056768K\n";
         assert_eq!(heap_info(parallel), Some(((3932 + 100) << 10, (76288 + 175104) << 10)));
+        let serial = " def new generation   total 4928K, used 2110K [0x1, 0x2, 0x3)\n  eden space 4416K,  47% used \
+                      [0x1, 0x2, 0x3)\n tenured generation   total 10944K, used 300K [0x1, 0x2, 0x3)\n   the space \
+                      10944K,   2% used [0x1, 0x2, 0x3)\n";
+        assert_eq!(heap_info(serial), Some(((2110 + 300) << 10, (4928 + 10944) << 10)));
         let z = " ZHeap           used 8M, capacity 256M, max capacity 4096M\n Metaspace       used 6M, committed 7M\n";
         assert_eq!(heap_info(z), Some((8 << 20, 256 << 20)));
         assert_eq!(heap_info("Metaspace used 1K, committed 2K\n"), None);
