@@ -8,13 +8,16 @@
 //   stream-leak    one channel; each request opens the endless Echo/ServerStream, reads its first
 //                  message and keeps the call, neither cancelled nor read to its end
 //   stream-cancel  the same, cancelling each call after its first message
+//   buffer-leak    one channel; each reply's arrival is kept in a 64 KiB direct ByteBuffer that is never
+//                  released: a leak outside the heap, where the JVM's heap holds only a small object each
 //
 // It prints `leaklab-progress ok=N failed=M` once a second on stdout, which `loadgen watch` reads to
 // count requests; the stream modes add `streams=N`, the calls held open. The JVM's threads are OS
 // threads, which leaklab counts from outside, so no thread counter is printed. The client never calls
 // System.gc() itself: leaklab judges the JVM from outside, collections and all. Only with
 // --report-live-heap does it collect before each line and add `live_heap_bytes=BYTES`, the heap in use after
-// that collection (MemoryMXBean), so that a test can compare the outside view with the inside one.
+// that collection (MemoryMXBean), and `native_bytes=BYTES`, its direct buffers (BufferPoolMXBean), so that
+// a test can compare the outside view with the inside one.
 //
 // No generated code: the two methods of proto/leaklab/v1/echo.proto are called with a pass-through
 // byte[] marshaller and requests encoded here by hand (protobuf's wire format); responses are not
@@ -35,7 +38,9 @@ import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
+import java.lang.management.BufferPoolMXBean;
 import java.lang.management.ManagementFactory;
+import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
@@ -50,7 +55,9 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Consumer;
 
 public final class EchoClient {
-    static final List<String> MODES = List.of("reused", "leak", "close", "stream-leak", "stream-cancel");
+    /** The direct memory buffer-leak keeps per request. */
+    static final int BUFFER_BYTES = 64 * 1024;
+    static final List<String> MODES = List.of("reused", "leak", "close", "stream-leak", "stream-cancel", "buffer-leak");
 
     // The full method names: package leaklab.v1, service Echo.
     static final String SERVICE = "leaklab.v1.Echo";
@@ -147,7 +154,7 @@ public final class EchoClient {
         }
     }
 
-    static final String USAGE = "usage: echo-client [--addr HOST:PORT] [--mode reused|leak|close|stream-leak|stream-cancel]\n"
+    static final String USAGE = "usage: echo-client [--addr HOST:PORT] [--mode reused|leak|close|stream-leak|stream-cancel|buffer-leak]\n"
             + "                   [--requests N] [--rate PER_SECOND] [--hold SECONDS] [--stream-interval SECONDS]\n"
             + "                   [--report-live-heap]";
 
@@ -243,6 +250,8 @@ public final class EchoClient {
     final byte[] streamRequest;
     /** The stream calls held open (stream-leak): the bug, kept as a per-request cache would keep them. */
     final List<ClientCall<byte[], byte[]>> kept = new ArrayList<>();
+    /** The direct buffers kept (buffer-leak): their contents live outside the heap. */
+    final List<ByteBuffer> buffers = new ArrayList<>();
     final ManagedChannel shared;
     final CountDownLatch done;
     /**
@@ -256,7 +265,7 @@ public final class EchoClient {
         this.args = args;
         this.streams = args.mode.startsWith("stream-");
         this.streamRequest = streamRequest(filled(64), 0xFFFFFFFFL, Math.round(args.streamInterval * 1000));
-        this.shared = args.mode.equals("reused") || streams ? newChannel(args.addr) : null;
+        this.shared = List.of("reused", "buffer-leak").contains(args.mode) || streams ? newChannel(args.addr) : null;
         this.done = new CountDownLatch((int) args.requests);
         this.closer = args.mode.equals("close") ? Executors.newFixedThreadPool(2, daemon("closer")) : null;
     }
@@ -301,6 +310,19 @@ public final class EchoClient {
 
     void reusedOne() {
         unary(shared, success -> {
+            count(success);
+            done.countDown();
+        });
+    }
+
+    /** A correct call whose caller keeps 64 KiB of direct memory for it, never released. */
+    void bufferLeakOne() {
+        unary(shared, success -> {
+            ByteBuffer buffer = ByteBuffer.allocateDirect(BUFFER_BYTES);
+            buffer.put(unaryRequest);
+            synchronized (buffers) {
+                buffers.add(buffer);
+            }
             count(success);
             done.countDown();
         });
@@ -396,6 +418,10 @@ public final class EchoClient {
             // Only in this mode: the process measuring itself after a full collection.
             System.gc();
             line.append(" live_heap_bytes=").append(ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed());
+            // And its direct buffers, outside the heap (what buffer-leak keeps).
+            long direct = ManagementFactory.getPlatformMXBeans(BufferPoolMXBean.class).stream()
+                    .filter(pool -> pool.getName().equals("direct")).mapToLong(BufferPoolMXBean::getMemoryUsed).sum();
+            line.append(" native_bytes=").append(direct);
         }
         System.out.println(line);
         System.out.flush();
@@ -417,6 +443,9 @@ public final class EchoClient {
                     break;
                 case "close":
                     closeOne();
+                    break;
+                case "buffer-leak":
+                    bufferLeakOne();
                     break;
                 default:
                     streamOne();

@@ -7,14 +7,16 @@
 //   stream-leak    one client; each request opens the endless Echo/ServerStream, reads its
 //                  first message and keeps the call, neither cancelled nor read to its end
 //   stream-cancel  the same, cancelling each call after its first message
+//   buffer-leak    one client; each reply's arrival is kept in a 64 KiB Buffer, never released:
+//                  a leak outside V8's heap, which holds only a small object for each
 //
 // It prints `leaklab-progress ok=N failed=M handles=H` once a second on stdout, which
 // `loadgen watch` reads to count requests: H is the event loop's active handles and
 // requests (process.getActiveResourcesInfo()), and the stream modes add `streams=N`,
 // the calls held open. It never collects its own garbage: leaklab reads what V8 keeps alive
 // through its inspector. With --report-live-heap (under `node --expose-gc`) it collects before
-// each line and adds `live_heap_bytes=BYTES`, V8's used heap then: the process's own view, for the
-// tests that compare it with leaklab's. The proto is loaded at run time by
+// each line and adds `live_heap_bytes=BYTES`, V8's used heap then, and `native_bytes=BYTES`, its
+// external memory: the process's own view, for the tests that compare it with leaklab's. The proto is loaded at run time by
 // @grpc/proto-loader. With --channelz-listen it serves gRPC's channelz service (grpc-js's own)
 // on a side port, so that leaklab counts its channels, subchannels and sockets as grpc-js does;
 // grpc-js keeps that bookkeeping whether or not it is served.
@@ -26,7 +28,9 @@ const { parseArgs } = require('node:util');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
-const MODES = ['reused', 'leak', 'close', 'stream-leak', 'stream-cancel'];
+const MODES = ['reused', 'leak', 'close', 'stream-leak', 'stream-cancel', 'buffer-leak'];
+// What buffer-leak keeps per request, outside V8's heap (a Buffer this large is not pooled).
+const BUFFER_BYTES = 64 * 1024;
 
 function options() {
   const { values } = parseArgs({
@@ -91,7 +95,7 @@ async function main() {
   const Echo = grpc.loadPackageDefinition(definition).leaklab.v1.Echo;
   const credentials = grpc.credentials.createInsecure();
   const streams = args.mode.startsWith('stream-');
-  const shared = args.mode === 'reused' || streams ? new Echo(args.addr, credentials) : null;
+  const shared = ['reused', 'buffer-leak'].includes(args.mode) || streams ? new Echo(args.addr, credentials) : null;
   const payload = Buffer.alloc(64, 'x');
   const streamRequest = { payload, messages: 2 ** 32 - 1, intervalMs: Math.round(args.streamInterval * 1000) };
   const kept = [];
@@ -106,6 +110,9 @@ async function main() {
           client.close();
         } else if (args.mode === 'leak') {
           kept.push(client);
+        } else if (args.mode === 'buffer-leak') {
+          // A correct call whose caller keeps 64 KiB for it outside the heap, never released.
+          kept.push(Buffer.alloc(BUFFER_BYTES, 'x'));
         }
         resolve();
       });
@@ -139,7 +146,7 @@ async function main() {
     let live = '';
     if (args.reportLiveHeap) {
       global.gc();
-      live = ` live_heap_bytes=${v8.getHeapStatistics().used_heap_size}`;
+      live = ` live_heap_bytes=${v8.getHeapStatistics().used_heap_size} native_bytes=${process.memoryUsage().external}`;
     }
     const handles = process.getActiveResourcesInfo().length;
     const held = streams ? ` streams=${kept.length}` : '';

@@ -67,6 +67,13 @@ pub struct RuntimeHeap {
     pub live_bytes: u64,
     /// Bytes the runtime holds for its heap (committed), used or not.
     pub committed_bytes: u64,
+    /// Bytes the runtime accounts for outside its collected heap, where a leak the heap does not show
+    /// lives: V8's `external` (the memory of Buffers, ArrayBuffers and native objects that JavaScript
+    /// objects hold); HotSpot's Native Memory Tracking `Thread`, `Other` and `Internal` categories (thread
+    /// stacks, direct buffers such as netty's, JNI and VM internals), committed. `null` when the runtime
+    /// does not track it (a JVM started without `-XX:NativeMemoryTracking=summary`).
+    #[serde(default)]
+    pub native_bytes: Option<u64>,
 }
 
 impl ProcessSnapshot {

@@ -102,6 +102,23 @@ pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> 
     }
 }
 
+/// Rule 8: `heap`, a garbage-collected process's verdict on its live heap, made a LEAK when `native`, the
+/// verdict on what its runtime holds outside the heap, is a LEAK by its slope (rule 4). A native verdict
+/// decided by the counts is not used: the heap's verdict read the same counts.
+pub fn with_native(mut heap: ProcessVerdict, native: &ProcessVerdict) -> ProcessVerdict {
+    let by_slope = native.reasons.iter().find_map(|reason| match *reason {
+        Reason::Above { slope, ci_low, .. } | Reason::LateAbove { slope, ci_low } => Some((slope, ci_low)),
+        _ => None,
+    });
+    let Some((slope, ci_low)) = by_slope.filter(|_| native.kind == VerdictKind::Leak) else { return heap };
+    if heap.kind != VerdictKind::Leak {
+        heap.kind = VerdictKind::Leak;
+        heap.reasons.insert(0, Reason::NativeDecided { slope, ci_low });
+        heap.expectation_met = heap.expected.map(|expected| VerdictKind::Leak.meets(expected));
+    }
+    heap
+}
+
 /// What the rules read of a series: the points judged and their statistics.
 #[derive(Debug)]
 struct Evidence {

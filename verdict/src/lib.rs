@@ -47,6 +47,13 @@
 //!    memory did: a leaked channel keeps its connection, a goroutine, a report
 //!    of an orphaned channel, however little memory the runtime shows for it.
 //!
+//! 8. a garbage-collected client is judged twice: on its live heap, and on
+//!    what its runtime holds outside the heap ([`Quantity::NativeBytes`]),
+//!    each by the rules above with the same tolerance; a LEAK of the memory
+//!    outside the heap by its slope (rule 4) is the process's **LEAK**
+//!    whatever the heap did ([`with_native`]): a Buffer or a direct buffer
+//!    kept per request costs the heap a small object and the process its contents.
+//!
 //! A counter that rose while memory decided NO LEAK or BOUNDED is otherwise
 //! reported beside the verdict: counters must be levels (things held now), not totals.
 //!
@@ -69,7 +76,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use expect::{Expectation, MIN_ROUNDS, VerdictPlan};
-pub use judge::{MAX_POINTS, MIN_SAMPLES, MIN_VERDICT_ROUNDS, SlopeRule, judge};
+pub use judge::{MAX_POINTS, MIN_SAMPLES, MIN_VERDICT_ROUNDS, SlopeRule, judge, with_native};
 use stats::trend::{SignTest, Trend};
 
 /// Which process of a run: the client (the load generator, or the process watched) or the server.
@@ -142,6 +149,9 @@ pub enum Quantity {
     /// Bytes a garbage-collected runtime (the JVM, V8) still used after a full collection: what the program
     /// keeps alive. Its RSS grows in steps as the runtime sizes its heap, leak or no leak.
     LiveHeapBytes,
+    /// Bytes such a runtime holds outside its heap, as it accounts them (V8's `external`; the JVM's
+    /// tracked thread stacks, direct buffers and internals): where a leak the live heap does not show lives.
+    NativeBytes,
 }
 
 /// What growth is counted against.
@@ -256,6 +266,10 @@ pub enum Reason {
     /// climbed by about one or more per request over all the points and over the late half, and rose in
     /// more steps than chance allows: a leak whatever the memory did. Its slopes, per request.
     CountDecided { name: String, per_request: f64, late_per_request: f64 },
+    /// Rule 8: the memory the runtime holds outside its heap leaked by its slope (its own verdict,
+    /// `verdict.client_native`), whatever the live heap did. Its slope and the interval's lower bound, per
+    /// unit of the axis.
+    NativeDecided { slope: f64, ci_low: f64 },
     /// After the load, the process returned to where the rounds started.
     Returned,
     /// After the load, the process kept part of what the rounds took.
@@ -319,6 +333,11 @@ pub struct Verdicts {
     pub client: ProcessVerdict,
     /// The server; `null` when it was not measured (`--target`, or a watch without the toy server).
     pub server: Option<ProcessVerdict>,
+    /// A garbage-collected client's memory outside its runtime's heap (`native_bytes`), judged on its own
+    /// with the client's tolerance; its LEAK is the client's (rule 8). `null` for any other process, or
+    /// when the runtime does not track it.
+    #[serde(default)]
+    pub client_native: Option<ProcessVerdict>,
     /// Confidence of every interval, 0.95.
     pub confidence: f64,
 }

@@ -284,6 +284,7 @@ fn outcome_is_contradicted_before_inconclusive_before_met() {
     let verdicts = |client: &ProcessVerdict, server: &ProcessVerdict| Verdicts {
         client: client.clone(),
         server: Some(server.clone()),
+        client_native: None,
         confidence: CONFIDENCE,
     };
 
@@ -293,7 +294,7 @@ fn outcome_is_contradicted_before_inconclusive_before_met() {
     // Without expectations nothing can be contradicted.
     assert_eq!(verdicts(&leak, &short).outcome(&plan(None, None)), Outcome::Met);
     // An expectation on a server that was not measured cannot be met.
-    let unmeasured = Verdicts { client: flat.clone(), server: None, confidence: CONFIDENCE };
+    let unmeasured = Verdicts { client: flat.clone(), server: None, client_native: None, confidence: CONFIDENCE };
     assert_eq!(unmeasured.outcome(&both), Outcome::Inconclusive);
 }
 
@@ -356,4 +357,37 @@ fn the_worst_outcome_wins_and_a_regression_contradicts() {
     assert_eq!(Outcome::worst([]), Outcome::Met);
     assert_eq!(Outcome::Met.with_regression(true), Outcome::Contradicted);
     assert_eq!(Outcome::Inconclusive.with_regression(false), Outcome::Inconclusive);
+}
+
+#[test]
+fn memory_outside_the_heap_that_leaks_by_its_slope_makes_the_process_leak() {
+    // A client that keeps a 64 KiB buffer per request outside its heap, and 40 bytes of heap for it.
+    let flat_connections = |_: u64| 2;
+    let live = series(8, |i| 20e6 + 40.0 * (i * ROUND) as f64 + noise(i, 1, 2_000.0), flat_connections);
+    let native = |per_request: f64| {
+        let native = series(8, |i| 8e6 + per_request * (i * ROUND) as f64 + noise(i, 2, 2_000.0), flat_connections);
+        judge(&Series { quantity: Quantity::NativeBytes, ..native }, TOLERANCE, None)
+    };
+    let heap = judge(&Series { quantity: Quantity::LiveHeapBytes, ..live }, TOLERANCE, Some(Expectation::NoLeak));
+    assert_eq!(heap.kind, VerdictKind::NoLeak);
+
+    let leaking = native(65_536.0);
+    let decided = with_native(heap.clone(), &leaking);
+    assert_eq!((decided.kind, decided.expectation_met), (VerdictKind::Leak, Some(false)));
+    assert!(
+        matches!(decided.reasons[0], Reason::NativeDecided { slope, ci_low } if (slope - 65_536.0).abs() < 100.0 && ci_low > TOLERANCE),
+        "{:?}",
+        decided.reasons
+    );
+    // The heap's own figures and reasons stay: it is the quantity judged.
+    assert_eq!(
+        (decided.quantity, decided.slope_bytes_per_request),
+        (Quantity::LiveHeapBytes, heap.slope_bytes_per_request)
+    );
+    assert!(decided.reasons[1..] == heap.reasons[..]);
+
+    // Flat outside the heap: the heap's verdict stands.
+    let flat = native(0.0);
+    assert_eq!(flat.kind, VerdictKind::NoLeak);
+    assert_eq!(with_native(heap.clone(), &flat), heap);
 }

@@ -25,7 +25,7 @@ use crate::heap::ProfileMoment;
 use crate::heap::orphans::OrphanReport;
 use crate::load::LoadCounters;
 use crate::run_dir::RunDir;
-use crate::sample::runtime::jvm::JvmAttach;
+use crate::sample::runtime::jvm::{JvmAttach, NATIVE_MEMORY_TRACKING};
 use crate::sample::runtime::v8::{self, V8Inspector};
 use crate::sample::runtime::{HeapReader, HeapWatch, HeapWatchSummary};
 use crate::sample::{ChannelzSummary, ChannelzWatch, ForeignMeasure, Phase, ProfileFailure, Recording, SocketWatch};
@@ -140,6 +140,11 @@ impl Client {
             // Added to the user's own NODE_OPTIONS; Node reads them before the script's flags.
             let user = std::env::var("NODE_OPTIONS").unwrap_or_default();
             command.env("NODE_OPTIONS", format!("{user} --inspect={inspector}").trim_start());
+        }
+        if plan.runtime.may_start_jvm(program) {
+            // The `java` launcher reads JDK_JAVA_OPTIONS (and says so on stderr); other programs ignore it.
+            let user = std::env::var("JDK_JAVA_OPTIONS").unwrap_or_default();
+            command.env("JDK_JAVA_OPTIONS", format!("{user} {NATIVE_MEMORY_TRACKING}").trim_start());
         }
         let mut child = command
             .args(args)
@@ -400,15 +405,20 @@ async fn wait(
     }
 }
 
-/// What a reader should know of a runtime's heap readings: that there were none, or that some failed.
-pub(super) fn runtime_heap_note(readings: &HeapWatchSummary) -> Option<Note> {
-    let runtime = readings.runtime?.name().to_owned();
+/// What a reader should know of a runtime's heap readings: that there were none, or that some failed;
+/// and that they had no native memory to judge.
+pub(super) fn runtime_heap_notes(readings: &HeapWatchSummary) -> Vec<Note> {
+    let Some(runtime) = readings.runtime.map(|runtime| runtime.name().to_owned()) else { return Vec::new() };
     let error = readings.error.clone().unwrap_or_else(|| "no reading was taken before the process ended".to_owned());
-    match readings.readings {
-        0 => Some(Note::RuntimeHeapUnread { runtime, error }),
-        _ if readings.failures > 0 => Some(Note::RuntimeHeapFailures { runtime, failures: readings.failures, error }),
+    let untracked = readings.native_untracked.clone().filter(|_| readings.readings > 0);
+    let read = match readings.readings {
+        0 => Some(Note::RuntimeHeapUnread { runtime: runtime.clone(), error }),
+        _ if readings.failures > 0 => {
+            Some(Note::RuntimeHeapFailures { runtime: runtime.clone(), failures: readings.failures, error })
+        }
         _ => None,
-    }
+    };
+    read.into_iter().chain(untracked.map(|reason| Note::NativeUntracked { runtime, reason })).collect()
 }
 
 /// SIGTERM, a grace, then SIGKILL; always reaped.

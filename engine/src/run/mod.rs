@@ -342,7 +342,7 @@ impl Driven<'_> {
                 facts.channelz = ended.channelz.clone();
                 facts.runtime_heap = ended.runtime_heap.clone();
                 facts.orphaned_channels = ended.orphans.clone();
-                facts.notes.extend(ended.runtime_heap.as_ref().and_then(foreign::runtime_heap_note));
+                facts.notes.extend(ended.runtime_heap.iter().flat_map(foreign::runtime_heap_notes));
                 if let Some(url) = &ended.pprof {
                     let own = heap::sites::OwnCode::prefixes(plan.own_code.clone());
                     let window = profiled_window(samples, Side::Client);

@@ -206,6 +206,16 @@ impl RuntimeChoice {
         }
     }
 
+    /// Whether a command about to start may be a JVM, or start one (a script that `exec`s `java`): it
+    /// then gets what lets its native memory be read.
+    pub fn may_start_jvm(self, program: &str) -> bool {
+        match self {
+            RuntimeChoice::Auto => runtime_of_name(program) != Some(GcRuntime::V8),
+            RuntimeChoice::Jvm => true,
+            RuntimeChoice::V8 | RuntimeChoice::None => false,
+        }
+    }
+
     /// The runtime of a running process: the one chosen, or the one its executable is.
     pub fn of_process(self, pid: u32) -> Option<GcRuntime> {
         match self {

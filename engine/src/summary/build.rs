@@ -8,10 +8,10 @@ use std::time::Duration;
 use leaklab_probe::ProcessSnapshot;
 use leaklab_verdict::stats::Span;
 use leaklab_verdict::stats::trend::CONFIDENCE;
-use leaklab_verdict::{Outcome, VerdictPlan, Verdicts, judge};
+use leaklab_verdict::{Outcome, Quantity, VerdictPlan, Verdicts, judge, with_native};
 
 use super::kinds::ClientRun;
-use super::series::Side;
+use super::series::{self, Side};
 use super::{
     AtStop, CounterSummary, Growth, LifecycleSummary, Limits, MetricSpan, Note, ProcessSummary, Requests,
     SCHEMA_VERSION, SamplesInfo, SegmentSummary, Summary, TargetInfo, TargetKind,
@@ -157,9 +157,19 @@ fn verdicts(run: &dyn ClientRun, samples: &[Sample], plan: &VerdictPlan) -> Verd
         judge(&series, tolerance, expected)
     };
     let measured_server = samples.iter().any(|s| s.server.is_some());
+    let client = judged(Side::Client, plan.expect_client);
+    // A garbage-collected client is judged on its live heap; what its runtime holds outside it, on its own.
+    let client_native = (client.quantity == Quantity::LiveHeapBytes)
+        .then(|| series::native(samples, client.axis))
+        .flatten()
+        .map(|native| judge(&native, client.tolerance, None));
     Verdicts {
-        client: judged(Side::Client, plan.expect_client),
+        client: match &client_native {
+            Some(native) => with_native(client, native),
+            None => client,
+        },
         server: measured_server.then(|| judged(Side::Server, plan.expect_server)),
+        client_native,
         confidence: CONFIDENCE,
     }
 }

@@ -73,6 +73,9 @@ pub enum Note {
     RuntimeHeapUnread { runtime: String, error: String },
     /// Reading the runtime's heap failed this many times after it had worked; the last failure.
     RuntimeHeapFailures { runtime: String, failures: u64, error: String },
+    /// The runtime's heap was read, but not what it holds outside the heap (a JVM started without Native
+    /// Memory Tracking): that memory was not judged. Why.
+    NativeUntracked { runtime: String, reason: String },
 }
 
 /// The process of a note written before notes named it.

@@ -23,6 +23,7 @@ fn point(at: f64, sample: &Sample, side: Side, quantity: Quantity) -> Option<Poi
             Quantity::RssBytes => Some(process.rss_bytes),
             Quantity::RssAnonBytes => process.rss_parts.map(|p| p.anon_bytes),
             Quantity::LiveHeapBytes => process.runtime_heap.map(|heap| heap.live_bytes),
+            Quantity::NativeBytes => process.runtime_heap.and_then(|heap| heap.native_bytes),
         },
         connections: process.open_connections(),
         fds: process.fds,
@@ -80,12 +81,35 @@ pub fn sampled(samples: &[Sample], side: Side, axis: Axis) -> Series {
         Side::Client => from_outside(samples, side),
         Side::Server => Quantity::AllocatedBytes,
     };
+    loaded_series(samples, side, quantity, axis)
+}
+
+/// A garbage-collected client's memory outside its runtime's heap, after warm-up, on the samples whose
+/// reading has it; `None` when none has (not a runtime of ours, or a JVM that does not track it). Its
+/// points carry no counts: the process's connections and counters are judged with its heap, once.
+pub fn native(samples: &[Sample], axis: Axis) -> Option<Series> {
+    let mut series = loaded_series(samples, Side::Client, Quantity::NativeBytes, axis);
+    for point in &mut series.points {
+        (point.connections, point.fds) = (None, None);
+        point.counters.clear();
+    }
+    (!series.points.is_empty()).then_some(series)
+}
+
+/// `quantity` of `side` on the loaded samples that have it, where it is a runtime's reading (which not
+/// every sample carries), else on every loaded sample.
+fn loaded_series(samples: &[Sample], side: Side, quantity: Quantity, axis: Axis) -> Series {
     let at = |s: &Sample| match axis {
         Axis::Request => s.requests() as f64,
         Axis::Second => s.elapsed_s,
     };
-    let read = |s: &&Sample| quantity != Quantity::LiveHeapBytes || s.client.runtime_heap.is_some();
-    let points = loaded().filter(read).filter_map(|s| point(at(s), s, side, quantity)).collect();
+    let read = |s: &&Sample| match quantity {
+        Quantity::LiveHeapBytes => s.client.runtime_heap.is_some(),
+        Quantity::NativeBytes => s.client.runtime_heap.is_some_and(|heap| heap.native_bytes.is_some()),
+        _ => true,
+    };
+    let loaded = samples.iter().filter(|s| s.phase == Phase::Load);
+    let points = loaded.filter(read).filter_map(|s| point(at(s), s, side, quantity)).collect();
     Series { quantity, axis, basis: Basis::Samples, points, after_cooldown: None }
 }
 

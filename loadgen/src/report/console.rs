@@ -45,6 +45,16 @@ impl Exporter<RunConsole<'_>> for RunText {
         super::heap::console(out, s)?;
         for (side, verdict) in Sides::of(&s.verdict).iter() {
             self::verdict(out, side, verdict)?;
+            if let Some(native) = s.verdict.client_native.as_ref().filter(|_| side == Side::Client) {
+                writeln!(
+                    out,
+                    "    outside the heap ({}): {}, {} per {}",
+                    words::native_source(s),
+                    native.kind,
+                    words::slope(native),
+                    per(native.axis)
+                )?;
+            }
         }
         for segment in &s.segments {
             writeln!(out, "  {} ({})", words::segment(segment), segment.dir)?;
@@ -80,14 +90,15 @@ fn processes(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
 /// (the slope a reader of `ps` would expect); a runtime's live heap is judged on the points it was read
 /// at, anonymous memory quoted beside it.
 fn judged(verdict: Option<&ProcessVerdict>, growth: &GrowthPerRequest) -> (String, Option<f64>) {
-    match verdict.map_or(Quantity::AllocatedBytes, |verdict| verdict.quantity) {
+    let quantity = verdict.map_or(Quantity::AllocatedBytes, |verdict| verdict.quantity);
+    match quantity {
         Quantity::AllocatedBytes => ("allocated".to_owned(), growth.allocated_bytes),
         Quantity::RssBytes => ("RSS".to_owned(), growth.rss_bytes),
         Quantity::RssAnonBytes => {
             (format!("RSS {} · anonymous", bytes_per_request(growth.rss_bytes)), growth.rss_anon_bytes)
         }
-        Quantity::LiveHeapBytes => (
-            format!("anonymous {} · live heap", bytes_per_request(growth.rss_anon_bytes)),
+        Quantity::LiveHeapBytes | Quantity::NativeBytes => (
+            format!("anonymous {} · {}", bytes_per_request(growth.rss_anon_bytes), words::measure(quantity)),
             verdict.and_then(|verdict| verdict.slope_bytes_per_request),
         ),
     }

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use super::units::{bytes_per_request, expectation_mark, format_mib, human_bytes, latency};
 use super::words::{self, heading, measure, per, verdict_intro};
 use super::{Exporter, Report};
-use leaklab_engine::summary::{GrowthPerRequest, ProcessSummary, Sides, Summary};
+use leaklab_engine::summary::{GrowthPerRequest, ProcessSummary, Side, Sides, Summary};
 use leaklab_verdict::stats::Span;
 
 #[derive(Debug)]
@@ -64,12 +64,28 @@ fn verdicts(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
             )?,
             None => writeln!(out, "| {name} | not measured | | | | | |")?,
         }
+        if let Some(native) = s.verdict.client_native.as_ref().filter(|_| side == Side::Client) {
+            writeln!(
+                out,
+                "| client, outside the heap | **{}** | {}, per {} | {} | {} | | |",
+                native.kind,
+                words::native_source(s),
+                per(native.axis),
+                words::slope(native),
+                human_bytes(native.tolerance)
+            )?;
+        }
     }
     writeln!(out)?;
     for (side, verdict) in verdicts.iter() {
         for reason in words::reasons(verdict) {
             writeln!(out, "- {}: {reason}", side.name())?;
         }
+    }
+    if let Some(reason) =
+        s.verdict.client_native.as_ref().and_then(|native| Some(words::reason(native, native.reasons.first()?)))
+    {
+        writeln!(out, "- client, outside the heap: {reason}")?;
     }
     writeln!(out)
 }

@@ -41,12 +41,14 @@ pub struct JvmAttach {
     perf_data_seen: Option<Instant>,
     /// Why its listener did not start: it is not asked again (each SIGQUIT would print a thread dump).
     refused: Option<String>,
+    /// Why its native memory cannot be read (Native Memory Tracking is off): it is not asked again.
+    native_untracked: Option<String>,
 }
 
 impl JvmAttach {
     pub fn new(pid: u32) -> JvmAttach {
         let (ns_pid, tmp) = (ns_pid(pid).unwrap_or(pid), Proc::Pid(pid).path("root/tmp"));
-        JvmAttach { pid, ns_pid, tmp, perf_data_seen: None, refused: None }
+        JvmAttach { pid, ns_pid, tmp, perf_data_seen: None, refused: None, native_untracked: None }
     }
 
     /// Runs a diagnostic command (`GC.run`, `GC.heap_info`, …) as `jcmd PID COMMAND` would; its output.
@@ -145,8 +147,66 @@ impl HeapReader for JvmAttach {
             let first = info.lines().find(|line| !line.trim().is_empty()).unwrap_or("(nothing)");
             format!("jcmd GC.heap_info: no heap totals in its output, which begins {:?}", first.trim())
         })?;
-        Ok(RuntimeHeap { runtime: GcRuntime::Jvm, live_bytes, committed_bytes })
+        let native_bytes = self.native_bytes()?;
+        Ok(RuntimeHeap { runtime: GcRuntime::Jvm, live_bytes, committed_bytes, native_bytes })
     }
+
+    fn native_untracked(&self) -> Option<&str> {
+        self.native_untracked.as_deref()
+    }
+}
+
+impl JvmAttach {
+    /// What Native Memory Tracking counts outside the heap ([`native_memory`]); `None` once the JVM has
+    /// said that it does not track it.
+    fn native_bytes(&mut self) -> Result<Option<u64>, String> {
+        if self.native_untracked.is_some() {
+            return Ok(None);
+        }
+        let summary = self.jcmd(NATIVE_MEMORY)?;
+        if let Some(bytes) = native_memory(&summary) {
+            return Ok(Some(bytes));
+        }
+        let first = summary.lines().map(str::trim).find(|line| !line.is_empty() && !line.ends_with(':'));
+        self.native_untracked = Some(format!(
+            "jcmd {NATIVE_MEMORY}: {} (start the JVM with {NATIVE_MEMORY_TRACKING}; leaklab adds it through \
+             JDK_JAVA_OPTIONS to a command it starts)",
+            first.unwrap_or("no categories in its output")
+        ));
+        Ok(None)
+    }
+}
+
+/// The option that has a JVM track its native memory at a small cost (a header on each of its `malloc`s);
+/// it can only be given at start.
+pub const NATIVE_MEMORY_TRACKING: &str = "-XX:NativeMemoryTracking=summary";
+/// The Native Memory Tracking summary, in bytes.
+const NATIVE_MEMORY: &str = "VM.native_memory summary scale=b";
+
+/// The Native Memory Tracking categories a program's leak outside the heap shows in: `Thread` (the stacks
+/// of threads it starts), `Other` (direct buffers: `ByteBuffer.allocateDirect`, netty's pools,
+/// `Unsafe.allocateMemory`) and `Internal` (JNI and VM internals). The others grow as the JIT compiles
+/// and classes load (`Code`, `Compiler`, `Arena Chunk`, `Class`, `Symbol`, `Metaspace`) or follow the
+/// heap's committed size (`GC`), leak or not. Memory native libraries allocate themselves is not tracked.
+pub const NATIVE_CATEGORIES: [&str; 3] = ["Thread", "Other", "Internal"];
+
+/// Committed bytes of [`NATIVE_CATEGORIES`] in a `VM.native_memory summary scale=b` output
+/// (`-  Other (reserved=N, committed=M)`); `None` when it lists none of them (tracking is off).
+pub fn native_memory(text: &str) -> Option<u64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let Some((name, figures)) = line.trim().strip_prefix('-').and_then(|rest| rest.split_once('(')) else {
+            continue;
+        };
+        if !NATIVE_CATEGORIES.contains(&name.trim()) {
+            continue;
+        }
+        let committed = figures.split([',', ')']).find_map(|part| part.trim().strip_prefix("committed="));
+        if let Some(bytes) = committed.and_then(|n| n.parse::<u64>().ok()) {
+            *sum.get_or_insert(0) += bytes;
+        }
+    }
+    sum
 }
 
 /// The request for one `jcmd` command: protocol 1, `jcmd`, the command line, two empty arguments.
@@ -232,6 +292,20 @@ mod tests {
     }
 
     #[test]
+    fn native_memory_is_the_committed_threads_direct_buffers_and_internals() {
+        // As JDK 17 prints it (shortened): the Java heap, the JIT's and class loading's categories are not counted.
+        let summary = "\nNative Memory Tracking:\n\nTotal: reserved=8027648698, committed=484250298\n       \
+            malloc: 7279290 #3838\n\n-                 Java Heap (reserved=6320816128, committed=406847488)\n   \
+            (mmap: reserved=6320816128, committed=406847488) \n \n-                    Thread (reserved=19974504, \
+            committed=862568)\n                            (thread #19)\n-                      Code \
+            (reserved=253671480, committed=7768120)\n-                  Internal (reserved=202138, \
+            committed=202138)\n-                     Other (reserved=8421936, committed=8421936)\n   \
+            (malloc=8421936 #12)\n-               Arena Chunk (reserved=272920, committed=272920)\n";
+        assert_eq!(native_memory(summary), Some(862_568 + 202_138 + 8_421_936));
+        assert_eq!(native_memory("12518:\nNative memory tracking is not enabled\n"), None);
+    }
+
+    #[test]
     fn a_request_is_the_protocol_the_command_and_empty_arguments() {
         assert_eq!(request("GC.run"), b"1\0jcmd\0GC.run\0\0\0");
     }
@@ -258,17 +332,41 @@ mod tests {
                 stream.write_all(answer.as_bytes()).unwrap();
             }
         });
-        let jvm = JvmAttach { pid, ns_pid: pid, tmp: dir.path().to_owned(), perf_data_seen: None, refused: None };
+        let jvm = JvmAttach {
+            pid,
+            ns_pid: pid,
+            tmp: dir.path().to_owned(),
+            perf_data_seen: None,
+            refused: None,
+            native_untracked: None,
+        };
         (dir, jvm)
     }
 
     #[test]
     fn a_reading_is_a_collection_then_the_heap_info_and_a_refusal_names_the_answer() {
         let info = "0\n garbage-first heap   total 65536K, used 2048K [0x1, 0x2)\n Metaspace used 1K, committed 2K\n";
-        let (_dir, mut jvm) =
-            scripted(vec![("GC.run", "0\n"), ("GC.heap_info", info), ("GC.run", "101\nNo such command\n")]);
+        let untracked = "0\nNative memory tracking is not enabled\n";
+        let (_dir, mut jvm) = scripted(vec![
+            ("GC.run", "0\n"),
+            ("GC.heap_info", info),
+            (NATIVE_MEMORY, untracked),
+            ("GC.run", "0\n"),
+            ("GC.heap_info", info),
+            ("GC.run", "101\nNo such command\n"),
+        ]);
         let heap = jvm.collect_and_read().unwrap();
-        assert_eq!(heap, RuntimeHeap { runtime: GcRuntime::Jvm, live_bytes: 2048 << 10, committed_bytes: 65536 << 10 });
+        let expected = RuntimeHeap {
+            runtime: GcRuntime::Jvm,
+            live_bytes: 2048 << 10,
+            committed_bytes: 65536 << 10,
+            native_bytes: None,
+        };
+        assert_eq!(heap, expected);
+        let why = jvm.native_untracked().unwrap();
+        assert!(why.contains("Native memory tracking is not enabled") && why.contains("JDK_JAVA_OPTIONS"), "{why}");
+        // Tracking cannot be turned on in a running JVM: the second reading does not ask again.
+        assert_eq!(jvm.collect_and_read().unwrap(), expected);
         let error = jvm.collect_and_read().unwrap_err();
         assert!(error.starts_with("jcmd GC.run: the JVM answered") && error.contains("No such command"), "{error}");
     }

@@ -11,6 +11,11 @@
 //! - V8 through the inspector protocol ([`v8`]): `HeapProfiler.collectGarbage`,
 //!   then `Runtime.getHeapUsage`.
 //!
+//! Each reading also says what the runtime holds outside its heap, where a
+//! leak the heap does not show lives (Buffers in V8, direct buffers and thread
+//! stacks in the JVM), judged as a quantity of its own: see
+//! [`RuntimeHeap::native_bytes`].
+//!
 //! Readings are taken on a thread of their own, paced ([`HeapWatch`]), never on
 //! the sampler's path; a sample carries a reading only when it is fresh.
 
@@ -29,6 +34,11 @@ pub trait HeapReader: Send {
 
     /// Collects, then reads; an error says what failed, in the runtime's own terms.
     fn collect_and_read(&mut self) -> Result<RuntimeHeap, String>;
+
+    /// Why the readings carry no native memory, once the runtime has said so.
+    fn native_untracked(&self) -> Option<&str> {
+        None
+    }
 }
 
 #[cfg(test)]

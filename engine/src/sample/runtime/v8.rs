@@ -1,6 +1,7 @@
 //! Node's V8 heap, through the inspector protocol (what Chrome DevTools
 //! speaks): `HeapProfiler.collectGarbage` for a full collection, then
-//! `Runtime.getHeapUsage` for the heap used and committed. A command leaklab
+//! `Runtime.getHeapUsage` for the heap used and committed, and
+//! `process.memoryUsage().external` for what it holds outside the heap. A command leaklab
 //! starts gets `--inspect=127.0.0.1:PORT` through `NODE_OPTIONS`; a running
 //! process (`--pid`) opens its inspector on Node's default 127.0.0.1:9229
 //! when it receives SIGUSR1. Either way leaklab asks the process for its pid
@@ -21,6 +22,9 @@ use crate::http::HttpUrl;
 
 /// Where Node opens its inspector on SIGUSR1 unless told otherwise (`--inspect-port`).
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9229";
+/// What V8 holds outside its heap for JavaScript objects (Buffers, ArrayBuffers, native objects), as
+/// Node tells it: `external`, which includes `arrayBuffers`.
+const EXTERNAL: &str = "process.memoryUsage().external";
 /// How long one reading may take: a full collection of a large heap included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -80,11 +84,21 @@ impl HeapReader for V8Inspector {
         let mut session = self.connect()?;
         session.call("HeapProfiler.collectGarbage", json!({}))?;
         let usage = session.call("Runtime.getHeapUsage", json!({}))?;
+        let external = session.call("Runtime.evaluate", json!({"expression": EXTERNAL, "returnByValue": true}))?;
         session.close();
         let size = |key: &str| {
             usage[key].as_f64().map(|bytes| bytes as u64).ok_or_else(|| format!("Runtime.getHeapUsage has no {key}"))
         };
-        Ok(RuntimeHeap { runtime: GcRuntime::V8, live_bytes: size("usedSize")?, committed_bytes: size("totalSize")? })
+        let native_bytes = external["result"]["value"]
+            .as_f64()
+            .map(|bytes| bytes as u64)
+            .ok_or_else(|| format!("{EXTERNAL} gave {}", external["result"]))?;
+        Ok(RuntimeHeap {
+            runtime: GcRuntime::V8,
+            live_bytes: size("usedSize")?,
+            committed_bytes: size("totalSize")?,
+            native_bytes: Some(native_bytes),
+        })
     }
 }
 
@@ -138,13 +152,15 @@ mod tests {
     use super::*;
     use std::process::{Command, Stdio};
 
-    /// A Node process holding `retained` strings of 1 KB alive, with its inspector at `address`.
-    fn node(address: &str, retained: usize) -> Option<std::process::Child> {
+    /// A Node process holding `retained` strings of 1 KB alive and `buffers` Buffers of 64 KiB, with its
+    /// inspector at `address`.
+    fn node(address: &str, retained: usize, buffers: usize) -> Option<std::process::Child> {
         // Flat one-byte strings of 1,024 distinct characters: V8 keeps each whole (no shared or cons parts).
         let script = format!(
             "const {{ randomBytes }} = require('node:crypto'); \
-                              globalThis.kept = Array.from({{length: {retained}}}, () => randomBytes(512).toString('hex')); \
-                              setInterval(() => {{}}, 1000);"
+             globalThis.kept = Array.from({{length: {retained}}}, () => randomBytes(512).toString('hex')); \
+             globalThis.buffers = Array.from({{length: {buffers}}}, () => Buffer.alloc(65536, 1)); \
+             setInterval(() => {{}}, 1000);"
         );
         let spawned = Command::new("node")
             .arg(format!("--inspect={address}"))
@@ -176,11 +192,11 @@ mod tests {
     #[test]
     fn a_node_process_says_what_it_keeps_alive_after_a_collection() {
         let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-        let Some(mut small) = node(&address, 0) else { return };
+        let Some(mut small) = node(&address, 0, 0) else { return };
         let empty = read(&mut V8Inspector::started(small.id(), address.clone()));
         small.kill().unwrap();
         small.wait().unwrap();
-        let Some(mut large) = node(&address, 20_000) else { return };
+        let Some(mut large) = node(&address, 20_000, 200) else { return };
         let full = read(&mut V8Inspector::started(large.id(), address.clone()));
         // Another process's inspector is refused: the pid is asked first.
         let error = V8Inspector::started(std::process::id(), address).collect_and_read().unwrap_err();
@@ -190,6 +206,9 @@ mod tests {
         // 20,000 strings of 1 KB (one byte per character) and their array: about 20 MB kept alive.
         let grown = full.live_bytes as f64 - empty.live_bytes as f64;
         assert!((18e6..26e6).contains(&grown), "{grown} bytes more: {empty:?} → {full:?}");
+        // 200 Buffers of 64 KiB live outside the heap: about 13 MB of external memory.
+        let outside = full.native_bytes.unwrap() as f64 - empty.native_bytes.unwrap() as f64;
+        assert!((12.5e6..14.5e6).contains(&outside), "{outside} bytes more outside the heap: {empty:?} → {full:?}");
         assert!(error.contains("not"), "{error}");
     }
 }

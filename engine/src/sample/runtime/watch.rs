@@ -34,6 +34,7 @@ struct State {
     error: Option<String>,
     /// Time the readings took: the process's collections, mostly.
     busy: Duration,
+    native_untracked: Option<String>,
 }
 
 /// What a run's heap readings came to.
@@ -49,6 +50,9 @@ pub struct HeapWatchSummary {
     pub error: Option<String>,
     /// Seconds the process spent answering: its collections and the reads.
     pub busy_s: f64,
+    /// Why the readings carry no native memory (a JVM without Native Memory Tracking); `null` when they do.
+    #[serde(default)]
+    pub native_untracked: Option<String>,
 }
 
 impl HeapWatch {
@@ -74,6 +78,7 @@ impl HeapWatch {
                 let result = reader.collect_and_read();
                 let mut state = shared.lock().unwrap();
                 state.busy += started.elapsed();
+                state.native_untracked = reader.native_untracked().map(str::to_owned);
                 match result {
                     Ok(heap) => {
                         state.fresh = Some(heap);
@@ -107,6 +112,7 @@ impl HeapWatch {
             failures: state.failures,
             error: state.error.clone(),
             busy_s: state.busy.as_secs_f64(),
+            native_untracked: state.native_untracked.clone(),
         }
     }
 }
@@ -151,8 +157,17 @@ mod tests {
             match self.calls {
                 1 => Err("inspector not open yet".to_owned()),
                 3 => Err("collection refused".to_owned()),
-                n => Ok(RuntimeHeap { runtime: GcRuntime::V8, live_bytes: n * 1000, committed_bytes: 1 << 20 }),
+                n => Ok(RuntimeHeap {
+                    runtime: GcRuntime::V8,
+                    live_bytes: n * 1000,
+                    committed_bytes: 1 << 20,
+                    native_bytes: None,
+                }),
             }
+        }
+
+        fn native_untracked(&self) -> Option<&str> {
+            (self.calls >= 2).then_some("tracking is off")
         }
     }
 
@@ -176,5 +191,6 @@ mod tests {
         assert!(summary.readings >= 3, "{summary:?}");
         assert_eq!(summary.failures, 1, "the error before the first reading is not a failure: {summary:?}");
         assert_eq!(summary.error.as_deref(), Some("collection refused"));
+        assert_eq!(summary.native_untracked.as_deref(), Some("tracking is off"));
     }
 }

@@ -4,7 +4,7 @@ use leaklab_engine::halt::StopReason;
 use leaklab_engine::scenario::PolicyName;
 use leaklab_engine::summary::{Sides, Summary, TimelineEvent};
 use leaklab_verdict::stats::Span;
-use leaklab_verdict::{ProcessVerdict, Quantity};
+use leaklab_verdict::{ProcessVerdict, Quantity, Reason};
 
 use crate::report::units::bytes_per_request;
 use crate::report::words::{self, per};
@@ -110,8 +110,15 @@ fn verdict_line(summary: &Summary) -> String {
             Quantity::RssBytes => "RSS ",
             Quantity::RssAnonBytes => "anonymous ",
             Quantity::LiveHeapBytes => "live heap ",
+            Quantity::NativeBytes => "outside the heap ",
         };
-        format!("{name} {}, {rss}{} per {}{}", v.kind, words::slope(v), per(v.axis), expected.unwrap_or_default())
+        // A verdict the memory outside the heap decided quotes that memory's slope.
+        let (rss, figures) = match (v.reasons.first(), &summary.verdict.client_native) {
+            (Some(Reason::NativeDecided { .. }), Some(native)) => ("outside the heap ", native),
+            _ => (rss, v),
+        };
+        let slope = words::slope(figures);
+        format!("{name} {}, {rss}{slope} per {}{}", v.kind, per(v.axis), expected.unwrap_or_default())
     };
     let verdicts: Vec<String> =
         Sides::of(&summary.verdict).iter().map(|(side, verdict)| one(side.name(), verdict)).collect();

@@ -24,6 +24,8 @@ const SERVER_FILE: RGBColor = RGBColor(240, 170, 110);
 /// A garbage-collected runtime's heap: what it keeps alive (judged), and what it holds for it.
 const LIVE_HEAP: RGBColor = RGBColor(44, 160, 44);
 const HEAP_COMMITTED: RGBColor = RGBColor(150, 210, 150);
+/// What the runtime holds outside its heap (judged too).
+const NATIVE: RGBColor = RGBColor(140, 86, 75);
 
 /// Colors for the load generators of a merged run, in turn: apart from the client's blue and the metrics'.
 const SEGMENT_COLORS: [RGBColor; 4] =
@@ -96,8 +98,8 @@ fn series(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec<(f6
 
 /// Each process's RSS and allocated memory. A process whose allocator leaklab cannot read is judged on its
 /// anonymous memory: it shows that, and the file-backed pages that make up the rest of its RSS, beside its
-/// RSS, whose parts they are. A garbage-collected runtime is judged on its live heap: it shows that, and
-/// the heap the runtime holds, at each reading.
+/// RSS, whose parts they are. A garbage-collected runtime is judged on its live heap and on what it holds
+/// outside it: it shows both, and the heap the runtime holds, at each reading.
 pub(super) fn memory(samples: &[Sample]) -> Vec<Line> {
     let mut lines = Vec::new();
     for side in [Side::Client, Side::Server] {
@@ -134,6 +136,11 @@ pub(super) fn memory(samples: &[Sample]) -> Vec<Line> {
                 lines.push(Line::thin(Some(side), format!("{name} heap committed"), HEAP_COMMITTED, true, committed));
                 let label = format!("{name} live heap (after full GC)");
                 lines.push(Line { weight: Weight::Own, ..Line::thin(Some(side), label, LIVE_HEAP, false, live) });
+                let native = series(samples, |s| s.process(side)?.runtime_heap?.native_bytes.map(mib));
+                if !native.is_empty() {
+                    let label = format!("{name} outside the heap");
+                    lines.push(Line { weight: Weight::Own, ..Line::thin(Some(side), label, NATIVE, false, native) });
+                }
             }
         } else {
             let allocated = series(samples, |s| s.process(side)?.jemalloc.map(|j| mib(j.allocated_bytes)));

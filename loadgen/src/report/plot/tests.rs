@@ -150,6 +150,7 @@ fn a_runtime_s_live_heap_is_drawn_at_its_readings_beside_the_parts_of_its_rss() 
                 runtime: GcRuntime::Jvm,
                 live_bytes: 8 << 20,
                 committed_bytes: 64 << 20,
+                native_bytes: (at >= 3).then_some(12 << 20),
             });
         }
     });
@@ -159,6 +160,10 @@ fn a_runtime_s_live_heap_is_drawn_at_its_readings_beside_the_parts_of_its_rss() 
     assert_eq!(live.points.len(), samples.len().div_ceil(3), "one point per reading, none between");
     assert!(live.points.iter().all(|&(_, mib)| mib == 8.0), "{:?}", live.points);
     assert!(line(&memory, "client heap committed").dashed);
+    // Outside the heap where a reading has it: not the first, whose runtime did not say.
+    let native = line(&memory, "client outside the heap");
+    assert_eq!((native.weight, native.points.len()), (Weight::Own, samples.len().div_ceil(3) - 1));
+    assert!(native.points.iter().all(|&(_, mib)| mib == 12.0), "{:?}", native.points);
     assert!(!memory.iter().any(|line| line.label.starts_with("server") && line.label.contains("heap")));
 }
 
