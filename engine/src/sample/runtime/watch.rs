@@ -44,7 +44,8 @@ pub struct HeapWatchSummary {
     pub runtime: Option<GcRuntime>,
     /// Readings taken, each after a full collection the process was asked for.
     pub readings: u64,
-    /// Attempts that failed after the first reading (before it, the runtime may still be starting).
+    /// Attempts that failed after the first reading (before it, the runtime may still be starting), while
+    /// the process went on running (one that failed as it exited is not counted).
     pub failures: u64,
     /// Why the last failed attempt failed; `null` when none did.
     pub error: Option<String>,
@@ -68,7 +69,13 @@ impl HeapWatch {
         let (shared, stopped) = (Arc::clone(&state), Arc::clone(&stop));
         let thread = std::thread::Builder::new().name("heap-watch".to_owned()).spawn(move || {
             let mut reader: Option<Box<dyn HeapReader>> = None;
+            // A failed reading counts once the process is seen running after it: one that failed because
+            // the process was exiting is not a failure of the reading.
+            let mut unconfirmed = false;
             while pause(period, &stopped) && Proc::Pid(pid).is_running() {
+                if std::mem::take(&mut unconfirmed) {
+                    shared.lock().unwrap().failures += 1;
+                }
                 if reader.is_none() {
                     reader = open();
                     shared.lock().unwrap().runtime = reader.as_ref().map(|reader| reader.runtime());
@@ -85,10 +92,13 @@ impl HeapWatch {
                         state.readings += 1;
                     }
                     Err(error) => {
-                        state.failures += u64::from(state.readings > 0);
+                        unconfirmed = state.readings > 0;
                         state.error = Some(error);
                     }
                 }
+            }
+            if unconfirmed && Proc::Pid(pid).is_running() {
+                shared.lock().unwrap().failures += 1;
             }
         })?;
         Ok(HeapWatch { state, stop, thread: Mutex::new(Some(thread)) })
@@ -192,5 +202,49 @@ mod tests {
         assert_eq!(summary.failures, 1, "the error before the first reading is not a failure: {summary:?}");
         assert_eq!(summary.error.as_deref(), Some("collection refused"));
         assert_eq!(summary.native_untracked.as_deref(), Some("tracking is off"));
+    }
+
+    /// A runtime whose process ends while it is being read: the reading fails, as a JVM's attach socket
+    /// closes without an answer at exit.
+    struct Exiting {
+        process: std::process::Child,
+        calls: u64,
+    }
+
+    impl HeapReader for Exiting {
+        fn runtime(&self) -> GcRuntime {
+            GcRuntime::Jvm
+        }
+
+        fn collect_and_read(&mut self) -> Result<RuntimeHeap, String> {
+            self.calls += 1;
+            if self.calls == 1 {
+                return Ok(RuntimeHeap {
+                    runtime: GcRuntime::Jvm,
+                    live_bytes: 1,
+                    committed_bytes: 2,
+                    native_bytes: None,
+                });
+            }
+            self.process.kill().unwrap();
+            // Not reaped: a zombie is a process that has ended.
+            Err("jcmd GC.run: the JVM answered \"\"".to_owned())
+        }
+    }
+
+    #[test]
+    fn a_reading_that_fails_as_the_process_exits_is_not_a_failure() {
+        let process = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = process.id();
+        let mut reader = Some(Box::new(Exiting { process, calls: 0 }) as Box<dyn HeapReader>);
+        let watch = HeapWatch::start(pid, Duration::from_millis(1), move || reader.take()).unwrap();
+        // The thread ends by itself once the process has: the summary waits for it.
+        let guard = Instant::now();
+        while Proc::Pid(pid).is_running() && guard.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let summary = watch.summary();
+        assert_eq!((summary.readings, summary.failures), (1, 0), "{summary:?}");
+        assert!(summary.error.unwrap().contains("answered"));
     }
 }
