@@ -8,7 +8,7 @@ use super::{CompareReport, Comparison, Row, RowVerdict, RunRecord};
 use crate::baseline::BaselineComparison;
 use crate::report::units::{expectation_mark, format_mib, signed_bytes, slope_with_interval};
 use crate::report::{Exporter, words};
-use leaklab_verdict::{Axis, Outcome};
+use leaklab_verdict::{Axis, Outcome, Quantity};
 
 /// `compare.md`.
 #[derive(Debug)]
@@ -59,8 +59,10 @@ fn render(out: &mut dyn Write, comparison: &Comparison) -> io::Result<()> {
         writeln!(
             out,
             "\nExternal clients (marked †) are watched from outside: their client column is anonymous memory (the \
-             RSS without its file-backed pages) per request they reported (per second, `/s`, when they report none), over every sample after warm-up (no allocator to \
-             read, no checkpoints at rest), and the harness measures no latency for them. The server column is \
+             RSS without its file-backed pages), or for a JVM or Node client the live heap after a full collection, \
+             per request they reported (per second, `/s`, when they report none), over every sample after warm-up \
+             (no allocator to read, no checkpoints at rest), and the harness measures no latency for them. ‡: the \
+             memory the runtime holds outside its heap, which decided that client's LEAK. The server column is \
              allocated bytes, as for the others."
         )?;
     }
@@ -212,6 +214,14 @@ fn table_row(row: &Row) -> String {
 
 /// The slope with its interval, per request; per second (`/s`) for a client that reported no requests.
 pub(crate) fn slope(verdict: &RowVerdict) -> String {
+    let figures = figures(verdict);
+    match verdict.quantity {
+        Quantity::NativeBytes => format!("{figures} outside the heap ‡"),
+        _ => figures,
+    }
+}
+
+fn figures(verdict: &RowVerdict) -> String {
     match (verdict.axis, verdict.trend) {
         (Axis::Second, Some(trend)) => format!(
             "{}/s ({}/s to {}/s)",

@@ -74,7 +74,8 @@ pub(crate) struct Row {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub(crate) struct RowVerdict {
     pub kind: VerdictKind,
-    /// What was judged: `allocated_bytes` or `rss_bytes`.
+    /// What the figures are of: `allocated_bytes`, `rss_anon_bytes`, `live_heap_bytes`, or `native_bytes`
+    /// for a client whose memory outside its runtime's heap decided its LEAK.
     pub quantity: Quantity,
     /// What growth is counted against: `request` or `second`.
     pub axis: Axis,
@@ -116,6 +117,23 @@ impl RowVerdict {
             expectation_met: verdict.expectation_met,
         }
     }
+
+    /// The client's verdict; its figures are those of the memory outside the heap when that decided it.
+    fn client(verdicts: &leaklab_verdict::Verdicts) -> RowVerdict {
+        let client = RowVerdict::of(&verdicts.client);
+        let decided = matches!(verdicts.client.reasons.first(), Some(leaklab_verdict::Reason::NativeDecided { .. }));
+        match verdicts.client_native.as_ref().filter(|_| decided) {
+            Some(native) => {
+                RowVerdict { kind: client.kind, connections_delta: client.connections_delta, ..RowVerdict::of(native) }
+                    .with_expectation(&client)
+            }
+            None => client,
+        }
+    }
+
+    fn with_expectation(self, of: &RowVerdict) -> RowVerdict {
+        RowVerdict { expected: of.expected, expectation_met: of.expectation_met, ..self }
+    }
 }
 
 impl Row {
@@ -136,7 +154,7 @@ impl Row {
             server_peak_connections: s.server.as_ref().and_then(|p| p.connections).map(|c| c.peak),
             failed: s.requests.as_ref().map(|r| r.failed),
             connection_events: crate::report::lifecycle::brief(s),
-            client: RowVerdict::of(&s.verdict.client),
+            client: RowVerdict::client(&s.verdict),
             server: s.verdict.server.as_ref().map(RowVerdict::of),
             outcome: s.outcome.with_regression(baseline.as_ref().is_some_and(|b| b.regressed)),
             baseline,
@@ -543,5 +561,23 @@ mod tests {
         assert!(missing_script.starts_with("target/peers/node/no-such-client.js is not built"), "{missing_script}");
         let missing_program = unbuilt(&command(&["target/peers/no-such-peer", "-mode", "leak"])).unwrap();
         assert!(missing_program.starts_with("target/peers/no-such-peer is not built"), "{missing_program}");
+    }
+
+    #[test]
+    fn a_client_whose_memory_outside_the_heap_decided_its_leak_shows_that_memory() {
+        let (summary, _) = leaklab_engine::fixtures::scripted_report();
+        let mut verdicts = summary.verdict.clone();
+        verdicts.client.expected = Some(leaklab_engine::scenario::Expectation::Leak);
+        let mut native = verdicts.client.clone();
+        native.quantity = Quantity::NativeBytes;
+        native.slope_bytes_per_request = Some(65_536.0);
+        assert_eq!(RowVerdict::client(&verdicts), RowVerdict::of(&verdicts.client), "no native verdict: the client's");
+        verdicts.client_native = Some(native);
+        assert_eq!(RowVerdict::client(&verdicts), RowVerdict::of(&verdicts.client), "the heap decided: the client's");
+        verdicts.client.reasons.insert(0, leaklab_verdict::Reason::NativeDecided { slope: 65_536.0, ci_low: 60_000.0 });
+        let row = RowVerdict::client(&verdicts);
+        assert_eq!((row.quantity, row.slope_bytes_per_request), (Quantity::NativeBytes, Some(65_536.0)));
+        assert_eq!((row.kind, row.expected), (verdicts.client.kind, verdicts.client.expected));
+        assert!(markdown::slope(&row).ends_with("outside the heap ‡"), "{}", markdown::slope(&row));
     }
 }
