@@ -103,11 +103,12 @@ pub fn judge(series: &Series, tolerance: f64, expected: Option<Expectation>) -> 
 }
 
 /// Rule 8: `heap`, a garbage-collected process's verdict on its live heap, made a LEAK when `native`, the
-/// verdict on what its runtime holds outside the heap, is a LEAK by its slope (rule 4). A native verdict
-/// decided by the counts is not used: the heap's verdict read the same counts.
+/// verdict on what its runtime holds outside the heap, is a LEAK by its slope over all the points (rule 4's
+/// first half). A late half above the tolerance alone does not decide it: a pool's chunk or a thread
+/// started late in a run is one step, not a leak the heap hides.
 pub fn with_native(mut heap: ProcessVerdict, native: &ProcessVerdict) -> ProcessVerdict {
     let by_slope = native.reasons.iter().find_map(|reason| match *reason {
-        Reason::Above { slope, ci_low, .. } | Reason::LateAbove { slope, ci_low } => Some((slope, ci_low)),
+        Reason::Above { slope, ci_low, .. } => Some((slope, ci_low)),
         _ => None,
     });
     let Some((slope, ci_low)) = by_slope.filter(|_| native.kind == VerdictKind::Leak) else { return heap };

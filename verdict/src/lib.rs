@@ -49,8 +49,9 @@
 //!
 //! 8. a garbage-collected client is judged twice: on its live heap, and on
 //!    what its runtime holds outside the heap ([`Quantity::NativeBytes`]),
-//!    each by the rules above with the same tolerance; a LEAK of the memory
-//!    outside the heap by its slope (rule 4) is the process's **LEAK**
+//!    by the same rules and tolerance (its points carry no counts, so rules
+//!    5 and 7 do not apply to it); a LEAK of the memory outside the heap by
+//!    its slope over all the points (rule 4) is the process's **LEAK**
 //!    whatever the heap did ([`with_native`]): a Buffer or a direct buffer
 //!    kept per request costs the heap a small object and the process its contents.
 //!
@@ -266,8 +267,8 @@ pub enum Reason {
     /// climbed by about one or more per request over all the points and over the late half, and rose in
     /// more steps than chance allows: a leak whatever the memory did. Its slopes, per request.
     CountDecided { name: String, per_request: f64, late_per_request: f64 },
-    /// Rule 8: the memory the runtime holds outside its heap leaked by its slope (its own verdict,
-    /// `verdict.client_native`), whatever the live heap did. Its slope and the interval's lower bound, per
+    /// Rule 8: the memory the runtime holds outside its heap leaked by its slope over all the points (its own
+    /// verdict, `verdict.client_native`), whatever the live heap did. Its slope and the interval's lower bound, per
     /// unit of the axis.
     NativeDecided { slope: f64, ci_low: f64 },
     /// After the load, the process returned to where the rounds started.
@@ -282,8 +283,9 @@ pub struct ProcessVerdict {
     /// `leak`, `no-leak`, `bounded` or `inconclusive`.
     pub kind: VerdictKind,
     /// What was judged: `allocated_bytes` (jemalloc, for leaklab's own processes), `live_heap_bytes` (a
-    /// foreign JVM or Node process, after a full collection), `rss_anon_bytes` (any other foreign process),
-    /// or `rss_bytes` (a foreign process on a kernel whose `/proc/PID/status` has no `RssAnon`).
+    /// foreign JVM or Node process, after a full collection), `native_bytes` (such a process's memory outside
+    /// its heap, in `client_native`), `rss_anon_bytes` (any other foreign process), or `rss_bytes` (a foreign
+    /// process on a kernel whose `/proc/PID/status` has no `RssAnon`).
     pub quantity: Quantity,
     /// What growth is counted against: `request` or `second`.
     pub axis: Axis,

@@ -386,6 +386,10 @@ fn memory_outside_the_heap_that_leaks_by_its_slope_makes_the_process_leak() {
     );
     assert!(decided.reasons[1..] == heap.reasons[..]);
 
+    // A late half above the tolerance alone (one late step) does not decide it.
+    let late =
+        ProcessVerdict { reasons: vec![Reason::LateAbove { slope: 4_096.0, ci_low: 1_024.0 }], ..leaking.clone() };
+    assert_eq!(with_native(heap.clone(), &late), heap);
     // Flat outside the heap: the heap's verdict stands.
     let flat = native(0.0);
     assert_eq!(flat.kind, VerdictKind::NoLeak);

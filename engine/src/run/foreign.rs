@@ -141,9 +141,10 @@ impl Client {
             let user = std::env::var("NODE_OPTIONS").unwrap_or_default();
             command.env("NODE_OPTIONS", format!("{user} --inspect={inspector}").trim_start());
         }
-        if plan.runtime.may_start_jvm(program) {
-            // The `java` launcher reads JDK_JAVA_OPTIONS (and says so on stderr); other programs ignore it.
-            let user = std::env::var("JDK_JAVA_OPTIONS").unwrap_or_default();
+        let user = std::env::var("JDK_JAVA_OPTIONS").unwrap_or_default();
+        // The `java` launcher reads JDK_JAVA_OPTIONS (and says so on stderr); other programs ignore it. A
+        // user's own tracking option (`=detail`) is theirs to keep.
+        if plan.runtime.may_start_jvm(program) && !user.contains("-XX:NativeMemoryTracking") {
             command.env("JDK_JAVA_OPTIONS", format!("{user} {NATIVE_MEMORY_TRACKING}").trim_start());
         }
         let mut child = command

@@ -65,7 +65,11 @@ fn two_segments_merge_into_one_run_whose_server_is_judged_against_every_request(
         "what the server counted"
     );
     assert_eq!(s["latency_us"]["count"].as_u64(), s["requests"]["ok"].as_u64(), "every latency, merged from both logs");
-    assert_eq!(s["server"]["connections"]["end"].as_u64(), Some(1400), "{}", s["server"]);
+    // Every leaked connection seen open at once; the last sample's scrape may come an instant before the
+    // other segment's last connection or two (CI saw 1,399 once).
+    assert_eq!(s["server"]["connections"]["peak"].as_u64(), Some(1400), "{}", s["server"]);
+    let end = s["server"]["connections"]["end"].as_u64().unwrap();
+    assert!((1397..=1400).contains(&end), "{}", s["server"]);
     assert!(s["plan"]["segment"].is_null(), "the merged run is the whole scenario");
 
     let each: Vec<serde_json::Value> = (1..=2).map(|index| summary(&host(index).join("../.."), NAME)).collect();

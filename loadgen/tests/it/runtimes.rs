@@ -68,6 +68,8 @@ fn outside_the_heap_judged(s: &serde_json::Value, kind: &str) {
 /// A client that keeps 64 KiB per request outside its runtime's heap, a small object in it: a LEAK that
 /// only the memory outside the heap shows.
 fn buffer_leak(s: &serde_json::Value) {
+    assert_eq!(s["verdict"]["client"]["quantity"], "live_heap_bytes", "{}", s["verdict"]["client"]);
+    assert_eq!(s["requests"]["failed"], 0, "{}", s["requests"]);
     outside_the_heap_judged(s, "leak");
     let heap = s["verdict"]["client"]["slope_bytes_per_request"].as_f64().unwrap();
     assert!(heap < 2048.0, "the heap holds a small object per buffer, not {heap} B");
@@ -150,7 +152,10 @@ fn a_grpc_js_client_is_judged_on_what_v8_keeps_alive_without_expose_gc_or_warm_u
 
 #[test]
 fn a_running_jvm_without_native_memory_tracking_is_judged_on_its_heap_and_the_note_says_what_was_not() {
-    if !runs("java", "a_running_jvm_without_native_memory_tracking_is_judged_on_its_heap") {
+    if !runs(
+        "java",
+        "a_running_jvm_without_native_memory_tracking_is_judged_on_its_heap_and_the_note_says_what_was_not",
+    ) {
         return;
     }
     let client = peer("target/peers/java/echo-client");

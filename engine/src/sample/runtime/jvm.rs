@@ -147,7 +147,7 @@ impl HeapReader for JvmAttach {
             let first = info.lines().find(|line| !line.trim().is_empty()).unwrap_or("(nothing)");
             format!("jcmd GC.heap_info: no heap totals in its output, which begins {:?}", first.trim())
         })?;
-        let native_bytes = self.native_bytes()?;
+        let native_bytes = self.native_bytes();
         Ok(RuntimeHeap { runtime: GcRuntime::Jvm, live_bytes, committed_bytes, native_bytes })
     }
 
@@ -158,22 +158,25 @@ impl HeapReader for JvmAttach {
 
 impl JvmAttach {
     /// What Native Memory Tracking counts outside the heap ([`native_memory`]); `None` once the JVM has
-    /// said that it does not track it.
-    fn native_bytes(&mut self) -> Result<Option<u64>, String> {
+    /// said that it does not track it, and for a reading whose command failed (the heap's reading stands).
+    fn native_bytes(&mut self) -> Option<u64> {
         if self.native_untracked.is_some() {
-            return Ok(None);
+            return None;
         }
-        let summary = self.jcmd(NATIVE_MEMORY)?;
+        let summary = self.jcmd(NATIVE_MEMORY).ok()?;
         if let Some(bytes) = native_memory(&summary) {
-            return Ok(Some(bytes));
+            return Some(bytes);
         }
-        let first = summary.lines().map(str::trim).find(|line| !line.is_empty() && !line.ends_with(':'));
-        self.native_untracked = Some(format!(
-            "jcmd {NATIVE_MEMORY}: {} (start the JVM with {NATIVE_MEMORY_TRACKING}; leaklab adds it through \
-             JDK_JAVA_OPTIONS to a command it starts)",
-            first.unwrap_or("no categories in its output")
-        ));
-        Ok(None)
+        let answer = summary.lines().map(str::trim).find(|line| !line.is_empty() && !line.ends_with(':'));
+        let answer = answer.unwrap_or("nothing");
+        self.native_untracked = Some(if answer.contains("not enabled") {
+            format!(
+                "the JVM was started without {NATIVE_MEMORY_TRACKING}, which only works from the start ({answer:?})"
+            )
+        } else {
+            format!("jcmd {NATIVE_MEMORY} listed no categories; the JVM answered {answer:?}")
+        });
+        None
     }
 }
 
@@ -188,11 +191,11 @@ const NATIVE_MEMORY: &str = "VM.native_memory summary scale=b";
 /// `Unsafe.allocateMemory`) and `Internal` (JNI and VM internals). The others grow as the JIT compiles
 /// and classes load (`Code`, `Compiler`, `Arena Chunk`, `Class`, `Symbol`, `Metaspace`) or follow the
 /// heap's committed size (`GC`), leak or not. Memory native libraries allocate themselves is not tracked.
-pub const NATIVE_CATEGORIES: [&str; 3] = ["Thread", "Other", "Internal"];
+const NATIVE_CATEGORIES: [&str; 3] = ["Thread", "Other", "Internal"];
 
 /// Committed bytes of [`NATIVE_CATEGORIES`] in a `VM.native_memory summary scale=b` output
 /// (`-  Other (reserved=N, committed=M)`); `None` when it lists none of them (tracking is off).
-pub fn native_memory(text: &str) -> Option<u64> {
+fn native_memory(text: &str) -> Option<u64> {
     let mut sum = None;
     for line in text.lines() {
         let Some((name, figures)) = line.trim().strip_prefix('-').and_then(|rest| rest.split_once('(')) else {
@@ -364,7 +367,7 @@ mod tests {
         };
         assert_eq!(heap, expected);
         let why = jvm.native_untracked().unwrap();
-        assert!(why.contains("Native memory tracking is not enabled") && why.contains("JDK_JAVA_OPTIONS"), "{why}");
+        assert!(why.contains("not enabled") && why.contains(NATIVE_MEMORY_TRACKING), "{why}");
         // Tracking cannot be turned on in a running JVM: the second reading does not ask again.
         assert_eq!(jvm.collect_and_read().unwrap(), expected);
         let error = jvm.collect_and_read().unwrap_err();

@@ -84,20 +84,18 @@ impl HeapReader for V8Inspector {
         let mut session = self.connect()?;
         session.call("HeapProfiler.collectGarbage", json!({}))?;
         let usage = session.call("Runtime.getHeapUsage", json!({}))?;
-        let external = session.call("Runtime.evaluate", json!({"expression": EXTERNAL, "returnByValue": true}))?;
+        // A failed evaluation leaves this reading without it; the heap's reading stands.
+        let external = session.call("Runtime.evaluate", json!({"expression": EXTERNAL, "returnByValue": true}));
         session.close();
         let size = |key: &str| {
             usage[key].as_f64().map(|bytes| bytes as u64).ok_or_else(|| format!("Runtime.getHeapUsage has no {key}"))
         };
-        let native_bytes = external["result"]["value"]
-            .as_f64()
-            .map(|bytes| bytes as u64)
-            .ok_or_else(|| format!("{EXTERNAL} gave {}", external["result"]))?;
+        let native_bytes = external.ok().and_then(|external| external["result"]["value"].as_f64()).map(|b| b as u64);
         Ok(RuntimeHeap {
             runtime: GcRuntime::V8,
             live_bytes: size("usedSize")?,
             committed_bytes: size("totalSize")?,
-            native_bytes: Some(native_bytes),
+            native_bytes,
         })
     }
 }

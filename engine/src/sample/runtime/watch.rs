@@ -226,8 +226,9 @@ mod tests {
                     native_bytes: None,
                 });
             }
+            // Gone, as a JVM that closed its attach socket at exit is by the time the watch looks again.
             self.process.kill().unwrap();
-            // Not reaped: a zombie is a process that has ended.
+            self.process.wait().unwrap();
             Err("jcmd GC.run: the JVM answered \"\"".to_owned())
         }
     }

@@ -105,7 +105,7 @@ fn verdict_line(summary: &Summary) -> String {
         let met = if v.expectation_met == Some(true) { "met" } else { "NOT MET" };
         let expected = v.expected.map(|e| format!(" (expected {}: {met})", e.name()));
         // The headline says the built-in processes' figures are allocated bytes; RSS is the exception to name.
-        let rss = match v.quantity {
+        let judged = match v.quantity {
             Quantity::AllocatedBytes => "",
             Quantity::RssBytes => "RSS ",
             Quantity::RssAnonBytes => "anonymous ",
@@ -113,12 +113,12 @@ fn verdict_line(summary: &Summary) -> String {
             Quantity::NativeBytes => "outside the heap ",
         };
         // A verdict the memory outside the heap decided quotes that memory's slope.
-        let (rss, figures) = match (v.reasons.first(), &summary.verdict.client_native) {
+        let (judged, figures) = match (v.reasons.first(), &summary.verdict.client_native) {
             (Some(Reason::NativeDecided { .. }), Some(native)) => ("outside the heap ", native),
-            _ => (rss, v),
+            _ => (judged, v),
         };
         let slope = words::slope(figures);
-        format!("{name} {}, {rss}{slope} per {}{}", v.kind, per(v.axis), expected.unwrap_or_default())
+        format!("{name} {}, {judged}{slope} per {}{}", v.kind, per(v.axis), expected.unwrap_or_default())
     };
     let verdicts: Vec<String> =
         Sides::of(&summary.verdict).iter().map(|(side, verdict)| one(side.name(), verdict)).collect();

@@ -102,7 +102,8 @@ pub(crate) fn note(summary: &Summary, note: &Note) -> String {
         Note::JudgedOnSamples { warmup_s, .. } if summary.verdict.client.quantity == Quantity::LiveHeapBytes => {
             format!(
                 "Judged on the live heap the runtime reported after each full collection leaklab asked for, twice a \
-             second, after the first {warmup_s} s: its RSS grows in steps as the runtime sizes its heap, leak or not."
+             second, after the first {warmup_s} s: its RSS grows in steps as the runtime sizes its heap, leak or not. \
+             What the runtime holds outside its heap, where it reports it, is judged apart and decides a LEAK too."
             )
         }
         Note::JudgedOnSamples { axis: Axis::Request, warmup_s } => format!(
