@@ -156,9 +156,10 @@ pub(crate) struct BaselineComparison {
 /// Compares `current` with `baseline` (a summary of the same scenario).
 pub(crate) fn compare(name: &str, baseline: &Summary, current: &Summary) -> BaselineComparison {
     let tolerance = current.verdict.client.tolerance;
+    // The client's figures: its memory outside the heap when that decided its LEAK.
     let client = Delta::of_options(
-        baseline.verdict.client.slope_bytes_per_request,
-        current.verdict.client.slope_bytes_per_request,
+        baseline.verdict.client_figures().slope_bytes_per_request,
+        current.verdict.client_figures().slope_bytes_per_request,
     );
     let server = Delta::of_options(
         baseline.verdict.server.as_ref().and_then(|v| v.slope_bytes_per_request),
@@ -239,6 +240,22 @@ mod tests {
 
         current.verdict.client.slope_bytes_per_request = Some(slope + 100.0);
         assert!(!compare("main", &baseline, &current).regressed, "100 B is within the 256 B tolerance");
+    }
+
+    #[test]
+    fn memory_outside_the_heap_that_decided_the_leak_is_what_a_baseline_compares() {
+        let (mut baseline, _) = scripted_report();
+        let mut native = baseline.verdict.client.clone();
+        native.quantity = leaklab_verdict::Quantity::NativeBytes;
+        native.slope_bytes_per_request = Some(65_536.0);
+        let decided = leaklab_verdict::Reason::NativeDecided { slope: 65_536.0, ci_low: 60_000.0 };
+        baseline.verdict.client.reasons.insert(0, decided);
+        baseline.verdict.client_native = Some(native);
+        let mut current = baseline.clone();
+        current.verdict.client_native.as_mut().unwrap().slope_bytes_per_request = Some(65_536.0 + 1_000.0);
+        let comparison = compare("main", &baseline, &current);
+        assert!(comparison.regressed, "the heap's slope did not move; the memory outside it did");
+        assert_eq!(comparison.regressions[0].bytes_per_request.change, 1_000.0);
     }
 
     #[test]

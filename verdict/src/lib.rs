@@ -369,6 +369,14 @@ impl Outcome {
 }
 
 impl Verdicts {
+    /// The verdict whose figures (quantity, slope, interval) stand for the client: `client_native` when its
+    /// memory outside the heap decided the client's LEAK (rule 8), else `client`. The kind and the
+    /// expectation are the client's either way.
+    pub fn client_figures(&self) -> &ProcessVerdict {
+        let decided = matches!(self.client.reasons.first(), Some(Reason::NativeDecided { .. }));
+        self.client_native.as_ref().filter(|_| decided).unwrap_or(&self.client)
+    }
+
     /// Contradicted if a decided verdict differs from its expectation; else
     /// inconclusive if a verdict with an expectation is undecided, or a
     /// process with an expectation was not measured; else met.

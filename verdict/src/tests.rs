@@ -386,6 +386,15 @@ fn memory_outside_the_heap_that_leaks_by_its_slope_makes_the_process_leak() {
     );
     assert!(decided.reasons[1..] == heap.reasons[..]);
 
+    // Its figures stand for the client's where it decided, the heap's elsewhere.
+    let verdicts = |client: &ProcessVerdict| Verdicts {
+        client: client.clone(),
+        server: None,
+        client_native: Some(leaking.clone()),
+        confidence: CONFIDENCE,
+    };
+    assert_eq!(verdicts(&decided).client_figures(), &leaking);
+    assert_eq!(verdicts(&heap).client_figures(), &heap);
     // A late half above the tolerance alone (one late step) does not decide it.
     let late =
         ProcessVerdict { reasons: vec![Reason::LateAbove { slope: 4_096.0, ci_low: 1_024.0 }], ..leaking.clone() };

@@ -137,15 +137,14 @@ impl Client {
         let (program, args) = argv.split_first().context("watch: no command given after --")?;
         let mut command = std::process::Command::new(program);
         if let Some(inspector) = &addresses.inspector {
-            // Added to the user's own NODE_OPTIONS; Node reads them before the script's flags.
-            let user = std::env::var("NODE_OPTIONS").unwrap_or_default();
-            command.env("NODE_OPTIONS", format!("{user} --inspect={inspector}").trim_start());
+            // Node reads NODE_OPTIONS before the script's flags.
+            add_option(&mut command, "NODE_OPTIONS", &format!("--inspect={inspector}"));
         }
-        let user = std::env::var("JDK_JAVA_OPTIONS").unwrap_or_default();
         // The `java` launcher reads JDK_JAVA_OPTIONS (and says so on stderr); other programs ignore it. A
         // user's own tracking option (`=detail`) is theirs to keep.
-        if plan.runtime.may_start_jvm(program) && !user.contains("-XX:NativeMemoryTracking") {
-            command.env("JDK_JAVA_OPTIONS", format!("{user} {NATIVE_MEMORY_TRACKING}").trim_start());
+        let user_tracks = std::env::var("JDK_JAVA_OPTIONS").is_ok_and(|user| user.contains("-XX:NativeMemoryTracking"));
+        if plan.runtime.may_start_jvm(program) && !user_tracks {
+            add_option(&mut command, "JDK_JAVA_OPTIONS", NATIVE_MEMORY_TRACKING);
         }
         let mut child = command
             .args(args)
@@ -420,6 +419,12 @@ pub(super) fn runtime_heap_notes(readings: &HeapWatchSummary) -> Vec<Note> {
         _ => None,
     };
     read.into_iter().chain(untracked.map(|reason| Note::NativeUntracked { runtime, reason })).collect()
+}
+
+/// Sets the options variable `name` of `command` to the user's own value with `option` after it.
+fn add_option(command: &mut std::process::Command, name: &str, option: &str) {
+    let user = std::env::var(name).unwrap_or_default();
+    command.env(name, format!("{user} {option}").trim_start());
 }
 
 /// SIGTERM, a grace, then SIGKILL; always reaped.

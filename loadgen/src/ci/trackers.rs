@@ -40,7 +40,9 @@ fn figures<'a>(results: &'a Results<'_>) -> Vec<(&'a Summary, Vec<Figure>)> {
 
 fn scenario_figures(s: &Summary) -> Vec<Figure> {
     let mut figures = Vec::new();
-    for (side, verdict) in Sides::of(&s.verdict).iter() {
+    // The client's memory outside the heap, when that decided its LEAK: a regression there is the one to track.
+    let judged = Sides { client: s.verdict.client_figures(), server: s.verdict.server.as_ref() };
+    for (side, verdict) in judged.iter() {
         let Some(trend) = verdict.trend else { continue };
         let (per, unit) = match verdict.axis {
             Axis::Request => ("request", "bytes/request"),

@@ -121,18 +121,13 @@ impl RowVerdict {
     /// The client's verdict; its figures are those of the memory outside the heap when that decided it.
     fn client(verdicts: &leaklab_verdict::Verdicts) -> RowVerdict {
         let client = RowVerdict::of(&verdicts.client);
-        let decided = matches!(verdicts.client.reasons.first(), Some(leaklab_verdict::Reason::NativeDecided { .. }));
-        match verdicts.client_native.as_ref().filter(|_| decided) {
-            Some(native) => {
-                RowVerdict { kind: client.kind, connections_delta: client.connections_delta, ..RowVerdict::of(native) }
-                    .with_expectation(&client)
-            }
-            None => client,
+        RowVerdict {
+            kind: client.kind,
+            connections_delta: client.connections_delta,
+            expected: client.expected,
+            expectation_met: client.expectation_met,
+            ..RowVerdict::of(verdicts.client_figures())
         }
-    }
-
-    fn with_expectation(self, of: &RowVerdict) -> RowVerdict {
-        RowVerdict { expected: of.expected, expectation_met: of.expectation_met, ..self }
     }
 }
 

@@ -2,9 +2,9 @@
 
 use leaklab_engine::halt::StopReason;
 use leaklab_engine::scenario::PolicyName;
-use leaklab_engine::summary::{Sides, Summary, TimelineEvent};
+use leaklab_engine::summary::{Side, Sides, Summary, TimelineEvent};
 use leaklab_verdict::stats::Span;
-use leaklab_verdict::{ProcessVerdict, Quantity, Reason};
+use leaklab_verdict::{ProcessVerdict, Quantity};
 
 use crate::report::units::bytes_per_request;
 use crate::report::words::{self, per};
@@ -100,27 +100,28 @@ fn headline(summary: &Summary) -> String {
 
 /// Each process's verdict, slope and expectation, in one line.
 fn verdict_line(summary: &Summary) -> String {
-    let one = |name: &str, v: &ProcessVerdict| {
+    // `figures` is what the slope is of: the client's memory outside the heap when that decided its LEAK.
+    let one = |name: &str, v: &ProcessVerdict, figures: &ProcessVerdict| {
         // Words, not ✔/✖: the compiled-in font has no such glyphs.
         let met = if v.expectation_met == Some(true) { "met" } else { "NOT MET" };
         let expected = v.expected.map(|e| format!(" (expected {}: {met})", e.name()));
         // The headline says the built-in processes' figures are allocated bytes; RSS is the exception to name.
-        let judged = match v.quantity {
+        let judged = match figures.quantity {
             Quantity::AllocatedBytes => "",
             Quantity::RssBytes => "RSS ",
             Quantity::RssAnonBytes => "anonymous ",
             Quantity::LiveHeapBytes => "live heap ",
             Quantity::NativeBytes => "outside the heap ",
         };
-        // A verdict the memory outside the heap decided quotes that memory's slope.
-        let (judged, figures) = match (v.reasons.first(), &summary.verdict.client_native) {
-            (Some(Reason::NativeDecided { .. }), Some(native)) => ("outside the heap ", native),
-            _ => (judged, v),
-        };
         let slope = words::slope(figures);
         format!("{name} {}, {judged}{slope} per {}{}", v.kind, per(v.axis), expected.unwrap_or_default())
     };
-    let verdicts: Vec<String> =
-        Sides::of(&summary.verdict).iter().map(|(side, verdict)| one(side.name(), verdict)).collect();
+    let verdicts: Vec<String> = Sides::of(&summary.verdict)
+        .iter()
+        .map(|(side, verdict)| match side {
+            Side::Client => one(side.name(), verdict, summary.verdict.client_figures()),
+            Side::Server => one(side.name(), verdict, verdict),
+        })
+        .collect();
     format!("verdict: {}", verdicts.join(" · "))
 }
