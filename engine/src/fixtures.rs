@@ -115,9 +115,10 @@ pub fn scripted_report_with(edit: impl FnOnce(&mut Vec<Sample>)) -> (Summary, Ve
 }
 
 /// Profiles of 100 connections with one call site, for the tests of what renders them.
-pub fn go_profiles(bytes_per_connection: f64, rss_per_connection: f64) -> crate::heap::go::GoProfiles {
-    crate::heap::go::GoProfiles {
+pub fn go_profiles(bytes_per_connection: f64, rss_per_connection: f64) -> crate::heap::profiles::Profiles {
+    crate::heap::profiles::Profiles {
         url: "http://127.0.0.1:1/debug/pprof".into(),
+        runtime: crate::heap::own::CodeRuntime::Go,
         sample_period_bytes: Some(1024),
         connections_grown: Some(100),
         rss_growth: Some((rss_per_connection * 100.0) as i64),
@@ -133,6 +134,7 @@ pub fn go_profiles(bytes_per_connection: f64, rss_per_connection: f64) -> crate:
             inuse_bytes_growth: 4_000_000,
             inuse_objects_growth: 40_000,
             share: 0.02,
+            through: None,
         }],
         smaller_call_sites: 0,
         smaller_call_sites_bytes: 0,

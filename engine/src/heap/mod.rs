@@ -11,9 +11,12 @@
 //! [`pprof`] encodes a profile for the pprof tools. The report writes the
 //! end profiles as `heap.pb.gz` and as flame graphs.
 
-pub mod go;
+pub mod agent;
+pub mod histogram;
 pub mod orphans;
+pub mod own;
 pub mod pprof;
+pub mod profiles;
 pub mod sites;
 
 use std::collections::BTreeMap;

@@ -18,10 +18,13 @@
 //! [`call_sites`] groups the stacks by the service's own code that asked for
 //! the channel.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::own::{Attributed, CodeRuntime, OwnCode, attribute};
+use super::pprof;
 
 /// The counter the orphan reports become.
 pub const ORPHANED_CHANNELS: &str = "orphaned_channels";
@@ -29,10 +32,6 @@ pub const ORPHANED_CHANNELS: &str = "orphaned_channels";
 /// The warning's words, as grpc-java 1.x logs them.
 const WARNING: &str = "was not shutdown properly!!!";
 const ALLOCATION_SITE: &str = "ManagedChannel allocation site";
-
-/// Packages whose frames are never the service's own: the JDK, gRPC and what it is built on.
-const LIBRARIES: [&str; 10] =
-    ["java.", "javax.", "jdk.", "sun.", "com.sun.", "io.grpc.", "io.netty.", "com.google.", "io.perfmark.", "kotlin."];
 
 /// One frame of a Java stack: `com.example.Orders.place(Orders.java:42)`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,8 +58,15 @@ impl Frame {
         Some(Frame { function: function.to_owned(), file: file.to_owned(), line })
     }
 
-    fn own(&self) -> bool {
-        !LIBRARIES.iter().any(|library| self.function.starts_with(library))
+    /// The frame as a profile's: no inlining, no address.
+    fn to_pprof(&self) -> pprof::Frame {
+        pprof::Frame {
+            function: self.function.clone(),
+            file: self.file.clone(),
+            line: self.line,
+            inlined: false,
+            address: 0,
+        }
     }
 }
 
@@ -149,38 +155,39 @@ pub struct OrphanSite {
     pub channels: u64,
     /// Their share of the stacks read.
     pub share: f64,
+    /// The shared helper its channels were built through (`Clients.newChannel`).
+    #[serde(default)]
+    pub through: Option<String>,
 }
 
-/// Groups `stacks` by the service's own frame that asked for the channel, most channels first. That is
-/// the innermost own frame, unless it is a helper: a function that different own functions call to make
-/// channels (`newChannel()` called from `Orders.place` and `Payments.charge`). The handlers that call a
-/// helper are the sites, not the helper, which every caller shares, leaking or not.
+/// Groups `stacks` by the service's own frame that asked for the channel, most channels first: the
+/// innermost own frame, unless the stack went through a shared helper (`newChannel()` called from
+/// `Orders.place` and `Payments.charge`): then the helper's caller, as for every runtime's call sites
+/// (see [`super::own::attribute`]).
 pub fn call_sites(stacks: &BTreeMap<Vec<Frame>, u64>) -> Vec<OrphanSite> {
-    let own: Vec<(Vec<&Frame>, u64)> =
-        stacks.iter().map(|(stack, count)| (stack.iter().filter(|f| f.own()).collect(), *count)).collect();
-    let mut callers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (frames, _) in &own {
-        for pair in frames.windows(2) {
-            callers.entry(pair[0].function.as_str()).or_default().insert(pair[1].function.as_str());
-        }
-    }
-    let helper = |frame: &Frame| callers.get(frame.function.as_str()).is_some_and(|callers| callers.len() > 1);
-    let mut counts: BTreeMap<&Frame, u64> = BTreeMap::new();
-    for (frames, count) in &own {
-        // The innermost own frame that is no helper; the outermost when every one is.
-        if let Some(site) = frames.iter().find(|frame| !helper(frame)).or(frames.last()) {
-            *counts.entry(site).or_default() += count;
+    let own = OwnCode::new(CodeRuntime::Jvm, Vec::new());
+    let frames: Vec<Vec<pprof::Frame>> =
+        stacks.keys().map(|stack| stack.iter().map(Frame::to_pprof).collect()).collect();
+    let own_frames: Vec<Vec<&pprof::Frame>> =
+        frames.iter().map(|stack| stack.iter().filter(|frame| own.owns(frame)).collect()).collect();
+    let mut counts: BTreeMap<&pprof::Frame, (u64, Option<&str>)> = BTreeMap::new();
+    for (attributed, count) in attribute(&own_frames).into_iter().zip(stacks.values()) {
+        if let Some(Attributed { site, through }) = attributed {
+            let entry = counts.entry(site).or_default();
+            entry.0 += count;
+            entry.1 = entry.1.or(through);
         }
     }
     let total = stacks.values().sum::<u64>().max(1) as f64;
     let mut sites: Vec<OrphanSite> = counts
         .into_iter()
-        .map(|(frame, channels)| OrphanSite {
+        .map(|(frame, (channels, through))| OrphanSite {
             function: frame.function.clone(),
             file: frame.file.clone(),
             line: frame.line,
             channels,
             share: channels as f64 / total,
+            through: through.map(str::to_owned),
         })
         .collect();
     sites.sort_by(|a, b| b.channels.cmp(&a.channels).then(a.function.cmp(&b.function)));
@@ -251,6 +258,7 @@ mod tests {
         let named: Vec<(&str, i64, u64)> = sites.iter().map(|s| (s.function.as_str(), s.line, s.channels)).collect();
         assert_eq!(named, [("com.shop.Orders.place", 42, 3), ("com.shop.Payments.charge", 17, 1)]);
         assert_eq!(sites[0].share, 0.75);
+        assert!(sites.iter().all(|s| s.through.as_deref() == Some("com.shop.Clients.newChannel")), "{sites:?}");
         // With one caller, the function that made the channel is the site.
         let single = call_sites(&read(&stack("com.shop.Orders.place(Orders.java:42)")).stacks);
         assert_eq!(

@@ -12,10 +12,11 @@
 //!
 //! Pure: profiles in, tables out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use anyhow::bail;
 
+use super::own::{Attributed, attribute};
 use super::pprof::{Frame, Profile};
 
 /// The growth of each stack from a base profile to a later one.
@@ -104,41 +105,7 @@ impl Diff {
     }
 }
 
-/// Which functions are the service's own code.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OwnCode {
-    /// `--own-code`: function name prefixes (`main.`, `example.com/shop/`); empty for the default rule.
-    prefixes: Vec<String>,
-}
-
-/// Libraries a service calls whose frames are never its call sites.
-const LIBRARIES: [&str; 5] = [
-    "google.golang.org/grpc",
-    "golang.org/x/net",
-    "google.golang.org/protobuf",
-    "github.com/golang/protobuf",
-    "google.golang.org/genproto",
-];
-
-impl OwnCode {
-    pub fn prefixes(prefixes: Vec<String>) -> Self {
-        Self { prefixes }
-    }
-
-    /// Whether `function` (a Go symbol, `path/to/pkg.Type.Method`) is the service's own.
-    pub fn owns(&self, function: &str) -> bool {
-        if !self.prefixes.is_empty() {
-            return self.prefixes.iter().any(|prefix| function.starts_with(prefix.as_str()));
-        }
-        // The Go rule: a standard-library package's path has no dot in its first element; `main` is the program.
-        let first = match function.find('/') {
-            Some(at) => &function[..at],
-            None => function.split('.').next().unwrap_or(function),
-        };
-        let standard = !first.contains('.') && first != "main";
-        !standard && !LIBRARIES.iter().any(|library| function.starts_with(library))
-    }
-}
+pub use super::own::OwnCode;
 
 /// One of the service's functions and what was allocated under it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -147,10 +114,18 @@ pub struct CallSite {
     /// Where in it most of that was allocated from: the file and line of the call.
     pub file: String,
     pub line: i64,
+    /// Bytes grown under it; 0 where the runtime counts no bytes per site (grpc-java's orphan reports).
     pub inuse_bytes_growth: i64,
+    /// Objects grown under it, or channels for grpc-java's orphan reports; 0 where the profile counts no
+    /// objects (a jemalloc heap profile has bytes alone).
     pub inuse_objects_growth: i64,
-    /// Its bytes' share of all bytes grown (most growth is in buffers no own frame is on).
+    /// Its bytes' share of all bytes grown (most growth is in buffers no own frame is on), or of all
+    /// channels reported where there are no bytes.
     pub share: f64,
+    /// The shared helper its callers went through (`newClient`), named once here rather than as the site:
+    /// every caller shares the helper's frame, leaking or not (see `heap::own::attribute`).
+    #[serde(default)]
+    pub through: Option<String>,
 }
 
 impl CallSite {
@@ -181,40 +156,44 @@ pub const MIN_SITE_SAMPLES: i64 = 32;
 /// The service's functions that what grew was allocated under (see [`CallSites`]), each holding at least
 /// [`MIN_SITE_SAMPLES`] samples of `period` bytes. `None` when the profiles are not heap profiles.
 pub fn call_sites(diff: &Diff, own: &OwnCode, period: i64) -> Option<CallSites> {
-    let (bytes, objects) = (diff.index("inuse_space")?, diff.index("inuse_objects")?);
+    let bytes = diff.index("inuse_space")?;
+    // A jemalloc heap profile (`jemalloc_pprof`) has bytes alone.
+    let objects = diff.index("inuse_objects");
     let total = diff.total(bytes);
-    // By function, then by line: a function's growth, and the line most of it came through.
+    // Each stack's own frames, innermost first; an own function inlined into another own one is a line
+    // of that one, not a call site of its own.
+    let own_frames: Vec<Vec<&Frame>> = diff
+        .stacks
+        .iter()
+        .map(|(frames, _)| {
+            let physical: Vec<&Frame> = frames.iter().filter(|f| own.owns(f) && !f.inlined).collect();
+            match physical.is_empty() {
+                true => frames.iter().find(|f| own.owns(f)).into_iter().collect(),
+                false => physical,
+            }
+        })
+        .collect();
+    // By function, then by line: a function's growth, the line most of it came through, and the helper.
     /// Bytes and objects grown under one line of a function.
     type ByLine = BTreeMap<i64, (i64, i64)>;
-    let mut sites: BTreeMap<&str, (&str, ByLine)> = BTreeMap::new();
-    // Who calls each own function, over every stack: one that several own functions call is a helper.
-    let mut callers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (frames, _) in &diff.stacks {
-        let physical: Vec<&Frame> = frames.iter().filter(|f| own.owns(&f.function) && !f.inlined).collect();
-        for pair in physical.windows(2) {
-            callers.entry(pair[0].function.as_str()).or_default().insert(pair[1].function.as_str());
-        }
-    }
-    let helper = |frame: &Frame| callers.get(frame.function.as_str()).is_some_and(|callers| callers.len() > 1);
-    for (frames, values) in &diff.stacks {
-        let Some(at) = frames.iter().position(|frame| own.owns(&frame.function)) else { continue };
-        // An own function inlined into another own one is a line of that one, not a call site of its own.
-        let physical = frames[at..].iter().take_while(|f| own.owns(&f.function)).find(|f| !f.inlined);
-        let innermost = physical.unwrap_or(&frames[at]);
-        // A helper that several handlers call to make their clients is not the site: the handler is (as
-        // for grpc-java's orphaned channels, see `orphans::call_sites`).
-        let caller = frames[at..].iter().filter(|f| own.owns(&f.function) && !f.inlined).find(|f| !helper(f));
-        let frame = if helper(innermost) { caller.unwrap_or(innermost) } else { innermost };
-        let (_, lines) = sites.entry(&frame.function).or_insert((&frame.file, BTreeMap::new()));
+    let mut sites: BTreeMap<&str, (&str, ByLine, BTreeMap<&str, i64>)> = BTreeMap::new();
+    for (attributed, (_, values)) in attribute(&own_frames).into_iter().zip(&diff.stacks) {
+        let Some(Attributed { site: frame, through }) = attributed else { continue };
+        let (_, lines, helpers) =
+            sites.entry(&frame.function).or_insert((&frame.file, BTreeMap::new(), BTreeMap::new()));
         let line = lines.entry(frame.line).or_default();
         line.0 += values[bytes];
-        line.1 += values[objects];
+        line.1 += objects.map_or(0, |objects| values[objects]);
+        if let Some(helper) = through {
+            *helpers.entry(helper).or_default() += values[bytes];
+        }
     }
     let mut sites: Vec<CallSite> = sites
         .into_iter()
-        .map(|(function, (file, lines))| {
+        .map(|(function, (file, lines, helpers))| {
             let (bytes, objects) = lines.values().fold((0, 0), |(b, o), (lb, lo)| (b + lb, o + lo));
             let line = lines.iter().max_by_key(|(_, (b, _))| *b).map_or(0, |(line, _)| *line);
+            let through = helpers.into_iter().max_by_key(|(_, bytes)| *bytes).map(|(helper, _)| helper.to_owned());
             CallSite {
                 function: function.to_owned(),
                 file: file.to_owned(),
@@ -222,6 +201,7 @@ pub fn call_sites(diff: &Diff, own: &OwnCode, period: i64) -> Option<CallSites> 
                 inuse_bytes_growth: bytes,
                 inuse_objects_growth: objects,
                 share: if total > 0 { bytes as f64 / total as f64 } else { 0.0 },
+                through,
             }
         })
         .filter(|site| site.inuse_bytes_growth > 0)
@@ -249,7 +229,7 @@ pub fn goroutines(diff: &Diff) -> Option<Vec<(String, i64)>> {
     for (frames, values) in &diff.stacks {
         let frame = frames
             .iter()
-            .find(|f| library.owns(&f.function) || f.function.starts_with("google.golang.org/grpc"))
+            .find(|f| library.owns(f) || f.function.starts_with("google.golang.org/grpc"))
             .or(frames.last());
         if let Some(frame) = frame {
             *parked.entry(&frame.function).or_default() += values[index];
@@ -261,11 +241,24 @@ pub fn goroutines(diff: &Diff) -> Option<Vec<(String, i64)>> {
     Some(parked)
 }
 
-/// What the incident's heap profile named, in its words: the allocation sites of a gRPC connection's buffers.
+/// What a gRPC library's allocation site or class is, in its words: the incident's heap profile named
+/// a connection's buffers; the other runtimes' profiles name their channels and transports.
 pub fn known_allocation(function: &str) -> Option<&'static str> {
     match function {
         "google.golang.org/grpc/internal/transport.newBufWriter" => Some("the connection's write buffer"),
         "bufio.NewReaderSize" => Some("the connection's read buffer"),
+        // grpc-js (V8's frames: the function that allocated).
+        "ChannelImplementation" => Some("grpc-js's channel"),
+        "Http2SubchannelConnector" => Some("grpc-js's subchannel connector"),
+        "Subchannel" => Some("grpc-js's subchannel"),
+        "InternalChannel" => Some("grpc-js's channel"),
+        // grpcio (the Python frames tracemalloc records).
+        "Channel.__init__" => Some("grpcio's channel"),
+        // grpc-java (the class histogram's classes).
+        "io.grpc.internal.ManagedChannelImpl" => Some("grpc-java's channel"),
+        "io.grpc.internal.ManagedChannelOrphanWrapper" => Some("the orphan check's wrapper of a channel"),
+        "io.grpc.netty.NettyClientTransport" => Some("a Netty transport: one connection"),
+        "io.netty.channel.socket.nio.NioSocketChannel" => Some("a Netty socket"),
         _ => None,
     }
 }
@@ -402,6 +395,7 @@ mod tests {
         let found = call_sites(&diff, &OwnCode::default(), 1).unwrap();
         let named: Vec<(&str, i64)> = found.sites.iter().map(|s| (s.function.as_str(), s.line)).collect();
         assert_eq!(named, [("main.placeOrder", 12), ("main.chargePayment", 40)], "{found:#?}");
+        assert!(found.sites.iter().all(|s| s.through.as_deref() == Some("main.newClient")), "{found:#?}");
         // With one caller, the function that dials is the site.
         let single = Diff { stacks: vec![stack("main.placeOrder", 12, 300)], ..diff };
         assert_eq!(call_sites(&single, &OwnCode::default(), 1).unwrap().sites[0].function, "main.newClient");
@@ -419,26 +413,7 @@ mod tests {
     }
 
     #[test]
-    fn own_code_is_what_is_not_go_grpc_or_x_net() {
-        let own = OwnCode::default();
-        for function in [
-            "main.chargePayment",
-            "main.main.func3",
-            "example.com/shop/pay.(*Client).Charge",
-            "github.com/acme/svc.Get",
-        ] {
-            assert!(own.owns(function), "{function}");
-        }
-        for function in [
-            "runtime.malg",
-            "bufio.NewReaderSize",
-            "net/http.(*conn).serve",
-            "sync.(*Once).Do",
-            "google.golang.org/grpc.DialContext",
-            "golang.org/x/net/http2.(*Framer).ReadFrame",
-        ] {
-            assert!(!own.owns(function), "{function}");
-        }
+    fn profiles_of_different_kinds_do_not_diff() {
         let diff = diff(&fixture("heap-end"), &fixture("goroutine-end"));
         assert!(diff.unwrap_err().to_string().contains("different kinds"));
     }

@@ -18,17 +18,17 @@ use anyhow::Context;
 use leaklab_probe::procfs::{self, FdLimits, Proc};
 
 use super::Sampling;
+use super::profiling::{self, Agent, JvmHistogram, PprofEndpoint, Profiled, Profiler, Profiling};
 use super::progress::CommandOutput;
 use super::server::ServerSide;
 use crate::halt::StopReason;
-use crate::heap::ProfileMoment;
 use crate::heap::orphans::OrphanReport;
 use crate::load::LoadCounters;
 use crate::run_dir::RunDir;
 use crate::sample::runtime::jvm::{JvmAttach, NATIVE_MEMORY_TRACKING};
 use crate::sample::runtime::v8::{self, V8Inspector};
 use crate::sample::runtime::{HeapReader, HeapWatch, HeapWatchSummary};
-use crate::sample::{ChannelzSummary, ChannelzWatch, ForeignMeasure, Phase, ProfileFailure, Recording, SocketWatch};
+use crate::sample::{ChannelzSummary, ChannelzWatch, ForeignMeasure, Phase, Recording, SocketWatch};
 use crate::scenario::{ForeignClient, ForeignPlan, RuntimeChoice};
 use crate::summary::{CommandInfo, Note};
 use leaklab_probe::GcRuntime;
@@ -56,8 +56,9 @@ pub(super) struct Ended {
     pub(super) reported_progress: bool,
     pub(super) tcp_states_at_end: BTreeMap<String, u64>,
     pub(super) client_fds: Option<FdLimits>,
-    /// The pprof base URL profiles were fetched from, `{pprof_addr}` filled in.
-    pub(super) pprof: Option<String>,
+    /// Where the client's profiles came from (a pprof URL with `{pprof_addr}` filled in, an agent, a JVM's
+    /// histograms) and its runtime; `None` when it was not profiled.
+    pub(super) profiled: Option<Profiled>,
     /// What the client's channelz readings came to.
     pub(super) channelz: Option<ChannelzSummary>,
     /// How the readings of the client's runtime heap went.
@@ -83,6 +84,8 @@ struct Addresses {
     channelz: Option<String>,
     /// Where a Node command's inspector listens (`--inspect` in its `NODE_OPTIONS`), for its heap readings.
     inspector: Option<String>,
+    /// Where leaklab's profile agent listens in a Node or Python command (`call_sites` without `pprof`).
+    agent: Option<std::net::SocketAddr>,
 }
 
 impl Addresses {
@@ -96,6 +99,10 @@ impl Addresses {
             pprof: free_port_for(plan.pprof.as_deref(), PPROF_ADDR)?,
             channelz: free_port_for(plan.channelz.as_deref(), CHANNELZ_ADDR)?,
             inspector: if node { Some(free_port("the inspector")?) } else { None },
+            agent: match (&plan.client, plan.call_sites && plan.pprof.is_none()) {
+                (ForeignClient::Command(_), true) => Some(free_port("the profile agent")?.parse()?),
+                _ => None,
+            },
         })
     }
 
@@ -145,6 +152,10 @@ impl Client {
         let user_tracks = std::env::var("JDK_JAVA_OPTIONS").is_ok_and(|user| user.contains("-XX:NativeMemoryTracking"));
         if plan.runtime.may_start_jvm(program) && !user_tracks {
             add_option(&mut command, "JDK_JAVA_OPTIONS", NATIVE_MEMORY_TRACKING);
+        }
+        if let Some(agent) = addresses.agent {
+            profiling::arm_agents(&mut command, &dir.path, agent)
+                .with_context(|| format!("writing the profile agents into {}", dir.path.display()))?;
         }
         let mut child = command
             .args(args)
@@ -201,6 +212,7 @@ pub(super) async fn run(
         pprof.as_deref().and_then(url_port),
         channelz.as_deref().and_then(address_port),
         inspector.and_then(address_port),
+        addresses.agent.map(|agent| agent.port()),
     ];
     let side_ports = side_ports.into_iter().flatten().collect();
     let sockets = Arc::new(
@@ -229,7 +241,9 @@ pub(super) async fn run(
     let recorder = sampling.record(Box::new(measure), Arc::clone(&counters), Some(plan.interval), plan.caps)?;
     let marker = recorder.marker();
     let requests = || counters.ok() + counters.failed();
-    let (stopped_by, exit_code) = watch(plan, &mut client, &marker, &requests, pprof.as_deref(), sampling, notes).await;
+    let profiler = Chooser { plan, pid, pprof: pprof.clone(), agent: addresses.agent };
+    let (stopped_by, exit_code, profiled) =
+        watch(plan, &mut client, &marker, &requests, profiler, sampling, notes).await;
     let recording = tokio::task::spawn_blocking(move || recorder.finish_without_last_sample())
         .await
         .context("the sampling thread")?;
@@ -261,7 +275,7 @@ pub(super) async fn run(
         reported_progress,
         tcp_states_at_end,
         client_fds,
-        pprof,
+        profiled,
         channelz,
         runtime_heap,
         orphans,
@@ -269,18 +283,56 @@ pub(super) async fn run(
     Ok((recording, ended))
 }
 
+/// Which profiler a run asks for the client's profiles, chosen once warm-up ends (a launcher script has
+/// exec'd its runtime by then).
+struct Chooser<'a> {
+    plan: &'a ForeignPlan,
+    pid: u32,
+    pprof: Option<String>,
+    agent: Option<std::net::SocketAddr>,
+}
+
+impl Chooser<'_> {
+    /// The profiler: the pprof endpoint when there is one; with `call_sites`, a JVM's class histograms or
+    /// the agent leaklab put in the command; `Err` says why a process has none.
+    fn choose(self) -> Result<Option<Box<dyn Profiler>>, Note> {
+        if let Some(url) = self.pprof {
+            return Ok(Some(Box::new(PprofEndpoint { url })));
+        }
+        if !self.plan.call_sites {
+            return Ok(None);
+        }
+        if self.plan.runtime.of_process(self.pid) == Some(GcRuntime::Jvm) {
+            return Ok(Some(Box::new(JvmHistogram::new(self.pid))));
+        }
+        match self.agent {
+            Some(address) => Ok(Some(Box::new(Agent::new(address)))),
+            None => Err(Note::CallSitesUnavailable {
+                reason: format!(
+                    "process {} is no JVM, and a Node or Python process loads leaklab's profile agent only when \
+                     leaklab starts it (a command, not --pid); a Go or Rust process is profiled through --pprof",
+                    self.pid
+                ),
+            }),
+        }
+    }
+}
+
 /// Marks warm-up, then the load, and waits through each until the process exits, the run is halted
-/// or the plan's time is up; the client's profiles are fetched as the warm-up and the watch end.
-/// Why the watch ended, and the command's exit code when it exited by itself.
+/// or the plan's time is up; the client's profiles are taken as the warm-up ends, at checkpoints of the
+/// load, and as the watch ends. Why the watch ended, the command's exit code when it exited by itself,
+/// and where its profiles came from.
 async fn watch(
     plan: &ForeignPlan,
     client: &mut Client,
     marker: &crate::sample::Marker,
     requests: &dyn Fn() -> u64,
-    pprof: Option<&str>,
+    profiler: Chooser<'_>,
     sampling: &Sampling<'_>,
     notes: &mut Vec<Note>,
-) -> (StopReason, Option<i32>) {
+) -> (StopReason, Option<i32>, Option<Profiled>) {
+    let mut profiler = Some(profiler);
+    let mut profiling: Option<Profiling> = None;
     let started = Instant::now();
     let end = started + plan.duration;
     let mut exit_code = None;
@@ -293,14 +345,29 @@ async fn watch(
             break;
         }
         if phase == Phase::Load {
-            fetch_profiles(pprof, sampling, ProfileMoment::Warmup, notes).await;
+            match profiler.take().map(Chooser::choose) {
+                Some(Ok(Some(chosen))) => {
+                    let mut started = Profiling::new(chosen, sampling.dir.path.clone());
+                    started.load_begins().await;
+                    profiling = Some(started);
+                }
+                Some(Err(note)) => notes.push(note),
+                Some(Ok(None)) | None => {}
+            }
         }
         marker.mark(phase);
         ended = wait(client.pid, client.child.as_mut(), &mut exit_code, done, sampling).await;
     }
-    // While the process still runs: one that has exited has no profile to give.
-    fetch_profiles(pprof, sampling, ProfileMoment::End, notes).await;
-    (ended.unwrap_or(StopReason::Duration), exit_code)
+    let still_runs = ended != Some(StopReason::ProcessExited);
+    let profiled = match profiling {
+        Some(profiling) => {
+            let (profiled, failures) = profiling.finish(still_runs).await;
+            notes.extend(failures);
+            Some(profiled)
+        }
+        None => None,
+    };
+    (ended.unwrap_or(StopReason::Duration), exit_code, profiled)
 }
 
 /// The reader of process `pid`'s heap, once it is known to be a runtime leaklab reads: a command leaklab
@@ -346,19 +413,6 @@ fn address_port(address: &str) -> Option<u16> {
 fn url_port(url: &str) -> Option<u16> {
     let authority = url.strip_prefix("http://")?.split('/').next()?;
     address_port(authority)
-}
-
-/// Fetches the client's profiles for `moment` into the run directory (off the runtime: the GET blocks);
-/// what failed becomes a note.
-async fn fetch_profiles(pprof: Option<&str>, sampling: &Sampling<'_>, moment: ProfileMoment, notes: &mut Vec<Note>) {
-    let Some(url) = pprof else { return };
-    let (url, dir) = (url.to_owned(), sampling.dir.path.clone());
-    let process = leaklab_verdict::Side::Client;
-    let errors = tokio::task::spawn_blocking(move || crate::sample::pprof::fetch(&url, &dir, process, moment))
-        .await
-        .unwrap_or_else(|error| vec![error.to_string()]);
-    let failures = errors.into_iter().map(|error| ProfileFailure { process, moment, error });
-    notes.extend(failures.map(super::profile_note));
 }
 
 /// Why a foreign run has no sample: its process was gone before the first one.
@@ -421,9 +475,14 @@ pub(super) fn runtime_heap_notes(readings: &HeapWatchSummary) -> Vec<Note> {
     read.into_iter().chain(untracked.map(|reason| Note::NativeUntracked { runtime, reason })).collect()
 }
 
-/// Sets the options variable `name` of `command` to the user's own value with `option` after it.
-fn add_option(command: &mut std::process::Command, name: &str, option: &str) {
-    let user = std::env::var(name).unwrap_or_default();
+/// Sets the options variable `name` of `command` to what it holds so far (the user's own value, and
+/// options leaklab added before) with `option` after it.
+pub(super) fn add_option(command: &mut std::process::Command, name: &str, option: &str) {
+    let set = command.get_envs().find(|(key, _)| *key == name).and_then(|(_, value)| value);
+    let user = match set {
+        Some(value) => value.to_string_lossy().into_owned(),
+        None => std::env::var(name).unwrap_or_default(),
+    };
     command.env(name, format!("{user} {option}").trim_start());
 }
 
@@ -462,6 +521,15 @@ pub fn process_name(client: &ForeignClient) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_added_one_after_another_are_all_kept() {
+        let mut command = std::process::Command::new("node");
+        add_option(&mut command, "LEAKLAB_TEST_OPTIONS", "--inspect=127.0.0.1:1");
+        add_option(&mut command, "LEAKLAB_TEST_OPTIONS", "--require=\"/a b/agent.js\"");
+        let value = command.get_envs().find(|(key, _)| *key == "LEAKLAB_TEST_OPTIONS").and_then(|(_, v)| v);
+        assert_eq!(value.unwrap(), "--inspect=127.0.0.1:1 --require=\"/a b/agent.js\"");
+    }
 
     #[test]
     fn names_are_safe_for_a_directory() {

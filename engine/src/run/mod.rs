@@ -17,6 +17,7 @@
 mod builtin;
 mod foreign;
 mod prepare;
+mod profiling;
 mod progress;
 mod server;
 
@@ -343,17 +344,35 @@ impl Driven<'_> {
                 facts.runtime_heap = ended.runtime_heap.clone();
                 facts.orphaned_channels = ended.orphans.clone();
                 facts.notes.extend(ended.runtime_heap.iter().flat_map(foreign::runtime_heap_notes));
-                if let Some(url) = &ended.pprof {
-                    let own = heap::sites::OwnCode::prefixes(plan.own_code.clone());
-                    let window = profiled_window(samples, Side::Client);
-                    facts.profiles = heap::go::build(&dir.path, Side::Client, url, &own, window);
-                }
+                let window = profiled_window(samples, Side::Client);
+                let orphans = ended.orphans.as_ref();
+                facts.profiles = match &ended.profiled {
+                    Some(profiled) => {
+                        let source = heap::profiles::Source {
+                            url: &profiled.source,
+                            runtime: profiled.runtime,
+                            own_code: &plan.own_code,
+                        };
+                        match profiled.runtime {
+                            Some(heap::own::CodeRuntime::Jvm) => {
+                                heap::profiles::build_jvm(&dir.path, Side::Client, source, orphans, window)
+                            }
+                            _ => heap::profiles::build(&dir.path, Side::Client, source, window),
+                        }
+                    }
+                    // grpc-java's reports name the call sites without a profiler.
+                    None => orphans.and_then(|orphans| {
+                        let url = "grpc-java's orphaned-channel reports";
+                        let source = heap::profiles::Source { url, runtime: None, own_code: &plan.own_code };
+                        heap::profiles::build_jvm(&dir.path, Side::Client, source, Some(orphans), window)
+                    }),
+                };
             }
         }
         if let Some(pprof) = server_pprof {
-            let own = heap::sites::OwnCode::prefixes(pprof.own_code.clone());
+            let source = heap::profiles::Source { url: &pprof.url, runtime: None, own_code: &pprof.own_code };
             let window = profiled_window(samples, Side::Server);
-            facts.server_profiles = heap::go::build(&dir.path, Side::Server, &pprof.url, &own, window);
+            facts.server_profiles = heap::profiles::build(&dir.path, Side::Server, source, window);
         }
         facts
     }
@@ -377,9 +396,9 @@ impl Driven<'_> {
 }
 
 /// A side's open connections and RSS grown over the loaded part of the run, where the profiles were taken.
-fn profiled_window(samples: &[Sample], side: Side) -> heap::go::Measured {
-    let Some(window) = crate::sample::LoadWindow::find(samples) else { return heap::go::Measured::default() };
-    heap::go::Measured {
+fn profiled_window(samples: &[Sample], side: Side) -> heap::profiles::Measured {
+    let Some(window) = crate::sample::LoadWindow::find(samples) else { return heap::profiles::Measured::default() };
+    heap::profiles::Measured {
         connections_grown: window.growth(samples, |s| s.process(side)?.open_connections()),
         rss_growth: window.growth(samples, |s| Some(s.process(side)?.rss_bytes)),
     }

@@ -86,7 +86,7 @@ impl LiveMeasure {
     }
 
     /// Fetches a Go server's heap and goroutine profiles from `url` into `dir` at the same two moments
-    /// (see [`crate::heap::go`]).
+    /// (see [`crate::heap::profiles`]).
     pub fn with_server_pprof(mut self, url: String, dir: PathBuf) -> Self {
         self.server_pprof = Some((url, dir));
         self

@@ -1,10 +1,10 @@
-//! Fetching a Go process's pprof profiles at a run's two checkpoints (see [`crate::heap::go`]): the
+//! Fetching a Go process's pprof profiles at a run's two checkpoints (see [`crate::heap::profiles`]): the
 //! client's of a foreign run, a `--target` server's with `--server-pprof`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::heap::{ProfileMoment, go};
+use crate::heap::{ProfileMoment, profiles};
 use crate::http::HttpUrl;
 use leaklab_verdict::Side;
 
@@ -20,7 +20,7 @@ pub fn fetch(base: &str, dir: &Path, process: Side, moment: ProfileMoment) -> Ve
         Err(error) => return vec![error.to_string()],
     };
     let mut errors = Vec::new();
-    for (kind, path) in go::KINDS {
+    for (kind, path) in profiles::KINDS {
         let fetched = url.get(path, "application/octet-stream", FETCH_TIMEOUT).map_err(|e| e.to_string());
         let checked = fetched.and_then(|bytes| match crate::heap::pprof::Profile::decode(&bytes) {
             Ok(_) => Ok(bytes),
@@ -28,7 +28,7 @@ pub fn fetch(base: &str, dir: &Path, process: Side, moment: ProfileMoment) -> Ve
         });
         match checked {
             Ok(bytes) => {
-                let file = dir.join(go::file_name(process, moment, kind));
+                let file = dir.join(profiles::file_name(process, moment, kind));
                 if let Err(error) = std::fs::write(&file, bytes) {
                     errors.push(format!("{}: {error}", file.display()));
                 }
@@ -52,7 +52,7 @@ mod tests {
         );
         let errors = fetch(&format!("{url}/"), dir.path(), Side::Client, ProfileMoment::Warmup);
         assert_eq!(errors.len(), 2, "{errors:?}");
-        // The goroutine profile is asked for first (see go::KINDS).
+        // The goroutine profile is asked for first (see profiles::KINDS).
         assert!(errors[0].starts_with(&format!("{url}/goroutine: not a pprof profile")), "{errors:?}");
         assert!(errors[1].contains("404 Not Found"), "{errors:?}");
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing kept");

@@ -416,8 +416,15 @@ pub struct ExternalSection {
     /// and goroutine profiles are fetched when warm-up ends and when the watch ends, and diffed down to
     /// the client's own call sites. `{pprof_addr}` here and in `command` becomes a free loopback HOST:PORT.
     pub pprof: Option<String>,
-    /// With `pprof`: the client's own packages, as function name prefixes (`["main."]`); by default every
-    /// function outside the Go runtime and standard library, gRPC, `golang.org/x/net` and protobuf.
+    /// Find the client's own call sites with its runtime's profiler, which leaklab arranges: V8's sampling
+    /// heap profiler in Node and `tracemalloc` in Python (leaklab's agent, loaded through `NODE_OPTIONS`
+    /// and `PYTHONPATH`), grpc-java's orphaned-channel reports and class histograms in a JVM. Profiles
+    /// are taken as warm-up ends and at every checkpoint of the load, so a client that ends its own load
+    /// and exits keeps them. A Go or Rust client is profiled through `pprof` instead.
+    pub call_sites: Option<bool>,
+    /// With `pprof` or `call_sites`: the client's own code, as function name prefixes (`["main."]`,
+    /// `["com.shop."]`) or parts of file paths (`["app/"]`); by default everything outside the runtime,
+    /// its standard library, gRPC and installed packages (`node_modules`, `site-packages`).
     pub own_code: Option<Vec<String>>,
     /// The client's gRPC channelz service, like `{channelz_addr}`: its channels, subchannels and sockets
     /// as its gRPC runtime counts them are read beside every sample and kept as the counters

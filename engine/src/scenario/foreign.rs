@@ -39,8 +39,12 @@ pub struct ForeignPlan {
     /// profiles are fetched when warm-up ends and when the watch ends. `{pprof_addr}` in it and in the
     /// command becomes a free loopback HOST:PORT.
     pub pprof: Option<String>,
-    /// Function name prefixes of the client's own code, for its call sites; empty: the default rule.
+    /// Function name prefixes (or parts of file paths) of the client's own code, for its call sites;
+    /// empty: the runtime's default rule.
     pub own_code: Vec<String>,
+    /// Whether leaklab arranges the runtime's own profiler (`--call-sites`): its agent in a Node or
+    /// Python command it starts, the class histogram of a JVM; with `pprof`, that endpoint is the profiler.
+    pub call_sites: bool,
     /// The client's gRPC channelz service, `HOST:PORT`: its channels, subchannels and sockets are read
     /// beside every sample. `{channelz_addr}` in it and in the command becomes a free loopback HOST:PORT.
     pub channelz: Option<String>,
@@ -58,8 +62,9 @@ impl ForeignPlan {
             let duration = humantime::format_duration(self.duration);
             return Err(("warmup", format!("must be shorter than {} ({duration})", name("duration"))));
         }
-        if !self.own_code.is_empty() && self.pprof.is_none() {
-            return Err(("own_code", format!("needs {}: it names the packages of its profiles", name("pprof"))));
+        if !self.own_code.is_empty() && self.pprof.is_none() && !self.call_sites {
+            let needs = format!("needs {} or {}: it names the code of its profiles", name("call_sites"), name("pprof"));
+            return Err(("own_code", needs));
         }
         Ok(())
     }
@@ -91,9 +96,12 @@ pub struct WatchSpec {
     /// A Go process's `net/http/pprof` base URL.
     #[serde(default)]
     pub pprof: Option<String>,
-    /// Function name prefixes of the process's own code.
+    /// Function name prefixes (or parts of file paths) of the process's own code.
     #[serde(default)]
     pub own_code: Vec<String>,
+    /// `--call-sites`: leaklab arranged the runtime's profiler.
+    #[serde(default)]
+    pub call_sites: bool,
     /// The process's gRPC channelz service, `HOST:PORT`.
     #[serde(default)]
     pub channelz: Option<String>,
@@ -126,6 +134,7 @@ impl WatchSpec {
             caps: None,
             pprof: self.pprof.clone(),
             own_code: self.own_code.clone(),
+            call_sites: self.call_sites,
             channelz: self.channelz.clone(),
             runtime: self.runtime,
         }
@@ -145,6 +154,7 @@ impl WatchSpec {
             tolerance_bytes_per_second: plan.verdict.tolerance_bytes_per_second,
             pprof: plan.pprof.clone(),
             own_code: plan.own_code.clone(),
+            call_sites: plan.call_sites,
             channelz: plan.channelz.clone(),
             runtime: plan.runtime,
         }

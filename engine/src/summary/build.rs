@@ -20,8 +20,8 @@ use crate::attack::AttackReport;
 use crate::fault::FaultLog;
 use crate::halt::{LimitHit, StopReason};
 use crate::heap::HeapReport;
-use crate::heap::go::GoProfiles;
 use crate::heap::orphans::OrphanReport;
+use crate::heap::profiles::Profiles;
 use crate::sample::runtime::HeapWatchSummary;
 use crate::sample::{ChannelzSummary, LoadWindow, Phase, SAMPLES_FILE, Sample};
 use crate::scenario::PolicyName;
@@ -46,9 +46,9 @@ pub struct RunFacts {
     /// Where the memory that grew was allocated, with `--heap-profile`.
     pub heap_profile: Option<HeapReport>,
     /// A Go client's profiles, diffed down to its call sites.
-    pub profiles: Option<GoProfiles>,
+    pub profiles: Option<Profiles>,
     /// A Go server's profiles (`--server-pprof`).
-    pub server_profiles: Option<GoProfiles>,
+    pub server_profiles: Option<Profiles>,
     /// What the client's channelz service counted.
     pub channelz: Option<ChannelzSummary>,
     /// How the client's runtime heap readings went.

@@ -119,10 +119,10 @@ pub struct Summary {
     /// With `pprof` (a Go client's `net/http/pprof`): what grew between its profiles after warm-up and at the
     /// end, and where its own code allocated it; `null` without, or when a profile could not be fetched.
     #[serde(default)]
-    pub profiles: Option<crate::heap::go::GoProfiles>,
+    pub profiles: Option<crate::heap::profiles::Profiles>,
     /// With `--server-pprof` (a Go server under `--target`): the same, of the server.
     #[serde(default)]
-    pub server_profiles: Option<crate::heap::go::GoProfiles>,
+    pub server_profiles: Option<crate::heap::profiles::Profiles>,
     /// `loadgen merge`: the load generators the scenario was split over, one per segment, each judged on its
     /// own; `client` above is their sum, judged together, and `server` is judged against all their requests.
     /// `[]` for a run of one load generator.

@@ -47,8 +47,9 @@ pub enum Note {
     ClientUnreadable { samples: u64 },
     /// Heap profiling was on, but no pair of profiles could be read.
     HeapProfilesMissing,
-    /// A Go profile (`pprof`) of `process` (`client`, `server`) could not be fetched when `label`'s moment
-    /// came (`warmup`, `end`): the URL and why.
+    /// A profile of `process` (`client`, `server`) could not be taken when `label`'s moment came (`warmup`,
+    /// `end`): the URL or the profiler, and why. An `end` profile is missing only when no checkpoint of
+    /// the load gave one either.
     ProfileFetchFailed {
         #[serde(default = "client")]
         #[schemars(with = "String")]
@@ -76,6 +77,8 @@ pub enum Note {
     /// The runtime's heap was read, but not what it holds outside the heap (a JVM started without Native
     /// Memory Tracking): that memory was not judged. Why.
     NativeUntracked { runtime: String, reason: String },
+    /// `call_sites` was asked for, but the process's runtime offers no profiler leaklab can reach: why.
+    CallSitesUnavailable { reason: String },
 }
 
 /// The process of a note written before notes named it.

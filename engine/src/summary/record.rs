@@ -99,6 +99,7 @@ mod tests {
             tolerance_bytes_per_second: 65_536.0,
             pprof: Some("http://{pprof_addr}/debug/pprof".to_owned()),
             own_code: vec!["main.".to_owned()],
+            call_sites: true,
             channelz: Some("{channelz_addr}".to_owned()),
             runtime: RuntimeChoice::Jvm,
         };
@@ -116,6 +117,6 @@ mod tests {
             "duration_s":5.0,"interval_ms":100,"warmup_s":1.0,
             "tolerance_bytes_per_request":2048.0,"tolerance_bytes_per_second":65536.0}"#;
         let RecordedPlan::Watch(watch) = serde_json::from_str(text).unwrap() else { panic!("a watch") };
-        assert_eq!((watch.warmup_requests, watch.pprof, watch.own_code.len()), (0, None, 0));
+        assert_eq!((watch.warmup_requests, watch.pprof, watch.own_code.len(), watch.call_sites), (0, None, 0, false));
     }
 }

@@ -134,11 +134,12 @@ pub(crate) struct Dashboard {
     pub(crate) on: bool,
 }
 
-/// `--own-code`, the packages of a Go process whose pprof profiles are read (`--pprof`, `--server-pprof`).
+/// `--own-code`, the code of a process whose profiles are read (`--pprof`, `--server-pprof`, `--call-sites`).
 #[derive(Debug, Args)]
 pub(crate) struct OwnCode {
-    /// The profiled process's own packages, as function name prefixes, for its call sites (repeatable;
-    /// default: all but the Go runtime and standard library, gRPC, golang.org/x/net and protobuf).
+    /// The profiled process's own code, for its call sites: function name prefixes (main., com.shop.) or
+    /// parts of file paths (app/) (repeatable; default: all but the runtime and its standard library,
+    /// gRPC, and installed packages such as node_modules and site-packages).
     #[arg(id = "own_code", long = "own-code", value_name = "PREFIX")]
     pub(crate) prefixes: Vec<String>,
 }

@@ -55,6 +55,13 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_name = "URL", value_parser = scenario::pprof_url)]
     pub(crate) pprof: Option<String>,
 
+    /// Find the process's own call sites with its runtime's profiler, which leaklab arranges: V8's
+    /// sampling heap profiler in Node and tracemalloc in Python (an agent loaded through NODE_OPTIONS and
+    /// PYTHONPATH, for a command leaklab starts), grpc-java's orphan reports and class histograms in a
+    /// JVM. A Go or Rust process is profiled through --pprof.
+    #[arg(long)]
+    pub(crate) call_sites: bool,
+
     #[command(flatten)]
     pub(crate) own_code: OwnCode,
 
@@ -113,6 +120,7 @@ impl WatchArgs {
             tolerance_bytes_per_second: self.tolerance as f64,
             pprof: self.pprof.clone(),
             own_code: self.own_code.prefixes.clone(),
+            call_sites: self.call_sites,
             channelz: self.channelz.clone(),
             runtime: self.runtime,
         };

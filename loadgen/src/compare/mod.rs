@@ -543,6 +543,7 @@ mod tests {
             tolerance_bytes_per_second: 1.0,
             pprof: None,
             own_code: Vec::new(),
+            call_sites: false,
             channelz: None,
             runtime: Default::default(),
         };

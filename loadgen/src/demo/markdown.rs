@@ -119,7 +119,7 @@ fn chapter(out: &mut dyn Write, chapter: &Chapter, run: &ChapterRecord) -> io::R
         writeln!(out)?;
     }
     if let Some(profiles) = &run.summary.profiles {
-        heap::go_markdown(out, profiles, Side::Client, 3)?;
+        crate::report::call_sites::markdown(out, profiles, Side::Client, 3)?;
         writeln!(out)?;
     }
     crate::report::orphans::markdown(out, &run.summary)

@@ -43,6 +43,7 @@ impl Exporter<RunConsole<'_>> for RunText {
             writeln!(out, "  {sentence}")?;
         }
         super::heap::console(out, s)?;
+        super::call_sites::console(out, s)?;
         for (side, verdict) in Sides::of(&s.verdict).iter() {
             self::verdict(out, side, verdict)?;
             if let Some(native) = s.verdict.client_native.as_ref().filter(|_| side == Side::Client) {

@@ -266,9 +266,9 @@ fn profiles(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         super::heap::markdown(out, heap, 2)?;
         writeln!(out)?;
     }
-    for (side, profiles) in super::heap::go_profiles(s) {
+    for (side, profiles) in super::call_sites::compared(s) {
         writeln!(out)?;
-        super::heap::go_markdown(out, profiles, side, 2)?;
+        super::call_sites::markdown(out, profiles, side, 2)?;
         writeln!(out)?;
     }
     Ok(())

@@ -12,6 +12,7 @@
 //! [heap profiles](profiles). What CI systems read (JUnit, benchmark trackers) is
 //! written where the command line says (the `ci` module).
 
+pub(crate) mod call_sites;
 pub(crate) mod console;
 pub(crate) mod csv;
 pub(crate) mod heap;

@@ -94,6 +94,7 @@ mod tests {
             line,
             channels,
             share,
+            through: None,
         };
         s.client.orphaned_channels = Some(OrphanReport {
             reported: 2841,

@@ -61,30 +61,36 @@ fn start(command: &mut Command, wanted: &[&str]) -> (Running, Vec<String>) {
     (running, found)
 }
 
-#[test]
-fn the_go_services_profiles_name_its_three_leaking_call_sites_in_the_ratio_of_their_leaks() {
+/// Runs the Go peer's app mode, 480 requests at 200/s, as an external scenario of `duration` that stays
+/// `hold` after its last request; its summary.
+fn app_run(dir: &std::path::Path, name: &str, hold: &str, duration: &str) -> serde_json::Value {
     let peer = crate::common::peer("target/peers/go-echo-client");
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("go-app-small.toml");
+    let scenario = dir.join(format!("{name}.toml"));
     let command = format!(
-        "[\"{}\", \"-addr\", \"{{addr}}\", \"-mode\", \"app\", \"-requests\", \"480\", \"-rate\", \"200\", \"-hold\", \"30s\", \
+        "[\"{}\", \"-addr\", \"{{addr}}\", \"-mode\", \"app\", \"-requests\", \"480\", \"-rate\", \"200\", \"-hold\", \"{hold}\", \
          \"-pprof-listen\", \"{{pprof_addr}}\", \"-mem-profile-rate\", \"1024\"]",
         peer.display()
     );
     let text_of = format!(
         "description = \"d\"\n[external]\ncommand = {command}\npprof = \"http://{{pprof_addr}}/debug/pprof\"\n\
-         duration = \"4s\"\nwarmup = \"1s\"\n[sampling]\ninterval = \"100ms\"\n[verdict]\ntolerance = 2048\n"
+         duration = \"{duration}\"\nwarmup = \"1s\"\n[sampling]\ninterval = \"100ms\"\n[verdict]\ntolerance = 2048\n"
     );
     std::fs::write(&scenario, text_of).unwrap();
     let output = std::process::Command::new(LOADGEN)
         .args(["run", scenario.to_str().unwrap(), "--quiet", "--reports-dir"])
-        .arg(dir.path())
+        .arg(dir)
         .arg("--server-bin")
         .arg(server_bin())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let s = summary(dir.path(), "go-app-small");
+    summary(dir, name)
+}
+
+#[test]
+fn the_go_services_profiles_name_its_three_leaking_call_sites_in_the_ratio_of_their_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = app_run(dir.path(), "go-app-small", "30s", "4s");
     let profiles = &s["profiles"];
     assert_the_three_leaking_handlers(profiles);
     assert!(profiles["call_sites"][0]["file"].as_str().unwrap().ends_with("app_payments.go"));
@@ -96,6 +102,18 @@ fn the_go_services_profiles_name_its_three_leaking_call_sites_in_the_ratio_of_th
     for file in ["pprof-client-warmup.heap.pb.gz", "pprof-client-end.heap.pb.gz", "pprof-client-end.goroutine.pb.gz"] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
+}
+
+/// The service drives its own load and exits 3 s after its last request, long before the watch would end:
+/// the profile of a checkpoint of the load stands for the end, which can no longer be fetched.
+#[test]
+fn a_go_service_that_ends_its_own_load_and_exits_keeps_its_call_sites() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = app_run(dir.path(), "go-app-exits", "3s", "60s");
+    assert_eq!(s["stopped_by"], "process_exited", "{}", s["command"]);
+    assert_the_three_leaking_handlers(&s["profiles"]);
+    let notes = s["notes"].to_string();
+    assert!(!notes.contains("profile_fetch_failed"), "{notes}");
 }
 
 #[test]

@@ -229,6 +229,7 @@ impl<'a> Validator<'a> {
                 None => None,
             },
             own_code: external.own_code.unwrap_or_default(),
+            call_sites: external.call_sites.unwrap_or(false),
             channelz: match external.channelz {
                 Some(address) => Some(
                     super::values::channelz_address(&address)

@@ -37,7 +37,7 @@ pub(super) fn section(
         heap::html(out, report)?;
     }
     if let Some(profiles) = &run.summary.profiles {
-        heap::go_html(out, profiles)?;
+        crate::report::call_sites::html(out, profiles)?;
     }
     crate::report::orphans::html(out, &run.summary)?;
     writeln!(out, "</section>")

@@ -127,6 +127,7 @@ pub(crate) fn note(summary: &Summary, note: &Note) -> String {
         Note::NativeUntracked { runtime, reason } => {
             format!("The {runtime} runtime's memory outside its heap was not read, so not judged: {reason}.")
         }
+        Note::CallSitesUnavailable { reason } => format!("No call sites: {reason}."),
     }
 }
 

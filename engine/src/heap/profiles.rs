@@ -1,9 +1,19 @@
-//! A Go process's own profiles (`[external] pprof`, `watch --pprof`): its
-//! `heap?gc=1` and `goroutine` profiles, fetched from `net/http/pprof` when
-//! warm-up ends and when the watch ends (by the run) and kept in the run
-//! directory as `pprof-<label>.<kind>.pb.gz` (`go tool pprof` reads them),
-//! diffed into what grew, where the service's code created it
-//! ([`super::sites`]), and how many goroutines each leaked connection keeps.
+//! A client's own profiles, in every runtime, compared: what grew between the
+//! profile taken as warm-up ended and the last one of the load, where the
+//! service's code created it ([`super::sites`]), and how many goroutines each
+//! leaked connection keeps (Go).
+//!
+//! - Go (`[external] pprof`, `watch --pprof`): `heap?gc=1` and `goroutine`
+//!   from `net/http/pprof`; a Rust service's jemalloc heap profile (bytes
+//!   alone, as `jemalloc_pprof` serves it) from the same kind of URL;
+//! - Node and CPython (`call_sites`): leaklab's agent's V8 sampling profile
+//!   or `tracemalloc` snapshot, converted to pprof's form ([`super::agent`]);
+//! - the JVM (`call_sites`): grpc-java's orphaned-channel reports for the
+//!   call sites ([`super::orphans`]) and the class histogram for what grew
+//!   ([`super::histogram`]).
+//!
+//! All are kept in the run directory as `pprof-<process>-<label>.<kind>.pb.gz`
+//! (`go tool pprof` reads them), beside the runtime's own form.
 
 use std::path::Path;
 
@@ -11,6 +21,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ProfileMoment;
+use super::histogram;
+use super::orphans::OrphanReport;
+use super::own::CodeRuntime;
 use super::pprof::Profile;
 use super::sites::{self, OwnCode};
 use leaklab_verdict::Side;
@@ -30,11 +43,40 @@ pub fn file_name(process: Side, moment: ProfileMoment, kind: &str) -> String {
     format!("pprof-{}-{}.{kind}.pb.gz", process.name(), moment.label())
 }
 
+/// The file an agent's profile is kept in as the runtime's own tools read it: V8's `.heapprofile`
+/// (Chrome DevTools' Memory panel loads it), tracemalloc's statistics as JSON.
+pub fn raw_file_name(process: Side, moment: ProfileMoment, runtime: CodeRuntime) -> String {
+    let extension = match runtime {
+        CodeRuntime::V8 => "heapprofile",
+        _ => "tracemalloc.json",
+    };
+    format!("profile-{}-{}.{extension}", process.name(), moment.label())
+}
+
+/// The file a JVM's class histogram taken at `moment` is kept in.
+pub fn histogram_file_name(process: Side, moment: ProfileMoment) -> String {
+    format!("histogram-{}-{}.txt", process.name(), moment.label())
+}
+
+/// Which runtime a pprof profile is of: Go's heap profile counts allocations too (`alloc_space`); a
+/// jemalloc one (`jemalloc_pprof`) has in-use bytes alone, and Rust's paths.
+pub fn runtime_of(profile: &Profile) -> CodeRuntime {
+    let go = profile.sample_types.iter().any(|(kind, _)| kind == "alloc_space");
+    let rust = profile.samples.iter().flat_map(|s| &s.frames).any(|frame| frame.function.contains("::"));
+    if !go && rust { CodeRuntime::Rust } else { CodeRuntime::Go }
+}
+
 /// What the profiles say, for the summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct GoProfiles {
-    /// The pprof base URL they were fetched from.
+pub struct Profiles {
+    /// Where they came from: a pprof base URL, leaklab's profile agent and its address, or
+    /// `jcmd GC.class_histogram`.
     pub url: String,
+    /// The runtime whose profiles they are, which decides what its own code is: `go`, `v8` (Node),
+    /// `cpython`, `jvm` or `rust`. For `jvm`, call sites count orphaned channels (grpc-java's reports),
+    /// not objects, and have no bytes. Absent in summaries written before: `go`.
+    #[serde(default)]
+    pub runtime: CodeRuntime,
     /// Bytes per heap-profile sample (the process's `runtime.MemProfileRate`; Go's default is 524288).
     pub sample_period_bytes: Option<i64>,
     /// TCP connections the process opened and kept between the two profiles (its ESTABLISHED sockets).
@@ -94,20 +136,34 @@ pub struct Measured {
     pub rss_growth: Option<i64>,
 }
 
-/// The profiles kept in `dir` from `url`, compared (pure, apart from reading the files); `None` when a
-/// heap profile of either label is missing.
-pub fn build(dir: &Path, process: Side, url: &str, own: &OwnCode, measured: Measured) -> Option<GoProfiles> {
+/// Where a process's profiles came from, and what its own code is.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// A URL, or the profiler and how it was reached.
+    pub url: &'a str,
+    /// The runtime, when the profiler said; otherwise told from the profile.
+    pub runtime: Option<CodeRuntime>,
+    /// `--own-code`: empty for the runtime's default rule.
+    pub own_code: &'a [String],
+}
+
+/// The profiles kept in `dir`, compared (pure, apart from reading the files); `None` when a heap
+/// profile of either label is missing.
+pub fn build(dir: &Path, process: Side, source: Source<'_>, measured: Measured) -> Option<Profiles> {
     let read = |moment: ProfileMoment, kind: &str| {
         let bytes = std::fs::read(dir.join(file_name(process, moment, kind))).ok()?;
         Profile::decode(&bytes).ok()
     };
     let (base, end) = (read(ProfileMoment::Warmup, "heap")?, read(ProfileMoment::End, "heap")?);
+    let runtime = source.runtime.unwrap_or_else(|| runtime_of(&end));
+    let own = &OwnCode::new(runtime, source.own_code.to_vec());
     let diff = sites::diff(&base, &end).ok()?;
-    let (bytes, objects) = (diff.index("inuse_space")?, diff.index("inuse_objects")?);
-    let (total_bytes, total_objects) = (diff.net(bytes), diff.net(objects));
+    let bytes = diff.index("inuse_space")?;
+    let objects = diff.index("inuse_objects");
+    let (total_bytes, total_objects) = (diff.net(bytes), objects.map_or(0, |objects| diff.net(objects)));
     let connections = measured.connections_grown.filter(|n| *n > 0);
     let per_connection = |value: i64| connections.map(|n| value as f64 / n as f64);
-    let objects_top = diff.top(objects);
+    let objects_top = objects.map(|objects| diff.top(objects)).unwrap_or_default();
     let growth = diff
         .top(bytes)
         .into_iter()
@@ -138,8 +194,9 @@ pub fn build(dir: &Path, process: Side, url: &str, own: &OwnCode, measured: Meas
         .take(TOP)
         .map(|(parked_in, grown)| GoroutineGrowth { parked_in, grown, per_connection: per_connection(grown) })
         .collect();
-    Some(GoProfiles {
-        url: url.to_owned(),
+    Some(Profiles {
+        url: source.url.to_owned(),
+        runtime,
         sample_period_bytes: (base.period > 0).then_some(base.period),
         connections_grown: measured.connections_grown,
         rss_growth: measured.rss_growth,
@@ -155,6 +212,81 @@ pub fn build(dir: &Path, process: Side, url: &str, own: &OwnCode, measured: Meas
         smaller_call_sites_bytes: found.smaller_bytes,
         goroutines,
         goroutines_per_connection: goroutines_total.and_then(per_connection),
+    })
+}
+
+/// A JVM's profiles: the call sites from grpc-java's orphaned-channel reports, what grew from its class
+/// histograms in `dir`; `None` when there is neither.
+pub fn build_jvm(
+    dir: &Path,
+    process: Side,
+    source: Source<'_>,
+    orphans: Option<&OrphanReport>,
+    measured: Measured,
+) -> Option<Profiles> {
+    let read = |moment: ProfileMoment| {
+        let text = std::fs::read_to_string(dir.join(histogram_file_name(process, moment))).ok()?;
+        histogram::parse(&text).ok()
+    };
+    let histograms = read(ProfileMoment::Warmup).zip(read(ProfileMoment::End));
+    if histograms.is_none() && orphans.is_none() {
+        return None;
+    }
+    let connections = measured.connections_grown.filter(|n| *n > 0);
+    let per_connection = |value: i64| connections.map(|n| value as f64 / n as f64);
+    let net = histograms.as_ref().map(|(before, after)| histogram::net(before, after)).unwrap_or_default();
+    let growth = histograms
+        .as_ref()
+        .map(|(before, after)| histogram::growth(before, after))
+        .unwrap_or_default()
+        .into_iter()
+        .take(TOP)
+        .map(|(class, grown)| AllocationGrowth {
+            known_as: sites::known_allocation(&class).map(str::to_owned),
+            inuse_bytes_growth: grown.bytes,
+            inuse_objects_growth: grown.instances,
+            share: if net.bytes > 0 { grown.bytes as f64 / net.bytes as f64 } else { 0.0 },
+            bytes_per_connection: per_connection(grown.bytes),
+            function: class,
+        })
+        .collect();
+    let call_sites: Vec<sites::CallSite> = orphans
+        .map(|report| &report.call_sites[..])
+        .unwrap_or_default()
+        .iter()
+        .filter(|site| {
+            source.own_code.is_empty() || source.own_code.iter().any(|p| site.function.starts_with(p.as_str()))
+        })
+        .map(|site| sites::CallSite {
+            function: site.function.clone(),
+            file: site.file.clone(),
+            line: site.line,
+            inuse_bytes_growth: 0,
+            inuse_objects_growth: site.channels as i64,
+            share: site.share,
+            through: site.through.clone(),
+        })
+        .collect();
+    let reported: f64 = call_sites.iter().map(|site| site.inuse_objects_growth as f64).sum();
+    Some(Profiles {
+        url: source.url.to_owned(),
+        runtime: CodeRuntime::Jvm,
+        sample_period_bytes: None,
+        connections_grown: measured.connections_grown,
+        rss_growth: measured.rss_growth,
+        rss_per_connection: measured.rss_growth.and_then(per_connection),
+        inuse_bytes_growth: net.bytes,
+        inuse_objects_growth: net.instances,
+        bytes_per_connection: histograms.as_ref().and_then(|_| per_connection(net.bytes)),
+        growth,
+        call_sites,
+        smaller_call_sites: 0,
+        smaller_call_sites_bytes: 0,
+        call_site_samples: reported,
+        // Every orphaned channel is reported with its stack: nothing is sampled.
+        too_coarse: false,
+        goroutines: Vec::new(),
+        goroutines_per_connection: None,
     })
 }
 
@@ -177,8 +309,9 @@ mod tests {
             }
         }
         let measured = Measured { connections_grown: Some(188), rss_growth: Some(188 * 100_000) };
-        let profiles =
-            build(dir.path(), Side::Client, "http://127.0.0.1:1/debug/pprof", &OwnCode::default(), measured).unwrap();
+        let source = Source { url: "http://127.0.0.1:1/debug/pprof", runtime: None, own_code: &[] };
+        let profiles = build(dir.path(), Side::Client, source, measured).unwrap();
+        assert_eq!(profiles.runtime, CodeRuntime::Go, "told from the profile");
         assert_eq!(profiles.sample_period_bytes, Some(1024));
         assert_eq!(profiles.rss_per_connection, Some(100_000.0));
         assert_eq!(profiles.call_sites.len(), 3);
@@ -190,6 +323,6 @@ mod tests {
         assert!((per - 65_536.0).abs() < 0.15 * 65_536.0, "{per}");
         let watcher = profiles.goroutines.iter().find(|g| g.parked_in.ends_with("(*ccBalancerWrapper).watcher"));
         assert_eq!(watcher.and_then(|g| g.per_connection), Some(1.0));
-        assert!(build(dir.path(), Side::Server, "u", &OwnCode::default(), Measured::default()).is_none());
+        assert!(build(dir.path(), Side::Server, source, Measured::default()).is_none());
     }
 }
