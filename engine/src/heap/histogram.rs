@@ -26,7 +26,8 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, Live>, String> {
     let mut classes: BTreeMap<String, Live> = BTreeMap::new();
     for line in text.lines() {
         let Some((rank, rest)) = line.trim_start().split_once(':') else { continue };
-        if rank.is_empty() || !rank.chars().all(|c| c.is_ascii_digit()) {
+        // `27371:` alone is the pid `jcmd` prints first.
+        if rank.is_empty() || !rank.chars().all(|c| c.is_ascii_digit()) || rest.trim().is_empty() {
             continue;
         }
         let mut words = rest.split_whitespace();
@@ -103,5 +104,20 @@ mod tests {
         assert_eq!(net(&before, &after), Live { instances: 1600, bytes: 138400 });
         assert!(parse("Error: the JVM is exiting").unwrap_err().contains("no class histogram rows"));
         assert!(parse("   1:   12\n").unwrap_err().contains("three columns"));
+    }
+
+    #[test]
+    fn a_java_services_histograms_grow_by_a_channel_and_a_transport_per_leak() {
+        // peers/java/app/shop, 3,000 requests at 300/s; `jcmd PID GC.class_histogram`, trimmed to 300 rows.
+        let read = |moment: &str| {
+            let path = format!("{}/tests/fixtures/java-app/histogram-{moment}.txt", env!("CARGO_MANIFEST_DIR"));
+            parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let grown = growth(&read("warmup"), &read("end"));
+        let instances = |class: &str| grown.iter().find(|(c, _)| c == class).map(|(_, live)| live.instances);
+        let channels = instances("io.grpc.internal.ManagedChannelImpl").unwrap();
+        assert_eq!(channels, 4242);
+        assert_eq!(instances("io.grpc.netty.NettyClientTransport"), Some(channels), "a connection per channel");
+        assert_eq!(grown[0].0, "[Ljava.lang.Object;", "most bytes first: {:?}", &grown[..3]);
     }
 }

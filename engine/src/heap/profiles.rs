@@ -178,7 +178,13 @@ pub fn build(dir: &Path, process: Side, source: Source<'_>, measured: Measured) 
             function: row.function,
         })
         .collect();
-    let found = sites::call_sites(&diff, own, base.period)?;
+    let mut found = sites::call_sites(&diff, own, base.period)?;
+    if runtime == CodeRuntime::V8 {
+        for site in &mut found.sites {
+            let helper = site.through.as_deref();
+            site.line = helper.and_then(|helper| call_line(&site.file, site.line, helper)).unwrap_or(site.line);
+        }
+    }
     let period = base.period.max(1) as f64;
     // A sample stands for `period` bytes; the listed sites' bytes over it is about how many samples they got.
     let call_site_samples = found.sites.iter().map(|s| s.inuse_bytes_growth as f64 / period).sum::<f64>();
@@ -213,6 +219,30 @@ pub fn build(dir: &Path, process: Side, source: Source<'_>, measured: Measured) 
         goroutines,
         goroutines_per_connection: goroutines_total.and_then(per_connection),
     })
+}
+
+/// V8 records each frame's function, not the line it was at: the line of `file` where the function that
+/// begins at `line` first calls `helper`, found in its source (up to the end of a top-level function, a
+/// `}` in the first column); `None` without the source or the call.
+pub fn call_line(file: &str, line: i64, helper: &str) -> Option<i64> {
+    let path = file.strip_prefix("file://").unwrap_or(file);
+    let source = std::fs::read_to_string(path).ok()?;
+    let name = helper.rsplit('.').next().unwrap_or(helper);
+    let calls = |text: &str| {
+        text.match_indices(&format!("{name}(")).any(|(at, _)| {
+            text[..at].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        })
+    };
+    let first = usize::try_from(line).ok()?.checked_sub(1)?;
+    for (index, text) in source.lines().enumerate().skip(first).take(500) {
+        if calls(text) {
+            return Some(index as i64 + 1);
+        }
+        if index > first && text.starts_with('}') {
+            return None;
+        }
+    }
+    None
 }
 
 /// A JVM's profiles: the call sites from grpc-java's orphaned-channel reports, what grew from its class
@@ -324,5 +354,77 @@ mod tests {
         let watcher = profiles.goroutines.iter().find(|g| g.parked_in.ends_with("(*ccBalancerWrapper).watcher"));
         assert_eq!(watcher.and_then(|g| g.per_connection), Some(1.0));
         assert!(build(dir.path(), Side::Server, source, Measured::default()).is_none());
+    }
+
+    #[test]
+    fn a_v8_sites_line_is_where_its_function_calls_the_helper() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("payments.js");
+        let source = "'use strict';\n\nfunction chargePayment(deadline) {\n  if (app.fixed) {\n    return 1;\n  }\n  \
+                      const client = clients.newClient();\n  return client;\n}\n\nfunction other() {\n  newClient();\n}\n";
+        std::fs::write(&file, source).unwrap();
+        let url = format!("file://{}", file.display());
+        assert_eq!(call_line(&url, 3, "newClient"), Some(7));
+        assert_eq!(call_line(&url, 3, "makeClient"), None, "not past the function's end");
+        assert_eq!(call_line(&url, 11, "newClient"), Some(12));
+        assert_eq!(call_line("/nonexistent.js", 3, "newClient"), None);
+    }
+
+    /// A Rust service's heap profile as `jemalloc_pprof` serves it (`to_pprof(("inuse_space", "bytes"),
+    /// ("space", "bytes"), None)`, symbolized): bytes alone, no objects, no goroutines.
+    fn jemalloc_profile(leaked: &[(&str, i64)]) -> Profile {
+        use super::super::pprof::{Frame, ProfileSample};
+        let frame = |function: &str, line| Frame {
+            function: function.into(),
+            file: "src/lib.rs".into(),
+            line,
+            inlined: false,
+            address: line as u64,
+        };
+        let samples = leaked
+            .iter()
+            .map(|(handler, bytes)| ProfileSample {
+                values: vec![*bytes],
+                frames: vec![
+                    frame("alloc::raw_vec::RawVec<T,A>::allocate_in", 1),
+                    frame("h2::codec::framed_write::FramedWrite<T,B>::new", 2),
+                    frame("tonic::transport::channel::Channel::connect::{{closure}}", 3),
+                    frame("shop::clients::new_client::{{closure}}", 40),
+                    frame(handler, 12),
+                    frame("shop::serve::{{closure}}", 90),
+                    frame("tokio::runtime::task::raw::poll", 4),
+                ],
+                labels: Vec::new(),
+            })
+            .collect();
+        Profile {
+            sample_types: vec![("inuse_space".into(), "bytes".into())],
+            period: 4096,
+            period_type: Some(("space".into(), "bytes".into())),
+            samples,
+        }
+    }
+
+    #[test]
+    fn a_heap_only_jemalloc_profile_decodes_diffs_and_names_the_rust_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        let payments = "shop::payments::charge::{{closure}}";
+        let inventory = "shop::inventory::reserve::{{closure}}";
+        for (moment, scale) in [(ProfileMoment::Warmup, 1), (ProfileMoment::End, 5)] {
+            let profile = jemalloc_profile(&[(payments, 2_000_000 * scale), (inventory, 1_000_000 * scale)]);
+            std::fs::write(dir.path().join(file_name(Side::Client, moment, "heap")), profile.encode_gzipped()).unwrap();
+        }
+        let source = Source { url: "http://127.0.0.1:1/debug/pprof", runtime: None, own_code: &[] };
+        let profiles = build(dir.path(), Side::Client, source, Measured::default()).unwrap();
+        assert_eq!(profiles.runtime, CodeRuntime::Rust, "told from the profile: bytes alone, Rust's paths");
+        assert_eq!(profiles.inuse_bytes_growth, 12_000_000);
+        let sites: Vec<(&str, i64, i64, Option<&str>)> = profiles
+            .call_sites
+            .iter()
+            .map(|s| (s.function.as_str(), s.inuse_bytes_growth, s.inuse_objects_growth, s.through.as_deref()))
+            .collect();
+        let helper = Some("shop::clients::new_client::{{closure}}");
+        assert_eq!(sites, [(payments, 8_000_000, 0, helper), (inventory, 4_000_000, 0, helper)]);
+        assert_eq!(profiles.growth[0].function, "alloc::raw_vec::RawVec<T,A>::allocate_in");
     }
 }

@@ -153,6 +153,10 @@ pub const MIN_SITE_SHARE: f64 = 0.05;
 /// is bounded by how many there are, a leak grows with every one.
 pub const MIN_SITE_SAMPLES: i64 = 32;
 
+/// The bytes a sample stands for at the least, for that floor: a profile that traces every allocation
+/// (tracemalloc, period 1) would otherwise list what a few requests in flight hold.
+const MIN_SAMPLE_BYTES: i64 = 1024;
+
 /// The service's functions that what grew was allocated under (see [`CallSites`]), each holding at least
 /// [`MIN_SITE_SAMPLES`] samples of `period` bytes. `None` when the profiles are not heap profiles.
 pub fn call_sites(diff: &Diff, own: &OwnCode, period: i64) -> Option<CallSites> {
@@ -208,7 +212,7 @@ pub fn call_sites(diff: &Diff, own: &OwnCode, period: i64) -> Option<CallSites> 
         .collect();
     sites.sort_by(|a, b| b.inuse_bytes_growth.cmp(&a.inuse_bytes_growth).then(a.function.cmp(&b.function)));
     let own_growth: i64 = sites.iter().map(|site| site.inuse_bytes_growth).sum();
-    let floor = MIN_SITE_SAMPLES * period.max(1);
+    let floor = MIN_SITE_SAMPLES * period.max(MIN_SAMPLE_BYTES);
     let listed = sites
         .iter()
         .take_while(|s| {
@@ -396,6 +400,12 @@ mod tests {
         let named: Vec<(&str, i64)> = found.sites.iter().map(|s| (s.function.as_str(), s.line)).collect();
         assert_eq!(named, [("main.placeOrder", 12), ("main.chargePayment", 40)], "{found:#?}");
         assert!(found.sites.iter().all(|s| s.through.as_deref() == Some("main.newClient")), "{found:#?}");
+        // --own-code that names the handlers and not the helper: the handlers are the innermost own frames.
+        let named = OwnCode::prefixes(vec!["main.placeOrder".into(), "main.chargePayment".into()]);
+        let found = call_sites(&diff, &named, 1).unwrap();
+        let named: Vec<(&str, Option<&str>)> =
+            found.sites.iter().map(|s| (s.function.as_str(), s.through.as_deref())).collect();
+        assert_eq!(named, [("main.placeOrder", None), ("main.chargePayment", None)]);
         // With one caller, the function that dials is the site.
         let single = Diff { stacks: vec![stack("main.placeOrder", 12, 300)], ..diff };
         assert_eq!(call_sites(&single, &OwnCode::default(), 1).unwrap().sites[0].function, "main.newClient");

@@ -27,6 +27,8 @@ use leaklab_verdict::Side;
 /// A profile that takes long (a tracemalloc snapshot: 1.5 to 3 s of CPU) waits twice its time before
 /// the next, so that profiling never takes more than a third of the process's time.
 pub(super) const CHECKPOINT_PERIOD: Duration = Duration::from_secs(2);
+/// How long a JVM that is still starting is waited for before its first histogram.
+const JVM_START_PATIENCE: Duration = Duration::from_secs(10);
 /// How long an agent gets to answer: a collection and a walk of the heap.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -180,6 +182,8 @@ impl Profiler for JvmHistogram {
     }
 
     fn take(&mut self, dir: &Path, moment: ProfileMoment) -> Result<(), Vec<String>> {
+        // A warm-up shorter than the JVM's start-up still gets its histogram, a moment late.
+        self.attach.wait_until_started(JVM_START_PATIENCE);
         let histogram = self.attach.jcmd("GC.class_histogram").map_err(|error| vec![error])?;
         let file = dir.join(profiles::histogram_file_name(Side::Client, moment));
         std::fs::write(&file, histogram).map_err(|error| vec![format!("{}: {error}", file.display())])

@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod attack;
+mod call_sites;
 mod channelz;
 mod ci_outputs;
 mod cli;

@@ -75,6 +75,24 @@ impl JvmAttach {
         }
     }
 
+    /// Waits up to `patience` until the JVM has run long enough to be asked (its performance-data file
+    /// seen for a while, see [`STARTED_FOR`]); whether it has.
+    pub fn wait_until_started(&mut self, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        loop {
+            if self.perf_data_seen.is_none() && has_perf_data(&self.tmp, self.ns_pid) {
+                self.perf_data_seen = Some(Instant::now());
+            }
+            if self.perf_data_seen.is_some_and(|seen| seen.elapsed() >= STARTED_FOR) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Has the JVM open its attach socket: the trigger file, SIGQUIT, and a wait for the socket.
     fn start_listener(&mut self, socket: &std::path::Path) -> Result<(), String> {
         let seen = match self.perf_data_seen {
