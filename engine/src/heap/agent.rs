@@ -199,7 +199,8 @@ mod tests {
             "samples":[{"size":8000,"nodeId":3,"ordinal":1},{"size":8000,"nodeId":3,"ordinal":2},{"size":100,"nodeId":2,"ordinal":3}]}}"#;
         let (runtime, profile) = convert(reply).unwrap();
         assert_eq!((runtime, profile.period), (CodeRuntime::V8, 8192));
-        let stacks: Vec<(Vec<(&str, i64)>, &[i64])> = profile
+        type Stack<'a> = (Vec<(&'a str, i64)>, &'a [i64]);
+        let stacks: Vec<Stack> = profile
             .samples
             .iter()
             .map(|s| (s.frames.iter().map(|f| (f.function.as_str(), f.line)).collect(), s.values.as_slice()))
@@ -237,9 +238,12 @@ mod tests {
         assert!(convert(br#"{"runtime":"v8"}"#).unwrap_err().contains("without its profile"));
     }
 
+    /// A listed call site: function, line, objects, bytes, through.
+    type Site = (String, i64, i64, i64, Option<String>);
+
     /// A peer's app mode profiled by its agent after about 40 requests and after its last (see the fixtures'
-    /// directories): `(function, line, objects, bytes, through)` of each listed call site.
-    fn sites_of_fixtures(app: &str) -> Vec<(String, i64, i64, i64, Option<String>)> {
+    /// directories): each listed call site.
+    fn sites_of_fixtures(app: &str) -> Vec<Site> {
         let fixture = |moment: &str| {
             let path = format!("{}/tests/fixtures/{app}/profile-{moment}.json", env!("CARGO_MANIFEST_DIR"));
             convert(&std::fs::read(path).unwrap()).unwrap()
@@ -257,12 +261,7 @@ mod tests {
 
     /// The three leaking handlers and nothing else, through the helper, in the ratio of their leaks (every
     /// request, every 2nd, every 4th: 4 : 2 : 1) within 25%, by `count`.
-    fn the_three_leaking_callers(
-        sites: &[(String, i64, i64, i64, Option<String>)],
-        names: [&str; 3],
-        helper: &str,
-        count: fn(&(String, i64, i64, i64, Option<String>)) -> i64,
-    ) {
+    fn the_three_leaking_callers(sites: &[Site], names: [&str; 3], helper: &str, count: fn(&Site) -> i64) {
         let listed: Vec<&str> = sites.iter().map(|s| s.0.as_str()).collect();
         assert_eq!(listed, names, "{sites:?}");
         assert!(sites.iter().all(|s| s.4.as_deref() == Some(helper)), "{sites:?}");

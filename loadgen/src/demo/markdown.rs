@@ -122,6 +122,14 @@ fn chapter(out: &mut dyn Write, chapter: &Chapter, run: &ChapterRecord) -> io::R
         crate::report::call_sites::markdown(out, profiles, Side::Client, 3)?;
         writeln!(out)?;
     }
+    if let Some(beside) = &run.beside {
+        writeln!(out, "### Beside it: `{}`\n", beside.scenario)?;
+        match &beside.profiles {
+            Some(profiles) => crate::report::call_sites::markdown(out, profiles, Side::Client, 4)?,
+            None => writeln!(out, "Its profiles could not be compared; see {}.", beside.run_dir)?,
+        }
+        writeln!(out)?;
+    }
     crate::report::orphans::markdown(out, &run.summary)
 }
 

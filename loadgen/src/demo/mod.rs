@@ -67,6 +67,18 @@ pub(crate) struct ChapterRecord {
     pub run_dir: String,
     /// Its run's `summary.json`.
     pub summary: Summary,
+    /// The scenario run beside it for its call sites, when the chapter has one and it ran.
+    #[serde(default)]
+    pub beside: Option<Beside>,
+}
+
+/// The run beside a chapter's: the same step in another runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct Beside {
+    pub scenario: String,
+    pub run_dir: String,
+    /// Its client's profiles compared (`summary.json`'s `profiles`); `null` when it has none.
+    pub profiles: Option<leaklab_engine::heap::profiles::Profiles>,
 }
 
 impl ChapterRecord {
@@ -239,12 +251,17 @@ pub(crate) async fn execute(story: &Story, options: DemoOptions) -> anyhow::Resu
         };
         match compare::run_scenario(&chapter.scenario, &args, &runs).await {
             Ok(finished) => {
+                let beside = match (&chapter.beside, finished.interrupted) {
+                    (Some((name, plan)), false) => run_beside(name, plan, &runs, &narrator).await,
+                    _ => None,
+                };
                 let record = ChapterRecord {
                     number: chapter.number,
                     scenario: chapter.name.clone(),
                     title: chapter.title.clone(),
                     run_dir: finished.dir.display().to_string(),
                     summary: finished.summary,
+                    beside,
                 };
                 narrator.end(&record);
                 interrupted |= finished.interrupted;
@@ -273,6 +290,32 @@ pub(crate) async fn execute(story: &Story, options: DemoOptions) -> anyhow::Resu
     let mut written = report::write_outputs(&DEMO_OUTPUTS, &report, &dir.path);
     report::append_to_step_summary(&markdown::DemoMarkdown, &report, &mut written);
     Ok(DemoOutcome { report, written })
+}
+
+/// Runs the scenario beside a chapter's for its call sites; `None` (said on the terminal) when it cannot
+/// run here or fails: the chapter stands without it.
+async fn run_beside(
+    name: &str,
+    plan: &leaklab_engine::scenario::RunPlan,
+    runs: &CompareOptions,
+    narrator: &Narrator,
+) -> Option<Beside> {
+    if let Some(reason) = compare::unbuilt(plan) {
+        narrator.note(&format!("{name}, beside: skipped: {reason}"));
+        return None;
+    }
+    narrator.note(&format!("{name}, beside: the same step in another runtime"));
+    match compare::run_scenario(plan, &[], runs).await {
+        Ok(finished) => Some(Beside {
+            scenario: name.to_owned(),
+            run_dir: finished.dir.display().to_string(),
+            profiles: finished.summary.profiles,
+        }),
+        Err(error) => {
+            narrator.note(&format!("{name}, beside: failed: {error:#}"));
+            None
+        }
+    }
 }
 
 /// Each chapter's memory plot (its run's `memory.svg`), by chapter number;
@@ -341,6 +384,10 @@ impl Narrator {
 
     fn failed(&self, chapter: &Chapter, error: &anyhow::Error) {
         eprintln!("   chapter {} ({}) failed: {error:#}", chapter.number, chapter.name);
+    }
+
+    fn note(&self, line: &str) {
+        eprintln!("   {line}");
     }
 }
 

@@ -31,6 +31,9 @@ struct ChapterFile {
     java: Option<String>,
     #[serde(default)]
     heap_profile: bool,
+    /// Another scenario run after the chapter's, whose call sites the chapter shows beside its own (the
+    /// same step in another runtime).
+    beside: Option<String>,
     /// The `loadgen run` options the chapter takes under `--fast`, by flag name (`warmup_requests = 50`).
     #[serde(default)]
     fast: toml::Table,
@@ -76,6 +79,8 @@ pub(crate) struct Chapter {
     pub rust: Option<String>,
     pub go: Option<String>,
     pub java: Option<String>,
+    /// The scenario run beside the chapter's for its call sites: its name and plan.
+    pub beside: Option<(String, RunPlan)>,
 }
 
 /// A rule of thumb and the chapters that measure it.
@@ -143,6 +148,10 @@ pub(crate) fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, 
         let full = validated(&normal, "scenario")?;
         let short = validated(&with_fast, "fast")?;
         let (scenario, overrides) = if fast { (short, with_fast) } else { (full, normal) };
+        let beside = match &chapter.beside {
+            Some(other) => Some(beside(catalog, other).map_err(|reason| invalid(key("beside"), line, reason))?),
+            None => None,
+        };
         chapters.push(Chapter {
             number: index + 1,
             name,
@@ -154,10 +163,28 @@ pub(crate) fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, 
             rust: chapter.rust.map(|code| code.trim_matches('\n').to_owned()).filter(|code| !code.is_empty()),
             go: chapter.go.map(|code| code.trim_matches('\n').to_owned()).filter(|code| !code.is_empty()),
             java: chapter.java.map(|code| code.trim_matches('\n').to_owned()).filter(|code| !code.is_empty()),
+            beside,
         });
     }
+    let rules = rules(file.rule, &chapters, &document, &invalid)?;
+    Ok(Story {
+        source: path.to_owned(),
+        title: file.title.trim().to_owned(),
+        intro: file.intro.trim().to_owned(),
+        chapters,
+        rules,
+    })
+}
+
+/// The story's rules, each naming chapters that exist.
+fn rules(
+    file: Vec<RuleFile>,
+    chapters: &[Chapter],
+    document: &Document,
+    invalid: &dyn Fn(String, Option<usize>, String) -> ScenarioError,
+) -> Result<Vec<Rule>, ScenarioError> {
     let mut rules = Vec::new();
-    for (index, rule) in file.rule.into_iter().enumerate() {
+    for (index, rule) in file.into_iter().enumerate() {
         let key = |field: &str| format!("rule[{index}].{field}");
         let line = document.line(&format!("rule[{index}]"));
         if rule.rule.trim().is_empty() {
@@ -180,13 +207,15 @@ pub(crate) fn load(path: &Path, catalog: &Catalog, fast: bool) -> Result<Story, 
             proven_by: rule.proven_by,
         });
     }
-    Ok(Story {
-        source: path.to_owned(),
-        title: file.title.trim().to_owned(),
-        intro: file.intro.trim().to_owned(),
-        chapters,
-        rules,
-    })
+    Ok(rules)
+}
+
+/// The scenario `name` run beside a chapter's, found in `catalog` and validated as it runs: its name and plan.
+fn beside(catalog: &Catalog, name: &str) -> Result<(String, RunPlan), String> {
+    let source = catalog.resolve(name).map_err(|error| error.to_string())?;
+    let plan = scenario::load(&source, &Overrides::default()).map_err(|error| error.to_string())?;
+    let stem = source.file_stem().map_or_else(|| name.to_owned(), |stem| stem.to_string_lossy().into_owned());
+    Ok((stem, plan))
 }
 
 /// `./demo/story.toml`, else the source tree's.

@@ -90,14 +90,12 @@ fn provenance(p: &Profiles, name: &str) -> String {
             p.url
         ),
         CodeRuntime::V8 => format!(
-            "V8's sampling heap profiles of the {name}, taken by leaklab's agent ({}) after a collection when \
-             warm-up ended and at the last checkpoint of the load: the live objects' allocation stacks, {rate} \
+            "V8's sampling heap profiles of the {name}, taken by {} after a collection when warm-up ended and at the last checkpoint of the load: the live objects' allocation stacks, {rate} \
              (`profile-{name}-end.heapprofile` opens in Chrome DevTools' Memory panel; {files}).",
             p.url
         ),
         CodeRuntime::Cpython => format!(
-            "`tracemalloc` snapshots of the {name}, taken by leaklab's agent ({}) after a collection when warm-up \
-             ended and at the last checkpoint of the load: every Python allocation still alive, by traceback \
+            "`tracemalloc` snapshots of the {name}, taken by {} after a collection when warm-up ended and at the last checkpoint of the load: every Python allocation still alive, by traceback \
              ({files}). grpcio keeps a channel's connection and buffers in gRPC C-core, outside Python's heap, \
              where tracemalloc cannot see them; the Python objects each channel creates at its caller's line \
              name the call sites, and the RSS says what each costs.",
@@ -116,18 +114,23 @@ fn provenance(p: &Profiles, name: &str) -> String {
 /// "From the profile to the code": a process's profiles compared, as a markdown section at `level`.
 pub(crate) fn markdown(out: &mut dyn Write, p: &Profiles, side: Side, level: usize) -> io::Result<()> {
     let name = side.name();
+    // Per connection only where connections grew: grpc-js and grpcio share one among their channels.
+    let per_connection = match p.connections_grown.filter(|n| *n > 0) {
+        Some(grown) => format!(
+            ", {} per connection the {name} kept open ({grown} connections); its RSS grew by {} per connection over \
+             the same window",
+            bytes_or_na(p.bytes_per_connection),
+            bytes_or_na(p.rss_per_connection),
+        ),
+        None => String::new(),
+    };
     write!(
         out,
-        "{} From the profile to the code: the {name}\n\n{} What was kept grew by {} in {} objects, {} per \
-         connection the {name} kept open ({} connections); its RSS grew by {} per connection over the same \
-         window.{}\n\n",
+        "{} From the profile to the code: the {name}\n\n{} What was kept grew by {} in {} objects{per_connection}.{}\n\n",
         "#".repeat(level),
         provenance(p, name),
         human_bytes(p.inuse_bytes_growth as f64),
         p.inuse_objects_growth,
-        bytes_or_na(p.bytes_per_connection),
-        p.connections_grown.map_or_else(|| "n/a".to_owned(), |n| n.to_string()),
-        bytes_or_na(p.rss_per_connection),
         resident_mismatch(p).map(|s| format!(" {s}")).unwrap_or_default(),
     )?;
     markdown_growth(out, p)?;
@@ -265,28 +268,39 @@ fn resident_mismatch(p: &Profiles) -> Option<&'static str> {
 /// "From the profile to the code" on a page: a client's profiles compared, the call sites of its own code
 /// that created what grew, and what each leaked connection holds.
 pub(crate) fn html(out: &mut dyn Write, p: &Profiles) -> io::Result<()> {
-    write!(out, "<h3>From the profile to the code</h3>\n<p>{}", escape(&provenance(p, "client")))?;
+    write!(out, "<h3>From the profile to the code</h3>\n<p>{}", code_spans(&provenance(p, "client")))?;
     match p.runtime {
-        CodeRuntime::Go => write!(
+        CodeRuntime::Go => writeln!(
             out,
             " In-use memory grew by {}, {} per connection it kept open (its RSS: {} per connection). The write and \
              read buffers hold most of it, but gRPC's own goroutines allocate them, with no frame of the service \
              on their stacks. What <code>grpc.Dial</code> allocates before it returns carries the caller's frames, \
-             and so names the lines that dial:</p>\n",
+             and so names the lines that dial:</p>",
             human_bytes(p.inuse_bytes_growth as f64),
             bytes_or_na(p.bytes_per_connection),
             bytes_or_na(p.rss_per_connection),
         )?,
-        _ => write!(
+        _ => writeln!(
             out,
-            " What was kept grew by {}; its RSS by {} per connection. What the client built when it made each \
-             channel carries its caller's frames, and so names the lines:</p>\n",
+            " What was kept grew by {}{}. What the client built when it made each channel carries its caller's \
+             frames, and so names the lines:</p>",
             human_bytes(p.inuse_bytes_growth as f64),
-            bytes_or_na(p.rss_per_connection),
+            p.rss_per_connection
+                .map(|rss| format!("; its RSS by {} per connection", human_bytes(rss)))
+                .unwrap_or_default(),
         )?,
     }
     html_call_sites(out, p)?;
     html_per_connection(out, p)
+}
+
+/// `text` escaped for a page, its `code` spans (backquoted, as in markdown) as `<code>`.
+fn code_spans(text: &str) -> String {
+    escape(text)
+        .split('`')
+        .enumerate()
+        .map(|(index, part)| if index % 2 == 1 { format!("<code>{part}</code>") } else { part.to_owned() })
+        .collect()
 }
 
 /// The call sites of the client's own code, at their lines.
@@ -339,12 +353,9 @@ fn html_per_connection(out: &mut dyn Write, p: &Profiles) -> io::Result<()> {
         .growth
         .iter()
         .filter_map(|g| {
-            Some(format!(
-                "{} {:.0}% ({} per connection)",
-                g.known_as.as_deref()?,
-                g.share * 100.0,
-                bytes_or_na(g.bytes_per_connection)
-            ))
+            let per =
+                g.bytes_per_connection.map(|b| format!(" ({} per connection)", human_bytes(b))).unwrap_or_default();
+            Some(format!("{} {:.0}%{per}", g.known_as.as_deref()?, g.share * 100.0))
         })
         .collect();
     if buffers.is_empty() && p.goroutines_per_connection.is_none() {
@@ -384,6 +395,7 @@ mod tests {
     #[test]
     fn a_go_clients_call_sites_are_tabled_with_their_lines() {
         let html = text(|out| html(out, &leaklab_engine::fixtures::go_profiles(120_000.0, 126_000.0)));
+        assert!(html.contains("(<code>pprof-client-warmup.heap.pb.gz</code>") && !html.contains('`'), "{html}");
         assert!(html.contains("<code>main.chargePayment</code></td><td><code>app_payments.go:14</code>"), "{html}");
         assert!(html.contains("120.0 KB per connection it kept open (its RSS: 126.0 KB"), "{html}");
     }

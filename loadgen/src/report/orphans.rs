@@ -5,6 +5,7 @@
 use std::io::{self, Write};
 
 use leaklab_engine::heap::orphans::{OrphanReport, OrphanSite};
+use leaklab_engine::heap::own::CodeRuntime;
 use leaklab_engine::summary::Summary;
 
 use super::units::thousands;
@@ -21,9 +22,12 @@ pub(crate) fn sentence(s: &Summary) -> Option<String> {
     ))
 }
 
-/// The sentence and the report it tells, when grpc-java reported any channel.
-fn told(s: &Summary) -> Option<(String, &OrphanReport)> {
-    Some((sentence(s)?, s.client.orphaned_channels.as_ref()?))
+/// The sentence and the sites it tells, when grpc-java reported any channel. The sites are left to
+/// "From the profile to the code" when the run has it (see `call_sites`): they are its call sites.
+fn told(s: &Summary) -> Option<(String, &[OrphanSite])> {
+    let report: &OrphanReport = s.client.orphaned_channels.as_ref()?;
+    let tabled_there = s.profiles.as_ref().is_some_and(|p| p.runtime == CodeRuntime::Jvm);
+    Some((sentence(s)?, if tabled_there { &[] } else { &report.call_sites }))
 }
 
 /// A site as every rendering shows it: its function, `file:line`, channels and share.
@@ -34,9 +38,9 @@ fn cells(site: &OrphanSite) -> [String; 4] {
 
 /// The console's lines: the sentence, then the first three sites.
 pub(crate) fn console(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
-    let Some((sentence, report)) = told(s) else { return Ok(()) };
+    let Some((sentence, sites)) = told(s) else { return Ok(()) };
     writeln!(out, "  client orphaned channels: {sentence}.")?;
-    for [function, at, channels, share] in report.call_sites.iter().take(3).map(cells) {
+    for [function, at, channels, share] in sites.iter().take(3).map(cells) {
         writeln!(out, "    {function} ({at}) {channels} channels, {share}")?;
     }
     Ok(())
@@ -44,10 +48,13 @@ pub(crate) fn console(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
 
 /// The report's section: the sentence and every site in a table.
 pub(crate) fn markdown(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
-    let Some((sentence, report)) = told(s) else { return Ok(()) };
+    let Some((sentence, sites)) = told(s) else { return Ok(()) };
+    if sites.is_empty() {
+        return writeln!(out, "\n{sentence}.");
+    }
     writeln!(out, "\n{sentence}. The service's code that asked for them:\n")?;
     writeln!(out, "| function | file:line | channels | share |\n|---|---|---:|---:|")?;
-    for [function, at, channels, share] in report.call_sites.iter().map(cells) {
+    for [function, at, channels, share] in sites.iter().map(cells) {
         writeln!(out, "| `{function}` | {at} | {channels} | {share} |")?;
     }
     Ok(())
@@ -56,14 +63,17 @@ pub(crate) fn markdown(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
 /// The demo page's section: the sentence and every site in a table.
 pub(crate) fn html(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     use super::html::escape;
-    let Some((sentence, report)) = told(s) else { return Ok(()) };
+    let Some((sentence, sites)) = told(s) else { return Ok(()) };
+    if sites.is_empty() {
+        return writeln!(out, "<h3>The runtime's own words</h3>\n<p>{}.</p>", escape(&sentence));
+    }
     write!(
         out,
         "<h3>The runtime's own words</h3>\n<p>{}. The service's code that asked for them:</p>\n<table>\n<thead><tr>\
          <th>function</th><th>at</th><th class=\"n\">channels</th><th class=\"n\">share</th></tr></thead>\n<tbody>\n",
         escape(&sentence)
     )?;
-    for [function, at, channels, share] in report.call_sites.iter().map(cells) {
+    for [function, at, channels, share] in sites.iter().map(cells) {
         let (function, at) = (escape(&function), escape(&at));
         writeln!(
             out,
@@ -120,5 +130,12 @@ mod tests {
             html.contains("<td><code>Orders.java:42</code></td>") && html.contains("only once a collection"),
             "{html}"
         );
+        // With the JVM's profiles, its call sites are told there, once.
+        let mut jvm = leaklab_engine::fixtures::go_profiles(1.0, 1.0);
+        jvm.runtime = CodeRuntime::Jvm;
+        s.profiles = Some(jvm);
+        let told = text(&s, super::console);
+        assert!(told.contains("reported 2,841 channels") && !told.contains("741 channels"), "{told}");
+        assert!(!text(&s, super::markdown).contains("| function |"));
     }
 }

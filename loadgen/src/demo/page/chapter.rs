@@ -39,8 +39,21 @@ pub(super) fn section(
     if let Some(profiles) = &run.summary.profiles {
         crate::report::call_sites::html(out, profiles)?;
     }
+    if let Some(beside) = &run.beside {
+        beside_html(out, beside)?;
+    }
     crate::report::orphans::html(out, &run.summary)?;
     writeln!(out, "</section>")
+}
+
+/// The same step in another runtime: the call sites of the scenario run beside the chapter's.
+fn beside_html(out: &mut dyn Write, beside: &crate::demo::Beside) -> io::Result<()> {
+    writeln!(out, "<div class=\"beside\">\n<h3>Beside it: <code>{}</code></h3>", escape(&beside.scenario))?;
+    match &beside.profiles {
+        Some(profiles) => crate::report::call_sites::html(out, profiles)?,
+        None => writeln!(out, "<p>Its profiles could not be compared; see {}.</p>", escape(&beside.run_dir))?,
+    }
+    writeln!(out, "</div>")
 }
 
 /// The key figures: growth per request of each process with its verdict, connections, latency, requests,
