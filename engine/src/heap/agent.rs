@@ -132,9 +132,13 @@ fn v8(profile: &V8Profile, interval: i64) -> Profile {
         profile.head.children.iter().map(|child| (child, Vec::new())).collect();
     while let Some((node, mut outer)) = pending.pop() {
         let frame = &node.call_frame;
-        let function = if frame.function_name.is_empty() { "(anonymous)" } else { &frame.function_name };
+        // Anonymous functions of one file are told apart by where they begin.
+        let function = match frame.function_name.as_str() {
+            "" => format!("(anonymous at line {})", frame.line_number + 1),
+            named => named.to_owned(),
+        };
         outer.push(Frame {
-            function: function.to_owned(),
+            function,
             file: frame.url.clone(),
             line: frame.line_number + 1,
             inlined: false,
@@ -205,7 +209,10 @@ mod tests {
             .iter()
             .map(|s| (s.frames.iter().map(|f| (f.function.as_str(), f.line)).collect(), s.values.as_slice()))
             .collect();
-        assert!(stacks.contains(&(vec![("(anonymous)", 4), ("chargePayment", 12)], &[2, 16384][..])), "{stacks:?}");
+        assert!(
+            stacks.contains(&(vec![("(anonymous at line 4)", 4), ("chargePayment", 12)], &[2, 16384][..])),
+            "{stacks:?}"
+        );
         assert!(stacks.contains(&(vec![("chargePayment", 12)], &[1, 100][..])), "{stacks:?}");
         assert_eq!(stacks.len(), 2, "the root holds nothing");
     }

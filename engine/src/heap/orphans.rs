@@ -133,14 +133,16 @@ pub struct OrphanReport {
 }
 
 impl OrphanReport {
-    /// The report of `logs` (one per output stream); `None` when none had a report.
-    pub fn of(logs: &[OrphanLog]) -> Option<OrphanReport> {
+    /// The report of `logs` (one per output stream), its sites by `--own-code` (empty: the default rule);
+    /// `None` when none had a report.
+    pub fn of(logs: &[OrphanLog], own_code: &[String]) -> Option<OrphanReport> {
         let reported = logs.iter().map(|log| log.reported).sum();
         let mut stacks: BTreeMap<Vec<Frame>, u64> = BTreeMap::new();
         for (stack, count) in logs.iter().flat_map(|log| &log.stacks) {
             *stacks.entry(stack.clone()).or_default() += count;
         }
-        (reported > 0).then(|| OrphanReport { reported, call_sites: call_sites(&stacks) })
+        let own = OwnCode::new(CodeRuntime::Jvm, own_code.to_vec());
+        (reported > 0).then(|| OrphanReport { reported, call_sites: call_sites(&stacks, &own) })
     }
 }
 
@@ -164,14 +166,14 @@ pub struct OrphanSite {
 /// innermost own frame, unless the stack went through a shared helper (`newChannel()` called from
 /// `Orders.place` and `Payments.charge`): then the helper's caller, as for every runtime's call sites
 /// (see [`super::own::attribute`]).
-pub fn call_sites(stacks: &BTreeMap<Vec<Frame>, u64>) -> Vec<OrphanSite> {
-    let own = OwnCode::new(CodeRuntime::Jvm, Vec::new());
+pub fn call_sites(stacks: &BTreeMap<Vec<Frame>, u64>, own: &OwnCode) -> Vec<OrphanSite> {
     let frames: Vec<Vec<pprof::Frame>> =
         stacks.keys().map(|stack| stack.iter().map(Frame::to_pprof).collect()).collect();
     let own_frames: Vec<Vec<&pprof::Frame>> =
         frames.iter().map(|stack| stack.iter().filter(|frame| own.owns(frame)).collect()).collect();
     let mut counts: BTreeMap<&pprof::Frame, (u64, Option<&str>)> = BTreeMap::new();
-    for (attributed, count) in attribute(&own_frames).into_iter().zip(stacks.values()) {
+    // grpc-java reports dropped channels alone: a helper's other callers are seen only if they leak too.
+    for (attributed, count) in attribute(&[], &own_frames).into_iter().zip(stacks.values()) {
         if let Some(Attributed { site, through }) = attributed {
             let entry = counts.entry(site).or_default();
             entry.0 += count;
@@ -254,13 +256,20 @@ mod tests {
             stack("com.shop.Payments.charge(Payments.java:17)"),
         ]
         .concat();
-        let sites = call_sites(&read(&text).stacks);
+        let default = OwnCode::new(CodeRuntime::Jvm, Vec::new());
+        let sites = call_sites(&read(&text).stacks, &default);
         let named: Vec<(&str, i64, u64)> = sites.iter().map(|s| (s.function.as_str(), s.line, s.channels)).collect();
         assert_eq!(named, [("com.shop.Orders.place", 42, 3), ("com.shop.Payments.charge", 17, 1)]);
         assert_eq!(sites[0].share, 0.75);
         assert!(sites.iter().all(|s| s.through.as_deref() == Some("com.shop.Clients.newChannel")), "{sites:?}");
         // With one caller, the function that made the channel is the site.
-        let single = call_sites(&read(&stack("com.shop.Orders.place(Orders.java:42)")).stacks);
+        let single = call_sites(&read(&stack("com.shop.Orders.place(Orders.java:42)")).stacks, &default);
+        // --own-code naming the handlers' package and not the helper's class: the handlers, seen directly.
+        let handlers = OwnCode::new(CodeRuntime::Jvm, vec!["com.shop.Orders".into(), "com.shop.Payments".into()]);
+        let named = call_sites(&read(&text).stacks, &handlers);
+        let named: Vec<(&str, Option<&str>)> =
+            named.iter().map(|s| (s.function.as_str(), s.through.as_deref())).collect();
+        assert_eq!(named, [("com.shop.Orders.place", None), ("com.shop.Payments.charge", None)]);
         assert_eq!(
             (single[0].function.as_str(), single[0].file.as_str(), single[0].line),
             ("com.shop.Clients.newChannel", "Clients.java", 80)

@@ -120,8 +120,8 @@ impl OwnCode {
     }
 
     /// Whether `frame` is the service's own: with `--own-code`, a function name that starts with one of
-    /// its prefixes or a file path that holds one; otherwise, by the runtime's rule, anything that is not
-    /// the runtime, its standard library, gRPC, or an installed package.
+    /// its prefixes, or a file path that holds one with a `/` in it (`app/`); otherwise, by the runtime's
+    /// rule, anything that is not the runtime, its standard library, gRPC, or an installed package.
     pub fn owns(&self, frame: &Frame) -> bool {
         let file = frame.file.strip_prefix("file://").unwrap_or(&frame.file);
         if AGENTS.iter().any(|agent| file.ends_with(agent)) {
@@ -129,7 +129,8 @@ impl OwnCode {
         }
         if !self.prefixes.is_empty() {
             return self.prefixes.iter().any(|prefix| {
-                frame.function.starts_with(prefix.as_str()) || (!file.is_empty() && file.contains(prefix.as_str()))
+                let in_path = prefix.contains('/') && !file.is_empty() && file.contains(prefix.as_str());
+                frame.function.starts_with(prefix.as_str()) || in_path
             });
         }
         let function = frame.function.as_str();
@@ -190,30 +191,44 @@ pub struct Attributed<'f> {
     pub through: Option<&'f str>,
 }
 
-/// The call site of each stack, given each as its own frames, innermost first (inlined frames left out).
+/// A function of a profile: its name and file (`(anonymous)` functions of different files are different).
+type Function<'f> = (&'f str, &'f str);
+
+fn function(frame: &Frame) -> Function<'_> {
+    (&frame.function, &frame.file)
+}
+
+/// The call site of each of `stacks`, given each as its own frames, innermost first (inlined frames left
+/// out); `shapes` are all the stacks of the profiles, growing or not, in the same form, from which who
+/// calls whom is learned (a helper's other callers may not have grown).
 ///
 /// A stack's site is its innermost own frame, unless the stack goes through a helper: a function that
 /// several own functions call and that calls at most one own function itself (a funnel, like
 /// `newClient()` or `GetAaaRPCClient()`). Every caller of a helper shares its frame, leaking or not, so
 /// the site is then the first frame outside the helpers, and the helper is named as what it went
 /// through. A dispatcher that calls many own functions (`handleRequest`) is not a helper, however many
-/// call it. Where every own frame outward is a helper, the outermost is the site.
-pub fn attribute<'f>(stacks: &[Vec<&'f Frame>]) -> Vec<Option<Attributed<'f>>> {
-    let mut callers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    let mut callees: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for frames in stacks {
+/// call it, and helpers are looked for only inward of the first dispatcher: one further out (a loop that
+/// workers and a warm-up both run) is no part of how a client is built. Where every own frame outward
+/// of a helper is one too, the outermost is the site.
+pub fn attribute<'f>(shapes: &[Vec<&Frame>], stacks: &[Vec<&'f Frame>]) -> Vec<Option<Attributed<'f>>> {
+    let mut callers: BTreeMap<Function, BTreeSet<Function>> = BTreeMap::new();
+    let mut callees: BTreeMap<Function, BTreeSet<Function>> = BTreeMap::new();
+    for frames in shapes.iter().chain(stacks) {
         for pair in frames.windows(2) {
-            callers.entry(&pair[0].function).or_default().insert(&pair[1].function);
-            callees.entry(&pair[1].function).or_default().insert(&pair[0].function);
+            callers.entry(function(pair[0])).or_default().insert(function(pair[1]));
+            callees.entry(function(pair[1])).or_default().insert(function(pair[0]));
         }
     }
-    let count = |map: &BTreeMap<&str, BTreeSet<&str>>, function: &str| map.get(function).map_or(0, BTreeSet::len);
-    let helper = |frame: &Frame| count(&callers, &frame.function) > 1 && count(&callees, &frame.function) <= 1;
+    let count = |map: &BTreeMap<Function, BTreeSet<Function>>, frame: &Frame| {
+        map.get(&function(frame)).map_or(0, BTreeSet::len)
+    };
+    let helper = |frame: &Frame| count(&callers, frame) > 1 && count(&callees, frame) <= 1;
     stacks
         .iter()
         .map(|frames| {
             let first = *frames.first()?;
-            let Some(innermost_helper) = frames.iter().position(|frame| helper(frame)) else {
+            let dispatcher = frames.iter().position(|frame| count(&callees, frame) > 1).unwrap_or(frames.len());
+            let Some(innermost_helper) = frames[..dispatcher].iter().position(|frame| helper(frame)) else {
                 return Some(Attributed { site: first, through: None });
             };
             let outside = frames[innermost_helper..].iter().position(|frame| !helper(frame));
@@ -288,8 +303,10 @@ mod tests {
             vec![&make, &new_client, &get_client, &quote, &dispatch, &worker],
             vec![&make, &new_client, &get_client, &charge, &dispatch, &worker],
         ];
-        let found: Vec<(&str, Option<&str>)> =
-            attribute(&stacks).into_iter().map(|a| a.map(|a| (a.site.function.as_str(), a.through)).unwrap()).collect();
+        let found: Vec<(&str, Option<&str>)> = attribute(&[], &stacks)
+            .into_iter()
+            .map(|a| a.map(|a| (a.site.function.as_str(), a.through)).unwrap())
+            .collect();
         assert_eq!(
             found,
             [
@@ -300,9 +317,24 @@ mod tests {
             ],
             "dispatch, called from worker and retry, calls several own functions: it is no helper"
         );
-        // One caller: nothing to see through, the innermost own frame is the site.
+        // One caller grew: its stacks alone say nothing of a helper, the innermost own frame is the site...
         let single = vec![vec![&make, &new_client, &charge, &dispatch]];
-        assert_eq!(attribute(&single)[0].unwrap().site.function, "makeChannel");
-        assert_eq!(attribute(&[vec![]]), [None]);
+        assert_eq!(attribute(&[], &single)[0].unwrap().site.function, "makeChannel");
+        // ...but the profiles' other stacks, which did not grow, show newClient's other callers.
+        let closing = vec![vec![&make, &new_client, &reserve, &dispatch]];
+        let seen = attribute(&closing, &single)[0].unwrap();
+        assert_eq!((seen.site.function.as_str(), seen.through), ("charge", Some("newClient")));
+        assert_eq!(attribute(&[], &[vec![]]), [None]);
+        // A funnel outward of a dispatcher (a loop both workers and a warm-up run) is not how a client is built.
+        let (serve_one, warmup) = (frame("serveOne", "a.js"), frame("warmup", "a.js"));
+        let stacks =
+            vec![vec![&charge, &dispatch, &serve_one, &worker], vec![&reserve, &dispatch, &serve_one, &warmup]];
+        let sites: Vec<&str> = attribute(&[], &stacks).into_iter().map(|a| a.unwrap().site.function.as_str()).collect();
+        assert_eq!(sites, ["charge", "reserve"]);
+        // Two anonymous functions of different files are two callers, each its own site.
+        let (a, b) = (frame("(anonymous)", "p.js"), frame("(anonymous)", "i.js"));
+        let stacks = vec![vec![&make, &a], vec![&make, &b]];
+        let files: Vec<&str> = attribute(&[], &stacks).into_iter().map(|a| a.unwrap().site.file.as_str()).collect();
+        assert_eq!(files, ["p.js", "i.js"]);
     }
 }

@@ -222,8 +222,8 @@ pub fn build(dir: &Path, process: Side, source: Source<'_>, measured: Measured) 
 }
 
 /// V8 records each frame's function, not the line it was at: the line of `file` where the function that
-/// begins at `line` first calls `helper`, found in its source (up to the end of a top-level function, a
-/// `}` in the first column); `None` without the source or the call.
+/// begins at `line` first calls `helper`, found in its source (up to the function's end, the first `}`
+/// as far in as the line it begins on; comments skipped); `None` without the source or the call.
 pub fn call_line(file: &str, line: i64, helper: &str) -> Option<i64> {
     let path = file.strip_prefix("file://").unwrap_or(file);
     let source = std::fs::read_to_string(path).ok()?;
@@ -234,11 +234,17 @@ pub fn call_line(file: &str, line: i64, helper: &str) -> Option<i64> {
         })
     };
     let first = usize::try_from(line).ok()?.checked_sub(1)?;
+    let indent = |text: &str| text.len() - text.trim_start().len();
+    let opening = indent(source.lines().nth(first)?);
     for (index, text) in source.lines().enumerate().skip(first).take(500) {
+        let code = text.trim_start();
+        if code.starts_with("//") || code.starts_with('*') || code.starts_with("/*") {
+            continue;
+        }
         if calls(text) {
             return Some(index as i64 + 1);
         }
-        if index > first && text.starts_with('}') {
+        if index > first && code.starts_with('}') && indent(text) <= opening {
             return None;
         }
     }
@@ -284,9 +290,6 @@ pub fn build_jvm(
         .map(|report| &report.call_sites[..])
         .unwrap_or_default()
         .iter()
-        .filter(|site| {
-            source.own_code.is_empty() || source.own_code.iter().any(|p| site.function.starts_with(p.as_str()))
-        })
         .map(|site| sites::CallSite {
             function: site.function.clone(),
             file: site.file.clone(),
@@ -361,12 +364,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("payments.js");
         let source = "'use strict';\n\nfunction chargePayment(deadline) {\n  if (app.fixed) {\n    return 1;\n  }\n  \
-                      const client = clients.newClient();\n  return client;\n}\n\nfunction other() {\n  newClient();\n}\n";
+                      // not newClient() here\n  const client = clients.newClient();\n  return client;\n}\n\n\
+                      function other() {\n  newClient();\n}\n\nclass Shop {\n  quote() {\n    return 1;\n  }\n\n  \
+                      later() {\n    newClient();\n  }\n}\n";
         std::fs::write(&file, source).unwrap();
         let url = format!("file://{}", file.display());
-        assert_eq!(call_line(&url, 3, "newClient"), Some(7));
+        assert_eq!(call_line(&url, 3, "newClient"), Some(8), "past the comment");
         assert_eq!(call_line(&url, 3, "makeClient"), None, "not past the function's end");
-        assert_eq!(call_line(&url, 11, "newClient"), Some(12));
+        assert_eq!(call_line(&url, 12, "newClient"), Some(13));
+        assert_eq!(call_line(&url, 17, "newClient"), None, "a method ends at its own closing brace");
         assert_eq!(call_line("/nonexistent.js", 3, "newClient"), None);
     }
 

@@ -27,6 +27,8 @@ pub struct Diff {
     /// Each stack (innermost frame first) and its values' growth, one per sample type; stacks that did not
     /// change are left out.
     pub stacks: Vec<(Vec<Frame>, Vec<i64>)>,
+    /// Every stack of either profile, changed or not: who calls whom in the process.
+    pub shapes: Vec<Vec<Frame>>,
 }
 
 /// `now - base`, stack by stack, as `pprof -base base now` computes it.
@@ -47,12 +49,14 @@ pub fn diff(base: &Profile, now: &Profile) -> anyhow::Result<Diff> {
             }
         }
     }
+    let shapes: std::collections::BTreeSet<&[Frame]> = stacks.keys().map(|(frames, _)| *frames).collect();
+    let shapes = shapes.into_iter().map(<[Frame]>::to_vec).collect();
     let stacks = stacks
         .into_iter()
         .filter(|(_, values)| values.iter().any(|v| *v != 0))
         .map(|((frames, _), values)| (frames.to_vec(), values))
         .collect();
-    Ok(Diff { sample_types, stacks })
+    Ok(Diff { sample_types, stacks, shapes })
 }
 
 /// One row of `pprof -top`: a function's growth where it is the innermost frame (`flat`) and anywhere on
@@ -164,27 +168,18 @@ pub fn call_sites(diff: &Diff, own: &OwnCode, period: i64) -> Option<CallSites> 
     // A jemalloc heap profile (`jemalloc_pprof`) has bytes alone.
     let objects = diff.index("inuse_objects");
     let total = diff.total(bytes);
-    // Each stack's own frames, innermost first; an own function inlined into another own one is a line
-    // of that one, not a call site of its own.
-    let own_frames: Vec<Vec<&Frame>> = diff
-        .stacks
-        .iter()
-        .map(|(frames, _)| {
-            let physical: Vec<&Frame> = frames.iter().filter(|f| own.owns(f) && !f.inlined).collect();
-            match physical.is_empty() {
-                true => frames.iter().find(|f| own.owns(f)).into_iter().collect(),
-                false => physical,
-            }
-        })
-        .collect();
-    // By function, then by line: a function's growth, the line most of it came through, and the helper.
+    let grown: Vec<Vec<&Frame>> = diff.stacks.iter().map(|(frames, _)| own_frames(own, frames)).collect();
+    let shapes: Vec<Vec<&Frame>> = diff.shapes.iter().map(|frames| own_frames(own, frames)).collect();
+    // By function and file, then by line: a function's growth, the line most of it came through, and the
+    // helper.
     /// Bytes and objects grown under one line of a function.
     type ByLine = BTreeMap<i64, (i64, i64)>;
-    let mut sites: BTreeMap<&str, (&str, ByLine, BTreeMap<&str, i64>)> = BTreeMap::new();
-    for (attributed, (_, values)) in attribute(&own_frames).into_iter().zip(&diff.stacks) {
+    /// Bytes grown through each helper.
+    type ByHelper<'a> = BTreeMap<&'a str, i64>;
+    let mut sites: BTreeMap<(&str, &str), (ByLine, ByHelper)> = BTreeMap::new();
+    for (attributed, (_, values)) in attribute(&shapes, &grown).into_iter().zip(&diff.stacks) {
         let Some(Attributed { site: frame, through }) = attributed else { continue };
-        let (_, lines, helpers) =
-            sites.entry(&frame.function).or_insert((&frame.file, BTreeMap::new(), BTreeMap::new()));
+        let (lines, helpers) = sites.entry((&frame.function, &frame.file)).or_default();
         let line = lines.entry(frame.line).or_default();
         line.0 += values[bytes];
         line.1 += objects.map_or(0, |objects| values[objects]);
@@ -194,7 +189,7 @@ pub fn call_sites(diff: &Diff, own: &OwnCode, period: i64) -> Option<CallSites> 
     }
     let mut sites: Vec<CallSite> = sites
         .into_iter()
-        .map(|(function, (file, lines, helpers))| {
+        .map(|((function, file), (lines, helpers))| {
             let (bytes, objects) = lines.values().fold((0, 0), |(b, o), (lb, lo)| (b + lb, o + lo));
             let line = lines.iter().max_by_key(|(_, (b, _))| *b).map_or(0, |(line, _)| *line);
             let through = helpers.into_iter().max_by_key(|(_, bytes)| *bytes).map(|(helper, _)| helper.to_owned());
@@ -221,6 +216,16 @@ pub fn call_sites(diff: &Diff, own: &OwnCode, period: i64) -> Option<CallSites> 
         .count();
     let rest = sites.split_off(listed);
     Some(CallSites { sites, smaller: rest.len(), smaller_bytes: rest.iter().map(|s| s.inuse_bytes_growth).sum() })
+}
+
+/// A stack's own frames, innermost first; an own function inlined into another own one is a line of that
+/// one, not a call site of its own.
+fn own_frames<'f>(own: &OwnCode, frames: &'f [Frame]) -> Vec<&'f Frame> {
+    let physical: Vec<&Frame> = frames.iter().filter(|f| own.owns(f) && !f.inlined).collect();
+    match physical.is_empty() {
+        true => frames.iter().find(|f| own.owns(f)).into_iter().collect(),
+        false => physical,
+    }
 }
 
 /// Goroutines grown by where they are parked: the innermost frame outside the Go runtime, the standard
@@ -395,6 +400,7 @@ mod tests {
         let diff = Diff {
             sample_types: vec!["inuse_objects".into(), "inuse_space".into()],
             stacks: vec![stack("main.placeOrder", 12, 300), stack("main.chargePayment", 40, 100)],
+            shapes: Vec::new(),
         };
         let found = call_sites(&diff, &OwnCode::default(), 1).unwrap();
         let named: Vec<(&str, i64)> = found.sites.iter().map(|s| (s.function.as_str(), s.line)).collect();
@@ -406,9 +412,13 @@ mod tests {
         let named: Vec<(&str, Option<&str>)> =
             found.sites.iter().map(|s| (s.function.as_str(), s.through.as_deref())).collect();
         assert_eq!(named, [("main.placeOrder", None), ("main.chargePayment", None)]);
-        // With one caller, the function that dials is the site.
-        let single = Diff { stacks: vec![stack("main.placeOrder", 12, 300)], ..diff };
+        // With one caller that grew, the function that dials is the site, unless the profiles show the
+        // helper's other callers (one closing its clients, say, whose stacks did not grow).
+        let single = Diff { stacks: vec![stack("main.placeOrder", 12, 300)], ..diff.clone() };
         assert_eq!(call_sites(&single, &OwnCode::default(), 1).unwrap().sites[0].function, "main.newClient");
+        let shapes = vec![stack("main.sendNotification", 50, 0).0];
+        let seen = Diff { stacks: vec![stack("main.placeOrder", 12, 300)], shapes, ..diff };
+        assert_eq!(call_sites(&seen, &OwnCode::default(), 1).unwrap().sites[0].function, "main.placeOrder");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::profiling::{self, Agent, JvmHistogram, PprofEndpoint, Profiled, Profi
 use super::progress::CommandOutput;
 use super::server::ServerSide;
 use crate::halt::StopReason;
+use crate::heap::ProfileMoment;
 use crate::heap::orphans::OrphanReport;
 use crate::load::LoadCounters;
 use crate::run_dir::RunDir;
@@ -250,7 +251,7 @@ pub(super) async fn run(
     let exit_code = client.stop(stopped_by, exit_code, notes);
     let (reported_progress, orphans) = match client.output.take() {
         Some(output) => {
-            let (reported, malformed, orphans) = output.finish().await?;
+            let (reported, malformed, orphans) = output.finish(&plan.own_code).await?;
             notes.extend(malformed);
             (reported, orphans)
         }
@@ -347,7 +348,7 @@ async fn watch(
         if phase == Phase::Load {
             match profiler.take().map(Chooser::choose) {
                 Some(Ok(Some(chosen))) => {
-                    let mut started = Profiling::new(chosen, sampling.dir.path.clone());
+                    let mut started = Profiling::new(chosen, sampling.dir.path.clone(), client.pid);
                     started.load_begins().await;
                     profiling = Some(started);
                 }
@@ -357,6 +358,15 @@ async fn watch(
         }
         marker.mark(phase);
         ended = wait(client.pid, client.child.as_mut(), &mut exit_code, done, sampling).await;
+    }
+    // A process that ended before its warm-up did was never profiled: said, where it was to be.
+    if let Some(unused) = profiler.filter(|chooser| chooser.pprof.is_some() || chooser.plan.call_sites) {
+        let error = format!("process {} ended before its warm-up did: no profile was taken", unused.pid);
+        notes.push(Note::ProfileFetchFailed {
+            process: leaklab_verdict::Side::Client,
+            label: ProfileMoment::Warmup,
+            error,
+        });
     }
     let still_runs = ended != Some(StopReason::ProcessExited);
     let profiled = match profiling {

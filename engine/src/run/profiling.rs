@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use crate::heap::ProfileMoment;
 use crate::heap::own::CodeRuntime;
-use crate::heap::{agent, profiles};
+use crate::heap::{agent, histogram, profiles};
+use crate::sample::pprof::write_whole;
 use crate::sample::runtime::jvm::JvmAttach;
 use crate::summary::Note;
+use leaklab_probe::procfs::Proc;
 use leaklab_verdict::Side;
 
 /// How often the load's profile is taken again: often enough that a process that exits three seconds
@@ -82,8 +84,15 @@ impl Profiler for PprofEndpoint {
 
     fn take(&mut self, dir: &Path, moment: ProfileMoment) -> Result<(), Vec<String>> {
         let mut errors = crate::sample::pprof::fetch(&self.url, dir, Side::Client, moment);
-        // A Rust service serves its heap alone: no goroutines to miss when the heap came.
-        if dir.join(profiles::file_name(Side::Client, moment, "heap")).exists() {
+        // A Rust service serves its heap alone (no `alloc_space`, a jemalloc profile): it has no goroutines
+        // to miss, when this fetch's heap came.
+        let heap_came = !errors.iter().any(|error| error.contains("/heap"));
+        let heap_only = || {
+            let bytes = std::fs::read(dir.join(profiles::file_name(Side::Client, moment, "heap"))).ok()?;
+            let profile = crate::heap::pprof::Profile::decode(&bytes).ok()?;
+            Some(profiles::runtime_of(&profile) == CodeRuntime::Rust)
+        };
+        if heap_came && heap_only() == Some(true) {
             errors.retain(|error| !error.contains("/goroutine"));
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
@@ -155,9 +164,10 @@ impl Agent {
         self.runtime = Some(runtime);
         let raw = dir.join(profiles::raw_file_name(Side::Client, moment, runtime));
         let pprof = dir.join(profiles::file_name(Side::Client, moment, "heap"));
-        let written = std::fs::write(&raw, agent::raw_profile(reply, runtime))
-            .and_then(|()| std::fs::write(&pprof, profile.encode_gzipped()));
-        written.map_err(|error| fail(format!("writing {}: {error}", pprof.display())))
+        for (file, bytes) in [(&raw, agent::raw_profile(reply, runtime)), (&pprof, profile.encode_gzipped())] {
+            write_whole(file, &bytes).map_err(|error| fail(format!("writing {}: {error}", file.display())))?;
+        }
+        Ok(())
     }
 }
 
@@ -185,8 +195,10 @@ impl Profiler for JvmHistogram {
         // A warm-up shorter than the JVM's start-up still gets its histogram, a moment late.
         self.attach.wait_until_started(JVM_START_PATIENCE);
         let histogram = self.attach.jcmd("GC.class_histogram").map_err(|error| vec![error])?;
+        // A JVM on its way out answers with less: only a histogram that reads replaces the last one.
+        histogram::parse(&histogram).map_err(|error| vec![format!("{}: {error}", self.source())])?;
         let file = dir.join(profiles::histogram_file_name(Side::Client, moment));
-        std::fs::write(&file, histogram).map_err(|error| vec![format!("{}: {error}", file.display())])
+        write_whole(&file, histogram.as_bytes()).map_err(|error| vec![format!("{}: {error}", file.display())])
     }
 }
 
@@ -223,6 +235,8 @@ pub(super) struct Profiling {
     profiler: Arc<Mutex<Box<dyn Profiler>>>,
     dir: PathBuf,
     period: Duration,
+    /// The process profiled: a checkpoint asks nothing of one that has exited (its pid may be another's).
+    pid: u32,
     /// Whether the warm-up's profile was taken: without it there is nothing to compare with.
     based: bool,
     checkpoints: Option<(Arc<AtomicBool>, std::thread::JoinHandle<Checkpointed>)>,
@@ -237,9 +251,10 @@ struct Checkpointed {
 }
 
 impl Profiling {
-    pub(super) fn new(profiler: Box<dyn Profiler>, dir: PathBuf) -> Profiling {
+    pub(super) fn new(profiler: Box<dyn Profiler>, dir: PathBuf, pid: u32) -> Profiling {
         let profiler = Arc::new(Mutex::new(profiler));
-        Profiling { profiler, dir, period: CHECKPOINT_PERIOD, based: false, checkpoints: None, notes: Vec::new() }
+        let period = CHECKPOINT_PERIOD;
+        Profiling { profiler, dir, period, pid, based: false, checkpoints: None, notes: Vec::new() }
     }
 
     /// The warm-up's profile, then the load's checkpoints every [`CHECKPOINT_PERIOD`] until [`finish`].
@@ -257,10 +272,14 @@ impl Profiling {
         let stop = Arc::new(AtomicBool::new(false));
         let (profiler, dir, stopped, period) =
             (Arc::clone(&self.profiler), self.dir.clone(), Arc::clone(&stop), self.period);
+        let pid = self.pid;
         let thread = std::thread::Builder::new().name("profile-checkpoints".into()).spawn(move || {
             let mut checkpointed = Checkpointed::default();
             let mut wait = period;
             while !sleep_unless(&stopped, wait) {
+                if !Proc::Pid(pid).is_running() {
+                    break;
+                }
                 let started = std::time::Instant::now();
                 let taken = take(&profiler, &dir, ProfileMoment::End);
                 wait = period.max(2 * started.elapsed());
@@ -278,7 +297,7 @@ impl Profiling {
     /// as it exited), and says what is missing: the notes, and where the profiles came from.
     pub(super) async fn finish(mut self, still_runs: bool) -> (Profiled, Vec<Note>) {
         if !self.based {
-            return (self.profiled(), self.notes);
+            return (self.profiled(), std::mem::take(&mut self.notes));
         }
         let checkpointed = match self.checkpoints.take() {
             Some((stop, thread)) => {
@@ -290,12 +309,20 @@ impl Profiling {
         let (profiler, dir) = (Arc::clone(&self.profiler), self.dir.clone());
         let last = tokio::task::spawn_blocking(move || {
             let mut profiler = profiler.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match still_runs {
+            // One still running may be on its way out: what it left as it exited stands in.
+            let taken = match still_runs {
                 true => profiler.take(&dir, ProfileMoment::End),
-                false => profiler.at_exit(&dir).unwrap_or_else(|| {
-                    Err(vec!["the process exited before the end of the watch, leaving no profile".to_owned()])
-                }),
-            }
+                false => Err(Vec::new()),
+            };
+            taken.or_else(|errors| {
+                profiler.at_exit(&dir).unwrap_or_else(|| match errors.is_empty() {
+                    true => Err(vec![format!(
+                        "{}: the process exited before the end of the watch, leaving no profile",
+                        profiler.source()
+                    )]),
+                    false => Err(errors),
+                })
+            })
         })
         .await
         .unwrap_or_else(|error| Err(vec![error.to_string()]));
@@ -304,12 +331,21 @@ impl Profiling {
             let error = checkpointed.last_error.or_else(|| errors.into_iter().next()).unwrap_or_default();
             self.notes.push(failure(ProfileMoment::End, error));
         }
-        (self.profiled(), self.notes)
+        (self.profiled(), std::mem::take(&mut self.notes))
     }
 
     fn profiled(&self) -> Profiled {
         let profiler = self.profiler.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Profiled { source: profiler.source(), runtime: profiler.runtime() }
+    }
+}
+
+impl Drop for Profiling {
+    /// A profiling dropped before `finish` stops its checkpoints all the same.
+    fn drop(&mut self) {
+        if let Some((stop, _)) = &self.checkpoints {
+            stop.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -374,7 +410,7 @@ mod tests {
         let (asked, heard) = mpsc::channel();
         let answers = answers.iter().map(|a| a.map_err(str::to_owned)).collect();
         let scripted = Scripted { answers, asked, left_at_exit: None };
-        let mut profiling = Profiling::new(Box::new(scripted), PathBuf::from("/nonexistent"));
+        let mut profiling = Profiling::new(Box::new(scripted), PathBuf::from("/nonexistent"), std::process::id());
         profiling.period = Duration::from_millis(10);
         (profiling, heard)
     }
@@ -423,7 +459,7 @@ mod tests {
         let (asked, heard) = mpsc::channel();
         let answers = [Ok(())].into_iter().collect();
         let scripted = Scripted { answers, asked, left_at_exit: Some(Ok(())) };
-        let mut profiling = Profiling::new(Box::new(scripted), PathBuf::from("/nonexistent"));
+        let mut profiling = Profiling::new(Box::new(scripted), PathBuf::from("/nonexistent"), std::process::id());
         profiling.period = Duration::from_millis(1);
         profiling.load_begins().await;
         let (_, notes) = profiling.finish(false).await;

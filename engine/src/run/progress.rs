@@ -135,7 +135,10 @@ impl CommandOutput {
     /// a command that ended before its first sample is reported with what it said. A grandchild holding
     /// the pipes open would keep them going; it is not waited for. Whether the command reported its
     /// progress, the note for its malformed progress lines, if any, and grpc-java's orphan reports.
-    pub(super) async fn finish(self) -> anyhow::Result<(bool, Option<Note>, Option<OrphanReport>)> {
+    pub(super) async fn finish(
+        self,
+        own_code: &[String],
+    ) -> anyhow::Result<(bool, Option<Note>, Option<OrphanReport>)> {
         let copies = self.copies;
         tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + OUTPUT_DRAIN;
@@ -158,7 +161,7 @@ impl CommandOutput {
                 log
             })
             .collect();
-        Ok((self.reported.load(Ordering::Relaxed), malformed, OrphanReport::of(&logs)))
+        Ok((self.reported.load(Ordering::Relaxed), malformed, OrphanReport::of(&logs, own_code)))
     }
 }
 

@@ -29,7 +29,7 @@ pub fn fetch(base: &str, dir: &Path, process: Side, moment: ProfileMoment) -> Ve
         match checked {
             Ok(bytes) => {
                 let file = dir.join(profiles::file_name(process, moment, kind));
-                if let Err(error) = std::fs::write(&file, bytes) {
+                if let Err(error) = write_whole(&file, &bytes) {
                     errors.push(format!("{}: {error}", file.display()));
                 }
             }
@@ -37,6 +37,15 @@ pub fn fetch(base: &str, dir: &Path, process: Side, moment: ProfileMoment) -> Ve
         }
     }
     errors
+}
+
+/// Writes `bytes` to `path` whole or not at all (a sibling file renamed over it): a profile that fails to
+/// be written never replaces a good one taken at an earlier checkpoint.
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    std::fs::write(&part, bytes)?;
+    std::fs::rename(&part, path)
 }
 
 #[cfg(test)]

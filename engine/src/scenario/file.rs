@@ -413,8 +413,9 @@ pub struct ExternalSection {
     /// sizes its heap over its first thousands of requests. 0: the warm-up is `warmup` alone.
     pub warmup_requests: Option<i64>,
     /// The client's `net/http/pprof` base URL, like `http://{pprof_addr}/debug/pprof`: its heap (`heap?gc=1`)
-    /// and goroutine profiles are fetched when warm-up ends and when the watch ends, and diffed down to
-    /// the client's own call sites. `{pprof_addr}` here and in `command` becomes a free loopback HOST:PORT.
+    /// and goroutine profiles are fetched when warm-up ends, at the load's checkpoints and when the watch
+    /// ends, and diffed down to the client's own call sites (a Rust service's jemalloc heap profile is read
+    /// the same way). `{pprof_addr}` here and in `command` becomes a free loopback HOST:PORT.
     pub pprof: Option<String>,
     /// Find the client's own call sites with its runtime's profiler, which leaklab arranges: V8's sampling
     /// heap profiler in Node and `tracemalloc` in Python (leaklab's agent, loaded through `NODE_OPTIONS`

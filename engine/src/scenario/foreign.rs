@@ -35,9 +35,9 @@ pub struct ForeignPlan {
     pub verdict: VerdictPlan,
     /// The command is stopped when either process reaches one; `None` for `loadgen watch`.
     pub caps: Option<CapsPlan>,
-    /// A Go process's `net/http/pprof` base URL (`http://HOST:PORT/debug/pprof`): its heap and goroutine
-    /// profiles are fetched when warm-up ends and when the watch ends. `{pprof_addr}` in it and in the
-    /// command becomes a free loopback HOST:PORT.
+    /// A Go process's `net/http/pprof` base URL (`http://HOST:PORT/debug/pprof`), or a Rust service's pprof
+    /// heap profile's: its profiles are fetched when warm-up ends, at the load's checkpoints and when the
+    /// watch ends. `{pprof_addr}` in it and in the command becomes a free loopback HOST:PORT.
     pub pprof: Option<String>,
     /// Function name prefixes (or parts of file paths) of the client's own code, for its call sites;
     /// empty: the runtime's default rule.

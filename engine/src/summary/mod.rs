@@ -116,8 +116,9 @@ pub struct Summary {
     /// With `--heap-profile`: the allocation stacks that grew most between the
     /// checkpoint after warm-up and the one after the load, in each process.
     pub heap_profile: Option<HeapReport>,
-    /// With `pprof` (a Go client's `net/http/pprof`): what grew between its profiles after warm-up and at the
-    /// end, and where its own code allocated it; `null` without, or when a profile could not be fetched.
+    /// The client's own profiles compared (`pprof` for Go and Rust, `call_sites` for Node and Python, and a
+    /// JVM whenever grpc-java reports dropped channels): what grew between the profile after warm-up and the
+    /// last of the load, and where its own code created it; `null` without, or when a profile is missing.
     #[serde(default)]
     pub profiles: Option<crate::heap::profiles::Profiles>,
     /// With `--server-pprof` (a Go server under `--target`): the same, of the server.

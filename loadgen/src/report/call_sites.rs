@@ -95,7 +95,8 @@ fn provenance(p: &Profiles, name: &str) -> String {
             p.url
         ),
         CodeRuntime::Cpython => format!(
-            "`tracemalloc` snapshots of the {name}, taken by {} after a collection when warm-up ended and at the last checkpoint of the load: every Python allocation still alive, by traceback \
+            "`tracemalloc` snapshots of the {name}, taken by {} after a collection when warm-up ended and as the \
+             process exited (or the watch ended): every Python allocation still alive, by traceback \
              ({files}). grpcio keeps a channel's connection and buffers in gRPC C-core, outside Python's heap, \
              where tracemalloc cannot see them; the Python objects each channel creates at its caller's line \
              name the call sites, and the RSS says what each costs.",
