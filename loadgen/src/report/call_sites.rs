@@ -53,13 +53,12 @@ pub(crate) fn console(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
             format!(", {} per connection{rss}", human_bytes(b))
         });
         let through = common_helper(&profiles.call_sites).map(|h| format!(" (through {h})")).unwrap_or_default();
-        writeln!(
-            out,
-            "  profiles, {}: {} grew{}; its own call sites{through}:",
-            side.name(),
-            human_bytes(profiles.inuse_bytes_growth as f64),
-            per.unwrap_or_default()
-        )?;
+        // grpc-java's reports alone (no class histograms) say where, not how much.
+        let grew = match profiles.runtime == CodeRuntime::Jvm && profiles.growth.is_empty() {
+            true => "grpc-java's reports".to_owned(),
+            false => format!("{} grew{}", human_bytes(profiles.inuse_bytes_growth as f64), per.unwrap_or_default()),
+        };
+        writeln!(out, "  profiles, {}: {grew}; its own call sites{through}:", side.name())?;
         let common = common_helper(&profiles.call_sites);
         for site in &profiles.call_sites {
             let (file, name) = (site.file_name(), site_name(site, common));
