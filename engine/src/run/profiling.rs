@@ -1,7 +1,8 @@
 //! The client's own profiles during a foreign run (`pprof`, `call_sites`): one as warm-up ends, then one
 //! at every checkpoint of the load while the process runs, each replacing the last, and a last one as
-//! the watch ends if the process still runs. A process that ends its own load and exits a few seconds
-//! later thus keeps its before and its after.
+//! the watch ends if the process still runs (or, for CPython, whose snapshots disturb its RSS, none at
+//! the checkpoints and the one its agent wrote as it exited). A process that ends its own load and exits
+//! a few seconds later thus keeps its before and its after.
 //!
 //! Each runtime is asked with the profiler its users trust ([`Profiler`]): a pprof endpoint (Go's
 //! `net/http/pprof`, a Rust service's jemalloc profile), leaklab's in-process agent for Node (V8's
@@ -36,7 +37,8 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// In a command's environment: where leaklab's agent listens, in a Node or Python process it starts.
 pub(super) const AGENT_LISTEN_ENV: &str = "LEAKLAB_PROFILE_LISTEN";
-/// In a command's environment: the file the agent writes its last profile to as the process exits.
+/// In a command's environment: the file CPython's agent writes its last snapshot to as the process exits
+/// (Node's writes none: see its header).
 pub(super) const AGENT_EXIT_ENV: &str = "LEAKLAB_PROFILE_EXIT";
 /// That file, in the run directory.
 const AGENT_EXIT_FILE: &str = "profile-client-exit.json";
