@@ -17,7 +17,7 @@
 //
 // It writes no profile at exit (LEAKLAB_PROFILE_EXIT is CPython's): a full collection and a profile
 // there lengthen the exit, and Node waits at exit for any debugger connected at that moment, such as
-// leaklab's heap reading (30 s in a CI run that had one). leaklab's checkpoints, every 2 s of the load,
+// leaklab's heap reading. leaklab's checkpoints, every 2 s of the load,
 // keep the end of a program that ends its own load.
 //
 // It also turns off TurboFan's inlining (--no-turbo-inlining): V8 records real stack frames only, and
